@@ -1,0 +1,101 @@
+"""The public entry points: `load_spec` and `check_spec` (`compile_graph` lives in `graph`)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import networkx as nx
+from pydantic import ValidationError
+
+from .errors import Diagnostic, SourcePos, SpecError
+from .graph import compile_graph, nodes
+from .limits import DEFAULT_LIMITS, Limits
+from .params import resolve_params
+from .source import Source, parse_text, read_source
+from .spec import Spec, validation_diagnostics
+
+__all__ = ["check_spec", "load_spec"]
+
+SpecSource = str | Path | Mapping[str, Any]
+
+
+def _looks_like_text(s: str) -> bool:
+    return "\n" in s or s.lstrip().startswith(("{", "name:")) or (":" in s and not Path(s).suffix)
+
+
+def load_spec(source: SpecSource | Spec, overrides: Mapping[str, Any] | None = None,
+              limits: Limits | None = None) -> Spec:
+    """Read and validate a spec's structure and evaluate its params.
+
+    Args:
+        source: a path to a .yaml/.yml/.json file, the spec's text, or a dict.
+        overrides: param values replacing the spec's own (``{"d_model": 256}``).
+        limits: resource limits; defaults to `DEFAULT_LIMITS`.
+
+    Returns:
+        The validated `Spec`. Node arguments are checked by `compile_graph`.
+
+    Raises:
+        SpecError: every problem found, each with file, line, column and node.
+    """
+    limits = limits or DEFAULT_LIMITS
+    if isinstance(source, Spec):
+        if not overrides and limits is DEFAULT_LIMITS:
+            return source
+        data: Any = source.model_dump(by_alias=True, exclude_none=True)
+        src = source.source
+    elif isinstance(source, Mapping):
+        data, src = json.loads(json.dumps(source)), Source("<dict>")
+    elif isinstance(source, Path) or not _looks_like_text(source):
+        data, src = read_source(source, limits)
+    else:
+        data, src = parse_text(source, "<text>", limits=limits)
+    if not isinstance(data, dict):
+        raise SpecError.single("bad-value", f"a spec must be a mapping at the top level, got {type(data).__name__}",
+                               src.pos(()))
+    try:
+        spec = Spec.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(validation_diagnostics(exc, data, src, model=Spec)) from None
+    params, diags = resolve_params(spec.params, dict(overrides or {}), {}, src, ("params",), limits.max_int_bits,
+                                   override_pos=SourcePos("--set"))
+    if diags:
+        raise SpecError(diags)
+    spec._source = src
+    spec._resolved = params
+    spec._limits = limits
+    return spec
+
+
+def check_spec(spec: Spec) -> tuple[dict[str | None, nx.MultiDiGraph], list[Diagnostic]]:
+    """Compile the main graph and every signature; check that shared nodes agree on weights.
+
+    Returns:
+        The graphs by signature (None for the main graph) and the warnings.
+
+    Raises:
+        SpecError: every error found across all signatures.
+    """
+    warnings: list[Diagnostic] = []
+    errors: list[Diagnostic] = []
+    graphs: dict[str | None, nx.MultiDiGraph] = {}
+    for sig in (None, *spec.signatures):
+        try:
+            graphs[sig] = compile_graph(spec, sig, warnings=warnings)
+        except SpecError as exc:
+            errors.extend(d for d in exc.diagnostics if d not in errors)
+    if None in graphs:
+        main = {n.id: n for n in nodes(graphs[None])}
+        for sig, g in graphs.items():
+            for n in nodes(g) if sig else ():
+                other = main.get(n.id)
+                if other is not None and other.op != "input" and other.weights != n.weights:
+                    errors.append(Diagnostic(
+                        "signature-mismatch", f"weights differ from the main graph's node of that id in signature "
+                        f"'{sig}': {n.weights} vs {other.weights}", n.pos, n.id))
+    if errors:
+        raise SpecError(errors + warnings)
+    return graphs, warnings

@@ -1,0 +1,129 @@
+"""`${...}` expressions: arithmetic over params, evaluated by an AST whitelist (never `eval`).
+
+Allowed: numbers, param names, ``+ - * / // % **``, unary ``- +``, comparisons, ``and/or/not``,
+``a if cond else b`` and the calls ``min max floor ceil abs int float round sqrt``.
+Anything else (attributes, subscripts, other calls, strings, lambdas) is refused.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+import operator
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+__all__ = ["ExprError", "evaluate", "substitute"]
+
+Number = int | float | bool
+
+_FULL = re.compile(r"^\$\{(.*)\}$", re.DOTALL)
+_PART = re.compile(r"\$\{([^}]*)\}")
+
+_BINARY: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
+    ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
+    ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.Pow: operator.pow,
+}
+_UNARY: dict[type[ast.unaryop], Callable[[Any], Any]] = {
+    ast.USub: operator.neg, ast.UAdd: operator.pos, ast.Not: operator.not_,
+}
+_COMPARE: dict[type[ast.cmpop], Callable[[Any, Any], Any]] = {
+    ast.Eq: operator.eq, ast.NotEq: operator.ne, ast.Lt: operator.lt, ast.LtE: operator.le,
+    ast.Gt: operator.gt, ast.GtE: operator.ge,
+}
+_FUNCTIONS: dict[str, Callable[..., Any]] = {
+    "min": min, "max": max, "floor": math.floor, "ceil": math.ceil, "abs": abs, "int": int,
+    "float": float, "round": round, "sqrt": math.sqrt,
+}
+
+
+class ExprError(ValueError):
+    """An expression that is malformed, unsafe, or names an unknown param."""
+
+    def __init__(self, message: str, unknown: str | None = None) -> None:
+        super().__init__(message)
+        self.unknown = unknown
+
+
+def evaluate(text: str, params: Mapping[str, Any], max_int_bits: int = 64) -> Number:
+    """Evaluate one expression (the text inside ``${...}``) over `params`."""
+    try:
+        tree = ast.parse(text.strip(), mode="eval")
+    except SyntaxError as exc:
+        raise ExprError(f"invalid expression '{text}': {exc.msg}") from None
+    return _Evaluator(params, max_int_bits).visit(tree.body)
+
+
+def substitute(value: Any, params: Mapping[str, Any], max_int_bits: int = 64) -> Any:
+    """Replace ``${...}`` in a string value; a string that is one whole expression becomes its value."""
+    if not isinstance(value, str) or "${" not in value:
+        return value
+    whole = _FULL.match(value)
+    if whole and "${" not in whole.group(1):
+        return evaluate(whole.group(1), params, max_int_bits)
+    return _PART.sub(lambda m: str(evaluate(m.group(1), params, max_int_bits)), value)
+
+
+class _Evaluator:
+    def __init__(self, params: Mapping[str, Any], max_int_bits: int) -> None:
+        self.params = params
+        self.limit = 2**max_int_bits
+
+    def _check(self, value: Any) -> Any:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, int) and abs(value) >= self.limit:
+            raise ExprError(f"integer overflow: result has more than {self.limit.bit_length() - 1} bits")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ExprError("result is not a finite number")
+        return value
+
+    def visit(self, node: ast.AST) -> Any:
+        if isinstance(node, ast.Constant) and isinstance(node.value, int | float) and node.value is not None:
+            return self._check(node.value)
+        if isinstance(node, ast.Name):
+            if node.id in ("true", "True"):
+                return True
+            if node.id in ("false", "False"):
+                return False
+            if node.id not in self.params:
+                raise ExprError(f"unknown param '{node.id}'", unknown=node.id)
+            value = self.params[node.id]
+            if not isinstance(value, int | float):
+                raise ExprError(f"param '{node.id}' is {type(value).__name__} {value!r}, not a number")
+            return value
+        if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
+            left, right = self.visit(node.left), self.visit(node.right)
+            if isinstance(node.op, ast.Pow) and isinstance(right, int | float) and abs(right) > 4096:
+                raise ExprError(f"exponent {right} is too large")
+            try:
+                return self._check(_BINARY[type(node.op)](left, right))
+            except ZeroDivisionError:
+                raise ExprError("division by zero") from None
+            except OverflowError:
+                raise ExprError("numeric overflow") from None
+        if isinstance(node, ast.UnaryOp) and type(node.op) in _UNARY:
+            return self._check(_UNARY[type(node.op)](self.visit(node.operand)))
+        if isinstance(node, ast.BoolOp):
+            values = [self.visit(v) for v in node.values]
+            return all(values) if isinstance(node.op, ast.And) else any(values)
+        if isinstance(node, ast.Compare) and all(type(op) in _COMPARE for op in node.ops):
+            left = self.visit(node.left)
+            for op, comparator in zip(node.ops, node.comparators, strict=True):
+                right = self.visit(comparator)
+                if not _COMPARE[type(op)](left, right):
+                    return False
+                left = right
+            return True
+        if isinstance(node, ast.IfExp):
+            return self.visit(node.body) if self.visit(node.test) else self.visit(node.orelse)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and not node.keywords:
+            func = _FUNCTIONS.get(node.func.id)
+            if func is None:
+                raise ExprError(f"function '{node.func.id}' is not allowed (allowed: {', '.join(_FUNCTIONS)})")
+            try:
+                return self._check(func(*(self.visit(a) for a in node.args)))
+            except (TypeError, ValueError, OverflowError) as exc:
+                raise ExprError(f"{node.func.id}(): {exc}") from None
+        raise ExprError(f"'{ast.unparse(node)}' is not allowed in an expression (only arithmetic over params)")

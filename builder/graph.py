@@ -1,0 +1,190 @@
+"""The checked graph: a `networkx.MultiDiGraph` whose nodes carry a frozen `Node` payload
+(op, validated arguments, inferred input and output types, weight shapes, source position)
+and whose edges are tensors (keyed by the consumer's input port)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import networkx as nx
+
+from .errors import Diagnostic, SourcePos, SpecError
+from .limits import Limits
+from .ops import Op
+from .resolve import Frame, Pending, TensorRef, expand
+from .spec import InputSpec, Spec
+from .tensor import ShapeError, TensorType
+
+__all__ = ["Node", "compile_graph", "graph_inputs", "graph_outputs", "nodes", "param_count"]
+
+INPUT = "input"
+"""The op name of graph-input nodes (placeholders); every other node's op is in `OPS`."""
+
+
+@dataclass(frozen=True)
+class Node:
+    """One node of the checked graph.
+
+    Attributes:
+        id: full dotted id (``encoder.3.attn``); names the submodule, weights and ONNX nodes.
+        op: the op name, or ``input`` for a graph input.
+        model: the validated op arguments (None for inputs).
+        bindings: input port to the tensor feeding it.
+        inputs: input port to its type.
+        outputs: output port to its type.
+        weights: own weights (tied ones excluded), name to shape.
+        ties: tied weight name to the tensor that owns it (``(node id, weight name)``).
+        scope: the block calls around the node, outermost first.
+        pos: where the node is written.
+    """
+
+    id: str
+    op: str
+    model: Op | None
+    bindings: dict[str, TensorRef]
+    inputs: dict[str, TensorType]
+    outputs: dict[str, TensorType]
+    weights: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    ties: dict[str, tuple[str, str]] = field(default_factory=dict)
+    scope: tuple[Frame, ...] = ()
+    pos: SourcePos = field(default_factory=SourcePos)
+
+    @property
+    def params(self) -> int:
+        return sum(math.prod(s) for s in self.weights.values())
+
+
+def nodes(g: nx.MultiDiGraph) -> list[Node]:
+    """The graph's nodes in a deterministic topological order (inputs first)."""
+    return [g.nodes[n]["node"] for n in g.graph["order"]]
+
+
+def graph_inputs(g: nx.MultiDiGraph) -> dict[str, TensorType]:
+    return {name: g.nodes[name]["node"].outputs["y"] for name in g.graph["inputs"]}
+
+
+def graph_outputs(g: nx.MultiDiGraph) -> dict[str, TensorType]:
+    return {name: g.nodes[ref.node]["node"].outputs[ref.port] for name, ref in g.graph["outputs"].items()}
+
+
+def param_count(g: nx.MultiDiGraph) -> int:
+    return sum(n.params for n in nodes(g))
+
+
+def compile_graph(spec: Spec, signature: str | None = None, limits: Limits | None = None,
+                  warnings: list[Diagnostic] | None = None) -> nx.MultiDiGraph:
+    """Expand, wire and shape-check `spec` (or one of its signatures) into the checked graph.
+
+    Raises:
+        SpecError: with every independent error found; warnings (unused nodes) are appended
+            to `warnings` when given.
+    """
+    limits = limits or spec._limits
+    if signature is not None and signature not in spec.signatures:
+        from .errors import did_you_mean
+
+        raise SpecError.single("unknown-signature", f"spec '{spec.name}' has no signature '{signature}'",
+                               spec.source.pos(("signatures",)), None,
+                               (*did_you_mean(signature, spec.signatures), f"signatures: {', '.join(spec.signatures) or '(none)'}"))
+    pending, outputs, diags = expand(spec, limits, signature)
+    inputs: dict[str, InputSpec] = spec.inputs if signature is None else spec.signatures[signature].inputs
+    base = () if signature is None else ("signatures", signature)
+    g = nx.MultiDiGraph(name=spec.name, doc=spec.doc, signature=signature, params=spec.resolved_params,
+                        file=spec.source.file)
+    types: dict[TensorRef, TensorType] = {}
+    for name, inp in inputs.items():
+        t = TensorType.of(inp.shape, inp.dtype)
+        types[TensorRef(name, "y")] = t
+        g.add_node(name, node=Node(name, INPUT, None, {}, {}, {"y": t}, pos=spec.source.pos((*base, "inputs", name))))
+    order = list(inputs)
+    owners: dict[str, Node] = {}
+    for p in pending:
+        node = _infer(p, types, diags)
+        if node is None:
+            continue
+        g.add_node(node.id, node=node)
+        for port, ref in p.bindings.items():
+            g.add_edge(ref.node, node.id, key=port, src_port=ref.port, type=types[ref])
+        order.append(node.id)
+        owners[node.id] = node
+    for node in list(owners.values()):
+        _check_ties(node, owners, g, diags)
+    total = sum(g.nodes[n]["node"].params for n in order)
+    if total * 4 > limits.max_weight_bytes:
+        diags.append(Diagnostic("limit", f"the weights need {total * 4 / 2**30:.1f} GiB in float32, more than the "
+                                f"{limits.max_weight_bytes / 2**30:.1f} GiB allowed", spec.source.pos(()), None,
+                                ("raise it with --limit max_weight_bytes=N",)))
+    g.graph["order"] = order
+    g.graph["inputs"] = list(inputs)
+    g.graph["outputs"] = {k: v for k, v in outputs.items() if v is not None}
+    _dedupe_into(diags, warnings)
+    errors = [d for d in diags if d.severity == "error"]
+    if errors:
+        raise SpecError(_dedupe(diags))
+    return g
+
+
+def _infer(p: Pending, types: dict[TensorRef, TensorType], diags: list[Diagnostic]) -> Node | None:
+    if any(ref not in types for ref in p.bindings.values()):
+        return None  # an input failed upstream; that failure is already reported
+    ins = {port: types[ref] for port, ref in p.bindings.items()}
+    try:
+        outs = p.model.infer(ins)
+        weights = p.model.weights(ins)
+    except ShapeError as exc:
+        src = p.bindings.get(exc.port) if exc.port else None
+        where = f"input '{exc.port}' (from '{src}')" if src else "input"
+        diags.append(Diagnostic("shape-mismatch", f"{where}: {exc}", p.pos, p.id))
+        return None
+    if tuple(outs) != p.model.output_ports():  # pragma: no cover - a bug in an op declaration
+        raise AssertionError(f"op '{p.model.op}' inferred ports {tuple(outs)}, declares {p.model.output_ports()}")
+    for port, t in outs.items():
+        types[TensorRef(p.id, port)] = t
+    return Node(p.id, p.model.op, p.model, p.bindings, ins, outs, weights, {}, p.scope, p.pos)
+
+
+def _check_ties(node: Node, owners: dict[str, Node], g: nx.MultiDiGraph, diags: list[Diagnostic]) -> None:
+    assert node.model is not None
+    tied = node.model.tied()
+    if not tied:
+        return
+    ties: dict[str, tuple[str, str]] = {}
+    weights = dict(node.weights)
+    prefix = node.scope[-1].path + "." if node.scope else ""
+    for name, target in tied.items():
+        owner_id, _, weight = target.rpartition(".")
+        owner = owners.get(prefix + owner_id) or owners.get(owner_id)
+        if name not in weights:
+            diags.append(Diagnostic("bad-tie", f"tie: the op has no weight '{name}' (weights: {', '.join(weights)})",
+                                    node.pos, node.id))
+        elif owner is None or weight not in owner.weights:
+            have = f" (its weights: {', '.join(owner.weights)})" if owner else ""
+            diags.append(Diagnostic("bad-tie", f"tie: '{target}' names no weight{have}", node.pos, node.id))
+        elif owner.weights[weight] != weights[name]:
+            diags.append(Diagnostic("bad-tie", f"tie: weight '{name}' is {list(weights[name])}, but '{target}' is "
+                                    f"{list(owner.weights[weight])}", node.pos, node.id))
+        else:
+            ties[name] = (owner.id, weight)
+            del weights[name]
+    if ties:
+        new = Node(node.id, node.op, node.model, node.bindings, node.inputs, node.outputs, weights, ties,
+                   node.scope, node.pos)
+        owners[node.id] = new
+        g.nodes[node.id]["node"] = new
+
+
+def _dedupe(diags: list[Diagnostic]) -> list[Diagnostic]:
+    seen: set[tuple[str, str, SourcePos, str]] = set()
+    out = []
+    for d in diags:
+        key = (d.severity, d.code, d.pos, d.message)
+        if key not in seen:
+            seen.add(key)
+            out.append(d)
+    return out
+
+
+def _dedupe_into(diags: list[Diagnostic], warnings: list[Diagnostic] | None) -> None:
+    if warnings is not None:
+        warnings.extend(d for d in _dedupe(diags) if d.severity == "warning")

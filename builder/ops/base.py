@@ -1,0 +1,177 @@
+"""The `Op` base class: one pydantic model per op, carrying its arguments, ports, shape
+rule, weight shapes and doc, plus the registry every backend is checked against."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Annotated, Any, ClassVar, get_args
+
+import sympy
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt
+
+from ..errors import did_you_mean
+from ..tensor import ShapeError, TensorType, fmt_dim, same_dim
+
+__all__ = [
+    "FAMILIES", "OPS", "VARIADIC", "Int2", "IntN", "Op", "Ref", "WeightShapes",
+    "broadcast", "conv_len", "expect_float", "expect_rank", "last_dim", "numel", "pair", "register",
+]
+
+Ref = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)?$")]
+"""A tensor reference: ``node`` (its first output) or ``node.port``."""
+NodeInputs = Ref | list[Ref] | dict[str, Ref]
+WeightShapes = dict[str, tuple[int, ...]]
+Int2 = PositiveInt | Annotated[tuple[PositiveInt, PositiveInt], Field()]
+IntN = PositiveInt | list[PositiveInt]
+
+VARIADIC = "*"
+"""`Op.INPUTS` value for ops that take any number of positional inputs (ports 0, 1, ...)."""
+
+FAMILIES = ("input", "conv", "pool", "linear", "embedding", "norm", "activation", "attention",
+            "recurrent", "regularization", "tensor")
+
+OPS: dict[str, type[Op]] = {}
+"""Every op, by name. Backends are tables over exactly these keys."""
+
+
+class Op(BaseModel):
+    """Base of every op model: a node of the spec, its arguments validated.
+
+    Subclasses narrow `op` to a Literal, add typed argument fields, and implement `infer`
+    (the shape rule) and, when the op has weights, `weights`.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    op: str
+    in_: NodeInputs | None = Field(default=None, alias="in", description="Input tensor(s): a ref, a list, or port: ref.")
+    doc: str | None = Field(default=None, description="A note on this node, shown in diagrams.")
+    tie: str | dict[str, str] | None = Field(
+        default=None, description="Share weights with another node: 'node' ties `weight`, or {weight: node.weight}.")
+
+    INPUTS: ClassVar[tuple[str, ...]] = ("x",)
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset()
+    MIN_INPUTS: ClassVar[int] = 1
+    OUTPUTS: ClassVar[tuple[str, ...]] = ("y",)
+    FAMILY: ClassVar[str] = "tensor"
+
+    @classmethod
+    def name(cls) -> str:
+        return str(get_args(cls.model_fields["op"].annotation)[0])
+
+    @classmethod
+    def summary(cls) -> str:
+        return (cls.__doc__ or "").strip().splitlines()[0]
+
+    @classmethod
+    def arg_fields(cls) -> dict[str, Any]:
+        return {k: f for k, f in cls.model_fields.items() if k not in Op.model_fields}
+
+    def args(self) -> dict[str, Any]:
+        """The op's own arguments (not op, in, doc, tie), all of them, defaults included."""
+        return {k: getattr(self, k) for k in self.arg_fields()}
+
+    def output_ports(self) -> tuple[str, ...]:
+        return self.OUTPUTS
+
+    def infer(self, ins: dict[str, TensorType]) -> dict[str, TensorType]:
+        """The shape rule: input types by port to output types by port."""
+        raise NotImplementedError(f"op '{self.op}' has no shape rule")
+
+    def weights(self, ins: dict[str, TensorType]) -> WeightShapes:
+        """Weight names (as in the PyTorch layer's state_dict) and concrete shapes."""
+        return {}
+
+    def label(self) -> str:
+        """Key arguments in a few characters, for diagrams (``6@5x5``, ``→ 84``)."""
+        return ""
+
+    def tied(self) -> dict[str, str]:
+        """Tied weights: own weight name to ``node.weight`` of the node that owns it."""
+        if self.tie is None:
+            return {}
+        if isinstance(self.tie, str):
+            return {"weight": self.tie if "." in self.tie else f"{self.tie}.weight"}
+        return dict(self.tie)
+
+
+def register(cls: type[Op]) -> type[Op]:
+    """Add an op class to `OPS` under the name in its `op` Literal; duplicates fail at import."""
+    name = cls.name()
+    if name in OPS:
+        raise ValueError(f"op '{name}' is registered twice ({OPS[name].__qualname__}, {cls.__qualname__})")
+    if cls.FAMILY not in FAMILIES:
+        raise ValueError(f"op '{name}': unknown family '{cls.FAMILY}'" + "".join(did_you_mean(cls.FAMILY, FAMILIES)))
+    if not cls.__doc__:
+        raise ValueError(f"op '{name}' needs a docstring")
+    OPS[name] = cls
+    return cls
+
+
+# --- helpers for shape rules -------------------------------------------------------------
+
+def pair(v: int | Sequence[int]) -> tuple[int, int]:
+    if isinstance(v, int):
+        return (v, v)
+    return (int(v[0]), int(v[1]))
+
+
+def expect_rank(t: TensorType, ranks: int | Sequence[int], port: str, what: str) -> None:
+    allowed = (ranks,) if isinstance(ranks, int) else tuple(ranks)
+    if t.rank not in allowed:
+        want = " or ".join(str(r) for r in allowed)
+        raise ShapeError(f"expected a rank-{want} input ({what}), got rank {t.rank} [{t}]", port)
+
+
+def expect_float(t: TensorType, port: str) -> None:
+    if not t.dtype.startswith(("float", "bfloat")):
+        raise ShapeError(f"expected a floating-point tensor, got {t.dtype}", port)
+
+
+def last_dim(t: TensorType, port: str, what: str = "feature size") -> int:
+    """The last dim, which must be a concrete size because a weight depends on it."""
+    if not t.shape:
+        raise ShapeError("expected at least one dimension, got a scalar", port)
+    d = t.shape[-1]
+    if not d.is_Integer:
+        raise ShapeError(f"the {what} (last dim) must be a fixed size, got '{fmt_dim(d)}' in [{t}]", port)
+    return int(d)
+
+
+def conv_len(size: sympy.Expr, k: int, s: int, p: int, d: int = 1, ceil: bool = False) -> sympy.Expr:
+    """Output length of a convolution or pooling window: floor((L + 2p - d(k-1) - 1)/s) + 1."""
+    num = size + 2 * p - d * (k - 1) - 1
+    if num.is_Integer:
+        n = int(num)
+        out = (-(-n // s) if ceil else n // s) + 1
+        if n < 0 or out <= 0:
+            raise ShapeError(f"window {k} (dilation {d}, padding {p}) does not fit an input of size {fmt_dim(size)}")
+        return sympy.Integer(out)
+    return (sympy.ceiling(num / s) if ceil else sympy.floor(num / s)) + 1
+
+
+def broadcast(types: Sequence[TensorType], ports: Sequence[str]) -> TensorType:
+    """NumPy broadcasting of several inputs; the dtype of the first."""
+    rank = max(t.rank for t in types)
+    out: list[sympy.Expr] = []
+    for i in range(rank):
+        size: sympy.Expr = sympy.Integer(1)
+        src = None
+        for t, port in zip(types, ports, strict=True):
+            j = i - (rank - t.rank)
+            if j < 0 or t.shape[j] == 1:
+                continue
+            if size == 1:
+                size, src = t.shape[j], port
+            elif not same_dim(size, t.shape[j]):
+                raise ShapeError(
+                    f"cannot broadcast dim {i - rank} of size {fmt_dim(t.shape[j])} against "
+                    f"{fmt_dim(size)} from input {src} (shapes: {', '.join(f'[{t}]' for t in types)})", port)
+        out.append(size)
+    return TensorType(tuple(out), types[0].dtype)
+
+
+def numel(shape: Sequence[int]) -> int:
+    return math.prod(shape)
+

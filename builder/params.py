@@ -1,0 +1,83 @@
+"""Params: overrides applied, ``${...}`` expressions evaluated in dependency order."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import yaml
+
+from .errors import Diagnostic, SourcePos, did_you_mean
+from .expr import ExprError, substitute
+from .source import DataPath, Source
+
+__all__ = ["parse_override", "resolve_params", "substitute_tree"]
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """``key=value`` from the command line; the value is read as a YAML scalar (``256``, ``0.1``, ``true``)."""
+    key, sep, text = item.partition("=")
+    if not sep or not key.strip():
+        raise ValueError(f"expected key=value, got '{item}'")
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError:
+        value = text
+    if not isinstance(value, bool | int | float | str):
+        value = text
+    return key.strip(), value
+
+
+def resolve_params(declared: Mapping[str, Any], overrides: Mapping[str, Any], outer: Mapping[str, Any],
+                   source: Source, base: DataPath, max_int_bits: int,
+                   node: str | None = None, override_pos: SourcePos | None = None) -> tuple[dict[str, Any], list[Diagnostic]]:
+    """Evaluate `declared` params (expressions may name each other and `outer` ones), with `overrides` applied.
+
+    Returns the resolved params (outer ones included, own ones shadowing) and diagnostics.
+    """
+    diags: list[Diagnostic] = []
+    for key in overrides:
+        if key not in declared:
+            diags.append(Diagnostic(
+                "unknown-param", f"there is no param '{key}' to set", override_pos or source.pos(base), node,
+                (*did_you_mean(key, declared), f"params: {', '.join(declared) or '(none)'}")))
+    pending = {k: overrides.get(k, v) for k, v in declared.items()}
+    resolved: dict[str, Any] = dict(outer)
+    for key in declared:
+        resolved.pop(key, None)
+    # Evaluate repeatedly: each pass resolves the params whose references are already known.
+    while pending:
+        progress = False
+        for key, value in list(pending.items()):
+            try:
+                resolved[key] = substitute(value, resolved, max_int_bits)
+            except ExprError as exc:
+                if exc.unknown is not None and exc.unknown in pending and exc.unknown != key:
+                    continue  # depends on a param not evaluated yet
+                pos = override_pos if key in overrides and override_pos else source.pos((*base, key))
+                hints = did_you_mean(exc.unknown, [*resolved, *pending]) if exc.unknown else ()
+                diags.append(Diagnostic("bad-expr", f"param '{key}': {exc}", pos, node, hints))
+            del pending[key]
+            progress = True
+        if not progress:
+            cycle = ", ".join(pending)
+            diags.append(Diagnostic("bad-expr", f"params refer to each other in a cycle: {cycle}",
+                                    source.pos((*base, next(iter(pending)))), node))
+            break
+    return resolved, diags
+
+
+def substitute_tree(value: Any, params: Mapping[str, Any], path: DataPath, source: Source, max_int_bits: int,
+                    node: str | None, diags: list[Diagnostic]) -> Any:
+    """Substitute ``${...}`` everywhere in a node's arguments, reporting each failure at its key."""
+    if isinstance(value, dict):
+        return {k: substitute_tree(v, params, (*path, k), source, max_int_bits, node, diags) for k, v in value.items()}
+    if isinstance(value, list):
+        return [substitute_tree(v, params, (*path, i), source, max_int_bits, node, diags) for i, v in enumerate(value)]
+    try:
+        return substitute(value, params, max_int_bits)
+    except ExprError as exc:
+        hints = did_you_mean(exc.unknown, params) if exc.unknown else ()
+        code = "unknown-param" if exc.unknown else "bad-expr"
+        diags.append(Diagnostic(code, str(exc), source.pos(path), node, hints))
+        return value

@@ -1,0 +1,343 @@
+"""Block expansion: the spec's nodes (and its blocks' nodes, copy by copy) become a flat list
+of validated op nodes with resolved input bindings, in an order where inputs come first.
+
+Within one body (the main graph, a signature, or a block) nodes are processed in the
+topological order of their references, so a block call is expanded once its inputs are
+known and the nodes after it can refer to its outputs. A block call is atomic: a cycle
+through one is a cycle even where the block's own wiring would break it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import networkx as nx
+from pydantic import ValidationError
+
+from .errors import Diagnostic, SourcePos, SpecError, did_you_mean
+from .limits import Limits
+from .ops import OPS, VARIADIC, Op
+from .params import resolve_params, substitute_tree
+from .source import DataPath, Source
+from .spec import BlockSpec, Spec, validation_diagnostics
+
+__all__ = ["Frame", "Pending", "TensorRef", "expand"]
+
+
+@dataclass(frozen=True, order=True)
+class TensorRef:
+    """One tensor of the graph: output `port` of node `node` (full dotted id)."""
+
+    node: str
+    port: str
+
+    def __str__(self) -> str:
+        return f"{self.node}.{self.port}"
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One level of block nesting around a node (a call, or one copy of a repeated call)."""
+
+    path: str
+    block: str
+    repeat: int | None = None
+    index: int | None = None
+
+
+@dataclass
+class Pending:
+    """An op node after expansion: validated arguments and resolved inputs, no shapes yet."""
+
+    id: str
+    model: Op
+    bindings: dict[str, TensorRef]
+    scope: tuple[Frame, ...]
+    pos: SourcePos
+
+
+@dataclass
+class _Entry:
+    raw: dict[str, Any]
+    path: DataPath  # where the node's arguments are written
+    in_path: DataPath  # where its `in` is written (differs for re-wired signature nodes)
+    warn_unused: bool = True
+
+
+@dataclass
+class _Result:
+    """A processed local node: an op node's id and ports, or a block call's outputs."""
+
+    node: str | None = None
+    ports: tuple[str, ...] = ()
+    outputs: dict[str, TensorRef] = field(default_factory=dict)
+
+
+def _ref_names(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list):
+        return [v for v in value if isinstance(v, str)]
+    if isinstance(value, dict):
+        return [v for v in value.values() if isinstance(v, str)]
+    return []
+
+
+class _Expander:
+    def __init__(self, spec: Spec, limits: Limits) -> None:
+        self.spec = spec
+        self.source: Source = spec.source
+        self.limits = limits
+        self.params = spec.resolved_params
+        self.nodes: list[Pending] = []
+        self.diags: list[Diagnostic] = []
+
+    def error(self, code: str, message: str, path: DataPath, node: str | None, hints: tuple[str, ...] = ()) -> None:
+        self.diags.append(Diagnostic(code, message, self.source.pos(path), node, hints))
+
+    # --- one body ----------------------------------------------------------------------
+
+    def body(self, entries: dict[str, _Entry], outputs: Mapping[str, tuple[str, DataPath]],
+             env: Mapping[str, TensorRef | None], params: Mapping[str, Any], prefix: str,
+             frames: tuple[Frame, ...], stack: tuple[str, ...]) -> dict[str, TensorRef | None]:
+        """Expand one body; returns its outputs (None where a failure upstream left one unknown)."""
+        known = [*env, *entries]
+        local = nx.DiGraph()
+        local.add_nodes_from(entries)
+        for nid, entry in entries.items():
+            for ref in _ref_names(entry.raw.get("in")):
+                name = ref.partition(".")[0]
+                if name in entries:
+                    local.add_edge(name, nid)
+                elif name not in env:
+                    self.error("dangling-ref", f"'{ref}' names no node or input", entry.in_path, prefix + nid,
+                               did_you_mean(name, known))
+        roots = []
+        for out, (ref, path) in outputs.items():
+            name = ref.partition(".")[0]
+            if name in entries:
+                roots.append(name)
+            elif name not in env:
+                self.error("bad-output", f"output '{out}' names '{ref}', which is no node or input", path, None,
+                           did_you_mean(name, known))
+        needed = set(roots).union(*(nx.ancestors(local, r) for r in roots))
+        for nid, entry in entries.items():
+            if nid not in needed and entry.warn_unused:
+                self.diags.append(Diagnostic(
+                    "unused-node", "reaches no output, so it is left out", self.source.pos(entry.path),
+                    prefix + nid, severity="warning"))
+        sub = local.subgraph(needed)
+        try:
+            cycle = nx.find_cycle(sub)
+        except nx.NetworkXNoCycle:
+            cycle = []
+        if cycle:
+            loop = " -> ".join([*(prefix + a for a, _ in cycle), prefix + cycle[0][0]])
+            self.error("cycle", f"the graph has a cycle: {loop}", entries[cycle[0][0]].in_path, prefix + cycle[0][0])
+            return dict.fromkeys(outputs)
+        order = {nid: i for i, nid in enumerate(entries)}
+        results: dict[str, _Result | None] = {}
+        for nid in nx.lexicographical_topological_sort(sub, key=order.__getitem__):
+            results[nid] = self.node(nid, entries[nid], env, results, params, prefix, frames, stack)
+        return {out: self.lookup(ref, env, results, path, None) for out, (ref, path) in outputs.items()}
+
+    def lookup(self, ref: str, env: Mapping[str, TensorRef | None], results: Mapping[str, _Result | None],
+               path: DataPath, node: str | None) -> TensorRef | None:
+        name, _, port = ref.partition(".")
+        if name in env:
+            if port:
+                self.error("unknown-port", f"'{name}' is an input, it has no port '{port}'", path, node)
+                return None
+            return env[name]
+        result = results.get(name)
+        if result is None:
+            return None  # failed upstream (already reported) or dangling (reported above)
+        if result.node is not None:
+            if not port:
+                return TensorRef(result.node, result.ports[0])
+            if port not in result.ports:
+                self.error("unknown-port", f"node '{name}' has no output port '{port}' (ports: {', '.join(result.ports)})",
+                           path, node, did_you_mean(port, result.ports))
+                return None
+            return TensorRef(result.node, port)
+        if not port:
+            return next(iter(result.outputs.values()))
+        if port not in result.outputs:
+            self.error("unknown-port", f"block call '{name}' has no output '{port}' (outputs: {', '.join(result.outputs)})",
+                       path, node, did_you_mean(port, result.outputs))
+            return None
+        return result.outputs[port]
+
+    # --- one node ------------------------------------------------------------------------
+
+    def node(self, nid: str, entry: _Entry, env: Mapping[str, TensorRef | None], results: Mapping[str, _Result | None],
+             params: Mapping[str, Any], prefix: str, frames: tuple[Frame, ...], stack: tuple[str, ...]) -> _Result | None:
+        full = prefix + nid
+        op = entry.raw.get("op")
+        if not isinstance(op, str):
+            self.error("missing-key" if op is None else "bad-arg",
+                       "missing required key 'op'" if op is None else f"op must be a name, got {op!r}",
+                       entry.path if op is None else (*entry.path, "op"), full)
+            return None
+        if op in OPS:
+            return self.op_node(full, OPS[op], entry, env, results, params, frames)
+        if op in self.spec.blocks:
+            return self.block_call(full, op, entry, env, results, params, frames, stack)
+        self.error("unknown-op", f"unknown op '{op}'", (*entry.path, "op"), full,
+                   (*did_you_mean(op, [*OPS, *self.spec.blocks]), "`nnspec ops` lists the ops"))
+        return None
+
+    def inputs_of(self, full: str, ports: tuple[str, ...], optional: frozenset[str], minimum: int, entry: _Entry,
+                  env: Mapping[str, TensorRef | None], results: Mapping[str, _Result | None]) -> dict[str, TensorRef] | None:
+        """Bind the node's `in` to ports: one ref to the first, a list in order, a mapping by name."""
+        value = entry.raw.get("in")
+        if value is None:
+            self.error("missing-key", "missing required key 'in'", entry.path, full)
+            return None
+        variadic = ports == (VARIADIC,)
+        if isinstance(value, str):
+            named = {"0" if variadic else ports[0]: value}
+        elif isinstance(value, list):
+            if not variadic and len(value) > len(ports):
+                self.error("bad-arg", f"{len(value)} inputs given, the op takes at most {len(ports)} ({', '.join(ports)})",
+                           entry.in_path, full)
+                return None
+            named = {(str(i) if variadic else ports[i]): v for i, v in enumerate(value)}
+        elif isinstance(value, dict):
+            named = dict(value)
+        else:
+            self.error("bad-arg", f"in: expected a ref, a list or a mapping, got {type(value).__name__}", entry.in_path, full)
+            return None
+        ok = True
+        if variadic:
+            if len(named) < minimum:
+                self.error("bad-arg", f"needs at least {minimum} inputs, got {len(named)}", entry.in_path, full)
+                ok = False
+        else:
+            for port in named:
+                if port not in ports:
+                    self.error("unknown-port", f"no input port '{port}' (ports: {', '.join(ports)})",
+                               (*entry.in_path, port), full, did_you_mean(port, ports))
+                    ok = False
+            missing = [p for p in ports if p not in named and p not in optional]
+            if missing:
+                self.error("missing-input", f"input {', '.join(missing)} is not connected", entry.in_path, full)
+                ok = False
+        bound: dict[str, TensorRef] = {}
+        for port, ref in named.items():
+            if not isinstance(ref, str):
+                self.error("bad-arg", f"in: expected a ref, got {ref!r}", entry.in_path, full)
+                ok = False
+                continue
+            target = self.lookup(ref, env, results, entry.in_path, full)
+            if target is None:
+                ok = False
+            else:
+                bound[port] = target
+        return bound if ok else None
+
+    def op_node(self, full: str, cls: type[Op], entry: _Entry, env: Mapping[str, TensorRef | None],
+                results: Mapping[str, _Result | None], params: Mapping[str, Any], frames: tuple[Frame, ...]) -> _Result | None:
+        args = {k: v for k, v in entry.raw.items() if k not in ("in", "tie")}
+        before = len(self.diags)
+        data = substitute_tree(args, params, entry.path, self.source, self.limits.max_int_bits, full, self.diags)
+        if len(self.diags) > before:
+            return None
+        data = {**data, **{k: entry.raw[k] for k in ("in", "tie") if k in entry.raw}}
+        try:
+            model = cls.model_validate(data)
+        except ValidationError as exc:
+            self.diags.extend(validation_diagnostics(exc, data, self.source, entry.path, full, cls))
+            return None
+        bindings = self.inputs_of(full, cls.INPUTS, cls.OPTIONAL, cls.MIN_INPUTS, entry, env, results)
+        if bindings is None:
+            return None
+        self.nodes.append(Pending(full, model, bindings, frames, self.source.pos(entry.path)))
+        if len(self.nodes) > self.limits.max_nodes:
+            raise SpecError([*self.diags, Diagnostic(
+                "limit", f"more than {self.limits.max_nodes} nodes after expanding blocks", self.source.pos(entry.path),
+                full, ("raise it with --limit max_nodes=N",))])
+        return _Result(node=full, ports=model.output_ports())
+
+    def block_call(self, full: str, name: str, entry: _Entry, env: Mapping[str, TensorRef | None],
+                   results: Mapping[str, _Result | None], params: Mapping[str, Any], frames: tuple[Frame, ...],
+                   stack: tuple[str, ...]) -> _Result | None:
+        block: BlockSpec = self.spec.blocks[name]
+        if name in stack:
+            chain = " -> ".join([*stack[stack.index(name):], name])
+            self.error("recursion", f"block '{name}' calls itself: {chain}", (*entry.path, "op"), full)
+            return None
+        if len(stack) >= self.limits.max_block_depth:
+            self.error("limit", f"blocks nest deeper than {self.limits.max_block_depth}", (*entry.path, "op"), full)
+            return None
+        before = len(self.diags)
+        call = {k: v for k, v in entry.raw.items() if k not in ("op", "in", "doc")}
+        call = substitute_tree(call, params, entry.path, self.source, self.limits.max_int_bits, full, self.diags)
+        repeat = call.pop("repeat", None)
+        if repeat is not None and (isinstance(repeat, bool) or not isinstance(repeat, int) or repeat < 1):
+            self.error("bad-arg", f"repeat: expected a positive integer, got {repeat!r}", (*entry.path, "repeat"), full)
+        elif repeat is not None and repeat * len(block.nodes) > self.limits.max_nodes:
+            raise SpecError([*self.diags, Diagnostic(
+                "limit", f"repeat {repeat} of block '{name}' makes more than {self.limits.max_nodes} nodes",
+                self.source.pos((*entry.path, "repeat")), full, ("raise it with --limit max_nodes=N",))])
+        block_params, diags = resolve_params(
+            block.params, call, self.params, self.source, ("blocks", name, "params"), self.limits.max_int_bits,
+            full, self.source.pos(entry.path))
+        self.diags.extend(diags)
+        for key, value in block_params.items():
+            if value is None and key in block.params:
+                self.error("missing-param", f"block '{name}' needs param '{key}'", entry.path, full)
+        bound = self.inputs_of(full, tuple(block.inputs), frozenset(), 1, entry, env, results)
+        if bound is None or len(self.diags) > before:
+            return None
+        count = 1 if repeat is None else int(repeat)
+        body = {nid: _Entry(raw, ("blocks", name, "nodes", nid), ("blocks", name, "nodes", nid, "in"))
+                for nid, raw in block.nodes.items()}
+        outs = {k: (v, ("blocks", name, "outputs", k)) for k, v in block.outputs.items()}
+        scope = frames if repeat is None else (*frames, Frame(full, name, repeat=count))
+        current: dict[str, TensorRef | None] = dict(bound)
+        produced: dict[str, TensorRef | None] = {}
+        for i in range(count):
+            path = full if repeat is None else f"{full}.{i}"
+            inner = (*scope, Frame(path, name, index=None if repeat is None else i))
+            produced = self.body(body, outs, current, block_params, path + ".", inner, (*stack, name))
+            if any(v is None for v in produced.values()):
+                return None
+            current = {**current, block.inputs[0]: next(iter(produced.values()))}
+        return _Result(outputs={k: v for k, v in produced.items() if v is not None})
+
+
+def expand(spec: Spec, limits: Limits, signature: str | None = None) -> tuple[list[Pending], dict[str, TensorRef | None],
+                                                                            list[Diagnostic]]:
+    """Expand the main graph (or a signature) of `spec` into validated op nodes and its outputs."""
+    ex = _Expander(spec, limits)
+    entries = {nid: _Entry(raw, ("nodes", nid), ("nodes", nid, "in")) for nid, raw in spec.nodes.items()}
+    inputs: Mapping[str, Any] = spec.inputs
+    outputs = {k: (v, ("outputs", k)) for k, v in spec.outputs.items()}
+    if signature is not None:
+        sig = spec.signatures[signature]
+        base: DataPath = ("signatures", signature)
+        for entry in entries.values():
+            entry.warn_unused = False  # nodes of the main graph that this signature does not need
+        for nid, raw in sig.nodes.items():
+            path = (*base, "nodes", nid)
+            if "op" not in raw and nid in entries:
+                main = entries[nid]
+                entries[nid] = _Entry({**main.raw, **raw}, main.path, (*path, "in"))
+            else:
+                entries[nid] = _Entry(raw, path, (*path, "in"))
+        inputs = sig.inputs
+        outputs = {k: (v, (*base, "outputs", k)) for k, v in sig.outputs.items()}
+    for name in inputs:
+        if name in entries:
+            ex.error("duplicate-id", f"'{name}' is both an input and a node", entries[name].path, name)
+    for bname, block in spec.blocks.items():
+        for name in block.inputs:
+            if name in block.nodes:
+                ex.error("duplicate-id", f"'{name}' is both an input and a node of block '{bname}'",
+                         ("blocks", bname, "nodes", name), name)
+    env = {name: TensorRef(name, "y") for name in inputs}
+    result = ex.body(entries, outputs, env, ex.params, "", (), ())
+    return ex.nodes, result, ex.diags

@@ -1,0 +1,199 @@
+"""The spec's top-level structure as pydantic models, and pydantic errors as diagnostics.
+
+Node bodies stay plain mappings here: their arguments may hold ``${...}`` expressions over
+params (a block's params are known only where it is called), so each node is validated
+against its op's model during expansion (`builder.resolve`).
+"""
+
+from __future__ import annotations
+
+import keyword
+from collections.abc import Sequence
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
+
+from .errors import Diagnostic, did_you_mean
+from .limits import DEFAULT_LIMITS, Limits
+from .source import DataPath, Source
+from .tensor import DTYPES
+
+__all__ = ["BlockSpec", "InputSpec", "SignatureSpec", "Spec", "check_identifier", "validation_diagnostics"]
+
+# Attributes of torch.nn.Module: a submodule of that name cannot be registered, so no node may
+# take one. Kept here as data so that builder never imports torch.
+_MODULE_ATTRIBUTES = frozenset({
+    "T_destination", "add_module", "apply", "bfloat16", "buffers", "call_super_init", "children", "compile",
+    "cpu", "cuda", "double", "dump_patches", "eval", "extra_repr", "float", "forward", "get_buffer",
+    "get_extra_state", "get_parameter", "get_submodule", "half", "ipu", "load_state_dict", "modules", "mtia",
+    "named_buffers", "named_children", "named_modules", "named_parameters", "parameters",
+    "register_backward_hook", "register_buffer", "register_forward_hook", "register_forward_pre_hook",
+    "register_full_backward_hook", "register_full_backward_pre_hook", "register_load_state_dict_post_hook",
+    "register_load_state_dict_pre_hook", "register_module", "register_parameter",
+    "register_state_dict_post_hook", "register_state_dict_pre_hook", "requires_grad_", "set_extra_state",
+    "set_submodule", "share_memory", "state_dict", "to", "to_empty", "train", "training", "type", "xpu",
+    "zero_grad",
+})
+
+
+def check_identifier(name: str) -> str:
+    """A node, input, output, param or block name: an identifier, not a keyword or module attribute."""
+    if not name.isidentifier() or not name.isascii():
+        raise ValueError(f"'{name}' is not a valid name (letters, digits and _, not starting with a digit)")
+    if keyword.iskeyword(name) or keyword.issoftkeyword(name):
+        raise ValueError(f"'{name}' is a Python keyword and cannot name anything")
+    if name in _MODULE_ATTRIBUTES or name.startswith("__"):
+        raise ValueError(f"'{name}' is reserved (an attribute of torch.nn.Module)")
+    return name
+
+
+Name = Annotated[str, AfterValidator(check_identifier)]
+Dim = int | Annotated[str, AfterValidator(check_identifier)]
+Scalar = bool | int | float | str
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class InputSpec(_Model):
+    """A graph input: its shape (fixed sizes and named symbolic sizes) and dtype."""
+
+    shape: list[Annotated[int, Field(ge=1)] | Dim] = Field(
+        description="Sizes: integers, or names such as batch and seq that stay symbolic.")
+    dtype: str = Field(default="float32", json_schema_extra={"enum": list(DTYPES)})
+    doc: str | None = None
+
+    def model_post_init(self, _: Any) -> None:
+        if self.dtype not in DTYPES:
+            raise ValueError(f"unknown dtype '{self.dtype}' (known: {', '.join(DTYPES)})")
+
+
+class BlockSpec(_Model):
+    """A reusable sub-graph, called from a node as ``op: <block name>``."""
+
+    doc: str | None = None
+    params: dict[Name, Scalar | None] = Field(
+        default_factory=dict, description="The block's params and their defaults; null marks a required one.")
+    inputs: list[Name] = Field(min_length=1, description="Input names; the first is chained by repeat.")
+    nodes: dict[Name, dict[str, Any]] = Field(min_length=1)
+    outputs: dict[Name, str] = Field(min_length=1, description="Output name to ref; the first is chained by repeat.")
+
+
+class SignatureSpec(_Model):
+    """Another entry point over the same weights: nodes with an id from the main graph are that layer.
+
+    A signature node with no ``op`` takes the main node's op and arguments and may re-wire
+    its ``in``; one with an ``op`` replaces it. Main-graph nodes that the signature's
+    outputs do not need are left out.
+    """
+
+    doc: str | None = None
+    inputs: dict[Name, InputSpec] = Field(min_length=1)
+    nodes: dict[Name, dict[str, Any]] = Field(default_factory=dict)
+    outputs: dict[Name, str] = Field(min_length=1)
+
+
+class Spec(_Model):
+    """A model spec: params, inputs, nodes, outputs, and optionally blocks and signatures."""
+
+    name: Name
+    doc: str | None = None
+    params: dict[Name, Scalar] = Field(default_factory=dict, description="Named values, overridable with --set.")
+    inputs: dict[Name, InputSpec] = Field(min_length=1)
+    nodes: dict[Name, dict[str, Any]] = Field(min_length=1)
+    outputs: dict[Name, str] = Field(min_length=1, description="Output name to the node (or node.port) it returns.")
+    blocks: dict[Name, BlockSpec] = Field(default_factory=dict)
+    signatures: dict[Name, SignatureSpec] = Field(default_factory=dict)
+
+    _source: Source = PrivateAttr(default_factory=Source)
+    _resolved: dict[str, Any] = PrivateAttr(default_factory=dict)
+    _limits: Limits = PrivateAttr(default=DEFAULT_LIMITS)
+
+    @property
+    def source(self) -> Source:
+        return self._source
+
+    @property
+    def resolved_params(self) -> dict[str, Any]:
+        """Params after overrides and ``${...}`` evaluation."""
+        return dict(self._resolved)
+
+
+_CODES = {
+    "extra_forbidden": "unknown-key",
+    "missing": "missing-key",
+    "literal_error": "bad-value",
+    "union_tag_invalid": "unknown-op",
+}
+
+
+def _data_path(loc: Sequence[str | int], data: Any) -> DataPath:
+    """The part of a pydantic error location that names real keys of `data` (skips union tags)."""
+    path: list[str | int] = []
+    cur = data
+    for part in loc:
+        if part == "[key]":
+            continue
+        if (isinstance(cur, dict) and part in cur) or (isinstance(cur, list) and isinstance(part, int) and 0 <= part < len(cur)):
+            cur = cur[part]
+        elif isinstance(cur, dict) and isinstance(part, str) and path[-1:] != [part]:
+            path.append(part)  # a missing key: point at its mapping, but name the key
+            break
+        else:
+            continue
+        path.append(part)
+    return tuple(path)
+
+
+def validation_diagnostics(exc: ValidationError, data: Any, source: Source, base: DataPath = (),
+                           node: str | None = None, model: type[BaseModel] | None = None) -> list[Diagnostic]:
+    """Turn a pydantic error into one diagnostic per offending value, positioned in the source."""
+    out: list[Diagnostic] = []
+    seen: set[DataPath] = set()
+    for err in exc.errors(include_url=False):
+        path = _data_path(err["loc"], data)
+        if path in seen:
+            continue  # one message per value, not one per union member
+        seen.add(path)
+        kind = err["type"]
+        code = _CODES.get(kind, "bad-arg" if node else "bad-value")
+        field = ".".join(str(p) for p in path) or "spec"
+        hints: tuple[str, ...] = ()
+        if kind == "extra_forbidden":
+            key = str(path[-1])
+            known = _known_keys(model, path[:-1], data)
+            msg = f"unknown key '{key}'"
+            if known:
+                hints = (*did_you_mean(key, known), f"known keys here: {', '.join(known)}")
+        elif kind == "missing":
+            msg = f"missing required key '{err['loc'][-1]}'"
+        else:
+            text = err["msg"][0].lower() + err["msg"][1:]
+            got = err.get("input")
+            shown = repr(got) if not isinstance(got, dict | list) else type(got).__name__
+            msg = f"{field}: {text}, got {shown}" if kind != "value_error" else f"{field}: {err['msg'].removeprefix('Value error, ')}"
+        pos = source.pos((*base, *path))
+        out.append(Diagnostic(code, msg, pos, node, hints))
+    return out
+
+
+def _known_keys(model: type[BaseModel] | None, path: DataPath, data: Any) -> list[str]:
+    """Field names of the model that `path` (within a validated mapping) lands in."""
+    if model is None:
+        return []
+    cur: Any = model
+    for part in path:
+        if isinstance(cur, type) and issubclass(cur, BaseModel):
+            field = cur.model_fields.get(str(part))
+            cur = field.annotation if field else None
+            continue
+        args = getattr(cur, "__args__", ())  # dict[K, V] / list[V] / Optional
+        cur = next((a for a in reversed(args) if isinstance(a, type) and issubclass(a, BaseModel)), None)
+        if cur is None:
+            return []
+    if isinstance(cur, type) and issubclass(cur, BaseModel):
+        return [f.alias or k for k, f in cur.model_fields.items()]
+    args = getattr(cur, "__args__", ())
+    sub = next((a for a in reversed(args) if isinstance(a, type) and issubclass(a, BaseModel)), None)
+    return [f.alias or k for k, f in sub.model_fields.items()] if sub else []
