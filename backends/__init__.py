@@ -1,0 +1,29 @@
+"""nnspec's back ends: the checked graph lowered to PyTorch, ONNX and Graphviz.
+
+Each back end is a table keyed by op name (see `builder.OPS`); torch and onnx are imported
+only when their back end is used.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["generate", "save_weights", "load_weights", "to_graphviz", "to_onnx", "to_torch"]
+
+_LAZY = {
+    "to_torch": "backends.pytorch",
+    "generate": "backends.pytorch",
+    "save_weights": "backends.pytorch",
+    "load_weights": "backends.pytorch",
+    "to_onnx": "backends.onnx",
+    "to_graphviz": "backends.graphviz",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'backends' has no attribute '{name}'")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)

@@ -1,0 +1,130 @@
+"""Shared pieces of the `nnspec` command line: spec loading that reports errors and exits 1,
+the ``--set`` option, and atomic output files (never half-written, never a good file replaced
+by a broken one).
+
+Command modules import torch and onnx inside their functions, never at import time, so that
+``nnspec validate`` starts fast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+import networkx as nx
+
+from builder import Diagnostic, Limits, Spec, SpecError, compile_graph, load_spec
+from builder.params import parse_override
+
+__all__ = [
+    "atomic_output", "fail", "json_option", "limit_option", "load_graph", "load_or_exit", "print_diagnostics",
+    "set_option", "signature_option", "write_text_atomic",
+]
+
+set_option = click.option(
+    "--set", "sets", multiple=True, metavar="KEY=VALUE",
+    help="Override a param of the spec (repeatable), e.g. --set d_model=256.")
+limit_option = click.option(
+    "--limit", "limits", multiple=True, metavar="NAME=N",
+    help="Raise a resource limit (repeatable), e.g. --limit max_nodes=1000000.")
+json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+signature_option = click.option("--signature", default=None, metavar="NAME",
+                                help="Use this signature of the spec instead of the main graph.")
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """Print one error line to stderr and exit."""
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def print_diagnostics(diags: Sequence[Diagnostic], as_json: bool = False) -> None:
+    if as_json:
+        click.echo(json.dumps([d.to_json() for d in diags], indent=2))
+        return
+    for d in diags:
+        click.secho(str(d), err=True, fg="red" if d.severity == "error" else "yellow")
+
+
+def _overrides(sets: Sequence[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in sets:
+        try:
+            key, value = parse_override(item)
+        except ValueError as exc:
+            raise click.UsageError(f"--set {exc}") from None
+        out[key] = value
+    return out
+
+
+def _limits(items: Sequence[str]) -> Limits:
+    pairs = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise click.UsageError(f"--limit expects NAME=N, got '{item}'")
+        pairs[key.strip()] = value.strip()
+    try:
+        return Limits().with_overrides(pairs)
+    except ValueError as exc:
+        raise click.UsageError(f"--limit: {exc}") from None
+
+
+def load_or_exit(path: str, sets: Sequence[str] = (), limits: Sequence[str] = (), as_json: bool = False) -> Spec:
+    """Load a spec for a command; on errors print them (with positions) and exit 1."""
+    try:
+        return load_spec(Path(path), _overrides(sets), _limits(limits))
+    except SpecError as exc:
+        print_diagnostics(exc.diagnostics, as_json)
+        sys.exit(1)
+
+
+def load_graph(path: str, sets: Sequence[str] = (), signature: str | None = None, limits: Sequence[str] = (),
+               as_json: bool = False, show_warnings: bool = True) -> tuple[Spec, nx.MultiDiGraph]:
+    """Load and compile a spec (or one signature); on errors print them and exit 1."""
+    spec = load_or_exit(path, sets, limits, as_json)
+    warnings: list[Diagnostic] = []
+    try:
+        graph = compile_graph(spec, signature, warnings=warnings)
+    except SpecError as exc:
+        print_diagnostics(exc.diagnostics, as_json)
+        sys.exit(1)
+    if show_warnings and not as_json:
+        print_diagnostics(warnings)
+    return spec, graph
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; on success it replaces `path`, on failure it is removed.
+
+    >>> with atomic_output("model.onnx") as tmp:
+    ...     onnx.save(model, tmp)
+    """
+    target = Path(path)
+    if target.is_dir():
+        fail(f"'{target}' is a directory; give a file name")
+    if not target.parent.exists():
+        fail(f"directory '{target.parent}' does not exist")
+    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    with atomic_output(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
