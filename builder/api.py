@@ -11,9 +11,9 @@ import networkx as nx
 from pydantic import ValidationError
 
 from .errors import Diagnostic, SourcePos, SpecError
-from .graph import compile_graph, nodes
+from .graph import Node, compile_graph, nodes
 from .limits import DEFAULT_LIMITS, Limits
-from .params import resolve_params
+from .params import resolve_params, substitute_tree
 from .source import Source, parse_text, read_source
 from .spec import Spec, validation_diagnostics
 
@@ -56,18 +56,46 @@ def load_spec(source: SpecSource | Spec, overrides: Mapping[str, Any] | None = N
     if not isinstance(data, dict):
         raise SpecError.single("bad-value", f"a spec must be a mapping at the top level, got {type(data).__name__}",
                                src.pos(()))
+    raw_params = data.get("params")
+    params, diags = {}, []
+    if isinstance(raw_params, dict):
+        params, diags = resolve_params(raw_params, dict(overrides or {}), {}, src, ("params",), limits.max_int_bits,
+                                       override_pos=SourcePos("--set"))
+        data = _substitute_input_shapes(data, params, src, limits, diags)
     try:
         spec = Spec.model_validate(data)
     except ValidationError as exc:
-        raise SpecError(validation_diagnostics(exc, data, src, model=Spec)) from None
-    params, diags = resolve_params(spec.params, dict(overrides or {}), {}, src, ("params",), limits.max_int_bits,
-                                   override_pos=SourcePos("--set"))
+        diags.extend(validation_diagnostics(exc, data, src, model=Spec))
     if diags:
         raise SpecError(diags)
     spec._source = src
     spec._resolved = params
     spec._limits = limits
     return spec
+
+
+def _substitute_input_shapes(data: dict[str, Any], params: dict[str, Any], src: Source, limits: Limits,
+                             diags: list[Diagnostic]) -> dict[str, Any]:
+    """Evaluate ``${...}`` in the inputs of the main graph and of each signature (sizes may use params)."""
+    data = dict(data)
+    if isinstance(data.get("inputs"), dict):
+        data["inputs"] = substitute_tree(data["inputs"], params, ("inputs",), src, limits.max_int_bits, None, diags)
+    sigs = data.get("signatures")
+    if isinstance(sigs, dict):
+        data["signatures"] = {
+            k: {**v, "inputs": substitute_tree(v["inputs"], params, ("signatures", k, "inputs"), src,
+                                               limits.max_int_bits, None, diags)}
+            if isinstance(v, dict) and "inputs" in v else v
+            for k, v in sigs.items()}
+    return data
+
+
+def _same_weights(a: Node, b: Node) -> bool:
+    """Whether two nodes of one id (in two signatures) hold the same weights, counting ties."""
+    names = set(a.weights) | set(a.ties)
+    if names != set(b.weights) | set(b.ties):
+        return False
+    return all(a.weights[k] == b.weights[k] for k in set(a.weights) & set(b.weights))
 
 
 def check_spec(spec: Spec) -> tuple[dict[str | None, nx.MultiDiGraph], list[Diagnostic]]:
@@ -92,7 +120,7 @@ def check_spec(spec: Spec) -> tuple[dict[str | None, nx.MultiDiGraph], list[Diag
         for sig, g in graphs.items():
             for n in nodes(g) if sig else ():
                 other = main.get(n.id)
-                if other is not None and other.op != "input" and other.weights != n.weights:
+                if other is not None and other.op != "input" and not _same_weights(n, other):
                     errors.append(Diagnostic(
                         "signature-mismatch", f"weights differ from the main graph's node of that id in signature "
                         f"'{sig}': {n.weights} vs {other.weights}", n.pos, n.id))

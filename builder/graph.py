@@ -108,8 +108,9 @@ def compile_graph(spec: Spec, signature: str | None = None, limits: Limits | Non
             g.add_edge(ref.node, node.id, key=port, src_port=ref.port, type=types[ref])
         order.append(node.id)
         owners[node.id] = node
+    aliases: dict[str, str] = {}
     for node in list(owners.values()):
-        _check_ties(node, owners, g, diags)
+        _check_ties(node, owners, g, diags, aliases)
     total = sum(g.nodes[n]["node"].params for n in order)
     if total * 4 > limits.max_weight_bytes:
         diags.append(Diagnostic("limit", f"the weights need {total * 4 / 2**30:.1f} GiB in float32, more than the "
@@ -118,6 +119,7 @@ def compile_graph(spec: Spec, signature: str | None = None, limits: Limits | Non
     g.graph["order"] = order
     g.graph["inputs"] = list(inputs)
     g.graph["outputs"] = {k: v for k, v in outputs.items() if v is not None}
+    g.graph["aliases"] = aliases
     _dedupe_into(diags, warnings)
     errors = [d for d in diags if d.severity == "error"]
     if errors:
@@ -144,7 +146,9 @@ def _infer(p: Pending, types: dict[TensorRef, TensorType], diags: list[Diagnosti
     return Node(p.id, p.model.op, p.model, p.bindings, ins, outs, weights, {}, p.scope, p.pos)
 
 
-def _check_ties(node: Node, owners: dict[str, Node], g: nx.MultiDiGraph, diags: list[Diagnostic]) -> None:
+def _check_ties(node: Node, owners: dict[str, Node], g: nx.MultiDiGraph, diags: list[Diagnostic],
+                aliases: dict[str, str]) -> None:
+    """Resolve `tie:`; a tie to a node this graph (a signature) leaves out keeps the weight here, aliased."""
     assert node.model is not None
     tied = node.model.tied()
     if not tied:
@@ -155,6 +159,14 @@ def _check_ties(node: Node, owners: dict[str, Node], g: nx.MultiDiGraph, diags: 
     for name, target in tied.items():
         owner_id, _, weight = target.rpartition(".")
         owner = owners.get(prefix + owner_id) or owners.get(owner_id)
+        if owner is None and g.graph["signature"] is not None and name in weights:
+            # The owner is outside this signature: the first node tied to it holds the weight here.
+            holder = next((k for k, v in aliases.items() if v == target), None)
+            if holder is None:
+                aliases[f"{node.id}.{name}"] = target
+                continue
+            owner_id, _, weight = holder.rpartition(".")
+            owner = owners[owner_id]
         if name not in weights:
             diags.append(Diagnostic("bad-tie", f"tie: the op has no weight '{name}' (weights: {', '.join(weights)})",
                                     node.pos, node.id))

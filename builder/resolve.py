@@ -106,14 +106,14 @@ class _Expander:
         known = [*env, *entries]
         local = nx.DiGraph()
         local.add_nodes_from(entries)
+        dangling: list[tuple[str, str]] = []
         for nid, entry in entries.items():
             for ref in _ref_names(entry.raw.get("in")):
                 name = ref.partition(".")[0]
                 if name in entries:
                     local.add_edge(name, nid)
                 elif name not in env:
-                    self.error("dangling-ref", f"'{ref}' names no node or input", entry.in_path, prefix + nid,
-                               did_you_mean(name, known))
+                    dangling.append((nid, ref))
         roots = []
         for out, (ref, path) in outputs.items():
             name = ref.partition(".")[0]
@@ -123,6 +123,10 @@ class _Expander:
                 self.error("bad-output", f"output '{out}' names '{ref}', which is no node or input", path, None,
                            did_you_mean(name, known))
         needed = set(roots).union(*(nx.ancestors(local, r) for r in roots))
+        for nid, ref in dangling:
+            if nid in needed or entries[nid].warn_unused:  # a signature ignores main nodes it does not use
+                self.error("dangling-ref", f"'{ref}' names no node or input", entries[nid].in_path, prefix + nid,
+                           did_you_mean(ref.partition(".")[0], known))
         for nid, entry in entries.items():
             if nid not in needed and entry.warn_unused:
                 self.diags.append(Diagnostic(
