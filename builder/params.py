@@ -70,6 +70,8 @@ def resolve_params(declared: Mapping[str, Any], overrides: Mapping[str, Any], ou
 def substitute_tree(value: Any, params: Mapping[str, Any], path: DataPath, source: Source, max_int_bits: int,
                     node: str | None, diags: list[Diagnostic]) -> Any:
     """Substitute ``${...}`` everywhere in a node's arguments, reporting each failure at its key."""
+    if isinstance(value, dict) and not any(isinstance(v, str | dict | list) and _has_expr(v) for v in value.values()):
+        return value  # the common case: nothing to substitute
     if isinstance(value, dict):
         return {k: substitute_tree(v, params, (*path, k), source, max_int_bits, node, diags) for k, v in value.items()}
     if isinstance(value, list):
@@ -81,3 +83,13 @@ def substitute_tree(value: Any, params: Mapping[str, Any], path: DataPath, sourc
         code = "unknown-param" if exc.unknown else "bad-expr"
         diags.append(Diagnostic(code, str(exc), source.pos(path), node, hints))
         return value
+
+
+def _has_expr(value: Any) -> bool:
+    if isinstance(value, str):
+        return "${" in value
+    if isinstance(value, dict):
+        return any(_has_expr(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_expr(v) for v in value)
+    return False

@@ -132,18 +132,17 @@ class _Expander:
                 self.diags.append(Diagnostic(
                     "unused-node", "reaches no output, so it is left out", self.source.pos(entry.path),
                     prefix + nid, severity="warning"))
-        sub = local.subgraph(needed)
-        try:
-            cycle = nx.find_cycle(sub)
-        except nx.NetworkXNoCycle:
-            cycle = []
-        if cycle:
+        local.remove_nodes_from([nid for nid in entries if nid not in needed])
+        index = {nid: i for i, nid in enumerate(entries)}
+        try:  # definition order wherever the wiring allows it
+            order = list(nx.lexicographical_topological_sort(local, key=index.__getitem__))
+        except nx.NetworkXUnfeasible:
+            cycle = nx.find_cycle(local)
             loop = " -> ".join([*(prefix + a for a, _ in cycle), prefix + cycle[0][0]])
             self.error("cycle", f"the graph has a cycle: {loop}", entries[cycle[0][0]].in_path, prefix + cycle[0][0])
             return dict.fromkeys(outputs)
-        order = {nid: i for i, nid in enumerate(entries)}
         results: dict[str, _Result | None] = {}
-        for nid in nx.lexicographical_topological_sort(sub, key=order.__getitem__):
+        for nid in order:
             results[nid] = self.node(nid, entries[nid], env, results, params, prefix, frames, stack)
         return {out: self.lookup(ref, env, results, path, None) for out, (ref, path) in outputs.items()}
 

@@ -9,6 +9,8 @@ expansion ("billion laughs") and deep nesting stop at a limit with a clear error
 from __future__ import annotations
 
 import json
+import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,15 +24,38 @@ __all__ = ["DataPath", "Source", "parse_text", "read_source"]
 
 DataPath = tuple[str | int, ...]
 
-_Composer = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-_SCALARS = yaml.constructor.SafeConstructor()
-_ALLOWED_SCALAR_TAGS = {
-    "tag:yaml.org,2002:str",
-    "tag:yaml.org,2002:int",
-    "tag:yaml.org,2002:float",
-    "tag:yaml.org,2002:bool",
-    "tag:yaml.org,2002:null",
-}
+# The C parser with no implicit tag resolution: plain scalars are typed by `_plain_scalar`
+# (the YAML 1.2 core schema, so `no` and `on` stay strings), which is also much faster than
+# PyYAML's regex resolver on large specs.
+_Composer = getattr(yaml, "CBaseLoader", yaml.BaseLoader)
+_STR = "tag:yaml.org,2002:str"
+_ALLOWED_TAGS = {_STR, "tag:yaml.org,2002:int", "tag:yaml.org,2002:float", "tag:yaml.org,2002:bool",
+                 "tag:yaml.org,2002:null", "tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"}
+_INT = re.compile(r"^[-+]?([0-9][0-9_]*|0x[0-9a-fA-F_]+|0o[0-7_]+)$")
+_FLOAT = re.compile(r"^[-+]?(\.[0-9]+|[0-9][0-9_]*(\.[0-9_]*)?)([eE][-+]?[0-9]+)?$")
+_SPECIAL_FLOATS = {".inf": math.inf, "+.inf": math.inf, "-.inf": -math.inf, ".nan": math.nan}
+
+
+def _plain_scalar(text: str) -> Any:
+    """Type a plain (unquoted) scalar by the YAML 1.2 core schema."""
+    if text in ("", "~", "null", "Null", "NULL"):
+        return None
+    if text in ("true", "True", "TRUE"):
+        return True
+    if text in ("false", "False", "FALSE"):
+        return False
+    first = text[0]
+    if first.isdigit() or first in "+-.":
+        if _INT.match(text):
+            digits = text.replace("_", "").lstrip("+-")
+            base = 16 if digits.startswith("0x") else 8 if digits.startswith("0o") else 10
+            value = int(digits[2:] if base != 10 else digits, base)
+            return -value if text.startswith("-") else value
+        if _FLOAT.match(text):
+            return float(text.replace("_", ""))
+        if text.lower() in _SPECIAL_FLOATS:
+            return _SPECIAL_FLOATS[text.lower()]
+    return text
 
 
 @dataclass
@@ -38,16 +63,18 @@ class Source:
     """Where a spec came from: a file name for messages and positions of its values."""
 
     file: str = "<spec>"
-    positions: dict[DataPath, SourcePos] = field(default_factory=dict)
+    positions: dict[DataPath, tuple[int, int]] = field(default_factory=dict)
+    """(line, column) of each value; a mapping entry is placed at its key."""
 
     def pos(self, path: DataPath) -> SourcePos:
         """The position of `path`, or of its nearest enclosing value that has one."""
         while path:
             found = self.positions.get(path)
             if found is not None:
-                return found
+                return SourcePos(self.file, *found)
             path = path[:-1]
-        return self.positions.get((), SourcePos(self.file, 0, 0))
+        line, col = self.positions.get((), (0, 0))
+        return SourcePos(self.file, line, col)
 
 
 def read_source(path: str | Path, limits: Limits = DEFAULT_LIMITS) -> tuple[Any, Source]:
@@ -142,7 +169,7 @@ class _Builder:
         self.file = file
         self.limits = limits
         self.items = 0
-        self.positions: dict[DataPath, SourcePos] = {}
+        self.positions: dict[DataPath, tuple[int, int]] = {}
         self.diagnostics: list[Diagnostic] = []
 
     def _pos(self, node: yaml.Node) -> SourcePos:
@@ -157,30 +184,36 @@ class _Builder:
                 hints=("raise it with --limit max_items=N",))
         if depth > self.limits.max_depth:
             raise SpecError.single("limit", f"nesting deeper than {self.limits.max_depth} levels", self._pos(node))
-        self.positions.setdefault(path, self._pos(node))
+        mark = node.start_mark
+        self.positions.setdefault(path, (mark.line + 1, mark.column + 1))
         if isinstance(node, yaml.MappingNode):
             return self._mapping(node, path, depth)
         if isinstance(node, yaml.SequenceNode):
             return [self.build(item, (*path, i), depth + 1) for i, item in enumerate(node.value)]
-        if node.tag not in _ALLOWED_SCALAR_TAGS:
+        if node.tag not in _ALLOWED_TAGS:
             self.diagnostics.append(Diagnostic(
                 "yaml-tag", f"YAML tag '{node.tag}' is not allowed in a spec", self._pos(node)))
             return None
-        return _SCALARS.construct_object(node)
+        return self._scalar(node)
+
+    def _scalar(self, node: yaml.ScalarNode) -> Any:
+        if node.style:  # quoted or block text (plain is None or "", by parser)
+            return node.value
+        return _plain_scalar(node.value)
 
     def _mapping(self, node: yaml.MappingNode, path: DataPath, depth: int) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for key_node, value_node in node.value:
-            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag not in _ALLOWED_SCALAR_TAGS:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag not in _ALLOWED_TAGS:
                 self.diagnostics.append(Diagnostic("syntax", "mapping keys must be plain text", self._pos(key_node)))
                 continue
-            key = str(_SCALARS.construct_object(key_node))
+            key = key_node.value
             if key in out:
                 first = self.positions.get((*path, key))
                 self.diagnostics.append(Diagnostic(
                     "duplicate-key", f"key '{key}' appears twice in the same mapping", self._pos(key_node),
-                    hints=(f"first defined at line {first.line}",) if first else ()))
+                    hints=(f"first defined at line {first[0]}",) if first else ()))
                 continue
-            self.positions[(*path, key)] = self._pos(key_node)
+            self.positions[(*path, key)] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
             out[key] = self.build(value_node, (*path, key), depth + 1)
         return out

@@ -1,0 +1,215 @@
+"""The `nnspec` command line.
+
+Exit status: 0 on success, 1 for a bad spec (every problem printed with file:line:col and
+node), 2 for bad command-line usage. A user error never shows a traceback; an unexpected
+internal failure says it is a bug, and no command leaves a half-written output file.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from pathlib import Path
+
+import click
+
+from builder import OPS, SpecError, check_spec, param_count
+from builder.ops import FAMILIES
+from builder.summary import summary_rows
+
+from .clikit import (
+    fail, json_option, limit_option, load_graph, load_or_exit, print_diagnostics, set_option, signature_option,
+    write_text_atomic,
+)
+
+ISSUES_URL = "https://github.com/nnspec/nnspec/issues"
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="nnspec")
+def cli() -> None:
+    """nnspec: declarative neural networks.
+
+    Write an architecture once as a YAML or JSON spec; validate it, inspect its shapes and
+    parameters, build it as a PyTorch module, export it to ONNX, and draw it.
+    """
+
+
+@cli.command()
+@click.argument("specs", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@set_option
+@limit_option
+@json_option
+def validate(specs: tuple[str, ...], sets: tuple[str, ...], limits: tuple[str, ...], as_json: bool) -> None:
+    """Check SPECS (and every signature in them): structure, wiring and shapes.
+
+    Prints every problem with file:line:col and the node; exits 1 if any spec has an error.
+    """
+    results = []
+    failed = False
+    for path in specs:
+        try:
+            spec = load_or_exit_json(path, sets, limits)
+            graphs, warnings = check_spec(spec)
+        except SpecError as exc:
+            failed = True
+            results.append({"file": path, "ok": False, "diagnostics": [d.to_json() for d in exc.diagnostics]})
+            if not as_json:
+                print_diagnostics(exc.diagnostics)
+            continue
+        main = graphs[None]
+        results.append({"file": path, "ok": True, "name": spec.name, "nodes": len(main), "params": param_count(main),
+                        "signatures": list(spec.signatures), "diagnostics": [d.to_json() for d in warnings]})
+        if not as_json:
+            print_diagnostics(warnings)
+            sigs = f", signatures: {', '.join(spec.signatures)}" if spec.signatures else ""
+            click.echo(f"ok  {path}: {spec.name}, {len(main)} nodes, {param_count(main):,} parameters{sigs}")
+    if as_json:
+        click.echo(json.dumps(results, indent=2))
+    sys.exit(1 if failed else 0)
+
+
+def load_or_exit_json(path: str, sets: tuple[str, ...], limits: tuple[str, ...]):  # type: ignore[no-untyped-def]
+    from builder import load_spec
+
+    from .clikit import _limits, _overrides
+
+    return load_spec(Path(path), _overrides(sets), _limits(limits))
+
+
+@cli.command()
+@click.argument("spec", type=click.Path(dir_okay=False))
+@click.option("--depth", type=click.IntRange(min=0), default=None,
+              help="Fold block calls nested deeper than N into one row (0: every top-level block call).")
+@set_option
+@signature_option
+@limit_option
+@json_option
+def summary(spec: str, depth: int | None, sets: tuple[str, ...], signature: str | None, limits: tuple[str, ...],
+            as_json: bool) -> None:
+    """Print SPEC's nodes with op, output shape and parameters, and the totals."""
+    loaded, g = load_graph(spec, sets, signature, limits, as_json)
+    rows = summary_rows(g, depth)
+    total = param_count(g)
+    if as_json:
+        click.echo(json.dumps({"name": loaded.name, "signature": signature, "params": total,
+                               "nodes": [r.to_json() for r in rows]}, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title=f"{loaded.name}{f' [{signature}]' if signature else ''}", title_justify="left")
+    table.add_column("node")
+    table.add_column("op")
+    table.add_column("output shape")
+    table.add_column("params", justify="right")
+    for r in rows:
+        params = f"{r.params:,}" if r.params else ("tied" if r.tied else "-")
+        table.add_row(Text("  " * r.depth + r.id), Text(r.op), Text(r.shape), params)
+    console = Console(width=max(100, min(200, _terminal_width())), highlight=False)
+    console.print(table)
+    console.print(f"total parameters: {total:,} ({total * 4 / 2**20:,.1f} MiB in float32)")
+
+
+def _terminal_width() -> int:
+    import shutil
+
+    return shutil.get_terminal_size((160, 24)).columns
+
+
+@cli.command()
+@json_option
+def ops(as_json: bool) -> None:
+    """List every op with its family, arguments and one-line doc."""
+    entries = []
+    for name in sorted(OPS):
+        cls = OPS[name]
+        args = []
+        for key, field in cls.arg_fields().items():
+            ann = getattr(field.annotation, "__name__", None) or str(field.annotation).replace("typing.", "")
+            args.append({"name": key, "type": ann, "required": field.is_required(),
+                         "default": None if field.is_required() else repr(field.default)})
+        ports = "any number" if cls.INPUTS == ("*",) else ", ".join(
+            f"{p}?" if p in cls.OPTIONAL else p for p in cls.INPUTS)
+        entries.append({"op": name, "family": cls.FAMILY, "inputs": ports, "outputs": list(cls.OUTPUTS),
+                        "args": args, "doc": cls.summary()})
+    if as_json:
+        click.echo(json.dumps(entries, indent=2))
+        return
+    for family in FAMILIES:
+        group = [e for e in entries if e["family"] == family]
+        if not group:
+            continue
+        click.secho(f"{family}", bold=True)
+        for e in group:
+            sig = ", ".join(a["name"] if a["required"] else f"{a['name']}={a['default']}" for a in e["args"])
+            click.echo(f"  {e['op']}({sig})  in: {e['inputs']}")
+            click.echo(f"      {e['doc']}")
+
+
+@cli.command()
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="Write to FILE instead of stdout.")
+def schema(output: str | None) -> None:
+    """Print the JSON Schema of spec files (for editor completion and checking)."""
+    from builder.schema import json_schema
+
+    text = json.dumps(json_schema(), indent=2, sort_keys=True) + "\n"
+    if output:
+        write_text_atomic(output, text)
+    else:
+        click.echo(text, nl=False)
+
+
+def _register_backend_commands() -> None:
+    """Add the back ends' commands; their modules import torch/onnx only when a command runs."""
+    import importlib
+
+    for module, names in (("backends.pytorch.commands", ("build",)),
+                          ("backends.onnx.commands", ("export", "run", "check")),
+                          ("backends.graphviz.commands", ("render",))):
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name and exc.name.startswith("backends"):
+                continue  # that back end is not built yet
+            raise
+        for name in names:
+            if hasattr(mod, name):
+                cli.add_command(getattr(mod, name))
+
+
+_register_backend_commands()
+
+
+def main() -> None:
+    """Entry point: run the CLI; an unexpected exception is reported as a bug, without a traceback."""
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except SpecError as exc:
+        print_diagnostics(exc.diagnostics)
+        sys.exit(1)
+    except SystemExit:
+        raise
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - the last line of defence
+        frame = traceback.extract_tb(exc.__traceback__)[-1]
+        click.echo(f"internal error: {type(exc).__name__}: {exc}\n"
+                   f"  at {Path(frame.filename).name}:{frame.lineno}\n"
+                   f"This is a bug in nnspec, not in your spec; please report it at {ISSUES_URL} "
+                   "with the command and the spec. No output was written.", err=True)
+        sys.exit(3)
+
+
+_ = (fail, load_or_exit)
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,241 @@
+"""The DOT writer: a `View` to a `graphviz.Digraph` with HTML-like labels, nested clusters,
+shape-labelled edges and a legend. The output is a pure function of the view: same spec,
+same bytes."""
+
+from __future__ import annotations
+
+import html
+import json
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import graphviz
+
+from .style import BORDER, CLUSTER_FILLS, COLORS, FONT, fmt_count, look_of
+from .view import Edge, Group, Item, View
+
+__all__ = ["Options", "details", "dot_of", "node_id"]
+
+Rankdir = Literal["TB", "LR"]
+TIE_COLOR = "#AA3377"
+_MAX_BOUNDARY = 3  # in/out types listed on a folded block before "…"
+
+
+@dataclass(frozen=True)
+class Options:
+    """What a drawing shows beyond its structure.
+
+    Attributes:
+        rankdir: TB (top to bottom) or LR (left to right, for long sequential nets).
+        shapes: tensor types on edges, inputs, outputs and folded blocks.
+        params: parameter counts on nodes and clusters.
+    """
+
+    rankdir: Rankdir = "TB"
+    shapes: bool = True
+    params: bool = True
+
+    def __post_init__(self) -> None:
+        if self.rankdir not in ("TB", "LR"):
+            raise ValueError(f"rankdir must be TB or LR, got {self.rankdir!r}")
+
+
+def node_id(item: Item) -> str:
+    """The element id the node gets in SVG (Graphviz numbers its own ``node1``…, so prefix ours)."""
+    return f"nn-{item.key}"
+
+
+def _e(text: str) -> str:
+    return html.escape(text, quote=False)
+
+
+def _small(text: str) -> str:
+    return f'<font point-size="9">{text}</font>'
+
+
+def _params_line(n: int) -> str:
+    return _small(f"{fmt_count(n)} params")
+
+
+def _label(item: Item, opt: Options) -> str:
+    lines = [f"<b>{_e(item.title)}</b>"]
+    if item.kind in ("input", "output"):
+        if opt.shapes:
+            lines.append(_small(_e(item.label)))
+    elif item.kind == "op":
+        lines.append(_e(f"{item.op} {item.label}".strip()))
+        if opt.params and item.params:
+            lines.append(_params_line(item.params))
+    else:
+        lines.append(_e(item.op) + (f" <b>×{item.repeat}</b>" if item.repeat else ""))
+        if opt.shapes:
+            for side, types in (("in", item.inputs), ("out", item.outputs)):
+                shown = [*types[:_MAX_BOUNDARY], *(["…"] if len(types) > _MAX_BOUNDARY else [])]
+                lines.extend(_small(_e(f"{side}  {t}")) for t in shown)
+        if opt.params:
+            lines.append(_params_line(item.params))
+    return "<" + "<br/>".join(lines) + ">"
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, default=str, ensure_ascii=False)
+
+
+def details(item: Item) -> list[tuple[str, str]]:
+    """Everything known about an item, as (field, value) rows: ids, op, every argument, types, weights."""
+    rows = [("id", item.full_id)]
+    if item.stack > 1:
+        rows.append(("copies", f"drawn once for {item.stack} copies (ids differ in the copy index)"))
+    rows.append(("op", item.op if item.kind != "block" else f"block {item.op}"))
+    n = item.node
+    if item.kind == "block":
+        if item.repeat:
+            rows.append(("repeat", str(item.repeat)))
+        rows.extend(("in", t) for t in item.inputs)
+        rows.extend(("out", t) for t in item.outputs)
+        rows.append(("nodes", str(len(item.members))))
+    elif item.kind == "output":
+        rows.append(("type", item.label))
+    elif n is not None and n.model is None:
+        rows.append(("type", n.outputs["y"].describe()))
+    elif n is not None and n.model is not None:
+        if n.model.doc:
+            rows.append(("doc", n.model.doc))
+        rows.extend((f"arg {k}", _fmt(v)) for k, v in n.model.args().items())
+        rows.extend((f"in {p}", f"{t.describe()} ← {n.bindings[p]}") for p, t in n.inputs.items())
+        rows.extend((f"out {p}", t.describe()) for p, t in n.outputs.items())
+        rows.extend((f"weight {w}", "×".join(map(str, s))) for w, s in n.weights.items())
+        rows.extend((f"tied {w}", f"{o}.{ow}") for w, (o, ow) in n.ties.items())
+        if n.pos.line:
+            rows.append(("source", f"line {n.pos.line}"))
+    if item.kind in ("op", "block"):
+        rows.append(("params", f"{item.params:,}"))
+    return rows
+
+
+def _tooltip(item: Item) -> str:
+    text = "\n".join(f"{k}: {v}" for k, v in details(item))
+    return text.replace("\\", "\\\\").replace("\n", "\\n")
+
+
+def _node(dg: graphviz.Digraph, item: Item, opt: Options) -> None:
+    look = look_of(item.kind, item.op, item.family, item.repeat)
+    attrs = {"shape": look.shape, "style": look.style, "fillcolor": look.fill, "id": node_id(item),
+             "tooltip": _tooltip(item)}
+    if look.peripheries != 1:
+        attrs["peripheries"] = str(look.peripheries)
+    dg.node(item.key, _label(item, opt), **attrs)
+
+
+def _cluster_label(group: Group, opt: Options) -> str:
+    parts = [f"<b>{_e(group.title)}</b>", _e(group.block)]
+    if group.repeat:
+        parts.append(f'<font point-size="14"><b>{group.repeat}×</b></font>')
+    if group.index is not None:
+        parts[1] = f"copy {group.index}"
+    if opt.params and group.params:
+        parts.append(_small(f"{fmt_count(group.params)} params"))
+    return "<" + "  ".join(parts) + ">"
+
+
+def _cluster(dg: graphviz.Digraph, view: View, group: Group, opt: Options) -> None:
+    with dg.subgraph(name=f"cluster_{group.path}") as sub:
+        sub.attr(label=_cluster_label(group, opt), id=f"nn-{group.key}", style="rounded,filled",
+                 fillcolor=CLUSTER_FILLS[(group.level - 1) % len(CLUSTER_FILLS)],
+                 color="#333333" if group.repeat else "#999999", penwidth="1.6" if group.repeat else "1",
+                 labeljust="l", tooltip=f"{group.path}: block {group.block}")
+        _body(sub, view, group.key, opt)
+
+
+def _body(dg: graphviz.Digraph, view: View, parent: str | None, opt: Options) -> None:
+    groups, items = view.children(parent)
+    for item in items:
+        _node(dg, item, opt)
+    for group in groups:
+        _cluster(dg, view, group, opt)
+
+
+def _edge(dg: graphviz.Digraph, view: View, edge: Edge, opt: Options) -> None:
+    if edge.tie is not None:
+        dg.edge(edge.tail, edge.head, label=f"tied {edge.tie}" if opt.shapes else "", style="dashed", color=TIE_COLOR,
+                fontcolor=TIE_COLOR, dir="none", constraint="false")
+        return
+    assert edge.type is not None
+    head = view.item(edge.head)
+    parts = []
+    if opt.shapes and head.kind != "output":  # an output node shows its type itself
+        shape = str(edge.type) + ("" if edge.type.dtype == "float32" else f" {edge.type.dtype}")
+        parts.append(_e(shape))
+    if edge.tail_port:
+        parts.insert(0, f"<i>{_e(edge.tail_port)}</i>")
+    text = " ".join(parts)
+    if edge.head_ports:
+        text += ("<br/>" if text else "") + f"<i>→ {_e(', '.join(edge.head_ports))}</i>"
+    dg.edge(edge.tail, edge.head, label=f"<{text}>" if text else "")
+
+
+def _legend(view: View) -> str:
+    kinds = [k for k in COLORS if k in view.families and k not in ("input", "output")]
+    cells = "".join(f'<td bgcolor="{COLORS[k]}" border="1" width="14"> </td><td align="left">{k}</td>' for k in kinds)
+    return ('<<table border="0" cellborder="0" cellspacing="2" cellpadding="2">'
+            f"<tr>{cells}</tr></table>>")
+
+
+def _title(view: View, opt: Options) -> str:
+    parts = [f"<b>{_e(view.name)}</b>"]
+    if view.signature:
+        parts.append(_e(f"signature {view.signature}"))
+    if opt.params:
+        parts.append(f"{view.params:,} params")
+    return "<" + "  ·  ".join(parts) + ">"
+
+
+def _asap_ranks(view: View) -> list[list[str]]:
+    """Op and block nodes grouped by their longest distance from the inputs, where a rank holds several.
+
+    Graphviz ranks to keep edges short, which slides a side branch (the decoder's first
+    layers) down to where it is consumed; papers draw it beside the main branch, as soon as
+    its inputs are there. Pinning each node to that earliest rank does the same.
+    """
+    level: dict[str, int] = {i.key: 0 for i in view.items if i.kind == "input"}
+    preds: dict[str, list[str]] = {}
+    for e in view.edges:
+        if e.tie is None:
+            preds.setdefault(e.head, []).append(e.tail)
+    ranks: dict[int, list[str]] = {}
+    for item in view.items:  # topological order
+        if item.kind in ("op", "block"):
+            level[item.key] = 1 + max((level[p] for p in preds.get(item.key, ())), default=0)
+            ranks.setdefault(level[item.key], []).append(item.key)
+    return [keys for _, keys in sorted(ranks.items()) if len(keys) > 1]
+
+
+def dot_of(view: View, opt: Options) -> graphviz.Digraph:
+    """Draw `view` as a Graphviz digraph (see `backends.graphviz.to_graphviz`)."""
+    dg = graphviz.Digraph(name=view.name, comment=f"nnspec diagram of {view.name} (depth {view.depth})")
+    dg.attr("graph", rankdir=opt.rankdir, newrank="true", fontname=FONT, fontsize="13", label=_title(view, opt),
+            labelloc="t", nodesep="0.3", ranksep="0.35", bgcolor="white", pad="0.2")
+    dg.attr("node", fontname=FONT, fontsize="11", color=BORDER, margin="0.12,0.04", height="0.3", penwidth="1")
+    dg.attr("edge", fontname=FONT, fontsize="9", color="#666666", fontcolor="#333333", arrowsize="0.7")
+    _body(dg, view, None, opt)
+    for edge in view.edges:
+        _edge(dg, view, edge, opt)
+    for same in _asap_ranks(view):
+        with dg.subgraph() as rank:
+            rank.attr(rank="same")
+            for key in same:
+                rank.node(key)
+    with dg.subgraph() as ends:
+        ends.attr(rank="min")
+        for item in view.items:
+            if item.kind == "input":
+                ends.node(item.key)
+    with dg.subgraph() as ends:
+        ends.attr(rank="max")
+        for item in view.items:
+            if item.kind == "output":
+                ends.node(item.key)
+        ends.node("legend", _legend(view), shape="plain", id="nn-legend")
+    return dg

@@ -1,0 +1,99 @@
+"""How things look: a colour per op family, a node shape per op, fonts and number formats.
+
+`SHAPES` is this back end's table keyed by op name (every op in `builder.OPS` has a row, and
+a test checks it); `COLORS` has a row per op family plus the diagram's own kinds (inputs,
+outputs, folded blocks). The colours are Paul Tol's "light" scheme, chosen so that black
+text stays readable on every one and neighbouring families stay distinguishable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["COLORS", "FONT", "SHAPES", "Look", "fmt_count", "look_of"]
+
+FONT = "Helvetica,Arial,sans-serif"
+"""One font list for every text: fontconfig (PNG, PDF) and browsers (SVG) both take a list."""
+
+COLORS: dict[str, str] = {
+    "input": "#FFFFFF",
+    "output": "#FFFFFF",
+    "block": "#CCBBEE",
+    "conv": "#77AADD",
+    "pool": "#99DDFF",
+    "linear": "#EEDD88",
+    "embedding": "#EE8866",
+    "norm": "#BBCC33",
+    "activation": "#44BB99",
+    "attention": "#FFAABB",
+    "recurrent": "#AAAA00",
+    "regularization": "#DDDDDD",
+    "tensor": "#F4F4F4",
+}
+"""Fill colour by op family (`builder.FAMILIES`) and for inputs, outputs and folded blocks."""
+
+BORDER = "#555555"
+CLUSTER_FILLS = ("#F6F6F6", "#EBEBEB", "#E0E0E0")
+"""Cluster backgrounds by nesting level (cycled), so nested blocks stand apart."""
+
+_BOX, _OVAL, _MERGE, _FORK = "box", "ellipse", "invtrapezium", "trapezium"
+
+SHAPES: dict[str, str] = {
+    # activations
+    "relu": _BOX, "tanh": _BOX, "sigmoid": _BOX, "gelu": _BOX, "softmax": _BOX, "log_softmax": _BOX,
+    # attention
+    "attention": _BOX, "multi_head_attention": _BOX,
+    # layers
+    "linear": _BOX, "conv1d": _BOX, "conv2d": _BOX,
+    "max_pool1d": _BOX, "max_pool2d": _BOX, "avg_pool1d": _BOX, "avg_pool2d": _BOX,
+    "embedding": _BOX, "position_embedding": _BOX, "sinusoidal_position": _BOX,
+    "dropout": _BOX, "batch_norm": _BOX, "layer_norm": _BOX,
+    # sequence
+    "rnn": _BOX, "lstm": _BOX, "gru": _BOX,
+    # tensor ops: arithmetic that combines tensors is an oval (the ⊕ of paper figures),
+    # concat narrows many inputs into one, split fans one out
+    "add": _OVAL, "mul": _OVAL, "scale": _OVAL, "matmul": _OVAL,
+    "concat": _MERGE, "split": _FORK,
+    "reshape": _BOX, "flatten": _BOX, "transpose": _BOX, "permute": _BOX,
+    "slice": _BOX, "select": _BOX, "mean": _BOX,
+}
+"""The node shape of each op (the diagram's lowering table, keyed like `builder.OPS`)."""
+
+
+@dataclass(frozen=True)
+class Look:
+    """How one drawn item looks: Graphviz shape, style, fill colour and border count."""
+
+    shape: str
+    style: str
+    fill: str
+    peripheries: int = 1
+
+
+def look_of(kind: str, op: str, family: str, repeat: int | None = None) -> Look:
+    """The look of an item of `kind` (input, output, op, block).
+
+    Raises:
+        KeyError: for an op without a row in `SHAPES` (a test keeps that from shipping).
+    """
+    if kind == "input":
+        return Look("ellipse", "filled,bold", COLORS["input"])
+    if kind == "output":
+        return Look("ellipse", "filled,bold", COLORS["output"], peripheries=2)
+    if kind == "block":
+        # a folded repeat is a stack of boxes (box3d); a folded call a double-bordered box
+        return Look("box3d" if repeat else "box", "filled", COLORS["block"], peripheries=1 if repeat else 2)
+    shape = SHAPES[op]
+    style = "rounded,filled" if shape == _BOX and family != "tensor" else "filled"
+    return Look(shape, style, COLORS[family])
+
+
+def fmt_count(n: int) -> str:
+    """A parameter count in a few characters: ``2,416``, ``48.1k``, ``85.1M``, ``1.56B``."""
+    if n < 10_000:
+        return f"{n:,}"
+    for scale, suffix in ((1e3, "k"), (1e6, "M"), (1e9, "B")):
+        text = f"{n / scale:.3g}"
+        if float(text) < 1000:  # 999,500 reads 1M, not 1e+03k
+            return text + suffix
+    return f"{n / 1e9:,.0f}B"

@@ -1,0 +1,29 @@
+"""The ONNX backend's lowering table: every op of `builder.OPS` to a function emitting ONNX nodes.
+
+The table lives in `backends.onnx.table`; the ``ops_*`` modules register into it explicitly
+(``@LOWERINGS.register("linear")``), and importing this module imports all of them.
+"""
+
+from __future__ import annotations
+
+from . import ops_attention, ops_layers, ops_recurrent, ops_tensor
+from .table import LOWERINGS, Emitter, Lowering, Options
+
+__all__ = ["EMITTED_OPS", "LOWERINGS", "Emitter", "Lowering", "Options"]
+
+_ = (ops_attention, ops_layers, ops_recurrent, ops_tensor)  # imported for their registrations
+
+EMITTED_OPS: frozenset[str] = frozenset({
+    "Add", "AveragePool", "BatchNormalization", "Cast", "Concat", "Conv", "Cos", "Div", "Erf", "Flatten", "GRU",
+    "Gather", "Gemm", "Greater", "Identity", "LSTM", "LayerNormalization", "LogSoftmax", "MatMul", "MaxPool",
+    "Mul", "Or", "RNN", "Range", "ReduceMean", "Relu", "Reshape", "Shape", "Sigmoid", "Sin", "Slice", "Softmax",
+    "Split", "Squeeze", "Tanh", "Transpose", "Unsqueeze", "Where",
+})
+"""Every ai.onnx op type the default lowerings emit; the default opset is the highest whose
+versions of all of them onnxruntime runs on CPU. A test checks emitted models against it."""
+
+OPTIONAL_OPS: dict[str, frozenset[str]] = {
+    "native_gelu": frozenset({"Gelu"}),
+    "native_attention": frozenset({"Attention", "Not"}),
+}
+"""Op types emitted only with an `Options` flag set."""

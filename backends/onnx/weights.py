@@ -1,0 +1,177 @@
+"""Weights for the exported model: taken from a state_dict (numpy arrays, torch tensors or a
+safetensors file keyed like the PyTorch module's state_dict), or initialised in numpy the way
+PyTorch initialises the same layers (kaiming-uniform bounds, N(0, 1) embeddings, ...).
+
+Torch is never imported here: a torch tensor is recognised by its type's module and
+converted through its own methods.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from builder import Node
+from builder.errors import did_you_mean
+
+from .dtypes import np_dtype
+
+__all__ = ["Init", "WeightError", "WeightUse", "initialise", "load_state_dict", "resolve_weights"]
+
+StateDict = Mapping[str, Any] | str | Path
+
+IGNORED_BUFFERS = ("num_batches_tracked",)
+"""state_dict entries of PyTorch layers that inference never reads."""
+
+
+class WeightError(ValueError):
+    """A state_dict that does not fit the graph: a missing key, or a wrong shape."""
+
+
+@dataclass(frozen=True)
+class Init:
+    """How PyTorch initialises one tensor.
+
+    Attributes:
+        kind: ``uniform`` on [-scale, scale], ``normal`` with std `scale`, or ``constant`` `scale`.
+        scale: the bound, the standard deviation or the value.
+        zero_row: a row set to zero afterwards (an embedding's padding_idx).
+    """
+
+    kind: Literal["uniform", "normal", "constant"]
+    scale: float = 0.0
+    zero_row: int | None = None
+
+    @staticmethod
+    def uniform(bound: float) -> Init:
+        return Init("uniform", bound)
+
+    @staticmethod
+    def normal(std: float = 1.0, zero_row: int | None = None) -> Init:
+        return Init("normal", std, zero_row)
+
+    @staticmethod
+    def constant(value: float) -> Init:
+        return Init("constant", value)
+
+
+@dataclass(frozen=True)
+class WeightUse:
+    """A weight or buffer the graph reads: its initializer name, owner, shape, and how to make it.
+
+    Attributes:
+        name: the initializer name, the PyTorch state_dict key (``<node id>.<weight>``).
+        node: the owning node's id.
+        weight: the weight's own name (``weight``, ``in_proj_bias``, ``running_var``).
+        shape: its concrete shape.
+        dtype: its nnspec dtype name.
+        init: how PyTorch initialises it (None until the owner's lowering says).
+    """
+
+    name: str
+    node: str
+    weight: str
+    shape: tuple[int, ...]
+    dtype: str
+    init: Init | None
+
+
+def initialise(use: WeightUse, seed: int = 0) -> np.ndarray:
+    """A fresh tensor for `use`, from a generator seeded by `seed` and the weight's name.
+
+    Seeding by name makes every weight independent of the order of the others, so the same
+    spec gives the same bytes.
+    """
+    init = use.init
+    if not isinstance(init, Init):  # pragma: no cover - a lowering that forgot to say
+        raise TypeError(f"weight '{use.name}' has no initialiser")
+    dtype = np_dtype(use.dtype)
+    if init.kind == "constant":
+        return np.full(use.shape, init.scale, dtype=dtype)
+    rng = np.random.default_rng([seed, zlib.crc32(use.name.encode())])
+    if init.kind == "uniform":
+        out = rng.random(use.shape, dtype=np.float32)
+        out *= np.float32(2 * init.scale)
+        out -= np.float32(init.scale)
+    else:
+        out = rng.standard_normal(use.shape, dtype=np.float32)
+        out *= np.float32(init.scale)
+    if init.zero_row is not None:
+        out[init.zero_row] = 0
+    return out.astype(dtype, copy=False)
+
+
+def _to_numpy(value: Any, key: str) -> np.ndarray:
+    if isinstance(value, np.ndarray):
+        return value
+    if type(value).__module__.startswith("torch"):  # a torch tensor; torch is imported already
+        t = value.detach().cpu()
+        if str(t.dtype) == "torch.bfloat16":  # numpy has no bfloat16; float32 round-trips it exactly
+            import ml_dtypes
+
+            return t.float().numpy().astype(ml_dtypes.bfloat16)
+        return t.numpy()
+    if np.isscalar(value) or isinstance(value, list | tuple):
+        return np.asarray(value)
+    raise WeightError(f"state_dict['{key}'] is a {type(value).__name__}, expected a numpy array or a torch tensor")
+
+
+def load_state_dict(source: StateDict) -> Mapping[str, Any]:
+    """A mapping of name to tensor: `source` itself, or the tensors of a safetensors file."""
+    if isinstance(source, str | Path):
+        path = Path(source)
+        if not path.is_file():
+            raise WeightError(f"weights file '{path}' does not exist")
+        from safetensors.numpy import load_file
+
+        try:
+            return load_file(str(path))
+        except Exception as exc:  # safetensors raises its own error types
+            raise WeightError(f"cannot read weights from '{path}': {exc}") from exc
+    return source
+
+
+def resolve_weights(uses: Mapping[str, WeightUse], state_dict: StateDict | None, nodes: Mapping[str, Node],
+                    seed: int = 0) -> dict[str, np.ndarray]:
+    """One array per weight the graph reads, in the order of `uses`.
+
+    Keys of `state_dict` that belong to no node of this graph are ignored (a signature uses
+    part of the model's weights), and so are the second names of tied weights (PyTorch lists
+    a shared parameter under each name); a key of one of its nodes that names no weight is
+    an error.
+
+    Raises:
+        WeightError: a weight is missing, has the wrong shape, or a node has an unknown key.
+    """
+    if state_dict is None:
+        return {name: initialise(use, seed) for name, use in uses.items()}
+    sd = load_state_dict(state_dict)
+    problems: list[str] = []
+    out: dict[str, np.ndarray] = {}
+    for name, use in uses.items():
+        if name not in sd:
+            hint = "".join(f" ({h})" for h in did_you_mean(name, sd))
+            problems.append(f"missing weight '{name}' {list(use.shape)} for node '{use.node}'{hint}")
+            continue
+        arr = _to_numpy(sd[name], name)
+        if tuple(arr.shape) != use.shape:
+            problems.append(f"weight '{name}' is {list(arr.shape)}, node '{use.node}' needs {list(use.shape)}")
+            continue
+        out[name] = arr.astype(np_dtype(use.dtype), copy=False)
+    for key in sd:
+        owner, _, leaf = key.rpartition(".")
+        while owner and owner not in nodes and "." in owner:  # out_proj.weight: the node is two levels up
+            owner, _, rest = owner.rpartition(".")
+            leaf = f"{rest}.{leaf}"
+        node = nodes.get(owner)
+        if node is not None and key not in uses and leaf not in IGNORED_BUFFERS and leaf not in node.ties:
+            hint = "".join(f" ({h})" for h in did_you_mean(key, uses))
+            problems.append(f"unexpected weight '{key}': node '{owner}' has no weight '{leaf}'{hint}")
+    if problems:
+        raise WeightError("the state_dict does not fit the graph:\n  " + "\n  ".join(problems))
+    return out

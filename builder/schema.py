@@ -1,0 +1,70 @@
+"""A JSON Schema for spec files, generated from the pydantic models (`nnspec schema`).
+
+Every node is checked against its op's argument model (discriminated on ``op``); a node
+whose ``op`` names a block is a block call, whose extra keys are the block's params. Any
+op argument may instead be a ``${...}`` expression.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Union
+
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
+
+from .ops import OPS, Op
+from .ops.base import NodeInputs
+from .spec import BlockSpec, SignatureSpec, Spec
+
+__all__ = ["json_schema"]
+
+_EXPR = {"type": "string", "pattern": r"^.*\$\{.+\}.*$", "description": "A ${...} expression over params."}
+
+
+class BlockCall(BaseModel):
+    """A call of a block defined under `blocks`; other keys set the block's params."""
+
+    model_config = ConfigDict(extra="allow")
+
+    op: str = Field(description="The name of a block defined under `blocks`.")
+    in_: NodeInputs = Field(alias="in", description="The block's inputs: a ref, a list, or input: ref.")
+    repeat: int | None = Field(default=None, ge=1, description="Chain this many copies with separate weights.")
+    doc: str | None = None
+
+
+def _tag(value: Any) -> str:
+    op = value.get("op") if isinstance(value, dict) else getattr(value, "op", None)
+    return op if op in OPS else "block"
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of a spec file."""
+    members = tuple(Annotated[cls, Tag(name)] for name, cls in sorted(OPS.items())) + (Annotated[BlockCall, Tag("block")],)
+    node = Annotated[Union[members], Discriminator(_tag)]  # noqa: UP007 - a runtime-built union
+
+    class Block(BlockSpec):
+        nodes: dict[str, node] = Field(min_length=1)  # type: ignore[valid-type]
+
+    class Signature(SignatureSpec):
+        pass
+
+    class NnSpec(Spec):
+        nodes: dict[str, node] = Field(min_length=1)  # type: ignore[valid-type]
+        blocks: dict[str, Block] = Field(default_factory=dict)
+        signatures: dict[str, Signature] = Field(default_factory=dict)
+
+    schema = NnSpec.model_json_schema(by_alias=True)
+    for name, definition in schema.get("$defs", {}).items():
+        cls = OPS.get(_op_of(name))
+        if cls is None:
+            continue
+        for key, prop in definition.get("properties", {}).items():
+            if key not in Op.model_fields and key != "in":
+                definition["properties"][key] = {"anyOf": [prop, _EXPR]} if "anyOf" not in prop else {
+                    **prop, "anyOf": [*prop["anyOf"], _EXPR]}
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "nnspec model spec"
+    return schema
+
+
+def _op_of(def_name: str) -> str:
+    return next((name for name, cls in OPS.items() if cls.__name__ == def_name), "")
