@@ -134,7 +134,7 @@ def check_spec(spec: Spec) -> tuple[dict[str | None, nx.MultiDiGraph], list[Diag
         try:
             graphs[sig] = compile_graph(spec, sig, warnings=warnings)
         except SpecError as exc:
-            errors.extend(d for d in exc.diagnostics if d not in errors)
+            errors.extend(d for d in exc.errors if d not in errors)
     if None in graphs:
         main = {n.id: n for n in nodes(graphs[None])}
         for sig, g in graphs.items():

@@ -95,5 +95,5 @@ class SpecError(Exception):
 
 def did_you_mean(word: str, choices: Iterable[str]) -> tuple[str, ...]:
     """A hint naming the closest of `choices` to `word`, or nothing when none is close."""
-    close = difflib.get_close_matches(word, sorted(set(choices)), n=1, cutoff=0.6)
+    close = difflib.get_close_matches(word, sorted(set(choices)), n=1, cutoff=0.5)
     return (f"did you mean '{close[0]}'?",) if close else ()

@@ -336,6 +336,7 @@ def expand(spec: Spec, limits: Limits, signature: str | None = None) -> tuple[li
     for name in inputs:
         if name in entries:
             ex.error("duplicate-id", f"'{name}' is both an input and a node", entries[name].path, name)
+            del entries[name]
     for bname, block in spec.blocks.items():
         for name in block.inputs:
             if name in block.nodes:

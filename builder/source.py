@@ -186,14 +186,15 @@ class _Builder:
             raise SpecError.single("limit", f"nesting deeper than {self.limits.max_depth} levels", self._pos(node))
         mark = node.start_mark
         self.positions.setdefault(path, (mark.line + 1, mark.column + 1))
+        if node.tag not in _ALLOWED_TAGS:
+            self.diagnostics.append(Diagnostic(
+                "yaml-tag", f"YAML tag '{node.tag}' is not allowed in a spec (no tag constructs objects)",
+                self._pos(node)))
+            return None
         if isinstance(node, yaml.MappingNode):
             return self._mapping(node, path, depth)
         if isinstance(node, yaml.SequenceNode):
             return [self.build(item, (*path, i), depth + 1) for i, item in enumerate(node.value)]
-        if node.tag not in _ALLOWED_TAGS:
-            self.diagnostics.append(Diagnostic(
-                "yaml-tag", f"YAML tag '{node.tag}' is not allowed in a spec", self._pos(node)))
-            return None
         return self._scalar(node)
 
     def _scalar(self, node: yaml.ScalarNode) -> Any:

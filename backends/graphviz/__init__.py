@@ -2,10 +2,11 @@
 
     >>> from backends.graphviz import to_graphviz, render
     >>> dg = to_graphviz("specs/lenet5.yaml", rankdir="LR")   # graphviz.Digraph
-    >>> render("specs/transformer.yaml", "transformer.svg")   # suffix picks the format
+    >>> render("specs/transformer.yaml", "transformer.svg")   # the suffix picks the format
 
 Blocks are clusters nested as the spec nests them; ``depth`` folds deeper calls into one
 node each; a repeated call is drawn once and marked ``N×`` (``unroll=True`` draws every copy).
+The op table of this back end is `style.SHAPES` (a node shape per op); colours go by family.
 """
 
 from __future__ import annotations
@@ -13,9 +14,13 @@ from __future__ import annotations
 import graphviz
 
 from .dot import Options, Rankdir, dot_of
+from .mermaid import to_mermaid
+from .render import FORMATS, GraphvizNotFound, render
+from .style import SHAPES
 from .view import ALL, Depth, View, as_graph, build_view
 
-__all__ = ["ALL", "Depth", "Options", "View", "build_view", "to_graphviz"]
+__all__ = ["ALL", "FORMATS", "SHAPES", "Depth", "GraphvizNotFound", "Options", "View", "build_view", "render",
+           "to_graphviz", "to_mermaid"]
 
 
 def to_graphviz(spec_or_graph: object, depth: Depth = None, rankdir: Rankdir = "TB", shapes: bool = True,
@@ -27,7 +32,7 @@ def to_graphviz(spec_or_graph: object, depth: Depth = None, rankdir: Rankdir = "
             `builder.load_spec` reads (a path, spec text or a mapping).
         depth: how many levels of block calls are drawn open (0: every top-level call is one
             node); ``"all"`` opens every call; None picks the deepest level that stays legible
-            (at most `view.AUTO_MAX_ITEMS` nodes).
+            (at most `view.AUTO_MAX_ITEMS` op and block nodes).
         rankdir: ``TB`` or ``LR``.
         shapes: label edges (and inputs, outputs, folded blocks) with tensor types.
         params: show parameter counts.
@@ -35,7 +40,7 @@ def to_graphviz(spec_or_graph: object, depth: Depth = None, rankdir: Rankdir = "
         signature: the signature to draw when given a spec (default: the main graph).
 
     Returns:
-        The digraph; ``.source`` is deterministic DOT text.
+        The digraph; ``.source`` is deterministic DOT text, ``.render()``/``.pipe()`` lay it out.
 
     Raises:
         SpecError: when given a spec that does not check.

@@ -7,6 +7,7 @@ from __future__ import annotations
 import html
 import json
 from dataclasses import dataclass
+from pathlib import PurePath
 from typing import Any, Literal
 
 import graphviz
@@ -14,11 +15,11 @@ import graphviz
 from .style import BORDER, CLUSTER_FILLS, COLORS, FONT, fmt_count, look_of
 from .view import Edge, Group, Item, View
 
-__all__ = ["Options", "details", "dot_of", "node_id"]
+__all__ = ["MAX_BOUNDARY", "Options", "details", "dot_of", "node_id"]
 
 Rankdir = Literal["TB", "LR"]
 TIE_COLOR = "#AA3377"
-_MAX_BOUNDARY = 3  # in/out types listed on a folded block before "…"
+MAX_BOUNDARY = 5  # in/out types listed on a folded block before "…"
 
 
 @dataclass(frozen=True)
@@ -63,14 +64,16 @@ def _label(item: Item, opt: Options) -> str:
         if opt.shapes:
             lines.append(_small(_e(item.label)))
     elif item.kind == "op":
-        lines.append(_e(f"{item.op} {item.label}".strip()))
+        op = "" if item.title == item.op else item.op  # a node named after its op says it once
+        if op or item.label:
+            lines.append(_e(f"{op} {item.label}".strip()))
         if opt.params and item.params:
             lines.append(_params_line(item.params))
     else:
         lines.append(_e(item.op) + (f" <b>×{item.repeat}</b>" if item.repeat else ""))
         if opt.shapes:
             for side, types in (("in", item.inputs), ("out", item.outputs)):
-                shown = [*types[:_MAX_BOUNDARY], *(["…"] if len(types) > _MAX_BOUNDARY else [])]
+                shown = [*types[:MAX_BOUNDARY], *(["…"] if len(types) > MAX_BOUNDARY else [])]
                 lines.extend(_small(_e(f"{side}  {t}")) for t in shown)
         if opt.params:
             lines.append(_params_line(item.params))
@@ -108,8 +111,8 @@ def details(item: Item) -> list[tuple[str, str]]:
         rows.extend((f"out {p}", t.describe()) for p, t in n.outputs.items())
         rows.extend((f"weight {w}", "×".join(map(str, s))) for w, s in n.weights.items())
         rows.extend((f"tied {w}", f"{o}.{ow}") for w, (o, ow) in n.ties.items())
-        if n.pos.line:
-            rows.append(("source", f"line {n.pos.line}"))
+        if n.pos.line:  # the file's name only, so the same spec gives the same bytes from any directory
+            rows.append(("source", f"{PurePath(n.pos.file).name}:{n.pos.line}:{n.pos.col}"))
     if item.kind in ("op", "block"):
         rows.append(("params", f"{item.params:,}"))
     return rows
@@ -124,6 +127,8 @@ def _node(dg: graphviz.Digraph, item: Item, opt: Options) -> None:
     look = look_of(item.kind, item.op, item.family, item.repeat)
     attrs = {"shape": look.shape, "style": look.style, "fillcolor": look.fill, "id": node_id(item),
              "tooltip": _tooltip(item)}
+    if item.kind == "block":
+        attrs["margin"] = "0.2,0.1"  # room for box3d's depth and the double border
     if look.peripheries != 1:
         attrs["peripheries"] = str(look.peripheries)
     dg.node(item.key, _label(item, opt), **attrs)

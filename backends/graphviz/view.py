@@ -13,6 +13,7 @@ folded, it is one node marked ``×N``; drawn, it is one copy (copy 0) in a clust
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Literal
 
 import networkx as nx
@@ -134,8 +135,12 @@ class View:
     groups: tuple[Group, ...]
     edges: tuple[Edge, ...]
 
+    @cached_property
+    def _by_key(self) -> dict[str, Item]:
+        return {i.key: i for i in self.items}
+
     def item(self, key: str) -> Item:
-        return next(i for i in self.items if i.key == key)
+        return self._by_key[key]
 
     @property
     def families(self) -> set[str]:

@@ -103,6 +103,7 @@ class Emitter:
     options: Options
     values: dict[TensorRef, str]
     owners: dict[str, Node]
+    aliases: dict[str, str] = field(default_factory=dict)
     nodes: list[NodeProto] = field(default_factory=list)
     consts: dict[str, np.ndarray] = field(default_factory=dict)
     weights: dict[str, WeightUse] = field(default_factory=dict)
@@ -191,15 +192,19 @@ class Emitter:
         """The initializer holding the current node's weight `name` (the owner's, for a tied weight).
 
         `init` says how PyTorch initialises it; only the owner's word counts for a tied weight.
+        A signature that leaves out a tied weight's owner holds it on a stand-in node
+        (``graph["aliases"]``); the initializer still takes the owner's name, the state_dict key.
         """
         node = self._node()
         owner_id, owner_weight = node.ties.get(name, (node.id, name))
         owner = self.owners[owner_id]
-        key = f"{owner_id}.{owner_weight}"
+        holder = f"{owner_id}.{owner_weight}"
+        key = self.aliases.get(holder, holder)
         use = self.weights.get(key)
         if use is None or (use.init is None and owner_id == node.id):
             self.weights[key] = WeightUse(key, owner_id, owner_weight, tuple(owner.weights[owner_weight]),
-                                          weight_dtype(owner), init if owner_id == node.id else None)
+                                          weight_dtype(owner), init if owner_id == node.id else None,
+                                          holder if holder != key else None)
         return key
 
     def buffer(self, name: str, shape: tuple[int, ...], init: Init) -> str:

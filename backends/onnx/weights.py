@@ -71,6 +71,8 @@ class WeightUse:
         shape: its concrete shape.
         dtype: its nnspec dtype name.
         init: how PyTorch initialises it (None until the owner's lowering says).
+        alias: the stand-in key of a tied weight whose owner a signature leaves out
+            (``tgt_embed.weight`` for ``src_embed.weight``); a state_dict may use either.
     """
 
     name: str
@@ -79,6 +81,7 @@ class WeightUse:
     shape: tuple[int, ...]
     dtype: str
     init: Init | None
+    alias: str | None = None
 
 
 def initialise(use: WeightUse, seed: int = 0) -> np.ndarray:
@@ -154,22 +157,24 @@ def resolve_weights(uses: Mapping[str, WeightUse], state_dict: StateDict | None,
     problems: list[str] = []
     out: dict[str, np.ndarray] = {}
     for name, use in uses.items():
-        if name not in sd:
+        key = name if name in sd or use.alias not in sd else use.alias
+        if key not in sd:
             hint = "".join(f" ({h})" for h in did_you_mean(name, sd))
             problems.append(f"missing weight '{name}' {list(use.shape)} for node '{use.node}'{hint}")
             continue
-        arr = _to_numpy(sd[name], name)
+        arr = _to_numpy(sd[key], key)
         if tuple(arr.shape) != use.shape:
             problems.append(f"weight '{name}' is {list(arr.shape)}, node '{use.node}' needs {list(use.shape)}")
             continue
         out[name] = arr.astype(np_dtype(use.dtype), copy=False)
+    known = set(uses) | {use.alias for use in uses.values() if use.alias}
     for key in sd:
         owner, _, leaf = key.rpartition(".")
         while owner and owner not in nodes and "." in owner:  # out_proj.weight: the node is two levels up
             owner, _, rest = owner.rpartition(".")
             leaf = f"{rest}.{leaf}"
         node = nodes.get(owner)
-        if node is not None and key not in uses and leaf not in IGNORED_BUFFERS and leaf not in node.ties:
+        if node is not None and key not in known and leaf not in IGNORED_BUFFERS and leaf not in node.ties:
             hint = "".join(f" ({h})" for h in did_you_mean(key, uses))
             problems.append(f"unexpected weight '{key}': node '{owner}' has no weight '{leaf}'{hint}")
     if problems:

@@ -1,0 +1,122 @@
+"""Writing a diagram to a file, the format picked by the suffix: ``.svg .png .pdf`` (laid out
+by Graphviz's ``dot`` program), ``.dot`` (DOT text), ``.mmd`` (Mermaid) and ``.html`` (a
+self-contained page around the SVG). ``.dot`` and ``.mmd`` need no Graphviz.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from backends.clikit import atomic_output
+
+from .dot import Options, Rankdir, dot_of
+from .mermaid import to_mermaid
+from .page import html_page
+from .view import Depth, View, as_graph, build_view
+
+__all__ = ["FORMATS", "GraphvizNotFound", "NEEDS_DOT", "diagram_bytes", "dot_program", "render", "run_dot"]
+
+FORMATS = {".svg": "SVG image", ".png": "PNG image", ".pdf": "PDF document", ".dot": "Graphviz DOT text",
+           ".mmd": "Mermaid flowchart", ".html": "web page with the SVG and each node's details"}
+"""Output suffixes and what each writes."""
+
+NEEDS_DOT = frozenset({".svg", ".png", ".pdf", ".html"})
+"""Suffixes laid out by Graphviz's ``dot`` program."""
+
+DOT_TIMEOUT_S = 300
+
+INSTALL_HINT = ("install Graphviz: `apt-get install graphviz` (Debian, Ubuntu), `brew install graphviz` (macOS), "
+                "`conda install graphviz`, or see https://graphviz.org/download/")
+
+
+class GraphvizNotFound(RuntimeError):
+    """Graphviz's ``dot`` program is not on PATH, and the format needs it."""
+
+
+def dot_program(suffix: str = ".svg") -> str:
+    """The path of Graphviz's ``dot`` program.
+
+    Raises:
+        GraphvizNotFound: when ``dot`` is not on PATH; the message says how to install it.
+    """
+    exe = shutil.which("dot")
+    if exe is None:
+        raise GraphvizNotFound(
+            f"writing {suffix} needs Graphviz's `dot` program, which is not on PATH; {INSTALL_HINT}. "
+            "(.dot and .mmd files are written without it.)")
+    return exe
+
+
+def run_dot(source: str, fmt: str) -> bytes:
+    """Lay out DOT `source` with ``dot -T<fmt>`` and return what it writes.
+
+    Raises:
+        GraphvizNotFound: without ``dot``.
+        RuntimeError: when ``dot`` fails (its message included).
+    """
+    exe = dot_program(f".{fmt}")
+    proc = subprocess.run([exe, f"-T{fmt}"], input=source.encode("utf-8"), capture_output=True,
+                          timeout=DOT_TIMEOUT_S, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"Graphviz `dot -T{fmt}` failed (exit {proc.returncode}): "
+                           f"{proc.stderr.decode('utf-8', 'replace').strip()}")
+    return proc.stdout
+
+
+def _suffix(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix not in FORMATS:
+        known = ", ".join(FORMATS)
+        raise ValueError(f"cannot tell the format of '{path.name}': give the file one of the suffixes {known}")
+    return suffix
+
+
+def diagram_bytes(view: View, opt: Options, suffix: str) -> bytes:
+    """The file contents for `suffix` (one of `FORMATS`)."""
+    if suffix == ".mmd":
+        return to_mermaid(view, opt).encode("utf-8")
+    source = dot_of(view, opt).source
+    if suffix == ".dot":
+        return source.encode("utf-8")
+    if suffix == ".html":
+        svg = run_dot(source, "svg").decode("utf-8")
+        return html_page(view, svg).encode("utf-8")
+    return run_dot(source, suffix[1:])
+
+
+def render(spec_or_graph: object, path: str | Path, depth: Depth = None, rankdir: Rankdir = "TB",
+           shapes: bool = True, params: bool = True, *, unroll: bool = False, signature: str | None = None) -> Path:
+    """Draw a spec's graph into `path`, the format picked by its suffix (see `FORMATS`).
+
+    The file is written through a temporary file and renamed, so a failure leaves no
+    half-written file and never replaces a good one. Arguments are those of `to_graphviz`.
+
+    Returns:
+        The path written.
+
+    Raises:
+        ValueError: for an unknown suffix (before anything is read), a bad depth or rankdir.
+        GraphvizNotFound: for a format that needs ``dot`` when it is missing (before anything is read).
+        SpecError: when the spec does not check.
+    """
+    target = Path(path)
+    suffix = _suffix(target)
+    if suffix in NEEDS_DOT:
+        dot_program(suffix)
+    opt = Options(rankdir, shapes, params)
+    view = build_view(as_graph(spec_or_graph, signature), depth, unroll)
+    data = diagram_bytes(view, opt, suffix)
+    with atomic_output(target) as tmp:
+        tmp.write_bytes(data)
+        _readable(tmp)
+    return target
+
+
+def _readable(path: Path) -> None:
+    """Give a temporary file (created 0600) the permissions a new file would get (umask applied)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    path.chmod(0o666 & ~umask)

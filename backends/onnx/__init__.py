@@ -1,0 +1,22 @@
+"""The ONNX backend: the checked graph emitted directly as an ONNX model, and run in onnxruntime.
+
+    >>> from backends.onnx import to_onnx, save_onnx, run_onnx
+    >>> model = to_onnx("specs/lenet5.yaml")             # weights initialised as PyTorch would
+    >>> save_onnx(model, "lenet5.onnx")
+    >>> run_onnx(model, {"image": x})["logits"].shape    # x: float32 (batch, 1, 32, 32)
+
+torch is imported only when a state_dict holds torch tensors.
+"""
+
+from __future__ import annotations
+
+from .export import lower_graph, save_onnx, to_onnx
+from .lowering import EMITTED_OPS, LOWERINGS
+from .opsets import MIN_OPSET, OpsetError, default_opset
+from .runtime import InputError, random_inputs, run_onnx, session
+from .weights import WeightError
+
+__all__ = [
+    "EMITTED_OPS", "LOWERINGS", "MIN_OPSET", "InputError", "OpsetError", "WeightError", "default_opset",
+    "lower_graph", "random_inputs", "run_onnx", "save_onnx", "session", "to_onnx",
+]

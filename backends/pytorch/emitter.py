@@ -1,0 +1,375 @@
+"""Building blocks of lowering: submodule constructors, the module tree named by node ids, and
+the `Emitter` that turns one checked graph into a `torch.fx.Graph`.
+
+A lowering function (see `lowering.py`) receives the emitter and one `builder.Node`; it asks
+the emitter for the node's input values, creates at most one submodule (named by the node
+id) and emits fx nodes. The emitter records every submodule's constructor as a `Ctor`, so
+the same lowering also drives the standalone source writer (`codegen.py`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import operator
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import networkx as nx
+import sympy
+import torch
+from torch import fx, nn
+
+from builder import INPUT, Node, TensorRef, TensorType, nodes
+
+__all__ = ["Ctor", "Emitter", "LoweringError", "ModuleTree", "TensorInit", "sinusoid_table"]
+
+RESERVED_INPUT_NAMES = frozenset({"self", "torch", "inf", "nan", "NoneType", "device", "fx_pytree", "pytree"})
+"""Names that a forward argument cannot take: fx's generated code uses them as globals."""
+
+
+class LoweringError(ValueError):
+    """A node that the PyTorch backend cannot lower; the message names the node."""
+
+
+def sinusoid_table(max_len: int, d: int) -> torch.Tensor:
+    """The fixed position encoding of Vaswani et al.: PE[t, 2i] = sin(t w_i), PE[t, 2i+1] = cos(t w_i).
+
+    w_i = 10000^(-2i/d). Computed exactly as `TensorInit.source` writes it for generated code.
+
+    Returns:
+        A float32 tensor of shape (max_len, d).
+    """
+    position = torch.arange(max_len, dtype=torch.float32).unsqueeze(1)  # (max_len, 1)
+    freq = torch.exp(torch.arange(0, d, 2, dtype=torch.float32) * _log_step(d))  # (d/2,)
+    angles = position * freq  # (max_len, d/2)
+    return torch.stack((angles.sin(), angles.cos()), dim=-1).flatten(1)  # interleaved: (max_len, d)
+
+
+def _log_step(d: int) -> float:
+    return -math.log(10000.0) / d
+
+
+@dataclass(frozen=True)
+class TensorInit:
+    """A parameter or buffer of a container submodule, with its initialisation.
+
+    Attributes:
+        name: the attribute name (a state_dict key suffix).
+        shape: concrete shape.
+        kind: ``uniform`` (in [-bound, bound]), ``normal`` (std = bound), ``zeros``, ``ones``,
+            or ``sinusoid`` (the fixed position table, shape (max_len, d)).
+        bound: the uniform bound or normal std.
+        buffer: a non-persistent buffer instead of a parameter.
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    kind: str
+    bound: float = 0.0
+    buffer: bool = False
+
+    def build(self) -> torch.Tensor:
+        if self.kind == "sinusoid":
+            return sinusoid_table(*self.shape)
+        t = torch.empty(self.shape)
+        with torch.no_grad():
+            if self.kind == "uniform":
+                t.uniform_(-self.bound, self.bound)
+            elif self.kind == "normal":
+                t.normal_(0.0, self.bound)
+            elif self.kind == "zeros":
+                t.zero_()
+            elif self.kind == "ones":
+                t.fill_(1.0)
+            else:  # pragma: no cover - a bug in a lowering
+                raise AssertionError(f"unknown init kind '{self.kind}'")
+        return t
+
+    def source(self) -> str:
+        """A torch-only expression that builds the same tensor."""
+        shape = ", ".join(map(str, self.shape))
+        if self.kind == "sinusoid":
+            n, d = self.shape
+            angles = (f"torch.arange({n}, dtype=torch.float32).unsqueeze(1) * torch.exp(torch.arange(0, {d}, 2, "
+                      f"dtype=torch.float32) * {_log_step(d)!r})")
+            return f"torch.stack(((a := {angles}).sin(), a.cos()), dim=-1).flatten(1)"
+        if self.kind == "uniform":
+            return f"torch.empty({shape}).uniform_({-self.bound!r}, {self.bound!r})"
+        if self.kind == "normal":
+            return f"torch.empty({shape}).normal_(0.0, {self.bound!r})"
+        return f"torch.{self.kind}({shape})"
+
+
+@dataclass(frozen=True)
+class Ctor:
+    """How to construct one submodule: a torch.nn class and its arguments, or a plain
+    container (``cls == ""``) holding the node's own tensors.
+
+    The same record builds the module here and is written out by `codegen` as source.
+    """
+
+    cls: str
+    args: tuple[Any, ...] = ()
+    kwargs: tuple[tuple[str, Any], ...] = ()
+    tensors: tuple[TensorInit, ...] = ()
+
+    @classmethod
+    def of(cls, name: str, *args: Any, **kwargs: Any) -> Ctor:
+        return cls(name, args, tuple(kwargs.items()))
+
+    def build(self) -> nn.Module:
+        if self.cls:
+            module: nn.Module = getattr(nn, self.cls)(*self.args, **dict(self.kwargs))
+            return module
+        module = nn.Module()
+        for t in self.tensors:
+            if t.buffer:
+                module.register_buffer(t.name, t.build(), persistent=False)
+            else:
+                module.register_parameter(t.name, nn.Parameter(t.build()))
+        return module
+
+    def source(self) -> str:
+        """The constructor call as source (containers: ``torch.nn.Module()``; see `tensor_lines`)."""
+        if not self.cls:
+            return "torch.nn.Module()"
+        parts = [repr(a) for a in self.args] + [f"{k}={v!r}" for k, v in self.kwargs]
+        return f"torch.nn.{self.cls}({', '.join(parts)})"
+
+
+def _set_submodule(root: nn.Module, path: str, module: nn.Module) -> None:
+    """Install `module` at dotted `path`, creating plain containers for missing prefixes."""
+    *prefix, leaf = path.split(".")
+    parent = root
+    for part in prefix:
+        child = parent._modules.get(part)
+        if child is None:
+            child = nn.Module()
+            parent.add_module(part, child)
+        parent = child
+    parent.add_module(leaf, module)
+
+
+class ModuleTree:
+    """The submodules of one spec, named by node id and shared by all its signatures.
+
+    Args:
+        build: construct the modules (False: only record constructors, for `codegen`).
+        device: where to construct them (``"meta"`` builds no storage).
+    """
+
+    def __init__(self, build: bool = True, device: torch.device | str | None = None) -> None:
+        self.root = nn.Module()
+        self.ctors: dict[str, Ctor] = {}
+        self.owners: dict[str, Node] = {}
+        self.build = build
+        self.device = device
+
+    def add(self, node: Node, ctor: Ctor) -> str:
+        """The submodule of `node` (its id is the path): created once, reused by later signatures."""
+        path = node.id
+        known = self.ctors.get(path)
+        if known is not None:
+            if known != ctor:
+                raise LoweringError(f"node '{path}' is {ctor.source()} here but {known.source()} in another "
+                                    "signature; a layer shared by signatures must be the same layer")
+            return path
+        for other in self.ctors:
+            if other.startswith(path + ".") or path.startswith(other + "."):
+                raise LoweringError(f"node '{path}' and node '{other}' cannot both be submodules "
+                                    "(one id is a prefix of the other)")
+        self.ctors[path] = ctor
+        self.owners[path] = node
+        if self.build:
+            with torch.device(self.device) if self.device is not None else contextlib.nullcontext():
+                _set_submodule(self.root, path, ctor.build())
+        return path
+
+    def locate(self, weight: str) -> tuple[str, str] | None:
+        """The (node id, weight name) of a tree node that owns `weight` (``encoder.0.attn.out_proj.weight``)."""
+        path, _, name = weight.rpartition(".")
+        while path:
+            owner = self.owners.get(path)
+            if owner is not None:
+                return (path, name) if name in owner.weights else None
+            path, _, head = path.rpartition(".")  # weight names such as out_proj.weight hold a dot
+            name = f"{head}.{name}"
+        return None
+
+    def weight_shapes(self) -> dict[str, tuple[int, ...]]:
+        """The state_dict-style parameter names and shapes the graph nodes declare."""
+        return {f"{path}.{name}": shape for path, node in self.owners.items() for name, shape in node.weights.items()}
+
+
+Outputs = dict[str, fx.Node]
+
+
+class Emitter:
+    """Lowers one checked graph into a `torch.fx.Graph` over the submodules of a `ModuleTree`.
+
+    Lowering functions use `x`, `has`, `module`, `call_module`, `fn`, `method`, `size` and
+    `weight`; each call refers to the node being lowered.
+    """
+
+    def __init__(self, graph: nx.MultiDiGraph, tree: ModuleTree,
+                 table: Mapping[str, Callable[[Emitter, Node], Outputs]]) -> None:
+        self.source = graph
+        self.tree = tree
+        self.table = table
+        self.fx = fx.Graph()
+        self.values: dict[TensorRef, fx.Node] = {}
+        self._node: Node | None = None
+        self._memo: dict[tuple[fx.Node, object], fx.Node] = {}  # size(axis) and device reads, once per value
+
+    # --- the whole graph -------------------------------------------------------------
+
+    def run(self) -> fx.Graph:
+        """Emit placeholders, every node, and the output (one tensor, or a tuple in declared order)."""
+        for name in self.source.graph["inputs"]:
+            if name in RESERVED_INPUT_NAMES:
+                raise LoweringError(f"input '{name}' cannot be a forward() argument of a PyTorch module "
+                                    f"(generated code uses that name); rename the input")
+            ph = self.fx.placeholder(name, type_expr=torch.Tensor)
+            if ph.name != name:  # pragma: no cover - fx renames only reserved names, caught above
+                raise LoweringError(f"input '{name}' would be renamed to '{ph.name}' in forward()")
+            ph.meta["nnspec"] = (name, "y")
+            self.values[TensorRef(name, "y")] = ph
+        for node in nodes(self.source):
+            if node.op != INPUT:
+                self._lower(node)
+        outs = [self.values[ref] for ref in self.source.graph["outputs"].values()]
+        self.fx.output(outs[0] if len(outs) == 1 else tuple(outs))
+        self._drop_unused()
+        self.fx.lint()
+        return self.fx
+
+    def _drop_unused(self) -> None:
+        """Remove values nobody reads (the unused ports of multi-output ops); torch calls here are pure."""
+        for value in reversed(list(self.fx.nodes)):
+            if value.op in ("call_function", "call_method") and not value.users:
+                self.fx.erase_node(value)
+
+    def _lower(self, node: Node) -> None:
+        node = self._resolve_aliases(node)
+        self._node = node
+        try:
+            outs = self.table[node.op](self, node)
+        except LoweringError:
+            raise
+        except KeyError as exc:
+            raise LoweringError(f"node '{node.id}': {exc.args[0]}") from exc
+        except Exception as exc:
+            raise LoweringError(f"node '{node.id}' (op {node.op}): {type(exc).__name__}: {exc}") from exc
+        if set(outs) != set(node.outputs):  # pragma: no cover - a bug in a lowering
+            raise AssertionError(f"lowering of '{node.op}' returned ports {sorted(outs)}, expected {sorted(node.outputs)}")
+        for port, value in outs.items():
+            if "nnspec" not in value.meta:  # created here: name it after the node (fx makes it unique)
+                value._rename(node.id.replace(".", "_") if port == "y" else f"{node.id}_{port}".replace(".", "_"))
+                value.meta["nnspec"] = (node.id, port)
+            self.values[TensorRef(node.id, port)] = value
+        self._node = None
+
+    def _resolve_aliases(self, node: Node) -> Node:
+        """Tie a signature's stand-in weights back to their owner when the tree already has it.
+
+        A signature that leaves out the owner of a tied weight keeps the weight on the first node
+        tied to it (``graph["aliases"]``: ``holder.weight -> owner.weight``). Built together with
+        the main graph, the owner exists, and the stand-in becomes a tie to it again.
+        """
+        aliases: dict[str, str] = self.source.graph.get("aliases", {})
+        if not aliases:
+            return node
+        weights, ties = dict(node.weights), dict(node.ties)
+        for name in list(weights):
+            owner = self.tree.locate(aliases.get(f"{node.id}.{name}", ""))
+            if owner is not None:
+                ties[name] = owner
+                del weights[name]
+        for name, (holder, weight) in list(ties.items()):
+            owner = self.tree.locate(aliases.get(f"{holder}.{weight}", ""))
+            if owner is not None:
+                ties[name] = owner
+        if weights == node.weights and ties == node.ties:
+            return node
+        return dataclasses.replace(node, weights=weights, ties=ties)
+
+    def unresolved_aliases(self) -> dict[str, str]:
+        """The graph's aliases whose owner is not in the tree (the holder keeps its own weight)."""
+        aliases: dict[str, str] = self.source.graph.get("aliases", {})
+        return {k: v for k, v in aliases.items() if self.tree.locate(v) is None}
+
+    @property
+    def node(self) -> Node:
+        assert self._node is not None, "only inside a lowering"
+        return self._node
+
+    # --- helpers for lowering functions ----------------------------------------------
+
+    def x(self, port: str = "x") -> fx.Node:
+        """The value bound to input `port` of the current node."""
+        return self.values[self.node.bindings[port]]
+
+    def has(self, port: str) -> bool:
+        return port in self.node.bindings
+
+    def type(self, port: str = "x") -> TensorType:
+        return self.node.inputs[port]
+
+    def ports(self) -> list[str]:
+        """The variadic input ports (0, 1, ...) in numeric order."""
+        return sorted(self.node.bindings, key=int)
+
+    def module(self, ctor: Ctor) -> str:
+        """Create (or reuse) the current node's submodule; returns its path (the node id)."""
+        if self.node.ties:
+            tied = ", ".join(self.node.ties)
+            raise LoweringError(f"node '{self.node.id}': the PyTorch backend cannot tie weight(s) {tied} of op "
+                                f"'{self.node.op}'")
+        return self.tree.add(self.node, ctor)
+
+    def call_module(self, ctor: Ctor, *args: Any, **kwargs: Any) -> fx.Node:
+        path = self.module(ctor)
+        # named "<id>_call" until it is renamed to the node id (when it is the node's output)
+        return self.fx.create_node("call_module", path, args, kwargs, name=path.replace(".", "_") + "_call")
+
+    def fn(self, target: Callable[..., Any], *args: Any, **kwargs: Any) -> fx.Node:
+        return self.fx.call_function(target, args, kwargs)
+
+    def method(self, name: str, *args: Any, **kwargs: Any) -> fx.Node:
+        return self.fx.call_method(name, args, kwargs)
+
+    def item(self, value: fx.Node, index: int) -> fx.Node:
+        return self.fx.call_function(operator.getitem, (value, index))
+
+    def size(self, value: fx.Node, t: TensorType, axis: int) -> int | fx.Node:
+        """Dim `axis` of `value`: a literal when the checked graph knows it, else ``value.size(axis)``."""
+        d = t.shape[axis]
+        if isinstance(d, sympy.Integer):
+            return int(d)
+        key = (value, axis)
+        if key not in self._memo:
+            self._memo[key] = self.method("size", value, axis)
+        return self._memo[key]
+
+    def device(self, value: fx.Node) -> fx.Node:
+        """``value.device``, for tensors created in forward (positions, masks)."""
+        key = (value, "device")
+        if key not in self._memo:
+            self._memo[key] = self.fn(getattr, value, "device")
+        return self._memo[key]
+
+    def weight(self, name: str, own: Ctor | None = None) -> fx.Node:
+        """A ``get_attr`` of the current node's weight `name`: its tied owner's, or its own.
+
+        `own` is the container of the node's untied tensors, created on first use.
+        """
+        tie = self.node.ties.get(name)
+        if tie is not None:
+            return self.fx.get_attr(f"{tie[0]}.{tie[1]}")
+        if own is None:  # pragma: no cover - a bug in a lowering
+            raise AssertionError(f"weight '{name}' is neither tied nor in a container")
+        path = self.tree.add(self.node, own)
+        return self.fx.get_attr(f"{path}.{name}")

@@ -1,0 +1,355 @@
+"""The PyTorch lowering table: one small function per op of `builder.OPS`.
+
+Each function receives the `Emitter` and the checked `Node`, creates at most one submodule
+(named by the node id, sized from the node's inferred input types) and emits fx nodes. It
+returns the node's outputs by port. Layers use torch.nn classes, so initialisation is
+PyTorch's default for the layer; ops without state emit torch functions or tensor methods.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from functools import reduce
+
+import torch
+import torch.nn.functional as F
+from torch import fx
+
+from builder import OPS, Node
+
+from .emitter import Ctor, Emitter, Outputs, TensorInit
+from .table import LoweringTable
+
+__all__ = ["TABLE"]
+
+TABLE: LoweringTable = LoweringTable(OPS, "PyTorch")
+"""Op name to lowering function ``(Emitter, Node) -> {port: fx.Node}``."""
+
+
+def _features(e: Emitter, port: str = "x") -> int:
+    """The input's last dim, a fixed size (the shape rules guarantee it where a layer needs it)."""
+    return int(e.type(port).shape[-1])
+
+
+def _own_or_tied(e: Emitter, inits: dict[str, TensorInit]) -> dict[str, fx.Node]:
+    """get_attr nodes for a node with tied weights: tied ones from their owner, the rest from a
+    container of the node's own tensors (initialised as the torch.nn layer would)."""
+    own = tuple(t for name, t in inits.items() if name not in e.node.ties)
+    container = Ctor("", tensors=own) if own else None
+    return {name: e.weight(name, container) for name in inits}
+
+
+# --- tensor ops ------------------------------------------------------------------------
+
+@TABLE.register("add")
+def _add(e: Emitter, n: Node) -> Outputs:
+    return {"y": reduce(lambda a, b: e.fn(operator.add, a, b), [e.x(p) for p in e.ports()])}
+
+
+@TABLE.register("mul")
+def _mul(e: Emitter, n: Node) -> Outputs:
+    return {"y": reduce(lambda a, b: e.fn(operator.mul, a, b), [e.x(p) for p in e.ports()])}
+
+
+@TABLE.register("scale")
+def _scale(e: Emitter, n: Node) -> Outputs:
+    return {"y": e.fn(operator.mul, e.x(), n.model.factor)}
+
+
+@TABLE.register("matmul")
+def _matmul(e: Emitter, n: Node) -> Outputs:
+    return {"y": e.fn(torch.matmul, e.x("a"), e.x("b"))}
+
+
+@TABLE.register("concat")
+def _concat(e: Emitter, n: Node) -> Outputs:
+    return {"y": e.fn(torch.cat, [e.x(p) for p in e.ports()], n.model.dim)}
+
+
+@TABLE.register("split")
+def _split(e: Emitter, n: Node) -> Outputs:
+    parts = e.fn(torch.split, e.x(), list(n.model.sizes), n.model.dim)
+    return {str(i): e.item(parts, i) for i in range(len(n.model.sizes))}
+
+
+@TABLE.register("reshape")
+def _reshape(e: Emitter, n: Node) -> Outputs:
+    # 0 copies the input's size at that position (ONNX semantics): a literal where the size is
+    # fixed, else read at run time so that symbolic dims stay dynamic.
+    x, t = e.x(), e.type()
+    sizes = [e.size(x, t, i) if s == 0 else s for i, s in enumerate(n.model.shape)]
+    return {"y": e.method("reshape", x, *sizes)}
+
+
+@TABLE.register("flatten")
+def _flatten(e: Emitter, n: Node) -> Outputs:
+    return {"y": e.fn(torch.flatten, e.x(), n.model.start_dim, n.model.end_dim)}
+
+
+@TABLE.register("transpose")
+def _transpose(e: Emitter, n: Node) -> Outputs:
+    return {"y": e.fn(torch.transpose, e.x(), n.model.dim0, n.model.dim1)}
+
+
+@TABLE.register("permute")
+def _permute(e: Emitter, n: Node) -> Outputs:
+    return {"y": e.method("permute", e.x(), *n.model.dims)}
+
+
+@TABLE.register("slice")
+def _slice(e: Emitter, n: Node) -> Outputs:
+    m = n.model
+    axis = e.type().axis(m.dim)
+    index = (*(slice(None),) * axis, slice(m.start, m.end, m.step))
+    return {"y": e.fn(operator.getitem, e.x(), index if axis else index[0])}
+
+
+@TABLE.register("select")
+def _select(e: Emitter, n: Node) -> Outputs:
+    return {"y": e.method("select", e.x(), n.model.dim, n.model.index)}
+
+
+@TABLE.register("mean")
+def _mean(e: Emitter, n: Node) -> Outputs:
+    dim = n.model.dim if isinstance(n.model.dim, int) else tuple(n.model.dim)
+    return {"y": e.method("mean", e.x(), dim, keepdim=n.model.keepdim)}
+
+
+# --- layers ----------------------------------------------------------------------------
+
+@TABLE.register("linear")
+def _linear(e: Emitter, n: Node) -> Outputs:
+    m, fan_in = n.model, _features(e)
+    if not n.ties:
+        return {"y": e.call_module(Ctor.of("Linear", fan_in, m.out_features, bias=m.bias), e.x())}
+    bound = 1 / math.sqrt(fan_in)  # torch.nn.Linear's default for both weight and bias
+    inits = {"weight": TensorInit("weight", (m.out_features, fan_in), "uniform", bound)}
+    if m.bias:
+        inits["bias"] = TensorInit("bias", (m.out_features,), "uniform", bound)
+    w = _own_or_tied(e, inits)
+    return {"y": e.fn(F.linear, e.x(), w["weight"], w.get("bias"))}
+
+
+def _conv(e: Emitter, n: Node, cls: str) -> Outputs:
+    m = n.model
+    ctor = Ctor.of(cls, int(e.type().shape[1]), m.out_channels, m.kernel_size, stride=m.stride, padding=m.padding,
+                   dilation=m.dilation, groups=m.groups, bias=m.bias)
+    return {"y": e.call_module(ctor, e.x())}
+
+
+@TABLE.register("conv1d")
+def _conv1d(e: Emitter, n: Node) -> Outputs:
+    return _conv(e, n, "Conv1d")
+
+
+@TABLE.register("conv2d")
+def _conv2d(e: Emitter, n: Node) -> Outputs:
+    return _conv(e, n, "Conv2d")
+
+
+def _pool(e: Emitter, n: Node, cls: str) -> Outputs:
+    m = n.model
+    stride = m.kernel_size if m.stride is None else m.stride
+    extra = {"count_include_pad": True} if cls.startswith("Avg") else {}
+    ctor = Ctor.of(cls, m.kernel_size, stride=stride, padding=m.padding, ceil_mode=m.ceil_mode, **extra)
+    return {"y": e.call_module(ctor, e.x())}
+
+
+@TABLE.register("max_pool1d")
+def _max_pool1d(e: Emitter, n: Node) -> Outputs:
+    return _pool(e, n, "MaxPool1d")
+
+
+@TABLE.register("max_pool2d")
+def _max_pool2d(e: Emitter, n: Node) -> Outputs:
+    return _pool(e, n, "MaxPool2d")
+
+
+@TABLE.register("avg_pool1d")
+def _avg_pool1d(e: Emitter, n: Node) -> Outputs:
+    return _pool(e, n, "AvgPool1d")
+
+
+@TABLE.register("avg_pool2d")
+def _avg_pool2d(e: Emitter, n: Node) -> Outputs:
+    return _pool(e, n, "AvgPool2d")
+
+
+@TABLE.register("embedding")
+def _embedding(e: Emitter, n: Node) -> Outputs:
+    m = n.model
+    if not n.ties:
+        ctor = Ctor.of("Embedding", m.num_embeddings, m.embedding_dim, padding_idx=m.padding_idx)
+        return {"y": e.call_module(ctor, e.x())}
+    w = _own_or_tied(e, {"weight": TensorInit("weight", (m.num_embeddings, m.embedding_dim), "normal", 1.0)})
+    return {"y": e.fn(F.embedding, e.x(), w["weight"], m.padding_idx)}
+
+
+@TABLE.register("position_embedding")
+def _position_embedding(e: Emitter, n: Node) -> Outputs:
+    x, d = e.x(), _features(e)
+    positions = e.fn(torch.arange, e.size(x, e.type(), 1), device=e.device(x))  # (seq,)
+    if n.ties:
+        w = _own_or_tied(e, {"weight": TensorInit("weight", (n.model.max_len, d), "normal", 1.0)})
+        table = e.fn(F.embedding, positions, w["weight"])
+    else:
+        table = e.call_module(Ctor.of("Embedding", n.model.max_len, d), positions)  # (seq, d)
+    return {"y": e.fn(operator.add, x, table)}  # (batch, seq, d)
+
+
+@TABLE.register("sinusoidal_position")
+def _sinusoidal_position(e: Emitter, n: Node) -> Outputs:
+    x, d = e.x(), _features(e)
+    own = Ctor("", tensors=(TensorInit("pe", (n.model.max_len, d), "sinusoid", buffer=True),))
+    table = e.method("narrow", e.weight("pe", own), 0, 0, e.size(x, e.type(), 1))  # (seq, d)
+    return {"y": e.fn(operator.add, x, table)}
+
+
+@TABLE.register("dropout")
+def _dropout(e: Emitter, n: Node) -> Outputs:
+    return {"y": e.call_module(Ctor.of("Dropout", p=n.model.p), e.x())}
+
+
+@TABLE.register("batch_norm")
+def _batch_norm(e: Emitter, n: Node) -> Outputs:
+    m, t = n.model, e.type()
+    cls = {2: "BatchNorm1d", 3: "BatchNorm1d", 4: "BatchNorm2d", 5: "BatchNorm3d"}[t.rank]
+    ctor = Ctor.of(cls, int(t.shape[1]), eps=m.eps, momentum=m.momentum, affine=m.affine)
+    return {"y": e.call_module(ctor, e.x())}
+
+
+@TABLE.register("layer_norm")
+def _layer_norm(e: Emitter, n: Node) -> Outputs:
+    ctor = Ctor.of("LayerNorm", _features(e), eps=n.model.eps, elementwise_affine=n.model.elementwise_affine)
+    return {"y": e.call_module(ctor, e.x())}
+
+
+# --- activations -----------------------------------------------------------------------
+
+@TABLE.register("relu")
+def _relu(e: Emitter, n: Node) -> Outputs:
+    return {"y": e.fn(torch.relu, e.x())}
+
+
+@TABLE.register("tanh")
+def _tanh(e: Emitter, n: Node) -> Outputs:
+    return {"y": e.fn(torch.tanh, e.x())}
+
+
+@TABLE.register("sigmoid")
+def _sigmoid(e: Emitter, n: Node) -> Outputs:
+    return {"y": e.fn(torch.sigmoid, e.x())}
+
+
+@TABLE.register("gelu")
+def _gelu(e: Emitter, n: Node) -> Outputs:
+    return {"y": e.fn(F.gelu, e.x(), approximate=n.model.approximate)}
+
+
+@TABLE.register("softmax")
+def _softmax(e: Emitter, n: Node) -> Outputs:
+    return {"y": e.fn(torch.softmax, e.x(), n.model.dim)}
+
+
+@TABLE.register("log_softmax")
+def _log_softmax(e: Emitter, n: Node) -> Outputs:
+    return {"y": e.fn(torch.log_softmax, e.x(), n.model.dim)}
+
+
+# --- sequence --------------------------------------------------------------------------
+
+def _recurrent(e: Emitter, n: Node, cls: str) -> Outputs:
+    m = n.model
+    extra = {"nonlinearity": m.nonlinearity} if cls == "RNN" else {}
+    # torch warns about (and ignores) dropout on a single layer, whose output has no next layer
+    dropout = m.dropout if m.num_layers > 1 else 0.0
+    ctor = Ctor.of(cls, _features(e), m.hidden_size, num_layers=m.num_layers, bias=m.bias, batch_first=True,
+                   dropout=dropout, bidirectional=m.bidirectional, **extra)
+    args: list[object] = [e.x()]
+    if e.has("h0"):
+        args.append((e.x("h0"), e.x("c0")) if cls == "LSTM" else e.x("h0"))
+    result = e.call_module(ctor, *args)  # (output (batch, seq, dirs*hidden), state)
+    state = e.item(result, 1)  # h, or (h, c): (layers*dirs, batch, hidden)
+    outs = {"output": e.item(result, 0)}
+    if cls == "LSTM":
+        outs.update(h=e.item(state, 0), c=e.item(state, 1))
+    else:
+        outs["h"] = state
+    return outs
+
+
+@TABLE.register("rnn")
+def _rnn(e: Emitter, n: Node) -> Outputs:
+    return _recurrent(e, n, "RNN")
+
+
+@TABLE.register("lstm")
+def _lstm(e: Emitter, n: Node) -> Outputs:
+    return _recurrent(e, n, "LSTM")
+
+
+@TABLE.register("gru")
+def _gru(e: Emitter, n: Node) -> Outputs:
+    return _recurrent(e, n, "GRU")
+
+
+# --- attention -------------------------------------------------------------------------
+
+def _causal_mask(e: Emitter, q: fx.Node, k: fx.Node, axis: int, keep: bool) -> fx.Node:
+    """A (Lq, Lk) bool mask where query i may see key j <= i. `keep`: True where attending
+    (scaled_dot_product_attention's convention), else True where masked (nn.MultiheadAttention's)."""
+    tq = e.type("query")
+    tk = e.type("key") if e.has("key") else tq
+    ones = e.fn(torch.ones, e.size(q, tq, axis), e.size(k, tk, axis), dtype=torch.bool, device=e.device(q))
+    return e.method("tril", ones) if keep else e.method("triu", ones, 1)
+
+
+@TABLE.register("attention")
+def _attention(e: Emitter, n: Node) -> Outputs:
+    m = n.model
+    q, k, v = e.x("query"), e.x("key"), e.x("value")
+    rank = e.type("query").rank
+    allowed: fx.Node | None = None  # bool, broadcastable to (*, Lq, Lk); True = attend
+    if e.has("key_padding_mask"):
+        allowed = e.method("logical_not", e.x("key_padding_mask"))  # (batch, Lk)
+        for _ in range(rank - 2):
+            allowed = e.method("unsqueeze", allowed, 1)  # (batch, 1, [1,] Lk)
+    if m.causal and (allowed is not None or m.dropout > 0):
+        causal = _causal_mask(e, q, k, rank - 2, keep=True)  # (Lq, Lk)
+        allowed = causal if allowed is None else e.fn(operator.and_, causal, allowed)
+    if m.dropout == 0:
+        kwargs: dict[str, object] = {}
+        if allowed is not None:
+            kwargs["attn_mask"] = allowed
+        elif m.causal:
+            kwargs["is_causal"] = True
+        if m.scale is not None:
+            kwargs["scale"] = m.scale
+        return {"y": e.fn(F.scaled_dot_product_attention, q, k, v, **kwargs)}
+    # Dropout on the attention weights depends on train/eval, so it is a submodule, and the
+    # attention is written out: softmax(q k^T * scale, masked) -> dropout -> @ v.
+    t = e.type("query")
+    scale = m.scale if m.scale is not None else e.fn(operator.pow, e.size(q, t, rank - 1), -0.5)
+    scores = e.fn(operator.mul, e.fn(torch.matmul, q, e.method("transpose", k, -2, -1)), scale)  # (*, Lq, Lk)
+    if allowed is not None:
+        scores = e.method("masked_fill", scores, e.method("logical_not", allowed), float("-inf"))
+    weights = e.call_module(Ctor.of("Dropout", p=m.dropout), e.fn(torch.softmax, scores, -1))
+    return {"y": e.fn(torch.matmul, weights, v)}  # (*, Lq, Ev)
+
+
+@TABLE.register("multi_head_attention")
+def _multi_head_attention(e: Emitter, n: Node) -> Outputs:
+    m = n.model
+    q = e.x("query")
+    k = e.x("key") if e.has("key") else q
+    v = e.x("value") if e.has("value") else k
+    kwargs: dict[str, object] = {"need_weights": False}
+    if e.has("key_padding_mask"):
+        kwargs["key_padding_mask"] = e.x("key_padding_mask")  # (batch, Lk), True = padding
+    if m.causal:
+        kwargs["attn_mask"] = _causal_mask(e, q, k, 1, keep=False)  # (Lq, Lk), True = masked
+        kwargs["is_causal"] = True
+    ctor = Ctor.of("MultiheadAttention", _features(e, "query"), m.num_heads, dropout=m.dropout, bias=m.bias,
+                   batch_first=True)
+    return {"y": e.item(e.call_module(ctor, q, k, v, **kwargs), 0)}  # (batch, Lq, E)

@@ -1,0 +1,223 @@
+"""`to_torch`: a spec (or a checked graph) becomes a `torch.fx.GraphModule`.
+
+The module's submodules are named by node ids (``encoder.3.attn``), so its ``state_dict``
+keys are the weights the checked graph declares (``c1.weight``, ``encoder.3.attn.in_proj_weight``);
+a tied weight is one Parameter, stored under its owner's name only. ``forward`` takes the
+spec's inputs (by position or by name) and returns its one output, or a tuple of its
+outputs in declared order.
+
+Signatures share the weights of the main graph: the module built for the main graph
+exposes each as a method (``model.decode_step(token, h, c)``, also ``model.signature(name)``),
+generated from its own fx graph over the same submodules. ``to_torch(spec, signature=name)``
+builds that entry point alone, with the subset of the state_dict it needs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import networkx as nx
+import torch
+from torch import fx, nn
+
+from builder import Spec, check_spec, compile_graph, graph_inputs, load_spec, nodes
+from builder.errors import did_you_mean
+from builder.tensor import fmt_dim
+
+from .emitter import Emitter, LoweringError, ModuleTree
+from .lowering import TABLE
+
+__all__ = ["SpecModule", "SpecSource", "lower", "to_torch"]
+
+SpecSource = Spec | str | Path | Mapping[str, Any]
+
+
+def to_torch(source: SpecSource | nx.MultiDiGraph, signature: str | None = None, *,
+             overrides: Mapping[str, Any] | None = None, device: torch.device | str | None = None) -> SpecModule:
+    """Build a spec as a PyTorch module.
+
+    Args:
+        source: a spec (path, text, dict or `Spec`) or a checked graph from `compile_graph`.
+        signature: build this signature of the spec alone instead of the main graph.
+        overrides: param values replacing the spec's (``{"d_model": 256}``).
+        device: where to create the weights (``"meta"`` allocates none).
+
+    Returns:
+        A `SpecModule` (a `torch.fx.GraphModule`) with PyTorch's default initialisation.
+        Built from the main graph of a spec, it also has one method per signature.
+
+    Raises:
+        builder.SpecError: the spec is invalid.
+        LoweringError: a node cannot be lowered (the message names it).
+    """
+    graphs = _graphs(source, signature, overrides)
+    tree = ModuleTree(build=True, device=device)
+    lowered = lower(graphs, tree)
+    _check_weights(tree)
+    (main, first), *rest = lowered.items()
+    model = SpecModule(tree.root, first.fx, first.source.graph["name"])
+    model.meta["nnspec"] = _info(first)
+    sigs = {}
+    for name, em in rest:
+        assert name is not None
+        sig = fx.GraphModule(tree.root, em.fx, f"{model.meta['nnspec']['name']}_{name}")
+        sig.meta["nnspec"] = _info(em)
+        sigs[name] = sig
+    model._attach(sigs)
+    if model.meta["nnspec"]["aliases"]:
+        model.register_load_state_dict_pre_hook(_fill_aliases)
+    return model
+
+
+def _graphs(source: SpecSource | nx.MultiDiGraph, signature: str | None,
+            overrides: Mapping[str, Any] | None) -> dict[str | None, nx.MultiDiGraph]:
+    """The checked graphs to build, the entry point (`forward`) first."""
+    if isinstance(source, nx.MultiDiGraph):
+        if signature is not None or overrides:
+            raise ValueError("signature and overrides apply to a spec, not to an already checked graph")
+        return {source.graph.get("signature"): source}
+    spec = load_spec(source, overrides)
+    if signature is not None:
+        return {signature: compile_graph(spec, signature)}
+    graphs, _ = check_spec(spec)  # the main graph and every signature, shared weights checked
+    return graphs
+
+
+def lower(graphs: Mapping[str | None, nx.MultiDiGraph], tree: ModuleTree) -> dict[str | None, Emitter]:
+    """Lower checked graphs, in order, to fx graphs (``emitter.fx``) over the submodules of one `tree`."""
+    out = {}
+    for name, g in graphs.items():
+        em = Emitter(g, tree, TABLE)
+        em.run()
+        out[name] = em
+    return out
+
+
+def _info(em: Emitter) -> dict[str, Any]:
+    """What a caller of the built module needs to know about its graph (kept in ``meta["nnspec"]``)."""
+    g = em.source
+    types = graph_inputs(g)
+    windows = [n.model.max_len for n in nodes(g) if n.op in ("position_embedding", "sinusoidal_position")]
+    return {
+        "name": g.graph["name"],
+        "signature": g.graph.get("signature"),
+        "inputs": tuple(g.graph["inputs"]),
+        "input_types": {k: (tuple(fmt_dim(d) for d in t.shape), t.dtype) for k, t in types.items()},
+        "outputs": tuple(g.graph["outputs"]),
+        "aliases": em.unresolved_aliases(),
+        "max_len": min(windows) if windows else None,
+    }
+
+
+def _fill_aliases(module: nn.Module, state_dict: dict[str, Any], prefix: str, *_: Any) -> None:
+    """load_state_dict pre-hook of a signature built alone: a weight that stands in for a tied weight
+    of the main graph (``tgt_embed.weight`` for ``src_embed.weight``) loads from its owner's key."""
+    for holder, owner in module.meta["nnspec"]["aliases"].items():
+        if prefix + holder not in state_dict and prefix + owner in state_dict:
+            state_dict[prefix + holder] = state_dict[prefix + owner]
+
+
+def _check_weights(tree: ModuleTree) -> None:
+    """The built parameters must be exactly the weights the checked graph declares."""
+    built = {k: tuple(v.shape) for k, v in tree.root.named_parameters()}
+    declared = tree.weight_shapes()
+    if built != declared:  # pragma: no cover - a bug in a lowering
+        diff = sorted(set(built.items()) ^ set(declared.items()))
+        raise LoweringError(f"built parameters differ from the declared weights: {diff}")
+
+
+class SpecModule(fx.GraphModule):
+    """A spec built as a `torch.fx.GraphModule`; its signatures are methods over the same weights.
+
+    Attributes:
+        meta: ``meta["nnspec"]`` holds the spec name, signature, input and output names.
+    """
+
+    def __init__(self, root: nn.Module, graph: fx.Graph, class_name: str = "GraphModule") -> None:
+        super().__init__(root, graph, class_name)
+        # GraphModule copies only what the graph refers to; keep the whole tree, in its order,
+        # so that every signature's submodules live here and state_dict reads like the spec.
+        children = dict(root.named_children())
+        self._modules.clear()
+        self._modules.update(children)
+        self.__dict__.setdefault("_nnspec_signatures", {})
+
+    # --- signatures ------------------------------------------------------------------
+
+    def _attach(self, signatures: Mapping[str, fx.GraphModule]) -> None:
+        """Make `signatures` run over this module's submodules and install them as methods."""
+        for sig in signatures.values():
+            sig.__dict__["_modules"] = self._modules
+        self.__dict__["_nnspec_signatures"] = dict(signatures)
+        cls = type(self)  # GraphModule gives each instance its own class
+        for name in signatures:
+            if not hasattr(self, name):
+                setattr(cls, name, _signature_method(name))
+
+    @property
+    def signatures(self) -> tuple[str, ...]:
+        """The names of the signatures this module can run besides `forward`."""
+        return tuple(self.__dict__["_nnspec_signatures"])
+
+    def signature(self, name: str) -> fx.GraphModule:
+        """The module that runs signature `name` over this module's weights (train/eval follow this one)."""
+        sigs: dict[str, fx.GraphModule] = self.__dict__["_nnspec_signatures"]
+        if name not in sigs:
+            hints = "".join(f"; {h}" for h in did_you_mean(name, sigs))
+            raise KeyError(f"module '{self.meta['nnspec']['name']}' has no signature '{name}'{hints} "
+                           f"(signatures: {', '.join(sigs) or 'none'})")
+        sig = sigs[name]
+        sig.training = self.training
+        return sig
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        return tuple(self.meta["nnspec"]["inputs"])
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        return tuple(self.meta["nnspec"]["outputs"])
+
+    # --- copy and pickle -------------------------------------------------------------
+
+    def _deepcopy_init(self) -> Callable[..., None]:
+        def init(res: SpecModule, fake: nn.Module, graph: fx.Graph) -> None:
+            SpecModule.__init__(res, fake, graph, type(self).__name__)
+            res._attach(fake.__dict__.get("_nnspec_signatures", {}))
+
+        return init
+
+    def __copy__(self) -> SpecModule:
+        res = SpecModule(self, self.graph, type(self).__name__)
+        res.meta = dict(self.meta)
+        res._attach(self.__dict__["_nnspec_signatures"])
+        return res
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # GraphModule pickles its generated code and re-traces it when loaded (KeepModules:
+        # every submodule is a leaf, so the graph comes back the same); the signatures ride
+        # along in the module's __dict__ and are re-attached.
+        _, args = super().__reduce__()
+        return (_restore, (*args, type(self).__name__))
+
+
+def _signature_method(name: str) -> Callable[..., Any]:
+    def method(self: SpecModule, *args: Any, **kwargs: Any) -> Any:
+        return self.signature(name)(*args, **kwargs)
+
+    method.__name__ = method.__qualname__ = name
+    method.__doc__ = f"Run signature '{name}' over this module's weights."
+    return method
+
+
+def _restore(body: dict[str, Any], import_block: str, class_name: str) -> SpecModule:
+    """Unpickle a `SpecModule` (see `SpecModule.__reduce__`)."""
+    from torch.fx.graph_module import reduce_graph_module
+
+    plain = reduce_graph_module(body, import_block)
+    res = SpecModule(plain, plain.graph, class_name)
+    res.meta = body.get("meta", {})
+    res._attach(body.get("_nnspec_signatures", {}))
+    return res

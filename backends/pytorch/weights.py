@@ -1,0 +1,131 @@
+"""Weights as safetensors files, keyed by state_dict names.
+
+A tensor shared by several state_dict keys (a tied weight in a hand-written module) is
+stored once, under its first key; loading gives it back to every key that shares it. A
+signature built alone loads a stand-in for a tied weight from its owner's key.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from builder.errors import did_you_mean
+
+__all__ = ["WeightsError", "load_weights", "save_weights"]
+
+
+class WeightsError(ValueError):
+    """A weights file that does not fit the module: one line per missing, unexpected or mis-shaped tensor."""
+
+
+def _storage_key(t: torch.Tensor) -> tuple[object, ...]:
+    """Tensors with equal keys are the same view of the same memory (a tied weight)."""
+    if t.device.type == "meta":
+        return (id(t),)
+    return (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), tuple(t.stride()), t.dtype)
+
+
+def _shared(state: Mapping[str, torch.Tensor]) -> dict[str, str]:
+    """Each key whose tensor an earlier key already holds, mapped to that earlier key."""
+    first: dict[tuple[object, ...], str] = {}
+    out = {}
+    for key, t in state.items():
+        k = _storage_key(t)
+        if k in first:
+            out[key] = first[k]
+        else:
+            first[k] = key
+    return out
+
+
+def save_weights(module_or_state: nn.Module | Mapping[str, torch.Tensor], path: str | Path,
+                 metadata: Mapping[str, str] | None = None) -> None:
+    """Write a module's state_dict (or a state dict) to a safetensors file, atomically.
+
+    Args:
+        module_or_state: the module, or a mapping of names to tensors.
+        path: the file to write; it is replaced only once the new file is complete.
+        metadata: extra string metadata for the file header.
+    """
+    from safetensors.torch import save_file
+
+    state = module_or_state.state_dict() if isinstance(module_or_state, nn.Module) else dict(module_or_state)
+    shared = _shared(state)
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items() if k not in shared}
+    meta = {"format": "pt", **(metadata or {})}
+    if shared:
+        meta["nnspec.shared"] = ",".join(f"{k}={v}" for k, v in shared.items())
+    target = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent or ".")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=meta)
+        os.replace(tmp, target)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def load_weights(module: nn.Module, path: str | Path, strict: bool = True) -> nn.Module:
+    """Load a safetensors file into `module` (in place) and return it.
+
+    Args:
+        module: the module to fill; its state_dict names the tensors it needs.
+        path: a file written by `save_weights` (or any safetensors file with matching keys).
+        strict: tensors in the file that the module does not have are an error. With False
+            they are ignored (e.g. loading the main graph's weights into one signature).
+
+    Raises:
+        WeightsError: naming every missing, unexpected or mis-shaped tensor; nothing is loaded.
+        FileNotFoundError: no such file.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path}: no such weights file")
+    try:
+        loaded = load_file(str(path))
+    except SafetensorError as exc:
+        raise WeightsError(f"{path}: not a readable safetensors file ({exc})") from None
+    expected = module.state_dict()
+    used = _fill_shared(module, expected, loaded)
+    problems = []
+    for key, want in expected.items():
+        got = loaded.get(key)
+        if got is None:
+            problems.append(f"missing tensor '{key}' {list(want.shape)}")
+        elif tuple(got.shape) != tuple(want.shape):
+            problems.append(f"tensor '{key}' is {list(got.shape)} in the file, the module needs {list(want.shape)}")
+    if strict:
+        for key in loaded:
+            if key not in expected and key not in used:
+                hints = "".join(f" ({h})" for h in did_you_mean(key, [k for k in expected if k not in loaded]))
+                problems.append(f"unexpected tensor '{key}' {list(loaded[key].shape)}{hints}")
+    if problems:
+        noun = "problem" if len(problems) == 1 else "problems"
+        raise WeightsError(f"{path}: {len(problems)} {noun} loading into {type(module).__name__}:\n  "
+                           + "\n  ".join(problems))
+    module.load_state_dict({k: loaded[k] for k in expected}, strict=True)
+    return module
+
+
+def _fill_shared(module: nn.Module, expected: Mapping[str, torch.Tensor], loaded: dict[str, torch.Tensor]) -> set[str]:
+    """Give keys that share a tensor (ties) or stand in for one (signature aliases) their stored
+    value; returns the file keys used that way."""
+    used: set[str] = set()
+    for key, first in _shared(expected).items():
+        if key not in loaded and first in loaded:
+            loaded[key] = loaded[first]
+    meta = getattr(module, "meta", None)
+    aliases = meta.get("nnspec", {}).get("aliases", {}) if isinstance(meta, dict) else {}
+    for holder, owner in aliases.items():
+        if holder not in loaded and owner in loaded:
+            loaded[holder] = loaded[owner]
+            used.add(owner)
+    return used

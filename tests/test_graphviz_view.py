@@ -1,0 +1,212 @@
+"""What the diagram shows: block folding by depth, repeats drawn once with ×N or unrolled,
+edges between copies, parameter totals, ties and ports (`backends.graphviz.view`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from backends.graphviz import view as view_mod
+from backends.graphviz.view import ALL, View, build_view, max_depth
+from builder import compile_graph, load_spec, nodes, param_count
+
+ROOT = Path(__file__).resolve().parents[1]
+SPECS = sorted((ROOT / "specs").glob("*.y*ml"))
+
+# A small encoder-decoder: repeated layers (3 copies) that call a nested block (ffn), a
+# decoder that reads the encoder's output in every layer, and a head tied to an embedding.
+MINI = """
+name: mini
+params: {d: 16, n: 3}
+inputs:
+  src: {shape: [batch, seq], dtype: int64}
+  tgt: {shape: [batch, tseq], dtype: int64}
+blocks:
+  ffn:
+    params: {d: null, hidden: 32}
+    inputs: [x]
+    nodes:
+      up: {op: linear, in: x, out_features: '${hidden}'}
+      act: {op: relu, in: up}
+      down: {op: linear, in: act, out_features: '${d}'}
+    outputs: {y: down}
+  enc_layer:
+    params: {d: null}
+    inputs: [x]
+    nodes:
+      attn: {op: multi_head_attention, in: [x, x, x], num_heads: 2}
+      res1: {op: add, in: [x, attn]}
+      norm1: {op: layer_norm, in: res1}
+      ff: {op: ffn, in: norm1, d: '${d}'}
+      res2: {op: add, in: [norm1, ff]}
+      norm2: {op: layer_norm, in: res2}
+    outputs: {y: norm2}
+  dec_layer:
+    params: {d: null}
+    inputs: [x, memory]
+    nodes:
+      self_attn: {op: multi_head_attention, in: [x, x, x], num_heads: 2, causal: true}
+      res1: {op: add, in: [x, self_attn]}
+      cross: {op: multi_head_attention, in: {query: res1, key: memory, value: memory}, num_heads: 2}
+      res2: {op: add, in: [res1, cross]}
+      ff: {op: ffn, in: res2, d: '${d}'}
+    outputs: {y: ff}
+nodes:
+  src_emb: {op: embedding, in: src, num_embeddings: 100, embedding_dim: '${d}'}
+  tgt_emb: {op: embedding, in: tgt, num_embeddings: 100, embedding_dim: '${d}'}
+  encoder: {op: enc_layer, in: src_emb, repeat: '${n}', d: '${d}'}
+  decoder: {op: dec_layer, in: [tgt_emb, encoder], repeat: '${n}', d: '${d}'}
+  head: {op: linear, in: decoder, out_features: 100, tie: tgt_emb}
+outputs: {logits: head}
+"""
+
+LSTM = """
+name: seq
+inputs: {x: {shape: [batch, seq, 8]}}
+nodes:
+  enc: {op: lstm, in: x, hidden_size: 4}
+  dec: {op: lstm, in: {x: x, h0: enc.h, c0: enc.c}, hidden_size: 4}
+outputs: {y: dec.output}
+"""
+
+
+@pytest.fixture(scope="module")
+def mini():  # type: ignore[no-untyped-def]
+    return compile_graph(load_spec(MINI))
+
+
+def keys(v: View, kind: str | None = None) -> list[str]:
+    return [i.key for i in v.items if kind is None or i.kind == kind]
+
+
+def edges(v: View) -> set[tuple[str, str]]:
+    return {(e.tail, e.head) for e in v.edges if e.tie is None}
+
+
+def test_depth_0_folds_each_top_level_call_into_one_node(mini) -> None:  # type: ignore[no-untyped-def]
+    v = build_view(mini, depth=0)
+    assert v.groups == ()
+    assert keys(v, "block") == ["block/encoder", "block/decoder"]
+    enc = v.item("block/encoder")
+    assert enc.repeat == 3 and enc.op == "enc_layer" and enc.title == "encoder"
+    per_copy = sum(n.params for n in nodes(mini) if n.id.startswith("encoder.0."))
+    assert enc.params == 3 * per_copy > 0
+    assert enc.inputs == ("batch×seq×16",) and enc.outputs == ("batch×seq×16",)
+    assert len(enc.members) == 3 * 8  # every node of every copy
+    dec = v.item("block/decoder")
+    assert dec.inputs == ("batch×tseq×16", "batch×seq×16")  # the target stream, then the memory
+    assert edges(v) >= {("src_emb", "block/encoder"), ("block/encoder", "block/decoder"), ("block/decoder", "head")}
+
+
+def test_depth_1_draws_one_copy_of_a_repeat_and_folds_the_nested_call(mini) -> None:  # type: ignore[no-untyped-def]
+    v = build_view(mini, depth=1)
+    assert [(g.key, g.repeat, g.parent) for g in v.groups] == [("cluster/encoder", 3, None), ("cluster/decoder", 3, None)]
+    ff = v.item("block/encoder.0.ff")
+    assert ff.kind == "block" and ff.repeat is None and ff.group == "cluster/encoder" and ff.stack == 3
+    assert ff.params == sum(n.params for n in nodes(mini) if n.id.startswith("encoder.0.ff."))
+    assert ff.title == "ff"
+    assert not any(k.startswith(("encoder.1", "encoder.2")) for k in keys(v))
+    attn = v.item("encoder.0.attn")
+    assert attn.title == "attn" and attn.full_id == "encoder.0.attn" and attn.stack == 3
+    enc = next(g for g in v.groups if g.key == "cluster/encoder")
+    assert enc.params == sum(n.params for n in nodes(mini) if n.id.startswith("encoder."))
+
+
+def test_stacked_repeat_has_no_edges_between_copies(mini) -> None:  # type: ignore[no-untyped-def]
+    v = build_view(mini, depth=ALL)
+    es = edges(v)
+    assert ("encoder.0.norm2", "encoder.0.attn") not in es  # copy k's output into copy k+1
+    assert ("encoder.0.norm2", "encoder.0.res1") not in es
+    assert ("src_emb", "encoder.0.attn") in es
+    # the last copy's output reaches the decoder; every decoder copy reads it, drawn once
+    cross = [e for e in v.edges if e.head == "decoder.0.cross" and e.tail == "encoder.0.norm2"]
+    assert len(cross) == 1 and cross[0].head_ports == ("key", "value")
+    assert ("decoder.0.ff.down", "head") in es
+
+
+def test_depth_all_nests_clusters_as_the_spec_nests_blocks(mini) -> None:  # type: ignore[no-untyped-def]
+    v = build_view(mini, depth=ALL)
+    assert v.depth == max_depth(mini) == 2
+    parents = {g.key: g.parent for g in v.groups}
+    assert parents == {"cluster/encoder": None, "cluster/encoder.0.ff": "cluster/encoder",
+                       "cluster/decoder": None, "cluster/decoder.0.ff": "cluster/decoder"}
+    assert v.item("encoder.0.ff.up").group == "cluster/encoder.0.ff"
+    assert next(g for g in v.groups if g.key == "cluster/encoder.0.ff").title == "ff"
+    assert keys(v, "block") == []
+
+
+def test_unroll_draws_every_copy_and_chains_them(mini) -> None:  # type: ignore[no-untyped-def]
+    v = build_view(mini, depth=ALL, unroll=True)
+    copies = [g for g in v.groups if g.parent == "cluster/encoder"]
+    assert [(g.key, g.index, g.title) for g in copies] == [
+        ("cluster/encoder.0", 0, "0"), ("cluster/encoder.1", 1, "1"), ("cluster/encoder.2", 2, "2")]
+    es = edges(v)
+    assert ("encoder.0.norm2", "encoder.1.attn") in es
+    assert ("encoder.2.norm2", "decoder.1.cross") in es
+    assert len(keys(v, "op")) == sum(1 for n in nodes(mini) if n.op != "input")
+    assert all(i.stack == 1 for i in v.items)
+
+
+def test_unrolled_repeat_folds_into_one_node_too(mini) -> None:  # type: ignore[no-untyped-def]
+    v = build_view(mini, depth=0, unroll=True)
+    assert keys(v, "block") == ["block/encoder", "block/decoder"]
+    assert v.item("block/encoder").repeat == 3
+
+
+@pytest.mark.parametrize("depth", [0, 1, 2, None])
+@pytest.mark.parametrize("unroll", [False, True])
+def test_drawn_parameters_add_up_to_the_model(mini, depth, unroll) -> None:  # type: ignore[no-untyped-def]
+    v = build_view(mini, depth=depth, unroll=unroll)
+    assert sum(i.params * i.stack for i in v.items) == param_count(mini) == v.params
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda p: p.stem)
+def test_every_seed_spec_node_is_drawn_once_and_parameters_add_up(spec: Path) -> None:
+    g = compile_graph(load_spec(spec))
+    for depth in range(max_depth(g) + 1):
+        v = build_view(g, depth=depth)
+        assert sum(i.params * i.stack for i in v.items) == param_count(g)
+        drawn = {m for i in v.items for m in i.members} | {i.full_id for i in v.items if i.kind in ("op", "input")}
+        reps = {n.id for n in nodes(g) if not any(f.index for f in n.scope)}  # copy 0 stands for the others
+        assert reps <= drawn
+        assert {e.tail for e in v.edges} | {e.head for e in v.edges} <= set(keys(v))
+
+
+def test_tie_is_an_edge_from_the_owner(mini) -> None:  # type: ignore[no-untyped-def]
+    ties = [(e.tail, e.head, e.tie) for e in build_view(mini).edges if e.tie]
+    assert ties == [("tgt_emb", "head", "weight")]
+
+
+def test_ports_of_multi_output_and_multi_input_ops() -> None:
+    v = build_view(compile_graph(load_spec(LSTM)))
+    by_tail_port = {(e.tail, e.tail_port): e.head_ports for e in v.edges}
+    assert by_tail_port[("enc", "h")] == ("h0",)
+    assert by_tail_port[("enc", "c")] == ("c0",)
+    assert by_tail_port[("x", None)] == ("x",)
+    assert by_tail_port[("dec", "output")] == ()  # into the graph output
+    assert keys(v, "output") == ["output/y"]
+
+
+def test_inputs_come_first_and_outputs_last(mini) -> None:  # type: ignore[no-untyped-def]
+    kinds = [i.kind for i in build_view(mini).items]
+    assert kinds[:2] == ["input", "input"] and kinds[-1] == "output"
+    assert "input" not in kinds[2:] and "output" not in kinds[:-1]
+
+
+def test_auto_depth_is_the_deepest_that_fits(mini, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    assert build_view(mini).depth == 2
+    # op and block nodes drawn: 3 + 2 blocks at depth 0, 3 + 6 + 5 at depth 1, 3 + 8 + 7 at depth 2
+    for budget, depth in ((13, 0), (14, 1), (17, 1), (18, 2), (4, 0)):
+        monkeypatch.setattr(view_mod, "AUTO_MAX_ITEMS", budget)
+        assert build_view(mini).depth == depth, budget
+
+
+@pytest.mark.parametrize("depth", [-1, "deep", True, 1.5])
+def test_bad_depth_is_refused(mini, depth) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ValueError, match="depth must be"):
+        build_view(mini, depth=depth)
+
+
+def test_depth_past_the_deepest_block_draws_everything(mini) -> None:  # type: ignore[no-untyped-def]
+    assert build_view(mini, depth=7) == build_view(mini, depth=ALL)

@@ -1,0 +1,302 @@
+"""Per-op tests of the ONNX backend, all driven by the one table of op cases (tests/op_cases.py).
+
+For every case and every entry of SIZES: the model passes the full checker, ONNX shape
+inference agrees with nnspec's shapes, and onnxruntime (ORT_ENABLE_ALL) agrees with two
+independent computations: `onnx.reference.ReferenceEvaluator` on the same file, and the
+op's PyTorch definition (torch.nn / torch.nn.functional, not nnspec's PyTorch backend) on
+the same weights.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import onnx
+import pytest
+from onnx.reference import ReferenceEvaluator
+
+from backends.onnx import LOWERINGS, run_onnx, session, to_onnx
+from backends.onnx.export import lower_graph
+from backends.onnx.lowering import EMITTED_OPS, Options
+from backends.onnx.opsets import default_opset
+from backends.onnx.table import LoweringTable
+from builder import OPS, TensorType, compile_graph, load_spec, nodes
+from builder.ops import Op
+from op_cases import CASES, SIZES, OpCase
+
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
+
+CASE_IDS = [c.id for c in CASES]
+REFERENCE_GAPS = {"rnn_relu_2l_bi": "onnx.reference's RNN implements only the Tanh and Affine activations"}
+"""Cases onnx.reference.ReferenceEvaluator cannot run; they are still compared with torch."""
+
+
+# -- registry --------------------------------------------------------------------------------
+
+
+def test_every_op_has_a_lowering() -> None:
+    assert sorted(OPS) == list(LOWERINGS), f"missing: {sorted(set(OPS) - set(LOWERINGS))}"
+
+
+def test_every_op_has_a_case() -> None:
+    assert {c.op for c in CASES} == set(OPS)
+
+
+def test_register_unknown_op_fails_with_a_hint() -> None:
+    table = LoweringTable("test")
+    with pytest.raises(ValueError, match=r"unknown op 'lienar'.*did you mean 'linear'"):
+        table.register("lienar")
+
+
+def test_register_duplicate_fails() -> None:
+    table = LoweringTable("test")
+    table.register("relu")(lambda e, n: None)
+    with pytest.raises(ValueError, match="op 'relu' has two lowerings"):
+        table.register("relu")
+
+
+def test_missing_lowering_names_the_op() -> None:
+    with pytest.raises(KeyError, match="no lowering for op 'lstn'.*did you mean"):
+        LOWERINGS["lstn"]
+
+
+# -- helpers shared with the other test modules ----------------------------------------------
+
+
+def case_graph(case: OpCase) -> Any:
+    return compile_graph(load_spec(case.spec()))
+
+
+def random_state(g: Any, seed: int = 0) -> dict[str, np.ndarray]:
+    """Random weights for every weight and buffer of `g`, keyed like the PyTorch state_dict."""
+    rng = np.random.default_rng(seed)
+    out: dict[str, np.ndarray] = {}
+    for node in nodes(g):
+        for name, shape in node.weights.items():
+            out[f"{node.id}.{name}"] = (rng.standard_normal(shape) * 0.5).astype(np.float32)
+        if node.op == "batch_norm":
+            c = int(node.inputs["x"].shape[1])
+            out[f"{node.id}.running_mean"] = rng.standard_normal(c).astype(np.float32)
+            out[f"{node.id}.running_var"] = rng.uniform(0.5, 1.5, c).astype(np.float32)
+    return out
+
+
+def case_inputs(case: OpCase, sizes: dict[str, int], seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    out = {}
+    for port, (shape, dtype) in case.inputs.items():
+        dims = TensorType.of(shape).concrete(sizes)
+        if dtype == "float32":
+            out[f"in_{port}"] = rng.standard_normal(dims).astype(np.float32)
+        elif dtype == "bool":  # padding on a random tail; key 0 is always visible
+            keep = rng.integers(1, dims[-1] + 1, size=(*dims[:-1], 1))
+            out[f"in_{port}"] = np.arange(dims[-1]) >= keep
+        else:
+            out[f"in_{port}"] = rng.integers(0, case.extra.get("high", 5), size=dims).astype(dtype)
+    return out
+
+
+def sym(sizes: dict[str, int]) -> list[tuple[str, int]]:
+    return sorted(sizes.items())
+
+
+def tol(case: OpCase, ref: np.ndarray) -> float:
+    return case.tol * max(1.0, float(np.max(np.abs(ref))) if ref.size else 1.0)
+
+
+# -- the torch definition of every op (independent of backends.pytorch) ------------------------
+
+
+def _rnn_module(m: Op, x: Any) -> Any:
+    cls = {"rnn": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[m.op]
+    kw: dict[str, Any] = {"nonlinearity": m.nonlinearity} if m.op == "rnn" else {}
+    return cls(x.shape[-1], m.hidden_size, m.num_layers, bias=m.bias, batch_first=True,
+               bidirectional=m.bidirectional, **kw)
+
+
+def _mask(m: Op, q: Any, k: Any, kpm: Any | None, heads_dim: bool) -> Any | None:
+    """Bool mask, True = attend, broadcastable to (B, [H,] Lq, Lk)."""
+    allowed = None
+    if m.causal:
+        allowed = torch.ones(q.shape[-2], k.shape[-2], dtype=torch.bool).tril()
+    if kpm is not None:
+        pad = ~kpm[:, None, None, :] if heads_dim else ~kpm[:, None, :]
+        allowed = pad if allowed is None else allowed & pad
+    return allowed
+
+
+def reference(m: Op, x: dict[str, Any], w: dict[str, Any]) -> dict[str, Any]:
+    """The op's PyTorch semantics on inputs `x` (by port) and weights `w` (by weight name)."""
+    op = m.op
+    a: Any = m
+    if op in ("add", "mul"):
+        vals = [x[p] for p in sorted(x, key=int)]
+        out = vals[0]
+        for v in vals[1:]:
+            out = out + v if op == "add" else out * v
+        return {"y": out}
+    simple = {
+        "scale": lambda: x["x"] * a.factor, "matmul": lambda: x["a"] @ x["b"],
+        "concat": lambda: torch.cat([x[p] for p in sorted(x, key=int)], dim=a.dim),
+        "reshape": lambda: x["x"].reshape([x["x"].shape[i] if s == 0 else s for i, s in enumerate(a.shape)]),
+        "flatten": lambda: torch.flatten(x["x"], a.start_dim, a.end_dim),
+        "transpose": lambda: x["x"].transpose(a.dim0, a.dim1), "permute": lambda: x["x"].permute(a.dims),
+        "select": lambda: x["x"].select(a.dim, a.index),
+        "mean": lambda: x["x"].mean(a.dim if isinstance(a.dim, int) else tuple(a.dim), keepdim=a.keepdim),
+        "linear": lambda: F.linear(x["x"], w["weight"], w.get("bias")),
+        "embedding": lambda: F.embedding(x["x"], w["weight"], a.padding_idx),
+        "position_embedding": lambda: x["x"] + w["weight"][: x["x"].shape[1]],
+        "dropout": lambda: x["x"],
+        "batch_norm": lambda: F.batch_norm(x["x"], w["running_mean"], w["running_var"], w.get("weight"),
+                                           w.get("bias"), False, 0.0, a.eps),
+        "layer_norm": lambda: F.layer_norm(x["x"], x["x"].shape[-1:], w.get("weight"), w.get("bias"), a.eps),
+        "relu": lambda: torch.relu(x["x"]), "tanh": lambda: torch.tanh(x["x"]),
+        "sigmoid": lambda: torch.sigmoid(x["x"]), "gelu": lambda: F.gelu(x["x"], approximate=a.approximate),
+        "softmax": lambda: torch.softmax(x["x"], a.dim), "log_softmax": lambda: torch.log_softmax(x["x"], a.dim),
+    }
+    if op in simple:
+        return {"y": simple[op]()}
+    if op == "split":
+        return {str(i): t for i, t in enumerate(torch.split(x["x"], a.sizes, dim=a.dim))}
+    if op == "slice":
+        idx = [slice(None)] * x["x"].dim()
+        idx[a.dim] = slice(a.start, a.end, a.step)
+        return {"y": x["x"][tuple(idx)]}
+    if op in ("conv1d", "conv2d"):
+        fn = F.conv1d if op == "conv1d" else F.conv2d
+        return {"y": fn(x["x"], w["weight"], w.get("bias"), a.stride, a.padding, a.dilation, a.groups)}
+    if op in ("max_pool1d", "max_pool2d"):
+        fn = F.max_pool1d if op == "max_pool1d" else F.max_pool2d
+        return {"y": fn(x["x"], a.kernel_size, a.stride, a.padding, ceil_mode=a.ceil_mode)}
+    if op in ("avg_pool1d", "avg_pool2d"):
+        fn = F.avg_pool1d if op == "avg_pool1d" else F.avg_pool2d
+        return {"y": fn(x["x"], a.kernel_size, a.stride, a.padding, ceil_mode=a.ceil_mode, count_include_pad=True)}
+    if op == "sinusoidal_position":
+        t, d = x["x"].shape[1], x["x"].shape[2]
+        pos = np.arange(t, dtype=np.float64)[:, None]
+        freq = np.exp(np.arange(0, d, 2, dtype=np.float64) * (-math.log(10000.0) / d))
+        pe = np.zeros((t, d))
+        pe[:, 0::2], pe[:, 1::2] = np.sin(pos * freq), np.cos(pos * freq)
+        return {"y": x["x"] + torch.from_numpy(pe.astype(np.float32))}
+    if op in ("rnn", "lstm", "gru"):
+        mod = _rnn_module(a, x["x"])
+        mod.load_state_dict(w)
+        state = (x["h0"], x["c0"]) if op == "lstm" and "h0" in x else x.get("h0")
+        y, h = mod(x["x"], state)
+        return {"output": y, "h": h[0], "c": h[1]} if op == "lstm" else {"output": y, "h": h}
+    if op == "attention":
+        q, k, v = x["query"], x["key"], x["value"]
+        mask = _mask(a, q, k, x.get("key_padding_mask"), q.dim() == 4)
+        return {"y": F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=a.scale)}
+    if op == "multi_head_attention":
+        q = x["query"]
+        k = x.get("key", q)
+        v = x.get("value", k)
+        mod = torch.nn.MultiheadAttention(q.shape[-1], a.num_heads, bias=a.bias, batch_first=True)
+        mod.load_state_dict(w)
+        causal = torch.ones(q.shape[1], k.shape[1], dtype=torch.bool).triu(1) if a.causal else None
+        y, _ = mod(q, k, v, key_padding_mask=x.get("key_padding_mask"), attn_mask=causal, need_weights=False)
+        return {"y": y}
+    raise AssertionError(f"no reference for op '{op}'")
+
+
+def torch_reference(case: OpCase, g: Any, inputs: dict[str, np.ndarray], state: dict[str, np.ndarray]) -> dict[str, Any]:
+    node = g.nodes["n"]["node"]
+    x = {p: torch.from_numpy(inputs[f"in_{p}"]) for p in case.inputs}
+    w = {k.removeprefix("n."): torch.from_numpy(v) for k, v in state.items()}
+    with torch.no_grad():
+        out = reference(node.model, x, w)
+    return {f"o_{p}": t.numpy() for p, t in out.items()}
+
+
+# -- the per-case tests ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def exported() -> dict[str, tuple[Any, dict[str, np.ndarray], onnx.ModelProto, Any]]:
+    """Each case's graph, weights, model and session, built once."""
+    out = {}
+    for case in CASES:
+        g = case_graph(case)
+        state = random_state(g)
+        model = to_onnx(g, state)
+        out[case.id] = (g, state, model, session(model))
+    return out
+
+
+@pytest.mark.parametrize("case_id", CASE_IDS)
+def test_checker_and_names(case_id: str, exported: dict[str, Any]) -> None:
+    g, state, model, _ = exported[case_id]
+    onnx.checker.check_model(model, full_check=True)
+    assert model.opset_import[0].version == default_opset()
+    assert [i.name for i in model.graph.input] == list(g.graph["inputs"])
+    assert [o.name for o in model.graph.output] == list(g.graph["outputs"])
+    inits = {t.name: tuple(t.dims) for t in model.graph.initializer}
+    for name, arr in state.items():  # every weight under its state_dict key, with its shape
+        assert inits.get(name) == arr.shape, name
+    assert {n.op_type for n in model.graph.node} <= EMITTED_OPS
+    assert all(n.name.startswith(("n/", "o_")) for n in model.graph.node)
+
+
+@pytest.mark.parametrize("case_id", CASE_IDS)
+def test_shape_inference_agrees(case_id: str, exported: dict[str, Any]) -> None:
+    g, _, model, _ = exported[case_id]
+    inferred = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True)
+    types = {v.name: v.type.tensor_type for v in (*inferred.graph.value_info, *inferred.graph.output)}
+    values = lower_graph(g, Options(default_opset())).values
+    for node in nodes(g):
+        for port, t in node.outputs.items():
+            name = values[(ref := next(r for r in values if r.node == node.id and r.port == port))]
+            if node.op == "input":
+                continue
+            got = types[name]
+            assert got.elem_type == onnx.helper.np_dtype_to_tensor_dtype(np.dtype(t.dtype)), (ref, got)
+            dims = got.shape.dim
+            assert len(dims) == t.rank, f"{ref}: onnx rank {len(dims)}, nnspec [{t}]"
+            for d, want in zip(dims, t.shape, strict=True):
+                if d.HasField("dim_value"):
+                    assert want.is_Integer and int(want) == d.dim_value, f"{ref}: onnx {dims}, nnspec [{t}]"
+                elif d.HasField("dim_param") and want.is_Symbol:
+                    assert d.dim_param == want.name, f"{ref}: onnx {dims}, nnspec [{t}]"
+
+
+@pytest.mark.parametrize("sizes", SIZES, ids=lambda s: "-".join(f"{k}{v}" for k, v in sym(s)))
+@pytest.mark.parametrize("case_id", CASE_IDS)
+def test_runtime_matches_references(case_id: str, sizes: dict[str, int], exported: dict[str, Any]) -> None:
+    case = next(c for c in CASES if c.id == case_id)
+    g, state, model, sess = exported[case_id]
+    inputs = case_inputs(case, sizes)
+    got = run_onnx(sess, inputs)
+    want = torch_reference(case, g, inputs, state)
+    ref_eval = [None] * len(got) if case_id in REFERENCE_GAPS else ReferenceEvaluator(model).run(None, inputs)
+    for (name, y), r in zip(got.items(), ref_eval, strict=True):
+        expect = g.nodes["n"]["node"].outputs[name.removeprefix("o_")].concrete(sizes)
+        assert y.shape == expect, f"{name}: ran {y.shape}, nnspec says {expect}"
+        np.testing.assert_allclose(y, want[name], rtol=0, atol=tol(case, want[name]), err_msg=f"{name} vs torch")
+        if r is not None:
+            np.testing.assert_allclose(y, r, rtol=0, atol=tol(case, r), err_msg=f"{name} vs ReferenceEvaluator")
+
+
+@pytest.mark.parametrize("case_id", CASE_IDS)
+def test_fixed_sizes_match_torch(case_id: str) -> None:
+    """The same cases with every symbolic dim fixed: lowerings take their constant paths
+    (causal masks, position slices, reshape tails) and must agree all the same."""
+    case = next(c for c in CASES if c.id == case_id)
+    sizes = SIZES[1]
+    spec = case.spec()
+    for inp in spec["inputs"].values():
+        inp["shape"] = [sizes.get(d, d) if isinstance(d, str) else d for d in inp["shape"]]
+    g = compile_graph(load_spec(spec))
+    state = random_state(g, seed=1)
+    model = to_onnx(g, state)
+    onnx.checker.check_model(model, full_check=True)
+    for vi in model.graph.input:
+        assert all(d.HasField("dim_value") for d in vi.type.tensor_type.shape.dim)
+    inputs = case_inputs(case, sizes, seed=1)
+    got = run_onnx(model, inputs)
+    want = torch_reference(case, g, inputs, state)
+    for name, y in got.items():
+        np.testing.assert_allclose(y, want[name], rtol=0, atol=tol(case, want[name]), err_msg=name)
