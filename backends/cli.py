@@ -7,10 +7,13 @@ internal failure says it is a bug, and no command leaves a half-written output f
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import json
 import sys
 import traceback
 from pathlib import Path
+from typing import ClassVar
 
 import click
 
@@ -26,7 +29,39 @@ from .clikit import (
 ISSUES_URL = "https://github.com/nnspec/nnspec/issues"
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class _LazyGroup(click.Group):
+    """A group whose back-end commands are imported only when run (or listed by --help), so that
+    `nnspec validate` never pays for importing torch or onnx."""
+
+    LAZY: ClassVar[dict[str, str]] = {
+        "build": "backends.pytorch.commands:build",
+        "export": "backends.onnx.commands:export",
+        "run": "backends.onnx.commands:run",
+        "check": "backends.onnx.commands:check",
+        "render": "backends.graphviz.commands:render",
+    }
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        available = [name for name, target in self.LAZY.items() if _importable(target.partition(":")[0])]
+        return sorted([*super().list_commands(ctx), *available])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.LAZY and _importable(self.LAZY[cmd_name].partition(":")[0]):
+            module, _, attr = self.LAZY[cmd_name].partition(":")
+            command = getattr(importlib.import_module(module), attr)
+            assert isinstance(command, click.Command)
+            return command
+        return super().get_command(ctx, cmd_name)
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="nnspec")
 def cli() -> None:
     """nnspec: declarative neural networks.
@@ -160,27 +195,6 @@ def schema(output: str | None) -> None:
         write_text_atomic(output, text)
     else:
         click.echo(text, nl=False)
-
-
-def _register_backend_commands() -> None:
-    """Add the back ends' commands; their modules import torch/onnx only when a command runs."""
-    import importlib
-
-    for module, names in (("backends.pytorch.commands", ("build",)),
-                          ("backends.onnx.commands", ("export", "run", "check")),
-                          ("backends.graphviz.commands", ("render",))):
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name and exc.name.startswith("backends"):
-                continue  # that back end is not built yet
-            raise
-        for name in names:
-            if hasattr(mod, name):
-                cli.add_command(getattr(mod, name))
-
-
-_register_backend_commands()
 
 
 def main() -> None:

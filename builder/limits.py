@@ -27,7 +27,7 @@ class Limits:
     """Largest spec file read."""
     max_depth: int = 64
     """Deepest nesting of mappings and lists in the spec text."""
-    max_items: int = 2_000_000
+    max_items: int = 1_000_000
     """Values built from the text, counting every expansion of a YAML alias."""
     max_nodes: int = 200_000
     """Graph nodes after block expansion (``repeat`` included)."""

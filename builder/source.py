@@ -133,6 +133,12 @@ def parse_text(text: str, file: str = "<spec>", *, json_only: bool = False,
     if root is None:
         raise SpecError.single("empty", "the spec is empty", SourcePos(file, 1, 1))
     builder = _Builder(file, limits)
+    expanded = _expanded_size(root, {}, 0, limits.max_depth, file)
+    if expanded > limits.max_items:
+        raise SpecError.single(
+            "limit", f"the spec expands to {expanded:,} values, more than {limits.max_items:,} "
+            "(YAML aliases expanding exponentially?)", SourcePos(file, root.start_mark.line + 1, 1),
+            hints=("raise it with --limit max_items=N",))
     data = builder.build(root, (), 0)
     if builder.diagnostics:
         raise SpecError(builder.diagnostics)
@@ -156,6 +162,24 @@ def _check_json(text: str, file: str) -> None:
         pass  # reported with its position by the YAML walk
     except RecursionError:
         raise SpecError.single("limit", "nesting too deep to parse", SourcePos(file)) from None
+
+
+def _expanded_size(node: yaml.Node, memo: dict[int, int], depth: int, max_depth: int, file: str) -> int:
+    """How many values `node` becomes once every alias is expanded, without expanding any."""
+    known = memo.get(id(node))
+    if known is not None:
+        return known
+    if depth > max_depth:
+        raise SpecError.single("limit", f"nesting deeper than {max_depth} levels",
+                               SourcePos(file, node.start_mark.line + 1, node.start_mark.column + 1))
+    if isinstance(node, yaml.MappingNode):
+        size = 1 + sum(_expanded_size(v, memo, depth + 1, max_depth, file) for _, v in node.value)
+    elif isinstance(node, yaml.SequenceNode):
+        size = 1 + sum(_expanded_size(v, memo, depth + 1, max_depth, file) for v in node.value)
+    else:
+        size = 1
+    memo[id(node)] = size
+    return size
 
 
 class _DuplicateKey(Exception):

@@ -1,0 +1,51 @@
+# nnspec: `make demo` runs the main job, `make test` the whole test suite.
+# Each creates .venv (torch 2.13.0 CPU first, then the project with its test extras) and
+# installs Graphviz's `dot` (and Chromium, for the diagram page test) when missing.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup system demo test test-fast test-slow lint bench docs golden clean
+
+setup: $(STAMP) system
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+# Debian packages: Graphviz for diagrams, Chromium for the headless test of the HTML page.
+system:
+	@command -v dot >/dev/null || (apt-get update -q && apt-get install -y -q graphviz)
+	@command -v chromium >/dev/null || (apt-get update -q && apt-get install -y -q chromium) || \
+		echo "chromium could not be installed; the HTML page test will be skipped"
+
+demo: setup
+	$(BIN)/python scripts/demo.py
+
+lint: $(STAMP)
+	$(BIN)/ruff check builder backends tests bench scripts examples
+	$(BIN)/mypy
+
+test: setup lint
+	$(BIN)/pytest -n 2 -m "not slow"
+	$(BIN)/pytest -n 2 -m slow
+
+test-fast: $(STAMP)
+	$(BIN)/pytest -n 2 -m "not slow"
+
+test-slow: $(STAMP)
+	$(BIN)/pytest -n 2 -m slow
+
+bench: setup
+	$(BIN)/python bench/check_scaling.py
+
+golden: $(STAMP)
+	NNSPEC_UPDATE_GOLDEN=1 $(BIN)/pytest -q -k golden
+
+clean:
+	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache *.egg-info
