@@ -5,8 +5,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import json
-from collections.abc import Iterator
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +76,8 @@ def _load_spec(source: SpecSource | Spec, overrides: Mapping[str, Any] | None, l
         raise SpecError.single("bad-value", f"a spec must be a mapping at the top level, got {type(data).__name__}",
                                src.pos(()))
     raw_params = data.get("params")
-    params, diags = {}, []
+    params: dict[str, Any] = {}
+    diags: list[Diagnostic] = []
     if isinstance(raw_params, dict):
         params, diags = resolve_params(raw_params, dict(overrides or {}), {}, src, ("params",), limits.max_int_bits,
                                        override_pos=SourcePos("--set"))

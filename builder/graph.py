@@ -84,9 +84,10 @@ def compile_graph(spec: Spec, signature: str | None = None, limits: Limits | Non
     if signature is not None and signature not in spec.signatures:
         from .errors import did_you_mean
 
+        known = ", ".join(spec.signatures) or "(none)"
         raise SpecError.single("unknown-signature", f"spec '{spec.name}' has no signature '{signature}'",
                                spec.source.pos(("signatures",)), None,
-                               (*did_you_mean(signature, spec.signatures), f"signatures: {', '.join(spec.signatures) or '(none)'}"))
+                               (*did_you_mean(signature, spec.signatures), f"signatures: {known}"))
     pending, outputs, diags = expand(spec, limits, signature)
     inputs: dict[str, InputSpec] = spec.inputs if signature is None else spec.signatures[signature].inputs
     base = () if signature is None else ("signatures", signature)

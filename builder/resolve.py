@@ -318,7 +318,7 @@ def expand(spec: Spec, limits: Limits, signature: str | None = None) -> tuple[li
     ex = _Expander(spec, limits)
     entries = {nid: _Entry(raw, ("nodes", nid), ("nodes", nid, "in")) for nid, raw in spec.nodes.items()}
     inputs: Mapping[str, Any] = spec.inputs
-    outputs = {k: (v, ("outputs", k)) for k, v in spec.outputs.items()}
+    outputs: dict[str, tuple[str, DataPath]] = {k: (v, ("outputs", k)) for k, v in spec.outputs.items()}
     if signature is not None:
         sig = spec.signatures[signature]
         base: DataPath = ("signatures", signature)
@@ -332,7 +332,7 @@ def expand(spec: Spec, limits: Limits, signature: str | None = None) -> tuple[li
             else:
                 entries[nid] = _Entry(raw, path, (*path, "in"))
         inputs = sig.inputs
-        outputs = {k: (v, (*base, "outputs", k)) for k, v in sig.outputs.items()}
+        outputs = {k: (v, (*base, "outputs", str(k))) for k, v in sig.outputs.items()}
     for name in inputs:
         if name in entries:
             ex.error("duplicate-id", f"'{name}' is both an input and a node", entries[name].path, name)

@@ -38,8 +38,8 @@ def _tag(value: Any) -> str:
 
 def json_schema() -> dict[str, Any]:
     """The JSON Schema (draft 2020-12) of a spec file."""
-    members = tuple(Annotated[cls, Tag(name)] for name, cls in sorted(OPS.items())) + (Annotated[BlockCall, Tag("block")],)
-    node = Annotated[Union[members], Discriminator(_tag)]  # noqa: UP007 - a runtime-built union
+    members = (*(Annotated[cls, Tag(name)] for name, cls in sorted(OPS.items())), Annotated[BlockCall, Tag("block")])
+    node = Annotated[Union[members], Discriminator(_tag)]  # type: ignore[valid-type]  # noqa: UP007 - built at run time
 
     class Block(BlockSpec):
         nodes: dict[str, node] = Field(min_length=1)  # type: ignore[valid-type]
@@ -49,8 +49,8 @@ def json_schema() -> dict[str, Any]:
 
     class NnSpec(Spec):
         nodes: dict[str, node] = Field(min_length=1)  # type: ignore[valid-type]
-        blocks: dict[str, Block] = Field(default_factory=dict)
-        signatures: dict[str, Signature] = Field(default_factory=dict)
+        blocks: dict[str, Block] = Field(default_factory=dict)  # type: ignore[assignment]
+        signatures: dict[str, Signature] = Field(default_factory=dict)  # type: ignore[assignment]
 
     schema = NnSpec.model_json_schema(by_alias=True)
     for name, definition in schema.get("$defs", {}).items():
@@ -61,6 +61,10 @@ def json_schema() -> dict[str, Any]:
             if key not in Op.model_fields and key != "in":
                 definition["properties"][key] = {"anyOf": [prop, _EXPR]} if "anyOf" not in prop else {
                     **prop, "anyOf": [*prop["anyOf"], _EXPR]}
+    # A block call's op is any name but a registered op's, so each node matches one member.
+    call = schema["$defs"]["BlockCall"]["properties"]
+    call["op"]["not"] = {"enum": sorted(OPS)}
+    call["repeat"] = {"anyOf": [*call["repeat"]["anyOf"], _EXPR]}
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "nnspec model spec"
     return schema

@@ -221,8 +221,8 @@ class _Builder:
             return [self.build(item, (*path, i), depth + 1) for i, item in enumerate(node.value)]
         return self._scalar(node)
 
-    def _scalar(self, node: yaml.ScalarNode) -> Any:
-        if node.style:  # quoted or block text (plain is None or "", by parser)
+    def _scalar(self, node: yaml.Node) -> Any:
+        if getattr(node, "style", None):  # quoted or block text (plain is None or "", by parser)
             return node.value
         return _plain_scalar(node.value)
 

@@ -135,7 +135,9 @@ def _data_path(loc: Sequence[str | int], data: Any) -> DataPath:
     for part in loc:
         if part == "[key]":
             continue
-        if (isinstance(cur, dict) and part in cur) or (isinstance(cur, list) and isinstance(part, int) and 0 <= part < len(cur)):
+        found = (isinstance(cur, dict) and part in cur) or (
+            isinstance(cur, list) and isinstance(part, int) and 0 <= part < len(cur))
+        if found:
             cur = cur[part]
         elif isinstance(cur, dict) and isinstance(part, str) and path[-1:] != [part]:
             path.append(part)  # a missing key: point at its mapping, but name the key
@@ -172,7 +174,10 @@ def validation_diagnostics(exc: ValidationError, data: Any, source: Source, base
             text = err["msg"][0].lower() + err["msg"][1:]
             got = err.get("input")
             shown = repr(got) if not isinstance(got, dict | list) else type(got).__name__
-            msg = f"{field}: {text}, got {shown}" if kind != "value_error" else f"{field}: {err['msg'].removeprefix('Value error, ')}"
+            if kind == "value_error":
+                msg = f"{field}: {err['msg'].removeprefix('Value error, ')}"
+            else:
+                msg = f"{field}: {text}, got {shown}"
         pos = source.pos((*base, *path))
         out.append(Diagnostic(code, msg, pos, node, hints))
     return out

@@ -43,7 +43,7 @@ def _x(*shape: int | str, dtype: str = "float32") -> tuple[Shape, str]:
     return (list(shape), dtype)
 
 
-F, I, M = "float32", "int64", "bool"
+INT, BOOL = "int64", "bool"
 
 CASES: list[OpCase] = [
     # tensor ops (variadic ports are numbered 0, 1, ...)
@@ -84,10 +84,10 @@ CASES: list[OpCase] = [
            {"y": ["B", 3, 4, 4]}),
     OpCase("avg_pool1d", "avg_pool1d", {"kernel_size": 3, "stride": 1}, {"x": _x("B", 2, 6)}, {"y": ["B", 2, 4]}),
     OpCase("avg_pool2d", "avg_pool2d", {"kernel_size": 2}, {"x": _x("B", 3, 8, 6)}, {"y": ["B", 3, 4, 3]}),
-    OpCase("embedding", "embedding", {"num_embeddings": 11, "embedding_dim": 6}, {"x": _x("B", "T", dtype=I)},
+    OpCase("embedding", "embedding", {"num_embeddings": 11, "embedding_dim": 6}, {"x": _x("B", "T", dtype=INT)},
            {"y": ["B", "T", 6]}, extra={"high": 11}),
     OpCase("embedding_pad", "embedding", {"num_embeddings": 9, "embedding_dim": 4, "padding_idx": 0},
-           {"x": _x("B", "T", dtype=I)}, {"y": ["B", "T", 4]}, extra={"high": 9}),
+           {"x": _x("B", "T", dtype=INT)}, {"y": ["B", "T", 4]}, extra={"high": 9}),
     OpCase("position_embedding", "position_embedding", {"max_len": 16}, {"x": _x("B", "T", 6)}, {"y": ["B", "T", 6]}),
     OpCase("sinusoidal_position", "sinusoidal_position", {"max_len": 32}, {"x": _x("B", "T", 8)}, {"y": ["B", "T", 8]}),
     OpCase("dropout", "dropout", {"p": 0.3}, {"x": _x("B", "T", 4)}, {"y": ["B", "T", 4]}, train_only=True),
@@ -121,11 +121,11 @@ CASES: list[OpCase] = [
            {"query": _x("B", 2, "T", 4), "key": _x("B", 2, "T", 4), "value": _x("B", 2, "T", 4)}, {"y": ["B", 2, "T", 4]}),
     OpCase("attention_mask", "attention", {},
            {"query": _x("B", "T", 4), "key": _x("B", "S", 4), "value": _x("B", "S", 4),
-            "key_padding_mask": _x("B", "S", dtype=M)}, {"y": ["B", "T", 4]}),
+            "key_padding_mask": _x("B", "S", dtype=BOOL)}, {"y": ["B", "T", 4]}),
     OpCase("mha_self", "multi_head_attention", {"num_heads": 2}, {"query": _x("B", "T", 8)}, {"y": ["B", "T", 8]}),
     OpCase("mha_causal", "multi_head_attention", {"num_heads": 4, "causal": True}, {"query": _x("B", "T", 8)},
            {"y": ["B", "T", 8]}),
     OpCase("mha_cross_mask", "multi_head_attention", {"num_heads": 2},
            {"query": _x("B", "T", 6), "key": _x("B", "S", 6), "value": _x("B", "S", 6),
-            "key_padding_mask": _x("B", "S", dtype=M)}, {"y": ["B", "T", 6]}),
+            "key_padding_mask": _x("B", "S", dtype=BOOL)}, {"y": ["B", "T", 6]}),
 ]

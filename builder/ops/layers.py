@@ -85,7 +85,7 @@ class _Conv(Op):
         else:
             p = (0,) * self.SPATIAL if self.padding == "valid" else self._tuple(self.padding)
             try:
-                sizes = tuple(conv_len(n, *a) for n, *a in zip(x.shape[2:], k, s, p, d, strict=True))
+                sizes = tuple(conv_len(n, kk, ss, pp, dd) for n, kk, ss, pp, dd in zip(x.shape[2:], k, s, p, d, strict=True))
             except ShapeError as exc:
                 raise ShapeError(f"{exc} in [{x}]", "x") from None
         return {"y": x.with_shape((x.shape[0], sympy.Integer(self.out_channels), *sizes))}

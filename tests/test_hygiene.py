@@ -1,0 +1,40 @@
+"""Project rules that a test can hold: builder stays free of torch/onnx, ops are documented,
+and the README's op reference is the one the registry generates."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from builder import OPS
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_import_builder_pulls_in_neither_torch_nor_onnx() -> None:
+    code = ("import sys, builder, builder.schema, builder.summary, backends, backends.cli; "
+            "bad = [m for m in ('torch', 'onnx', 'onnxruntime') if m in sys.modules]; "
+            "print(bad); sys.exit(1 if bad else 0)")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=False)
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
+@pytest.mark.parametrize("name", sorted(OPS))
+def test_op_is_documented(name: str) -> None:
+    doc = OPS[name].__doc__ or ""
+    assert "shape" in doc.lower(), f"op '{name}' docstring needs its input and output shapes"
+
+
+def test_readme_op_reference_is_current() -> None:
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from op_reference import reference
+
+    assert reference() in (ROOT / "README.md").read_text(), "run scripts/op_reference.py --write"
+
+
+def test_builder_modules_stay_small() -> None:
+    for path in (ROOT / "builder").rglob("*.py"):
+        assert len(path.read_text().splitlines()) <= 600, path
