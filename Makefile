@@ -44,6 +44,9 @@ test-slow: $(STAMP)
 bench: setup
 	$(BIN)/python bench/check_scaling.py
 
+docs: $(STAMP) system
+	$(BIN)/python -m backends.graphviz.docs
+
 golden: $(STAMP)
 	NNSPEC_UPDATE_GOLDEN=1 $(BIN)/pytest -q -k golden
 

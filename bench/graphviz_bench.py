@@ -15,19 +15,24 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from backends.graphviz import render, to_graphviz  # noqa: E402
+from backends.graphviz import build_view, render, to_graphviz  # noqa: E402
 from backends.graphviz.render import run_dot  # noqa: E402
 from builder import compile_graph, load_spec  # noqa: E402
 
 SPECS = {"BERT-base": "specs/bert.yaml", "GPT-2 small": "specs/gpt.yaml"}
 
 
-def best(fn: Callable[[], object], repeat: int) -> tuple[float, object]:
-    times, out = [], None
+T = TypeVar("T")
+
+
+def best(fn: Callable[[], T], repeat: int) -> tuple[float, T]:
+    """The best time of `repeat` calls, and what the last call returned."""
+    times = []
     for _ in range(repeat):
         t0 = time.perf_counter()
         out = fn()
@@ -39,12 +44,13 @@ def bench(name: str, spec_path: str, repeat: int) -> dict[str, object]:
     path = ROOT / spec_path
     t_compile, graph = best(lambda: compile_graph(load_spec(path)), repeat)
     t_dot, dg = best(lambda: to_graphviz(graph, depth="all", unroll=True), repeat)
-    source = dg.source  # type: ignore[attr-defined]
+    source = dg.source
     t_svg, _ = best(lambda: run_dot(source, "svg"), repeat)
     t_png, _ = best(lambda: run_dot(source, "png"), repeat)
     with tempfile.TemporaryDirectory() as tmp:
         t_total, _ = best(lambda: render(path, Path(tmp) / "out.svg", depth="all", unroll=True), repeat)
-    return {"model": name, "graph nodes": len(graph), "drawn nodes": source.count("tooltip="),
+    drawn = build_view(graph, depth="all", unroll=True)
+    return {"model": name, "graph nodes": len(graph), "drawn nodes": len(drawn.items),
             "compile s": t_compile, "DOT text s": t_dot, "dot -Tsvg s": t_svg, "dot -Tpng s": t_png,
             "total (spec to .svg) s": t_total}
 

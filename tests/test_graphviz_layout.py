@@ -8,10 +8,12 @@ import json
 import shutil
 from itertools import combinations
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from backends.graphviz import to_graphviz
+from backends.graphviz import Depth, to_graphviz
+from backends.graphviz.dot import Rankdir
 from backends.graphviz.render import run_dot
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,7 +30,7 @@ def _overlap(a: Box, b: Box) -> bool:
     return a[0] < b[2] - SLACK and b[0] < a[2] - SLACK and a[1] < b[3] - SLACK and b[1] < a[3] - SLACK
 
 
-def _texts(draw: list[dict], owner: str) -> list[tuple[str, Box, float]]:
+def _texts(draw: list[dict[str, Any]], owner: str) -> list[tuple[str, Box, float]]:
     """Text boxes of an xdot drawing: (text, box, font size)."""
     out, size = [], 14.0
     for op in draw:
@@ -77,14 +79,14 @@ def problems(source: str) -> list[str]:
 
 @pytest.mark.parametrize("rankdir", ["TB", "LR"])
 @pytest.mark.parametrize("spec", SPECS)
-def test_seed_diagrams_are_legible(spec: str, rankdir: str) -> None:
+def test_seed_diagrams_are_legible(spec: str, rankdir: Rankdir) -> None:
     source = to_graphviz(ROOT / "specs" / spec, rankdir=rankdir).source
     assert problems(source) == []
 
 
 @pytest.mark.parametrize("depth", [0, "all"])
 @pytest.mark.parametrize("spec", ["transformer.yaml", "bert.yaml"])
-def test_folded_and_unrolled_diagrams_are_legible(spec: str, depth: int | str) -> None:
+def test_folded_and_unrolled_diagrams_are_legible(spec: str, depth: Depth) -> None:
     if not (ROOT / "specs" / spec).exists():
         pytest.skip(f"specs/{spec} is not there")
     source = to_graphviz(ROOT / "specs" / spec, depth=depth, unroll=depth == "all").source

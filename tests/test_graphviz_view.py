@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import networkx as nx
 import pytest
 
 from backends.graphviz import view as view_mod
-from backends.graphviz.view import ALL, View, build_view, max_depth
+from backends.graphviz.view import ALL, Depth, View, build_view, max_depth
 from builder import compile_graph, load_spec, nodes, param_count
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,7 +73,7 @@ outputs: {y: dec.output}
 
 
 @pytest.fixture(scope="module")
-def mini():  # type: ignore[no-untyped-def]
+def mini() -> nx.MultiDiGraph:
     return compile_graph(load_spec(MINI))
 
 
@@ -81,10 +82,10 @@ def keys(v: View, kind: str | None = None) -> list[str]:
 
 
 def edges(v: View) -> set[tuple[str, str]]:
-    return {(e.tail, e.head) for e in v.edges if e.tie is None}
+    return {(e.tail, e.head) for e in v.edges}
 
 
-def test_depth_0_folds_each_top_level_call_into_one_node(mini) -> None:  # type: ignore[no-untyped-def]
+def test_depth_0_folds_each_top_level_call_into_one_node(mini: nx.MultiDiGraph) -> None:
     v = build_view(mini, depth=0)
     assert v.groups == ()
     assert keys(v, "block") == ["block/encoder", "block/decoder"]
@@ -99,7 +100,7 @@ def test_depth_0_folds_each_top_level_call_into_one_node(mini) -> None:  # type:
     assert edges(v) >= {("src_emb", "block/encoder"), ("block/encoder", "block/decoder"), ("block/decoder", "head")}
 
 
-def test_depth_1_draws_one_copy_of_a_repeat_and_folds_the_nested_call(mini) -> None:  # type: ignore[no-untyped-def]
+def test_depth_1_draws_one_copy_of_a_repeat_and_folds_the_nested_call(mini: nx.MultiDiGraph) -> None:
     v = build_view(mini, depth=1)
     assert [(g.key, g.repeat, g.parent) for g in v.groups] == [("cluster/encoder", 3, None), ("cluster/decoder", 3, None)]
     ff = v.item("block/encoder.0.ff")
@@ -113,7 +114,7 @@ def test_depth_1_draws_one_copy_of_a_repeat_and_folds_the_nested_call(mini) -> N
     assert enc.params == sum(n.params for n in nodes(mini) if n.id.startswith("encoder."))
 
 
-def test_stacked_repeat_has_no_edges_between_copies(mini) -> None:  # type: ignore[no-untyped-def]
+def test_stacked_repeat_has_no_edges_between_copies(mini: nx.MultiDiGraph) -> None:
     v = build_view(mini, depth=ALL)
     es = edges(v)
     assert ("encoder.0.norm2", "encoder.0.attn") not in es  # copy k's output into copy k+1
@@ -125,7 +126,7 @@ def test_stacked_repeat_has_no_edges_between_copies(mini) -> None:  # type: igno
     assert ("decoder.0.ff.down", "head") in es
 
 
-def test_depth_all_nests_clusters_as_the_spec_nests_blocks(mini) -> None:  # type: ignore[no-untyped-def]
+def test_depth_all_nests_clusters_as_the_spec_nests_blocks(mini: nx.MultiDiGraph) -> None:
     v = build_view(mini, depth=ALL)
     assert v.depth == max_depth(mini) == 2
     parents = {g.key: g.parent for g in v.groups}
@@ -136,11 +137,13 @@ def test_depth_all_nests_clusters_as_the_spec_nests_blocks(mini) -> None:  # typ
     assert keys(v, "block") == []
 
 
-def test_unroll_draws_every_copy_and_chains_them(mini) -> None:  # type: ignore[no-untyped-def]
+def test_unroll_draws_every_copy_and_chains_them(mini: nx.MultiDiGraph) -> None:
     v = build_view(mini, depth=ALL, unroll=True)
     copies = [g for g in v.groups if g.parent == "cluster/encoder"]
     assert [(g.key, g.index, g.title) for g in copies] == [
-        ("cluster/encoder.0", 0, "0"), ("cluster/encoder.1", 1, "1"), ("cluster/encoder.2", 2, "2")]
+        ("cluster/encoder.0", 0, "encoder.0"), ("cluster/encoder.1", 1, "encoder.1"), ("cluster/encoder.2", 2, "encoder.2")]
+    assert v.item("encoder.1.ff.up").title == "up"
+    assert next(g for g in v.groups if g.key == "cluster/encoder.1.ff").title == "ff"
     es = edges(v)
     assert ("encoder.0.norm2", "encoder.1.attn") in es
     assert ("encoder.2.norm2", "decoder.1.cross") in es
@@ -148,7 +151,7 @@ def test_unroll_draws_every_copy_and_chains_them(mini) -> None:  # type: ignore[
     assert all(i.stack == 1 for i in v.items)
 
 
-def test_unrolled_repeat_folds_into_one_node_too(mini) -> None:  # type: ignore[no-untyped-def]
+def test_unrolled_repeat_folds_into_one_node_too(mini: nx.MultiDiGraph) -> None:
     v = build_view(mini, depth=0, unroll=True)
     assert keys(v, "block") == ["block/encoder", "block/decoder"]
     assert v.item("block/encoder").repeat == 3
@@ -156,7 +159,7 @@ def test_unrolled_repeat_folds_into_one_node_too(mini) -> None:  # type: ignore[
 
 @pytest.mark.parametrize("depth", [0, 1, 2, None])
 @pytest.mark.parametrize("unroll", [False, True])
-def test_drawn_parameters_add_up_to_the_model(mini, depth, unroll) -> None:  # type: ignore[no-untyped-def]
+def test_drawn_parameters_add_up_to_the_model(mini: nx.MultiDiGraph, depth: Depth, unroll: bool) -> None:
     v = build_view(mini, depth=depth, unroll=unroll)
     assert sum(i.params * i.stack for i in v.items) == param_count(mini) == v.params
 
@@ -173,9 +176,12 @@ def test_every_seed_spec_node_is_drawn_once_and_parameters_add_up(spec: Path) ->
         assert {e.tail for e in v.edges} | {e.head for e in v.edges} <= set(keys(v))
 
 
-def test_tie_is_an_edge_from_the_owner(mini) -> None:  # type: ignore[no-untyped-def]
-    ties = [(e.tail, e.head, e.tie) for e in build_view(mini).edges if e.tie]
-    assert ties == [("tgt_emb", "head", "weight")]
+def test_tied_weights_are_not_counted_twice(mini: nx.MultiDiGraph) -> None:
+    v = build_view(mini)
+    head = v.item("head")
+    assert head.node is not None and head.node.ties == {"weight": ("tgt_emb", "weight")}
+    assert head.params == 100  # the bias; the weight is the embedding's
+    assert ("tgt_emb", "head") not in edges(v)  # a tie is no tensor
 
 
 def test_ports_of_multi_output_and_multi_input_ops() -> None:
@@ -188,13 +194,13 @@ def test_ports_of_multi_output_and_multi_input_ops() -> None:
     assert keys(v, "output") == ["output/y"]
 
 
-def test_inputs_come_first_and_outputs_last(mini) -> None:  # type: ignore[no-untyped-def]
+def test_inputs_come_first_and_outputs_last(mini: nx.MultiDiGraph) -> None:
     kinds = [i.kind for i in build_view(mini).items]
     assert kinds[:2] == ["input", "input"] and kinds[-1] == "output"
     assert "input" not in kinds[2:] and "output" not in kinds[:-1]
 
 
-def test_auto_depth_is_the_deepest_that_fits(mini, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_auto_depth_is_the_deepest_that_fits(mini: nx.MultiDiGraph, monkeypatch: pytest.MonkeyPatch) -> None:
     assert build_view(mini).depth == 2
     # op and block nodes drawn: 3 + 2 blocks at depth 0, 3 + 6 + 5 at depth 1, 3 + 8 + 7 at depth 2
     for budget, depth in ((13, 0), (14, 1), (17, 1), (18, 2), (4, 0)):
@@ -203,10 +209,52 @@ def test_auto_depth_is_the_deepest_that_fits(mini, monkeypatch) -> None:  # type
 
 
 @pytest.mark.parametrize("depth", [-1, "deep", True, 1.5])
-def test_bad_depth_is_refused(mini, depth) -> None:  # type: ignore[no-untyped-def]
+def test_bad_depth_is_refused(mini: nx.MultiDiGraph, depth: object) -> None:
     with pytest.raises(ValueError, match="depth must be"):
-        build_view(mini, depth=depth)
+        build_view(mini, depth=depth)  # type: ignore[arg-type]
 
 
-def test_depth_past_the_deepest_block_draws_everything(mini) -> None:  # type: ignore[no-untyped-def]
+def test_depth_past_the_deepest_block_draws_everything(mini: nx.MultiDiGraph) -> None:
     assert build_view(mini, depth=7) == build_view(mini, depth=ALL)
+
+
+NESTED = """
+name: nested
+inputs: {x: {shape: [batch, 8]}}
+blocks:
+  unit:
+    inputs: [x]
+    nodes:
+      lin: {op: linear, in: x, out_features: 8}
+      act: {op: relu, in: lin}
+    outputs: {y: act}
+  stage:
+    inputs: [x]
+    nodes:
+      inner: {op: unit, in: x, repeat: 3}
+      norm: {op: layer_norm, in: inner}
+    outputs: {y: norm}
+nodes:
+  outer: {op: stage, in: x, repeat: 2}
+outputs: {y: outer}
+"""
+
+
+def test_repeat_inside_a_repeat() -> None:
+    g = compile_graph(load_spec(NESTED))
+    v = build_view(g, depth=ALL)
+    assert [(x.key, x.repeat, x.parent) for x in v.groups] == [
+        ("cluster/outer", 2, None), ("cluster/outer.0.inner", 3, "cluster/outer")]
+    assert keys(v, "op") == ["outer.0.inner.0.lin", "outer.0.inner.0.act", "outer.0.norm"]
+    assert v.item("outer.0.inner.0.lin").stack == 6 and v.item("outer.0.norm").stack == 2
+    assert edges(v) == {("x", "outer.0.inner.0.lin"), ("outer.0.inner.0.lin", "outer.0.inner.0.act"),
+                        ("outer.0.inner.0.act", "outer.0.norm"), ("outer.0.norm", "output/y")}
+    inner = next(x for x in v.groups if x.key == "cluster/outer.0.inner")
+    assert inner.params == 3 * 72 and inner.title == "inner"
+    assert sum(i.params * i.stack for i in v.items) == param_count(g) == 2 * (3 * 72 + 16)
+    folded = build_view(g, depth=1)
+    assert folded.item("block/outer.0.inner").repeat == 3 and folded.item("block/outer.0.inner").stack == 2
+    unrolled = build_view(g, depth=ALL, unroll=True)
+    assert len(keys(unrolled, "op")) == 2 * (3 * 2 + 1)
+    assert ("outer.0.norm", "outer.1.inner.0.lin") in edges(unrolled)
+    assert next(x for x in unrolled.groups if x.key == "cluster/outer.1.inner.2").title == "inner.2"

@@ -14,8 +14,10 @@ __all__ = ["render"]
 
 
 def _depth(ctx: click.Context, param: click.Parameter, value: str | None) -> Depth:
-    if value is None or value == ALL:
-        return value
+    if value is None:
+        return None
+    if value == ALL:
+        return ALL
     try:
         level = int(value)
     except ValueError:

@@ -5,6 +5,7 @@ same bytes."""
 from __future__ import annotations
 
 import html
+import itertools
 import json
 from dataclasses import dataclass
 from pathlib import PurePath
@@ -13,12 +14,13 @@ from typing import Any, Literal
 import graphviz
 
 from .style import BORDER, CLUSTER_FILLS, COLORS, FONT, fmt_count, look_of
-from .view import Edge, Group, Item, View
+from .view import Edge, Group, Item, View, shown
 
-__all__ = ["MAX_BOUNDARY", "Options", "details", "dot_of", "node_id"]
+__all__ = ["MAX_BOUNDARY", "Options", "details", "dot_of", "node_id", "ties"]
 
 Rankdir = Literal["TB", "LR"]
 TIE_COLOR = "#AA3377"
+LEGEND = "legend/families"  # a key no node id can take (ids have no slash)
 MAX_BOUNDARY = 5  # in/out types listed on a folded block before "…"
 
 
@@ -69,6 +71,7 @@ def _label(item: Item, opt: Options) -> str:
             lines.append(_e(f"{op} {item.label}".strip()))
         if opt.params and item.params:
             lines.append(_params_line(item.params))
+        lines.extend(f'<font point-size="9" color="{TIE_COLOR}"><i>{_e(t)}</i></font>' for t in ties(item))
     else:
         lines.append(_e(item.op) + (f" <b>×{item.repeat}</b>" if item.repeat else ""))
         if opt.shapes:
@@ -78,6 +81,17 @@ def _label(item: Item, opt: Options) -> str:
         if opt.params:
             lines.append(_params_line(item.params))
     return "<" + "<br/>".join(lines) + ">"
+
+
+def ties(item: Item) -> list[str]:
+    """One line per tied weight of an op item (``weight tied to src_embed``).
+
+    A tie is written on the node rather than drawn as an edge: a tied head sits at the far
+    end of the graph from its embedding, and a line between them would cross the drawing.
+    """
+    if item.node is None:
+        return []
+    return [f"{w} tied to {owner}" + ("" if ow == w else f".{ow}") for w, (owner, ow) in sorted(item.node.ties.items())]
 
 
 def _fmt(value: Any) -> str:
@@ -138,8 +152,6 @@ def _cluster_label(group: Group, opt: Options) -> str:
     parts = [f"<b>{_e(group.title)}</b>", _e(group.block)]
     if group.repeat:
         parts.append(f'<font point-size="14"><b>{group.repeat}×</b></font>')
-    if group.index is not None:
-        parts[1] = f"copy {group.index}"
     if opt.params and group.params:
         parts.append(_small(f"{fmt_count(group.params)} params"))
     return "<" + "  ".join(parts) + ">"
@@ -163,16 +175,10 @@ def _body(dg: graphviz.Digraph, view: View, parent: str | None, opt: Options) ->
 
 
 def _edge(dg: graphviz.Digraph, view: View, edge: Edge, opt: Options) -> None:
-    if edge.tie is not None:
-        dg.edge(edge.tail, edge.head, label=f"tied {edge.tie}" if opt.shapes else "", style="dashed", color=TIE_COLOR,
-                fontcolor=TIE_COLOR, dir="none", constraint="false")
-        return
-    assert edge.type is not None
     head = view.item(edge.head)
     parts = []
     if opt.shapes and head.kind != "output":  # an output node shows its type itself
-        shape = str(edge.type) + ("" if edge.type.dtype == "float32" else f" {edge.type.dtype}")
-        parts.append(_e(shape))
+        parts.append(_e(shown(edge.type)))
     if edge.tail_port:
         parts.insert(0, f"<i>{_e(edge.tail_port)}</i>")
     text = " ".join(parts)
@@ -181,8 +187,11 @@ def _edge(dg: graphviz.Digraph, view: View, edge: Edge, opt: Options) -> None:
     dg.edge(edge.tail, edge.head, label=f"<{text}>" if text else "")
 
 
-def _legend(view: View) -> str:
+def _legend(view: View) -> str | None:
+    """A one-row table of the colours drawn and their families (None when nothing is coloured)."""
     kinds = [k for k in COLORS if k in view.families and k not in ("input", "output")]
+    if not kinds:
+        return None
     cells = "".join(f'<td bgcolor="{COLORS[k]}" border="1" width="14"> </td><td align="left">{k}</td>' for k in kinds)
     return ('<<table border="0" cellborder="0" cellspacing="2" cellpadding="2">'
             f"<tr>{cells}</tr></table>>")
@@ -207,8 +216,7 @@ def _asap_ranks(view: View) -> list[list[str]]:
     level: dict[str, int] = {i.key: 0 for i in view.items if i.kind == "input"}
     preds: dict[str, list[str]] = {}
     for e in view.edges:
-        if e.tie is None:
-            preds.setdefault(e.head, []).append(e.tail)
+        preds.setdefault(e.head, []).append(e.tail)
     ranks: dict[int, list[str]] = {}
     for item in view.items:  # topological order
         if item.kind in ("op", "block"):
@@ -234,13 +242,17 @@ def dot_of(view: View, opt: Options) -> graphviz.Digraph:
                 rank.node(key)
     with dg.subgraph() as ends:
         ends.attr(rank="min")
-        for item in view.items:
-            if item.kind == "input":
-                ends.node(item.key)
+        inputs = [item.key for item in view.items if item.kind == "input"]
+        for key in inputs:
+            ends.node(key)
+        for a, b in itertools.pairwise(inputs):  # inputs left to right as declared (the source first)
+            ends.edge(a, b, style="invis")
     with dg.subgraph() as ends:
         ends.attr(rank="max")
         for item in view.items:
             if item.kind == "output":
                 ends.node(item.key)
-        ends.node("legend", _legend(view), shape="plain", id="nn-legend")
+        legend = _legend(view)
+        if legend:
+            ends.node(LEGEND, legend, shape="plain", id=f"nn-{LEGEND}")
     return dg

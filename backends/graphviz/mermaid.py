@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import re
 
-from .dot import MAX_BOUNDARY, Options
+from .dot import MAX_BOUNDARY, Options, ties
 from .style import BORDER, COLORS, SHAPES, fmt_count
-from .view import Group, Item, View
+from .view import Group, Item, View, shown
 
 __all__ = ["to_mermaid"]
 
@@ -71,6 +71,7 @@ def _label(item: Item, opt: Options) -> str:
             lines.append(_text(f"{op} {item.label}".strip()))
         if opt.params and item.params:
             lines.append(f"{fmt_count(item.params)} params")
+        lines.extend(f"<i>{_text(t)}</i>" for t in ties(item))
     else:
         lines.append(_text(item.op) + (f" ×{item.repeat}" if item.repeat else ""))
         if opt.shapes:
@@ -87,7 +88,7 @@ def _node(item: Item, ids: _Ids, opt: Options, indent: str) -> str:
 
 
 def _group_title(group: Group, opt: Options) -> str:
-    parts = [f"<b>{_text(group.title)}</b>", _text(group.block if group.index is None else f"copy {group.index}")]
+    parts = [f"<b>{_text(group.title)}</b>", _text(group.block)]
     if group.repeat:
         parts.append(f"<b>{group.repeat}×</b>")
     if opt.params and group.params:
@@ -117,15 +118,11 @@ def to_mermaid(view: View, opt: Options) -> str:
     _body(view, None, ids, opt, 1, out)
     for e in view.edges:
         tail, head = ids(e.tail), ids(e.head)
-        if e.tie is not None:
-            out.append(f'  {tail} -.-|"tied {_text(e.tie)}"| {head}')
-            continue
-        assert e.type is not None
         parts = []
         if e.tail_port:
             parts.append(_text(e.tail_port))
         if opt.shapes and view.item(e.head).kind != "output":
-            parts.append(_text(str(e.type) + ("" if e.type.dtype == "float32" else f" {e.type.dtype}")))
+            parts.append(_text(shown(e.type)))
         if e.head_ports:
             parts.append(_text(f"→ {', '.join(e.head_ports)}"))
         label = " ".join(parts)
@@ -134,5 +131,7 @@ def to_mermaid(view: View, opt: Options) -> str:
     out.append('  subgraph legend ["legend"]')
     out.append("    direction LR")
     out.extend(f'    legend_{k}["{k}"]:::{k}' for k in kinds)
+    if len(kinds) > 1:  # invisible links lay the swatches out in one row
+        out.append("    " + " ~~~ ".join(f"legend_{k}" for k in kinds))
     out.append("  end")
     return "\n".join(out) + "\n"

@@ -102,7 +102,7 @@ def html_page(view: View, svg: str) -> str:
     facts = (f"{sub}{view.params:,} params ({fmt_count(view.params)}) · blocks drawn to depth {view.depth} "
              f"of {view.max_depth}{' · repeats unrolled' if view.unroll else ''}")
     doc = f"<p>{_e(view.doc)}</p>" if view.doc else ""
-    details = "\n".join(_detail(i) for i in view.items)
+    panel = "\n".join(_detail(i) for i in view.items)
     return f"""<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -120,7 +120,7 @@ def html_page(view: View, svg: str) -> str:
 </div>
 <aside id="panel">
 <p class="hint" id="hint">Rest the pointer on a node for its arguments; click to pin them.</p>
-{details}
+{panel}
 </aside>
 </main>
 <script>{_SCRIPT}</script>

@@ -63,7 +63,7 @@ def run_dot(source: str, fmt: str) -> bytes:
     if proc.returncode != 0:
         raise RuntimeError(f"Graphviz `dot -T{fmt}` failed (exit {proc.returncode}): "
                            f"{proc.stderr.decode('utf-8', 'replace').strip()}")
-    return proc.stdout
+    return bytes(proc.stdout)
 
 
 def _suffix(path: Path) -> str:
@@ -78,7 +78,7 @@ def diagram_bytes(view: View, opt: Options, suffix: str) -> bytes:
     """The file contents for `suffix` (one of `FORMATS`)."""
     if suffix == ".mmd":
         return to_mermaid(view, opt).encode("utf-8")
-    source = dot_of(view, opt).source
+    source: str = dot_of(view, opt).source
     if suffix == ".dot":
         return source.encode("utf-8")
     if suffix == ".html":
@@ -98,12 +98,17 @@ def render(spec_or_graph: object, path: str | Path, depth: Depth = None, rankdir
         The path written.
 
     Raises:
-        ValueError: for an unknown suffix (before anything is read), a bad depth or rankdir.
+        ValueError: for an unknown suffix or a path in no directory (before anything is read), a bad
+            depth or rankdir.
         GraphvizNotFound: for a format that needs ``dot`` when it is missing (before anything is read).
         SpecError: when the spec does not check.
     """
     target = Path(path)
     suffix = _suffix(target)
+    if target.is_dir():
+        raise ValueError(f"'{target}' is a directory; give a file name")
+    if not target.parent.is_dir():
+        raise ValueError(f"directory '{target.parent}' does not exist")
     if suffix in NEEDS_DOT:
         dot_program(suffix)
     opt = Options(rankdir, shapes, params)

@@ -14,15 +14,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Literal
+from typing import Final, Literal
 
 import networkx as nx
 
 from builder import INPUT, Node, Spec, TensorType, compile_graph, load_spec, nodes
 
-__all__ = ["ALL", "AUTO_MAX_ITEMS", "Depth", "Edge", "Group", "Item", "View", "as_graph", "build_view", "max_depth"]
+__all__ = [
+    "ALL", "AUTO_MAX_ITEMS", "Depth", "Edge", "Group", "Item", "View", "as_graph", "build_view", "max_depth", "shown",
+]
 
-ALL = "all"
+ALL: Final = "all"
 Depth = int | Literal["all"] | None
 """How deep blocks are drawn: a level, ``"all"``, or None for the automatic choice."""
 
@@ -85,7 +87,7 @@ class Group:
         index: which copy, for one copy of an unrolled repeat.
         params: parameters of everything inside (every copy of a repeat).
         parent: key of the enclosing cluster, None at the top.
-        level: nesting level, 1 at the top.
+        level: how many clusters hold it, itself included (1 at the top).
     """
 
     key: str
@@ -101,23 +103,21 @@ class Group:
 
 @dataclass(frozen=True)
 class Edge:
-    """A tensor between two drawn items (or a weight tie, drawn dashed).
+    """A tensor between two drawn items.
 
     Attributes:
         tail: key of the producing item.
         head: key of the consuming item.
-        type: the tensor type (None for a tie).
+        type: the tensor type.
         tail_port: the producer's output port, where it has several.
         head_ports: the consumer's input ports, where it has several named ones.
-        tie: the tied weight (``weight``) for a tie, else None.
     """
 
     tail: str
     head: str
-    type: TensorType | None
+    type: TensorType
     tail_port: str | None = None
     head_ports: tuple[str, ...] = ()
-    tie: str | None = None
 
 
 @dataclass(frozen=True)
@@ -164,7 +164,7 @@ class _GroupSpec:
     index: int | None
     prefix: str  # stripped from the ids of what it holds
     parent: str | None
-    level: int
+    level: int  # clusters around it, itself included
 
 
 @dataclass(frozen=True)
@@ -202,7 +202,8 @@ def _place(n: Node, depth: int, unroll: bool) -> _Place:
     for f in n.scope:
         if f.index is not None:  # one copy of the repeated call just entered
             if unroll:
-                spec = _GroupSpec(f"cluster/{f.path}", f.path, f.block, None, f.index, f.path + ".", parent, level)
+                spec = _GroupSpec(f"cluster/{f.path}", f.path, f.block, None, f.index, f.path + ".", parent,
+                                  len(groups) + 1)
                 groups.append((spec, counts))
                 parent = spec.key
             else:
@@ -215,7 +216,7 @@ def _place(n: Node, depth: int, unroll: bool) -> _Place:
             return _Place(f"block/{path}", rep_id, tuple(groups), copies, counts, (path, f.block, f.repeat), stack)
         stacked = f.repeat is not None and not unroll
         spec = _GroupSpec(f"cluster/{path}", path, f.block, f.repeat, None, path + (".0." if stacked else "."),
-                          parent, level)
+                          parent, len(groups) + 1)
         groups.append((spec, counts))
         parent = spec.key
         stack *= f.repeat if stacked and f.repeat else 1
@@ -288,7 +289,7 @@ class _Draft:
                     tuple(dict.fromkeys(self.outputs.values())), tuple(self.members), self.node)
 
 
-def _shown(t: TensorType) -> str:
+def shown(t: TensorType) -> str:
     """A tensor type as drawn: its shape, and its dtype where that is not float32."""
     return str(t) if t.dtype == "float32" else f"{t} {t.dtype}"
 
@@ -325,7 +326,7 @@ class _Builder:
     def _draft(self, n: Node, p: _Place) -> _Draft:
         group = p.groups[-1][0].key if p.groups else None
         if n.op == INPUT:
-            return _Draft(n.id, "input", n.id, n.id, INPUT, "input", _shown(n.outputs["y"]), node=n)
+            return _Draft(n.id, "input", n.id, n.id, INPUT, "input", shown(n.outputs["y"]), node=n)
         if p.fold is not None:
             path, block, repeat = p.fold
             return _Draft(p.target, "block", _strip(path, p.prefix), path, block, "block", "", group, repeat, p.stack)
@@ -342,12 +343,10 @@ class _Builder:
         for n in nodes(self.g):
             for port, ref in n.bindings.items():
                 self._tensor(ref.node, ref.port, n.id, port)
-            for _name, (owner, weight) in sorted(n.ties.items()):
-                self._tie(owner, n.id, weight)
         for name, ref in self.g.graph["outputs"].items():
             key = f"output/{name}"
             t = self.node(ref.node).outputs[ref.port]
-            self.drafts[key] = _Draft(key, "output", name, name, "output", "output", _shown(t))
+            self.drafts[key] = _Draft(key, "output", name, name, "output", "output", shown(t))
             self._tensor(ref.node, ref.port, None, key)
 
     def _tensor(self, u: str, port: str, v: str | None, head_port: str) -> None:
@@ -360,9 +359,9 @@ class _Builder:
             return
         tensor = (pu.rep_id, port)
         if self.drafts[tail].kind == "block":
-            self.drafts[tail].outputs.setdefault(tensor, _shown(t))
+            self.drafts[tail].outputs.setdefault(tensor, shown(t))
         if self.drafts[head].kind == "block":
-            self.drafts[head].inputs.setdefault(tensor, _shown(t))
+            self.drafts[head].inputs.setdefault(tensor, shown(t))
         tail_port = port if pu.fold is None and len(producer.outputs) > 1 else None
         ports: tuple[str, ...] = ()
         if v is not None and self.places[v].fold is None and _multi_input(self.node(v)):
@@ -373,15 +372,18 @@ class _Builder:
             ports = tuple(dict.fromkeys((*old.head_ports, *ports)))
         self.edges[key] = Edge(tail, head, t, tail_port, ports)
 
-    def _tie(self, owner: str, user: str, weight: str) -> None:
-        tail, head = self.places[owner].target, self.places[user].target
-        if tail != head and not self._crosses_copies(owner, user):
-            self.edges.setdefault((tail, ("tie", weight), head), Edge(tail, head, None, tie=weight))
-
     def group_list(self) -> tuple[Group, ...]:
-        prefixes = {k: s.prefix for k, (s, _) in self.groups.items()}
-        return tuple(Group(key, s.path, _strip(s.path, prefixes[s.parent]) if s.parent else s.path, s.block, s.repeat,
-                           s.index, total, s.parent, s.level) for key, (s, total) in self.groups.items())
+        specs = {k: s for k, (s, _) in self.groups.items()}
+
+        def title(s: _GroupSpec) -> str:
+            # a copy of an unrolled repeat is titled with its call (encoder.3), not the bare index
+            parent = specs[s.parent] if s.parent else None
+            if parent is not None and s.index is not None:
+                parent = specs[parent.parent] if parent.parent else None
+            return _strip(s.path, parent.prefix) if parent else s.path
+
+        return tuple(Group(key, s.path, title(s), s.block, s.repeat, s.index, total, s.parent, s.level)
+                     for key, (s, total) in self.groups.items())
 
 
 def build_view(g: nx.MultiDiGraph, depth: Depth = None, unroll: bool = False) -> View:
