@@ -24,7 +24,8 @@ from builder import Diagnostic, Limits, Spec, SpecError, compile_graph, load_spe
 from builder.params import parse_override
 
 __all__ = [
-    "atomic_output", "fail", "json_option", "limit_option", "load_graph", "load_or_exit", "print_diagnostics",
+    "atomic_output", "fail", "json_option", "limit_option", "load_graph", "load_or_exit", "parse_limits", "parse_overrides",
+    "print_diagnostics",
     "set_option", "signature_option", "write_text_atomic",
 ]
 
@@ -53,7 +54,7 @@ def print_diagnostics(diags: Sequence[Diagnostic], as_json: bool = False) -> Non
         click.secho(str(d), err=True, fg="red" if d.severity == "error" else "yellow")
 
 
-def _overrides(sets: Sequence[str]) -> dict[str, Any]:
+def parse_overrides(sets: Sequence[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for item in sets:
         try:
@@ -64,7 +65,7 @@ def _overrides(sets: Sequence[str]) -> dict[str, Any]:
     return out
 
 
-def _limits(items: Sequence[str]) -> Limits:
+def parse_limits(items: Sequence[str]) -> Limits:
     pairs = {}
     for item in items:
         key, sep, value = item.partition("=")
@@ -80,7 +81,7 @@ def _limits(items: Sequence[str]) -> Limits:
 def load_or_exit(path: str, sets: Sequence[str] = (), limits: Sequence[str] = (), as_json: bool = False) -> Spec:
     """Load a spec for a command; on errors print them (with positions) and exit 1."""
     try:
-        return load_spec(Path(path), _overrides(sets), _limits(limits))
+        return load_spec(Path(path), parse_overrides(sets), parse_limits(limits))
     except SpecError as exc:
         print_diagnostics(exc.diagnostics, as_json)
         sys.exit(1)
