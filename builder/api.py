@@ -67,7 +67,11 @@ def _load_spec(source: SpecSource | Spec, overrides: Mapping[str, Any] | None, l
         data: Any = source.model_dump(by_alias=True, exclude_none=True)
         src = source.source
     elif isinstance(source, Mapping):
-        data, src = json.loads(json.dumps(source)), Source("<dict>")
+        try:  # a copy as plain JSON data, as if it had been read from a file
+            data, src = json.loads(json.dumps(source)), Source("<dict>")
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise SpecError.single("bad-value", f"the spec is not plain data (mappings, lists, numbers, text): {exc}",
+                                   SourcePos("<dict>")) from None
     elif isinstance(source, Path) or not _looks_like_text(source):
         data, src = read_source(source, limits)
     else:
@@ -85,7 +89,8 @@ def _load_spec(source: SpecSource | Spec, overrides: Mapping[str, Any] | None, l
     try:
         spec = Spec.model_validate(data)
     except ValidationError as exc:
-        diags.extend(validation_diagnostics(exc, data, src, model=Spec))
+        reported = {d.pos for d in diags}  # a `${...}` that failed above is not also a bad value
+        diags.extend(d for d in validation_diagnostics(exc, data, src, model=Spec) if d.pos not in reported)
     if diags:
         raise SpecError(diags)
     spec._source = src
@@ -130,11 +135,12 @@ def check_spec(spec: Spec) -> tuple[dict[str | None, nx.MultiDiGraph], list[Diag
     warnings: list[Diagnostic] = []
     errors: list[Diagnostic] = []
     graphs: dict[str | None, nx.MultiDiGraph] = {}
-    for sig in (None, *spec.signatures):
-        try:
-            graphs[sig] = compile_graph(spec, sig, warnings=warnings)
-        except SpecError as exc:
-            errors.extend(d for d in exc.errors if d not in errors)
+    with without_gc():
+        for sig in (None, *spec.signatures):
+            try:
+                graphs[sig] = compile_graph(spec, sig, warnings=warnings)
+            except SpecError as exc:
+                errors.extend(d for d in exc.errors if d not in errors)
     if None in graphs:
         main = {n.id: n for n in nodes(graphs[None])}
         for sig, g in graphs.items():

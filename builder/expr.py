@@ -32,9 +32,18 @@ _COMPARE: dict[type[ast.cmpop], Callable[[Any, Any], Any]] = {
     ast.Eq: operator.eq, ast.NotEq: operator.ne, ast.Lt: operator.lt, ast.LtE: operator.le,
     ast.Gt: operator.gt, ast.GtE: operator.ge,
 }
+
+
+def _round(x: Number, ndigits: int | None = None) -> Number:
+    # round(5, -10**9) would compute 10**(10**9): no float has more than ~330 digits anyway.
+    if ndigits is not None and abs(ndigits) > 400:
+        raise ValueError(f"ndigits {ndigits} is out of range")
+    return round(x, ndigits)
+
+
 _FUNCTIONS: dict[str, Callable[..., Any]] = {
     "min": min, "max": max, "floor": math.floor, "ceil": math.ceil, "abs": abs, "int": int,
-    "float": float, "round": round, "sqrt": math.sqrt,
+    "float": float, "round": _round, "sqrt": math.sqrt,
 }
 
 
@@ -50,9 +59,15 @@ def evaluate(text: str, params: Mapping[str, Any], max_int_bits: int = 64) -> Nu
     """Evaluate one expression (the text inside ``${...}``) over `params`."""
     try:
         tree = ast.parse(text.strip(), mode="eval")
+        return _Evaluator(params, max_int_bits).visit(tree.body)
     except SyntaxError as exc:
-        raise ExprError(f"invalid expression '{text}': {exc.msg}") from None
-    return _Evaluator(params, max_int_bits).visit(tree.body)
+        raise ExprError(f"invalid expression '{_shorten(text)}': {exc.msg}") from None
+    except (RecursionError, MemoryError):  # `1+1+...` or `------1`, thousands deep
+        raise ExprError(f"expression '{_shorten(text)}' is nested too deeply") from None
+
+
+def _shorten(text: str, size: int = 60) -> str:
+    return text if len(text) <= size else text[:size] + "..."
 
 
 def substitute(value: Any, params: Mapping[str, Any], max_int_bits: int = 64) -> Any:
@@ -77,6 +92,8 @@ class _Evaluator:
             raise ExprError(f"integer overflow: result has more than {self.limit.bit_length() - 1} bits")
         if isinstance(value, float) and not math.isfinite(value):
             raise ExprError("result is not a finite number")
+        if not isinstance(value, int | float):  # (-8) ** 0.5 is complex
+            raise ExprError(f"result {value} is not a real number")
         return value
 
     def visit(self, node: ast.AST) -> Any:
@@ -92,7 +109,7 @@ class _Evaluator:
             value = self.params[node.id]
             if not isinstance(value, int | float):
                 raise ExprError(f"param '{node.id}' is {type(value).__name__} {value!r}, not a number")
-            return value
+            return self._check(value)
         if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
             left, right = self.visit(node.left), self.visit(node.right)
             if isinstance(node.op, ast.Pow) and isinstance(right, int | float) and abs(right) > 4096:
@@ -122,8 +139,10 @@ class _Evaluator:
             func = _FUNCTIONS.get(node.func.id)
             if func is None:
                 raise ExprError(f"function '{node.func.id}' is not allowed (allowed: {', '.join(_FUNCTIONS)})")
+            args = [self.visit(a) for a in node.args]  # their own errors (an unknown param) pass through as they are
             try:
-                return self._check(func(*(self.visit(a) for a in node.args)))
+                value = func(*args)
             except (TypeError, ValueError, OverflowError) as exc:
                 raise ExprError(f"{node.func.id}(): {exc}") from None
-        raise ExprError(f"'{ast.unparse(node)}' is not allowed in an expression (only arithmetic over params)")
+            return self._check(value)
+        raise ExprError(f"'{_shorten(ast.unparse(node))}' is not allowed in an expression (only arithmetic over params)")

@@ -112,11 +112,7 @@ def compile_graph(spec: Spec, signature: str | None = None, limits: Limits | Non
     aliases: dict[str, str] = {}
     for node in list(owners.values()):
         _check_ties(node, owners, g, diags, aliases)
-    total = sum(g.nodes[n]["node"].params for n in order)
-    if total * 4 > limits.max_weight_bytes:
-        diags.append(Diagnostic("limit", f"the weights need {total * 4 / 2**30:.1f} GiB in float32, more than the "
-                                f"{limits.max_weight_bytes / 2**30:.1f} GiB allowed", spec.source.pos(()), None,
-                                ("raise it with --limit max_weight_bytes=N",)))
+    _check_memory(spec, list(owners.values()), limits, diags)
     g.graph["order"] = order
     g.graph["inputs"] = list(inputs)
     g.graph["outputs"] = {k: v for k, v in outputs.items() if v is not None}
@@ -126,6 +122,34 @@ def compile_graph(spec: Spec, signature: str | None = None, limits: Limits | Non
     if errors:
         raise SpecError(_dedupe(diags))
     return g
+
+
+def _check_memory(spec: Spec, owners: list[Node], limits: Limits, diags: list[Diagnostic]) -> None:
+    """Refuse weights (and fixed buffers such as a sinusoidal table) larger than the limit, before any is allocated."""
+    sizes = [(n.params + sum(math.prod(s) for s in n.model.buffers(n.inputs).values()), n)
+             for n in owners if n.model is not None]
+    total = sum(size for size, _ in sizes)
+    if total * 4 > limits.max_weight_bytes:
+        size, largest = max(sizes, key=lambda item: item[0])
+        diags.append(Diagnostic("limit", f"the weights need {_size(total * 4)} in float32, more than the "
+                                f"{_size(limits.max_weight_bytes)} allowed", spec.source.pos(()), None,
+                                (f"the largest is node '{largest.id}' ({largest.op}) with {_count(size)} values",
+                                 "raise it with --limit max_weight_bytes=N")))
+
+
+def _count(n: int) -> str:
+    return f"{n:,}" if n < 10**15 else f"about 10^{len(str(n)) - 1}"
+
+
+def _size(size: int) -> str:
+    """A size in bytes for a message (``240.3 KiB``, ``3.73e+79 GiB``); a mistaken spec's may not fit a float."""
+    if size.bit_length() > 1000:
+        return f"about 10^{len(str(size)) - 1} bytes"
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if size >= scale:
+            value = size / scale
+            return f"{value:,.1f} {unit}" if value < 1e6 else f"{value:.3g} {unit}"
+    return f"{size} bytes"
 
 
 def _infer(p: Pending, types: dict[TensorRef, TensorType], diags: list[Diagnostic]) -> Node | None:

@@ -6,6 +6,7 @@ Every limit has a sensible default; a user raises one from Python
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, fields, replace
 
@@ -44,7 +45,13 @@ class Limits:
         for key, text in items.items():
             if key not in known:
                 raise ValueError(f"unknown limit '{key}' (known: {', '.join(sorted(known))})")
-            values[key] = int(float(text))
+            try:
+                value = float(text)
+            except ValueError:
+                value = math.nan
+            if not (math.isfinite(value) and value >= 0 and value == int(value)):
+                raise ValueError(f"limit '{key}' must be a whole number >= 0, got '{text}'")
+            values[key] = int(value)
         return replace(self, **values)
 
 

@@ -55,8 +55,11 @@ def resolve_params(declared: Mapping[str, Any], overrides: Mapping[str, Any], ou
                 if exc.unknown is not None and exc.unknown in pending and exc.unknown != key:
                     continue  # depends on a param not evaluated yet
                 pos = override_pos if key in overrides and override_pos else source.pos((*base, key))
-                hints = did_you_mean(exc.unknown, [*resolved, *pending]) if exc.unknown else ()
-                diags.append(Diagnostic("bad-expr", f"param '{key}': {exc}", pos, node, hints))
+                if exc.unknown == key:
+                    diags.append(Diagnostic("bad-expr", f"param '{key}' refers to itself", pos, node))
+                else:
+                    hints = did_you_mean(exc.unknown, [*resolved, *pending]) if exc.unknown else ()
+                    diags.append(Diagnostic("bad-expr", f"param '{key}': {exc}", pos, node, hints))
             del pending[key]
             progress = True
         if not progress:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import networkx as nx
 from pydantic import ValidationError
@@ -26,9 +26,12 @@ from .spec import BlockSpec, Spec, validation_diagnostics
 __all__ = ["Frame", "Pending", "TensorRef", "expand"]
 
 
-@dataclass(frozen=True, order=True)
-class TensorRef:
-    """One tensor of the graph: output `port` of node `node` (full dotted id)."""
+class TensorRef(NamedTuple):
+    """One tensor of the graph: output `port` of node `node` (full dotted id).
+
+    A named tuple rather than a dataclass: it keys the type table of every edge, and tuple
+    hashing is done in C.
+    """
 
     node: str
     port: str
@@ -93,6 +96,7 @@ class _Expander:
         self.params = spec.resolved_params
         self.nodes: list[Pending] = []
         self.diags: list[Diagnostic] = []
+        self.sizes: dict[str, int] = {}
 
     def error(self, code: str, message: str, path: DataPath, node: str | None, hints: tuple[str, ...] = ()) -> None:
         self.diags.append(Diagnostic(code, message, self.source.pos(path), node, hints))
@@ -135,7 +139,10 @@ class _Expander:
         local.remove_nodes_from([nid for nid in entries if nid not in needed])
         index = {nid: i for i, nid in enumerate(entries)}
         try:  # definition order wherever the wiring allows it
-            order = list(nx.lexicographical_topological_sort(local, key=index.__getitem__))
+            if all(index[a] < index[b] for a, b in local.edges):
+                order = [nid for nid in entries if nid in needed]  # already in order: the common case
+            else:
+                order = list(nx.lexicographical_topological_sort(local, key=index.__getitem__))
         except nx.NetworkXUnfeasible:
             cycle = nx.find_cycle(local)
             loop = " -> ".join([*(prefix + a for a, _ in cycle), prefix + cycle[0][0]])
@@ -264,6 +271,34 @@ class _Expander:
                 full, ("raise it with --limit max_nodes=N",))])
         return _Result(node=full, ports=model.output_ports())
 
+    def block_size(self, name: str, stack: tuple[str, ...] = ()) -> int:
+        """At least how many op nodes one call of block `name` expands to: a ``repeat`` written as a
+        number multiplies, one written as an expression counts once. Recursion is reported elsewhere."""
+        if name in stack or len(stack) > self.limits.max_block_depth:
+            return 0
+        if name not in self.sizes:
+            size = 0
+            for raw in self.spec.blocks[name].nodes.values():
+                op, repeat = raw.get("op"), raw.get("repeat")
+                if isinstance(op, str) and op in self.spec.blocks:
+                    copies = repeat if isinstance(repeat, int) and not isinstance(repeat, bool) and repeat > 1 else 1
+                    size += copies * self.block_size(op, (*stack, name))
+                else:
+                    size += 1
+            self.sizes[name] = size
+        return self.sizes[name]
+
+    def check_size(self, full: str, name: str, entry: _Entry, repeat: int | None) -> None:
+        """Refuse a block call that would make more than `max_nodes` nodes before expanding any of it
+        (``repeat: 1000000000``, or blocks that each call the next one twice, 30 deep)."""
+        size = len(self.nodes) + (repeat or 1) * self.block_size(name)
+        if size > self.limits.max_nodes:
+            copies = f" repeated {repeat} times" if repeat is not None else ""
+            raise SpecError([*self.diags, Diagnostic(
+                "limit", f"block '{name}'{copies} expands to at least {size:,} nodes, more than {self.limits.max_nodes:,}",
+                self.source.pos((*entry.path, "repeat" if repeat is not None else "op")), full,
+                ("raise it with --limit max_nodes=N",))])
+
     def block_call(self, full: str, name: str, entry: _Entry, env: Mapping[str, TensorRef | None],
                    results: Mapping[str, _Result | None], params: Mapping[str, Any], frames: tuple[Frame, ...],
                    stack: tuple[str, ...]) -> _Result | None:
@@ -281,10 +316,8 @@ class _Expander:
         repeat = call.pop("repeat", None)
         if repeat is not None and (isinstance(repeat, bool) or not isinstance(repeat, int) or repeat < 1):
             self.error("bad-arg", f"repeat: expected a positive integer, got {repeat!r}", (*entry.path, "repeat"), full)
-        elif repeat is not None and repeat * len(block.nodes) > self.limits.max_nodes:
-            raise SpecError([*self.diags, Diagnostic(
-                "limit", f"repeat {repeat} of block '{name}' makes more than {self.limits.max_nodes} nodes",
-                self.source.pos((*entry.path, "repeat")), full, ("raise it with --limit max_nodes=N",))])
+        else:
+            self.check_size(full, name, entry, repeat)
         block_params, diags = resolve_params(
             block.params, call, self.params, self.source, ("blocks", name, "params"), self.limits.max_int_bits,
             full, self.source.pos(entry.path))

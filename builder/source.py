@@ -31,7 +31,7 @@ _Composer = getattr(yaml, "CBaseLoader", yaml.BaseLoader)
 _STR = "tag:yaml.org,2002:str"
 _ALLOWED_TAGS = {_STR, "tag:yaml.org,2002:int", "tag:yaml.org,2002:float", "tag:yaml.org,2002:bool",
                  "tag:yaml.org,2002:null", "tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"}
-_INT = re.compile(r"^[-+]?([0-9][0-9_]*|0x[0-9a-fA-F_]+|0o[0-7_]+)$")
+_INT = re.compile(r"^[-+]?([0-9][0-9_]*|0x[0-9a-fA-F][0-9a-fA-F_]*|0o[0-7][0-7_]*)$")
 _FLOAT = re.compile(r"^[-+]?(\.[0-9]+|[0-9][0-9_]*(\.[0-9_]*)?)([eE][-+]?[0-9]+)?$")
 _SPECIAL_FLOATS = {".inf": math.inf, "+.inf": math.inf, "-.inf": -math.inf, ".nan": math.nan}
 
@@ -83,20 +83,31 @@ def read_source(path: str | Path, limits: Limits = DEFAULT_LIMITS) -> tuple[Any,
     p = Path(path)
     try:
         size = p.stat().st_size
-        if size > limits.max_file_bytes:
-            raise SpecError.single(
-                "limit", f"file is {size} bytes, over the limit of {limits.max_file_bytes}",
-                SourcePos(name), hints=("raise it with --limit max_file_bytes=N",))
-        raw = p.read_bytes()
+        with p.open("rb") as f:  # read no more than the limit: /dev/zero or a pipe has no size
+            raw = f.read(limits.max_file_bytes + 1) if size <= limits.max_file_bytes else b""
     except OSError as exc:
         raise SpecError.single("io", f"cannot read file: {exc.strerror or exc}", SourcePos(name)) from None
+    if size > limits.max_file_bytes or len(raw) > limits.max_file_bytes:
+        found = f"{size} bytes" if size > limits.max_file_bytes else "larger"
+        raise SpecError.single("limit", f"file is {found}, over the limit of {limits.max_file_bytes} bytes",
+                               SourcePos(name), hints=("raise it with --limit max_file_bytes=N",))
     text = _decode(raw, name)
     return parse_text(text, name, json_only=p.suffix.lower() == ".json", limits=limits)
 
 
+_WIDE_BOMS = ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"), (b"\xff\xfe", "UTF-16"),
+               (b"\xfe\xff", "UTF-16"))
+"""Byte-order marks of encodings other than UTF-8 (UTF-32's first: it starts like UTF-16's)."""
+
+
 def _decode(raw: bytes, name: str) -> str:
+    for bom, encoding in _WIDE_BOMS:
+        if raw.startswith(bom):
+            raise SpecError.single("encoding", f"the file is {encoding} text; specs are read as UTF-8",
+                                   SourcePos(name, 1, 1), hints=("save the file as UTF-8",))
     if b"\x00" in raw[:8192]:
-        raise SpecError.single("encoding", "this is a binary file, not YAML or JSON text", SourcePos(name, 1, 1))
+        raise SpecError.single("encoding", "this is a binary file, not YAML or JSON text", SourcePos(name, 1, 1),
+                               hints=("if it is text (UTF-16 without a byte-order mark?), save it as UTF-8",))
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -126,6 +137,9 @@ def parse_text(text: str, file: str = "<spec>", *, json_only: bool = False,
         pos = SourcePos(file, mark.line + 1, mark.column + 1) if mark else SourcePos(file)
         problem = " ".join(str(exc.problem or exc.context or "invalid YAML").split())
         raise SpecError.single("syntax", f"invalid YAML: {problem}", pos) from None
+    except yaml.reader.ReaderError as exc:
+        raise SpecError.single("syntax", f"invalid YAML: {exc.reason} (character #x{exc.character:04x})",
+                               _offset_pos(text, exc.position, file)) from None
     except yaml.YAMLError as exc:
         raise SpecError.single("syntax", f"invalid YAML: {exc}", SourcePos(file)) from None
     except RecursionError:
@@ -142,7 +156,16 @@ def parse_text(text: str, file: str = "<spec>", *, json_only: bool = False,
     data = builder.build(root, (), 0)
     if builder.diagnostics:
         raise SpecError(builder.diagnostics)
+    if data is None:  # a document of only `---`, `~` or `null`
+        raise SpecError.single("empty", "the spec is empty", SourcePos(file, 1, 1))
     return data, Source(file, builder.positions)
+
+
+def _offset_pos(text: str, offset: int, file: str) -> SourcePos:
+    """The line and column of a parser's offset, which the C parser counts in UTF-8 bytes."""
+    before = text.encode("utf-8")[:offset].decode("utf-8", "replace") if _Composer is not yaml.BaseLoader \
+        else text[:offset]
+    return SourcePos(file, before.count("\n") + 1, len(before) - (before.rfind("\n") + 1) + 1)
 
 
 def _check_json(text: str, file: str) -> None:
@@ -160,6 +183,8 @@ def _check_json(text: str, file: str) -> None:
         raise SpecError.single("syntax", f"invalid JSON: {exc.msg}", SourcePos(file, exc.lineno, exc.colno)) from None
     except _DuplicateKey:
         pass  # reported with its position by the YAML walk
+    except ValueError:
+        pass  # an integer too long to read: reported with its position by the YAML walk
     except RecursionError:
         raise SpecError.single("limit", "nesting too deep to parse", SourcePos(file)) from None
 
@@ -224,11 +249,17 @@ class _Builder:
     def _scalar(self, node: yaml.Node) -> Any:
         if getattr(node, "style", None):  # quoted or block text (plain is None or "", by parser)
             return node.value
-        return _plain_scalar(node.value)
+        try:
+            return _plain_scalar(node.value)
+        except ValueError:  # Python reads integers of at most 4300 digits
+            self.diagnostics.append(Diagnostic(
+                "limit", f"the number {node.value[:12]}... has {len(node.value)} digits, too many to read",
+                self._pos(node)))
+            return None
 
     def _mapping(self, node: yaml.MappingNode, path: DataPath, depth: int) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        for key_node, value_node in node.value:
+        for key_node, value_node in self._entries(node, depth):
             if not isinstance(key_node, yaml.ScalarNode) or key_node.tag not in _ALLOWED_TAGS:
                 self.diagnostics.append(Diagnostic("syntax", "mapping keys must be plain text", self._pos(key_node)))
                 continue
@@ -242,3 +273,31 @@ class _Builder:
             self.positions[(*path, key)] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
             out[key] = self.build(value_node, (*path, key), depth + 1)
         return out
+
+    def _entries(self, node: yaml.MappingNode, depth: int) -> list[tuple[yaml.Node, yaml.Node]]:
+        """The mapping's key and value nodes, YAML merge keys (``<<: *base``, ``<<: [*a, *b]``) expanded:
+        its own keys come first and win, then those of each merged mapping in turn."""
+        own: list[tuple[yaml.Node, yaml.Node]] = []
+        merged: list[tuple[yaml.Node, yaml.Node]] = []
+        for key_node, value_node in node.value:
+            if not (isinstance(key_node, yaml.ScalarNode) and key_node.value == "<<" and not key_node.style):
+                own.append((key_node, value_node))
+                continue
+            if depth > self.limits.max_depth:
+                raise SpecError.single("limit", f"merge keys (<<) nest deeper than {self.limits.max_depth} levels",
+                                       self._pos(key_node))
+            sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+            for source in sources:
+                if isinstance(source, yaml.MappingNode):
+                    merged.extend(self._entries(source, depth + 1))
+                else:
+                    self.diagnostics.append(Diagnostic(
+                        "syntax", "a merge key (<<) takes a mapping or a list of mappings", self._pos(source)))
+        seen = {k.value for k, _ in own if isinstance(k, yaml.ScalarNode)}
+        for key_node, value_node in merged:
+            if not isinstance(key_node, yaml.ScalarNode):
+                own.append((key_node, value_node))  # reported by `_mapping`
+            elif key_node.value not in seen:
+                seen.add(key_node.value)
+                own.append((key_node, value_node))
+        return own

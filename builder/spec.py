@@ -8,10 +8,12 @@ against its op's model during expansion (`builder.resolve`).
 from __future__ import annotations
 
 import keyword
+import re
 from collections.abc import Sequence
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
+from pydantic_core import ErrorDetails
 
 from .errors import Diagnostic, did_you_mean
 from .limits import DEFAULT_LIMITS, Limits
@@ -48,7 +50,8 @@ def check_identifier(name: str) -> str:
 
 
 Name = Annotated[str, AfterValidator(check_identifier)]
-Dim = int | Annotated[str, AfterValidator(check_identifier)]
+Dim = Annotated[str, AfterValidator(check_identifier)]
+"""A symbolic size (``batch``, ``seq``); fixed sizes are integers >= 1."""
 Scalar = bool | int | float | str
 
 
@@ -120,6 +123,7 @@ class Spec(_Model):
         return dict(self._resolved)
 
 
+_MODEL_TYPE = re.compile(r"a valid dictionary or instance of \w+")
 _CODES = {
     "extra_forbidden": "unknown-key",
     "missing": "missing-key",
@@ -128,36 +132,51 @@ _CODES = {
 }
 
 
-def _data_path(loc: Sequence[str | int], data: Any) -> DataPath:
-    """The part of a pydantic error location that names real keys of `data` (skips union tags)."""
+def _data_path(loc: Sequence[str | int], data: Any, missing: bool = False) -> DataPath:
+    """The part of a pydantic error location that names real keys of `data` (skips union tags such as
+    ``list[int]``); a `missing` key ends the path, so that the error points at its mapping but names it."""
     path: list[str | int] = []
     cur = data
-    for part in loc:
+    for i, part in enumerate(loc):
         if part == "[key]":
             continue
         found = (isinstance(cur, dict) and part in cur) or (
             isinstance(cur, list) and isinstance(part, int) and 0 <= part < len(cur))
         if found:
             cur = cur[part]
-        elif isinstance(cur, dict) and isinstance(part, str) and path[-1:] != [part]:
-            path.append(part)  # a missing key: point at its mapping, but name the key
-            break
-        else:
-            continue
-        path.append(part)
+            path.append(part)
+        elif missing and i == len(loc) - 1 and isinstance(cur, dict):
+            path.append(part)
     return tuple(path)
+
+
+_TYPE_WORDS = {
+    "bool_type": "true/false", "bool_parsing": "true/false", "int_type": "an integer", "int_parsing": "an integer",
+    "float_type": "a number", "float_parsing": "a number", "string_type": "text", "list_type": "a list",
+    "tuple_type": "a list", "dict_type": "a mapping", "model_type": "a mapping",
+}
+"""Pydantic's type errors, as the words of a message for a value that matches no member of a union."""
+
+
+def _per_value(errors: list[tuple[DataPath, ErrorDetails]]) -> dict[DataPath, list[ErrorDetails]]:
+    """Group errors by value. A union reports one error per member: where one member matched and
+    failed deeper inside the value (``in: [x, 5]``), only its errors are kept."""
+    paths = {path for path, _ in errors}
+    out: dict[DataPath, list[ErrorDetails]] = {}
+    for path, err in errors:
+        if not any(len(q) > len(path) and q[:len(path)] == path for q in paths):
+            out.setdefault(path, []).append(err)
+    return out
 
 
 def validation_diagnostics(exc: ValidationError, data: Any, source: Source, base: DataPath = (),
                            node: str | None = None, model: type[BaseModel] | None = None) -> list[Diagnostic]:
     """Turn a pydantic error into one diagnostic per offending value, positioned in the source."""
     out: list[Diagnostic] = []
-    seen: set[DataPath] = set()
-    for err in exc.errors(include_url=False):
-        path = _data_path(err["loc"], data)
-        if path in seen:
-            continue  # one message per value, not one per union member
-        seen.add(path)
+    located = [(_data_path(e["loc"], data, missing=e["type"] == "missing"), e) for e in exc.errors(include_url=False)]
+    for path, errs in _per_value(located).items():
+        # A value error of the union member whose type matched says more than the others' type errors.
+        err = next((e for e in errs if e["type"] not in _TYPE_WORDS), errs[0])
         kind = err["type"]
         code = _CODES.get(kind, "bad-arg" if node else "bad-value")
         field = ".".join(str(p) for p in path) or "spec"
@@ -174,10 +193,14 @@ def validation_diagnostics(exc: ValidationError, data: Any, source: Source, base
             text = err["msg"][0].lower() + err["msg"][1:]
             got = err.get("input")
             shown = repr(got) if not isinstance(got, dict | list) else type(got).__name__
+            wanted = [_TYPE_WORDS.get(e["type"]) for e in errs]
             if kind == "value_error":
                 msg = f"{field}: {err['msg'].removeprefix('Value error, ')}"
+            elif len(errs) > 1 and None not in wanted:
+                words = list(dict.fromkeys(str(w) for w in wanted))
+                msg = f"{field}: expected {', '.join(words[:-1])} or {words[-1]}, got {shown}"
             else:
-                msg = f"{field}: {text}, got {shown}"
+                msg = f"{field}: {_MODEL_TYPE.sub('a mapping', text)}, got {shown}"
         pos = source.pos((*base, *path))
         out.append(Diagnostic(code, msg, pos, node, hints))
     return out

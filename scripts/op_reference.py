@@ -46,7 +46,7 @@ def _type(a: Any) -> str:
 def reference() -> str:
     lines = [BEGIN, ""]
     for family in FAMILIES:
-        names = sorted(n for n, cls in OPS.items() if cls.FAMILY == family)
+        names = sorted(n for n, cls in OPS.items() if family == cls.FAMILY)
         if not names:
             continue
         lines += [f"#### {family}", ""]

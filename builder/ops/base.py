@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Annotated, Any, ClassVar, get_args
 
 import sympy
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationInfo, field_validator
 
 from ..errors import did_you_mean
 from ..tensor import ShapeError, TensorType, fmt_dim, same_dim
@@ -42,13 +42,23 @@ class Op(BaseModel):
     (the shape rule) and, when the op has weights, `weights`.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, allow_inf_nan=False)
 
     op: str
     in_: NodeInputs | None = Field(default=None, alias="in", description="Input tensor(s): a ref, a list, or port: ref.")
     doc: str | None = Field(default=None, description="A note on this node, shown in diagrams.")
     tie: str | dict[str, str] | None = Field(
         default=None, description="Share weights with another node: 'node' ties `weight`, or {weight: node.weight}.")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_flag_as_number(cls, value: Any, info: ValidationInfo) -> Any:
+        # pydantic would read `out_features: true` as 1: a flag is accepted only where the op takes one.
+        field = cls.model_fields.get(info.field_name or "")
+        if isinstance(value, bool) and field is not None and not _takes(field.annotation, bool):
+            wanted = "a number" if _takes(field.annotation, int) or _takes(field.annotation, float) else "text"
+            raise ValueError(f"expected {wanted}, got {str(value).lower()}")
+        return value
 
     INPUTS: ClassVar[tuple[str, ...]] = ("x",)
     OPTIONAL: ClassVar[frozenset[str]] = frozenset()
@@ -83,6 +93,10 @@ class Op(BaseModel):
         """Weight names (as in the PyTorch layer's state_dict) and concrete shapes."""
         return {}
 
+    def buffers(self, ins: dict[str, TensorType]) -> WeightShapes:
+        """Large fixed tensors a backend builds (not trained), so that their memory is checked too."""
+        return {}
+
     def label(self) -> str:
         """Key arguments in a few characters, for diagrams (``6@5x5``, ``→ 84``)."""
         return ""
@@ -94,6 +108,11 @@ class Op(BaseModel):
         if isinstance(self.tie, str):
             return {"weight": self.tie if "." in self.tie else f"{self.tie}.weight"}
         return dict(self.tie)
+
+
+def _takes(annotation: Any, kind: type) -> bool:
+    """Whether a field's type accepts `kind` (looking into unions, lists and Annotated)."""
+    return annotation is kind or any(_takes(a, kind) for a in get_args(annotation))
 
 
 def register(cls: type[Op]) -> type[Op]:

@@ -292,6 +292,9 @@ class SinusoidalPosition(Op):
             raise ShapeError(f"the feature size must be even, got {last_dim(x, 'x')}", "x")
         return {"y": x}
 
+    def buffers(self, ins: dict[str, TensorType]) -> WeightShapes:
+        return {"pe": (self.max_len, last_dim(ins["x"], "x"))}
+
     def label(self) -> str:
         return "sinusoidal"
 
