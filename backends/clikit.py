@@ -112,9 +112,12 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
     target = Path(path)
     if target.is_dir():
         fail(f"'{target}' is a directory; give a file name")
-    if not target.parent.exists():
+    if not target.parent.is_dir():
         fail(f"directory '{target.parent}' does not exist")
-    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as exc:  # no permission, a read-only or full file system
+        fail(f"cannot write '{target}': {exc.strerror or exc}")
     os.close(fd)
     tmp = Path(name)
     umask = os.umask(0)
@@ -122,7 +125,10 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
     os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the permissions open() would
     try:
         yield tmp
-        os.replace(tmp, target)
+        try:
+            os.replace(tmp, target)
+        except OSError as exc:
+            fail(f"cannot write '{target}': {exc.strerror or exc}")
     finally:
         tmp.unlink(missing_ok=True)
 

@@ -6,13 +6,21 @@ Text files in tests/bad_specs/ state what they expect on their first line::
 
 Files that cannot carry a comment (empty, binary, other encodings, JSON) are listed in
 `UNCOMMENTED`. Each case runs `nnspec validate` and checks the exit status (1), the
-diagnostic header, and that no traceback is shown.
+diagnostic header, and that no traceback is shown; then `nnspec render` into an empty
+directory, which must fail the same way and leave the directory empty.
+
+Files in tests/edge_specs/ are the other side: unusual but valid (a UTF-8 byte-order mark,
+CRLF line ends, anchors, merge keys, YAML 1.2 scalars) and must pass; a ``# params: N``
+first line states their parameter count. Cases that are better generated than stored (a file
+over the size limit, a device that never ends) are tests below.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,8 +28,11 @@ import pytest
 from click.testing import CliRunner
 
 from backends.cli import cli
+from builder import DEFAULT_LIMITS, SpecError, load_spec
 
 CORPUS = Path(__file__).parent / "bad_specs"
+EDGE = Path(__file__).parent / "edge_specs"
+HAS_RENDER = importlib.util.find_spec("backends.graphviz.commands") is not None
 
 
 @dataclass(frozen=True)
@@ -40,6 +51,14 @@ UNCOMMENTED = {
     "bom_then_error.yaml": Expect("unknown-key", 5, 1, message="unknown key 'extra'"),
     "json_trailing.json": Expect("syntax", 2, 25, message="Extra data"),
     "json_duplicate.json": Expect("duplicate-key", 2, 44, message="'a' appears twice"),
+    "json_huge_number.json": Expect("limit", 1, 31, message="has 5000 digits"),
+    "json_nested_duplicate.json": Expect("duplicate-key", 1, 55, message="key 'shape' appears twice"),
+    "json_not_object.json": Expect("bad-value", 1, 1, message="a mapping at the top level, got list"),
+    "json_trailing_comma.json": Expect("syntax", 2, 43, message="invalid JSON"),
+    "json_unknown_key.json": Expect("unknown-key", 2, 43, node="a", message="did you mean 'in'"),
+    "utf16.yaml": Expect("encoding", 1, 1, message="UTF-16 text"),
+    "utf32.yaml": Expect("encoding", 1, 1, message="UTF-32 text"),
+    "whitespace_only.yaml": Expect("empty", 1, 1, message="the spec is empty"),
 }
 
 _HEADER = re.compile(r"^# expect: (?P<code>[a-z-]+)(?: (?P<line>\d+):(?P<col>\d+))?(?: node=(?P<node>\S+))?"
@@ -59,12 +78,23 @@ def _expectation(path: Path) -> Expect:
 CASES = sorted(CORPUS.iterdir())
 
 
+def _signature_option(path: Path) -> list[str]:
+    """``--signature NAME`` for a spec whose error is in its (one) signature, not in the main graph."""
+    try:
+        signatures = list(load_spec(path).signatures)
+    except SpecError:
+        return []
+    return ["--signature", signatures[0]] if signatures else []
+
+
 def test_corpus_covers_every_error_class() -> None:
     codes = {_expectation(p).code for p in CASES}
-    required = {"syntax", "unknown-key", "unknown-op", "bad-arg", "missing-key", "unknown-param", "bad-expr",
-                "duplicate-key", "duplicate-id", "dangling-ref", "unknown-port", "cycle", "bad-output",
-                "shape-mismatch", "limit", "yaml-tag", "encoding", "empty", "recursion", "bad-tie"}
+    required = {"syntax", "unknown-key", "unknown-op", "bad-arg", "bad-value", "missing-key", "missing-input",
+                "missing-param", "unknown-param", "bad-expr", "duplicate-key", "duplicate-id", "dangling-ref",
+                "unknown-port", "cycle", "bad-output", "shape-mismatch", "limit", "yaml-tag", "encoding", "empty",
+                "recursion", "bad-tie"}
     assert required <= codes, f"no case for {sorted(required - codes)}"
+    assert len(CASES) >= 70
 
 
 @pytest.mark.parametrize("path", CASES, ids=lambda p: p.name)
@@ -82,6 +112,13 @@ def test_bad_spec_is_reported(path: Path, tmp_path: Path) -> None:
         assert f"node '{expect.node}'" in header, header
     if expect.message:
         assert expect.message in out, out
+    if HAS_RENDER:  # a command that writes fails the same way and writes nothing
+        out_dir = tmp_path / "out"
+        out_dir.mkdir()
+        args = ["render", str(path), "-o", str(out_dir / "diagram.dot"), *_signature_option(path)]
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 1 and f"error[{expect.code}]" in result.output, result.output
+        assert list(out_dir.iterdir()) == []
 
 
 @pytest.mark.parametrize("path", CASES[:8], ids=lambda p: p.name)
@@ -114,3 +151,52 @@ def test_independent_errors_are_all_reported(tmp_path: Path) -> None:
     assert f"{spec}:4:17: error[dangling-ref]: node 'a'" in result.output
     assert f"{spec}:5:7: error[unknown-op]: node 'b'" in result.output
     assert f"{spec}:6:26: error[bad-arg]: node 'c'" in result.output
+
+
+# -- must pass ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", sorted(EDGE.iterdir()), ids=lambda p: p.name)
+def test_edge_spec_passes(path: Path) -> None:
+    result = CliRunner().invoke(cli, ["validate", "--json", str(path)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)[0]
+    assert report["ok"] and report["diagnostics"] == []
+    first = path.read_text(encoding="utf-8-sig").splitlines()[0]
+    if first.startswith("# params: "):
+        assert report["params"] == int(first.removeprefix("# params: "))
+
+
+def test_yaml_1_2_scalars_keep_their_types() -> None:
+    params = load_spec(EDGE / "yaml12_scalars.yaml").resolved_params
+    assert params == {"answer": "yes", "switch": "off", "big": 1000, "hex": 16, "plus": 4, "octal": 15}
+
+
+# -- generated cases ---------------------------------------------------------------------------
+
+
+def test_file_over_the_size_limit(tmp_path: Path) -> None:
+    spec = tmp_path / "big.yaml"
+    head = "name: big\ninputs: {x: {shape: [batch, 4]}}\nnodes: {a: {op: relu, in: x}}\noutputs: {y: a}\ndoc: "
+    spec.write_text(head + "x" * (DEFAULT_LIMITS.max_file_bytes - len(head)) + "\n")
+    result = CliRunner().invoke(cli, ["validate", str(spec)])
+    assert result.exit_code == 1
+    assert f"{spec}: error[limit]: file is {DEFAULT_LIMITS.max_file_bytes + 1} bytes, over the limit" in result.output
+    result = CliRunner().invoke(cli, ["validate", "--limit", f"max_file_bytes={2 * DEFAULT_LIMITS.max_file_bytes}",
+                                      str(spec)])
+    assert result.exit_code == 0, result.output
+
+
+@pytest.mark.skipif(not Path("/dev/zero").exists(), reason="no /dev/zero")
+def test_endless_file_is_refused_at_the_size_limit() -> None:
+    start = time.monotonic()
+    result = CliRunner().invoke(cli, ["validate", "/dev/zero"])
+    assert result.exit_code == 1 and "/dev/zero: error[limit]: file is larger" in result.output
+    assert time.monotonic() - start < 10
+
+
+def test_unknown_signature_is_reported_with_the_known_ones() -> None:
+    result = CliRunner().invoke(cli, ["summary", "specs/lstm_seq2seq.yaml", "--signature", "decode_stp"])
+    assert result.exit_code == 1
+    assert "error[unknown-signature]: spec 'lstm_seq2seq' has no signature 'decode_stp'" in result.output
+    assert "did you mean 'decode_step'?" in result.output

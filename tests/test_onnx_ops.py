@@ -16,6 +16,7 @@ import numpy as np
 import onnx
 import pytest
 from onnx.reference import ReferenceEvaluator
+from op_cases import CASES, SIZES, OpCase
 
 from backends.onnx import LOWERINGS, run_onnx, session, to_onnx
 from backends.onnx.export import lower_graph
@@ -24,7 +25,7 @@ from backends.onnx.opsets import default_opset
 from backends.onnx.table import LoweringTable
 from builder import OPS, TensorType, compile_graph, load_spec, nodes
 from builder.ops import Op
-from op_cases import CASES, SIZES, OpCase
+from builder.tensor import fmt_dim
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
@@ -59,7 +60,7 @@ def test_register_duplicate_fails() -> None:
 
 
 def test_missing_lowering_names_the_op() -> None:
-    with pytest.raises(KeyError, match="no lowering for op 'lstn'.*did you mean"):
+    with pytest.raises(KeyError, match=r"no lowering for op 'lstn'.*did you mean"):
         LOWERINGS["lstn"]
 
 
@@ -241,26 +242,35 @@ def test_checker_and_names(case_id: str, exported: dict[str, Any]) -> None:
     assert all(n.name.startswith(("n/", "o_")) for n in model.graph.node)
 
 
+def assert_shapes_agree(g: Any, model: onnx.ModelProto) -> None:
+    """ONNX shape inference (strict, with data propagation) agrees with nnspec's type of every tensor.
+
+    Agreement: same dtype and rank, every size ONNX infers equals nnspec's, every dim name it
+    gives is nnspec's; a dim ONNX cannot infer (unnamed, or its own ``unk__N``) contradicts nothing.
+    """
+    inferred = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True)
+    types = {v.name: v.type.tensor_type for v in (*inferred.graph.value_info, *inferred.graph.output,
+                                                    *inferred.graph.input)}
+    values = lower_graph(g, Options(model.opset_import[0].version)).values
+    for ref, name in values.items():
+        t = g.nodes[ref.node]["node"].outputs[ref.port]
+        got = types.get(name)
+        assert got is not None, f"onnx inferred nothing for {ref} ({name})"
+        assert got.elem_type == onnx.helper.np_dtype_to_tensor_dtype(np.dtype(t.dtype)), ref
+        dims = got.shape.dim
+        assert len(dims) == t.rank, f"{ref}: onnx rank {len(dims)}, nnspec [{t}]"
+        for d, want in zip(dims, t.shape, strict=True):
+            if d.HasField("dim_value"):
+                assert want.is_Integer and int(want) == d.dim_value, f"{ref}: onnx {dims}, nnspec [{t}]"
+            elif d.HasField("dim_param") and not d.dim_param.startswith("unk__"):
+                assert d.dim_param == (want.name if want.is_Symbol else fmt_dim(want)), \
+                    f"{ref}: onnx {dims}, nnspec [{t}]"
+
+
 @pytest.mark.parametrize("case_id", CASE_IDS)
 def test_shape_inference_agrees(case_id: str, exported: dict[str, Any]) -> None:
     g, _, model, _ = exported[case_id]
-    inferred = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True)
-    types = {v.name: v.type.tensor_type for v in (*inferred.graph.value_info, *inferred.graph.output)}
-    values = lower_graph(g, Options(default_opset())).values
-    for node in nodes(g):
-        for port, t in node.outputs.items():
-            name = values[(ref := next(r for r in values if r.node == node.id and r.port == port))]
-            if node.op == "input":
-                continue
-            got = types[name]
-            assert got.elem_type == onnx.helper.np_dtype_to_tensor_dtype(np.dtype(t.dtype)), (ref, got)
-            dims = got.shape.dim
-            assert len(dims) == t.rank, f"{ref}: onnx rank {len(dims)}, nnspec [{t}]"
-            for d, want in zip(dims, t.shape, strict=True):
-                if d.HasField("dim_value"):
-                    assert want.is_Integer and int(want) == d.dim_value, f"{ref}: onnx {dims}, nnspec [{t}]"
-                elif d.HasField("dim_param") and want.is_Symbol:
-                    assert d.dim_param == want.name, f"{ref}: onnx {dims}, nnspec [{t}]"
+    assert_shapes_agree(g, model)
 
 
 @pytest.mark.parametrize("sizes", SIZES, ids=lambda s: "-".join(f"{k}{v}" for k, v in sym(s)))
@@ -300,3 +310,33 @@ def test_fixed_sizes_match_torch(case_id: str) -> None:
     want = torch_reference(case, g, inputs, state)
     for name, y in got.items():
         np.testing.assert_allclose(y, want[name], rtol=0, atol=tol(case, want[name]), err_msg=name)
+
+
+def _run_case_with(case: OpCase, **options: Any) -> None:
+    sizes = SIZES[1]
+    g = case_graph(case)
+    state = random_state(g, seed=2)
+    model = to_onnx(g, state, **options)
+    onnx.checker.check_model(model, full_check=True)
+    inputs = case_inputs(case, sizes, seed=2)
+    want = torch_reference(case, g, inputs, state)
+    for name, y in run_onnx(model, inputs).items():
+        np.testing.assert_allclose(y, want[name], rtol=0, atol=tol(case, want[name]), err_msg=name)
+
+
+@pytest.mark.parametrize("case_id", CASE_IDS)
+def test_lowest_opset_matches_torch(case_id: str) -> None:
+    """Every case at the lowest opset nnspec emits (ReduceMean takes axes as an attribute there)."""
+    from backends.onnx import MIN_OPSET
+
+    _run_case_with(next(c for c in CASES if c.id == case_id), opset=MIN_OPSET)
+
+
+@pytest.mark.parametrize("case_id", [c.id for c in CASES if c.op in ("gelu", "attention", "multi_head_attention")])
+def test_native_ops_match_torch(case_id: str) -> None:
+    """The opset-20 Gelu and opset-23 Attention options compute the same as the formulas."""
+    case = next(c for c in CASES if c.id == case_id)
+    _run_case_with(case, native_gelu=True, native_attention=True)
+    model = to_onnx(case_graph(case), native_gelu=True, native_attention=True)
+    want = {"gelu": "Gelu", "attention": "Attention", "multi_head_attention": "Attention"}[case.op]
+    assert want in {n.op_type for n in model.graph.node}

@@ -10,13 +10,14 @@ torch is imported only when a state_dict holds torch tensors.
 
 from __future__ import annotations
 
-from .export import lower_graph, save_onnx, to_onnx
+from .export import lower_graph, to_onnx
 from .lowering import EMITTED_OPS, LOWERINGS
 from .opsets import MIN_OPSET, OpsetError, default_opset
 from .runtime import InputError, random_inputs, run_onnx, session
 from .weights import WeightError
+from .writer import export_onnx, save_onnx
 
 __all__ = [
-    "EMITTED_OPS", "LOWERINGS", "MIN_OPSET", "InputError", "OpsetError", "WeightError", "default_opset",
+    "EMITTED_OPS", "LOWERINGS", "MIN_OPSET", "InputError", "OpsetError", "WeightError", "default_opset", "export_onnx",
     "lower_graph", "random_inputs", "run_onnx", "save_onnx", "session", "to_onnx",
 ]

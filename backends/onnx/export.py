@@ -1,4 +1,4 @@
-"""`to_onnx`: the checked graph emitted directly as an ONNX model (no tracing), and `save_onnx`.
+"""`to_onnx`: the checked graph emitted directly as an ONNX model, without tracing (files: `writer`).
 
 Names: graph inputs and outputs carry the spec's names; an op node's output ``y`` is the
 value named by its id (``c1``), another port ``<id>.<port>`` (``enc.h``); initializers are
@@ -18,7 +18,7 @@ import networkx as nx
 import numpy as np
 import onnx
 import sympy
-from onnx import NodeProto, helper, numpy_helper
+from onnx import helper
 
 from builder import INPUT, Node, Spec, TensorRef, TensorType, compile_graph, graph_outputs, load_spec, nodes
 from builder.tensor import fmt_dim
@@ -26,14 +26,13 @@ from builder.tensor import fmt_dim
 from .dtypes import DTYPES
 from .lowering import LOWERINGS, Emitter, Options
 from .opsets import check_opset, default_opset
+from .table import make_node
 from .weights import StateDict, WeightUse, resolve_weights
 
-__all__ = ["GraphSource", "Lowered", "lower_graph", "save_onnx", "to_onnx"]
+__all__ = ["GraphSource", "Lowered", "assemble", "initializers", "light_model", "lower_graph", "prepare", "to_onnx"]
 
 GraphSource = Spec | nx.MultiDiGraph | str | Path | Mapping[str, Any]
 PRODUCER = "nnspec"
-PROTOBUF_LIMIT = 2**31 - 2**20
-"""A serialised protobuf cannot exceed 2 GiB; above this, `save_onnx` writes weights as external data."""
 
 
 @dataclass
@@ -54,7 +53,7 @@ class Lowered:
     graph: nx.MultiDiGraph
     options: Options
     values: dict[TensorRef, str]
-    nodes: list[NodeProto]
+    nodes: list[onnx.NodeProto]
     consts: dict[str, np.ndarray]
     weights: dict[str, WeightUse]
     outputs: dict[str, str]
@@ -118,7 +117,7 @@ def lower_graph(g: nx.MultiDiGraph, options: Options) -> Lowered:
     for node in owners.values():
         e.lower(node, LOWERINGS[node.op])
     for name, value in aliases:
-        e.nodes.append(NodeProto(op_type="Identity", name=f"{name}/Identity", input=[value], output=[name]))
+        e.nodes.append(make_node("Identity", f"{name}/Identity", [value], [name]))
     missing = [w.name for w in e.weights.values() if w.init is None]
     if missing:  # pragma: no cover - a lowering that never requests its own weight
         raise AssertionError(f"tied weights whose owner never lowered them: {missing}")
@@ -152,20 +151,18 @@ def _version() -> str:
             return "0+unknown"
 
 
-def assemble(lowered: Lowered, arrays: Mapping[str, np.ndarray]) -> onnx.ModelProto:
-    """The model: lowered structure, weights (`arrays`, by initializer name) and metadata."""
+def light_model(lowered: Lowered) -> onnx.ModelProto:
+    """The model without its initializers: structure, inputs, outputs and metadata."""
     g = lowered.graph
-    initializers = [numpy_helper.from_array(arrays[name], name) for name in lowered.weights]
-    initializers += [numpy_helper.from_array(arr, name) for name, arr in lowered.consts.items()]
     in_types = {name: g.nodes[name]["node"].outputs["y"] for name in g.graph["inputs"]}
     out_types = graph_outputs(g)
+    sig = g.graph.get("signature")
     graph = onnx.GraphProto(
-        name=g.graph["name"] if g.graph.get("signature") is None else f"{g.graph['name']}.{g.graph['signature']}",
+        name=g.graph["name"] if sig is None else f"{g.graph['name']}.{sig}",
         doc_string=g.graph.get("doc") or "",
         node=lowered.nodes,
         input=[_value_info(name, t) for name, t in in_types.items()],
         output=[_value_info(onnx_name, out_types[name]) for onnx_name, name in lowered.outputs.items()],
-        initializer=initializers,
     )
     opset = helper.make_opsetid("", lowered.options.opset)
     model = onnx.ModelProto(
@@ -177,13 +174,42 @@ def assemble(lowered: Lowered, arrays: Mapping[str, np.ndarray]) -> onnx.ModelPr
         opset_import=[opset],
     )
     meta = {"nnspec.params": json.dumps(g.graph.get("params") or {}, sort_keys=True, default=str)}
-    if g.graph.get("signature") is not None:
-        meta["nnspec.signature"] = g.graph["signature"]
+    if sig is not None:
+        meta["nnspec.signature"] = sig
+    windows = [n.model.args()["max_len"] for n in nodes(g) if n.op in ("position_embedding", "sinusoidal_position")]
+    if windows:
+        meta["nnspec.max_len"] = str(min(windows))  # the longest sequence the model takes
     renamed = {k: v for k, v in lowered.outputs.items() if k != v}
     if renamed:
         meta["nnspec.renamed_outputs"] = json.dumps(renamed, sort_keys=True)
     helper.set_model_props(model, meta)
     return model
+
+
+def initializers(lowered: Lowered, arrays: Mapping[str, np.ndarray]) -> list[tuple[str, np.ndarray]]:
+    """Every initializer in file order: the weights in first-use order, then the constants."""
+    return [(name, arrays[name]) for name in lowered.weights] + list(lowered.consts.items())
+
+
+def assemble(lowered: Lowered, arrays: Mapping[str, np.ndarray]) -> onnx.ModelProto:
+    """The whole model: `light_model` plus the weights (`arrays`, by initializer name) and constants."""
+    model = light_model(lowered)
+    for name, arr in initializers(lowered, arrays):
+        arr = little_endian(arr)
+        t = model.graph.initializer.add(name=name, dims=arr.shape, data_type=tensor_type(arr))
+        t.raw_data = arr.tobytes()
+    return model
+
+
+def little_endian(arr: np.ndarray) -> np.ndarray:
+    """`arr` as a C-contiguous little-endian array, as ONNX raw_data stores it."""
+    if arr.dtype.byteorder == ">":
+        arr = arr.astype(arr.dtype.newbyteorder("<"))
+    return arr if arr.flags.c_contiguous else arr.copy(order="C")  # (np.ascontiguousarray makes scalars 1-D)
+
+
+def tensor_type(arr: np.ndarray) -> int:
+    return helper.np_dtype_to_tensor_dtype(arr.dtype)
 
 
 def to_onnx(spec_or_graph: GraphSource, state_dict: StateDict | None = None, opset: int | None = None,
@@ -212,6 +238,14 @@ def to_onnx(spec_or_graph: GraphSource, state_dict: StateDict | None = None, ops
         OpsetError: the opset cannot be emitted or onnxruntime cannot run it.
         WeightError: the state_dict misses a weight or has one of the wrong shape.
     """
+    return assemble(*prepare(spec_or_graph, state_dict, opset, signature, seed=seed, native_gelu=native_gelu,
+                             native_attention=native_attention))
+
+
+def prepare(spec_or_graph: GraphSource, state_dict: StateDict | None = None, opset: int | None = None,
+            signature: str | None = None, *, seed: int = 0, native_gelu: bool = False,
+            native_attention: bool = False) -> tuple[Lowered, dict[str, np.ndarray]]:
+    """`to_onnx` up to the point of building the proto: the lowered graph and its weight arrays."""
     g = _graph(spec_or_graph, signature)
     flags = {"native_gelu": native_gelu, "native_attention": native_attention}
     if opset is None:
@@ -220,62 +254,6 @@ def to_onnx(spec_or_graph: GraphSource, state_dict: StateDict | None = None, ops
         check_opset(opset, **flags)
     lowered = lower_graph(g, Options(opset, **flags))
     owners: dict[str, Node] = {n.id: n for n in nodes(g) if n.op != INPUT}
-    arrays = resolve_weights(lowered.weights, state_dict, owners, seed)
-    return assemble(lowered, arrays)
+    return lowered, resolve_weights(lowered.weights, state_dict, owners, seed)
 
 
-def save_onnx(model: onnx.ModelProto, path: str | Path, external_data: bool | None = None) -> list[Path]:
-    """Write `model` to `path`; weights go to ``<path>.data`` when the model is over 2 GB (or when asked).
-
-    The model itself is not modified.
-
-    Returns:
-        The files written.
-    """
-    path = Path(path)
-    if external_data is None:
-        external_data = model.ByteSize() > PROTOBUF_LIMIT
-    if not external_data:
-        path.write_bytes(model.SerializeToString())
-        return [path]
-    data_path = path.with_name(path.name + ".data")
-    light = _external(model, data_path)
-    path.write_bytes(light.SerializeToString())
-    return [path, data_path]
-
-
-def _external(model: onnx.ModelProto, data_path: Path, threshold: int = 1024) -> onnx.ModelProto:
-    """A copy of `model` whose large initializers point into `data_path`, which this writes."""
-    light = onnx.ModelProto()
-    for field, value in model.ListFields():
-        if field.name != "graph":
-            if field.label == field.LABEL_REPEATED:
-                getattr(light, field.name).extend(value)
-            elif field.message_type is not None:
-                getattr(light, field.name).CopyFrom(value)
-            else:
-                setattr(light, field.name, value)
-    for field, value in model.graph.ListFields():
-        if field.name == "initializer":
-            continue
-        if field.label == field.LABEL_REPEATED:
-            getattr(light.graph, field.name).extend(value)
-        else:
-            setattr(light.graph, field.name, value)
-    offset = 0
-    with open(data_path, "wb") as f:
-        for t in model.graph.initializer:
-            if t.ByteSize() < threshold:
-                light.graph.initializer.append(t)
-                continue
-            pad = -offset % 4096  # page-aligned, so onnxruntime can map tensors directly
-            f.write(b"\0" * pad)
-            offset += pad
-            raw = t.raw_data
-            f.write(raw)
-            ext = light.graph.initializer.add(name=t.name, dims=t.dims, data_type=t.data_type,
-                                              data_location=onnx.TensorProto.EXTERNAL)
-            for k, v in (("location", data_path.name), ("offset", str(offset)), ("length", str(len(raw)))):
-                ext.external_data.add(key=k, value=v)
-            offset += len(raw)
-    return light

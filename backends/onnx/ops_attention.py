@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import sympy
 
 from builder import Node
 from builder.ops.attention import Attention, MultiHeadAttention
@@ -22,17 +23,17 @@ from .weights import Init
 __all__: list[str] = []
 
 
-def _length(e: Emitter, value: str, size: object) -> str:
+def _length(e: Emitter, value: str, size: sympy.Expr) -> str:
     """A sequence length as an int64 scalar: a constant when fixed, else read from `value`'s dim -2."""
-    if getattr(size, "is_Integer", False):
-        return e.const(np.asarray(int(size), dtype=np.int64), "len")  # type: ignore[call-overload]
+    if size.is_Integer:
+        return e.const(np.asarray(int(size), dtype=np.int64), "len")
     return e.op1("Squeeze", [e.op1("Shape", [value], start=-2, end=-1)])
 
 
-def _future(e: Emitter, q: str, k: str, lq: object, lk: object) -> str:
+def _future(e: Emitter, q: str, k: str, lq: sympy.Expr, lk: sympy.Expr) -> str:
     """Bool (Lq, Lk), True where key j > query i: what a causal mask hides (PyTorch's top-left tril)."""
-    if getattr(lq, "is_Integer", False) and getattr(lk, "is_Integer", False):
-        mask = np.triu(np.ones((int(lq), int(lk)), dtype=bool), k=1)  # type: ignore[call-overload]
+    if lq.is_Integer and lk.is_Integer:
+        mask = np.triu(np.ones((int(lq), int(lk)), dtype=bool), k=1)
         return e.const(mask, "causal_mask")
     zero, one = e.const(np.asarray(0, dtype=np.int64), "zero"), e.const(np.asarray(1, dtype=np.int64), "one")
     rows = e.op1("Range", [zero, _length(e, q, lq), one])
@@ -72,7 +73,7 @@ def lower_attention(e: Emitter, node: Node) -> None:
     q, k, v = e.input("query"), e.input("key"), e.input("value")
     mask_axes = [1] if rank == 3 else [1, 2]
     if e.options.native_attention:
-        _native(e, q, k, v, node, m.causal, scale, heads=1 if rank == 3 else None, mask_axes=mask_axes)
+        _native(e, q, k, v, m.causal, scale, heads=1 if rank == 3 else None)
         return
     hidden = _hidden(e, node, m.causal, q, k, mask_axes)
     perm = list(range(rank))
@@ -82,12 +83,12 @@ def lower_attention(e: Emitter, node: Node) -> None:
     _attend(e, q, k_t, v, hidden, dtype, e.output())
 
 
-def _native(e: Emitter, q: str, k: str, v: str, node: Node, causal: bool, scale: float, heads: int | None,
-            mask_axes: list[int], output: str | None = None) -> str:
-    """The opset-23 Attention op; its bool mask is True where attention is allowed."""
+def _native(e: Emitter, q: str, k: str, v: str, causal: bool, scale: float, heads: int | None,
+            output: str | None = None) -> str:
+    """The opset-23 Attention op; its bool mask, broadcast to (B, H, Lq, Lk), is True where attention is allowed."""
     inputs = [q, k, v]
     if e.has("key_padding_mask"):
-        pad = e.op1("Unsqueeze", [e.input("key_padding_mask"), e.ints(mask_axes, "mask_axes")])
+        pad = e.op1("Unsqueeze", [e.input("key_padding_mask"), e.ints([1, 2], "mask_axes")])  # (B, 1, 1, Lk)
         inputs.append(e.op1("Not", [pad]))
     attrs: dict[str, object] = {"scale": float(scale), "is_causal": int(causal)}
     if heads is not None:
@@ -118,7 +119,7 @@ def lower_multi_head_attention(e: Emitter, node: Node) -> None:
         bs = e.op("Split", [bias, thirds], 3, axis=0) if bias else [None] * 3
         q, k, v = (linear(e, x, 3, w, bb) for x, w, bb in zip((query, key, value), ws, bs, strict=True))
     if e.options.native_attention:
-        y = _native(e, q, k, v, node, m.causal, 1 / math.sqrt(head), heads, [1, 2], e.fresh("attention"))
+        y = _native(e, q, k, v, m.causal, 1 / math.sqrt(head), heads, e.fresh("attention"))
     else:
         split = e.ints([0, 0, heads, head], "heads")  # (B, L, E) -> (B, L, H, hd)
         q = e.op1("Mul", [q, e.const(1 / math.sqrt(head), "scale", dtype)])

@@ -13,7 +13,16 @@ import numpy as np
 
 from builder import Node
 from builder.ops.layers import (
-    AvgPool1d, AvgPool2d, BatchNorm, Conv1d, Conv2d, Embedding, LayerNorm, Linear, MaxPool1d, MaxPool2d,
+    AvgPool1d,
+    AvgPool2d,
+    BatchNorm,
+    Conv1d,
+    Conv2d,
+    Embedding,
+    LayerNorm,
+    Linear,
+    MaxPool1d,
+    MaxPool2d,
     PositionEmbedding,
 )
 

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from builder import Node
 from builder.ops.sequence import Gru, Lstm, Rnn
 
@@ -38,9 +40,10 @@ def _pack(e: Emitter, parts: list[str], order: tuple[int, ...], hidden: int, dir
     """
     x = parts[0] if len(parts) == 1 else e.op1("Concat", parts, axis=0)
     if order != tuple(range(len(order))):
-        block = len(order) * hidden
-        rows = [b * block + g * hidden + j for b in range(len(parts)) for g in order for j in range(hidden)]
-        x = e.op1("Gather", [x, e.ints(rows, f"{hint}_rows")], axis=0)
+        # row j of gate slot g in part b comes from row (b * gates + order[g]) * hidden + j
+        blocks = np.arange(len(parts))[:, None] * len(order) + np.asarray(order)[None, :]  # (parts, gates)
+        rows = (blocks[:, :, None] * hidden + np.arange(hidden)).reshape(-1).astype(np.int64)
+        x = e.op1("Gather", [x, e.const(rows, f"{hint}_rows")], axis=0)
     shape = [dirs, -1] if cols is None else [dirs, -1, cols]
     return e.op1("Reshape", [x, e.ints(shape)])
 

@@ -8,9 +8,7 @@ import numpy as np
 
 from builder import Node
 from builder.ops.activations import Gelu, Softmax
-from builder.ops.tensor import (
-    Concat, Flatten, Mean, Permute, Reshape, Scale, Select, Slice, Split, Transpose,
-)
+from builder.ops.tensor import Concat, Flatten, Mean, Permute, Reshape, Scale, Select, Slice, Split, Transpose
 
 from .table import DTYPES, LOWERINGS, Emitter
 

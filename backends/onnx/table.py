@@ -10,21 +10,20 @@ PyTorch ``state_dict`` keys (``enc.attn.in_proj_weight``) and writes internal va
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import numpy as np
-import onnx
 from onnx import AttributeProto, NodeProto
 
-from builder import OPS, Node, Op, TensorRef, TensorType
+from builder import OPS, Node, Op, TensorRef
 from builder.errors import did_you_mean
 
 from .dtypes import DTYPES, np_dtype
 from .weights import Init, WeightUse
 
-__all__ = ["DTYPES", "LOWERINGS", "Emitter", "Init", "Lowering", "LoweringTable", "Options", "model_of"]
+__all__ = ["DTYPES", "LOWERINGS", "Emitter", "Init", "Lowering", "LoweringTable", "Options", "make_node", "model_of"]
 
 Lowering = Callable[["Emitter", Node], None]
 M = TypeVar("M", bound=Op)
@@ -107,7 +106,7 @@ class Emitter:
     nodes: list[NodeProto] = field(default_factory=list)
     consts: dict[str, np.ndarray] = field(default_factory=dict)
     weights: dict[str, WeightUse] = field(default_factory=dict)
-    _const_names: dict[tuple[str, tuple[int, ...], bytes], str] = field(default_factory=dict)
+    _const_names: dict[Hashable, str] = field(default_factory=dict)
     _taken: set[str] = field(default_factory=set)
     _node_names: set[str] = field(default_factory=set)
     current: Node | None = None
@@ -125,8 +124,8 @@ class Emitter:
     def fresh(self, hint: str, _names: set[str] | None = None) -> str:
         """A new internal value name ``<node id>/<hint>`` (numbered when taken)."""
         taken = self._taken if _names is None else _names
-        base = f"{self._node().id}/{hint}"
-        name, i = base, 1
+        name = base = f"{self.current.id}/{hint}"  # type: ignore[union-attr]
+        i = 1
         while name in taken:
             name, i = f"{base}_{i}", i + 1
         taken.add(name)
@@ -143,9 +142,6 @@ class Emitter:
         """The value name the current node's output `port` must be written to."""
         return self.values[TensorRef(self._node().id, port)]
 
-    def in_type(self, port: str) -> TensorType:
-        return self._node().inputs[port]
-
     def model(self, cls: type[M]) -> M:
         """The current node's validated arguments, typed as the op's model class."""
         return model_of(self._node(), cls)
@@ -159,10 +155,7 @@ class Emitter:
         """
         outs = [self.fresh(f"{op_type}_out{i}" if outputs != 1 else op_type) for i in range(outputs)] \
             if isinstance(outputs, int) else list(outputs)
-        node = NodeProto(op_type=op_type, name=self.fresh(op_type, self._node_names), input=list(inputs), output=outs)
-        if attrs:
-            node.attribute.extend(_attr(k, v) for k, v in sorted(attrs.items()) if v is not None)
-        self.nodes.append(node)
+        self.nodes.append(make_node(op_type, self.fresh(op_type, self._node_names), inputs, outs, attrs))
         return outs
 
     def op1(self, op_type: str, inputs: Sequence[str], output: str | None = None, **attrs: Any) -> str:
@@ -173,20 +166,31 @@ class Emitter:
 
     def const(self, value: np.ndarray | Sequence[int] | float, hint: str, dtype: str | None = None) -> str:
         """A constant initializer (shape vectors, axes, masks), shared by value across the graph."""
+        if isinstance(value, float) and dtype is not None:  # the common scalar: skip numpy for the lookup
+            key: Hashable = (dtype, value)
+            name = self._const_names.get(key)
+            if name is not None:
+                return name
         arr = np.asarray(value, dtype=np_dtype(dtype) if dtype else None)
         if arr.dtype == np.float64 and dtype is None:
             arr = arr.astype(np.float32)
-        key = (str(arr.dtype), arr.shape, arr.tobytes())
+        key = (arr.dtype.str, arr.shape, arr.tobytes())
         name = self._const_names.get(key)
         if name is None:
             name = self.fresh(hint)
             self._const_names[key] = name
             self.consts[name] = arr
+        if isinstance(value, float) and dtype is not None:
+            self._const_names[(dtype, value)] = name
         return name
 
     def ints(self, values: Sequence[int], hint: str = "shape") -> str:
         """An int64 vector constant."""
-        return self.const(np.asarray(values, dtype=np.int64), hint)
+        key = ("ints", *values)
+        name = self._const_names.get(key)
+        if name is None:
+            name = self._const_names[key] = self.const(np.asarray(values, dtype=np.int64), hint)
+        return name
 
     def weight(self, name: str, init: Init) -> str:
         """The initializer holding the current node's weight `name` (the owner's, for a tied weight).
@@ -235,6 +239,27 @@ def weight_dtype(node: Node) -> str:
     return "float32"
 
 
+_ATTRS: dict[Hashable, AttributeProto] = {}
+
+
+def _cached_attr(name: str, value: Any) -> AttributeProto:
+    """The attribute proto for (name, value), built once: a graph repeats the same few many times."""
+    key = (name, type(value), tuple(value) if isinstance(value, list) else value)
+    out = _ATTRS.get(key)
+    if out is None:
+        out = _ATTRS[key] = _attr(name, value)
+    return out
+
+
+def make_node(op_type: str, name: str, inputs: Sequence[str], outputs: Sequence[str],
+              attrs: dict[str, Any] | None = None) -> NodeProto:
+    """A NodeProto, built directly (onnx.helper.make_node is several times slower)."""
+    node = NodeProto(op_type=op_type, name=name, input=inputs, output=outputs)
+    if attrs:
+        node.attribute.extend([_cached_attr(k, v) for k, v in sorted(attrs.items()) if v is not None])
+    return node
+
+
 def _attr(name: str, value: Any) -> AttributeProto:
     """An attribute proto, built directly (onnx.helper.make_attribute is several times slower)."""
     if isinstance(value, bool | int | np.integer):
@@ -249,6 +274,4 @@ def _attr(name: str, value: Any) -> AttributeProto:
         return AttributeProto(name=name, type=AttributeProto.FLOATS, floats=list(value))
     if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
         return AttributeProto(name=name, type=AttributeProto.STRINGS, strings=[v.encode() for v in value])
-    if isinstance(value, onnx.TensorProto):
-        return AttributeProto(name=name, type=AttributeProto.TENSOR, t=value)
     raise TypeError(f"attribute {name}: unsupported value {value!r}")

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 
@@ -33,9 +32,8 @@ class WeightError(ValueError):
     """A state_dict that does not fit the graph: a missing key, or a wrong shape."""
 
 
-@dataclass(frozen=True)
-class Init:
-    """How PyTorch initialises one tensor.
+class Init(NamedTuple):
+    """How PyTorch initialises one tensor (a NamedTuple: lowering creates many, cheaply).
 
     Attributes:
         kind: ``uniform`` on [-scale, scale], ``normal`` with std `scale`, or ``constant`` `scale`.
@@ -60,8 +58,7 @@ class Init:
         return Init("constant", value)
 
 
-@dataclass(frozen=True)
-class WeightUse:
+class WeightUse(NamedTuple):
     """A weight or buffer the graph reads: its initializer name, owner, shape, and how to make it.
 
     Attributes:

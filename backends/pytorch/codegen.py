@@ -130,7 +130,8 @@ def _assign(path: str, value: str) -> str:
 def _method_lines(name: str, em: Emitter) -> list[str]:
     graph: fx.Graph = em.fx
     g = em.source
-    args = [f"{n.name}: torch.Tensor" for n in graph.nodes if n.op == "placeholder"]
+    placeholders = [n for n in graph.nodes if n.op == "placeholder"]
+    args = [f"{n.target}: torch.Tensor" for n in placeholders]
     outs = list(g.graph["outputs"])
     ret = "torch.Tensor" if len(outs) == 1 else f"tuple[{', '.join(['torch.Tensor'] * len(outs))}]"
     sig_doc = g.graph.get("signature")
@@ -139,6 +140,9 @@ def _method_lines(name: str, em: Emitter) -> list[str]:
         lines.append(f'        """Signature \'{sig_doc}\': returns {", ".join(outs)}."""')
     else:
         lines.append(f'        """Returns {", ".join(outs)}."""')
+    for n in placeholders:
+        if n.name != n.target:  # fx gave the variable another name (the argument shadows a builtin)
+            lines.append(f"        {n.name} = {n.target}")
     for node in graph.nodes:
         if node.op == "placeholder":
             continue

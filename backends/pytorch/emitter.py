@@ -13,7 +13,7 @@ import contextlib
 import dataclasses
 import math
 import operator
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,10 +24,12 @@ from torch import fx, nn
 
 from builder import INPUT, Node, TensorRef, TensorType, nodes
 
+from .table import LoweringTable
+
 __all__ = ["Ctor", "Emitter", "LoweringError", "ModuleTree", "TensorInit", "sinusoid_table"]
 
-RESERVED_INPUT_NAMES = frozenset({"self", "torch", "inf", "nan", "NoneType", "device", "fx_pytree", "pytree"})
-"""Names that a forward argument cannot take: fx's generated code uses them as globals."""
+RESERVED_NAMES = frozenset({"self", "torch", "inf", "nan", "NoneType", "device", "fx_pytree", "pytree"})
+"""Names the generated code uses (`self`, globals): no forward argument or local variable may take them."""
 
 
 class LoweringError(ValueError):
@@ -205,6 +207,8 @@ class ModuleTree:
 
 
 Outputs = dict[str, fx.Node]
+LowerFn = Callable[["Emitter", Node], Outputs]
+"""A lowering function: the emitter and a checked node to the node's outputs by port."""
 
 
 class Emitter:
@@ -214,8 +218,7 @@ class Emitter:
     `weight`; each call refers to the node being lowered.
     """
 
-    def __init__(self, graph: nx.MultiDiGraph, tree: ModuleTree,
-                 table: Mapping[str, Callable[[Emitter, Node], Outputs]]) -> None:
+    def __init__(self, graph: nx.MultiDiGraph, tree: ModuleTree, table: LoweringTable[LowerFn]) -> None:
         self.source = graph
         self.tree = tree
         self.table = table
@@ -229,12 +232,12 @@ class Emitter:
     def run(self) -> fx.Graph:
         """Emit placeholders, every node, and the output (one tensor, or a tuple in declared order)."""
         for name in self.source.graph["inputs"]:
-            if name in RESERVED_INPUT_NAMES:
+            if name in RESERVED_NAMES:
                 raise LoweringError(f"input '{name}' cannot be a forward() argument of a PyTorch module "
                                     f"(generated code uses that name); rename the input")
             ph = self.fx.placeholder(name, type_expr=torch.Tensor)
-            if ph.name != name:  # pragma: no cover - fx renames only reserved names, caught above
-                raise LoweringError(f"input '{name}' would be renamed to '{ph.name}' in forward()")
+            if ph.target != name:  # pragma: no cover - the argument keeps its name; fx renames the variable
+                raise LoweringError(f"input '{name}' would be renamed to '{ph.target}' in forward()")
             ph.meta["nnspec"] = (name, "y")
             self.values[TensorRef(name, "y")] = ph
         for node in nodes(self.source):
@@ -267,7 +270,9 @@ class Emitter:
             raise AssertionError(f"lowering of '{node.op}' returned ports {sorted(outs)}, expected {sorted(node.outputs)}")
         for port, value in outs.items():
             if "nnspec" not in value.meta:  # created here: name it after the node (fx makes it unique)
-                value._rename(node.id.replace(".", "_") if port == "y" else f"{node.id}_{port}".replace(".", "_"))
+                name = (node.id if port == "y" else f"{node.id}_{port}").replace(".", "_")
+                # fx's namespace keeps builtins free but not `self` or `torch`, which its code uses
+                value._rename(f"{name}_" if name in RESERVED_NAMES else name)
                 value.meta["nnspec"] = (node.id, port)
             self.values[TensorRef(node.id, port)] = value
         self._node = None

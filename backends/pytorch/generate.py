@@ -19,10 +19,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from .module import SpecModule, spec_info
+
 __all__ = ["generate"]
 
 
-def generate(model: nn.Module, source: torch.Tensor | Mapping[str, torch.Tensor] | None = None, *,
+def generate(model: SpecModule, source: torch.Tensor | Mapping[str, torch.Tensor] | None = None, *,
              prompt: torch.Tensor | None = None, start_token: int | None = None, max_new_tokens: int = 32,
              end_token: int | None = None, encode: str = "encode", step: str | None = None) -> torch.Tensor:
     """Greedy decoding, batched.
@@ -55,10 +57,7 @@ def generate(model: nn.Module, source: torch.Tensor | Mapping[str, torch.Tensor]
 
 
 def _info(module: nn.Module) -> dict[str, Any]:
-    meta = getattr(module, "meta", {}).get("nnspec")
-    if meta is None:
-        raise TypeError("generate() needs a module built by to_torch")
-    return dict(meta)
+    return spec_info(module)
 
 
 def _bind(module: nn.Module, given: Mapping[str, torch.Tensor]) -> list[torch.Tensor]:
@@ -131,18 +130,18 @@ def _decoder_only(model: nn.Module, prompt: torch.Tensor | None, max_new: int, e
     return tokens
 
 
-def _encoder_decoder(model: nn.Module, source: torch.Tensor | Mapping[str, torch.Tensor], prompt: torch.Tensor | None,
+def _encoder_decoder(model: SpecModule, source: torch.Tensor | Mapping[str, torch.Tensor], prompt: torch.Tensor | None,
                      start_token: int | None, max_new: int, end_token: int | None, encode: str,
                      step: str | None) -> torch.Tensor:
-    enc = model.signature(encode)  # type: ignore[operator]
+    enc = model.signature(encode)
     given = dict(source) if isinstance(source, Mapping) else {_token_input(enc, set()): source}
     known: dict[str, torch.Tensor] = {**given, **_outputs(enc, enc(*_bind(enc, given)))}
     if step is None:
-        others = [s for s in model.signatures if s != encode]  # type: ignore[attr-defined]
+        others = [s for s in model.signatures if s != encode]
         if len(others) != 1:
             raise ValueError(f"generate: name the decoder signature with step= (signatures: {others})")
         step = others[0]
-    dec = model.signature(step)  # type: ignore[operator]
+    dec = model.signature(step)
     info = _info(dec)
     token = _token_input(dec, set(known))
     recurrent = [n for n in info["outputs"] if n in info["inputs"]]

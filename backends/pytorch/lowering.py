@@ -11,20 +11,49 @@ from __future__ import annotations
 import math
 import operator
 from functools import reduce
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import fx
 
-from builder import OPS, Node
+from builder import OPS, Node, Op
+from builder.ops.activations import Gelu, LogSoftmax, Softmax
+from builder.ops.attention import Attention, MultiHeadAttention
+from builder.ops.layers import (
+    AvgPool1d,
+    AvgPool2d,
+    BatchNorm,
+    Conv1d,
+    Conv2d,
+    Dropout,
+    Embedding,
+    LayerNorm,
+    Linear,
+    MaxPool1d,
+    MaxPool2d,
+    PositionEmbedding,
+    SinusoidalPosition,
+)
+from builder.ops.sequence import Gru, Lstm, Rnn
+from builder.ops.tensor import Concat, Flatten, Mean, Permute, Reshape, Scale, Select, Slice, Split, Transpose
 
-from .emitter import Ctor, Emitter, Outputs, TensorInit
+from .emitter import Ctor, Emitter, LowerFn, Outputs, TensorInit
 from .table import LoweringTable
 
 __all__ = ["TABLE"]
 
-TABLE: LoweringTable = LoweringTable(OPS, "PyTorch")
+TABLE: LoweringTable[LowerFn] = LoweringTable(OPS, "PyTorch")
 """Op name to lowering function ``(Emitter, Node) -> {port: fx.Node}``."""
+
+M = TypeVar("M", bound=Op)
+
+
+def _args(n: Node, cls: type[M]) -> M:
+    """The node's validated arguments, typed as its op's model."""
+    if not isinstance(n.model, cls):  # pragma: no cover - the table is keyed by op name
+        raise TypeError(f"node '{n.id}': expected a {cls.__name__} node, got {type(n.model).__name__}")
+    return n.model
 
 
 def _features(e: Emitter, port: str = "x") -> int:
@@ -54,7 +83,7 @@ def _mul(e: Emitter, n: Node) -> Outputs:
 
 @TABLE.register("scale")
 def _scale(e: Emitter, n: Node) -> Outputs:
-    return {"y": e.fn(operator.mul, e.x(), n.model.factor)}
+    return {"y": e.fn(operator.mul, e.x(), _args(n, Scale).factor)}
 
 
 @TABLE.register("matmul")
@@ -64,13 +93,14 @@ def _matmul(e: Emitter, n: Node) -> Outputs:
 
 @TABLE.register("concat")
 def _concat(e: Emitter, n: Node) -> Outputs:
-    return {"y": e.fn(torch.cat, [e.x(p) for p in e.ports()], n.model.dim)}
+    return {"y": e.fn(torch.cat, [e.x(p) for p in e.ports()], _args(n, Concat).dim)}
 
 
 @TABLE.register("split")
 def _split(e: Emitter, n: Node) -> Outputs:
-    parts = e.fn(torch.split, e.x(), list(n.model.sizes), n.model.dim)
-    return {str(i): e.item(parts, i) for i in range(len(n.model.sizes))}
+    m = _args(n, Split)
+    parts = e.fn(torch.split, e.x(), list(m.sizes), m.dim)
+    return {str(i): e.item(parts, i) for i in range(len(m.sizes))}
 
 
 @TABLE.register("reshape")
@@ -78,28 +108,30 @@ def _reshape(e: Emitter, n: Node) -> Outputs:
     # 0 copies the input's size at that position (ONNX semantics): a literal where the size is
     # fixed, else read at run time so that symbolic dims stay dynamic.
     x, t = e.x(), e.type()
-    sizes = [e.size(x, t, i) if s == 0 else s for i, s in enumerate(n.model.shape)]
+    sizes = [e.size(x, t, i) if s == 0 else s for i, s in enumerate(_args(n, Reshape).shape)]
     return {"y": e.method("reshape", x, *sizes)}
 
 
 @TABLE.register("flatten")
 def _flatten(e: Emitter, n: Node) -> Outputs:
-    return {"y": e.fn(torch.flatten, e.x(), n.model.start_dim, n.model.end_dim)}
+    m = _args(n, Flatten)
+    return {"y": e.fn(torch.flatten, e.x(), m.start_dim, m.end_dim)}
 
 
 @TABLE.register("transpose")
 def _transpose(e: Emitter, n: Node) -> Outputs:
-    return {"y": e.fn(torch.transpose, e.x(), n.model.dim0, n.model.dim1)}
+    m = _args(n, Transpose)
+    return {"y": e.fn(torch.transpose, e.x(), m.dim0, m.dim1)}
 
 
 @TABLE.register("permute")
 def _permute(e: Emitter, n: Node) -> Outputs:
-    return {"y": e.method("permute", e.x(), *n.model.dims)}
+    return {"y": e.method("permute", e.x(), *_args(n, Permute).dims)}
 
 
 @TABLE.register("slice")
 def _slice(e: Emitter, n: Node) -> Outputs:
-    m = n.model
+    m = _args(n, Slice)
     axis = e.type().axis(m.dim)
     index = (*(slice(None),) * axis, slice(m.start, m.end, m.step))
     return {"y": e.fn(operator.getitem, e.x(), index if axis else index[0])}
@@ -107,20 +139,22 @@ def _slice(e: Emitter, n: Node) -> Outputs:
 
 @TABLE.register("select")
 def _select(e: Emitter, n: Node) -> Outputs:
-    return {"y": e.method("select", e.x(), n.model.dim, n.model.index)}
+    m = _args(n, Select)
+    return {"y": e.method("select", e.x(), m.dim, m.index)}
 
 
 @TABLE.register("mean")
 def _mean(e: Emitter, n: Node) -> Outputs:
-    dim = n.model.dim if isinstance(n.model.dim, int) else tuple(n.model.dim)
-    return {"y": e.method("mean", e.x(), dim, keepdim=n.model.keepdim)}
+    m = _args(n, Mean)
+    dim = m.dim if isinstance(m.dim, int) else tuple(m.dim)
+    return {"y": e.method("mean", e.x(), dim, keepdim=m.keepdim)}
 
 
 # --- layers ----------------------------------------------------------------------------
 
 @TABLE.register("linear")
 def _linear(e: Emitter, n: Node) -> Outputs:
-    m, fan_in = n.model, _features(e)
+    m, fan_in = _args(n, Linear), _features(e)
     if not n.ties:
         return {"y": e.call_module(Ctor.of("Linear", fan_in, m.out_features, bias=m.bias), e.x())}
     bound = 1 / math.sqrt(fan_in)  # torch.nn.Linear's default for both weight and bias
@@ -131,8 +165,7 @@ def _linear(e: Emitter, n: Node) -> Outputs:
     return {"y": e.fn(F.linear, e.x(), w["weight"], w.get("bias"))}
 
 
-def _conv(e: Emitter, n: Node, cls: str) -> Outputs:
-    m = n.model
+def _conv(e: Emitter, m: Conv1d | Conv2d, cls: str) -> Outputs:
     ctor = Ctor.of(cls, int(e.type().shape[1]), m.out_channels, m.kernel_size, stride=m.stride, padding=m.padding,
                    dilation=m.dilation, groups=m.groups, bias=m.bias)
     return {"y": e.call_module(ctor, e.x())}
@@ -140,16 +173,15 @@ def _conv(e: Emitter, n: Node, cls: str) -> Outputs:
 
 @TABLE.register("conv1d")
 def _conv1d(e: Emitter, n: Node) -> Outputs:
-    return _conv(e, n, "Conv1d")
+    return _conv(e, _args(n, Conv1d), "Conv1d")
 
 
 @TABLE.register("conv2d")
 def _conv2d(e: Emitter, n: Node) -> Outputs:
-    return _conv(e, n, "Conv2d")
+    return _conv(e, _args(n, Conv2d), "Conv2d")
 
 
-def _pool(e: Emitter, n: Node, cls: str) -> Outputs:
-    m = n.model
+def _pool(e: Emitter, m: MaxPool1d | MaxPool2d | AvgPool1d | AvgPool2d, cls: str) -> Outputs:
     stride = m.kernel_size if m.stride is None else m.stride
     extra = {"count_include_pad": True} if cls.startswith("Avg") else {}
     ctor = Ctor.of(cls, m.kernel_size, stride=stride, padding=m.padding, ceil_mode=m.ceil_mode, **extra)
@@ -158,27 +190,27 @@ def _pool(e: Emitter, n: Node, cls: str) -> Outputs:
 
 @TABLE.register("max_pool1d")
 def _max_pool1d(e: Emitter, n: Node) -> Outputs:
-    return _pool(e, n, "MaxPool1d")
+    return _pool(e, _args(n, MaxPool1d), "MaxPool1d")
 
 
 @TABLE.register("max_pool2d")
 def _max_pool2d(e: Emitter, n: Node) -> Outputs:
-    return _pool(e, n, "MaxPool2d")
+    return _pool(e, _args(n, MaxPool2d), "MaxPool2d")
 
 
 @TABLE.register("avg_pool1d")
 def _avg_pool1d(e: Emitter, n: Node) -> Outputs:
-    return _pool(e, n, "AvgPool1d")
+    return _pool(e, _args(n, AvgPool1d), "AvgPool1d")
 
 
 @TABLE.register("avg_pool2d")
 def _avg_pool2d(e: Emitter, n: Node) -> Outputs:
-    return _pool(e, n, "AvgPool2d")
+    return _pool(e, _args(n, AvgPool2d), "AvgPool2d")
 
 
 @TABLE.register("embedding")
 def _embedding(e: Emitter, n: Node) -> Outputs:
-    m = n.model
+    m = _args(n, Embedding)
     if not n.ties:
         ctor = Ctor.of("Embedding", m.num_embeddings, m.embedding_dim, padding_idx=m.padding_idx)
         return {"y": e.call_module(ctor, e.x())}
@@ -188,32 +220,32 @@ def _embedding(e: Emitter, n: Node) -> Outputs:
 
 @TABLE.register("position_embedding")
 def _position_embedding(e: Emitter, n: Node) -> Outputs:
-    x, d = e.x(), _features(e)
+    x, d, m = e.x(), _features(e), _args(n, PositionEmbedding)
     positions = e.fn(torch.arange, e.size(x, e.type(), 1), device=e.device(x))  # (seq,)
     if n.ties:
-        w = _own_or_tied(e, {"weight": TensorInit("weight", (n.model.max_len, d), "normal", 1.0)})
+        w = _own_or_tied(e, {"weight": TensorInit("weight", (m.max_len, d), "normal", 1.0)})
         table = e.fn(F.embedding, positions, w["weight"])
     else:
-        table = e.call_module(Ctor.of("Embedding", n.model.max_len, d), positions)  # (seq, d)
+        table = e.call_module(Ctor.of("Embedding", m.max_len, d), positions)  # (seq, d)
     return {"y": e.fn(operator.add, x, table)}  # (batch, seq, d)
 
 
 @TABLE.register("sinusoidal_position")
 def _sinusoidal_position(e: Emitter, n: Node) -> Outputs:
     x, d = e.x(), _features(e)
-    own = Ctor("", tensors=(TensorInit("pe", (n.model.max_len, d), "sinusoid", buffer=True),))
+    own = Ctor("", tensors=(TensorInit("pe", (_args(n, SinusoidalPosition).max_len, d), "sinusoid", buffer=True),))
     table = e.method("narrow", e.weight("pe", own), 0, 0, e.size(x, e.type(), 1))  # (seq, d)
     return {"y": e.fn(operator.add, x, table)}
 
 
 @TABLE.register("dropout")
 def _dropout(e: Emitter, n: Node) -> Outputs:
-    return {"y": e.call_module(Ctor.of("Dropout", p=n.model.p), e.x())}
+    return {"y": e.call_module(Ctor.of("Dropout", p=_args(n, Dropout).p), e.x())}
 
 
 @TABLE.register("batch_norm")
 def _batch_norm(e: Emitter, n: Node) -> Outputs:
-    m, t = n.model, e.type()
+    m, t = _args(n, BatchNorm), e.type()
     cls = {2: "BatchNorm1d", 3: "BatchNorm1d", 4: "BatchNorm2d", 5: "BatchNorm3d"}[t.rank]
     ctor = Ctor.of(cls, int(t.shape[1]), eps=m.eps, momentum=m.momentum, affine=m.affine)
     return {"y": e.call_module(ctor, e.x())}
@@ -221,7 +253,8 @@ def _batch_norm(e: Emitter, n: Node) -> Outputs:
 
 @TABLE.register("layer_norm")
 def _layer_norm(e: Emitter, n: Node) -> Outputs:
-    ctor = Ctor.of("LayerNorm", _features(e), eps=n.model.eps, elementwise_affine=n.model.elementwise_affine)
+    m = _args(n, LayerNorm)
+    ctor = Ctor.of("LayerNorm", _features(e), eps=m.eps, elementwise_affine=m.elementwise_affine)
     return {"y": e.call_module(ctor, e.x())}
 
 
@@ -244,24 +277,23 @@ def _sigmoid(e: Emitter, n: Node) -> Outputs:
 
 @TABLE.register("gelu")
 def _gelu(e: Emitter, n: Node) -> Outputs:
-    return {"y": e.fn(F.gelu, e.x(), approximate=n.model.approximate)}
+    return {"y": e.fn(F.gelu, e.x(), approximate=_args(n, Gelu).approximate)}
 
 
 @TABLE.register("softmax")
 def _softmax(e: Emitter, n: Node) -> Outputs:
-    return {"y": e.fn(torch.softmax, e.x(), n.model.dim)}
+    return {"y": e.fn(torch.softmax, e.x(), _args(n, Softmax).dim)}
 
 
 @TABLE.register("log_softmax")
 def _log_softmax(e: Emitter, n: Node) -> Outputs:
-    return {"y": e.fn(torch.log_softmax, e.x(), n.model.dim)}
+    return {"y": e.fn(torch.log_softmax, e.x(), _args(n, LogSoftmax).dim)}
 
 
 # --- sequence --------------------------------------------------------------------------
 
-def _recurrent(e: Emitter, n: Node, cls: str) -> Outputs:
-    m = n.model
-    extra = {"nonlinearity": m.nonlinearity} if cls == "RNN" else {}
+def _recurrent(e: Emitter, m: Rnn | Lstm | Gru, cls: str) -> Outputs:
+    extra = {"nonlinearity": m.nonlinearity} if isinstance(m, Rnn) else {}
     # torch warns about (and ignores) dropout on a single layer, whose output has no next layer
     dropout = m.dropout if m.num_layers > 1 else 0.0
     ctor = Ctor.of(cls, _features(e), m.hidden_size, num_layers=m.num_layers, bias=m.bias, batch_first=True,
@@ -281,17 +313,17 @@ def _recurrent(e: Emitter, n: Node, cls: str) -> Outputs:
 
 @TABLE.register("rnn")
 def _rnn(e: Emitter, n: Node) -> Outputs:
-    return _recurrent(e, n, "RNN")
+    return _recurrent(e, _args(n, Rnn), "RNN")
 
 
 @TABLE.register("lstm")
 def _lstm(e: Emitter, n: Node) -> Outputs:
-    return _recurrent(e, n, "LSTM")
+    return _recurrent(e, _args(n, Lstm), "LSTM")
 
 
 @TABLE.register("gru")
 def _gru(e: Emitter, n: Node) -> Outputs:
-    return _recurrent(e, n, "GRU")
+    return _recurrent(e, _args(n, Gru), "GRU")
 
 
 # --- attention -------------------------------------------------------------------------
@@ -301,13 +333,13 @@ def _causal_mask(e: Emitter, q: fx.Node, k: fx.Node, axis: int, keep: bool) -> f
     (scaled_dot_product_attention's convention), else True where masked (nn.MultiheadAttention's)."""
     tq = e.type("query")
     tk = e.type("key") if e.has("key") else tq
-    ones = e.fn(torch.ones, e.size(q, tq, axis), e.size(k, tk, axis), dtype=torch.bool, device=e.device(q))
+    ones = e.method("new_ones", q, (e.size(q, tq, axis), e.size(k, tk, axis)), dtype=torch.bool)  # (Lq, Lk)
     return e.method("tril", ones) if keep else e.method("triu", ones, 1)
 
 
 @TABLE.register("attention")
 def _attention(e: Emitter, n: Node) -> Outputs:
-    m = n.model
+    m = _args(n, Attention)
     q, k, v = e.x("query"), e.x("key"), e.x("value")
     rank = e.type("query").rank
     allowed: fx.Node | None = None  # bool, broadcastable to (*, Lq, Lk); True = attend
@@ -340,7 +372,7 @@ def _attention(e: Emitter, n: Node) -> Outputs:
 
 @TABLE.register("multi_head_attention")
 def _multi_head_attention(e: Emitter, n: Node) -> Outputs:
-    m = n.model
+    m = _args(n, MultiHeadAttention)
     q = e.x("query")
     k = e.x("key") if e.has("key") else q
     v = e.x("value") if e.has("value") else k

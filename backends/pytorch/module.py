@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import networkx as nx
 import torch
@@ -24,12 +24,13 @@ from torch import fx, nn
 
 from builder import Spec, check_spec, compile_graph, graph_inputs, load_spec, nodes
 from builder.errors import did_you_mean
+from builder.ops.layers import Embedding, PositionEmbedding, SinusoidalPosition
 from builder.tensor import fmt_dim
 
 from .emitter import Emitter, LoweringError, ModuleTree
 from .lowering import TABLE
 
-__all__ = ["SpecModule", "SpecSource", "lower", "to_torch"]
+__all__ = ["SpecModule", "SpecSource", "lower", "spec_info", "to_torch"]
 
 SpecSource = Spec | str | Path | Mapping[str, Any]
 
@@ -56,18 +57,16 @@ def to_torch(source: SpecSource | nx.MultiDiGraph, signature: str | None = None,
     tree = ModuleTree(build=True, device=device)
     lowered = lower(graphs, tree)
     _check_weights(tree)
-    (main, first), *rest = lowered.items()
+    (_, first), *rest = lowered.items()
     model = SpecModule(tree.root, first.fx, first.source.graph["name"])
-    model.meta["nnspec"] = _info(first)
+    model.meta["nnspec"] = _info(first)  # before _attach, which reads it
     sigs = {}
     for name, em in rest:
         assert name is not None
-        sig = fx.GraphModule(tree.root, em.fx, f"{model.meta['nnspec']['name']}_{name}")
+        sig = fx.GraphModule(tree.root, em.fx, f"{spec_info(model)['name']}_{name}")
         sig.meta["nnspec"] = _info(em)
         sigs[name] = sig
     model._attach(sigs)
-    if model.meta["nnspec"]["aliases"]:
-        model.register_load_state_dict_pre_hook(_fill_aliases)
     return model
 
 
@@ -99,7 +98,12 @@ def _info(em: Emitter) -> dict[str, Any]:
     """What a caller of the built module needs to know about its graph (kept in ``meta["nnspec"]``)."""
     g = em.source
     types = graph_inputs(g)
-    windows = [n.model.max_len for n in nodes(g) if n.op in ("position_embedding", "sinusoidal_position")]
+    windows = [n.model.max_len for n in nodes(g) if isinstance(n.model, PositionEmbedding | SinusoidalPosition)]
+    ranges: dict[str, int] = {}  # integer inputs that index an embedding: ids below its size
+    for n in nodes(g):
+        ref = n.bindings.get("x")
+        if isinstance(n.model, Embedding) and ref is not None and ref.node in types:
+            ranges[ref.node] = min(ranges.get(ref.node, n.model.num_embeddings), n.model.num_embeddings)
     return {
         "name": g.graph["name"],
         "signature": g.graph.get("signature"),
@@ -108,13 +112,27 @@ def _info(em: Emitter) -> dict[str, Any]:
         "outputs": tuple(g.graph["outputs"]),
         "aliases": em.unresolved_aliases(),
         "max_len": min(windows) if windows else None,
+        "id_ranges": ranges,
     }
+
+
+def spec_info(module: nn.Module) -> dict[str, Any]:
+    """What `to_torch` recorded about a module's graph (``meta["nnspec"]``): name, signature,
+    inputs and their types, outputs, aliases, max_len, id_ranges.
+
+    Raises:
+        TypeError: the module was not built by `to_torch`.
+    """
+    meta = getattr(module, "meta", None)
+    if not isinstance(meta, dict) or "nnspec" not in meta:
+        raise TypeError(f"{type(module).__name__} was not built by to_torch (it has no meta['nnspec'])")
+    return cast(dict[str, Any], meta["nnspec"])
 
 
 def _fill_aliases(module: nn.Module, state_dict: dict[str, Any], prefix: str, *_: Any) -> None:
     """load_state_dict pre-hook of a signature built alone: a weight that stands in for a tied weight
     of the main graph (``tgt_embed.weight`` for ``src_embed.weight``) loads from its owner's key."""
-    for holder, owner in module.meta["nnspec"]["aliases"].items():
+    for holder, owner in spec_info(module)["aliases"].items():
         if prefix + holder not in state_dict and prefix + owner in state_dict:
             state_dict[prefix + holder] = state_dict[prefix + owner]
 
@@ -134,6 +152,10 @@ class SpecModule(fx.GraphModule):
     Attributes:
         meta: ``meta["nnspec"]`` holds the spec name, signature, input and output names.
     """
+
+    # torch.jit.script compiles properties unless told not to
+    __jit_unused_properties__ = [*getattr(fx.GraphModule, "__jit_unused_properties__", []),  # noqa: RUF012
+                                 "signatures", "input_names", "output_names"]
 
     def __init__(self, root: nn.Module, graph: fx.Graph, class_name: str = "GraphModule") -> None:
         super().__init__(root, graph, class_name)
@@ -155,6 +177,9 @@ class SpecModule(fx.GraphModule):
         for name in signatures:
             if not hasattr(self, name):
                 setattr(cls, name, _signature_method(name))
+        hooks = self._load_state_dict_pre_hooks.values()
+        if spec_info(self)["aliases"] and not any(getattr(h, "hook", h) is _fill_aliases for h in hooks):
+            self.register_load_state_dict_pre_hook(_fill_aliases)  # lost by copies that rebuild the module
 
     @property
     def signatures(self) -> tuple[str, ...]:
@@ -166,7 +191,7 @@ class SpecModule(fx.GraphModule):
         sigs: dict[str, fx.GraphModule] = self.__dict__["_nnspec_signatures"]
         if name not in sigs:
             hints = "".join(f"; {h}" for h in did_you_mean(name, sigs))
-            raise KeyError(f"module '{self.meta['nnspec']['name']}' has no signature '{name}'{hints} "
+            raise KeyError(f"module '{spec_info(self)['name']}' has no signature '{name}'{hints} "
                            f"(signatures: {', '.join(sigs) or 'none'})")
         sig = sigs[name]
         sig.training = self.training
@@ -174,24 +199,25 @@ class SpecModule(fx.GraphModule):
 
     @property
     def input_names(self) -> tuple[str, ...]:
-        return tuple(self.meta["nnspec"]["inputs"])
+        return tuple(spec_info(self)["inputs"])
 
     @property
     def output_names(self) -> tuple[str, ...]:
-        return tuple(self.meta["nnspec"]["outputs"])
+        return tuple(spec_info(self)["outputs"])
 
     # --- copy and pickle -------------------------------------------------------------
 
     def _deepcopy_init(self) -> Callable[..., None]:
         def init(res: SpecModule, fake: nn.Module, graph: fx.Graph) -> None:
             SpecModule.__init__(res, fake, graph, type(self).__name__)
+            res.meta = fake.__dict__.get("meta", {})  # GraphModule sets it again, after this
             res._attach(fake.__dict__.get("_nnspec_signatures", {}))
 
         return init
 
     def __copy__(self) -> SpecModule:
         res = SpecModule(self, self.graph, type(self).__name__)
-        res.meta = dict(self.meta)
+        res.meta = dict(getattr(self, "meta", {}))
         res._attach(self.__dict__["_nnspec_signatures"])
         return res
 
@@ -217,7 +243,7 @@ def _restore(body: dict[str, Any], import_block: str, class_name: str) -> SpecMo
     from torch.fx.graph_module import reduce_graph_module
 
     plain = reduce_graph_module(body, import_block)
-    res = SpecModule(plain, plain.graph, class_name)
+    res = SpecModule(plain, cast(fx.Graph, plain.graph), class_name)
     res.meta = body.get("meta", {})
     res._attach(body.get("_nnspec_signatures", {}))
     return res

@@ -7,15 +7,19 @@ signature built alone loads a stand-in for a tied weight from its owner's key.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from builder.errors import did_you_mean
+
+from .module import spec_info
 
 __all__ = ["WeightsError", "load_weights", "save_weights"]
 
@@ -45,30 +49,41 @@ def _shared(state: Mapping[str, torch.Tensor]) -> dict[str, str]:
 
 
 def save_weights(module_or_state: nn.Module | Mapping[str, torch.Tensor], path: str | Path,
-                 metadata: Mapping[str, str] | None = None) -> None:
+                 metadata: Mapping[str, Any] | None = None) -> None:
     """Write a module's state_dict (or a state dict) to a safetensors file, atomically.
+
+    The same weights give the same bytes: the header holds one metadata entry, ``nnspec``,
+    a JSON object with sorted keys (safetensors does not keep the order of several entries).
 
     Args:
         module_or_state: the module, or a mapping of names to tensors.
         path: the file to write; it is replaced only once the new file is complete.
-        metadata: extra string metadata for the file header.
+        metadata: JSON-serialisable values to record under ``nnspec`` in the header.
     """
     from safetensors.torch import save_file
 
     state = module_or_state.state_dict() if isinstance(module_or_state, nn.Module) else dict(module_or_state)
     shared = _shared(state)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items() if k not in shared}
-    meta = {"format": "pt", **(metadata or {})}
+    info = dict(metadata or {})
     if shared:
-        meta["nnspec.shared"] = ",".join(f"{k}={v}" for k, v in shared.items())
+        info["shared"] = shared  # key -> the key it is stored under
+    meta = {"nnspec": json.dumps(info, sort_keys=True)}
     target = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent or ".")
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata=meta)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the usual mode
         os.replace(tmp, target)
     finally:
         Path(tmp).unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def load_weights(module: nn.Module, path: str | Path, strict: bool = True) -> nn.Module:
@@ -123,7 +138,7 @@ def _fill_shared(module: nn.Module, expected: Mapping[str, torch.Tensor], loaded
         if key not in loaded and first in loaded:
             loaded[key] = loaded[first]
     meta = getattr(module, "meta", None)
-    aliases = meta.get("nnspec", {}).get("aliases", {}) if isinstance(meta, dict) else {}
+    aliases = spec_info(module)["aliases"] if isinstance(meta, dict) and "nnspec" in meta else {}
     for holder, owner in aliases.items():
         if holder not in loaded and owner in loaded:
             loaded[holder] = loaded[owner]

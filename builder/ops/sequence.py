@@ -13,7 +13,7 @@ from .base import Op, WeightShapes, expect_float, expect_rank, last_dim, registe
 
 class _Recurrent(Op):
     hidden_size: PositiveInt
-    num_layers: PositiveInt = 1
+    num_layers: PositiveInt = Field(default=1, le=10_000, description="Stacked layers, each with its own weights.")
     bidirectional: bool = False
     bias: bool = True
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0, description="Dropout between layers while training.")

@@ -1,0 +1,259 @@
+"""``nnspec export``, ``nnspec run`` and ``nnspec check``: the ONNX backend's commands.
+
+onnx, onnxruntime and torch are imported inside the commands, never when the CLI starts.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from backends.clikit import atomic_output, fail, json_option, load_graph, set_option, signature_option
+from builder.errors import did_you_mean
+
+if TYPE_CHECKING:
+    import networkx as nx
+    import numpy as np
+    import onnx
+
+__all__ = ["check", "export", "run"]
+
+TOLERANCE = 1e-4
+"""check: the largest allowed |onnx - torch|, relative to max(1, max |torch output|)."""
+
+
+def _dims(items: Sequence[str]) -> dict[str, int]:
+    """``--dim batch=2`` options as sizes of symbolic dims."""
+    out: dict[str, int] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        try:
+            size = int(value)
+        except ValueError:
+            size = 0
+        if not sep or not name.strip() or size < 1:
+            raise click.UsageError(f"--dim expects NAME=SIZE with a positive SIZE, got '{item}'")
+        out[name.strip()] = size
+    return out
+
+
+dim_option = click.option("--dim", "dims", multiple=True, metavar="NAME=SIZE",
+                          help="Size of a symbolic dim for random inputs (repeatable), e.g. --dim batch=2; default 2.")
+weights_option = click.option("--weights", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+                              help="Weights as a safetensors file keyed like the PyTorch state_dict "
+                                   "(default: initialised as PyTorch would, from --seed).")
+seed_option = click.option("--seed", type=int, default=0, show_default=True, help="Seed for weights and random inputs.")
+
+
+def _native_options(fn: Any) -> Any:
+    fn = click.option("--native-attention", is_flag=True,
+                      help="Lower attention to the opset-23 Attention op instead of MatMul/Softmax.")(fn)
+    return click.option("--native-gelu", is_flag=True, help="Lower gelu to the opset-20 Gelu op.")(fn)
+
+
+def _prepare(graph: nx.MultiDiGraph, weights: str | None, opset: int | None, seed: int, native_gelu: bool,
+             native_attention: bool) -> tuple[Any, dict[str, np.ndarray]]:
+    from .export import prepare
+    from .opsets import OpsetError
+    from .weights import WeightError
+
+    try:
+        return prepare(graph, weights, opset, seed=seed, native_gelu=native_gelu, native_attention=native_attention)
+    except (OpsetError, WeightError) as exc:
+        fail(str(exc))
+
+
+@click.command("export")
+@click.argument("spec", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), metavar="FILE.onnx",
+              help="The model file to write (weights over 2 GB go to FILE.onnx.data beside it).")
+@weights_option
+@click.option("--opset", type=int, default=None, help="The ai.onnx opset (default: the highest onnxruntime runs).")
+@click.option("--external-data", is_flag=True, help="Write the weights to FILE.onnx.data even under 2 GB.")
+@seed_option
+@_native_options
+@set_option
+@signature_option
+def export(spec: str, output: str, weights: str | None, opset: int | None, external_data: bool, seed: int,
+           native_gelu: bool, native_attention: bool, sets: tuple[str, ...], signature: str | None) -> None:
+    """Export SPEC (or one signature) as an ONNX model, emitted directly from the checked graph.
+
+    Inputs and outputs carry the spec's names, initializers the PyTorch state_dict keys, and
+    symbolic dims stay dynamic. The file is written only when the export succeeds.
+    """
+    from .writer import needs_external, write_prepared
+
+    _, graph = load_graph(spec, sets, signature)
+    lowered, arrays = _prepare(graph, weights, opset, seed, native_gelu, native_attention)
+    target = Path(output)
+    external = external_data or needs_external(lowered, arrays)
+    location = target.name + ".data"
+    with atomic_output(target) as tmp:
+        if external:
+            with atomic_output(target.with_name(location)) as tmp_data:
+                write_prepared(lowered, arrays, tmp, True, location, tmp_data)
+        else:
+            write_prepared(lowered, arrays, tmp, False)
+    size = sum(a.nbytes for a in arrays.values())
+    extra = f" + {location}" if external else ""
+    click.echo(f"wrote {target}{extra}: {len(lowered.nodes)} nodes, {len(arrays)} weights ({size / 1e6:.1f} MB), "
+               f"opset {lowered.options.opset}", err=True)
+
+
+def _load_inputs(items: Sequence[str]) -> dict[str, np.ndarray]:
+    import numpy as np
+
+    out = {}
+    for item in items:
+        name, sep, file = item.partition("=")
+        if not sep or not name or not file:
+            raise click.UsageError(f"--input expects NAME=FILE.npy, got '{item}'")
+        try:
+            out[name] = np.load(file, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            fail(f"input '{name}': cannot read '{file}': {exc}")
+    return out
+
+
+def _preview(arr: np.ndarray, n: int = 6) -> str:
+    import numpy as np
+
+    flat = arr.reshape(-1)[:n]
+    text = np.array2string(flat, precision=4, separator=", ", suppress_small=True)
+    return text[:-1] + ", ...]" if arr.size > n else text
+
+
+def _model_for(source: str, weights: str | None, opset: int | None, seed: int, sets: tuple[str, ...],
+               signature: str | None) -> onnx.ModelProto | str:
+    """An .onnx path as is; a spec exported in memory."""
+    if source.endswith(".onnx"):
+        if sets or signature or weights:
+            raise click.UsageError("--set, --signature and --weights apply to a spec, not to an .onnx file")
+        if not Path(source).is_file():
+            fail(f"model file '{source}' does not exist")
+        return source
+    from .export import assemble
+
+    _, graph = load_graph(source, sets, signature)
+    return assemble(*_prepare(graph, weights, opset, seed, False, False))
+
+
+@click.command("run")
+@click.argument("model", metavar="MODEL.onnx|SPEC", type=click.Path(dir_okay=False))
+@click.option("--input", "-i", "inputs", multiple=True, metavar="NAME=FILE.npy", help="An input array (repeatable).")
+@click.option("--random", "use_random", is_flag=True, help="Random inputs for those not given (see --dim).")
+@dim_option
+@click.option("--output-dir", "-d", type=click.Path(file_okay=False), default=None,
+              help="Save each output as DIR/<name>.npy.")
+@weights_option
+@click.option("--opset", type=int, default=None, help="For a SPEC: the opset to export at.")
+@seed_option
+@set_option
+@signature_option
+@json_option
+def run(model: str, inputs: tuple[str, ...], use_random: bool, dims: tuple[str, ...], output_dir: str | None,
+        weights: str | None, opset: int | None, seed: int, sets: tuple[str, ...], signature: str | None,
+        as_json: bool) -> None:
+    """Run MODEL.onnx (or SPEC, exported on the fly) in onnxruntime on CPU.
+
+    Prints each output's name, shape, dtype and first values; --output-dir saves them.
+    """
+    import numpy as np
+    import onnx
+
+    from .runtime import InputError, random_inputs, run_onnx
+
+    sizes = _dims(dims)
+    given = _load_inputs(inputs)
+    source = _model_for(model, weights, opset, seed, sets, signature)
+    proto = source if isinstance(source, onnx.ModelProto) else onnx.load(source, load_external_data=False)
+    names = [i.name for i in proto.graph.input]
+    for name in given:
+        if name not in names:
+            hint = "".join(f" ({h})" for h in did_you_mean(name, names))
+            fail(f"the model has no input '{name}'{hint}; its inputs: {', '.join(names)}")
+    missing = [n for n in names if n not in given]
+    if missing and not use_random:
+        fail(f"no value for input(s) {', '.join(missing)}: give --input NAME=FILE.npy, or --random")
+    feed = {**{k: v for k, v in random_inputs(proto, sizes, seed).items() if k in missing}, **given}
+    try:
+        outputs = run_onnx(source, feed)
+    except InputError as exc:
+        fail(str(exc))
+    if output_dir is not None:
+        Path(output_dir).mkdir(parents=True, exist_ok=True)
+        for name, arr in outputs.items():
+            with atomic_output(Path(output_dir) / f"{name}.npy") as tmp, open(tmp, "wb") as f:
+                np.save(f, arr, allow_pickle=False)
+    if as_json:
+        click.echo(json.dumps({k: {"shape": list(v.shape), "dtype": str(v.dtype), "preview": v.reshape(-1)[:6].tolist()}
+                               for k, v in outputs.items()}, indent=2))
+        return
+    for name, arr in outputs.items():
+        click.echo(f"{name}: {arr.dtype} {list(arr.shape)} {_preview(arr)}")
+    if output_dir is not None:
+        click.echo(f"saved {len(outputs)} output(s) to {output_dir}/", err=True)
+
+
+def compare(graph: nx.MultiDiGraph, sizes: Mapping[str, int], seed: int = 0, **options: Any) -> dict[str, dict[str, float]]:
+    """Build both backends on the same weights, run both on random inputs; per output: max |diff|, scale.
+
+    Returns:
+        Output name to ``{"diff": max |onnx - torch|, "scale": max(1, max |torch|)}``.
+    """
+    import numpy as np
+    import torch
+
+    from backends.pytorch import to_torch
+
+    from .export import to_onnx
+    from .runtime import random_inputs, run_onnx
+
+    torch.manual_seed(seed)
+    module = to_torch(graph).eval()
+    model = to_onnx(graph, module.state_dict(), **options)
+    feed = random_inputs(model, sizes, seed)
+    got = run_onnx(model, feed)
+    with torch.no_grad():
+        ref = module(**{k: torch.from_numpy(v) for k, v in feed.items()})
+    refs = ref if isinstance(ref, tuple) else (ref,)
+    out = {}
+    for name, y, r in zip(graph.graph["outputs"], got.values(), refs, strict=True):
+        r = r.numpy()
+        scale = max(1.0, float(np.max(np.abs(r)))) if r.size else 1.0
+        diff = float(np.max(np.abs(y.astype(np.float64) - r))) if r.size else 0.0
+        out[name] = {"diff": diff, "scale": scale}
+    return out
+
+
+@click.command("check")
+@click.argument("spec", type=click.Path(dir_okay=False))
+@dim_option
+@click.option("--tolerance", type=float, default=TOLERANCE, show_default=True,
+              help="Largest allowed max |onnx - torch| / max(1, max |torch|).")
+@seed_option
+@set_option
+@signature_option
+@json_option
+def check(spec: str, dims: tuple[str, ...], tolerance: float, seed: int, sets: tuple[str, ...],
+          signature: str | None, as_json: bool) -> None:
+    """Build SPEC with both backends (same weights), run both on random inputs, compare.
+
+    Prints the max abs difference per output; exits 1 if one is above the tolerance.
+    """
+    _, graph = load_graph(spec, sets, signature)
+    sizes = _dims(dims)
+    result = compare(graph, sizes, seed)
+    bad = [name for name, r in result.items() if not r["diff"] <= tolerance * r["scale"]]
+    if as_json:
+        click.echo(json.dumps({"ok": not bad, "tolerance": tolerance, "outputs": result}, indent=2))
+    else:
+        for name, r in result.items():
+            verdict = "FAIL" if name in bad else "ok"
+            click.echo(f"{verdict:4}  {name}: max |onnx - torch| = {r['diff']:.3g} (allowed {tolerance * r['scale']:.3g})")
+    if bad:
+        fail(f"onnxruntime and PyTorch differ on {', '.join(bad)}")

@@ -1,0 +1,192 @@
+"""Writing models to disk: `save_onnx` for a ModelProto, and `export_onnx`, which streams the
+weights from their arrays straight into the file.
+
+`export_onnx` never copies a weight into a protobuf: it serialises the model without
+initializers, and writes each initializer's wire encoding by hand around it (a TensorProto
+is its small header, fields 1, 2 and 8, then field 9, ``raw_data``, the array's bytes). The
+pieces are written in field-number order, so the file is byte-for-byte what
+``to_onnx(...).SerializeToString()`` gives, at the cost of one write of the weights: the
+same work safetensors does.
+
+Protobuf cannot serialise more than 2 GiB; above that (or when asked) the weights go to a
+``<model>.onnx.data`` file beside the model (ONNX external data, page-aligned).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+import onnx
+from google.protobuf.message import Message
+
+from .export import GraphSource, Lowered, initializers, light_model, little_endian, prepare, tensor_type
+from .weights import StateDict
+
+__all__ = ["PROTOBUF_LIMIT", "export_onnx", "needs_external", "save_onnx", "write_prepared"]
+
+PROTOBUF_LIMIT = 2**31 - 2**20
+"""A serialised protobuf cannot exceed 2 GiB; above this, weights are written as external data."""
+EXTERNAL_THRESHOLD = 1024
+"""Tensors smaller than this (bytes) stay in the model file even with external data."""
+ALIGN = 4096
+
+# wire keys: (field number << 3) | 2 (length-delimited)
+_MODEL_GRAPH, _GRAPH_INITIALIZER, _TENSOR_RAW_DATA = 7, 5, 9
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        if n:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _key(field: int) -> bytes:
+    return _varint(field << 3 | 2)
+
+
+def _split(message: Message, field: int) -> tuple[bytes, bytes]:
+    """`message` serialised as the fields numbered below `field` and those above (omitting `field`)."""
+    before, after = type(message)(), type(message)()
+    for desc, value in message.ListFields():
+        if desc.number == field:
+            continue
+        target = before if desc.number < field else after
+        if desc.is_repeated:
+            getattr(target, desc.name).extend(value)
+        elif desc.message_type is not None:
+            getattr(target, desc.name).CopyFrom(value)
+        else:
+            setattr(target, desc.name, value)
+    return before.SerializeToString(), after.SerializeToString()
+
+
+class _Plan:
+    """The initializers of one model as (encoded entry head, data) pairs, data written after its head."""
+
+    def __init__(self) -> None:
+        self.entries: list[tuple[bytes, memoryview | None]] = []
+        self.size = 0
+
+    def inline(self, name: str, arr: np.ndarray) -> None:
+        arr = little_endian(arr)
+        head = onnx.TensorProto(name=name, dims=arr.shape, data_type=tensor_type(arr)).SerializeToString()
+        data = memoryview(arr.reshape(-1)).cast("B")
+        tensor = head + _key(_TENSOR_RAW_DATA) + _varint(data.nbytes)
+        self._add(_key(_GRAPH_INITIALIZER) + _varint(len(tensor) + data.nbytes) + tensor, data)
+
+    def external(self, name: str, arr: np.ndarray, location: str, offset: int) -> None:
+        t = onnx.TensorProto(name=name, dims=arr.shape, data_type=tensor_type(arr),
+                             data_location=onnx.TensorProto.EXTERNAL)
+        for k, v in (("location", location), ("offset", str(offset)), ("length", str(arr.nbytes))):
+            t.external_data.add(key=k, value=v)
+        body = t.SerializeToString()
+        self._add(_key(_GRAPH_INITIALIZER) + _varint(len(body)) + body, None)
+
+    def _add(self, head: bytes, data: memoryview | None) -> None:
+        self.entries.append((head, data))
+        self.size += len(head) + (data.nbytes if data is not None else 0)
+
+    def write(self, f: BinaryIO) -> None:
+        for head, data in self.entries:
+            f.write(head)
+            if data is not None:
+                f.write(data)
+
+
+def _write(model: onnx.ModelProto, tensors: Iterable[tuple[str, np.ndarray]], path: Path, external: bool,
+           location: str | None = None, data_path: Path | None = None) -> list[Path]:
+    """Write `model` (without initializers) and `tensors` as its initializers, in wire order.
+
+    With `external`, tensors of 1 KiB and more go to `data_path` (default: beside the model,
+    named `location`, default ``<model file name>.data``), recorded in the model as `location`.
+    """
+    location = location or path.name + ".data"
+    data_path = data_path or path.with_name(location)
+    plan, blobs, offset = _Plan(), [], 0
+    for name, arr in tensors:
+        if external and arr.nbytes >= EXTERNAL_THRESHOLD:
+            offset += -offset % ALIGN  # page-aligned, so onnxruntime can map tensors directly
+            plan.external(name, arr, location, offset)
+            blobs.append((offset, little_endian(arr)))
+            offset += arr.nbytes
+        else:
+            plan.inline(name, arr)
+    model_head, model_tail = _split(model, _MODEL_GRAPH)
+    graph_head, graph_tail = _split(model.graph, _GRAPH_INITIALIZER)
+    graph_size = len(graph_head) + plan.size + len(graph_tail)
+    with open(path, "wb") as f:
+        f.write(model_head + _key(_MODEL_GRAPH) + _varint(graph_size) + graph_head)
+        plan.write(f)
+        f.write(graph_tail + model_tail)
+    if not external:
+        return [path]
+    with open(data_path, "wb") as f:
+        for at, arr in blobs:
+            f.write(b"\0" * (at - f.tell()))
+            f.write(memoryview(arr.reshape(-1)).cast("B"))
+    return [path, data_path]
+
+
+def export_onnx(spec_or_graph: GraphSource, path: str | Path, state_dict: StateDict | None = None,
+                opset: int | None = None, signature: str | None = None, *, external_data: bool | None = None,
+                seed: int = 0, native_gelu: bool = False, native_attention: bool = False) -> list[Path]:
+    """`to_onnx` straight to a file, the weights written from their arrays (no copy in memory).
+
+    Takes the arguments of `to_onnx`; `external_data` forces (True) or forbids (False)
+    external weights, which by default are used above 2 GiB.
+
+    Returns:
+        The files written: the model, and ``<path>.data`` with external data.
+    """
+    lowered, arrays = prepare(spec_or_graph, state_dict, opset, signature, seed=seed, native_gelu=native_gelu,
+                              native_attention=native_attention)
+    return write_prepared(lowered, arrays, Path(path), external_data)
+
+
+def needs_external(lowered: Lowered, arrays: Mapping[str, np.ndarray]) -> bool:
+    """Whether the model would exceed protobuf's 2 GiB limit with its weights inside."""
+    return sum(a.nbytes + 64 for a in arrays.values()) + len(lowered.nodes) * 64 > PROTOBUF_LIMIT
+
+
+def write_prepared(lowered: Lowered, arrays: Mapping[str, np.ndarray], path: Path, external_data: bool | None = None,
+                   location: str | None = None, data_path: Path | None = None) -> list[Path]:
+    """Write what `prepare` returned; see `_write` for `location` and `data_path`."""
+    if external_data is None:
+        external_data = needs_external(lowered, arrays)
+    return _write(light_model(lowered), initializers(lowered, arrays), path, external_data, location, data_path)
+
+
+def save_onnx(model: onnx.ModelProto, path: str | Path, external_data: bool | None = None,
+              location: str | None = None) -> list[Path]:
+    """Write `model` to `path`; its weights go to ``<path>.data`` when it is over 2 GiB (or when asked).
+
+    The model is not modified.
+
+    Returns:
+        The files written.
+    """
+    path = Path(path)
+    if external_data is None:
+        external_data = model.ByteSize() > PROTOBUF_LIMIT
+    if not external_data:
+        path.write_bytes(model.SerializeToString())
+        return [path]
+    light = _without_initializers(model)
+    tensors = [(t.name, onnx.numpy_helper.to_array(t)) for t in model.graph.initializer]
+    return _write(light, tensors, path, True, location)
+
+
+def _without_initializers(model: onnx.ModelProto) -> onnx.ModelProto:
+    head, tail = _split(model, _MODEL_GRAPH)
+    light = onnx.ModelProto.FromString(head + tail)
+    graph_head, graph_tail = _split(model.graph, _GRAPH_INITIALIZER)
+    light.graph.ParseFromString(graph_head + graph_tail)
+    return light

@@ -1,0 +1,56 @@
+"""``nnspec build``: build a spec as a PyTorch module; write standalone source and initial weights.
+
+torch is imported inside the command, so that other commands start without it.
+"""
+
+from __future__ import annotations
+
+import click
+
+from backends.clikit import atomic_output, fail, limit_option, load_graph, set_option, signature_option, write_text_atomic
+
+__all__ = ["build"]
+
+
+@click.command("build")
+@click.argument("spec", type=click.Path(dir_okay=False))
+@click.option("--emit-python", "emit_python_to", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Write a standalone PyTorch module (one class, importing only torch) to FILE.")
+@click.option("--weights", "weights_to", type=click.Path(dir_okay=False), metavar="FILE.safetensors",
+              help="Save the module's initial weights (PyTorch's default initialisation) to FILE.")
+@click.option("--seed", type=int, default=None, help="Seed torch's generator before initialising the weights.")
+@set_option
+@limit_option
+@signature_option
+def build(spec: str, emit_python_to: str | None, weights_to: str | None, seed: int | None, sets: tuple[str, ...],
+          limits: tuple[str, ...], signature: str | None) -> None:
+    """Build SPEC as a PyTorch module (torch.fx) and print its size.
+
+    With --emit-python, write it as standalone source whose state_dict keys and outputs are the
+    built module's; with --weights, save its initial weights as safetensors. Files are written
+    atomically: a failure leaves no partial file.
+    """
+    loaded, _ = load_graph(spec, sets, signature, limits)
+    import torch
+
+    from . import LoweringError, emit_python, save_weights, to_torch
+
+    try:
+        if emit_python_to is not None:
+            write_text_atomic(emit_python_to, emit_python(loaded, signature))
+        if seed is not None:
+            torch.manual_seed(seed)
+        model = to_torch(loaded, signature, device=None if weights_to else "meta")
+    except LoweringError as exc:
+        fail(str(exc))
+    if weights_to is not None:
+        with atomic_output(weights_to) as tmp:
+            save_weights(model, tmp, metadata={"spec": loaded.name, "signature": signature})
+    params = sum(p.numel() for p in model.parameters())
+    tensors = len(model.state_dict())
+    what = loaded.name if signature is None else f"{loaded.name} (signature {signature})"
+    sigs = f"; signatures: {', '.join(model.signatures)}" if model.signatures else ""
+    click.echo(f"built {what}: {tensors} tensors, {params:,} parameters{sigs}")
+    for path, label in ((emit_python_to, "source"), (weights_to, "weights")):
+        if path is not None:
+            click.echo(f"wrote {label} to {path}")

@@ -1,0 +1,115 @@
+"""``--emit-python``: the standalone source has the same state_dict keys and outputs as the
+module `to_torch` builds, imports only torch, and matches the golden files (refresh them on
+purpose with ``NNSPEC_UPDATE_GOLDEN=1``)."""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import os
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import torch
+from test_torch_specs import DIMS, SMALL, SPECS, small
+
+from backends.pytorch import emit_python, to_torch
+from backends.pytorch.codegen import class_name
+from backends.pytorch.inputs import example_inputs
+from builder import load_spec
+
+GOLDEN = Path("tests/golden")
+
+
+def _load(source: str, tmp_path: Path, stem: str) -> ModuleType:
+    path = tmp_path / f"{stem}.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location(stem, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[stem] = module
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        del sys.modules[stem]
+    return module
+
+
+def test_class_names() -> None:
+    assert class_name("lstm_seq2seq") == "LstmSeq2seq"
+    assert class_name("lenet5") == "Lenet5"
+    assert class_name("_x") == "X"
+
+
+@pytest.mark.parametrize("entry", [(s, sig) for s in SPECS for sig in (None, *load_spec(f"specs/{s}.yaml").signatures)],
+                         ids=str)
+def test_emitted_module_equals_the_built_one(entry: tuple[str, str | None], tmp_path: Path) -> None:
+    name, sig = entry
+    built = small(name, sig)
+    source = emit_python(f"specs/{name}.yaml", sig, overrides=SMALL[name])
+    cls = getattr(_load(source, tmp_path, f"gen_{name}_{sig}"), class_name(name))
+    emitted = cls().eval()
+    assert list(emitted.state_dict()) == list(built.state_dict())
+    emitted.load_state_dict(built.state_dict())
+    for i, dims in enumerate(DIMS[1:]):
+        x = example_inputs(built, dims, seed=i)
+        got, want = emitted(*x), built(*x)
+        for a, b in zip(got if isinstance(got, tuple) else (got,), want if isinstance(want, tuple) else (want,),
+                        strict=True):
+            assert torch.allclose(a, b, atol=1e-6, rtol=0)
+    for method in built.signatures:  # the main class also carries each signature as a method
+        x = example_inputs(built.signature(method), DIMS[1])
+        got, want = getattr(emitted, method)(*x), getattr(built, method)(*x)
+        for a, b in zip(got if isinstance(got, tuple) else (got,), want if isinstance(want, tuple) else (want,),
+                        strict=True):
+            assert torch.allclose(a, b, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("name", SPECS)
+def test_emitted_source_imports_only_torch(name: str) -> None:
+    tree = ast.parse(emit_python(f"specs/{name}.yaml"))
+    imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert imported == {"torch"}
+    assert not any(isinstance(n, ast.ImportFrom) for n in ast.walk(tree))
+    classes = [n for n in tree.body if isinstance(n, ast.ClassDef)]
+    assert len(classes) == 1
+
+
+def test_emitted_initialisation_is_pytorch_default(tmp_path: Path) -> None:
+    """Same seed, same weights: the generated __init__ builds layers as to_torch does."""
+    name = "transformer"
+    cls = getattr(_load(emit_python(f"specs/{name}.yaml", overrides=SMALL[name]), tmp_path, "gen_init"), class_name(name))
+    torch.manual_seed(7)
+    built = to_torch(f"specs/{name}.yaml", overrides=SMALL[name])
+    torch.manual_seed(7)
+    emitted = cls()
+    for (k, a), (_, b) in zip(built.state_dict().items(), emitted.state_dict().items(), strict=True):
+        assert torch.equal(a, b), k
+
+
+def test_reserved_looking_names_survive_in_source(tmp_path: Path) -> None:
+    spec = {"name": "odd", "inputs": {"input": {"shape": [2, 3]}},
+            "nodes": {"getattr": {"op": "relu", "in": "input"}, "self": {"op": "linear", "in": "getattr", "out_features": 3},
+                      "torch": {"op": "tanh", "in": "self"}},
+            "outputs": {"y": "torch"}}
+    emitted = _load(emit_python(spec), tmp_path, "gen_odd").Odd()
+    built = to_torch(spec)
+    emitted.load_state_dict(built.state_dict())
+    x = torch.randn(2, 3)
+    assert torch.equal(emitted(input=x), built(input=x))
+
+
+@pytest.mark.parametrize("name", SPECS)
+def test_golden_emit_python(name: str) -> None:
+    source = emit_python(f"specs/{name}.yaml")
+    path = GOLDEN / f"torch_{name}.py"
+    if os.environ.get("NNSPEC_UPDATE_GOLDEN") == "1":
+        path.write_text(source)
+    assert path.exists(), f"no golden file {path}; create it with NNSPEC_UPDATE_GOLDEN=1"
+    assert source == path.read_text(), f"{path} differs; if the change is intended, refresh with NNSPEC_UPDATE_GOLDEN=1"
+
+
+def test_emit_python_is_deterministic() -> None:
+    assert emit_python("specs/bert.yaml") == emit_python("specs/bert.yaml")
