@@ -49,7 +49,7 @@ def demo_one(path: Path, overrides: dict[str, Any]) -> dict[str, str]:
     import torch
 
     from backends.graphviz import render
-    from backends.onnx import save_onnx, to_onnx
+    from backends.onnx import export_onnx
     from backends.onnx.commands import compare
     from backends.pytorch import emit_python, to_torch
 
@@ -68,10 +68,8 @@ def demo_one(path: Path, overrides: dict[str, Any]) -> dict[str, str]:
     (OUT / f"{path.stem}_model.py").write_text(emit_python(graph))
 
     state = module.state_dict()
-    model, t_emit = _timed(lambda: to_onnx(graph, state))
-    _, t_save = _timed(lambda: save_onnx(model, OUT / f"{path.stem}.onnx"))
-    row["onnx export s"] = f"{t_emit + t_save:.2f}"
-    del model
+    _, t = _timed(lambda: export_onnx(graph, OUT / f"{path.stem}.onnx", state))
+    row["onnx export s"] = f"{t:.2f}"
 
     diffs, _ = _timed(lambda: compare(graph, SIZES, seed=0))
     worst = max(d["diff"] / d["scale"] for d in diffs.values())
