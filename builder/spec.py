@@ -161,10 +161,10 @@ _TYPE_WORDS = {
 def _per_value(errors: list[tuple[DataPath, ErrorDetails]]) -> dict[DataPath, list[ErrorDetails]]:
     """Group errors by value. A union reports one error per member: where one member matched and
     failed deeper inside the value (``in: [x, 5]``), only its errors are kept."""
-    paths = {path for path, _ in errors}
+    inner = {path[:i] for path, _ in errors for i in range(len(path))}  # values that hold another error
     out: dict[DataPath, list[ErrorDetails]] = {}
     for path, err in errors:
-        if not any(len(q) > len(path) and q[:len(path)] == path for q in paths):
+        if path not in inner:
             out.setdefault(path, []).append(err)
     return out
 

@@ -110,5 +110,20 @@ def test_spec_error_escaping_a_command_exits_1(monkeypatch: pytest.MonkeyPatch, 
     spec = tmp_path / "sig.yaml"  # the main graph is fine; its signature is not
     spec.write_text("name: t\ninputs: {x: {shape: [batch, 4]}}\nnodes: {a: {op: relu, in: x}}\noutputs: {y: a}\n"
                     "signatures:\n  s:\n    inputs: {z: {shape: [1, 4]}}\n    outputs: {y: nope}\n")
-    code, err = _run_main(["validate", str(spec)], monkeypatch, capsys)
-    assert code == 1 and f"{spec}:8:15: error[bad-output]" in err
+    out = tmp_path / "model.py"
+    _command("build", out)  # skips when the PyTorch backend is not here
+    code, err = _run_main(["build", str(spec), "--emit-python", str(out)], monkeypatch, capsys)
+    assert code == 1 and f"{spec}:8:15: error[bad-output]" in err and "Traceback" not in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("name", ["export", "build"])
+def test_huge_model_is_refused_before_anything_is_allocated(name: str, tmp_path: Path) -> None:
+    out = tmp_path / f"model{WRITERS[name][2]}"
+    args = _command(name, out)
+    args[args.index(SPEC)] = "tests/bad_specs/huge_weights.yaml"  # a linear with 10^12 parameters
+    if name == "build":
+        args += ["--weights", str(tmp_path / "weights.safetensors")]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1 and "error[limit]" in result.output, result.output
+    assert list(tmp_path.iterdir()) == []

@@ -362,3 +362,15 @@ def test_softmax_over_any_dim(op: str, dim: int) -> None:
     x = torch.randn(3, 4, 5)
     want = REFERENCES[op](to_torch(spec), {"dim": dim}, {"x": x})["y"]
     assert torch.allclose(to_torch(spec)(x).double(), want, atol=1e-6)
+
+
+def test_one_node_id_cannot_be_a_prefix_of_another_with_a_submodule() -> None:
+    from backends.pytorch.emitter import Ctor, ModuleTree
+    from builder import Node
+
+    tree = ModuleTree(build=False)
+    tree.add(Node("a.b.c", "relu", None, {}, {}, {}), Ctor.of("ReLU"))
+    tree.add(Node("a.b.d", "relu", None, {}, {}, {}), Ctor.of("ReLU"))
+    for clash in ("a.b", "a.b.c.d"):
+        with pytest.raises(LoweringError, match="one id is a prefix of the other"):
+            tree.add(Node(clash, "relu", None, {}, {}, {}), Ctor.of("ReLU"))

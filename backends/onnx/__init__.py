@@ -1,9 +1,12 @@
 """The ONNX backend: the checked graph emitted directly as an ONNX model, and run in onnxruntime.
 
-    >>> from backends.onnx import to_onnx, save_onnx, run_onnx
+    >>> from backends.onnx import export_onnx, run_onnx, save_onnx, to_onnx
     >>> model = to_onnx("specs/lenet5.yaml")             # weights initialised as PyTorch would
     >>> save_onnx(model, "lenet5.onnx")
     >>> run_onnx(model, {"image": x})["logits"].shape    # x: float32 (batch, 1, 32, 32)
+    >>> export_onnx("specs/gpt.yaml", "gpt.onnx", state_dict)  # straight to a file, weights streamed
+
+`generate_onnx` decodes greedily over exported signatures; `random_inputs` makes inputs.
 
 torch is imported only when a state_dict holds torch tensors.
 """
@@ -11,6 +14,7 @@ torch is imported only when a state_dict holds torch tensors.
 from __future__ import annotations
 
 from .export import lower_graph, to_onnx
+from .generate import generate_onnx
 from .lowering import EMITTED_OPS, LOWERINGS
 from .opsets import MIN_OPSET, OpsetError, default_opset
 from .runtime import InputError, random_inputs, run_onnx, session
@@ -19,5 +23,5 @@ from .writer import export_onnx, save_onnx
 
 __all__ = [
     "EMITTED_OPS", "LOWERINGS", "MIN_OPSET", "InputError", "OpsetError", "WeightError", "default_opset", "export_onnx",
-    "lower_graph", "random_inputs", "run_onnx", "save_onnx", "session", "to_onnx",
+    "generate_onnx", "lower_graph", "random_inputs", "run_onnx", "save_onnx", "session", "to_onnx",
 ]

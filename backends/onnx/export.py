@@ -123,7 +123,34 @@ def lower_graph(g: nx.MultiDiGraph, options: Options) -> Lowered:
         raise AssertionError(f"tied weights whose owner never lowered them: {missing}")
     inverse = {spec: onnx_name for onnx_name, spec in renamed.items()}
     outputs = {inverse.get(name, name): name for name in g.graph["outputs"]}
-    return Lowered(g, options, values, e.nodes, e.consts, e.weights, outputs)
+    kept, used = _prune(e.nodes, set(outputs))
+    return Lowered(g, options, {r: v for r, v in values.items() if v in used or r.node in g.graph["inputs"]}, kept,
+                   {k: v for k, v in e.consts.items() if k in used}, {k: v for k, v in e.weights.items() if k in used},
+                   outputs)
+
+
+OPTIONAL_OUTPUTS = frozenset({"RNN", "LSTM", "GRU"})
+"""Op types whose outputs are all optional: an unused one is left out ("") so it is not computed."""
+
+
+def _prune(nodes: list[onnx.NodeProto], outputs: set[str]) -> tuple[list[onnx.NodeProto], set[str]]:
+    """Drop nodes nothing reads (a recurrent layer's unused sequence output, a dangling spec node).
+
+    Returns:
+        The kept nodes, in order, and every value name they read or the graph returns.
+    """
+    used = set(outputs)
+    kept = []
+    for node in reversed(nodes):  # consumers come after producers: every reader is seen first
+        if any(o in used for o in node.output):
+            kept.append(node)
+            used.update(node.input)
+            if node.op_type in OPTIONAL_OUTPUTS:
+                node.output[:] = [o if o in used else "" for o in node.output]
+                while node.output[-1] == "":
+                    del node.output[-1]
+    kept.reverse()
+    return kept, used
 
 
 def _dim(d: sympy.Expr) -> int | str:

@@ -47,12 +47,19 @@ def _hidden(e: Emitter, node: Node, causal: bool, q: str, k: str, mask_axes: lis
     `q` and `k` are values whose dim -2 is the query and key length.
     """
     hidden = None
-    if causal:
+    if causal:  # the same lengths give the same mask: build it once for all layers
         lq, lk = node.inputs["query"].shape[-2], node.inputs.get("key", node.inputs["query"]).shape[-2]
-        hidden = _future(e, q, k, lq, lk)
+        key = ("causal", lq, lk)
+        hidden = e.memo.get(key) or e.memo.setdefault(key, _future(e, q, k, lq, lk))
     if e.has("key_padding_mask"):  # (batch, Lk), True = padding -> (batch, 1, [1,] Lk)
-        pad = e.op1("Unsqueeze", [e.input("key_padding_mask"), e.ints(mask_axes, "mask_axes")])
-        hidden = pad if hidden is None else e.op1("Or", [hidden, pad])
+        mask = e.input("key_padding_mask")
+        key = ("padding", mask, tuple(mask_axes))
+        pad = e.memo.get(key) or e.memo.setdefault(key, e.op1("Unsqueeze", [mask, e.ints(mask_axes, "mask_axes")]))
+        if hidden is None:
+            hidden = pad
+        else:
+            key = ("hidden", hidden, pad)
+            hidden = e.memo.get(key) or e.memo.setdefault(key, e.op1("Or", [hidden, pad]))
     return hidden
 
 

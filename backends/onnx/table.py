@@ -97,7 +97,11 @@ class Options:
 
 @dataclass
 class Emitter:
-    """Collects ONNX nodes, constants and weight uses while lowerings run, one graph node at a time."""
+    """Collects ONNX nodes, constants and weight uses while lowerings run, one graph node at a time.
+
+    `memo` lets lowerings share a value that depends only on its key across nodes (the causal
+    mask of every layer of a decoder, built once from the sequence length).
+    """
 
     options: Options
     values: dict[TensorRef, str]
@@ -106,6 +110,7 @@ class Emitter:
     nodes: list[NodeProto] = field(default_factory=list)
     consts: dict[str, np.ndarray] = field(default_factory=dict)
     weights: dict[str, WeightUse] = field(default_factory=dict)
+    memo: dict[Hashable, str] = field(default_factory=dict)
     _const_names: dict[Hashable, str] = field(default_factory=dict)
     _taken: set[str] = field(default_factory=set)
     _node_names: set[str] = field(default_factory=set)

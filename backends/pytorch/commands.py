@@ -35,14 +35,15 @@ def build(spec: str, emit_python_to: str | None, weights_to: str | None, seed: i
 
     from . import LoweringError, emit_python, save_weights, to_torch
 
-    try:
-        if emit_python_to is not None:
-            write_text_atomic(emit_python_to, emit_python(loaded, signature))
+    try:  # build everything first: a node that cannot be lowered leaves no file behind
         if seed is not None:
             torch.manual_seed(seed)
         model = to_torch(loaded, signature, device=None if weights_to else "meta")
+        source = emit_python(loaded, signature) if emit_python_to is not None else None
     except LoweringError as exc:
         fail(str(exc))
+    if emit_python_to is not None and source is not None:
+        write_text_atomic(emit_python_to, source)
     if weights_to is not None:
         with atomic_output(weights_to) as tmp:
             save_weights(model, tmp, metadata={"spec": loaded.name, "signature": signature})

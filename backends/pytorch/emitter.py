@@ -167,6 +167,7 @@ class ModuleTree:
         self.root = nn.Module()
         self.ctors: dict[str, Ctor] = {}
         self.owners: dict[str, Node] = {}
+        self._containers: set[str] = set()  # proper prefixes of submodule paths
         self.build = build
         self.device = device
 
@@ -179,10 +180,13 @@ class ModuleTree:
                 raise LoweringError(f"node '{path}' is {ctor.source()} here but {known.source()} in another "
                                     "signature; a layer shared by signatures must be the same layer")
             return path
-        for other in self.ctors:
-            if other.startswith(path + ".") or path.startswith(other + "."):
-                raise LoweringError(f"node '{path}' and node '{other}' cannot both be submodules "
-                                    "(one id is a prefix of the other)")
+        prefixes = [path.rsplit(".", i)[0] for i in range(1, path.count(".") + 1)]
+        clash = next((p for p in prefixes if p in self.ctors), None)
+        if path in self._containers or clash is not None:
+            other = clash or next(p for p in self.ctors if p.startswith(path + "."))
+            raise LoweringError(f"node '{path}' and node '{other}' cannot both be submodules "
+                                "(one id is a prefix of the other)")
+        self._containers.update(prefixes)
         self.ctors[path] = ctor
         self.owners[path] = node
         if self.build:
@@ -270,9 +274,8 @@ class Emitter:
             raise AssertionError(f"lowering of '{node.op}' returned ports {sorted(outs)}, expected {sorted(node.outputs)}")
         for port, value in outs.items():
             if "nnspec" not in value.meta:  # created here: name it after the node (fx makes it unique)
-                name = (node.id if port == "y" else f"{node.id}_{port}").replace(".", "_")
                 # fx's namespace keeps builtins free but not `self` or `torch`, which its code uses
-                value._rename(f"{name}_" if name in RESERVED_NAMES else name)
+                self.named(value, (node.id if port == "y" else f"{node.id}_{port}").replace(".", "_"))
                 value.meta["nnspec"] = (node.id, port)
             self.values[TensorRef(node.id, port)] = value
         self._node = None
@@ -355,16 +358,21 @@ class Emitter:
         if isinstance(d, sympy.Integer):
             return int(d)
         key = (value, axis)
-        if key not in self._memo:
-            self._memo[key] = self.method("size", value, axis)
+        if key not in self._memo:  # named after the symbol (`seq = x.size(1)`) where it is one
+            self._memo[key] = self.named(self.method("size", value, axis), str(d) if d.is_Symbol else "size")
         return self._memo[key]
 
     def device(self, value: fx.Node) -> fx.Node:
         """``value.device``, for tensors created in forward (positions, masks)."""
         key = (value, "device")
         if key not in self._memo:
-            self._memo[key] = self.fn(getattr, value, "device")
+            self._memo[key] = self.named(self.fn(getattr, value, "device"), f"{value.name}_device")
         return self._memo[key]
+
+    def named(self, value: fx.Node, hint: str) -> fx.Node:
+        """Give an intermediate value a readable name (made unique, and kept off reserved names)."""
+        value._rename(f"{hint}_" if hint in RESERVED_NAMES else hint)
+        return value
 
     def weight(self, name: str, own: Ctor | None = None) -> fx.Node:
         """A ``get_attr`` of the current node's weight `name`: its tied owner's, or its own.

@@ -221,7 +221,7 @@ def _embedding(e: Emitter, n: Node) -> Outputs:
 @TABLE.register("position_embedding")
 def _position_embedding(e: Emitter, n: Node) -> Outputs:
     x, d, m = e.x(), _features(e), _args(n, PositionEmbedding)
-    positions = e.fn(torch.arange, e.size(x, e.type(), 1), device=e.device(x))  # (seq,)
+    positions = e.named(e.fn(torch.arange, e.size(x, e.type(), 1), device=e.device(x)), "positions")  # (seq,)
     if n.ties:
         w = _own_or_tied(e, {"weight": TensorInit("weight", (m.max_len, d), "normal", 1.0)})
         table = e.fn(F.embedding, positions, w["weight"])
@@ -235,6 +235,7 @@ def _sinusoidal_position(e: Emitter, n: Node) -> Outputs:
     x, d = e.x(), _features(e)
     own = Ctor("", tensors=(TensorInit("pe", (_args(n, SinusoidalPosition).max_len, d), "sinusoid", buffer=True),))
     table = e.method("narrow", e.weight("pe", own), 0, 0, e.size(x, e.type(), 1))  # (seq, d)
+    e.named(table, n.id.replace(".", "_") + "_table")
     return {"y": e.fn(operator.add, x, table)}
 
 
@@ -334,7 +335,8 @@ def _causal_mask(e: Emitter, q: fx.Node, k: fx.Node, axis: int, keep: bool) -> f
     tq = e.type("query")
     tk = e.type("key") if e.has("key") else tq
     ones = e.method("new_ones", q, (e.size(q, tq, axis), e.size(k, tk, axis)), dtype=torch.bool)  # (Lq, Lk)
-    return e.method("tril", ones) if keep else e.method("triu", ones, 1)
+    mask = e.method("tril", ones) if keep else e.method("triu", ones, 1)
+    return e.named(mask, "causal_keep" if keep else "causal_mask")
 
 
 @TABLE.register("attention")

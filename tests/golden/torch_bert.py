@@ -131,10 +131,10 @@ class Bert(torch.nn.Module):
         word_embeddings = self.word_embeddings(input_ids)  # (batch, seq, 768)
         token_type_embeddings = self.token_type_embeddings(token_type_ids)  # (batch, seq, 768)
         embeddings_sum = word_embeddings + token_type_embeddings
-        size = embeddings_sum.size(1)
-        getattr_1 = embeddings_sum.device
-        arange = torch.arange(size, device=getattr_1)
-        position_embeddings_call = self.position_embeddings(arange)
+        seq = embeddings_sum.size(1)
+        embeddings_sum_device = embeddings_sum.device
+        positions = torch.arange(seq, device=embeddings_sum_device)
+        position_embeddings_call = self.position_embeddings(positions)
         position_embeddings = embeddings_sum + position_embeddings_call
         embeddings_norm = self.embeddings_norm(position_embeddings)
         embeddings_dropout = self.embeddings_dropout(embeddings_norm)

@@ -120,17 +120,17 @@ class Gpt(torch.nn.Module):
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """Returns logits."""
         wte = self.wte(tokens)  # (batch, seq, 768)
-        size = wte.size(1)
-        getattr_1 = wte.device
-        arange = torch.arange(size, device=getattr_1)
-        wpe_call = self.wpe(arange)
+        seq = wte.size(1)
+        wte_device = wte.device
+        positions = torch.arange(seq, device=wte_device)
+        wpe_call = self.wpe(positions)
         wpe = wte + wpe_call
         drop = self.drop(wpe)
         h_0_ln_1 = getattr(self.h, "0").ln_1(drop)
-        size_1 = h_0_ln_1.size(1)
-        new_ones = h_0_ln_1.new_ones((size_1, size_1), dtype=torch.bool)
-        triu = new_ones.triu(1)
-        h_0_attn_call = getattr(self.h, "0").attn(h_0_ln_1, h_0_ln_1, h_0_ln_1, need_weights=False, attn_mask=triu, is_causal=True)
+        seq_1 = h_0_ln_1.size(1)
+        new_ones = h_0_ln_1.new_ones((seq_1, seq_1), dtype=torch.bool)
+        causal_mask = new_ones.triu(1)
+        h_0_attn_call = getattr(self.h, "0").attn(h_0_ln_1, h_0_ln_1, h_0_ln_1, need_weights=False, attn_mask=causal_mask, is_causal=True)
         h_0_attn = h_0_attn_call[0]  # (batch, seq, 768)
         h_0_attn_dropout = getattr(self.h, "0").attn_dropout(h_0_attn)
         h_0_res_1 = drop + h_0_attn_dropout
@@ -141,10 +141,10 @@ class Gpt(torch.nn.Module):
         h_0_mlp_dropout = getattr(self.h, "0").mlp_dropout(h_0_c_proj)
         h_0_res_2 = h_0_res_1 + h_0_mlp_dropout
         h_1_ln_1 = getattr(self.h, "1").ln_1(h_0_res_2)
-        size_2 = h_1_ln_1.size(1)
-        new_ones_1 = h_1_ln_1.new_ones((size_2, size_2), dtype=torch.bool)
-        triu_1 = new_ones_1.triu(1)
-        h_1_attn_call = getattr(self.h, "1").attn(h_1_ln_1, h_1_ln_1, h_1_ln_1, need_weights=False, attn_mask=triu_1, is_causal=True)
+        seq_2 = h_1_ln_1.size(1)
+        new_ones_1 = h_1_ln_1.new_ones((seq_2, seq_2), dtype=torch.bool)
+        causal_mask_1 = new_ones_1.triu(1)
+        h_1_attn_call = getattr(self.h, "1").attn(h_1_ln_1, h_1_ln_1, h_1_ln_1, need_weights=False, attn_mask=causal_mask_1, is_causal=True)
         h_1_attn = h_1_attn_call[0]  # (batch, seq, 768)
         h_1_attn_dropout = getattr(self.h, "1").attn_dropout(h_1_attn)
         h_1_res_1 = h_0_res_2 + h_1_attn_dropout
@@ -155,10 +155,10 @@ class Gpt(torch.nn.Module):
         h_1_mlp_dropout = getattr(self.h, "1").mlp_dropout(h_1_c_proj)
         h_1_res_2 = h_1_res_1 + h_1_mlp_dropout
         h_2_ln_1 = getattr(self.h, "2").ln_1(h_1_res_2)
-        size_3 = h_2_ln_1.size(1)
-        new_ones_2 = h_2_ln_1.new_ones((size_3, size_3), dtype=torch.bool)
-        triu_2 = new_ones_2.triu(1)
-        h_2_attn_call = getattr(self.h, "2").attn(h_2_ln_1, h_2_ln_1, h_2_ln_1, need_weights=False, attn_mask=triu_2, is_causal=True)
+        seq_3 = h_2_ln_1.size(1)
+        new_ones_2 = h_2_ln_1.new_ones((seq_3, seq_3), dtype=torch.bool)
+        causal_mask_2 = new_ones_2.triu(1)
+        h_2_attn_call = getattr(self.h, "2").attn(h_2_ln_1, h_2_ln_1, h_2_ln_1, need_weights=False, attn_mask=causal_mask_2, is_causal=True)
         h_2_attn = h_2_attn_call[0]  # (batch, seq, 768)
         h_2_attn_dropout = getattr(self.h, "2").attn_dropout(h_2_attn)
         h_2_res_1 = h_1_res_2 + h_2_attn_dropout
@@ -169,10 +169,10 @@ class Gpt(torch.nn.Module):
         h_2_mlp_dropout = getattr(self.h, "2").mlp_dropout(h_2_c_proj)
         h_2_res_2 = h_2_res_1 + h_2_mlp_dropout
         h_3_ln_1 = getattr(self.h, "3").ln_1(h_2_res_2)
-        size_4 = h_3_ln_1.size(1)
-        new_ones_3 = h_3_ln_1.new_ones((size_4, size_4), dtype=torch.bool)
-        triu_3 = new_ones_3.triu(1)
-        h_3_attn_call = getattr(self.h, "3").attn(h_3_ln_1, h_3_ln_1, h_3_ln_1, need_weights=False, attn_mask=triu_3, is_causal=True)
+        seq_4 = h_3_ln_1.size(1)
+        new_ones_3 = h_3_ln_1.new_ones((seq_4, seq_4), dtype=torch.bool)
+        causal_mask_3 = new_ones_3.triu(1)
+        h_3_attn_call = getattr(self.h, "3").attn(h_3_ln_1, h_3_ln_1, h_3_ln_1, need_weights=False, attn_mask=causal_mask_3, is_causal=True)
         h_3_attn = h_3_attn_call[0]  # (batch, seq, 768)
         h_3_attn_dropout = getattr(self.h, "3").attn_dropout(h_3_attn)
         h_3_res_1 = h_2_res_2 + h_3_attn_dropout
@@ -183,10 +183,10 @@ class Gpt(torch.nn.Module):
         h_3_mlp_dropout = getattr(self.h, "3").mlp_dropout(h_3_c_proj)
         h_3_res_2 = h_3_res_1 + h_3_mlp_dropout
         h_4_ln_1 = getattr(self.h, "4").ln_1(h_3_res_2)
-        size_5 = h_4_ln_1.size(1)
-        new_ones_4 = h_4_ln_1.new_ones((size_5, size_5), dtype=torch.bool)
-        triu_4 = new_ones_4.triu(1)
-        h_4_attn_call = getattr(self.h, "4").attn(h_4_ln_1, h_4_ln_1, h_4_ln_1, need_weights=False, attn_mask=triu_4, is_causal=True)
+        seq_5 = h_4_ln_1.size(1)
+        new_ones_4 = h_4_ln_1.new_ones((seq_5, seq_5), dtype=torch.bool)
+        causal_mask_4 = new_ones_4.triu(1)
+        h_4_attn_call = getattr(self.h, "4").attn(h_4_ln_1, h_4_ln_1, h_4_ln_1, need_weights=False, attn_mask=causal_mask_4, is_causal=True)
         h_4_attn = h_4_attn_call[0]  # (batch, seq, 768)
         h_4_attn_dropout = getattr(self.h, "4").attn_dropout(h_4_attn)
         h_4_res_1 = h_3_res_2 + h_4_attn_dropout
@@ -197,10 +197,10 @@ class Gpt(torch.nn.Module):
         h_4_mlp_dropout = getattr(self.h, "4").mlp_dropout(h_4_c_proj)
         h_4_res_2 = h_4_res_1 + h_4_mlp_dropout
         h_5_ln_1 = getattr(self.h, "5").ln_1(h_4_res_2)
-        size_6 = h_5_ln_1.size(1)
-        new_ones_5 = h_5_ln_1.new_ones((size_6, size_6), dtype=torch.bool)
-        triu_5 = new_ones_5.triu(1)
-        h_5_attn_call = getattr(self.h, "5").attn(h_5_ln_1, h_5_ln_1, h_5_ln_1, need_weights=False, attn_mask=triu_5, is_causal=True)
+        seq_6 = h_5_ln_1.size(1)
+        new_ones_5 = h_5_ln_1.new_ones((seq_6, seq_6), dtype=torch.bool)
+        causal_mask_5 = new_ones_5.triu(1)
+        h_5_attn_call = getattr(self.h, "5").attn(h_5_ln_1, h_5_ln_1, h_5_ln_1, need_weights=False, attn_mask=causal_mask_5, is_causal=True)
         h_5_attn = h_5_attn_call[0]  # (batch, seq, 768)
         h_5_attn_dropout = getattr(self.h, "5").attn_dropout(h_5_attn)
         h_5_res_1 = h_4_res_2 + h_5_attn_dropout
@@ -211,10 +211,10 @@ class Gpt(torch.nn.Module):
         h_5_mlp_dropout = getattr(self.h, "5").mlp_dropout(h_5_c_proj)
         h_5_res_2 = h_5_res_1 + h_5_mlp_dropout
         h_6_ln_1 = getattr(self.h, "6").ln_1(h_5_res_2)
-        size_7 = h_6_ln_1.size(1)
-        new_ones_6 = h_6_ln_1.new_ones((size_7, size_7), dtype=torch.bool)
-        triu_6 = new_ones_6.triu(1)
-        h_6_attn_call = getattr(self.h, "6").attn(h_6_ln_1, h_6_ln_1, h_6_ln_1, need_weights=False, attn_mask=triu_6, is_causal=True)
+        seq_7 = h_6_ln_1.size(1)
+        new_ones_6 = h_6_ln_1.new_ones((seq_7, seq_7), dtype=torch.bool)
+        causal_mask_6 = new_ones_6.triu(1)
+        h_6_attn_call = getattr(self.h, "6").attn(h_6_ln_1, h_6_ln_1, h_6_ln_1, need_weights=False, attn_mask=causal_mask_6, is_causal=True)
         h_6_attn = h_6_attn_call[0]  # (batch, seq, 768)
         h_6_attn_dropout = getattr(self.h, "6").attn_dropout(h_6_attn)
         h_6_res_1 = h_5_res_2 + h_6_attn_dropout
@@ -225,10 +225,10 @@ class Gpt(torch.nn.Module):
         h_6_mlp_dropout = getattr(self.h, "6").mlp_dropout(h_6_c_proj)
         h_6_res_2 = h_6_res_1 + h_6_mlp_dropout
         h_7_ln_1 = getattr(self.h, "7").ln_1(h_6_res_2)
-        size_8 = h_7_ln_1.size(1)
-        new_ones_7 = h_7_ln_1.new_ones((size_8, size_8), dtype=torch.bool)
-        triu_7 = new_ones_7.triu(1)
-        h_7_attn_call = getattr(self.h, "7").attn(h_7_ln_1, h_7_ln_1, h_7_ln_1, need_weights=False, attn_mask=triu_7, is_causal=True)
+        seq_8 = h_7_ln_1.size(1)
+        new_ones_7 = h_7_ln_1.new_ones((seq_8, seq_8), dtype=torch.bool)
+        causal_mask_7 = new_ones_7.triu(1)
+        h_7_attn_call = getattr(self.h, "7").attn(h_7_ln_1, h_7_ln_1, h_7_ln_1, need_weights=False, attn_mask=causal_mask_7, is_causal=True)
         h_7_attn = h_7_attn_call[0]  # (batch, seq, 768)
         h_7_attn_dropout = getattr(self.h, "7").attn_dropout(h_7_attn)
         h_7_res_1 = h_6_res_2 + h_7_attn_dropout
@@ -239,10 +239,10 @@ class Gpt(torch.nn.Module):
         h_7_mlp_dropout = getattr(self.h, "7").mlp_dropout(h_7_c_proj)
         h_7_res_2 = h_7_res_1 + h_7_mlp_dropout
         h_8_ln_1 = getattr(self.h, "8").ln_1(h_7_res_2)
-        size_9 = h_8_ln_1.size(1)
-        new_ones_8 = h_8_ln_1.new_ones((size_9, size_9), dtype=torch.bool)
-        triu_8 = new_ones_8.triu(1)
-        h_8_attn_call = getattr(self.h, "8").attn(h_8_ln_1, h_8_ln_1, h_8_ln_1, need_weights=False, attn_mask=triu_8, is_causal=True)
+        seq_9 = h_8_ln_1.size(1)
+        new_ones_8 = h_8_ln_1.new_ones((seq_9, seq_9), dtype=torch.bool)
+        causal_mask_8 = new_ones_8.triu(1)
+        h_8_attn_call = getattr(self.h, "8").attn(h_8_ln_1, h_8_ln_1, h_8_ln_1, need_weights=False, attn_mask=causal_mask_8, is_causal=True)
         h_8_attn = h_8_attn_call[0]  # (batch, seq, 768)
         h_8_attn_dropout = getattr(self.h, "8").attn_dropout(h_8_attn)
         h_8_res_1 = h_7_res_2 + h_8_attn_dropout
@@ -253,10 +253,10 @@ class Gpt(torch.nn.Module):
         h_8_mlp_dropout = getattr(self.h, "8").mlp_dropout(h_8_c_proj)
         h_8_res_2 = h_8_res_1 + h_8_mlp_dropout
         h_9_ln_1 = getattr(self.h, "9").ln_1(h_8_res_2)
-        size_10 = h_9_ln_1.size(1)
-        new_ones_9 = h_9_ln_1.new_ones((size_10, size_10), dtype=torch.bool)
-        triu_9 = new_ones_9.triu(1)
-        h_9_attn_call = getattr(self.h, "9").attn(h_9_ln_1, h_9_ln_1, h_9_ln_1, need_weights=False, attn_mask=triu_9, is_causal=True)
+        seq_10 = h_9_ln_1.size(1)
+        new_ones_9 = h_9_ln_1.new_ones((seq_10, seq_10), dtype=torch.bool)
+        causal_mask_9 = new_ones_9.triu(1)
+        h_9_attn_call = getattr(self.h, "9").attn(h_9_ln_1, h_9_ln_1, h_9_ln_1, need_weights=False, attn_mask=causal_mask_9, is_causal=True)
         h_9_attn = h_9_attn_call[0]  # (batch, seq, 768)
         h_9_attn_dropout = getattr(self.h, "9").attn_dropout(h_9_attn)
         h_9_res_1 = h_8_res_2 + h_9_attn_dropout
@@ -267,10 +267,10 @@ class Gpt(torch.nn.Module):
         h_9_mlp_dropout = getattr(self.h, "9").mlp_dropout(h_9_c_proj)
         h_9_res_2 = h_9_res_1 + h_9_mlp_dropout
         h_10_ln_1 = getattr(self.h, "10").ln_1(h_9_res_2)
-        size_11 = h_10_ln_1.size(1)
-        new_ones_10 = h_10_ln_1.new_ones((size_11, size_11), dtype=torch.bool)
-        triu_10 = new_ones_10.triu(1)
-        h_10_attn_call = getattr(self.h, "10").attn(h_10_ln_1, h_10_ln_1, h_10_ln_1, need_weights=False, attn_mask=triu_10, is_causal=True)
+        seq_11 = h_10_ln_1.size(1)
+        new_ones_10 = h_10_ln_1.new_ones((seq_11, seq_11), dtype=torch.bool)
+        causal_mask_10 = new_ones_10.triu(1)
+        h_10_attn_call = getattr(self.h, "10").attn(h_10_ln_1, h_10_ln_1, h_10_ln_1, need_weights=False, attn_mask=causal_mask_10, is_causal=True)
         h_10_attn = h_10_attn_call[0]  # (batch, seq, 768)
         h_10_attn_dropout = getattr(self.h, "10").attn_dropout(h_10_attn)
         h_10_res_1 = h_9_res_2 + h_10_attn_dropout
@@ -281,10 +281,10 @@ class Gpt(torch.nn.Module):
         h_10_mlp_dropout = getattr(self.h, "10").mlp_dropout(h_10_c_proj)
         h_10_res_2 = h_10_res_1 + h_10_mlp_dropout
         h_11_ln_1 = getattr(self.h, "11").ln_1(h_10_res_2)
-        size_12 = h_11_ln_1.size(1)
-        new_ones_11 = h_11_ln_1.new_ones((size_12, size_12), dtype=torch.bool)
-        triu_11 = new_ones_11.triu(1)
-        h_11_attn_call = getattr(self.h, "11").attn(h_11_ln_1, h_11_ln_1, h_11_ln_1, need_weights=False, attn_mask=triu_11, is_causal=True)
+        seq_12 = h_11_ln_1.size(1)
+        new_ones_11 = h_11_ln_1.new_ones((seq_12, seq_12), dtype=torch.bool)
+        causal_mask_11 = new_ones_11.triu(1)
+        h_11_attn_call = getattr(self.h, "11").attn(h_11_ln_1, h_11_ln_1, h_11_ln_1, need_weights=False, attn_mask=causal_mask_11, is_causal=True)
         h_11_attn = h_11_attn_call[0]  # (batch, seq, 768)
         h_11_attn_dropout = getattr(self.h, "11").attn_dropout(h_11_attn)
         h_11_res_1 = h_10_res_2 + h_11_attn_dropout

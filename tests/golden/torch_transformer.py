@@ -160,9 +160,9 @@ class Transformer(torch.nn.Module):
         src_embed = self.src_embed(src)  # (batch, src_len, 512)
         src_scale = src_embed * 22.627416997969522
         src_pos_pe = self.src_pos.pe
-        size = src_scale.size(1)
-        narrow = src_pos_pe.narrow(0, 0, size)
-        src_pos = src_scale + narrow
+        src_len = src_scale.size(1)
+        src_pos_table = src_pos_pe.narrow(0, 0, src_len)
+        src_pos = src_scale + src_pos_table
         src_drop = self.src_drop(src_pos)
         encoder_0_self_attn_call = getattr(self.encoder, "0").self_attn(src_drop, src_drop, src_drop, need_weights=False, key_padding_mask=src_pad)
         encoder_0_self_attn = encoder_0_self_attn_call[0]  # (batch, src_len, 512)
@@ -241,14 +241,14 @@ class Transformer(torch.nn.Module):
         tgt_embed = torch.nn.functional.embedding(tgt, src_embed_weight, None)  # (batch, tgt_len, 512)
         tgt_scale = tgt_embed * 22.627416997969522
         tgt_pos_pe = self.tgt_pos.pe
-        size_1 = tgt_scale.size(1)
-        narrow_1 = tgt_pos_pe.narrow(0, 0, size_1)
-        tgt_pos = tgt_scale + narrow_1
+        tgt_len = tgt_scale.size(1)
+        tgt_pos_table = tgt_pos_pe.narrow(0, 0, tgt_len)
+        tgt_pos = tgt_scale + tgt_pos_table
         tgt_drop = self.tgt_drop(tgt_pos)
-        size_2 = tgt_drop.size(1)
-        new_ones = tgt_drop.new_ones((size_2, size_2), dtype=torch.bool)
-        triu = new_ones.triu(1)
-        decoder_0_self_attn_call = getattr(self.decoder, "0").self_attn(tgt_drop, tgt_drop, tgt_drop, need_weights=False, key_padding_mask=tgt_pad, attn_mask=triu, is_causal=True)
+        tgt_len_1 = tgt_drop.size(1)
+        new_ones = tgt_drop.new_ones((tgt_len_1, tgt_len_1), dtype=torch.bool)
+        causal_mask = new_ones.triu(1)
+        decoder_0_self_attn_call = getattr(self.decoder, "0").self_attn(tgt_drop, tgt_drop, tgt_drop, need_weights=False, key_padding_mask=tgt_pad, attn_mask=causal_mask, is_causal=True)
         decoder_0_self_attn = decoder_0_self_attn_call[0]  # (batch, tgt_len, 512)
         decoder_0_dropout1 = getattr(self.decoder, "0").dropout1(decoder_0_self_attn)
         decoder_0_res1 = tgt_drop + decoder_0_dropout1
@@ -265,10 +265,10 @@ class Transformer(torch.nn.Module):
         decoder_0_dropout3 = getattr(self.decoder, "0").dropout3(decoder_0_linear2)
         decoder_0_res3 = decoder_0_norm2 + decoder_0_dropout3
         decoder_0_norm3 = getattr(self.decoder, "0").norm3(decoder_0_res3)
-        size_3 = decoder_0_norm3.size(1)
-        new_ones_1 = decoder_0_norm3.new_ones((size_3, size_3), dtype=torch.bool)
-        triu_1 = new_ones_1.triu(1)
-        decoder_1_self_attn_call = getattr(self.decoder, "1").self_attn(decoder_0_norm3, decoder_0_norm3, decoder_0_norm3, need_weights=False, key_padding_mask=tgt_pad, attn_mask=triu_1, is_causal=True)
+        tgt_len_2 = decoder_0_norm3.size(1)
+        new_ones_1 = decoder_0_norm3.new_ones((tgt_len_2, tgt_len_2), dtype=torch.bool)
+        causal_mask_1 = new_ones_1.triu(1)
+        decoder_1_self_attn_call = getattr(self.decoder, "1").self_attn(decoder_0_norm3, decoder_0_norm3, decoder_0_norm3, need_weights=False, key_padding_mask=tgt_pad, attn_mask=causal_mask_1, is_causal=True)
         decoder_1_self_attn = decoder_1_self_attn_call[0]  # (batch, tgt_len, 512)
         decoder_1_dropout1 = getattr(self.decoder, "1").dropout1(decoder_1_self_attn)
         decoder_1_res1 = decoder_0_norm3 + decoder_1_dropout1
@@ -285,10 +285,10 @@ class Transformer(torch.nn.Module):
         decoder_1_dropout3 = getattr(self.decoder, "1").dropout3(decoder_1_linear2)
         decoder_1_res3 = decoder_1_norm2 + decoder_1_dropout3
         decoder_1_norm3 = getattr(self.decoder, "1").norm3(decoder_1_res3)
-        size_4 = decoder_1_norm3.size(1)
-        new_ones_2 = decoder_1_norm3.new_ones((size_4, size_4), dtype=torch.bool)
-        triu_2 = new_ones_2.triu(1)
-        decoder_2_self_attn_call = getattr(self.decoder, "2").self_attn(decoder_1_norm3, decoder_1_norm3, decoder_1_norm3, need_weights=False, key_padding_mask=tgt_pad, attn_mask=triu_2, is_causal=True)
+        tgt_len_3 = decoder_1_norm3.size(1)
+        new_ones_2 = decoder_1_norm3.new_ones((tgt_len_3, tgt_len_3), dtype=torch.bool)
+        causal_mask_2 = new_ones_2.triu(1)
+        decoder_2_self_attn_call = getattr(self.decoder, "2").self_attn(decoder_1_norm3, decoder_1_norm3, decoder_1_norm3, need_weights=False, key_padding_mask=tgt_pad, attn_mask=causal_mask_2, is_causal=True)
         decoder_2_self_attn = decoder_2_self_attn_call[0]  # (batch, tgt_len, 512)
         decoder_2_dropout1 = getattr(self.decoder, "2").dropout1(decoder_2_self_attn)
         decoder_2_res1 = decoder_1_norm3 + decoder_2_dropout1
@@ -305,10 +305,10 @@ class Transformer(torch.nn.Module):
         decoder_2_dropout3 = getattr(self.decoder, "2").dropout3(decoder_2_linear2)
         decoder_2_res3 = decoder_2_norm2 + decoder_2_dropout3
         decoder_2_norm3 = getattr(self.decoder, "2").norm3(decoder_2_res3)
-        size_5 = decoder_2_norm3.size(1)
-        new_ones_3 = decoder_2_norm3.new_ones((size_5, size_5), dtype=torch.bool)
-        triu_3 = new_ones_3.triu(1)
-        decoder_3_self_attn_call = getattr(self.decoder, "3").self_attn(decoder_2_norm3, decoder_2_norm3, decoder_2_norm3, need_weights=False, key_padding_mask=tgt_pad, attn_mask=triu_3, is_causal=True)
+        tgt_len_4 = decoder_2_norm3.size(1)
+        new_ones_3 = decoder_2_norm3.new_ones((tgt_len_4, tgt_len_4), dtype=torch.bool)
+        causal_mask_3 = new_ones_3.triu(1)
+        decoder_3_self_attn_call = getattr(self.decoder, "3").self_attn(decoder_2_norm3, decoder_2_norm3, decoder_2_norm3, need_weights=False, key_padding_mask=tgt_pad, attn_mask=causal_mask_3, is_causal=True)
         decoder_3_self_attn = decoder_3_self_attn_call[0]  # (batch, tgt_len, 512)
         decoder_3_dropout1 = getattr(self.decoder, "3").dropout1(decoder_3_self_attn)
         decoder_3_res1 = decoder_2_norm3 + decoder_3_dropout1
@@ -325,10 +325,10 @@ class Transformer(torch.nn.Module):
         decoder_3_dropout3 = getattr(self.decoder, "3").dropout3(decoder_3_linear2)
         decoder_3_res3 = decoder_3_norm2 + decoder_3_dropout3
         decoder_3_norm3 = getattr(self.decoder, "3").norm3(decoder_3_res3)
-        size_6 = decoder_3_norm3.size(1)
-        new_ones_4 = decoder_3_norm3.new_ones((size_6, size_6), dtype=torch.bool)
-        triu_4 = new_ones_4.triu(1)
-        decoder_4_self_attn_call = getattr(self.decoder, "4").self_attn(decoder_3_norm3, decoder_3_norm3, decoder_3_norm3, need_weights=False, key_padding_mask=tgt_pad, attn_mask=triu_4, is_causal=True)
+        tgt_len_5 = decoder_3_norm3.size(1)
+        new_ones_4 = decoder_3_norm3.new_ones((tgt_len_5, tgt_len_5), dtype=torch.bool)
+        causal_mask_4 = new_ones_4.triu(1)
+        decoder_4_self_attn_call = getattr(self.decoder, "4").self_attn(decoder_3_norm3, decoder_3_norm3, decoder_3_norm3, need_weights=False, key_padding_mask=tgt_pad, attn_mask=causal_mask_4, is_causal=True)
         decoder_4_self_attn = decoder_4_self_attn_call[0]  # (batch, tgt_len, 512)
         decoder_4_dropout1 = getattr(self.decoder, "4").dropout1(decoder_4_self_attn)
         decoder_4_res1 = decoder_3_norm3 + decoder_4_dropout1
@@ -345,10 +345,10 @@ class Transformer(torch.nn.Module):
         decoder_4_dropout3 = getattr(self.decoder, "4").dropout3(decoder_4_linear2)
         decoder_4_res3 = decoder_4_norm2 + decoder_4_dropout3
         decoder_4_norm3 = getattr(self.decoder, "4").norm3(decoder_4_res3)
-        size_7 = decoder_4_norm3.size(1)
-        new_ones_5 = decoder_4_norm3.new_ones((size_7, size_7), dtype=torch.bool)
-        triu_5 = new_ones_5.triu(1)
-        decoder_5_self_attn_call = getattr(self.decoder, "5").self_attn(decoder_4_norm3, decoder_4_norm3, decoder_4_norm3, need_weights=False, key_padding_mask=tgt_pad, attn_mask=triu_5, is_causal=True)
+        tgt_len_6 = decoder_4_norm3.size(1)
+        new_ones_5 = decoder_4_norm3.new_ones((tgt_len_6, tgt_len_6), dtype=torch.bool)
+        causal_mask_5 = new_ones_5.triu(1)
+        decoder_5_self_attn_call = getattr(self.decoder, "5").self_attn(decoder_4_norm3, decoder_4_norm3, decoder_4_norm3, need_weights=False, key_padding_mask=tgt_pad, attn_mask=causal_mask_5, is_causal=True)
         decoder_5_self_attn = decoder_5_self_attn_call[0]  # (batch, tgt_len, 512)
         decoder_5_dropout1 = getattr(self.decoder, "5").dropout1(decoder_5_self_attn)
         decoder_5_res1 = decoder_4_norm3 + decoder_5_dropout1
@@ -375,9 +375,9 @@ class Transformer(torch.nn.Module):
         src_embed = self.src_embed(src)  # (batch, src_len, 512)
         src_scale = src_embed * 22.627416997969522
         src_pos_pe = self.src_pos.pe
-        size = src_scale.size(1)
-        narrow = src_pos_pe.narrow(0, 0, size)
-        src_pos = src_scale + narrow
+        src_len = src_scale.size(1)
+        src_pos_table = src_pos_pe.narrow(0, 0, src_len)
+        src_pos = src_scale + src_pos_table
         src_drop = self.src_drop(src_pos)
         encoder_0_self_attn_call = getattr(self.encoder, "0").self_attn(src_drop, src_drop, src_drop, need_weights=False, key_padding_mask=src_pad)
         encoder_0_self_attn = encoder_0_self_attn_call[0]  # (batch, src_len, 512)
@@ -460,14 +460,14 @@ class Transformer(torch.nn.Module):
         tgt_embed = torch.nn.functional.embedding(tgt, src_embed_weight, None)  # (batch, tgt_len, 512)
         tgt_scale = tgt_embed * 22.627416997969522
         tgt_pos_pe = self.tgt_pos.pe
-        size = tgt_scale.size(1)
-        narrow = tgt_pos_pe.narrow(0, 0, size)
-        tgt_pos = tgt_scale + narrow
+        tgt_len = tgt_scale.size(1)
+        tgt_pos_table = tgt_pos_pe.narrow(0, 0, tgt_len)
+        tgt_pos = tgt_scale + tgt_pos_table
         tgt_drop = self.tgt_drop(tgt_pos)
-        size_1 = tgt_drop.size(1)
-        new_ones = tgt_drop.new_ones((size_1, size_1), dtype=torch.bool)
-        triu = new_ones.triu(1)
-        decoder_0_self_attn_call = getattr(self.decoder, "0").self_attn(tgt_drop, tgt_drop, tgt_drop, need_weights=False, key_padding_mask=tgt_pad, attn_mask=triu, is_causal=True)
+        tgt_len_1 = tgt_drop.size(1)
+        new_ones = tgt_drop.new_ones((tgt_len_1, tgt_len_1), dtype=torch.bool)
+        causal_mask = new_ones.triu(1)
+        decoder_0_self_attn_call = getattr(self.decoder, "0").self_attn(tgt_drop, tgt_drop, tgt_drop, need_weights=False, key_padding_mask=tgt_pad, attn_mask=causal_mask, is_causal=True)
         decoder_0_self_attn = decoder_0_self_attn_call[0]  # (batch, tgt_len, 512)
         decoder_0_dropout1 = getattr(self.decoder, "0").dropout1(decoder_0_self_attn)
         decoder_0_res1 = tgt_drop + decoder_0_dropout1
@@ -484,10 +484,10 @@ class Transformer(torch.nn.Module):
         decoder_0_dropout3 = getattr(self.decoder, "0").dropout3(decoder_0_linear2)
         decoder_0_res3 = decoder_0_norm2 + decoder_0_dropout3
         decoder_0_norm3 = getattr(self.decoder, "0").norm3(decoder_0_res3)
-        size_2 = decoder_0_norm3.size(1)
-        new_ones_1 = decoder_0_norm3.new_ones((size_2, size_2), dtype=torch.bool)
-        triu_1 = new_ones_1.triu(1)
-        decoder_1_self_attn_call = getattr(self.decoder, "1").self_attn(decoder_0_norm3, decoder_0_norm3, decoder_0_norm3, need_weights=False, key_padding_mask=tgt_pad, attn_mask=triu_1, is_causal=True)
+        tgt_len_2 = decoder_0_norm3.size(1)
+        new_ones_1 = decoder_0_norm3.new_ones((tgt_len_2, tgt_len_2), dtype=torch.bool)
+        causal_mask_1 = new_ones_1.triu(1)
+        decoder_1_self_attn_call = getattr(self.decoder, "1").self_attn(decoder_0_norm3, decoder_0_norm3, decoder_0_norm3, need_weights=False, key_padding_mask=tgt_pad, attn_mask=causal_mask_1, is_causal=True)
         decoder_1_self_attn = decoder_1_self_attn_call[0]  # (batch, tgt_len, 512)
         decoder_1_dropout1 = getattr(self.decoder, "1").dropout1(decoder_1_self_attn)
         decoder_1_res1 = decoder_0_norm3 + decoder_1_dropout1
@@ -504,10 +504,10 @@ class Transformer(torch.nn.Module):
         decoder_1_dropout3 = getattr(self.decoder, "1").dropout3(decoder_1_linear2)
         decoder_1_res3 = decoder_1_norm2 + decoder_1_dropout3
         decoder_1_norm3 = getattr(self.decoder, "1").norm3(decoder_1_res3)
-        size_3 = decoder_1_norm3.size(1)
-        new_ones_2 = decoder_1_norm3.new_ones((size_3, size_3), dtype=torch.bool)
-        triu_2 = new_ones_2.triu(1)
-        decoder_2_self_attn_call = getattr(self.decoder, "2").self_attn(decoder_1_norm3, decoder_1_norm3, decoder_1_norm3, need_weights=False, key_padding_mask=tgt_pad, attn_mask=triu_2, is_causal=True)
+        tgt_len_3 = decoder_1_norm3.size(1)
+        new_ones_2 = decoder_1_norm3.new_ones((tgt_len_3, tgt_len_3), dtype=torch.bool)
+        causal_mask_2 = new_ones_2.triu(1)
+        decoder_2_self_attn_call = getattr(self.decoder, "2").self_attn(decoder_1_norm3, decoder_1_norm3, decoder_1_norm3, need_weights=False, key_padding_mask=tgt_pad, attn_mask=causal_mask_2, is_causal=True)
         decoder_2_self_attn = decoder_2_self_attn_call[0]  # (batch, tgt_len, 512)
         decoder_2_dropout1 = getattr(self.decoder, "2").dropout1(decoder_2_self_attn)
         decoder_2_res1 = decoder_1_norm3 + decoder_2_dropout1
@@ -524,10 +524,10 @@ class Transformer(torch.nn.Module):
         decoder_2_dropout3 = getattr(self.decoder, "2").dropout3(decoder_2_linear2)
         decoder_2_res3 = decoder_2_norm2 + decoder_2_dropout3
         decoder_2_norm3 = getattr(self.decoder, "2").norm3(decoder_2_res3)
-        size_4 = decoder_2_norm3.size(1)
-        new_ones_3 = decoder_2_norm3.new_ones((size_4, size_4), dtype=torch.bool)
-        triu_3 = new_ones_3.triu(1)
-        decoder_3_self_attn_call = getattr(self.decoder, "3").self_attn(decoder_2_norm3, decoder_2_norm3, decoder_2_norm3, need_weights=False, key_padding_mask=tgt_pad, attn_mask=triu_3, is_causal=True)
+        tgt_len_4 = decoder_2_norm3.size(1)
+        new_ones_3 = decoder_2_norm3.new_ones((tgt_len_4, tgt_len_4), dtype=torch.bool)
+        causal_mask_3 = new_ones_3.triu(1)
+        decoder_3_self_attn_call = getattr(self.decoder, "3").self_attn(decoder_2_norm3, decoder_2_norm3, decoder_2_norm3, need_weights=False, key_padding_mask=tgt_pad, attn_mask=causal_mask_3, is_causal=True)
         decoder_3_self_attn = decoder_3_self_attn_call[0]  # (batch, tgt_len, 512)
         decoder_3_dropout1 = getattr(self.decoder, "3").dropout1(decoder_3_self_attn)
         decoder_3_res1 = decoder_2_norm3 + decoder_3_dropout1
@@ -544,10 +544,10 @@ class Transformer(torch.nn.Module):
         decoder_3_dropout3 = getattr(self.decoder, "3").dropout3(decoder_3_linear2)
         decoder_3_res3 = decoder_3_norm2 + decoder_3_dropout3
         decoder_3_norm3 = getattr(self.decoder, "3").norm3(decoder_3_res3)
-        size_5 = decoder_3_norm3.size(1)
-        new_ones_4 = decoder_3_norm3.new_ones((size_5, size_5), dtype=torch.bool)
-        triu_4 = new_ones_4.triu(1)
-        decoder_4_self_attn_call = getattr(self.decoder, "4").self_attn(decoder_3_norm3, decoder_3_norm3, decoder_3_norm3, need_weights=False, key_padding_mask=tgt_pad, attn_mask=triu_4, is_causal=True)
+        tgt_len_5 = decoder_3_norm3.size(1)
+        new_ones_4 = decoder_3_norm3.new_ones((tgt_len_5, tgt_len_5), dtype=torch.bool)
+        causal_mask_4 = new_ones_4.triu(1)
+        decoder_4_self_attn_call = getattr(self.decoder, "4").self_attn(decoder_3_norm3, decoder_3_norm3, decoder_3_norm3, need_weights=False, key_padding_mask=tgt_pad, attn_mask=causal_mask_4, is_causal=True)
         decoder_4_self_attn = decoder_4_self_attn_call[0]  # (batch, tgt_len, 512)
         decoder_4_dropout1 = getattr(self.decoder, "4").dropout1(decoder_4_self_attn)
         decoder_4_res1 = decoder_3_norm3 + decoder_4_dropout1
@@ -564,10 +564,10 @@ class Transformer(torch.nn.Module):
         decoder_4_dropout3 = getattr(self.decoder, "4").dropout3(decoder_4_linear2)
         decoder_4_res3 = decoder_4_norm2 + decoder_4_dropout3
         decoder_4_norm3 = getattr(self.decoder, "4").norm3(decoder_4_res3)
-        size_6 = decoder_4_norm3.size(1)
-        new_ones_5 = decoder_4_norm3.new_ones((size_6, size_6), dtype=torch.bool)
-        triu_5 = new_ones_5.triu(1)
-        decoder_5_self_attn_call = getattr(self.decoder, "5").self_attn(decoder_4_norm3, decoder_4_norm3, decoder_4_norm3, need_weights=False, key_padding_mask=tgt_pad, attn_mask=triu_5, is_causal=True)
+        tgt_len_6 = decoder_4_norm3.size(1)
+        new_ones_5 = decoder_4_norm3.new_ones((tgt_len_6, tgt_len_6), dtype=torch.bool)
+        causal_mask_5 = new_ones_5.triu(1)
+        decoder_5_self_attn_call = getattr(self.decoder, "5").self_attn(decoder_4_norm3, decoder_4_norm3, decoder_4_norm3, need_weights=False, key_padding_mask=tgt_pad, attn_mask=causal_mask_5, is_causal=True)
         decoder_5_self_attn = decoder_5_self_attn_call[0]  # (batch, tgt_len, 512)
         decoder_5_dropout1 = getattr(self.decoder, "5").dropout1(decoder_5_self_attn)
         decoder_5_res1 = decoder_4_norm3 + decoder_5_dropout1
