@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["generate", "save_weights", "load_weights", "to_graphviz", "to_onnx", "to_torch"]
+__all__ = ["emit_python", "generate", "load_weights", "save_weights", "to_graphviz", "to_onnx", "to_torch"]
 
 _LAZY = {
     "to_torch": "backends.pytorch",
     "generate": "backends.pytorch",
+    "emit_python": "backends.pytorch",
     "save_weights": "backends.pytorch",
     "load_weights": "backends.pytorch",
     "to_onnx": "backends.onnx",
