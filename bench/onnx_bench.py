@@ -11,8 +11,8 @@ Tables:
 2. structure: graph emission alone (no weights), ms per 1000 nnspec nodes and per 1000 ONNX
    nodes, on the seed specs and on a 100-layer GPT.
 3. latency: onnxruntime (CPU, ORT_ENABLE_ALL) on our file, on the file torch.onnx.export wrote,
-   and on our file with the opset-20/23 native Gelu and Attention; PyTorch eager for reference;
-   batch 1 and 16, median of runs.
+   and on our file with the opset-20/23 native Gelu and Attention, timed in interleaved rounds;
+   PyTorch eager for reference; batch 1 and 16, medians.
 """
 
 from __future__ import annotations
@@ -182,11 +182,26 @@ def structure_row(label: str, graph: Any, repeat: int) -> dict[str, Any]:
             "ms / 1000 nnspec nodes": t * 1e6 / len(graph), "ms / 1000 onnx nodes": t * 1e6 / n_onnx}
 
 
-def latency_rows(name: str, files: dict[str, Any], batches: list[int]) -> list[dict[str, Any]]:
-    """One session at a time, closed before the next is timed: onnxruntime's idle threads spin
-    for a while after a run and would slow whatever runs next on a small machine."""
-    import gc
+def interleaved(calls: dict[str, Callable[[], Any]], rounds: int = 7, budget: float = 0.3) -> dict[str, float]:
+    """Median seconds per call of each candidate, timed in alternating rounds so that load from
+    elsewhere on the machine falls on all of them alike."""
+    for fn in calls.values():
+        fn()
+        fn()
+    times: dict[str, list[float]] = {k: [] for k in calls}
+    for _ in range(rounds):
+        for key, fn in calls.items():
+            start = time.perf_counter()
+            while True:
+                times[key].append(timed(fn)[0])
+                if time.perf_counter() - start > budget and len(times[key]) >= 2:
+                    break
+    return {k: statistics.median(v) for k, v in times.items()}
 
+
+def latency_rows(name: str, files: dict[str, Any], batches: list[int]) -> list[dict[str, Any]]:
+    """PyTorch eager first, then every ONNX file in interleaved rounds (sessions without spinning
+    threads, so that they do not steal each other's cores)."""
     import torch
 
     graph, module = files["graph"], files["module"]
@@ -196,6 +211,7 @@ def latency_rows(name: str, files: dict[str, Any], batches: list[int]) -> list[d
     if any(n.op_type in ("Gelu", "Attention") for n in native.graph.node):
         candidates["native"] = native
     candidates.update({k: files[k] for k in ("torchscript", "dynamo") if k in files})
+    sessions = {k: session(m, spin=False) for k, m in candidates.items()}
     rows = []
     for batch in batches:
         feed = random_inputs(candidates["nnspec"], {"batch": batch, **DIMS.get(name, {})})
@@ -203,16 +219,16 @@ def latency_rows(name: str, files: dict[str, Any], batches: list[int]) -> list[d
         args = {k: torch.from_numpy(v) for k, v in feed.items()}
         with torch.no_grad():
             row["torch eager ms"] = latency(lambda a=args: module(**a)) * 1e3
-        for key, model in candidates.items():
+        calls = {}
+        for key, sess in sessions.items():
+            mine = {i.name: feed[i.name] for i in sess.get_inputs()}
             try:
-                sess = session(model)
-                mine = {i.name: feed[i.name] for i in sess.get_inputs()}
-                row[f"{key} ms"] = latency(lambda s=sess, f=mine: s.run(None, f)) * 1e3
+                sess.run(None, mine)
+                calls[key] = lambda s=sess, f=mine: s.run(None, f)
             except Exception as exc:  # a torch-exported file that does not run at this size
                 row[f"{key} ms"] = f"fail: {type(exc).__name__}"
-            finally:
-                sess = None
-                gc.collect()
+        for key, t in interleaved(calls).items():
+            row[f"{key} ms"] = t * 1e3
         for key in ("torchscript", "dynamo"):
             if isinstance(row.get(f"{key} ms"), float):
                 row[f"nnspec / {key}"] = row["nnspec ms"] / row[f"{key} ms"]

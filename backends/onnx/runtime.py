@@ -35,8 +35,12 @@ class InputError(ValueError):
     """Inputs that do not fit the model: missing, unknown, or of the wrong dtype or shape."""
 
 
-def session(model: ModelSource, optimization: str = "all", threads: int = 0) -> ort.InferenceSession:
-    """An onnxruntime CPU session at the given graph optimisation level (``all`` is onnxruntime's default)."""
+def session(model: ModelSource, optimization: str = "all", threads: int = 0, spin: bool = True) -> ort.InferenceSession:
+    """An onnxruntime CPU session at the given graph optimisation level (``all`` is onnxruntime's default).
+
+    `spin`: let idle worker threads spin for the next run (onnxruntime's default); turn it off
+    to time several sessions side by side without them stealing each other's cores.
+    """
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -46,6 +50,8 @@ def session(model: ModelSource, optimization: str = "all", threads: int = 0) -> 
     }[optimization]
     if threads:
         opts.intra_op_num_threads = threads
+    if not spin:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.log_severity_level = 3
     source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model)
     return ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
