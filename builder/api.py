@@ -135,12 +135,14 @@ def check_spec(spec: Spec) -> tuple[dict[str | None, nx.MultiDiGraph], list[Diag
     warnings: list[Diagnostic] = []
     errors: list[Diagnostic] = []
     graphs: dict[str | None, nx.MultiDiGraph] = {}
+    seen: set[Diagnostic] = set()  # signatures share nodes, and so errors
     with without_gc():
         for sig in (None, *spec.signatures):
             try:
                 graphs[sig] = compile_graph(spec, sig, warnings=warnings)
             except SpecError as exc:
-                errors.extend(d for d in exc.errors if d not in errors)
+                errors.extend(d for d in exc.errors if d not in seen)
+                seen.update(exc.errors)
     if None in graphs:
         main = {n.id: n for n in nodes(graphs[None])}
         for sig, g in graphs.items():

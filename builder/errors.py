@@ -93,7 +93,15 @@ class SpecError(Exception):
         return cls([Diagnostic(code, message, pos, node, tuple(hints))])
 
 
+_MANY = 500
+"""Above this many choices, a hint compares only those of about the word's length (difflib costs
+tens of microseconds per comparison, and a spec may hold thousands of names)."""
+
+
 def did_you_mean(word: str, choices: Iterable[str]) -> tuple[str, ...]:
     """A hint naming the closest of `choices` to `word`, or nothing when none is close."""
-    close = difflib.get_close_matches(word, sorted(set(choices)), n=1, cutoff=0.5)
+    names = set(choices)
+    if len(names) > _MANY:
+        names = {c for c in names if abs(len(c) - len(word)) <= 2}
+    close = difflib.get_close_matches(word, sorted(names)[:_MANY], n=1, cutoff=0.5)
     return (f"did you mean '{close[0]}'?",) if close else ()

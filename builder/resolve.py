@@ -9,7 +9,7 @@ through one is a cycle even where the block's own wiring would break it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -24,6 +24,9 @@ from .source import DataPath, Source
 from .spec import BlockSpec, Spec, validation_diagnostics
 
 __all__ = ["Frame", "Pending", "TensorRef", "expand"]
+
+_HINTS = 20
+"""Did-you-mean hints given per graph (see `_Expander.hint`)."""
 
 
 class TensorRef(NamedTuple):
@@ -97,6 +100,13 @@ class _Expander:
         self.nodes: list[Pending] = []
         self.diags: list[Diagnostic] = []
         self.sizes: dict[str, int] = {}
+        self.hints_left = _HINTS
+
+    def hint(self, word: str, choices: Iterable[str]) -> tuple[str, ...]:
+        """A did-you-mean hint for each of the first `_HINTS` misspelt names; past them the spec is broken
+        wholesale, and comparing each of thousands of names with every other would take minutes."""
+        self.hints_left -= 1
+        return did_you_mean(word, choices) if self.hints_left >= 0 else ()
 
     def error(self, code: str, message: str, path: DataPath, node: str | None, hints: tuple[str, ...] = ()) -> None:
         self.diags.append(Diagnostic(code, message, self.source.pos(path), node, hints))
@@ -125,12 +135,12 @@ class _Expander:
                 roots.append(name)
             elif name not in env:
                 self.error("bad-output", f"output '{out}' names '{ref}', which is no node or input", path, None,
-                           did_you_mean(name, known))
+                           self.hint(name, known))
         needed = set(roots).union(*(nx.ancestors(local, r) for r in roots))
         for nid, ref in dangling:
             if nid in needed or entries[nid].warn_unused:  # a signature ignores main nodes it does not use
                 self.error("dangling-ref", f"'{ref}' names no node or input", entries[nid].in_path, prefix + nid,
-                           did_you_mean(ref.partition(".")[0], known))
+                           self.hint(ref.partition(".")[0], known))
         for nid, entry in entries.items():
             if nid not in needed and entry.warn_unused:
                 self.diags.append(Diagnostic(
@@ -196,7 +206,7 @@ class _Expander:
         if op in self.spec.blocks:
             return self.block_call(full, op, entry, env, results, params, frames, stack)
         self.error("unknown-op", f"unknown op '{op}'", (*entry.path, "op"), full,
-                   (*did_you_mean(op, [*OPS, *self.spec.blocks]), "`nnspec ops` lists the ops"))
+                   (*self.hint(op, [*OPS, *self.spec.blocks]), "`nnspec ops` lists the ops"))
         return None
 
     def inputs_of(self, full: str, ports: tuple[str, ...], optional: frozenset[str], minimum: int, entry: _Entry,

@@ -131,6 +131,8 @@ def parse_text(text: str, file: str = "<spec>", *, json_only: bool = False,
     if json_only:
         _check_json(text, file)
     try:
+        if len(text) > limits.max_items:  # so long that it may hold too many values: count them first
+            _count_values(text, file, limits)
         root = yaml.compose(text, Loader=_Composer)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -159,6 +161,20 @@ def parse_text(text: str, file: str = "<spec>", *, json_only: bool = False,
     if data is None:  # a document of only `---`, `~` or `null`
         raise SpecError.single("empty", "the spec is empty", SourcePos(file, 1, 1))
     return data, Source(file, builder.positions)
+
+
+def _count_values(text: str, file: str, limits: Limits) -> None:
+    """Stop at the value past `max_items` while parsing, before any is built: composing a 16 MB list
+    of numbers would take a minute and gigabytes (aliases are counted with their expansion later)."""
+    count = 0
+    for event in yaml.parse(text, Loader=_Composer):
+        if isinstance(event, yaml.NodeEvent):
+            count += 1
+            if count > limits.max_items:
+                mark = event.start_mark
+                raise SpecError.single("limit", f"the spec holds more than {limits.max_items:,} values",
+                                       SourcePos(file, mark.line + 1, mark.column + 1) if mark else SourcePos(file),
+                                       hints=("raise it with --limit max_items=N",))
 
 
 def _offset_pos(text: str, offset: int, file: str) -> SourcePos:

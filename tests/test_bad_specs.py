@@ -200,3 +200,23 @@ def test_unknown_signature_is_reported_with_the_known_ones() -> None:
     assert result.exit_code == 1
     assert "error[unknown-signature]: spec 'lstm_seq2seq' has no signature 'decode_stp'" in result.output
     assert "did you mean 'decode_step'?" in result.output
+
+
+def test_too_many_values_are_refused_while_parsing(tmp_path: Path) -> None:
+    spec = tmp_path / "long.yaml"
+    spec.write_text("name: long\ndoc: [" + "1, " * 3000 + "1]\n")
+    result = CliRunner().invoke(cli, ["validate", "--limit", "max_items=1000", str(spec)])
+    assert result.exit_code == 1
+    assert f"{spec}:2:" in result.output and "error[limit]: the spec holds more than 1,000 values" in result.output
+
+
+def test_thousands_of_errors_are_answered_quickly(tmp_path: Path) -> None:
+    spec = tmp_path / "broken.yaml"  # each did-you-mean over every name would take minutes
+    spec.write_text("name: broken\ninputs: {x: {shape: [batch, 4]}}\noutputs: {y: n0}\nnodes:\n"
+                    + "".join(f"  n{i}: {{op: add, in: [n{i + 1}, nope{i}]}}\n" for i in range(3000))
+                    + "  n3000: {op: rleu, in: x}\n")
+    start = time.monotonic()
+    result = CliRunner().invoke(cli, ["validate", str(spec)])
+    assert result.exit_code == 1
+    assert result.output.count("error[dangling-ref]") == 3000 and "error[unknown-op]" in result.output
+    assert time.monotonic() - start < 60  # minutes without the bound on hints; seconds with it
