@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["emit_python", "generate", "load_weights", "save_weights", "to_graphviz", "to_onnx", "to_torch"]
+__all__ = [
+    "emit_python", "export_onnx", "generate", "generate_onnx", "load_weights", "run_onnx", "save_weights",
+    "to_graphviz", "to_onnx", "to_torch",
+]
 
 _LAZY = {
     "to_torch": "backends.pytorch",
@@ -17,6 +20,9 @@ _LAZY = {
     "save_weights": "backends.pytorch",
     "load_weights": "backends.pytorch",
     "to_onnx": "backends.onnx",
+    "export_onnx": "backends.onnx",
+    "run_onnx": "backends.onnx",
+    "generate_onnx": "backends.onnx",
     "to_graphviz": "backends.graphviz",
 }
 

@@ -82,14 +82,12 @@ def read_source(path: str | Path, limits: Limits = DEFAULT_LIMITS) -> tuple[Any,
     name = str(path)
     p = Path(path)
     try:
-        size = p.stat().st_size
-        with p.open("rb") as f:  # read no more than the limit: /dev/zero or a pipe has no size
-            raw = f.read(limits.max_file_bytes + 1) if size <= limits.max_file_bytes else b""
+        with p.open("rb") as f:  # one byte past the limit at most: /dev/zero or a pipe has no size to check first
+            raw = f.read(limits.max_file_bytes + 1)
     except OSError as exc:
         raise SpecError.single("io", f"cannot read file: {exc.strerror or exc}", SourcePos(name)) from None
-    if size > limits.max_file_bytes or len(raw) > limits.max_file_bytes:
-        found = f"{size} bytes" if size > limits.max_file_bytes else "larger"
-        raise SpecError.single("limit", f"file is {found}, over the limit of {limits.max_file_bytes} bytes",
+    if len(raw) > limits.max_file_bytes:
+        raise SpecError.single("limit", f"file is larger than the limit of {limits.max_file_bytes} bytes",
                                SourcePos(name), hints=("raise it with --limit max_file_bytes=N",))
     text = _decode(raw, name)
     return parse_text(text, name, json_only=p.suffix.lower() == ".json", limits=limits)
@@ -179,8 +177,10 @@ def _count_values(text: str, file: str, limits: Limits) -> None:
 
 def _offset_pos(text: str, offset: int, file: str) -> SourcePos:
     """The line and column of a parser's offset, which the C parser counts in UTF-8 bytes."""
-    before = text.encode("utf-8")[:offset].decode("utf-8", "replace") if _Composer is not yaml.BaseLoader \
-        else text[:offset]
+    if _Composer is yaml.BaseLoader:  # the pure-Python parser counts characters
+        before = text[:offset]
+    else:
+        before = text.encode("utf-8")[:offset].decode("utf-8", "replace")
     return SourcePos(file, before.count("\n") + 1, len(before) - (before.rfind("\n") + 1) + 1)
 
 

@@ -96,12 +96,16 @@ def _typo(rng: random.Random, word: str) -> str:
 
 def delete_key(rng: random.Random, data: dict[str, Any]) -> str:
     paths = [p for p in _paths(data) if isinstance(_get(data, p[:-1]), dict)]
+    if not paths:
+        return add_key(rng, data)
     path = rng.choice(paths)
     del _get(data, path[:-1])[path[-1]]
     return f"delete {path}"
 
 
 def swap_type(rng: random.Random, data: dict[str, Any]) -> str:
+    if not data:
+        return add_key(rng, data)
     path = rng.choice(_paths(data))
     value = copy.deepcopy(rng.choice(_ODD_VALUES))
     _set(data, path, value)
@@ -122,6 +126,8 @@ def rename_ref(rng: random.Random, data: dict[str, Any]) -> str:
 
 def rename_key(rng: random.Random, data: dict[str, Any]) -> str:
     paths = [p for p in _paths(data) if isinstance(p[-1], str) and isinstance(_get(data, p[:-1]), dict)]
+    if not paths:
+        return add_key(rng, data)
     path = rng.choice(paths)
     parent = _get(data, path[:-1])
     new = _typo(rng, str(path[-1]))
@@ -131,6 +137,8 @@ def rename_key(rng: random.Random, data: dict[str, Any]) -> str:
 
 def random_scalar(rng: random.Random, data: dict[str, Any]) -> str:
     scalars = [p for p in _paths(data) if not isinstance(_get(data, p), dict | list)]
+    if not scalars:
+        return add_key(rng, data)
     path = rng.choice(scalars)
     old = _get(data, path)
     if isinstance(old, bool) or not isinstance(old, int | float | str):
@@ -229,10 +237,11 @@ def data_case(rng: random.Random, seed: str | None = None, mutations: int | None
 
 def text_case(rng: random.Random, seed: str | None = None) -> Case:
     """A seed spec (perhaps also mutated as data) damaged as text: bytes inserted or replaced, lines dropped, cut short."""
-    case = data_case(rng, seed) if rng.random() < 0.3 else Case(
-        f"{seed or rng.choice(sorted(SEEDS))}.yaml", b"", [])
-    if not case.text:
-        case.text = (SPECS / case.name).read_bytes()
+    if rng.random() < 0.3:
+        case = data_case(rng, seed)
+    else:
+        name = seed or rng.choice(sorted(SEEDS))
+        case = Case(f"{name}.yaml", (SPECS / f"{name}.yaml").read_bytes())
     for _ in range(rng.randint(1, 3)):
         case.text, step = rng.choice(TEXT_MUTATIONS)(rng, case.text)
         case.steps.append(step)

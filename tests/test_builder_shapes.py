@@ -73,3 +73,11 @@ def test_seq_flows_through_attention_and_lstm() -> None:
         assert "batch" in t.symbols
     g = compile_graph(load_spec("specs/gpt.yaml"))
     assert str(g.nodes["h.11.attn"]["node"].outputs["y"]) == "batch×seq×768"
+
+
+def test_ceil_mode_drops_a_window_that_starts_in_the_padding() -> None:
+    spec = {"name": "pool", "inputs": {"x": {"shape": [1, 1, 5]}},
+            "nodes": {"p": {"op": "max_pool1d", "in": "x", "kernel_size": 2, "stride": 2, "padding": 1,
+                            "ceil_mode": True}},
+            "outputs": {"y": "p"}}
+    assert compile_graph(load_spec(spec)).nodes["p"]["node"].outputs["y"].concrete({}) == (1, 1, 3)  # torch gives 3

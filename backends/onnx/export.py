@@ -12,7 +12,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import networkx as nx
 import numpy as np
@@ -31,7 +31,7 @@ from .weights import StateDict, WeightUse, resolve_weights
 
 __all__ = ["GraphSource", "Lowered", "assemble", "initializers", "light_model", "lower_graph", "prepare", "to_onnx"]
 
-GraphSource = Spec | nx.MultiDiGraph | str | Path | Mapping[str, Any]
+GraphSource: TypeAlias = Spec | nx.MultiDiGraph | str | Path | Mapping[str, Any]
 PRODUCER = "nnspec"
 
 
@@ -203,7 +203,8 @@ def light_model(lowered: Lowered) -> onnx.ModelProto:
     meta = {"nnspec.params": json.dumps(g.graph.get("params") or {}, sort_keys=True, default=str)}
     if sig is not None:
         meta["nnspec.signature"] = sig
-    windows = [n.model.args()["max_len"] for n in nodes(g) if n.op in ("position_embedding", "sinusoidal_position")]
+    windows = [n.model.args()["max_len"] for n in nodes(g)
+               if n.model is not None and n.op in ("position_embedding", "sinusoidal_position")]
     if windows:
         meta["nnspec.max_len"] = str(min(windows))  # the longest sequence the model takes
     renamed = {k: v for k, v in lowered.outputs.items() if k != v}

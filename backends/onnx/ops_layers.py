@@ -78,8 +78,9 @@ def lower_conv(e: Emitter, node: Node) -> None:
 
 @LOWERINGS.register("max_pool1d", "max_pool2d", "avg_pool1d", "avg_pool2d")
 def lower_pool(e: Emitter, node: Node) -> None:
-    cls = {"max_pool1d": MaxPool1d, "max_pool2d": MaxPool2d, "avg_pool1d": AvgPool1d, "avg_pool2d": AvgPool2d}[node.op]
-    m = e.model(cls)
+    m: MaxPool1d | MaxPool2d | AvgPool1d | AvgPool2d = (
+        e.model(MaxPool1d) if node.op == "max_pool1d" else e.model(MaxPool2d) if node.op == "max_pool2d"
+        else e.model(AvgPool1d) if node.op == "avg_pool1d" else e.model(AvgPool2d))
     k, s = m._t(m.kernel_size), m._t(m.stride)
     x = e.input("x")
     unbatched = node.inputs["x"].rank == m.SPATIAL + 1  # (C, *spatial): ONNX pools want (N, C, *spatial)

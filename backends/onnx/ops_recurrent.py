@@ -69,12 +69,12 @@ def _merge_directions(e: Emitter, y: str, dirs: int, batch_first: bool, output: 
 
 @LOWERINGS.register("rnn", "lstm", "gru")
 def lower_recurrent(e: Emitter, node: Node) -> None:
-    m = e.model({"rnn": Rnn, "lstm": Lstm, "gru": Gru}[node.op])
+    m: Rnn | Lstm | Gru = e.model(Lstm) if node.op == "lstm" else e.model(Gru) if node.op == "gru" else e.model(Rnn)
     h, dirs, layers = m.hidden_size, m.directions, m.num_layers
     order = GATE_ORDER[node.op]
     init = Init.uniform(1 / math.sqrt(h))  # PyTorch: U(-1/sqrt(hidden), 1/sqrt(hidden)) for every weight
     attrs: dict[str, object] = {"hidden_size": h, "direction": "bidirectional" if dirs == 2 else "forward"}
-    if node.op == "rnn":
+    if isinstance(m, Rnn):
         attrs["activations"] = ["Relu" if m.nonlinearity == "relu" else "Tanh"] * dirs
     if node.op == "gru":
         attrs["linear_before_reset"] = 1

@@ -169,7 +169,7 @@ class Emitter:
 
     # -- constants and weights -----------------------------------------------------------
 
-    def const(self, value: np.ndarray | Sequence[int] | float, hint: str, dtype: str | None = None) -> str:
+    def const(self, value: np.ndarray | np.generic | Sequence[int] | float, hint: str, dtype: str | None = None) -> str:
         """A constant initializer (shape vectors, axes, masks), shared by value across the graph."""
         if isinstance(value, float) and dtype is not None:  # the common scalar: skip numpy for the lookup
             key: Hashable = (dtype, value)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, TypeAlias
 
 import numpy as np
 
@@ -22,7 +22,7 @@ from .dtypes import np_dtype
 
 __all__ = ["Init", "WeightError", "WeightUse", "initialise", "load_state_dict", "resolve_weights"]
 
-StateDict = Mapping[str, Any] | str | Path
+StateDict: TypeAlias = Mapping[str, Any] | str | Path
 
 IGNORED_BUFFERS = ("num_batches_tracked",)
 """state_dict entries of PyTorch layers that inference never reads."""
@@ -154,7 +154,7 @@ def resolve_weights(uses: Mapping[str, WeightUse], state_dict: StateDict | None,
     problems: list[str] = []
     out: dict[str, np.ndarray] = {}
     for name, use in uses.items():
-        key = name if name in sd or use.alias not in sd else use.alias
+        key = use.alias if name not in sd and use.alias is not None and use.alias in sd else name
         if key not in sd:
             hint = "".join(f" ({h})" for h in did_you_mean(name, sd))
             problems.append(f"missing weight '{name}' {list(use.shape)} for node '{use.node}'{hint}")

@@ -78,7 +78,7 @@ class _Plan:
     def inline(self, name: str, arr: np.ndarray) -> None:
         arr = little_endian(arr)
         head = onnx.TensorProto(name=name, dims=arr.shape, data_type=tensor_type(arr)).SerializeToString()
-        data = memoryview(arr.reshape(-1)).cast("B")
+        data = arr.reshape(-1).data.cast("B")
         tensor = head + _key(_TENSOR_RAW_DATA) + _varint(data.nbytes)
         self._add(_key(_GRAPH_INITIALIZER) + _varint(len(tensor) + data.nbytes) + tensor, data)
 
@@ -131,7 +131,7 @@ def _write(model: onnx.ModelProto, tensors: Iterable[tuple[str, np.ndarray]], pa
     with open(data_path, "wb") as f:
         for at, arr in blobs:
             f.write(b"\0" * (at - f.tell()))
-            f.write(memoryview(arr.reshape(-1)).cast("B"))
+            f.write(arr.reshape(-1).data)
     return [path, data_path]
 
 

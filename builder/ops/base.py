@@ -164,6 +164,8 @@ def conv_len(size: sympy.Expr, k: int, s: int, p: int, d: int = 1, ceil: bool = 
     if num.is_Integer:
         n = int(num)
         out = (-(-n // s) if ceil else n // s) + 1
+        if ceil and (out - 1) * s >= int(size) + p:
+            out -= 1  # as PyTorch: the last window may not start in the right padding
         if n < 0 or out <= 0:
             raise ShapeError(f"window {k} (dilation {d}, padding {p}) does not fit an input of size {fmt_dim(size)}")
         return sympy.Integer(out)
