@@ -20,24 +20,19 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from op_cases import SMALL_SPECS  # noqa: E402
 
 from backends.onnx.commands import TOLERANCE, compare  # noqa: E402
 from backends.onnx.writer import export_onnx  # noqa: E402
 from builder import compile_graph, graph_inputs, load_spec  # noqa: E402
 
-SMALL: dict[str, dict[str, Any]] = {
-    "rnn_intent": {"vocab": 50, "embed_dim": 8, "hidden": 12},
-    "lstm_sentiment": {"vocab": 50, "embed_dim": 8, "hidden": 12},
-    "lstm_seq2seq": {"src_vocab": 40, "tgt_vocab": 30, "embed_dim": 8, "hidden": 12, "layers": 2},
-    "transformer": {"vocab": 40, "d_model": 16, "heads": 2, "d_ff": 32, "layers": 2, "max_len": 64},
-    "bert": {"vocab": 40, "hidden": 16, "layers": 2, "heads": 2, "intermediate": 32, "max_len": 64},
-    "gpt": {"vocab": 40, "n_ctx": 64, "d_model": 16, "layers": 2, "heads": 2},
-}
 SIZES = (1, 4, 9)
 
 
 def parity(name: str, out: Path, small: bool) -> list[dict[str, Any]]:
-    spec = load_spec(ROOT / "specs" / f"{name}.yaml", SMALL.get(name, {}) if small else None)
+    spec = load_spec(ROOT / "specs" / f"{name}.yaml", SMALL_SPECS.get(name, {}) if small else None)
     rows = []
     for sig in (None, *spec.signatures):
         g = compile_graph(spec, sig)

@@ -129,3 +129,16 @@ CASES: list[OpCase] = [
            {"query": _x("B", "T", 6), "key": _x("B", "S", 6), "value": _x("B", "S", 6),
             "key_padding_mask": _x("B", "S", dtype=BOOL)}, {"y": ["B", "T", 6]}),
 ]
+
+
+SMALL_SPECS: dict[str, dict[str, Any]] = {
+    "lenet5": {},
+    "rnn_intent": {"vocab": 50, "embed_dim": 8, "hidden": 12},
+    "lstm_sentiment": {"vocab": 50, "embed_dim": 8, "hidden": 12},
+    "lstm_seq2seq": {"src_vocab": 40, "tgt_vocab": 30, "embed_dim": 8, "hidden": 12, "layers": 2},
+    "transformer": {"vocab": 40, "d_model": 16, "heads": 2, "d_ff": 32, "layers": 2, "max_len": 64},
+    "bert": {"vocab": 40, "hidden": 16, "layers": 2, "heads": 2, "intermediate": 32, "max_len": 64},
+    "gpt": {"vocab": 40, "n_ctx": 64, "d_model": 16, "layers": 2, "heads": 2},
+}
+"""Overrides that scale each seed spec down to test size (same structure, small widths); shared by the
+ONNX spec tests and bench/onnx_parity.py --small."""

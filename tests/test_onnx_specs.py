@@ -16,6 +16,7 @@ import numpy as np
 import onnx
 import pytest
 from onnx.reference import ReferenceEvaluator
+from op_cases import SMALL_SPECS
 from test_onnx_ops import assert_shapes_agree
 
 from backends.onnx import export_onnx, random_inputs, run_onnx, session, to_onnx
@@ -27,16 +28,7 @@ torch = pytest.importorskip("torch")
 pytorch = pytest.importorskip("backends.pytorch")
 
 SPECS = Path(__file__).resolve().parents[1] / "specs"
-SMALL: dict[str, dict[str, Any]] = {
-    "lenet5": {},
-    "rnn_intent": {"vocab": 50, "embed_dim": 8, "hidden": 12},
-    "lstm_sentiment": {"vocab": 50, "embed_dim": 8, "hidden": 12},
-    "lstm_seq2seq": {"src_vocab": 40, "tgt_vocab": 30, "embed_dim": 8, "hidden": 12, "layers": 2},
-    "transformer": {"vocab": 40, "d_model": 16, "heads": 2, "d_ff": 32, "layers": 2, "max_len": 64},
-    "bert": {"vocab": 40, "hidden": 16, "layers": 2, "heads": 2, "intermediate": 32, "max_len": 64},
-    "gpt": {"vocab": 40, "n_ctx": 64, "d_model": 16, "layers": 2, "heads": 2},
-}
-"""Scaled-down params per seed spec; a spec not listed is tested at its own size."""
+
 SIZES = (1, 3, 7)
 """Values tried for every symbolic dim (all combinations of two dims, diagonal beyond)."""
 SPEC_NAMES = sorted(p.stem for p in SPECS.glob("*.yaml"))
@@ -44,7 +36,7 @@ TOL = 1e-4
 
 
 def small_spec(name: str) -> Any:
-    return load_spec(SPECS / f"{name}.yaml", SMALL.get(name, {}))
+    return load_spec(SPECS / f"{name}.yaml", SMALL_SPECS.get(name, {}))
 
 
 def graphs(name: str) -> list[tuple[str | None, Any]]:
