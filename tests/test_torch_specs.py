@@ -191,6 +191,18 @@ def test_state_dict_round_trip(name: str) -> None:
 
 
 @pytest.mark.parametrize("how", ["deepcopy", "pickle", "copy"])
+def test_copies_made_while_training_keep_attention_dropout_switchable(how: str) -> None:
+    """Attention dropout reads `self.training` in forward; a copy made in train mode must not
+    freeze it (GraphModule's own pickling re-traces the code and would)."""
+    model = small("gpt", dropout=0.5).train()
+    clone = {"deepcopy": copy.deepcopy, "pickle": lambda m: pickle.loads(pickle.dumps(m)), "copy": copy.copy}[how](model)
+    x = example_inputs(model, DIMS[1])
+    assert clone.training
+    assert not _close(clone(*x), clone(*x))  # dropout on
+    assert _close(clone.eval()(*x), model.eval()(*x), tol=0)  # and off
+
+
+@pytest.mark.parametrize("how", ["deepcopy", "pickle", "copy"])
 @pytest.mark.parametrize("name", ["transformer", "lstm_seq2seq", "gpt"])
 def test_copies_keep_outputs_signatures_and_ties(name: str, how: str) -> None:
     model = small(name)

@@ -38,7 +38,7 @@ from builder.ops.layers import (
 from builder.ops.sequence import Gru, Lstm, Rnn
 from builder.ops.tensor import Concat, Flatten, Mean, Permute, Reshape, Scale, Select, Slice, Split, Transpose
 
-from .emitter import Ctor, Emitter, LowerFn, Outputs, TensorInit
+from .emitter import Ctor, Emitter, LowerFn, LoweringError, Outputs, TensorInit
 from .table import LoweringTable
 
 __all__ = ["TABLE"]
@@ -374,16 +374,59 @@ def _attention(e: Emitter, n: Node) -> Outputs:
 
 @TABLE.register("multi_head_attention")
 def _multi_head_attention(e: Emitter, n: Node) -> Outputs:
+    """nn.MultiheadAttention's parameters (packed in-projection, `out_proj`), computed as nanoGPT
+    does: one projection, heads split by views, `scaled_dot_product_attention`, one projection.
+
+    Calling nn.MultiheadAttention itself costs layout copies that SDPA does not need; keeping
+    its parameters keeps the state_dict keys and PyTorch's initialisation.
+    """
     m = _args(n, MultiHeadAttention)
-    q = e.x("query")
-    k = e.x("key") if e.has("key") else q
-    v = e.x("value") if e.has("value") else k
-    kwargs: dict[str, object] = {"need_weights": False}
-    if e.has("key_padding_mask"):
-        kwargs["key_padding_mask"] = e.x("key_padding_mask")  # (batch, Lk), True = padding
-    if m.causal:
-        kwargs["attn_mask"] = _causal_mask(e, q, k, 1, keep=False)  # (Lq, Lk), True = masked
+    embed, heads = _features(e, "query"), m.num_heads
+    own = Ctor.of("MultiheadAttention", embed, heads, dropout=m.dropout, bias=m.bias, batch_first=True)
+    if n.ties:  # the container holds all four tensors; a tie would leave a stray copy in it
+        raise LoweringError(f"node '{n.id}': the PyTorch backend cannot tie weight(s) {', '.join(n.ties)} of op "
+                            f"'{n.op}'")
+    w_in = e.weight("in_proj_weight", own)
+    b_in = e.weight("in_proj_bias", own) if m.bias else None
+    w_out = e.weight("out_proj.weight", own)
+    b_out = e.weight("out_proj.bias", own) if m.bias else None
+
+    def project(x: fx.Node, first: int, parts: int) -> list[fx.Node]:
+        """x through in-projection rows [first*E, (first+parts)*E), split into `parts` (batch, L, E) values."""
+        rows = slice(first * embed, (first + parts) * embed) if (first, parts) != (0, 3) else slice(None)
+        w = w_in if rows == slice(None) else e.item(w_in, rows)
+        b = b_in if b_in is None or rows == slice(None) else e.item(b_in, rows)
+        y = e.fn(F.linear, x, w, b)
+        if parts == 1:
+            return [y]
+        chunks = e.method("split", y, embed, -1)
+        return [e.item(chunks, i) for i in range(parts)]
+
+    query = e.x("query")
+    if not e.has("key"):  # self-attention: one (batch, L, 3E) projection
+        q, k, v = project(query, 0, 3)
+    elif not e.has("value"):  # value = key: one (batch, Lk, 2E) projection
+        (q,), (k, v) = project(query, 0, 1), project(e.x("key"), 1, 2)
+    else:
+        (q,), (k,), (v,) = project(query, 0, 1), project(e.x("key"), 1, 1), project(e.x("value"), 2, 1)
+    q, k, v = (e.named(e.method("transpose", e.method("unflatten", t, -1, (heads, embed // heads)), 1, 2),
+                       f"{n.id}_{name}".replace(".", "_"))
+               for t, name in ((q, "q"), (k, "k"), (v, "v")))  # (batch, heads, L, E/heads)
+
+    kwargs: dict[str, object] = {}
+    allowed: fx.Node | None = None  # bool, True = attend
+    if e.has("key_padding_mask"):  # (batch, Lk), True = padding -> (batch, 1, 1, Lk), True = attend
+        pad = e.x("key_padding_mask")
+        allowed = e.method("unsqueeze", e.method("unsqueeze", e.method("logical_not", pad), 1), 1)
+    if m.causal and allowed is not None:
+        allowed = e.fn(operator.and_, _causal_mask(e, query, e.x("key") if e.has("key") else query, 1, keep=True),
+                       allowed)
+    if allowed is not None:
+        kwargs["attn_mask"] = allowed
+    elif m.causal:
         kwargs["is_causal"] = True
-    ctor = Ctor.of("MultiheadAttention", _features(e, "query"), m.num_heads, dropout=m.dropout, bias=m.bias,
-                   batch_first=True)
-    return {"y": e.item(e.call_module(ctor, q, k, v, **kwargs), 0)}  # (batch, Lq, E)
+    if m.dropout > 0:  # attention dropout only while training
+        kwargs["dropout_p"] = e.fn(operator.mul, e.fx.get_attr("training"), m.dropout)
+    y = e.fn(F.scaled_dot_product_attention, q, k, v, **kwargs)  # (batch, heads, Lq, E/heads)
+    y = e.method("flatten", e.method("transpose", y, 1, 2), 2)  # (batch, Lq, E)
+    return {"y": e.fn(F.linear, y, w_out, b_out)}

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import networkx as nx
 import torch
@@ -222,11 +222,17 @@ class SpecModule(fx.GraphModule):
         return res
 
     def __reduce__(self) -> tuple[Any, ...]:
-        # GraphModule pickles its generated code and re-traces it when loaded (KeepModules:
-        # every submodule is a leaf, so the graph comes back the same); the signatures ride
-        # along in the module's __dict__ and are re-attached.
-        _, args = super().__reduce__()
-        return (_restore, (*args, type(self).__name__))
+        # GraphModule pickles its generated code and re-traces it when loaded, which would freeze
+        # attribute reads such as `self.training` (attention dropout) into constants. The fx
+        # graphs travel node by node instead, with the submodules and the signatures beside them.
+        root = nn.Module()
+        root._modules.update(self._modules)
+        root._parameters.update(self._parameters)
+        root._buffers.update(self._buffers)
+        root._non_persistent_buffers_set.update(self._non_persistent_buffers_set)
+        sigs = {name: (_graph_state(sig.graph), type(sig).__name__, sig.meta)
+                for name, sig in self.__dict__["_nnspec_signatures"].items()}
+        return (_restore, (root, _graph_state(self.graph), type(self).__name__, dict(self.meta), sigs, self.training))
 
 
 def _signature_method(name: str) -> Callable[..., Any]:
@@ -238,12 +244,52 @@ def _signature_method(name: str) -> Callable[..., Any]:
     return method
 
 
-def _restore(body: dict[str, Any], import_block: str, class_name: str) -> SpecModule:
-    """Unpickle a `SpecModule` (see `SpecModule.__reduce__`)."""
-    from torch.fx.graph_module import reduce_graph_module
+class _Value(NamedTuple):
+    """A reference to an earlier fx node, by name, in a pickled graph."""
 
-    plain = reduce_graph_module(body, import_block)
-    res = SpecModule(plain, cast(fx.Graph, plain.graph), class_name)
-    res.meta = body.get("meta", {})
-    res._attach(body.get("_nnspec_signatures", {}))
-    return res
+    name: str
+
+
+GraphState = list[tuple[str, str, Any, Any, Any, Any, Any]]
+
+
+def _graph_state(graph: fx.Graph) -> GraphState:
+    """An fx graph as picklable rows: (op, name, target, args, kwargs, type, meta)."""
+    def ref(n: fx.Node) -> Any:
+        return _Value(n.name)
+
+    return [(n.op, n.name, n.target, fx.node.map_arg(n.args, ref), fx.node.map_arg(n.kwargs, ref), n.type,
+             {k: v for k, v in n.meta.items() if k == "nnspec"}) for n in graph.nodes]
+
+
+def _graph_from_state(state: GraphState) -> fx.Graph:
+    graph = fx.Graph()
+    made: dict[str, fx.Node] = {}
+
+    def value(arg: Any) -> Any:
+        if isinstance(arg, _Value):
+            return made[arg.name]
+        if isinstance(arg, tuple | list):
+            return type(arg)(value(a) for a in arg)
+        if isinstance(arg, dict):
+            return {k: value(v) for k, v in arg.items()}
+        return arg
+
+    for op, name, target, args, kwargs, type_expr, meta in state:
+        node = graph.create_node(op, target, value(args), value(kwargs), name, type_expr)
+        node.meta.update(meta)
+        made[name] = node
+    return graph
+
+
+def _restore(root: nn.Module, graph: GraphState, class_name: str, meta: dict[str, Any],
+             signatures: dict[str, tuple[GraphState, str, dict[str, Any]]], training: bool) -> SpecModule:
+    """Unpickle a `SpecModule` (see `SpecModule.__reduce__`)."""
+    res = SpecModule(root, _graph_from_state(graph), class_name)
+    res.meta = meta
+    sigs = {}
+    for name, (sig_graph, sig_class, sig_meta) in signatures.items():
+        sigs[name] = fx.GraphModule(root, _graph_from_state(sig_graph), sig_class)
+        sigs[name].meta = sig_meta
+    res._attach(sigs)
+    return res.train(training)

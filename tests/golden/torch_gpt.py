@@ -127,11 +127,27 @@ class Gpt(torch.nn.Module):
         wpe = wte + wpe_call
         drop = self.drop(wpe)
         h_0_ln_1 = getattr(self.h, "0").ln_1(drop)
-        seq_1 = h_0_ln_1.size(1)
-        new_ones = h_0_ln_1.new_ones((seq_1, seq_1), dtype=torch.bool)
-        causal_mask = new_ones.triu(1)
-        h_0_attn_call = getattr(self.h, "0").attn(h_0_ln_1, h_0_ln_1, h_0_ln_1, need_weights=False, attn_mask=causal_mask, is_causal=True)
-        h_0_attn = h_0_attn_call[0]  # (batch, seq, 768)
+        h_0_attn_in_proj_weight = getattr(self.h, "0").attn.in_proj_weight
+        h_0_attn_in_proj_bias = getattr(self.h, "0").attn.in_proj_bias
+        h_0_attn_out_proj_weight = getattr(self.h, "0").attn.out_proj.weight
+        h_0_attn_out_proj_bias = getattr(self.h, "0").attn.out_proj.bias
+        linear = torch.nn.functional.linear(h_0_ln_1, h_0_attn_in_proj_weight, h_0_attn_in_proj_bias)
+        split = linear.split(768, -1)
+        getitem = split[0]
+        getitem_1 = split[1]
+        getitem_2 = split[2]
+        unflatten = getitem.unflatten(-1, (12, 64))
+        h_0_attn_q = unflatten.transpose(1, 2)
+        unflatten_1 = getitem_1.unflatten(-1, (12, 64))
+        h_0_attn_k = unflatten_1.transpose(1, 2)
+        unflatten_2 = getitem_2.unflatten(-1, (12, 64))
+        h_0_attn_v = unflatten_2.transpose(1, 2)
+        training = self.training
+        mul = training * 0.1
+        scaled_dot_product_attention = torch.nn.functional.scaled_dot_product_attention(h_0_attn_q, h_0_attn_k, h_0_attn_v, is_causal=True, dropout_p=mul)
+        transpose_3 = scaled_dot_product_attention.transpose(1, 2)
+        flatten = transpose_3.flatten(2)
+        h_0_attn = torch.nn.functional.linear(flatten, h_0_attn_out_proj_weight, h_0_attn_out_proj_bias)  # (batch, seq, 768)
         h_0_attn_dropout = getattr(self.h, "0").attn_dropout(h_0_attn)
         h_0_res_1 = drop + h_0_attn_dropout
         h_0_ln_2 = getattr(self.h, "0").ln_2(h_0_res_1)
@@ -141,11 +157,27 @@ class Gpt(torch.nn.Module):
         h_0_mlp_dropout = getattr(self.h, "0").mlp_dropout(h_0_c_proj)
         h_0_res_2 = h_0_res_1 + h_0_mlp_dropout
         h_1_ln_1 = getattr(self.h, "1").ln_1(h_0_res_2)
-        seq_2 = h_1_ln_1.size(1)
-        new_ones_1 = h_1_ln_1.new_ones((seq_2, seq_2), dtype=torch.bool)
-        causal_mask_1 = new_ones_1.triu(1)
-        h_1_attn_call = getattr(self.h, "1").attn(h_1_ln_1, h_1_ln_1, h_1_ln_1, need_weights=False, attn_mask=causal_mask_1, is_causal=True)
-        h_1_attn = h_1_attn_call[0]  # (batch, seq, 768)
+        h_1_attn_in_proj_weight = getattr(self.h, "1").attn.in_proj_weight
+        h_1_attn_in_proj_bias = getattr(self.h, "1").attn.in_proj_bias
+        h_1_attn_out_proj_weight = getattr(self.h, "1").attn.out_proj.weight
+        h_1_attn_out_proj_bias = getattr(self.h, "1").attn.out_proj.bias
+        linear_2 = torch.nn.functional.linear(h_1_ln_1, h_1_attn_in_proj_weight, h_1_attn_in_proj_bias)
+        split_1 = linear_2.split(768, -1)
+        getitem_3 = split_1[0]
+        getitem_4 = split_1[1]
+        getitem_5 = split_1[2]
+        unflatten_3 = getitem_3.unflatten(-1, (12, 64))
+        h_1_attn_q = unflatten_3.transpose(1, 2)
+        unflatten_4 = getitem_4.unflatten(-1, (12, 64))
+        h_1_attn_k = unflatten_4.transpose(1, 2)
+        unflatten_5 = getitem_5.unflatten(-1, (12, 64))
+        h_1_attn_v = unflatten_5.transpose(1, 2)
+        training_1 = self.training
+        mul_1 = training_1 * 0.1
+        scaled_dot_product_attention_1 = torch.nn.functional.scaled_dot_product_attention(h_1_attn_q, h_1_attn_k, h_1_attn_v, is_causal=True, dropout_p=mul_1)
+        transpose_7 = scaled_dot_product_attention_1.transpose(1, 2)
+        flatten_1 = transpose_7.flatten(2)
+        h_1_attn = torch.nn.functional.linear(flatten_1, h_1_attn_out_proj_weight, h_1_attn_out_proj_bias)  # (batch, seq, 768)
         h_1_attn_dropout = getattr(self.h, "1").attn_dropout(h_1_attn)
         h_1_res_1 = h_0_res_2 + h_1_attn_dropout
         h_1_ln_2 = getattr(self.h, "1").ln_2(h_1_res_1)
@@ -155,11 +187,27 @@ class Gpt(torch.nn.Module):
         h_1_mlp_dropout = getattr(self.h, "1").mlp_dropout(h_1_c_proj)
         h_1_res_2 = h_1_res_1 + h_1_mlp_dropout
         h_2_ln_1 = getattr(self.h, "2").ln_1(h_1_res_2)
-        seq_3 = h_2_ln_1.size(1)
-        new_ones_2 = h_2_ln_1.new_ones((seq_3, seq_3), dtype=torch.bool)
-        causal_mask_2 = new_ones_2.triu(1)
-        h_2_attn_call = getattr(self.h, "2").attn(h_2_ln_1, h_2_ln_1, h_2_ln_1, need_weights=False, attn_mask=causal_mask_2, is_causal=True)
-        h_2_attn = h_2_attn_call[0]  # (batch, seq, 768)
+        h_2_attn_in_proj_weight = getattr(self.h, "2").attn.in_proj_weight
+        h_2_attn_in_proj_bias = getattr(self.h, "2").attn.in_proj_bias
+        h_2_attn_out_proj_weight = getattr(self.h, "2").attn.out_proj.weight
+        h_2_attn_out_proj_bias = getattr(self.h, "2").attn.out_proj.bias
+        linear_4 = torch.nn.functional.linear(h_2_ln_1, h_2_attn_in_proj_weight, h_2_attn_in_proj_bias)
+        split_2 = linear_4.split(768, -1)
+        getitem_6 = split_2[0]
+        getitem_7 = split_2[1]
+        getitem_8 = split_2[2]
+        unflatten_6 = getitem_6.unflatten(-1, (12, 64))
+        h_2_attn_q = unflatten_6.transpose(1, 2)
+        unflatten_7 = getitem_7.unflatten(-1, (12, 64))
+        h_2_attn_k = unflatten_7.transpose(1, 2)
+        unflatten_8 = getitem_8.unflatten(-1, (12, 64))
+        h_2_attn_v = unflatten_8.transpose(1, 2)
+        training_2 = self.training
+        mul_2 = training_2 * 0.1
+        scaled_dot_product_attention_2 = torch.nn.functional.scaled_dot_product_attention(h_2_attn_q, h_2_attn_k, h_2_attn_v, is_causal=True, dropout_p=mul_2)
+        transpose_11 = scaled_dot_product_attention_2.transpose(1, 2)
+        flatten_2 = transpose_11.flatten(2)
+        h_2_attn = torch.nn.functional.linear(flatten_2, h_2_attn_out_proj_weight, h_2_attn_out_proj_bias)  # (batch, seq, 768)
         h_2_attn_dropout = getattr(self.h, "2").attn_dropout(h_2_attn)
         h_2_res_1 = h_1_res_2 + h_2_attn_dropout
         h_2_ln_2 = getattr(self.h, "2").ln_2(h_2_res_1)
@@ -169,11 +217,27 @@ class Gpt(torch.nn.Module):
         h_2_mlp_dropout = getattr(self.h, "2").mlp_dropout(h_2_c_proj)
         h_2_res_2 = h_2_res_1 + h_2_mlp_dropout
         h_3_ln_1 = getattr(self.h, "3").ln_1(h_2_res_2)
-        seq_4 = h_3_ln_1.size(1)
-        new_ones_3 = h_3_ln_1.new_ones((seq_4, seq_4), dtype=torch.bool)
-        causal_mask_3 = new_ones_3.triu(1)
-        h_3_attn_call = getattr(self.h, "3").attn(h_3_ln_1, h_3_ln_1, h_3_ln_1, need_weights=False, attn_mask=causal_mask_3, is_causal=True)
-        h_3_attn = h_3_attn_call[0]  # (batch, seq, 768)
+        h_3_attn_in_proj_weight = getattr(self.h, "3").attn.in_proj_weight
+        h_3_attn_in_proj_bias = getattr(self.h, "3").attn.in_proj_bias
+        h_3_attn_out_proj_weight = getattr(self.h, "3").attn.out_proj.weight
+        h_3_attn_out_proj_bias = getattr(self.h, "3").attn.out_proj.bias
+        linear_6 = torch.nn.functional.linear(h_3_ln_1, h_3_attn_in_proj_weight, h_3_attn_in_proj_bias)
+        split_3 = linear_6.split(768, -1)
+        getitem_9 = split_3[0]
+        getitem_10 = split_3[1]
+        getitem_11 = split_3[2]
+        unflatten_9 = getitem_9.unflatten(-1, (12, 64))
+        h_3_attn_q = unflatten_9.transpose(1, 2)
+        unflatten_10 = getitem_10.unflatten(-1, (12, 64))
+        h_3_attn_k = unflatten_10.transpose(1, 2)
+        unflatten_11 = getitem_11.unflatten(-1, (12, 64))
+        h_3_attn_v = unflatten_11.transpose(1, 2)
+        training_3 = self.training
+        mul_3 = training_3 * 0.1
+        scaled_dot_product_attention_3 = torch.nn.functional.scaled_dot_product_attention(h_3_attn_q, h_3_attn_k, h_3_attn_v, is_causal=True, dropout_p=mul_3)
+        transpose_15 = scaled_dot_product_attention_3.transpose(1, 2)
+        flatten_3 = transpose_15.flatten(2)
+        h_3_attn = torch.nn.functional.linear(flatten_3, h_3_attn_out_proj_weight, h_3_attn_out_proj_bias)  # (batch, seq, 768)
         h_3_attn_dropout = getattr(self.h, "3").attn_dropout(h_3_attn)
         h_3_res_1 = h_2_res_2 + h_3_attn_dropout
         h_3_ln_2 = getattr(self.h, "3").ln_2(h_3_res_1)
@@ -183,11 +247,27 @@ class Gpt(torch.nn.Module):
         h_3_mlp_dropout = getattr(self.h, "3").mlp_dropout(h_3_c_proj)
         h_3_res_2 = h_3_res_1 + h_3_mlp_dropout
         h_4_ln_1 = getattr(self.h, "4").ln_1(h_3_res_2)
-        seq_5 = h_4_ln_1.size(1)
-        new_ones_4 = h_4_ln_1.new_ones((seq_5, seq_5), dtype=torch.bool)
-        causal_mask_4 = new_ones_4.triu(1)
-        h_4_attn_call = getattr(self.h, "4").attn(h_4_ln_1, h_4_ln_1, h_4_ln_1, need_weights=False, attn_mask=causal_mask_4, is_causal=True)
-        h_4_attn = h_4_attn_call[0]  # (batch, seq, 768)
+        h_4_attn_in_proj_weight = getattr(self.h, "4").attn.in_proj_weight
+        h_4_attn_in_proj_bias = getattr(self.h, "4").attn.in_proj_bias
+        h_4_attn_out_proj_weight = getattr(self.h, "4").attn.out_proj.weight
+        h_4_attn_out_proj_bias = getattr(self.h, "4").attn.out_proj.bias
+        linear_8 = torch.nn.functional.linear(h_4_ln_1, h_4_attn_in_proj_weight, h_4_attn_in_proj_bias)
+        split_4 = linear_8.split(768, -1)
+        getitem_12 = split_4[0]
+        getitem_13 = split_4[1]
+        getitem_14 = split_4[2]
+        unflatten_12 = getitem_12.unflatten(-1, (12, 64))
+        h_4_attn_q = unflatten_12.transpose(1, 2)
+        unflatten_13 = getitem_13.unflatten(-1, (12, 64))
+        h_4_attn_k = unflatten_13.transpose(1, 2)
+        unflatten_14 = getitem_14.unflatten(-1, (12, 64))
+        h_4_attn_v = unflatten_14.transpose(1, 2)
+        training_4 = self.training
+        mul_4 = training_4 * 0.1
+        scaled_dot_product_attention_4 = torch.nn.functional.scaled_dot_product_attention(h_4_attn_q, h_4_attn_k, h_4_attn_v, is_causal=True, dropout_p=mul_4)
+        transpose_19 = scaled_dot_product_attention_4.transpose(1, 2)
+        flatten_4 = transpose_19.flatten(2)
+        h_4_attn = torch.nn.functional.linear(flatten_4, h_4_attn_out_proj_weight, h_4_attn_out_proj_bias)  # (batch, seq, 768)
         h_4_attn_dropout = getattr(self.h, "4").attn_dropout(h_4_attn)
         h_4_res_1 = h_3_res_2 + h_4_attn_dropout
         h_4_ln_2 = getattr(self.h, "4").ln_2(h_4_res_1)
@@ -197,11 +277,27 @@ class Gpt(torch.nn.Module):
         h_4_mlp_dropout = getattr(self.h, "4").mlp_dropout(h_4_c_proj)
         h_4_res_2 = h_4_res_1 + h_4_mlp_dropout
         h_5_ln_1 = getattr(self.h, "5").ln_1(h_4_res_2)
-        seq_6 = h_5_ln_1.size(1)
-        new_ones_5 = h_5_ln_1.new_ones((seq_6, seq_6), dtype=torch.bool)
-        causal_mask_5 = new_ones_5.triu(1)
-        h_5_attn_call = getattr(self.h, "5").attn(h_5_ln_1, h_5_ln_1, h_5_ln_1, need_weights=False, attn_mask=causal_mask_5, is_causal=True)
-        h_5_attn = h_5_attn_call[0]  # (batch, seq, 768)
+        h_5_attn_in_proj_weight = getattr(self.h, "5").attn.in_proj_weight
+        h_5_attn_in_proj_bias = getattr(self.h, "5").attn.in_proj_bias
+        h_5_attn_out_proj_weight = getattr(self.h, "5").attn.out_proj.weight
+        h_5_attn_out_proj_bias = getattr(self.h, "5").attn.out_proj.bias
+        linear_10 = torch.nn.functional.linear(h_5_ln_1, h_5_attn_in_proj_weight, h_5_attn_in_proj_bias)
+        split_5 = linear_10.split(768, -1)
+        getitem_15 = split_5[0]
+        getitem_16 = split_5[1]
+        getitem_17 = split_5[2]
+        unflatten_15 = getitem_15.unflatten(-1, (12, 64))
+        h_5_attn_q = unflatten_15.transpose(1, 2)
+        unflatten_16 = getitem_16.unflatten(-1, (12, 64))
+        h_5_attn_k = unflatten_16.transpose(1, 2)
+        unflatten_17 = getitem_17.unflatten(-1, (12, 64))
+        h_5_attn_v = unflatten_17.transpose(1, 2)
+        training_5 = self.training
+        mul_5 = training_5 * 0.1
+        scaled_dot_product_attention_5 = torch.nn.functional.scaled_dot_product_attention(h_5_attn_q, h_5_attn_k, h_5_attn_v, is_causal=True, dropout_p=mul_5)
+        transpose_23 = scaled_dot_product_attention_5.transpose(1, 2)
+        flatten_5 = transpose_23.flatten(2)
+        h_5_attn = torch.nn.functional.linear(flatten_5, h_5_attn_out_proj_weight, h_5_attn_out_proj_bias)  # (batch, seq, 768)
         h_5_attn_dropout = getattr(self.h, "5").attn_dropout(h_5_attn)
         h_5_res_1 = h_4_res_2 + h_5_attn_dropout
         h_5_ln_2 = getattr(self.h, "5").ln_2(h_5_res_1)
@@ -211,11 +307,27 @@ class Gpt(torch.nn.Module):
         h_5_mlp_dropout = getattr(self.h, "5").mlp_dropout(h_5_c_proj)
         h_5_res_2 = h_5_res_1 + h_5_mlp_dropout
         h_6_ln_1 = getattr(self.h, "6").ln_1(h_5_res_2)
-        seq_7 = h_6_ln_1.size(1)
-        new_ones_6 = h_6_ln_1.new_ones((seq_7, seq_7), dtype=torch.bool)
-        causal_mask_6 = new_ones_6.triu(1)
-        h_6_attn_call = getattr(self.h, "6").attn(h_6_ln_1, h_6_ln_1, h_6_ln_1, need_weights=False, attn_mask=causal_mask_6, is_causal=True)
-        h_6_attn = h_6_attn_call[0]  # (batch, seq, 768)
+        h_6_attn_in_proj_weight = getattr(self.h, "6").attn.in_proj_weight
+        h_6_attn_in_proj_bias = getattr(self.h, "6").attn.in_proj_bias
+        h_6_attn_out_proj_weight = getattr(self.h, "6").attn.out_proj.weight
+        h_6_attn_out_proj_bias = getattr(self.h, "6").attn.out_proj.bias
+        linear_12 = torch.nn.functional.linear(h_6_ln_1, h_6_attn_in_proj_weight, h_6_attn_in_proj_bias)
+        split_6 = linear_12.split(768, -1)
+        getitem_18 = split_6[0]
+        getitem_19 = split_6[1]
+        getitem_20 = split_6[2]
+        unflatten_18 = getitem_18.unflatten(-1, (12, 64))
+        h_6_attn_q = unflatten_18.transpose(1, 2)
+        unflatten_19 = getitem_19.unflatten(-1, (12, 64))
+        h_6_attn_k = unflatten_19.transpose(1, 2)
+        unflatten_20 = getitem_20.unflatten(-1, (12, 64))
+        h_6_attn_v = unflatten_20.transpose(1, 2)
+        training_6 = self.training
+        mul_6 = training_6 * 0.1
+        scaled_dot_product_attention_6 = torch.nn.functional.scaled_dot_product_attention(h_6_attn_q, h_6_attn_k, h_6_attn_v, is_causal=True, dropout_p=mul_6)
+        transpose_27 = scaled_dot_product_attention_6.transpose(1, 2)
+        flatten_6 = transpose_27.flatten(2)
+        h_6_attn = torch.nn.functional.linear(flatten_6, h_6_attn_out_proj_weight, h_6_attn_out_proj_bias)  # (batch, seq, 768)
         h_6_attn_dropout = getattr(self.h, "6").attn_dropout(h_6_attn)
         h_6_res_1 = h_5_res_2 + h_6_attn_dropout
         h_6_ln_2 = getattr(self.h, "6").ln_2(h_6_res_1)
@@ -225,11 +337,27 @@ class Gpt(torch.nn.Module):
         h_6_mlp_dropout = getattr(self.h, "6").mlp_dropout(h_6_c_proj)
         h_6_res_2 = h_6_res_1 + h_6_mlp_dropout
         h_7_ln_1 = getattr(self.h, "7").ln_1(h_6_res_2)
-        seq_8 = h_7_ln_1.size(1)
-        new_ones_7 = h_7_ln_1.new_ones((seq_8, seq_8), dtype=torch.bool)
-        causal_mask_7 = new_ones_7.triu(1)
-        h_7_attn_call = getattr(self.h, "7").attn(h_7_ln_1, h_7_ln_1, h_7_ln_1, need_weights=False, attn_mask=causal_mask_7, is_causal=True)
-        h_7_attn = h_7_attn_call[0]  # (batch, seq, 768)
+        h_7_attn_in_proj_weight = getattr(self.h, "7").attn.in_proj_weight
+        h_7_attn_in_proj_bias = getattr(self.h, "7").attn.in_proj_bias
+        h_7_attn_out_proj_weight = getattr(self.h, "7").attn.out_proj.weight
+        h_7_attn_out_proj_bias = getattr(self.h, "7").attn.out_proj.bias
+        linear_14 = torch.nn.functional.linear(h_7_ln_1, h_7_attn_in_proj_weight, h_7_attn_in_proj_bias)
+        split_7 = linear_14.split(768, -1)
+        getitem_21 = split_7[0]
+        getitem_22 = split_7[1]
+        getitem_23 = split_7[2]
+        unflatten_21 = getitem_21.unflatten(-1, (12, 64))
+        h_7_attn_q = unflatten_21.transpose(1, 2)
+        unflatten_22 = getitem_22.unflatten(-1, (12, 64))
+        h_7_attn_k = unflatten_22.transpose(1, 2)
+        unflatten_23 = getitem_23.unflatten(-1, (12, 64))
+        h_7_attn_v = unflatten_23.transpose(1, 2)
+        training_7 = self.training
+        mul_7 = training_7 * 0.1
+        scaled_dot_product_attention_7 = torch.nn.functional.scaled_dot_product_attention(h_7_attn_q, h_7_attn_k, h_7_attn_v, is_causal=True, dropout_p=mul_7)
+        transpose_31 = scaled_dot_product_attention_7.transpose(1, 2)
+        flatten_7 = transpose_31.flatten(2)
+        h_7_attn = torch.nn.functional.linear(flatten_7, h_7_attn_out_proj_weight, h_7_attn_out_proj_bias)  # (batch, seq, 768)
         h_7_attn_dropout = getattr(self.h, "7").attn_dropout(h_7_attn)
         h_7_res_1 = h_6_res_2 + h_7_attn_dropout
         h_7_ln_2 = getattr(self.h, "7").ln_2(h_7_res_1)
@@ -239,11 +367,27 @@ class Gpt(torch.nn.Module):
         h_7_mlp_dropout = getattr(self.h, "7").mlp_dropout(h_7_c_proj)
         h_7_res_2 = h_7_res_1 + h_7_mlp_dropout
         h_8_ln_1 = getattr(self.h, "8").ln_1(h_7_res_2)
-        seq_9 = h_8_ln_1.size(1)
-        new_ones_8 = h_8_ln_1.new_ones((seq_9, seq_9), dtype=torch.bool)
-        causal_mask_8 = new_ones_8.triu(1)
-        h_8_attn_call = getattr(self.h, "8").attn(h_8_ln_1, h_8_ln_1, h_8_ln_1, need_weights=False, attn_mask=causal_mask_8, is_causal=True)
-        h_8_attn = h_8_attn_call[0]  # (batch, seq, 768)
+        h_8_attn_in_proj_weight = getattr(self.h, "8").attn.in_proj_weight
+        h_8_attn_in_proj_bias = getattr(self.h, "8").attn.in_proj_bias
+        h_8_attn_out_proj_weight = getattr(self.h, "8").attn.out_proj.weight
+        h_8_attn_out_proj_bias = getattr(self.h, "8").attn.out_proj.bias
+        linear_16 = torch.nn.functional.linear(h_8_ln_1, h_8_attn_in_proj_weight, h_8_attn_in_proj_bias)
+        split_8 = linear_16.split(768, -1)
+        getitem_24 = split_8[0]
+        getitem_25 = split_8[1]
+        getitem_26 = split_8[2]
+        unflatten_24 = getitem_24.unflatten(-1, (12, 64))
+        h_8_attn_q = unflatten_24.transpose(1, 2)
+        unflatten_25 = getitem_25.unflatten(-1, (12, 64))
+        h_8_attn_k = unflatten_25.transpose(1, 2)
+        unflatten_26 = getitem_26.unflatten(-1, (12, 64))
+        h_8_attn_v = unflatten_26.transpose(1, 2)
+        training_8 = self.training
+        mul_8 = training_8 * 0.1
+        scaled_dot_product_attention_8 = torch.nn.functional.scaled_dot_product_attention(h_8_attn_q, h_8_attn_k, h_8_attn_v, is_causal=True, dropout_p=mul_8)
+        transpose_35 = scaled_dot_product_attention_8.transpose(1, 2)
+        flatten_8 = transpose_35.flatten(2)
+        h_8_attn = torch.nn.functional.linear(flatten_8, h_8_attn_out_proj_weight, h_8_attn_out_proj_bias)  # (batch, seq, 768)
         h_8_attn_dropout = getattr(self.h, "8").attn_dropout(h_8_attn)
         h_8_res_1 = h_7_res_2 + h_8_attn_dropout
         h_8_ln_2 = getattr(self.h, "8").ln_2(h_8_res_1)
@@ -253,11 +397,27 @@ class Gpt(torch.nn.Module):
         h_8_mlp_dropout = getattr(self.h, "8").mlp_dropout(h_8_c_proj)
         h_8_res_2 = h_8_res_1 + h_8_mlp_dropout
         h_9_ln_1 = getattr(self.h, "9").ln_1(h_8_res_2)
-        seq_10 = h_9_ln_1.size(1)
-        new_ones_9 = h_9_ln_1.new_ones((seq_10, seq_10), dtype=torch.bool)
-        causal_mask_9 = new_ones_9.triu(1)
-        h_9_attn_call = getattr(self.h, "9").attn(h_9_ln_1, h_9_ln_1, h_9_ln_1, need_weights=False, attn_mask=causal_mask_9, is_causal=True)
-        h_9_attn = h_9_attn_call[0]  # (batch, seq, 768)
+        h_9_attn_in_proj_weight = getattr(self.h, "9").attn.in_proj_weight
+        h_9_attn_in_proj_bias = getattr(self.h, "9").attn.in_proj_bias
+        h_9_attn_out_proj_weight = getattr(self.h, "9").attn.out_proj.weight
+        h_9_attn_out_proj_bias = getattr(self.h, "9").attn.out_proj.bias
+        linear_18 = torch.nn.functional.linear(h_9_ln_1, h_9_attn_in_proj_weight, h_9_attn_in_proj_bias)
+        split_9 = linear_18.split(768, -1)
+        getitem_27 = split_9[0]
+        getitem_28 = split_9[1]
+        getitem_29 = split_9[2]
+        unflatten_27 = getitem_27.unflatten(-1, (12, 64))
+        h_9_attn_q = unflatten_27.transpose(1, 2)
+        unflatten_28 = getitem_28.unflatten(-1, (12, 64))
+        h_9_attn_k = unflatten_28.transpose(1, 2)
+        unflatten_29 = getitem_29.unflatten(-1, (12, 64))
+        h_9_attn_v = unflatten_29.transpose(1, 2)
+        training_9 = self.training
+        mul_9 = training_9 * 0.1
+        scaled_dot_product_attention_9 = torch.nn.functional.scaled_dot_product_attention(h_9_attn_q, h_9_attn_k, h_9_attn_v, is_causal=True, dropout_p=mul_9)
+        transpose_39 = scaled_dot_product_attention_9.transpose(1, 2)
+        flatten_9 = transpose_39.flatten(2)
+        h_9_attn = torch.nn.functional.linear(flatten_9, h_9_attn_out_proj_weight, h_9_attn_out_proj_bias)  # (batch, seq, 768)
         h_9_attn_dropout = getattr(self.h, "9").attn_dropout(h_9_attn)
         h_9_res_1 = h_8_res_2 + h_9_attn_dropout
         h_9_ln_2 = getattr(self.h, "9").ln_2(h_9_res_1)
@@ -267,11 +427,27 @@ class Gpt(torch.nn.Module):
         h_9_mlp_dropout = getattr(self.h, "9").mlp_dropout(h_9_c_proj)
         h_9_res_2 = h_9_res_1 + h_9_mlp_dropout
         h_10_ln_1 = getattr(self.h, "10").ln_1(h_9_res_2)
-        seq_11 = h_10_ln_1.size(1)
-        new_ones_10 = h_10_ln_1.new_ones((seq_11, seq_11), dtype=torch.bool)
-        causal_mask_10 = new_ones_10.triu(1)
-        h_10_attn_call = getattr(self.h, "10").attn(h_10_ln_1, h_10_ln_1, h_10_ln_1, need_weights=False, attn_mask=causal_mask_10, is_causal=True)
-        h_10_attn = h_10_attn_call[0]  # (batch, seq, 768)
+        h_10_attn_in_proj_weight = getattr(self.h, "10").attn.in_proj_weight
+        h_10_attn_in_proj_bias = getattr(self.h, "10").attn.in_proj_bias
+        h_10_attn_out_proj_weight = getattr(self.h, "10").attn.out_proj.weight
+        h_10_attn_out_proj_bias = getattr(self.h, "10").attn.out_proj.bias
+        linear_20 = torch.nn.functional.linear(h_10_ln_1, h_10_attn_in_proj_weight, h_10_attn_in_proj_bias)
+        split_10 = linear_20.split(768, -1)
+        getitem_30 = split_10[0]
+        getitem_31 = split_10[1]
+        getitem_32 = split_10[2]
+        unflatten_30 = getitem_30.unflatten(-1, (12, 64))
+        h_10_attn_q = unflatten_30.transpose(1, 2)
+        unflatten_31 = getitem_31.unflatten(-1, (12, 64))
+        h_10_attn_k = unflatten_31.transpose(1, 2)
+        unflatten_32 = getitem_32.unflatten(-1, (12, 64))
+        h_10_attn_v = unflatten_32.transpose(1, 2)
+        training_10 = self.training
+        mul_10 = training_10 * 0.1
+        scaled_dot_product_attention_10 = torch.nn.functional.scaled_dot_product_attention(h_10_attn_q, h_10_attn_k, h_10_attn_v, is_causal=True, dropout_p=mul_10)
+        transpose_43 = scaled_dot_product_attention_10.transpose(1, 2)
+        flatten_10 = transpose_43.flatten(2)
+        h_10_attn = torch.nn.functional.linear(flatten_10, h_10_attn_out_proj_weight, h_10_attn_out_proj_bias)  # (batch, seq, 768)
         h_10_attn_dropout = getattr(self.h, "10").attn_dropout(h_10_attn)
         h_10_res_1 = h_9_res_2 + h_10_attn_dropout
         h_10_ln_2 = getattr(self.h, "10").ln_2(h_10_res_1)
@@ -281,11 +457,27 @@ class Gpt(torch.nn.Module):
         h_10_mlp_dropout = getattr(self.h, "10").mlp_dropout(h_10_c_proj)
         h_10_res_2 = h_10_res_1 + h_10_mlp_dropout
         h_11_ln_1 = getattr(self.h, "11").ln_1(h_10_res_2)
-        seq_12 = h_11_ln_1.size(1)
-        new_ones_11 = h_11_ln_1.new_ones((seq_12, seq_12), dtype=torch.bool)
-        causal_mask_11 = new_ones_11.triu(1)
-        h_11_attn_call = getattr(self.h, "11").attn(h_11_ln_1, h_11_ln_1, h_11_ln_1, need_weights=False, attn_mask=causal_mask_11, is_causal=True)
-        h_11_attn = h_11_attn_call[0]  # (batch, seq, 768)
+        h_11_attn_in_proj_weight = getattr(self.h, "11").attn.in_proj_weight
+        h_11_attn_in_proj_bias = getattr(self.h, "11").attn.in_proj_bias
+        h_11_attn_out_proj_weight = getattr(self.h, "11").attn.out_proj.weight
+        h_11_attn_out_proj_bias = getattr(self.h, "11").attn.out_proj.bias
+        linear_22 = torch.nn.functional.linear(h_11_ln_1, h_11_attn_in_proj_weight, h_11_attn_in_proj_bias)
+        split_11 = linear_22.split(768, -1)
+        getitem_33 = split_11[0]
+        getitem_34 = split_11[1]
+        getitem_35 = split_11[2]
+        unflatten_33 = getitem_33.unflatten(-1, (12, 64))
+        h_11_attn_q = unflatten_33.transpose(1, 2)
+        unflatten_34 = getitem_34.unflatten(-1, (12, 64))
+        h_11_attn_k = unflatten_34.transpose(1, 2)
+        unflatten_35 = getitem_35.unflatten(-1, (12, 64))
+        h_11_attn_v = unflatten_35.transpose(1, 2)
+        training_11 = self.training
+        mul_11 = training_11 * 0.1
+        scaled_dot_product_attention_11 = torch.nn.functional.scaled_dot_product_attention(h_11_attn_q, h_11_attn_k, h_11_attn_v, is_causal=True, dropout_p=mul_11)
+        transpose_47 = scaled_dot_product_attention_11.transpose(1, 2)
+        flatten_11 = transpose_47.flatten(2)
+        h_11_attn = torch.nn.functional.linear(flatten_11, h_11_attn_out_proj_weight, h_11_attn_out_proj_bias)  # (batch, seq, 768)
         h_11_attn_dropout = getattr(self.h, "11").attn_dropout(h_11_attn)
         h_11_res_1 = h_10_res_2 + h_11_attn_dropout
         h_11_ln_2 = getattr(self.h, "11").ln_2(h_11_res_1)
