@@ -86,6 +86,8 @@ def _load_spec(source: SpecSource | Spec, overrides: Mapping[str, Any] | None, l
         params, diags = resolve_params(raw_params, dict(overrides or {}), {}, src, ("params",), limits.max_int_bits,
                                        override_pos=SourcePos("--set"))
         data = _substitute_input_shapes(data, params, src, limits, diags)
+        if isinstance(data.get("init"), dict):  # initialiser arguments may use params
+            data["init"] = substitute_tree(data["init"], params, ("init",), src, limits.max_int_bits, None, diags)
     try:
         spec = Spec.model_validate(data)
     except ValidationError as exc:

@@ -5,11 +5,12 @@ and whose edges are tensors (keyed by the consumer's input port)."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import networkx as nx
 
-from .errors import Diagnostic, SourcePos, SpecError
+from .errors import Diagnostic, SourcePos, SpecError, did_you_mean
+from .initialisers import NEEDS_2D, Init, parse_init
 from .limits import Limits
 from .ops import Op
 from .resolve import Frame, Pending, TensorRef, expand
@@ -37,6 +38,7 @@ class Node:
         ties: tied weight name to the tensor that owns it (``(node id, weight name)``).
         scope: the block calls around the node, outermost first.
         pos: where the node is written.
+        inits: initialisers the spec asks for, by own weight name (others: PyTorch's defaults).
     """
 
     id: str
@@ -49,6 +51,7 @@ class Node:
     ties: dict[str, tuple[str, str]] = field(default_factory=dict)
     scope: tuple[Frame, ...] = ()
     pos: SourcePos = field(default_factory=SourcePos)
+    inits: dict[str, Init] = field(default_factory=dict)
 
     @property
     def params(self) -> int:
@@ -112,6 +115,7 @@ def compile_graph(spec: Spec, signature: str | None = None, limits: Limits | Non
     aliases: dict[str, str] = {}
     for node in list(owners.values()):
         _check_ties(node, owners, g, diags, aliases)
+    _resolve_inits(spec, owners, g, diags)
     _check_memory(spec, list(owners.values()), limits, diags)
     g.graph["order"] = order
     g.graph["inputs"] = list(inputs)
@@ -209,6 +213,57 @@ def _check_ties(node: Node, owners: dict[str, Node], g: nx.MultiDiGraph, diags: 
                    node.scope, node.pos)
         owners[node.id] = new
         g.nodes[node.id]["node"] = new
+
+
+def _resolve_inits(spec: Spec, owners: dict[str, Node], g: nx.MultiDiGraph, diags: list[Diagnostic]) -> None:
+    """Give each node its initialisers: its own `init:`, else the spec's `init:` for its op.
+
+    A node's own init must name one of its own (untied) weights; a default applies to the nodes
+    of its op that have that weight, and must fit at least one of them.
+    """
+    used: set[tuple[str, str]] = set()
+    for node in list(owners.values()):
+        assert node.model is not None
+        inits: dict[str, Init] = {}
+        for name, text in spec.init.get(node.op, {}).items():
+            if name in node.ties:
+                used.add((node.op, name))  # its owner is initialised
+            elif name in node.weights and _fits(parse_init(text), name, node, spec.source.pos(("init", node.op, name)),
+                                              diags):
+                inits[name] = parse_init(text)
+                used.add((node.op, name))
+        for name, init in node.model.inits().items():
+            if name in node.ties:
+                owner, weight = node.ties[name]
+                diags.append(Diagnostic("bad-init", f"init: weight '{name}' is tied to '{owner}.{weight}'; "
+                                        "initialise it there", node.pos, node.id))
+            elif name not in node.weights:
+                own = ", ".join(node.weights) or "none"
+                diags.append(Diagnostic("bad-init", f"init: the op has no weight '{name}' (weights: {own})", node.pos,
+                                        node.id, did_you_mean(name, node.weights)))
+            elif _fits(init, name, node, node.pos, diags):
+                inits[name] = init
+        if inits:
+            owners[node.id] = replace(node, inits=inits)
+            g.nodes[node.id]["node"] = owners[node.id]
+    ops = {n.op: n for n in owners.values()}
+    for op, defaults in spec.init.items():
+        for name in defaults:
+            if (op, name) in used or op not in ops:
+                continue
+            have = sorted({w for n in owners.values() if n.op == op for w in [*n.weights, *n.ties]})
+            diags.append(Diagnostic("bad-init", f"init: no {op} node has a weight '{name}' (weights: "
+                                    f"{', '.join(have) or 'none'})", spec.source.pos(("init", op, name)), None,
+                                    did_you_mean(name, have)))
+
+
+def _fits(init: Init, name: str, node: Node, pos: SourcePos, diags: list[Diagnostic]) -> bool:
+    shape = node.weights[name]
+    if init.fn in NEEDS_2D and len(shape) < 2:
+        diags.append(Diagnostic("bad-init", f"init: {init.fn} reads fan-in and fan-out, so it needs a weight of rank "
+                                f"2 or more; '{name}' is {list(shape)}", pos, node.id))
+        return False
+    return True
 
 
 def _dedupe(diags: list[Diagnostic]) -> list[Diagnostic]:

@@ -17,6 +17,7 @@ from pydantic_core import ErrorDetails
 
 from .errors import Diagnostic, did_you_mean
 from .limits import DEFAULT_LIMITS, Limits
+from .ops.base import OPS, InitText
 from .source import DataPath, Source
 from .tensor import DTYPES
 
@@ -53,6 +54,16 @@ Name = Annotated[str, AfterValidator(check_identifier)]
 Dim = Annotated[str, AfterValidator(check_identifier)]
 """A symbolic size (``batch``, ``seq``); fixed sizes are integers >= 1."""
 Scalar = bool | int | float | str
+
+
+def _known_op(name: str) -> str:
+    if name not in OPS:
+        hints = "".join(f"; {h}" for h in did_you_mean(name, OPS))
+        raise ValueError(f"unknown op '{name}'{hints} (`nnspec ops` lists them)")
+    return name
+
+
+OpName = Annotated[str, AfterValidator(_known_op)]
 
 
 class _Model(BaseModel):
@@ -108,6 +119,9 @@ class Spec(_Model):
     outputs: dict[Name, str] = Field(min_length=1, description="Output name to the node (or node.port) it returns.")
     blocks: dict[Name, BlockSpec] = Field(default_factory=dict)
     signatures: dict[Name, SignatureSpec] = Field(default_factory=dict)
+    init: dict[OpName, dict[str, InitText]] = Field(
+        default_factory=dict, description="Initialisers for every node of an op, by weight (a node's own init: wins): "
+        "{linear: {weight: normal(std=0.02), bias: zeros}}.")
 
     _source: Source = PrivateAttr(default_factory=Source)
     _resolved: dict[str, Any] = PrivateAttr(default_factory=dict)

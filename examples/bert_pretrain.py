@@ -6,7 +6,7 @@ content vocabulary). Sentence B follows sentence A (IsNext) when it continues A'
 an unrelated run otherwise (NotNext). Masked tokens are predictable from their neighbours, and
 whether B continues A is decidable from the tokens, so both heads can learn.
 
-    python examples/bert_pretrain.py [--steps 500] [--seed 0]
+    python examples/bert_pretrain.py [--steps 800] [--seed 0]
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ from backends.pytorch import to_torch  # noqa: E402
 
 PAD, CLS, SEP, MASK, FIRST = 0, 1, 2, 3, 4
 CONTENT, RUN = 28, 6  # content tokens FIRST .. FIRST + CONTENT - 1; each sentence has RUN tokens
-OVERRIDES = {"vocab": FIRST + CONTENT, "hidden": 64, "heads": 4, "layers": 2, "intermediate": 128, "max_len": 32}
+OVERRIDES = {"vocab": FIRST + CONTENT, "hidden": 64, "heads": 4, "layers": 2, "intermediate": 128, "max_len": 32,
+             "init_std": 0.02 * (768 / 64) ** 0.5}  # BERT's 0.02 is for width 768: keep std * sqrt(width)
 
 
 def batch(size: int, gen: torch.Generator, mask_p: float = 0.15) -> dict[str, torch.Tensor]:
@@ -49,14 +50,12 @@ def batch(size: int, gen: torch.Generator, mask_p: float = 0.15) -> dict[str, to
             "padding_mask": torch.zeros_like(ids, dtype=torch.bool), "mlm_labels": labels, "is_next": is_next.long()}
 
 
-def train(steps: int = 500, seed: int = 0, batch_size: int = 64, lr: float = 1e-3, threads: int = 1,
+def train(steps: int = 800, seed: int = 0, batch_size: int = 64, lr: float = 1e-3, threads: int = 1,
           verbose: bool = False) -> dict[str, list[float]]:
     """Train both heads together; returns the per-step MLM and NSP losses."""
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     model = to_torch(ROOT / "specs" / "bert.yaml", overrides=OVERRIDES)
-    for name in ("word_embeddings.weight", "token_type_embeddings.weight", "position_embeddings.weight"):
-        torch.nn.init.normal_(model.get_parameter(name), 0.0, 0.02)  # BERT's initialisation, not N(0, 1)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     gen = torch.Generator().manual_seed(seed)
     history: dict[str, list[float]] = {"mlm": [], "nsp": []}
@@ -84,7 +83,7 @@ def _mean(values: list[float]) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=500)
+    parser.add_argument("--steps", type=int, default=800)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     history = train(args.steps, args.seed, verbose=True)

@@ -30,7 +30,8 @@ sys.path.insert(0, str(ROOT))
 from backends.pytorch import generate, to_torch  # noqa: E402
 
 CONTEXT = 64
-OVERRIDES = {"n_ctx": CONTEXT, "d_model": 64, "layers": 2, "heads": 4, "dropout": 0.0}
+OVERRIDES = {"n_ctx": CONTEXT, "d_model": 64, "layers": 2, "heads": 4, "dropout": 0.0,
+             "init_std": 0.02 * (768 / 64) ** 0.5}  # GPT-2's 0.02 is for width 768: keep std * sqrt(width)
 BLOCK = 512  # every tenth block of the corpus is held out
 
 
@@ -73,8 +74,6 @@ def train(steps: int = 600, seed: int = 0, batch_size: int = 32, lr: float = 3e-
     train_ids = torch.cat([b for i, b in enumerate(blocks) if i % 10 != 5])
     test_ids = torch.cat([b for i, b in enumerate(blocks) if i % 10 == 5])
     model = to_torch(ROOT / "specs" / "gpt.yaml", overrides={**OVERRIDES, "vocab": len(chars)})
-    for name in ("wte.weight", "wpe.weight"):  # GPT-2's initialisation, N(0, 0.02), not nn.Embedding's N(0, 1)
-        torch.nn.init.normal_(model.get_parameter(name), 0.0, 0.02)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
     gen = torch.Generator().manual_seed(seed)

@@ -71,11 +71,6 @@ def train(name: str = "transformer", steps: int | None = None, seed: int = 0, ba
     torch.manual_seed(seed)
     config = CONFIGS[name]
     model = to_torch(ROOT / "specs" / f"{name}.yaml", overrides=config["overrides"])
-    if name == "transformer":
-        # the paper's embedding initialisation, N(0, d^-1/2): with torch's N(0, 1) the embeddings,
-        # scaled by sqrt(d), drown the position encoding and training crawls
-        d = config["overrides"]["d_model"]
-        torch.nn.init.normal_(model.get_parameter("src_embed.weight"), 0.0, d**-0.5)
     opt = torch.optim.Adam(model.parameters(), lr=config["lr"])
     steps = steps or config["steps"]
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config["lr"], total_steps=steps, pct_start=0.1)

@@ -123,7 +123,8 @@ def details(item: Item) -> list[tuple[str, str]]:
         rows.extend((f"arg {k}", _fmt(v)) for k, v in n.model.args().items())
         rows.extend((f"in {p}", f"{t.describe()} ← {n.bindings[p]}") for p, t in n.inputs.items())
         rows.extend((f"out {p}", t.describe()) for p, t in n.outputs.items())
-        rows.extend((f"weight {w}", "×".join(map(str, s))) for w, s in n.weights.items())
+        rows.extend((f"weight {w}", "×".join(map(str, s)) + (f", init {n.inits[w]}" if w in n.inits else ""))
+                    for w, s in n.weights.items())
         rows.extend((f"tied {w}", f"{o}.{ow}") for w, (o, ow) in n.ties.items())
         if n.pos.line:  # the file's name only, so the same spec gives the same bytes from any directory
             rows.append(("source", f"{PurePath(n.pos.file).name}:{n.pos.line}:{n.pos.col}"))

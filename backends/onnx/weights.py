@@ -17,6 +17,8 @@ import numpy as np
 
 from builder import Node
 from builder.errors import did_you_mean
+from builder.initialisers import Distribution, distribution
+from builder.ops.layers import Embedding
 
 from .dtypes import np_dtype
 
@@ -81,12 +83,21 @@ class WeightUse(NamedTuple):
     alias: str | None = None
 
 
-def initialise(use: WeightUse, seed: int = 0) -> np.ndarray:
+def initialise(use: WeightUse, seed: int = 0, node: Node | None = None) -> np.ndarray:
     """A fresh tensor for `use`, from a generator seeded by `seed` and the weight's name.
 
     Seeding by name makes every weight independent of the order of the others, so the same
-    spec gives the same bytes.
+    spec gives the same bytes. An initialiser the spec gives for the weight (``node.inits``)
+    replaces PyTorch's default, as in the PyTorch backend.
     """
+    asked = node.inits.get(use.weight) if node is not None else None
+    if asked is not None:
+        rng = np.random.default_rng([seed, zlib.crc32(use.name.encode())])
+        out = _draw(distribution(asked, use.shape), use.shape, rng)
+        pad = node.model.padding_idx if isinstance(node.model, Embedding) and use.weight == "weight" else None
+        if pad is not None:  # nn.Embedding's padding row stays zero
+            out[pad] = 0
+        return out.astype(np_dtype(use.dtype), copy=False)
     init = use.init
     if not isinstance(init, Init):  # pragma: no cover - a lowering that forgot to say
         raise TypeError(f"weight '{use.name}' has no initialiser")
@@ -104,6 +115,35 @@ def initialise(use: WeightUse, seed: int = 0) -> np.ndarray:
     if init.zero_row is not None:
         out[init.zero_row] = 0
     return out.astype(dtype, copy=False)
+
+
+def _draw(dist: Distribution, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    """Numbers from `dist` (see `builder.initialisers.distribution`), as torch.nn.init draws them."""
+    if dist.kind == "constant":
+        return np.full(shape, dist.a, dtype=np.float32)
+    if dist.kind == "uniform":
+        return rng.uniform(dist.a, dist.b, shape).astype(np.float32)
+    if dist.kind == "normal":
+        return rng.normal(dist.a, dist.b, shape).astype(np.float32)
+    if dist.kind == "trunc_normal":  # redraw what falls outside [low, high]; clip after many tries
+        out = rng.normal(dist.a, dist.b, shape)
+        for _ in range(100):
+            bad = (out < dist.low) | (out > dist.high)
+            if not bad.any():
+                break
+            out[bad] = rng.normal(dist.a, dist.b, int(bad.sum()))
+        return np.clip(out, dist.low, dist.high).astype(np.float32)
+    # orthogonal: QR of a normal matrix, signs fixed by R's diagonal (torch.nn.init.orthogonal_)
+    rows = shape[0]
+    cols = int(np.prod(shape)) // rows
+    flat = rng.normal(0.0, 1.0, (rows, cols))
+    if rows < cols:
+        flat = flat.T
+    q, r = np.linalg.qr(flat)
+    q *= np.sign(np.diag(r))
+    if rows < cols:
+        q = q.T
+    return (dist.a * q).reshape(shape).astype(np.float32)
 
 
 def _to_numpy(value: Any, key: str) -> np.ndarray:
@@ -149,7 +189,7 @@ def resolve_weights(uses: Mapping[str, WeightUse], state_dict: StateDict | None,
         WeightError: a weight is missing, has the wrong shape, or a node has an unknown key.
     """
     if state_dict is None:
-        return {name: initialise(use, seed) for name, use in uses.items()}
+        return {name: initialise(use, seed, nodes.get(use.node)) for name, use in uses.items()}
     sd = load_state_dict(state_dict)
     problems: list[str] = []
     out: dict[str, np.ndarray] = {}

@@ -20,7 +20,7 @@ from torch import fx
 
 from builder.tensor import fmt_dim
 
-from .emitter import Emitter, ModuleTree
+from .emitter import Emitter, ModuleTree, init_calls
 from .module import SpecSource, _graphs, lower
 
 __all__ = ["class_name", "emit_python"]
@@ -116,6 +116,9 @@ def _init_lines(tree: ModuleTree) -> list[str]:
                 lines.append(f'        {_target(path)}.register_buffer("{t.name}", {t.source()}, persistent=False)')
             else:
                 lines.append(f'        {_target(path)}.register_parameter("{t.name}", torch.nn.Parameter({t.source()}))')
+        for weight, fn, kwargs in init_calls(tree.owners[path]):
+            args = "".join(f", {k}={v!r}" for k, v in kwargs.items())
+            lines.append(f"        torch.nn.init.{fn}({_target(path)}.{weight}{args})")
     return lines
 
 

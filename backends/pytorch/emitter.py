@@ -23,10 +23,11 @@ import torch
 from torch import fx, nn
 
 from builder import INPUT, Node, TensorRef, TensorType, nodes
+from builder.ops.layers import Embedding
 
 from .table import LoweringTable
 
-__all__ = ["Ctor", "Emitter", "LoweringError", "ModuleTree", "TensorInit", "sinusoid_table"]
+__all__ = ["Ctor", "Emitter", "LoweringError", "ModuleTree", "TensorInit", "init_calls", "sinusoid_table"]
 
 RESERVED_NAMES = frozenset({"self", "torch", "inf", "nan", "NoneType", "device", "fx_pytree", "pytree"})
 """Names the generated code uses (`self`, globals): no forward argument or local variable may take them."""
@@ -142,6 +143,28 @@ class Ctor:
         return f"torch.nn.{self.cls}({', '.join(parts)})"
 
 
+def init_calls(node: Node) -> list[tuple[str, str, dict[str, Any]]]:
+    """The torch.nn.init calls that the spec's `init:` asks for on a node's weights, in order:
+    ``(weight, function, kwargs)``, the weight possibly indexed (an embedding's padding row,
+    which stays zero as nn.Embedding keeps it)."""
+    calls: list[tuple[str, str, dict[str, Any]]] = []
+    for name, init in node.inits.items():
+        calls.append((name, f"{init.fn}_", init.kwargs))
+        pad = node.model.padding_idx if isinstance(node.model, Embedding) and name == "weight" else None
+        if pad is not None:
+            calls.append((f"{name}[{pad}]", "zeros_", {}))
+    return calls
+
+
+def _initialise(module: nn.Module, node: Node) -> None:
+    for target, fn, kwargs in init_calls(node):
+        name, _, row = target.partition("[")
+        tensor = module.get_parameter(name)
+        if tensor.is_meta:  # no storage to fill
+            continue
+        getattr(nn.init, fn)(tensor[int(row.rstrip("]"))] if row else tensor, **kwargs)
+
+
 def _set_submodule(root: nn.Module, path: str, module: nn.Module) -> None:
     """Install `module` at dotted `path`, creating plain containers for missing prefixes."""
     *prefix, leaf = path.split(".")
@@ -191,7 +214,9 @@ class ModuleTree:
         self.owners[path] = node
         if self.build:
             with torch.device(self.device) if self.device is not None else contextlib.nullcontext():
-                _set_submodule(self.root, path, ctor.build())
+                module = ctor.build()
+                _initialise(module, node)
+                _set_submodule(self.root, path, module)
         return path
 
     def locate(self, weight: str) -> tuple[str, str] | None:
@@ -349,7 +374,7 @@ class Emitter:
     def method(self, name: str, *args: Any, **kwargs: Any) -> fx.Node:
         return self.fx.call_method(name, args, kwargs)
 
-    def item(self, value: fx.Node, index: int) -> fx.Node:
+    def item(self, value: fx.Node, index: int | slice) -> fx.Node:
         return self.fx.call_function(operator.getitem, (value, index))
 
     def size(self, value: fx.Node, t: TensorType, axis: int) -> int | fx.Node:

@@ -8,13 +8,14 @@ from collections.abc import Sequence
 from typing import Annotated, Any, ClassVar, get_args
 
 import sympy
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationInfo, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PositiveInt, ValidationInfo, field_validator
 
 from ..errors import did_you_mean
+from ..initialisers import Init, parse_init
 from ..tensor import ShapeError, TensorType, fmt_dim, same_dim
 
 __all__ = [
-    "FAMILIES", "OPS", "VARIADIC", "Int2", "IntN", "Op", "Ref", "WeightShapes",
+    "FAMILIES", "OPS", "VARIADIC", "InitText", "Int2", "IntN", "Op", "Ref", "WeightShapes",
     "broadcast", "conv_len", "expect_float", "expect_rank", "last_dim", "numel", "pair", "register",
 ]
 
@@ -24,6 +25,16 @@ NodeInputs = Ref | list[Ref] | dict[str, Ref]
 WeightShapes = dict[str, tuple[int, ...]]
 Int2 = PositiveInt | Annotated[tuple[PositiveInt, PositiveInt], Field()]
 IntN = PositiveInt | list[PositiveInt]
+
+
+def _valid_init(text: str) -> str:
+    parse_init(text)
+    return text
+
+
+InitText = Annotated[str, AfterValidator(_valid_init), Field(
+    description="A torch.nn.init function and its arguments: normal(std=0.02), zeros, xavier_uniform(gain=1).")]
+"""An initialiser call, checked (see `builder.initialisers`)."""
 
 VARIADIC = "*"
 """`Op.INPUTS` value for ops that take any number of positional inputs (ports 0, 1, ...)."""
@@ -49,6 +60,8 @@ class Op(BaseModel):
     doc: str | None = Field(default=None, description="A note on this node, shown in diagrams.")
     tie: str | dict[str, str] | None = Field(
         default=None, description="Share weights with another node: 'node' ties `weight`, or {weight: node.weight}.")
+    init: dict[str, InitText] | None = Field(
+        default=None, description="Initialise weights other than PyTorch's way: {weight: normal(std=0.02), bias: zeros}.")
 
     @field_validator("*", mode="before")
     @classmethod
@@ -79,7 +92,7 @@ class Op(BaseModel):
         return {k: f for k, f in cls.model_fields.items() if k not in Op.model_fields}
 
     def args(self) -> dict[str, Any]:
-        """The op's own arguments (not op, in, doc, tie), all of them, defaults included."""
+        """The op's own arguments (not op, in, doc, tie, init), all of them, defaults included."""
         return {k: getattr(self, k) for k in self.arg_fields()}
 
     def output_ports(self) -> tuple[str, ...]:
@@ -108,6 +121,10 @@ class Op(BaseModel):
         if isinstance(self.tie, str):
             return {"weight": self.tie if "." in self.tie else f"{self.tie}.weight"}
         return dict(self.tie)
+
+    def inits(self) -> dict[str, Init]:
+        """The initialisers this node asks for, by weight name."""
+        return {name: parse_init(text) for name, text in (self.init or {}).items()}
 
 
 def _takes(annotation: Any, kind: type) -> bool:

@@ -12,12 +12,15 @@ class Transformer(torch.nn.Module):
     sinusoidal positions, embeddings scaled by sqrt(d_model) and shared between source, target and
     the pre-softmax projection (a 37,000-token BPE vocabulary). As in torch.nn.Transformer, a final
     LayerNorm closes each stack; the parameter count (63.1M) is torch.nn.Transformer's plus one
-    shared embedding (the paper rounds to 65M).
+    shared embedding (the paper rounds to 65M). The shared embedding is drawn from N(0, 1/d_model),
+    so that, scaled by sqrt(d_model), it starts at the size of the position encoding instead of
+    drowning it.
     """
 
     def __init__(self) -> None:
         super().__init__()
         self.src_embed = torch.nn.Embedding(37000, 512, padding_idx=None)
+        torch.nn.init.normal_(self.src_embed.weight, mean=0.0, std=0.04419417382415922)
         self.src_pos = torch.nn.Module()
         self.src_pos.register_buffer("pe", torch.stack(((a := torch.arange(5000, dtype=torch.float32).unsqueeze(1) * torch.exp(torch.arange(0, 512, 2, dtype=torch.float32) * -0.017988946039015984)).sin(), a.cos()), dim=-1).flatten(1), persistent=False)
         self.src_drop = torch.nn.Dropout(p=0.1)
