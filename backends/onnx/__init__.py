@@ -8,20 +8,39 @@
 
 `generate_onnx` decodes greedily over exported signatures; `random_inputs` makes inputs.
 
-torch is imported only when a state_dict holds torch tensors.
+torch is imported only when a state_dict holds torch tensors; onnx and onnxruntime on first use
+of a name below, so that `nnspec export` refuses a bad spec without paying for their import.
 """
 
 from __future__ import annotations
 
-from .export import lower_graph, to_onnx
-from .generate import generate_onnx
-from .lowering import EMITTED_OPS, LOWERINGS
-from .opsets import MIN_OPSET, OpsetError, default_opset
-from .runtime import InputError, random_inputs, run_onnx, session
-from .weights import WeightError
-from .writer import export_onnx, save_onnx
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .export import lower_graph, to_onnx
+    from .generate import generate_onnx
+    from .lowering import EMITTED_OPS, LOWERINGS
+    from .opsets import MIN_OPSET, OpsetError, default_opset
+    from .runtime import InputError, random_inputs, run_onnx, session
+    from .weights import WeightError
+    from .writer import export_onnx, save_onnx
 
 __all__ = [
     "EMITTED_OPS", "LOWERINGS", "MIN_OPSET", "InputError", "OpsetError", "WeightError", "default_opset", "export_onnx",
     "generate_onnx", "lower_graph", "random_inputs", "run_onnx", "save_onnx", "session", "to_onnx",
 ]
+
+_HOME = {
+    "lower_graph": "export", "to_onnx": "export", "generate_onnx": "generate", "EMITTED_OPS": "lowering",
+    "LOWERINGS": "lowering", "MIN_OPSET": "opsets", "OpsetError": "opsets", "default_opset": "opsets",
+    "InputError": "runtime", "random_inputs": "runtime", "run_onnx": "runtime", "session": "runtime",
+    "WeightError": "weights", "export_onnx": "writer", "save_onnx": "writer",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOME.get(name)
+    if home is None:
+        raise AttributeError(f"module 'backends.onnx' has no attribute '{name}'")
+    return getattr(importlib.import_module(f".{home}", __name__), name)

@@ -85,9 +85,9 @@ def export(spec: str, output: str, weights: str | None, opset: int | None, exter
     Inputs and outputs carry the spec's names, initializers the PyTorch state_dict keys, and
     symbolic dims stay dynamic. The file is written only when the export succeeds.
     """
+    _, graph = load_graph(spec, sets, signature)  # a bad spec is refused before onnx is imported
     from .writer import needs_external, write_prepared
 
-    _, graph = load_graph(spec, sets, signature)
     lowered, arrays = _prepare(graph, weights, opset, seed, native_gelu, native_attention)
     target = Path(output)
     external = external_data or needs_external(lowered, arrays)

@@ -6,16 +6,38 @@
 
 `emit_python` writes the same module as standalone source; `save_weights` and `load_weights`
 move weights through safetensors files; `generate` decodes greedily.
+
+torch is imported on first use of a name below, so that `nnspec build` checks a spec (and
+refuses a bad one) before paying for the import.
 """
 
-from .codegen import emit_python
-from .emitter import LoweringError
-from .generate import generate
-from .lowering import TABLE
-from .module import SpecModule, to_torch
-from .weights import WeightsError, load_weights, save_weights
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .codegen import emit_python
+    from .emitter import LoweringError
+    from .generate import generate
+    from .lowering import TABLE
+    from .module import SpecModule, to_torch
+    from .weights import WeightsError, load_weights, save_weights
 
 __all__ = [
     "TABLE", "LoweringError", "SpecModule", "WeightsError", "emit_python", "generate", "load_weights", "save_weights",
     "to_torch",
 ]
+
+_HOME = {
+    "TABLE": "lowering", "LoweringError": "emitter", "SpecModule": "module", "WeightsError": "weights",
+    "emit_python": "codegen", "generate": "generate", "load_weights": "weights", "save_weights": "weights",
+    "to_torch": "module",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOME.get(name)
+    if home is None:
+        raise AttributeError(f"module 'backends.pytorch' has no attribute '{name}'")
+    return getattr(importlib.import_module(f".{home}", __name__), name)
