@@ -20,7 +20,7 @@ from typing import Any, NoReturn
 import click
 import networkx as nx
 
-from builder import Diagnostic, Limits, Spec, SpecError, compile_graph, load_spec
+from builder import Diagnostic, Limits, Spec, SpecError, check_spec, compile_graph, load_spec
 from builder.params import parse_override
 
 __all__ = [
@@ -89,14 +89,17 @@ def load_or_exit(path: str, sets: Sequence[str] = (), limits: Sequence[str] = ()
 
 def load_graph(path: str, sets: Sequence[str] = (), signature: str | None = None, limits: Sequence[str] = (),
                as_json: bool = False, show_warnings: bool = True) -> tuple[Spec, nx.MultiDiGraph]:
-    """Load and compile a spec (or one signature); on errors print them and exit 1."""
+    """Load and check a whole spec, and return its main graph (or one signature); on errors print
+    them and exit 1. A broken signature fails every command, as it fails `validate`."""
     spec = load_or_exit(path, sets, limits, as_json)
-    warnings: list[Diagnostic] = []
     try:
-        graph = compile_graph(spec, signature, warnings=warnings)
+        if signature is not None and signature not in spec.signatures:
+            compile_graph(spec, signature)  # raises: no such signature, with did-you-mean
+        graphs, warnings = check_spec(spec)
     except SpecError as exc:
         print_diagnostics(exc.diagnostics, as_json)
         sys.exit(1)
+    graph = graphs[signature]
     if show_warnings and not as_json:
         print_diagnostics(warnings)
     return spec, graph
