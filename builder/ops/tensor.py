@@ -185,9 +185,10 @@ class Reshape(Op):
         known = sympy.Mul(*(d for d in out if d is not None))
         if None in out:
             rest = sympy.simplify(total / known)
-            if rest.is_Rational and not rest.is_Integer:
+            if sympy.fraction(sympy.together(rest))[1] != 1:  # 12/5, 4*batch/3, 64/batch
+                some = " for every size of its symbolic dims" if not rest.is_Rational else ""
                 raise ShapeError(f"cannot reshape [{x}] to {self.shape}: {fmt_dim(total)} elements "
-                                 f"do not divide by {fmt_dim(known)}", "x")
+                                 f"do not divide by {fmt_dim(known)}{some}", "x")
             out[out.index(None)] = rest
         elif not same_dim(total, known):
             raise ShapeError(f"cannot reshape [{x}] ({fmt_dim(total)} elements) to {self.shape} "
