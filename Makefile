@@ -18,11 +18,17 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-# Debian packages: Graphviz for diagrams, Chromium for the headless test of the HTML page.
+# Debian packages: Graphviz for diagrams, Chromium for the headless test of the HTML page; and
+# Mermaid's own mermaid.min.js (from npm, one file) to check the .mmd output in that browser.
+MERMAID_JS := node_modules/mermaid/dist/mermaid.min.js
+
 system:
 	@command -v dot >/dev/null || (apt-get update -q && apt-get install -y -q graphviz)
 	@command -v chromium >/dev/null || (apt-get update -q && apt-get install -y -q chromium) || \
 		echo "chromium could not be installed; the HTML page test will be skipped"
+	@test -f $(MERMAID_JS) || (command -v npm >/dev/null && mkdir -p node_modules/mermaid && cd node_modules/mermaid && \
+		npm pack --silent mermaid@11 >/dev/null && tar -xzf mermaid-*.tgz --strip-components=1 package/dist/mermaid.min.js && \
+		rm -f mermaid-*.tgz) || echo "mermaid.min.js could not be fetched; the Mermaid check of .mmd files will be skipped"
 
 demo: setup
 	$(BIN)/python scripts/demo.py
@@ -43,8 +49,12 @@ test-fast: $(STAMP)
 test-slow: $(STAMP)
 	$(BIN)/pytest -n 2 -m slow
 
+# Every benchmark, each printing its table (bench/README.md has the figures and what they mean).
 bench: setup
 	$(BIN)/python bench/check_scaling.py
+	$(BIN)/python bench/torch_speed.py --threads 2 --repeats 7
+	$(BIN)/python bench/onnx_bench.py --repeat 3
+	$(BIN)/python bench/graphviz_bench.py --repeat 5
 
 docs: $(STAMP) system
 	$(BIN)/python -m backends.graphviz.docs
