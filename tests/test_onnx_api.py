@@ -26,7 +26,7 @@ from backends.onnx import (
     save_onnx,
     to_onnx,
 )
-from backends.onnx.export import lower_graph, prepare
+from backends.onnx.export import light_model, lower_graph, prepare
 from backends.onnx.lowering import Options
 from backends.onnx.writer import write_prepared
 from builder import compile_graph, load_spec
@@ -184,6 +184,24 @@ def test_external_data_round_trip(tmp_path: Path) -> None:
             [onnx.numpy_helper.to_array(t).tobytes() for t in model.graph.initializer]
 
 
+def test_save_onnx_writes_what_protobuf_serialises(tmp_path: Path) -> None:
+    """save_onnx streams the initializers; the bytes are still SerializeToString's, odd tensors included."""
+    model = to_onnx(LENET)
+    save_onnx(model, tmp_path / "plain.onnx")
+    assert (tmp_path / "plain.onnx").read_bytes() == model.SerializeToString()
+    first = model.graph.initializer[0]
+    first.doc_string = "a field numbered after raw_data"
+    first.metadata_props.add(key="k", value="v")
+    model.graph.initializer.add(name="typed", dims=[3], data_type=onnx.TensorProto.FLOAT, float_data=[1, 2, 3])
+    model.graph.initializer.add(name="empty", dims=[0], data_type=onnx.TensorProto.FLOAT, raw_data=b"")
+    model.graph.initializer.add(name="int4", dims=[3], data_type=onnx.TensorProto.INT4, raw_data=b"\x12\x03")
+    save_onnx(model, tmp_path / "odd.onnx")
+    assert (tmp_path / "odd.onnx").read_bytes() == model.SerializeToString()
+    model.graph.initializer[1].raw_data = b"\0" * 8  # fewer bytes than its dims say: written as it is
+    save_onnx(model, tmp_path / "bad.onnx")
+    assert (tmp_path / "bad.onnx").read_bytes() == model.SerializeToString()
+
+
 def test_large_models_switch_to_external_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from backends.onnx import writer
 
@@ -262,7 +280,8 @@ def test_same_bytes_across_processes_and_no_torch() -> None:
 def test_lowered_structure_is_reusable() -> None:
     g = compile_graph(load_spec(LENET))
     a, b = lower_graph(g, Options(default_opset())), lower_graph(g, Options(default_opset()))
-    assert [n.SerializeToString() for n in a.nodes] == [n.SerializeToString() for n in b.nodes]
+    assert a.nodes == b.nodes
+    assert [n.proto().SerializeToString() for n in a.nodes] == [n.SerializeToString() for n in light_model(a).graph.node]
     assert list(a.weights) == ["c1.weight", "c1.bias", "c3.weight", "c3.bias", "c5.weight", "c5.bias", "f6.weight",
                                "f6.bias", "out.weight", "out.bias"]
 

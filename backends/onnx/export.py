@@ -8,6 +8,7 @@ of the spec; everything a lowering adds internally is named ``<id>/<hint>``.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from builder.tensor import fmt_dim
 from .dtypes import DTYPES
 from .lowering import LOWERINGS, Emitter, Options
 from .opsets import check_opset, default_opset
-from .table import make_node
+from .table import OnnxNode, make_node
 from .weights import StateDict, WeightUse, resolve_weights
 
 __all__ = ["GraphSource", "Lowered", "assemble", "initializers", "light_model", "lower_graph", "prepare", "to_onnx"]
@@ -43,7 +44,7 @@ class Lowered:
         graph: the checked nnspec graph.
         options: opset and lowering choices.
         values: each nnspec tensor to its ONNX value name.
-        nodes: the ONNX nodes in topological order.
+        nodes: the ONNX nodes in topological order, as `OnnxNode` records (`light_model` makes the protos).
         consts: constant initializers the lowerings added (shapes, axes, masks).
         weights: the weights and buffers read, by initializer name, in first-use order.
         outputs: ONNX output name to the spec's output name (they differ only where an input
@@ -53,7 +54,7 @@ class Lowered:
     graph: nx.MultiDiGraph
     options: Options
     values: dict[TensorRef, str]
-    nodes: list[onnx.NodeProto]
+    nodes: list[OnnxNode]
     consts: dict[str, np.ndarray]
     weights: dict[str, WeightUse]
     outputs: dict[str, str]
@@ -70,7 +71,7 @@ def _graph(source: GraphSource, signature: str | None) -> nx.MultiDiGraph:
     return compile_graph(spec, signature)
 
 
-def _value_names(g: nx.MultiDiGraph) -> tuple[dict[TensorRef, str], list[tuple[str, str]], dict[str, str]]:
+def _value_names(g: nx.MultiDiGraph, all_nodes: list[Node]) -> tuple[dict[TensorRef, str], list[tuple[str, str]], dict[str, str]]:
     """ONNX names for every tensor, (output, value) pairs that need an Identity node, and renamed outputs.
 
     An output takes over its tensor's name unless the tensor is a graph input, is already
@@ -78,7 +79,7 @@ def _value_names(g: nx.MultiDiGraph) -> tuple[dict[TensorRef, str], list[tuple[s
     output named like an input (a decoder step's state ``h`` in, ``h`` out) becomes ``h_out``.
     """
     values: dict[TensorRef, str] = {}
-    for node in nodes(g):
+    for node in all_nodes:
         for port in node.outputs:
             values[TensorRef(node.id, port)] = node.id if port == "y" else f"{node.id}.{port}"
     inputs = set(g.graph["inputs"])
@@ -111,8 +112,9 @@ def _others(values: dict[TensorRef, str], ref: TensorRef) -> set[str]:
 
 def lower_graph(g: nx.MultiDiGraph, options: Options) -> Lowered:
     """Run every node's lowering: the model's structure, without weight data."""
-    values, aliases, renamed = _value_names(g)
-    owners = {n.id: n for n in nodes(g) if n.op != INPUT}
+    all_nodes = nodes(g)
+    values, aliases, renamed = _value_names(g, all_nodes)
+    owners = {n.id: n for n in all_nodes if n.op != INPUT}
     e = Emitter(options, values, owners, dict(g.graph.get("aliases", {})))
     for node in owners.values():
         e.lower(node, LOWERINGS[node.op])
@@ -133,7 +135,7 @@ OPTIONAL_OUTPUTS = frozenset({"RNN", "LSTM", "GRU"})
 """Op types whose outputs are all optional: an unused one is left out ("") so it is not computed."""
 
 
-def _prune(nodes: list[onnx.NodeProto], outputs: set[str]) -> tuple[list[onnx.NodeProto], set[str]]:
+def _prune(nodes: list[OnnxNode], outputs: set[str]) -> tuple[list[OnnxNode], set[str]]:
     """Drop nodes nothing reads (a recurrent layer's unused sequence output, a dangling spec node).
 
     Returns:
@@ -142,13 +144,14 @@ def _prune(nodes: list[onnx.NodeProto], outputs: set[str]) -> tuple[list[onnx.No
     used = set(outputs)
     kept = []
     for node in reversed(nodes):  # consumers come after producers: every reader is seen first
-        if any(o in used for o in node.output):
-            kept.append(node)
-            used.update(node.input)
+        if not used.isdisjoint(node.outputs):
+            used.update(node.inputs)
             if node.op_type in OPTIONAL_OUTPUTS:
-                node.output[:] = [o if o in used else "" for o in node.output]
-                while node.output[-1] == "":
-                    del node.output[-1]
+                outs = [o if o in used else "" for o in node.outputs]
+                while outs[-1] == "":
+                    del outs[-1]
+                node = node._replace(outputs=tuple(outs))
+            kept.append(node)
     kept.reverse()
     return kept, used
 
@@ -160,9 +163,21 @@ def _dim(d: sympy.Expr) -> int | str:
 
 
 def _value_info(name: str, t: TensorType) -> onnx.ValueInfoProto:
-    return helper.make_tensor_value_info(name, DTYPES[t.dtype], [_dim(d) for d in t.shape])
+    """What helper.make_tensor_value_info gives, built directly (it is several times slower)."""
+    info = onnx.ValueInfoProto(name=name)
+    tensor = info.type.tensor_type
+    tensor.elem_type = DTYPES[t.dtype]
+    tensor.shape.SetInParent()  # a scalar has an empty shape, not none
+    for d in t.shape:
+        size = _dim(d)
+        if isinstance(size, int):
+            tensor.shape.dim.add(dim_value=size)
+        else:
+            tensor.shape.dim.add(dim_param=size)
+    return info
 
 
+@functools.cache  # importlib.metadata scans the installed distributions: ~0.4 ms a call
 def _version() -> str:
     from importlib import metadata
 
@@ -184,22 +199,20 @@ def light_model(lowered: Lowered) -> onnx.ModelProto:
     in_types = {name: g.nodes[name]["node"].outputs["y"] for name in g.graph["inputs"]}
     out_types = graph_outputs(g)
     sig = g.graph.get("signature")
-    graph = onnx.GraphProto(
-        name=g.graph["name"] if sig is None else f"{g.graph['name']}.{sig}",
-        doc_string=g.graph.get("doc") or "",
-        node=lowered.nodes,
-        input=[_value_info(name, t) for name, t in in_types.items()],
-        output=[_value_info(onnx_name, out_types[name]) for onnx_name, name in lowered.outputs.items()],
-    )
     opset = helper.make_opsetid("", lowered.options.opset)
     model = onnx.ModelProto(
         ir_version=helper.find_min_ir_version_for([opset]),
         producer_name=PRODUCER,
         producer_version=_version(),
         doc_string=g.graph.get("doc") or "",
-        graph=graph,
         opset_import=[opset],
     )
+    graph = model.graph  # filled in place: ModelProto(graph=...) would copy every node
+    graph.name = g.graph["name"] if sig is None else f"{g.graph['name']}.{sig}"
+    graph.doc_string = g.graph.get("doc") or ""
+    graph.input.extend([_value_info(name, t) for name, t in in_types.items()])
+    graph.output.extend([_value_info(onnx_name, out_types[name]) for onnx_name, name in lowered.outputs.items()])
+    _add_nodes(graph, lowered.nodes)
     meta = {"nnspec.params": json.dumps(g.graph.get("params") or {}, sort_keys=True, default=str)}
     if sig is not None:
         meta["nnspec.signature"] = sig
@@ -212,6 +225,19 @@ def light_model(lowered: Lowered) -> onnx.ModelProto:
         meta["nnspec.renamed_outputs"] = json.dumps(renamed, sort_keys=True)
     helper.set_model_props(model, meta)
     return model
+
+
+def _add_nodes(graph: onnx.GraphProto, records: list[OnnxNode]) -> None:
+    """Build the nodes in place (no copy), each field set once; attributes come pre-encoded."""
+    add = graph.node.add
+    for op_type, name, inputs, outputs, attrs in records:
+        node = add()
+        node.input.extend(inputs)
+        node.output.extend(outputs)
+        node.name = name
+        node.op_type = op_type
+        if attrs:
+            node.MergeFromString(attrs)
 
 
 def initializers(lowered: Lowered, arrays: Mapping[str, np.ndarray]) -> list[tuple[str, np.ndarray]]:

@@ -1,5 +1,5 @@
 """Greedy decoding in onnxruntime, driven by exported signatures, by the rules of the PyTorch
-backend's `generate` (backends/pytorch/generate.py), so that both give the same tokens:
+backend's `generate` (backends/pytorch/decoding.py), so that both give the same tokens:
 
 - a decoder input named like an output of ``encode`` (``memory``; ``h``, ``c``) takes that output;
 - a decoder input named like an input of ``encode`` (``src_pad``) takes the same array;

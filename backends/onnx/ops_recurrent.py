@@ -40,10 +40,14 @@ def _pack(e: Emitter, parts: list[str], order: tuple[int, ...], hidden: int, dir
     """
     x = parts[0] if len(parts) == 1 else e.op1("Concat", parts, axis=0)
     if order != tuple(range(len(order))):
-        # row j of gate slot g in part b comes from row (b * gates + order[g]) * hidden + j
-        blocks = np.arange(len(parts))[:, None] * len(order) + np.asarray(order)[None, :]  # (parts, gates)
-        rows = (blocks[:, :, None] * hidden + np.arange(hidden)).reshape(-1).astype(np.int64)
-        x = e.op1("Gather", [x, e.const(rows, f"{hint}_rows")], axis=0)
+        key = ("gate_rows", len(parts), order, hidden)  # the same for every layer: build it once
+        rows = e.memo.get(key)
+        if rows is None:
+            # row j of gate slot g in part b comes from row (b * gates + order[g]) * hidden + j
+            blocks = np.arange(len(parts))[:, None] * len(order) + np.asarray(order)[None, :]  # (parts, gates)
+            index = (blocks[:, :, None] * hidden + np.arange(hidden)).reshape(-1).astype(np.int64)
+            rows = e.memo[key] = e.const(index, f"{hint}_rows")
+        x = e.op1("Gather", [x, rows], axis=0)
     shape = [dirs, -1] if cols is None else [dirs, -1, cols]
     return e.op1("Reshape", [x, e.ints(shape)])
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 from onnx import AttributeProto, NodeProto
@@ -23,7 +23,8 @@ from builder.errors import did_you_mean
 from .dtypes import DTYPES, np_dtype
 from .weights import Init, WeightUse
 
-__all__ = ["DTYPES", "LOWERINGS", "Emitter", "Init", "Lowering", "LoweringTable", "Options", "make_node", "model_of"]
+__all__ = ["DTYPES", "LOWERINGS", "Emitter", "Init", "Lowering", "LoweringTable", "OnnxNode", "Options", "make_node",
+           "model_of"]
 
 Lowering = Callable[["Emitter", Node], None]
 M = TypeVar("M", bound=Op)
@@ -107,7 +108,7 @@ class Emitter:
     values: dict[TensorRef, str]
     owners: dict[str, Node]
     aliases: dict[str, str] = field(default_factory=dict)
-    nodes: list[NodeProto] = field(default_factory=list)
+    nodes: list[OnnxNode] = field(default_factory=list)
     consts: dict[str, np.ndarray] = field(default_factory=dict)
     weights: dict[str, WeightUse] = field(default_factory=dict)
     memo: dict[Hashable, str] = field(default_factory=dict)
@@ -129,10 +130,9 @@ class Emitter:
     def fresh(self, hint: str, _names: set[str] | None = None) -> str:
         """A new internal value name ``<node id>/<hint>`` (numbered when taken)."""
         taken = self._taken if _names is None else _names
-        name = base = f"{self.current.id}/{hint}"  # type: ignore[union-attr]
-        i = 1
-        while name in taken:
-            name, i = f"{base}_{i}", i + 1
+        name = f"{self.current.id}/{hint}"  # type: ignore[union-attr]
+        if name in taken:
+            name = _numbered(name, taken)
         taken.add(name)
         return name
 
@@ -145,7 +145,8 @@ class Emitter:
 
     def output(self, port: str = "y") -> str:
         """The value name the current node's output `port` must be written to."""
-        return self.values[TensorRef(self._node().id, port)]
+        # a TensorRef hashes and compares as its plain tuple, which is several times cheaper to make
+        return self.values[(self._node().id, port)]  # type: ignore[index]
 
     def model(self, cls: type[M]) -> M:
         """The current node's validated arguments, typed as the op's model class."""
@@ -158,14 +159,33 @@ class Emitter:
 
         An empty string in `inputs` marks an omitted optional input, as ONNX does.
         """
-        outs = [self.fresh(f"{op_type}_out{i}" if outputs != 1 else op_type) for i in range(outputs)] \
-            if isinstance(outputs, int) else list(outputs)
-        self.nodes.append(make_node(op_type, self.fresh(op_type, self._node_names), inputs, outs, attrs))
+        if not isinstance(outputs, int):
+            outs = list(outputs)
+        elif outputs == 1:
+            outs = [self.fresh(op_type)]
+        else:
+            outs = [self.fresh(f"{op_type}_out{i}") for i in range(outputs)]
+        self._emit(op_type, inputs, tuple(outs), attrs)
         return outs
 
     def op1(self, op_type: str, inputs: Sequence[str], output: str | None = None, **attrs: Any) -> str:
         """Emit a one-output ONNX node and return its output name."""
-        return self.op(op_type, inputs, [output] if output is not None else 1, **attrs)[0]
+        base = f"{self.current.id}/{op_type}"  # type: ignore[union-attr]  # the node's name, and its output's
+        if output is None:
+            output = base if base not in self._taken else _numbered(base, self._taken)
+            self._taken.add(output)
+        self._emit(op_type, inputs, (output,), attrs, base)
+        return output
+
+    def _emit(self, op_type: str, inputs: Sequence[str], outputs: tuple[str, ...], attrs: dict[str, Any],
+              base: str | None = None) -> None:
+        # the hot path of every lowering: one record of tuples and strings, no proto (see OnnxNode)
+        names = self._node_names
+        name = base or f"{self.current.id}/{op_type}"  # type: ignore[union-attr]
+        if name in names:
+            name = _numbered(name, names)
+        names.add(name)
+        self.nodes.append(OnnxNode(op_type, name, tuple(inputs), outputs, encode_attrs(attrs) if attrs else b""))
 
     # -- constants and weights -----------------------------------------------------------
 
@@ -236,6 +256,14 @@ class Emitter:
             self.current = None
 
 
+def _numbered(base: str, taken: set[str]) -> str:
+    """``<base>_<i>`` for the least i >= 1 not in `taken`."""
+    i = 1
+    while f"{base}_{i}" in taken:
+        i += 1
+    return f"{base}_{i}"
+
+
 def weight_dtype(node: Node) -> str:
     """Weights take the dtype of the node's first floating-point input (float32 for embeddings)."""
     for t in node.inputs.values():
@@ -244,25 +272,60 @@ def weight_dtype(node: Node) -> str:
     return "float32"
 
 
-_ATTRS: dict[Hashable, AttributeProto] = {}
+class OnnxNode(NamedTuple):
+    """One ONNX node as a lowering emits it: plain data, made a NodeProto once, when the model is
+    built (`export.light_model`); a proto per emit, then a copy into the graph, costs several times more.
+    Its inputs and outputs are tuples of strings, which the garbage collector stops tracking once
+    it has seen them (lists it would scan at every collection).
+
+    Attributes:
+        op_type: the ai.onnx op type.
+        name: the node name, ``<node id>/<op type>`` (numbered when taken).
+        inputs: the input value names; "" marks an omitted optional input.
+        outputs: the output value names.
+        attrs: the attributes sorted by name, wire-encoded as NodeProto field 5 (`proto` appends
+            them with one ``MergeFromString``).
+    """
+
+    op_type: str
+    name: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    attrs: bytes = b""
+
+    def proto(self) -> NodeProto:
+        """The NodeProto, standalone (`export.light_model` builds them in place, inside the graph)."""
+        node = NodeProto(op_type=self.op_type, name=self.name, input=self.inputs, output=self.outputs)
+        node.MergeFromString(self.attrs)
+        return node
 
 
-def _cached_attr(name: str, value: Any) -> AttributeProto:
-    """The attribute proto for (name, value), built once: a graph repeats the same few many times."""
-    key = (name, type(value), tuple(value) if isinstance(value, list) else value)
+_ATTRS: dict[Hashable, bytes] = {}
+
+
+def _encoded_attr(name: str, value: Any) -> bytes:
+    """The attribute (name, value) wire-encoded as NodeProto field 5, built once: a graph repeats
+    the same few many times. Ints and strings key by value, the rest by type and repr, so that 1
+    and 1.0, or -0.0 and 0.0, differ."""
+    key = (name, value) if type(value) is int or type(value) is str else (name, type(value), repr(value))
     out = _ATTRS.get(key)
     if out is None:
-        out = _ATTRS[key] = _attr(name, value)
+        out = _ATTRS[key] = NodeProto(attribute=[_attr(name, value)]).SerializeToString()
     return out
 
 
+def encode_attrs(attrs: dict[str, Any]) -> bytes:
+    """`attrs` sorted by name and wire-encoded as NodeProto fields; a value of None is left out."""
+    if len(attrs) == 1:  # the common case
+        ((name, value),) = attrs.items()
+        return b"" if value is None else _encoded_attr(name, value)
+    return b"".join([_encoded_attr(k, v) for k, v in sorted(attrs.items()) if v is not None])
+
+
 def make_node(op_type: str, name: str, inputs: Sequence[str], outputs: Sequence[str],
-              attrs: dict[str, Any] | None = None) -> NodeProto:
-    """A NodeProto, built directly (onnx.helper.make_node is several times slower)."""
-    node = NodeProto(op_type=op_type, name=name, input=inputs, output=outputs)
-    if attrs:
-        node.attribute.extend([_cached_attr(k, v) for k, v in sorted(attrs.items()) if v is not None])
-    return node
+              attrs: dict[str, Any] | None = None) -> OnnxNode:
+    """An `OnnxNode`; attributes whose value is None are left out."""
+    return OnnxNode(op_type, name, tuple(inputs), tuple(outputs), encode_attrs(attrs) if attrs else b"")
 
 
 def _attr(name: str, value: Any) -> AttributeProto:

@@ -90,8 +90,8 @@ def initialise(use: WeightUse, seed: int = 0, node: Node | None = None) -> np.nd
     spec gives the same bytes. An initialiser the spec gives for the weight (``node.inits``)
     replaces PyTorch's default, as in the PyTorch backend.
     """
-    asked = node.inits.get(use.weight) if node is not None else None
-    if asked is not None:
+    if node is not None and use.weight in node.inits:
+        asked = node.inits[use.weight]
         rng = np.random.default_rng([seed, zlib.crc32(use.name.encode())])
         out = _draw(distribution(asked, use.shape), use.shape, rng)
         pad = node.model.padding_idx if isinstance(node.model, Embedding) and use.weight == "weight" else None

@@ -14,6 +14,7 @@ Protobuf cannot serialise more than 2 GiB; above that (or when asked) the weight
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import BinaryIO
@@ -53,26 +54,48 @@ def _key(field: int) -> bytes:
 
 
 def _split(message: Message, field: int) -> tuple[bytes, bytes]:
-    """`message` serialised as the fields numbered below `field` and those above (omitting `field`)."""
+    """`message` serialised as the fields numbered below `field` and those above (omitting `field`).
+
+    `field` is never read: reading a bytes field (a tensor's raw_data) copies it.
+    """
     before, after = type(message)(), type(message)()
-    for desc, value in message.ListFields():
+    for desc in message.DESCRIPTOR.fields:
         if desc.number == field:
             continue
         target = before if desc.number < field else after
         if desc.is_repeated:
-            getattr(target, desc.name).extend(value)
+            getattr(target, desc.name).extend(getattr(message, desc.name))
+        elif not message.HasField(desc.name):
+            continue
         elif desc.message_type is not None:
-            getattr(target, desc.name).CopyFrom(value)
+            getattr(target, desc.name).CopyFrom(getattr(message, desc.name))
         else:
-            setattr(target, desc.name, value)
+            setattr(target, desc.name, getattr(message, desc.name))
     return before.SerializeToString(), after.SerializeToString()
 
 
+_ELEMENT_BYTES: dict[int, int] = {
+    onnx.TensorProto.FLOAT: 4, onnx.TensorProto.UINT8: 1, onnx.TensorProto.INT8: 1, onnx.TensorProto.UINT16: 2,
+    onnx.TensorProto.INT16: 2, onnx.TensorProto.INT32: 4, onnx.TensorProto.INT64: 8, onnx.TensorProto.BOOL: 1,
+    onnx.TensorProto.FLOAT16: 2, onnx.TensorProto.DOUBLE: 8, onnx.TensorProto.UINT32: 4, onnx.TensorProto.UINT64: 8,
+    onnx.TensorProto.COMPLEX64: 8, onnx.TensorProto.COMPLEX128: 16, onnx.TensorProto.BFLOAT16: 2,
+}
+"""Bytes per element of the element types whose raw_data length follows from the dims alone."""
+
+
+class _RawDataError(ValueError):
+    """A tensor's raw_data does not hold the bytes its dims and data_type say."""
+
+
 class _Plan:
-    """The initializers of one model as (encoded entry head, data) pairs, data written after its head."""
+    """The initializers of one model as (encoded entry head, data, its bytes), data written after its head.
+
+    Data is an array's memory, or a TensorProto whose raw_data is read only when it is written:
+    protobuf hands out a copy, and one tensor's copy at a time is enough.
+    """
 
     def __init__(self) -> None:
-        self.entries: list[tuple[bytes, memoryview | None]] = []
+        self.entries: list[tuple[bytes, memoryview | onnx.TensorProto | None, int]] = []
         self.size = 0
 
     def inline(self, name: str, arr: np.ndarray) -> None:
@@ -80,7 +103,26 @@ class _Plan:
         head = onnx.TensorProto(name=name, dims=arr.shape, data_type=tensor_type(arr)).SerializeToString()
         data = arr.reshape(-1).data.cast("B")
         tensor = head + _key(_TENSOR_RAW_DATA) + _varint(data.nbytes)
-        self._add(_key(_GRAPH_INITIALIZER) + _varint(len(tensor) + data.nbytes) + tensor, data)
+        self._add(_key(_GRAPH_INITIALIZER) + _varint(len(tensor) + data.nbytes) + tensor, data, data.nbytes)
+
+    def proto(self, t: onnx.TensorProto) -> None:
+        """A tensor of a model as it is; its raw_data is copied out when written (see `write`)."""
+        if not t.HasField("raw_data"):
+            body = t.SerializeToString()
+            self._add(_key(_GRAPH_INITIALIZER) + _varint(len(body)) + body, None, 0)
+            return
+        before, after = _split(t, _TENSOR_RAW_DATA)
+        data: memoryview | onnx.TensorProto = t
+        size = _ELEMENT_BYTES.get(t.data_type)
+        if size is None:  # packed or unknown element type: copy the data now to measure it
+            data = memoryview(t.raw_data)
+            nbytes = data.nbytes
+        else:
+            nbytes = math.prod(t.dims) * size
+        head = before + _key(_TENSOR_RAW_DATA) + _varint(nbytes)
+        self._add(_key(_GRAPH_INITIALIZER) + _varint(len(head) + nbytes + len(after)) + head, data, nbytes)
+        if after:  # fields numbered above raw_data (doc_string, data_location, ...)
+            self._add(after, None, 0)
 
     def external(self, name: str, arr: np.ndarray, location: str, offset: int) -> None:
         t = onnx.TensorProto(name=name, dims=arr.shape, data_type=tensor_type(arr),
@@ -88,16 +130,23 @@ class _Plan:
         for k, v in (("location", location), ("offset", str(offset)), ("length", str(arr.nbytes))):
             t.external_data.add(key=k, value=v)
         body = t.SerializeToString()
-        self._add(_key(_GRAPH_INITIALIZER) + _varint(len(body)) + body, None)
+        self._add(_key(_GRAPH_INITIALIZER) + _varint(len(body)) + body, None, 0)
 
-    def _add(self, head: bytes, data: memoryview | None) -> None:
-        self.entries.append((head, data))
-        self.size += len(head) + (data.nbytes if data is not None else 0)
+    def _add(self, head: bytes, data: memoryview | onnx.TensorProto | None, nbytes: int) -> None:
+        self.entries.append((head, data, nbytes))
+        self.size += len(head) + nbytes
 
     def write(self, f: BinaryIO) -> None:
-        for head, data in self.entries:
+        """Write every entry; raises _RawDataError where a tensor's raw_data is not as long as its dims say."""
+        for head, data, nbytes in self.entries:
             f.write(head)
-            if data is not None:
+            if isinstance(data, onnx.TensorProto):
+                raw = data.raw_data  # the one copy of this tensor's data
+                if len(raw) != nbytes:
+                    raise _RawDataError(f"initializer '{data.name}': raw_data holds {len(raw)} bytes, "
+                                        f"its dims need {nbytes}")
+                f.write(raw)
+            elif data is not None:
                 f.write(data)
 
 
@@ -119,13 +168,7 @@ def _write(model: onnx.ModelProto, tensors: Iterable[tuple[str, np.ndarray]], pa
             offset += arr.nbytes
         else:
             plan.inline(name, arr)
-    model_head, model_tail = _split(model, _MODEL_GRAPH)
-    graph_head, graph_tail = _split(model.graph, _GRAPH_INITIALIZER)
-    graph_size = len(graph_head) + plan.size + len(graph_tail)
-    with open(path, "wb") as f:
-        f.write(model_head + _key(_MODEL_GRAPH) + _varint(graph_size) + graph_head)
-        plan.write(f)
-        f.write(graph_tail + model_tail)
+    _write_model(path, model, plan)
     if not external:
         return [path]
     with open(data_path, "wb") as f:
@@ -133,6 +176,17 @@ def _write(model: onnx.ModelProto, tensors: Iterable[tuple[str, np.ndarray]], pa
             f.write(b"\0" * (at - f.tell()))
             f.write(arr.reshape(-1).data)
     return [path, data_path]
+
+
+def _write_model(path: Path, model: onnx.ModelProto, plan: _Plan) -> None:
+    """Write `model` (without initializers) with `plan` as its initializers, in wire order."""
+    model_head, model_tail = _split(model, _MODEL_GRAPH)
+    graph_head, graph_tail = _split(model.graph, _GRAPH_INITIALIZER)
+    graph_size = len(graph_head) + plan.size + len(graph_tail)
+    with open(path, "wb") as f:
+        f.write(model_head + _key(_MODEL_GRAPH) + _varint(graph_size) + graph_head)
+        plan.write(f)
+        f.write(graph_tail + model_tail)
 
 
 def export_onnx(spec_or_graph: GraphSource, path: str | Path, state_dict: StateDict | None = None,
@@ -168,20 +222,37 @@ def save_onnx(model: onnx.ModelProto, path: str | Path, external_data: bool | No
               location: str | None = None) -> list[Path]:
     """Write `model` to `path`; its weights go to ``<path>.data`` when it is over 2 GiB (or when asked).
 
-    The model is not modified.
+    The model is not modified. The file holds what ``model.SerializeToString()`` gives, written
+    as `export_onnx` writes: the model without initializers serialised, then each initializer's
+    header and raw_data, copied out of the model one tensor at a time (protobuf would
+    serialise the whole model into one buffer, about as slow as writing the file).
 
     Returns:
         The files written.
     """
     path = Path(path)
-    if external_data is None:
-        external_data = model.ByteSize() > PROTOBUF_LIMIT
-    if not external_data:
+    if not model.HasField("graph"):
         path.write_bytes(model.SerializeToString())
         return [path]
     light = _without_initializers(model)
+    if not external_data and _save_inline(model, light, path, external_data is None):
+        return [path]
     tensors = [(t.name, onnx.numpy_helper.to_array(t)) for t in model.graph.initializer]
     return _write(light, tensors, path, True, location)
+
+
+def _save_inline(model: onnx.ModelProto, light: onnx.ModelProto, path: Path, check_size: bool) -> bool:
+    """Write `model` with its weights inside, unless `check_size` and it is over protobuf's limit."""
+    plan = _Plan()
+    for t in model.graph.initializer:
+        plan.proto(t)
+    if check_size and light.ByteSize() + plan.size > PROTOBUF_LIMIT:
+        return False
+    try:
+        _write_model(path, light, plan)
+    except _RawDataError:  # an ill-formed tensor: written as it is, as protobuf writes it
+        path.write_bytes(model.SerializeToString())
+    return True
 
 
 def _without_initializers(model: onnx.ModelProto) -> onnx.ModelProto:
