@@ -13,7 +13,7 @@ import json
 import sys
 import traceback
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import click
 
@@ -157,10 +157,10 @@ def _terminal_width() -> int:
 @json_option
 def ops(as_json: bool) -> None:
     """List every op with its family, arguments and one-line doc."""
-    entries = []
+    entries: list[dict[str, Any]] = []
     for name in sorted(OPS):
         cls = OPS[name]
-        args = []
+        args: list[dict[str, Any]] = []
         for key, field in cls.arg_fields().items():
             ann = getattr(field.annotation, "__name__", None) or str(field.annotation).replace("typing.", "")
             args.append({"name": key, "type": ann, "required": field.is_required(),

@@ -2,7 +2,7 @@
 
 The spec (``lstm_seq2seq`` or ``transformer``) is scaled down with overrides, trained with
 teacher forcing on random sequences, and decoded greedily through its signatures
-(`backends.pytorch.generate`): ``encode`` once, then ``decode_step`` / ``decode`` per token.
+(`backends.pytorch.generate`, in decoding.py): ``encode`` once, then ``decode_step`` / ``decode`` per token.
 
     python examples/seq2seq_reverse.py --spec transformer [--steps 1500] [--seed 0]
 """

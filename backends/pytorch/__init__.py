@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .codegen import emit_python
     from .emitter import LoweringError
-    from .generate import generate
+    from .decoding import generate
     from .lowering import TABLE
     from .module import SpecModule, to_torch
     from .weights import WeightsError, load_weights, save_weights
@@ -31,7 +31,7 @@ __all__ = [
 
 _HOME = {
     "TABLE": "lowering", "LoweringError": "emitter", "SpecModule": "module", "WeightsError": "weights",
-    "emit_python": "codegen", "generate": "generate", "load_weights": "weights", "save_weights": "weights",
+    "emit_python": "codegen", "generate": "decoding", "load_weights": "weights", "save_weights": "weights",
     "to_torch": "module",
 }
 
@@ -40,4 +40,6 @@ def __getattr__(name: str) -> Any:
     home = _HOME.get(name)
     if home is None:
         raise AttributeError(f"module 'backends.pytorch' has no attribute '{name}'")
-    return getattr(importlib.import_module(f".{home}", __name__), name)
+    value = getattr(importlib.import_module(f".{home}", __name__), name)
+    globals()[name] = value  # once: later reads skip this hook
+    return value
