@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +11,7 @@ import networkx as nx
 from pydantic import ValidationError
 
 from .errors import Diagnostic, SourcePos, SpecError
-from .graph import Node, compile_graph, nodes
+from .graph import Node, compile_graph, nodes, without_gc
 from .limits import DEFAULT_LIMITS, Limits
 from .params import resolve_params, substitute_tree
 from .source import Source, parse_text, read_source
@@ -26,19 +24,6 @@ SpecSource = str | Path | Mapping[str, Any]
 
 def _looks_like_text(s: str) -> bool:
     return "\n" in s or s.lstrip().startswith(("{", "name:")) or (":" in s and not Path(s).suffix)
-
-
-@contextlib.contextmanager
-def without_gc() -> Iterator[None]:
-    """Pause the cyclic garbage collector: loading builds many small acyclic objects, and
-    collections triggered by them make large specs load superlinearly."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def load_spec(source: SpecSource | Spec, overrides: Mapping[str, Any] | None = None,
@@ -145,7 +130,7 @@ def check_spec(spec: Spec) -> tuple[dict[str | None, nx.MultiDiGraph], list[Diag
             except SpecError as exc:
                 errors.extend(d for d in exc.errors if d not in seen)
                 seen.update(exc.errors)
-    if None in graphs:
+    if None in graphs and spec.signatures:  # compare each signature with the main graph
         main = {n.id: n for n in nodes(graphs[None])}
         for sig, g in graphs.items():
             for n in nodes(g) if sig else ():

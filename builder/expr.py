@@ -8,6 +8,7 @@ Anything else (attributes, subscripts, other calls, strings, lambdas) is refused
 from __future__ import annotations
 
 import ast
+import functools
 import math
 import operator
 import re
@@ -58,12 +59,25 @@ class ExprError(ValueError):
 def evaluate(text: str, params: Mapping[str, Any], max_int_bits: int = 64) -> Number:
     """Evaluate one expression (the text inside ``${...}``) over `params`."""
     try:
-        tree = ast.parse(text.strip(), mode="eval")
-        return _Evaluator(params, max_int_bits).visit(tree.body)
+        tree = _parse(text) if len(text) > _CACHED_TEXT else _parse_cached(text)
+        return _Evaluator(params, max_int_bits).visit(tree)
     except SyntaxError as exc:
         raise ExprError(f"invalid expression '{_shorten(text)}': {exc.msg}") from None
     except (RecursionError, MemoryError):  # `1+1+...` or `------1`, thousands deep
         raise ExprError(f"expression '{_shorten(text)}' is nested too deeply") from None
+
+
+_CACHED_TEXT = 200
+"""Longer expressions are parsed each time, so that the cache stays small whatever a spec holds."""
+
+
+def _parse(text: str) -> ast.expr:
+    return ast.parse(text.strip(), mode="eval").body
+
+
+_parse_cached = functools.lru_cache(maxsize=1024)(_parse)
+"""Parse each expression text once: a spec repeats its expressions in every copy of a block, and
+parsing takes longer than evaluating. Trees are only read, never changed."""
 
 
 def _shorten(text: str, size: int = 60) -> str:

@@ -4,7 +4,10 @@ and whose edges are tensors (keyed by the consumer's input port)."""
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
 import networkx as nx
@@ -55,7 +58,7 @@ class Node:
 
     @property
     def params(self) -> int:
-        return sum(math.prod(s) for s in self.weights.values())
+        return sum(map(math.prod, self.weights.values()))
 
 
 def nodes(g: nx.MultiDiGraph) -> list[Node]:
@@ -75,6 +78,20 @@ def param_count(g: nx.MultiDiGraph) -> int:
     return sum(n.params for n in nodes(g))
 
 
+@contextlib.contextmanager
+def without_gc() -> Iterator[None]:
+    """Pause the cyclic garbage collector: loading and checking build many small acyclic objects, and
+    collections triggered by them make large specs load superlinearly."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+@without_gc()
 def compile_graph(spec: Spec, signature: str | None = None, limits: Limits | None = None,
                   warnings: list[Diagnostic] | None = None) -> nx.MultiDiGraph:
     """Expand, wire and shape-check `spec` (or one of its signatures) into the checked graph.
@@ -130,7 +147,7 @@ def compile_graph(spec: Spec, signature: str | None = None, limits: Limits | Non
 
 def _check_memory(spec: Spec, owners: list[Node], limits: Limits, diags: list[Diagnostic]) -> None:
     """Refuse weights (and fixed buffers such as a sinusoidal table) larger than the limit, before any is allocated."""
-    sizes = [(n.params + sum(math.prod(s) for s in n.model.buffers(n.inputs).values()), n)
+    sizes = [(n.params + sum(map(math.prod, n.model.buffers(n.inputs).values())), n)
              for n in owners if n.model is not None]
     total = sum(size for size, _ in sizes)
     if total * 4 > limits.max_weight_bytes:
@@ -228,10 +245,14 @@ def _resolve_inits(spec: Spec, owners: dict[str, Node], g: nx.MultiDiGraph, diag
         for name, text in spec.init.get(node.op, {}).items():
             if name in node.ties:
                 used.add((node.op, name))  # its owner is initialised
-            elif name in node.weights and _fits(parse_init(text), name, node, spec.source.pos(("init", node.op, name)),
-                                              diags):
-                inits[name] = parse_init(text)
-                used.add((node.op, name))
+            elif name in node.weights:
+                init = parse_init(text)
+                problem = _misfit(init, name, node)
+                if problem:
+                    diags.append(Diagnostic("bad-init", problem, spec.source.pos(("init", node.op, name)), node.id))
+                else:
+                    inits[name] = init
+                    used.add((node.op, name))
         for name, init in node.model.inits().items():
             if name in node.ties:
                 owner, weight = node.ties[name]
@@ -241,8 +262,12 @@ def _resolve_inits(spec: Spec, owners: dict[str, Node], g: nx.MultiDiGraph, diag
                 own = ", ".join(node.weights) or "none"
                 diags.append(Diagnostic("bad-init", f"init: the op has no weight '{name}' (weights: {own})", node.pos,
                                         node.id, did_you_mean(name, node.weights)))
-            elif _fits(init, name, node, node.pos, diags):
-                inits[name] = init
+            else:
+                problem = _misfit(init, name, node)
+                if problem:
+                    diags.append(Diagnostic("bad-init", problem, node.pos, node.id))
+                else:
+                    inits[name] = init
         if inits:
             owners[node.id] = replace(node, inits=inits)
             g.nodes[node.id]["node"] = owners[node.id]
@@ -257,13 +282,12 @@ def _resolve_inits(spec: Spec, owners: dict[str, Node], g: nx.MultiDiGraph, diag
                                     did_you_mean(name, have)))
 
 
-def _fits(init: Init, name: str, node: Node, pos: SourcePos, diags: list[Diagnostic]) -> bool:
+def _misfit(init: Init, name: str, node: Node) -> str | None:
+    """Why `init` cannot initialise weight `name` of `node`, or None when it can."""
     shape = node.weights[name]
     if init.fn in NEEDS_2D and len(shape) < 2:
-        diags.append(Diagnostic("bad-init", f"init: {init.fn} reads fan-in and fan-out, so it needs a weight of rank "
-                                f"2 or more; '{name}' is {list(shape)}", pos, node.id))
-        return False
-    return True
+        return f"init: {init.fn} reads fan-in and fan-out, so it needs a weight of rank 2 or more; '{name}' is {list(shape)}"
+    return None
 
 
 def _dedupe(diags: list[Diagnostic]) -> list[Diagnostic]:

@@ -11,7 +11,7 @@ from .errors import Diagnostic, SourcePos, did_you_mean
 from .expr import ExprError, substitute
 from .source import DataPath, Source
 
-__all__ = ["parse_override", "resolve_params", "substitute_tree"]
+__all__ = ["has_expr", "parse_override", "resolve_params", "substitute_tree"]
 
 
 def parse_override(item: str) -> tuple[str, Any]:
@@ -73,12 +73,14 @@ def resolve_params(declared: Mapping[str, Any], overrides: Mapping[str, Any], ou
 def substitute_tree(value: Any, params: Mapping[str, Any], path: DataPath, source: Source, max_int_bits: int,
                     node: str | None, diags: list[Diagnostic]) -> Any:
     """Substitute ``${...}`` everywhere in a node's arguments, reporting each failure at its key."""
-    if isinstance(value, dict) and not any(isinstance(v, str | dict | list) and _has_expr(v) for v in value.values()):
-        return value  # the common case: nothing to substitute
     if isinstance(value, dict):
+        if not has_expr(value):
+            return value  # the common case: nothing to substitute
         return {k: substitute_tree(v, params, (*path, k), source, max_int_bits, node, diags) for k, v in value.items()}
     if isinstance(value, list):
         return [substitute_tree(v, params, (*path, i), source, max_int_bits, node, diags) for i, v in enumerate(value)]
+    if not isinstance(value, str) or "${" not in value:
+        return value
     try:
         return substitute(value, params, max_int_bits)
     except ExprError as exc:
@@ -88,11 +90,18 @@ def substitute_tree(value: Any, params: Mapping[str, Any], path: DataPath, sourc
         return value
 
 
-def _has_expr(value: Any) -> bool:
+def has_expr(value: Any) -> bool:
+    """Whether a ``${...}`` appears anywhere in `value` (text, or a mapping or list holding some)."""
     if isinstance(value, str):
         return "${" in value
     if isinstance(value, dict):
-        return any(_has_expr(v) for v in value.values())
-    if isinstance(value, list):
-        return any(_has_expr(v) for v in value)
+        value = value.values()
+    elif not isinstance(value, list):
+        return False
+    for item in value:  # a loop rather than any(): this runs on every node's arguments
+        if isinstance(item, str):
+            if "${" in item:
+                return True
+        elif isinstance(item, dict | list) and has_expr(item):
+            return True
     return False

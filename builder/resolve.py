@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from .errors import Diagnostic, SourcePos, SpecError, did_you_mean
 from .limits import Limits
 from .ops import OPS, VARIADIC, Op
-from .params import resolve_params, substitute_tree
+from .params import has_expr, resolve_params, substitute_tree
 from .source import DataPath, Source
 from .spec import BlockSpec, Spec, validation_diagnostics
 
@@ -91,6 +91,21 @@ def _ref_names(value: Any) -> list[str]:
     return []
 
 
+def _with_ancestors(roots: list[str], edges: list[tuple[str, str]]) -> set[str]:
+    """The `roots` and every node they depend on through `edges` (producer, consumer)."""
+    producers: dict[str, list[str]] = {}
+    for a, b in edges:
+        producers.setdefault(b, []).append(a)
+    found = set(roots)
+    todo = list(found)
+    while todo:
+        for a in producers.get(todo.pop(), ()):
+            if a not in found:
+                found.add(a)
+                todo.append(a)
+    return found
+
+
 class _Expander:
     def __init__(self, spec: Spec, limits: Limits) -> None:
         self.spec = spec
@@ -118,14 +133,13 @@ class _Expander:
              frames: tuple[Frame, ...], stack: tuple[str, ...]) -> dict[str, TensorRef | None]:
         """Expand one body; returns its outputs (None where a failure upstream left one unknown)."""
         known = [*env, *entries]
-        local = nx.DiGraph()
-        local.add_nodes_from(entries)
+        edges: list[tuple[str, str]] = []  # (producer, consumer) within this body
         dangling: list[tuple[str, str]] = []
         for nid, entry in entries.items():
             for ref in _ref_names(entry.raw.get("in")):
                 name = ref.partition(".")[0]
                 if name in entries:
-                    local.add_edge(name, nid)
+                    edges.append((name, nid))
                 elif name not in env:
                     dangling.append((nid, ref))
         roots = []
@@ -136,7 +150,7 @@ class _Expander:
             elif name not in env:
                 self.error("bad-output", f"output '{out}' names '{ref}', which is no node or input", path, None,
                            self.hint(name, known))
-        needed = set(roots).union(*(nx.ancestors(local, r) for r in roots))
+        needed = _with_ancestors(roots, edges)
         for nid, ref in dangling:
             if nid in needed or entries[nid].warn_unused:  # a signature ignores main nodes it does not use
                 self.error("dangling-ref", f"'{ref}' names no node or input", entries[nid].in_path, prefix + nid,
@@ -146,22 +160,34 @@ class _Expander:
                 self.diags.append(Diagnostic(
                     "unused-node", "reaches no output, so it is left out", self.source.pos(entry.path),
                     prefix + nid, severity="warning"))
-        local.remove_nodes_from([nid for nid in entries if nid not in needed])
         index = {nid: i for i, nid in enumerate(entries)}
-        try:  # definition order wherever the wiring allows it
-            if all(index[a] < index[b] for a, b in local.edges):
-                order = [nid for nid in entries if nid in needed]  # already in order: the common case
-            else:
-                order = list(nx.lexicographical_topological_sort(local, key=index.__getitem__))
-        except nx.NetworkXUnfeasible:
-            cycle = nx.find_cycle(local)
-            loop = " -> ".join([*(prefix + a for a, _ in cycle), prefix + cycle[0][0]])
-            self.error("cycle", f"the graph has a cycle: {loop}", entries[cycle[0][0]].in_path, prefix + cycle[0][0])
+        # Definition order wherever the wiring allows it (a needed node's producers are needed too).
+        order: list[str] | None
+        if all(index[a] < index[b] for a, b in edges if b in needed):
+            order = [nid for nid in entries if nid in needed]  # already in order: the common case
+        else:
+            order = self.sort(entries, edges, needed, index, prefix)
+        if order is None:
             return dict.fromkeys(outputs)
         results: dict[str, _Result | None] = {}
         for nid in order:
             results[nid] = self.node(nid, entries[nid], env, results, params, prefix, frames, stack)
         return {out: self.lookup(ref, env, results, path, None) for out, (ref, path) in outputs.items()}
+
+    def sort(self, entries: dict[str, _Entry], edges: list[tuple[str, str]], needed: set[str], index: dict[str, int],
+             prefix: str) -> list[str] | None:
+        """The needed nodes in an order where producers come first, nearest to definition order; None on a cycle."""
+        local = nx.DiGraph()
+        local.add_nodes_from(entries)
+        local.add_edges_from(edges)
+        local.remove_nodes_from([nid for nid in entries if nid not in needed])
+        try:
+            return list(nx.lexicographical_topological_sort(local, key=index.__getitem__))
+        except nx.NetworkXUnfeasible:
+            cycle = nx.find_cycle(local)
+            loop = " -> ".join([*(prefix + a for a, _ in cycle), prefix + cycle[0][0]])
+            self.error("cycle", f"the graph has a cycle: {loop}", entries[cycle[0][0]].in_path, prefix + cycle[0][0])
+            return None
 
     def lookup(self, ref: str, env: Mapping[str, TensorRef | None], results: Mapping[str, _Result | None],
                path: DataPath, node: str | None) -> TensorRef | None:
@@ -260,12 +286,14 @@ class _Expander:
 
     def op_node(self, full: str, cls: type[Op], entry: _Entry, env: Mapping[str, TensorRef | None],
                 results: Mapping[str, _Result | None], params: Mapping[str, Any], frames: tuple[Frame, ...]) -> _Result | None:
-        args = {k: v for k, v in entry.raw.items() if k not in ("in", "tie")}
-        before = len(self.diags)
-        data = substitute_tree(args, params, entry.path, self.source, self.limits.max_int_bits, full, self.diags)
-        if len(self.diags) > before:
-            return None
-        data = {**data, **{k: entry.raw[k] for k in ("in", "tie") if k in entry.raw}}
+        data = entry.raw  # nothing to substitute (the common case): validated as written
+        if has_expr(data):  # params in the arguments; `in` and `tie` are refs, left as written
+            args = {k: v for k, v in entry.raw.items() if k not in ("in", "tie")}
+            before = len(self.diags)
+            data = substitute_tree(args, params, entry.path, self.source, self.limits.max_int_bits, full, self.diags)
+            if len(self.diags) > before:
+                return None
+            data = {**data, **{k: entry.raw[k] for k in ("in", "tie") if k in entry.raw}}
         try:
             model = cls.model_validate(data)
         except ValidationError as exc:

@@ -13,7 +13,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import yaml
 
@@ -24,26 +24,51 @@ __all__ = ["DataPath", "Source", "parse_text", "read_source"]
 
 DataPath = tuple[str | int, ...]
 
-# The C parser with no implicit tag resolution: plain scalars are typed by `_plain_scalar`
-# (the YAML 1.2 core schema, so `no` and `on` stay strings), which is also much faster than
-# PyYAML's regex resolver on large specs.
-_Composer = getattr(yaml, "CBaseLoader", yaml.BaseLoader)
 _STR = "tag:yaml.org,2002:str"
+_SEQ = "tag:yaml.org,2002:seq"
+_MAP = "tag:yaml.org,2002:map"
+_PARSER = getattr(yaml, "CBaseLoader", yaml.BaseLoader)
+_DEFAULT_TAGS: dict[type[yaml.Node], str] = {yaml.ScalarNode: _STR, yaml.SequenceNode: _SEQ, yaml.MappingNode: _MAP}
+
+
+class _Composer(_PARSER):  # type: ignore[misc,valid-type]  # a base chosen at import
+    """The C parser with no implicit tag resolution: plain scalars are typed by `_plain_scalar`
+    (the YAML 1.2 core schema, so `no` and `on` stay strings), which is also much faster than
+    PyYAML's regex resolver on large specs.
+
+    The composer calls the resolver for every node: `resolve` for the tag of one written without
+    one (or with the non-specific ``!``), and the path hooks around it. `BaseResolver` has no
+    implicit or path resolvers, so its answer is always the standard tag of the node's kind;
+    answering that directly, with no-op hooks, makes those calls cheap. Nodes with an explicit tag
+    never reach `resolve`; `_Builder` checks every tag against `_ALLOWED_TAGS`.
+    """
+
+    def descend_resolver(self, current_node: yaml.Node | None, current_index: object) -> None:
+        pass
+
+    def ascend_resolver(self) -> None:
+        pass
+
+    def resolve(self, kind: type[yaml.Node], value: object, implicit: object) -> str:
+        return _DEFAULT_TAGS[kind]
+
+
 _ALLOWED_TAGS = {_STR, "tag:yaml.org,2002:int", "tag:yaml.org,2002:float", "tag:yaml.org,2002:bool",
-                 "tag:yaml.org,2002:null", "tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"}
+                 "tag:yaml.org,2002:null", _MAP, _SEQ}
 _INT = re.compile(r"^[-+]?([0-9][0-9_]*|0x[0-9a-fA-F][0-9a-fA-F_]*|0o[0-7][0-7_]*)$")
 _FLOAT = re.compile(r"^[-+]?(\.[0-9]+|[0-9][0-9_]*(\.[0-9_]*)?)([eE][-+]?[0-9]+)?$")
 _SPECIAL_FLOATS = {".inf": math.inf, "+.inf": math.inf, "-.inf": -math.inf, ".nan": math.nan}
+_WORDS: dict[str, bool | None] = {"": None, "~": None, "null": None, "Null": None, "NULL": None, "true": True, "True": True,
+                                  "TRUE": True, "false": False, "False": False, "FALSE": False}
+"""Plain scalars that are null or a boolean."""
 
 
 def _plain_scalar(text: str) -> Any:
     """Type a plain (unquoted) scalar by the YAML 1.2 core schema."""
-    if text in ("", "~", "null", "Null", "NULL"):
-        return None
-    if text in ("true", "True", "TRUE"):
-        return True
-    if text in ("false", "False", "FALSE"):
-        return False
+    if text in _WORDS:
+        return _WORDS[text]
+    if text.isdigit() and text.isascii():  # the common number: a plain decimal integer
+        return int(text)
     first = text[0]
     if first.isdigit() or first in "+-.":
         if _INT.match(text):
@@ -83,7 +108,7 @@ def read_source(path: str | Path, limits: Limits = DEFAULT_LIMITS) -> tuple[Any,
     p = Path(path)
     try:
         with p.open("rb") as f:  # one byte past the limit at most: /dev/zero or a pipe has no size to check first
-            raw = f.read(limits.max_file_bytes + 1)
+            raw = _read_at_most(f, limits.max_file_bytes + 1)
     except OSError as exc:
         raise SpecError.single("io", f"cannot read file: {exc.strerror or exc}", SourcePos(name)) from None
     if len(raw) > limits.max_file_bytes:
@@ -91,6 +116,23 @@ def read_source(path: str | Path, limits: Limits = DEFAULT_LIMITS) -> tuple[Any,
                                SourcePos(name), hints=("raise it with --limit max_file_bytes=N",))
     text = _decode(raw, name)
     return parse_text(text, name, json_only=p.suffix.lower() == ".json", limits=limits)
+
+
+_CHUNK = 2**16
+
+
+def _read_at_most(f: BinaryIO, size: int) -> bytes:
+    """Up to `size` bytes of `f`, read in chunks: `f.read(size)` would allocate all of `size` (16 MiB by
+    default) first, which takes longer than parsing a small spec."""
+    chunks = []
+    while size > 0:
+        want = min(size, _CHUNK)
+        chunk = f.read(want)
+        chunks.append(chunk)
+        size -= len(chunk)
+        if len(chunk) < want:  # a buffered read returns less only at the end of the file
+            break
+    return b"".join(chunks)
 
 
 _WIDE_BOMS = ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"), (b"\xff\xfe", "UTF-16"),
@@ -147,7 +189,8 @@ def parse_text(text: str, file: str = "<spec>", *, json_only: bool = False,
     if root is None:
         raise SpecError.single("empty", "the spec is empty", SourcePos(file, 1, 1))
     builder = _Builder(file, limits)
-    expanded = _expanded_size(root, {}, 0, limits.max_depth, file)
+    # Only an anchor (`&name`) lets an alias reach a node twice; without one no node needs remembering.
+    expanded = _expanded_size(root, {} if "&" in text else None, 0, limits.max_depth, file)
     if expanded > limits.max_items:
         raise SpecError.single(
             "limit", f"the spec expands to {expanded:,} values, more than {limits.max_items:,} "
@@ -177,7 +220,7 @@ def _count_values(text: str, file: str, limits: Limits) -> None:
 
 def _offset_pos(text: str, offset: int, file: str) -> SourcePos:
     """The line and column of a parser's offset, which the C parser counts in UTF-8 bytes."""
-    if _Composer is yaml.BaseLoader:  # the pure-Python parser counts characters
+    if _PARSER is yaml.BaseLoader:  # the pure-Python parser counts characters
         before = text[:offset]
     else:
         before = text.encode("utf-8")[:offset].decode("utf-8", "replace")
@@ -205,21 +248,35 @@ def _check_json(text: str, file: str) -> None:
         raise SpecError.single("limit", "nesting too deep to parse", SourcePos(file)) from None
 
 
-def _expanded_size(node: yaml.Node, memo: dict[int, int], depth: int, max_depth: int, file: str) -> int:
-    """How many values `node` becomes once every alias is expanded, without expanding any."""
-    known = memo.get(id(node))
-    if known is not None:
-        return known
+def _expanded_size(node: yaml.Node, memo: dict[int, int] | None, depth: int, max_depth: int, file: str) -> int:
+    """How many values `node` becomes once every alias is expanded, without expanding any.
+
+    `memo` holds the size of each node counted so far, which an alias may reach again. Without
+    anchors (None) every node is reached once, and a scalar within the depth limit counts one
+    without a call.
+    """
+    if memo is not None:
+        known = memo.get(id(node))
+        if known is not None:
+            return known
     if depth > max_depth:
         raise SpecError.single("limit", f"nesting deeper than {max_depth} levels",
                                SourcePos(file, node.start_mark.line + 1, node.start_mark.column + 1))
     if isinstance(node, yaml.MappingNode):
-        size = 1 + sum(_expanded_size(v, memo, depth + 1, max_depth, file) for _, v in node.value)
+        children = [v for _, v in node.value]
     elif isinstance(node, yaml.SequenceNode):
-        size = 1 + sum(_expanded_size(v, memo, depth + 1, max_depth, file) for v in node.value)
+        children = node.value
     else:
-        size = 1
-    memo[id(node)] = size
+        children = []
+    leaves = memo is None and depth < max_depth
+    size = 1
+    for child in children:
+        if leaves and isinstance(child, yaml.ScalarNode):
+            size += 1
+        else:
+            size += _expanded_size(child, memo, depth + 1, max_depth, file)
+    if memo is not None:
+        memo[id(node)] = size
     return size
 
 
@@ -249,8 +306,9 @@ class _Builder:
                 hints=("raise it with --limit max_items=N",))
         if depth > self.limits.max_depth:
             raise SpecError.single("limit", f"nesting deeper than {self.limits.max_depth} levels", self._pos(node))
-        mark = node.start_mark
-        self.positions.setdefault(path, (mark.line + 1, mark.column + 1))
+        if path not in self.positions:  # a mapping's value is already placed at its key
+            mark = node.start_mark
+            self.positions[path] = (mark.line + 1, mark.column + 1)
         if node.tag not in _ALLOWED_TAGS:
             self.diagnostics.append(Diagnostic(
                 "yaml-tag", f"YAML tag '{node.tag}' is not allowed in a spec (no tag constructs objects)",
@@ -280,19 +338,23 @@ class _Builder:
                 self.diagnostics.append(Diagnostic("syntax", "mapping keys must be plain text", self._pos(key_node)))
                 continue
             key = key_node.value
+            sub = (*path, key)
             if key in out:
-                first = self.positions.get((*path, key))
+                first = self.positions.get(sub)
                 self.diagnostics.append(Diagnostic(
                     "duplicate-key", f"key '{key}' appears twice in the same mapping", self._pos(key_node),
                     hints=(f"first defined at line {first[0]}",) if first else ()))
                 continue
-            self.positions[(*path, key)] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
-            out[key] = self.build(value_node, (*path, key), depth + 1)
+            mark = key_node.start_mark
+            self.positions[sub] = (mark.line + 1, mark.column + 1)
+            out[key] = self.build(value_node, sub, depth + 1)
         return out
 
     def _entries(self, node: yaml.MappingNode, depth: int) -> list[tuple[yaml.Node, yaml.Node]]:
         """The mapping's key and value nodes, YAML merge keys (``<<: *base``, ``<<: [*a, *b]``) expanded:
         its own keys come first and win, then those of each merged mapping in turn."""
+        if all(key_node.value != "<<" for key_node, _ in node.value):
+            return node.value  # the common case: no merge key
         own: list[tuple[yaml.Node, yaml.Node]] = []
         merged: list[tuple[yaml.Node, yaml.Node]] = []
         for key_node, value_node in node.value:

@@ -125,16 +125,17 @@ class Spec(_Model):
 
     _source: Source = PrivateAttr(default_factory=Source)
     _resolved: dict[str, Any] = PrivateAttr(default_factory=dict)
-    _limits: Limits = PrivateAttr(default=DEFAULT_LIMITS)
+    _limits: Limits = PrivateAttr(default_factory=lambda: DEFAULT_LIMITS)  # a default is deep-copied per spec
 
     @property
     def source(self) -> Source:
-        return self._source
+        # Not `self._source`: pydantic finds a private attribute only after two AttributeErrors (microseconds).
+        return self.__pydantic_private__["_source"]  # type: ignore[no-any-return,index]
 
     @property
     def resolved_params(self) -> dict[str, Any]:
         """Params after overrides and ``${...}`` evaluation."""
-        return dict(self._resolved)
+        return dict(self.__pydantic_private__["_resolved"])  # type: ignore[index]
 
 
 _MODEL_TYPE = re.compile(r"a valid dictionary or instance of \w+")

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .codegen import emit_python
-    from .emitter import LoweringError
     from .decoding import generate
+    from .emitter import LoweringError
     from .lowering import TABLE
     from .module import SpecModule, to_torch
     from .weights import WeightsError, load_weights, save_weights

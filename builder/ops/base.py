@@ -67,8 +67,10 @@ class Op(BaseModel):
     @classmethod
     def _no_flag_as_number(cls, value: Any, info: ValidationInfo) -> Any:
         # pydantic would read `out_features: true` as 1: a flag is accepted only where the op takes one.
+        if not isinstance(value, bool):  # the common case, before the (slow) model_fields lookup
+            return value
         field = cls.model_fields.get(info.field_name or "")
-        if isinstance(value, bool) and field is not None and not _takes(field.annotation, bool):
+        if field is not None and not _takes(field.annotation, bool):
             wanted = "a number" if _takes(field.annotation, int) or _takes(field.annotation, float) else "text"
             raise ValueError(f"expected {wanted}, got {str(value).lower()}")
         return value
@@ -177,15 +179,15 @@ def last_dim(t: TensorType, port: str, what: str = "feature size") -> int:
 
 def conv_len(size: sympy.Expr, k: int, s: int, p: int, d: int = 1, ceil: bool = False) -> sympy.Expr:
     """Output length of a convolution or pooling window: floor((L + 2p - d(k-1) - 1)/s) + 1."""
-    num = size + 2 * p - d * (k - 1) - 1
-    if num.is_Integer:
-        n = int(num)
+    if size.is_Integer:  # in plain integers: each sympy operation takes microseconds
+        n = int(size) + 2 * p - d * (k - 1) - 1
         out = (-(-n // s) if ceil else n // s) + 1
         if ceil and (out - 1) * s >= int(size) + p:
             out -= 1  # as PyTorch: the last window may not start in the right padding
         if n < 0 or out <= 0:
             raise ShapeError(f"window {k} (dilation {d}, padding {p}) does not fit an input of size {fmt_dim(size)}")
         return sympy.Integer(out)
+    num = size + 2 * p - d * (k - 1) - 1
     return (sympy.ceiling(num / s) if ceil else sympy.floor(num / s)) + 1
 
 
