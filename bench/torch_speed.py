@@ -91,6 +91,10 @@ class GPT(nn.Module):
         self.wte, self.wpe = nn.Embedding(vocab, d), nn.Embedding(n_ctx, d)
         self.h = nn.ModuleList(Block(d, heads) for _ in range(layers))
         self.ln_f = nn.LayerNorm(d)
+        self.apply(_paper_init)  # GPT-2's initialisation, as nanoGPT writes it (the spec's init:)
+        for name, p in self.named_parameters():
+            if name.endswith(("c_proj.weight", "attn_proj.weight")):
+                nn.init.normal_(p, 0.0, 0.02 / math.sqrt(2 * layers))
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         x = self.wte(tokens) + self.wpe(torch.arange(tokens.shape[1], device=tokens.device))
@@ -141,6 +145,22 @@ class Bert(nn.Module):
         self.pooler, self.mlm_transform, self.nsp = nn.Linear(d, d), nn.Linear(d, d), nn.Linear(d, 2)
         self.mlm_norm = nn.LayerNorm(d, eps=1e-12)
         self.mlm_bias = nn.Parameter(torch.zeros(vocab))
+        self.apply(_paper_init)  # BERT's initialisation, as Hugging Face writes it (the spec's init:)
+
+
+def _paper_init(module: nn.Module) -> None:
+    """N(0, 0.02) weights and zero biases, GPT-2's and BERT's initialisation (nanoGPT's and
+    Hugging Face's `_init_weights`), applied after construction as they apply it."""
+    if isinstance(module, nn.Linear):
+        nn.init.normal_(module.weight, 0.0, 0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.Embedding):
+        nn.init.normal_(module.weight, 0.0, 0.02)
+        if module.padding_idx is not None:
+            nn.init.zeros_(module.weight[module.padding_idx])
+    elif isinstance(module, nn.MultiheadAttention):
+        nn.init.normal_(module.in_proj_weight, 0.0, 0.02)
 
 
 # --- timing ----------------------------------------------------------------------------
@@ -214,7 +234,7 @@ def build_ratios(repeats: int) -> list[tuple[str, float, float]]:
     rows = []
     for name, hand in (("bert", Bert), ("gpt", GPT)):
         t_ours, t_hand = _median_pair(lambda n=name: to_torch(ROOT / "specs" / f"{n}.yaml"), hand, max(3, repeats // 5))
-        rows.append((f"build {name} (load + check + build vs constructor)", t_ours, t_hand))
+        rows.append((f"build {name} (load + check + build vs constructor + paper init)", t_ours, t_hand))
     t_ours, t_hand = _median_pair(lambda: to_torch(ROOT / "specs" / "lenet5.yaml"), LeNet5, repeats * 4)
     rows.append(("build lenet5 (load + check + build vs constructor)", t_ours, t_hand))
     return rows

@@ -20,7 +20,7 @@ from torch import fx
 
 from builder.tensor import fmt_dim
 
-from .emitter import Emitter, ModuleTree, init_calls
+from .emitter import Emitter, ModuleTree, init_calls, skips_default_init
 from .module import SpecSource, _graphs, lower
 
 __all__ = ["class_name", "emit_python"]
@@ -110,7 +110,7 @@ def _init_lines(tree: ModuleTree) -> list[str]:
                 made.add(prefix)
                 lines.append(_assign(prefix, "torch.nn.Module()"))
         made.add(path)
-        lines.append(_assign(path, ctor.source()))
+        lines.append(_assign(path, ctor.source(skips_default_init(ctor, tree.owners[path]))))
         for t in ctor.tensors:
             if t.buffer:
                 lines.append(f'        {_target(path)}.register_buffer("{t.name}", {t.source()}, persistent=False)')

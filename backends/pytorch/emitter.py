@@ -27,7 +27,8 @@ from builder.ops.layers import Embedding
 
 from .table import LoweringTable
 
-__all__ = ["Ctor", "Emitter", "LoweringError", "ModuleTree", "TensorInit", "init_calls", "sinusoid_table"]
+__all__ = ["Ctor", "Emitter", "LoweringError", "ModuleTree", "TensorInit", "init_calls", "sinusoid_table",
+           "skips_default_init"]
 
 RESERVED_NAMES = frozenset({"self", "torch", "inf", "nan", "NoneType", "device", "fx_pytree", "pytree"})
 """Names the generated code uses (`self`, globals): no forward argument or local variable may take them."""
@@ -135,11 +136,14 @@ class Ctor:
                 module.register_parameter(t.name, nn.Parameter(t.build()))
         return module
 
-    def source(self) -> str:
-        """The constructor call as source (containers: ``torch.nn.Module()``; see `tensor_lines`)."""
+    def source(self, skip_init: bool = False) -> str:
+        """The constructor call as source (containers: ``torch.nn.Module()``; see `tensor_lines`);
+        with `skip_init`, through ``torch.nn.utils.skip_init`` (no default initialisation)."""
         if not self.cls:
             return "torch.nn.Module()"
         parts = [repr(a) for a in self.args] + [f"{k}={v!r}" for k, v in self.kwargs]
+        if skip_init:
+            return f"torch.nn.utils.skip_init(torch.nn.{self.cls}, {', '.join(parts)})"
         return f"torch.nn.{self.cls}({', '.join(parts)})"
 
 
@@ -154,6 +158,38 @@ def init_calls(node: Node) -> list[tuple[str, str, dict[str, Any]]]:
         if pad is not None:
             calls.append((f"{name}[{pad}]", "zeros_", {}))
     return calls
+
+
+def _meta_if_spec_initialises_all(ctor: Ctor, node: Node) -> nn.Module | None:
+    """The node's submodule built on the meta device, when the spec initialises every one of its
+    tensors (so that PyTorch's default initialisation would be drawn only to be thrown away)."""
+    if not node.inits or not ctor.cls:
+        return None
+    with torch.device("meta"):
+        module = ctor.build()
+    names = {name for name, _ in module.named_parameters()}
+    if names and names <= set(node.inits) and not any(True for _ in module.buffers()):
+        return module
+    return None
+
+
+def skips_default_init(ctor: Ctor, node: Node) -> bool:
+    """Whether the node's submodule is built without PyTorch's default initialisation (its
+    `init:` covers every tensor): `to_torch` and the emitted source (``skip_init``) agree."""
+    return _meta_if_spec_initialises_all(ctor, node) is not None
+
+
+def _construct(ctor: Ctor, node: Node) -> nn.Module:
+    """Build a node's submodule, initialised as the spec says (see `skips_default_init`; for
+    GPT-2 small that saves a third of the build)."""
+    target = torch.get_default_device()
+    module = _meta_if_spec_initialises_all(ctor, node) if target.type != "meta" else None
+    if module is not None:
+        module.to_empty(device=target)
+    else:
+        module = ctor.build()
+    _initialise(module, node)
+    return module
 
 
 def _initialise(module: nn.Module, node: Node) -> None:
@@ -214,9 +250,7 @@ class ModuleTree:
         self.owners[path] = node
         if self.build:
             with torch.device(self.device) if self.device is not None else contextlib.nullcontext():
-                module = ctor.build()
-                _initialise(module, node)
-                _set_submodule(self.root, path, module)
+                _set_submodule(self.root, path, _construct(ctor, node))
         return path
 
     def locate(self, weight: str) -> tuple[str, str] | None:

@@ -19,7 +19,7 @@ class Transformer(torch.nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.src_embed = torch.nn.Embedding(37000, 512, padding_idx=None)
+        self.src_embed = torch.nn.utils.skip_init(torch.nn.Embedding, 37000, 512, padding_idx=None)
         torch.nn.init.normal_(self.src_embed.weight, mean=0.0, std=0.04419417382415922)
         self.src_pos = torch.nn.Module()
         self.src_pos.register_buffer("pe", torch.stack(((a := torch.arange(5000, dtype=torch.float32).unsqueeze(1) * torch.exp(torch.arange(0, 512, 2, dtype=torch.float32) * -0.017988946039015984)).sin(), a.cos()), dim=-1).flatten(1), persistent=False)
