@@ -115,6 +115,7 @@ class Emitter:
     _const_names: dict[Hashable, str] = field(default_factory=dict)
     _taken: set[str] = field(default_factory=set)
     _node_names: set[str] = field(default_factory=set)
+    _next: dict[tuple[int, str], int] = field(default_factory=dict)  # per name set and base: the next number to try
     current: Node | None = None
 
     @property
@@ -132,7 +133,7 @@ class Emitter:
         taken = self._taken if _names is None else _names
         name = f"{self.current.id}/{hint}"  # type: ignore[union-attr]
         if name in taken:
-            name = _numbered(name, taken)
+            name = self._numbered(name, taken)
         taken.add(name)
         return name
 
@@ -172,7 +173,7 @@ class Emitter:
         """Emit a one-output ONNX node and return its output name."""
         base = f"{self.current.id}/{op_type}"  # type: ignore[union-attr]  # the node's name, and its output's
         if output is None:
-            output = base if base not in self._taken else _numbered(base, self._taken)
+            output = base if base not in self._taken else self._numbered(base, self._taken)
             self._taken.add(output)
         self._emit(op_type, inputs, (output,), attrs, base)
         return output
@@ -183,9 +184,20 @@ class Emitter:
         names = self._node_names
         name = base or f"{self.current.id}/{op_type}"  # type: ignore[union-attr]
         if name in names:
-            name = _numbered(name, names)
+            name = self._numbered(name, names)
         names.add(name)
         self.nodes.append(OnnxNode(op_type, name, tuple(inputs), outputs, encode_attrs(attrs) if attrs else b""))
+
+    def _numbered(self, base: str, taken: set[str]) -> str:
+        """``<base>_<i>`` for the least i >= 1 not in `taken`. Names only ever join `taken`, so the
+        search resumes where the last one for `base` stopped (a node emitting twenty MatMuls
+        would otherwise try 1, 2, ... each time)."""
+        key = (id(taken), base)
+        i = self._next.get(key, 1)
+        while f"{base}_{i}" in taken:
+            i += 1
+        self._next[key] = i + 1
+        return f"{base}_{i}"
 
     # -- constants and weights -----------------------------------------------------------
 
@@ -256,12 +268,6 @@ class Emitter:
             self.current = None
 
 
-def _numbered(base: str, taken: set[str]) -> str:
-    """``<base>_<i>`` for the least i >= 1 not in `taken`."""
-    i = 1
-    while f"{base}_{i}" in taken:
-        i += 1
-    return f"{base}_{i}"
 
 
 def weight_dtype(node: Node) -> str:
