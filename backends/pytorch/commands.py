@@ -17,7 +17,7 @@ __all__ = ["build"]
 @click.option("--emit-python", "emit_python_to", type=click.Path(dir_okay=False), metavar="FILE",
               help="Write a standalone PyTorch module (one class, importing only torch) to FILE.")
 @click.option("--weights", "weights_to", type=click.Path(dir_okay=False), metavar="FILE.safetensors",
-              help="Save the module's initial weights (PyTorch's default initialisation) to FILE.")
+              help="Save the module's initial weights (the spec's init:, else PyTorch's defaults) to FILE.")
 @click.option("--seed", type=int, default=None, help="Seed torch's generator before initialising the weights.")
 @set_option
 @limit_option

@@ -3,7 +3,8 @@
 Each function receives the `Emitter` and the checked `Node`, creates at most one submodule
 (named by the node id, sized from the node's inferred input types) and emits fx nodes. It
 returns the node's outputs by port. Layers use torch.nn classes, so initialisation is
-PyTorch's default for the layer; ops without state emit torch functions or tensor methods.
+PyTorch's default for the layer unless the spec's `init:` says otherwise (see `emitter`);
+ops without state emit torch functions or tensor methods.
 """
 
 from __future__ import annotations

@@ -46,7 +46,8 @@ def to_torch(source: SpecSource | nx.MultiDiGraph, signature: str | None = None,
         device: where to create the weights (``"meta"`` allocates none).
 
     Returns:
-        A `SpecModule` (a `torch.fx.GraphModule`) with PyTorch's default initialisation.
+        A `SpecModule` (a `torch.fx.GraphModule`), initialised as the spec's `init:` says, else
+        as PyTorch initialises each layer.
         Built from the main graph of a spec, it also has one method per signature.
 
     Raises:
