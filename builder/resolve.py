@@ -81,13 +81,14 @@ class _Result:
     outputs: dict[str, TensorRef] = field(default_factory=dict)
 
 
-def _ref_names(value: Any) -> list[str]:
+def _refs(value: Any) -> list[tuple[str, tuple[str | int, ...]]]:
+    """The refs an `in:` value names, each with its place inside it (() for a lone ref)."""
     if isinstance(value, str):
-        return [value]
+        return [(value, ())]
     if isinstance(value, list):
-        return [v for v in value if isinstance(v, str)]
+        return [(v, (i,)) for i, v in enumerate(value) if isinstance(v, str)]
     if isinstance(value, dict):
-        return [v for v in value.values() if isinstance(v, str)]
+        return [(v, (k,)) for k, v in value.items() if isinstance(v, str)]
     return []
 
 
@@ -134,14 +135,14 @@ class _Expander:
         """Expand one body; returns its outputs (None where a failure upstream left one unknown)."""
         known = [*env, *entries]
         edges: list[tuple[str, str]] = []  # (producer, consumer) within this body
-        dangling: list[tuple[str, str]] = []
+        dangling: list[tuple[str, str, DataPath]] = []
         for nid, entry in entries.items():
-            for ref in _ref_names(entry.raw.get("in")):
+            for ref, where in _refs(entry.raw.get("in")):
                 name = ref.partition(".")[0]
                 if name in entries:
                     edges.append((name, nid))
                 elif name not in env:
-                    dangling.append((nid, ref))
+                    dangling.append((nid, ref, (*entry.in_path, *where)))
         roots = []
         for out, (ref, path) in outputs.items():
             name = ref.partition(".")[0]
@@ -151,9 +152,9 @@ class _Expander:
                 self.error("bad-output", f"output '{out}' names '{ref}', which is no node or input", path, None,
                            self.hint(name, known))
         needed = _with_ancestors(roots, edges)
-        for nid, ref in dangling:
+        for nid, ref, path in dangling:
             if nid in needed or entries[nid].warn_unused:  # a signature ignores main nodes it does not use
-                self.error("dangling-ref", f"'{ref}' names no node or input", entries[nid].in_path, prefix + nid,
+                self.error("dangling-ref", f"'{ref}' names no node or input", path, prefix + nid,
                            self.hint(ref.partition(".")[0], known))
         for nid, entry in entries.items():
             if nid not in needed and entry.warn_unused:
