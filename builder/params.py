@@ -45,6 +45,7 @@ def resolve_params(declared: Mapping[str, Any], overrides: Mapping[str, Any], ou
     resolved: dict[str, Any] = dict(outer)
     for key in declared:
         resolved.pop(key, None)
+    failed: set[str] = set()  # a param that uses one of these fails with it, reported once at the cause
     # Evaluate repeatedly: each pass resolves the params whose references are already known.
     while pending:
         progress = False
@@ -54,8 +55,11 @@ def resolve_params(declared: Mapping[str, Any], overrides: Mapping[str, Any], ou
             except ExprError as exc:
                 if exc.unknown is not None and exc.unknown in pending and exc.unknown != key:
                     continue  # depends on a param not evaluated yet
+                failed.add(key)
                 pos = override_pos if key in overrides and override_pos else source.pos((*base, key))
-                if exc.unknown == key:
+                if exc.unknown is not None and exc.unknown in failed:
+                    pass
+                elif exc.unknown == key:
                     diags.append(Diagnostic("bad-expr", f"param '{key}' refers to itself", pos, node))
                 else:
                     hints = did_you_mean(exc.unknown, [*resolved, *pending]) if exc.unknown else ()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from builder import SpecError, load_spec
 from builder.expr import ExprError, evaluate, substitute
 
 PARAMS = {"d_model": 512, "heads": 8, "p": 0.1}
@@ -34,3 +35,11 @@ def test_substitution_whole_and_embedded() -> None:
     assert substitute("head ${heads}x${d_model}", PARAMS) == "head 8x512"
     assert substitute(7, PARAMS) == 7
     assert substitute("plain", PARAMS) == "plain"
+
+
+def test_a_failed_param_is_reported_once_not_again_as_unknown_in_its_users() -> None:
+    spec = ("name: p\nparams: {a: '${1 // 0}', b: '${a * 2}', c: '${b + 1}'}\ninputs: {x: {shape: [batch, 4]}}\n"
+            "nodes:\n  l: {op: linear, in: x, out_features: '${c}'}\noutputs: {y: l}\n")
+    with pytest.raises(SpecError) as info:
+        load_spec(spec)
+    assert [d.message for d in info.value.diagnostics] == ["param 'a': division by zero"]
