@@ -55,15 +55,13 @@ def resolve_params(declared: Mapping[str, Any], overrides: Mapping[str, Any], ou
             except ExprError as exc:
                 if exc.unknown is not None and exc.unknown in pending and exc.unknown != key:
                     continue  # depends on a param not evaluated yet
-                failed.add(key)
                 pos = override_pos if key in overrides and override_pos else source.pos((*base, key))
-                if exc.unknown is not None and exc.unknown in failed:
-                    pass
-                elif exc.unknown == key:
+                if exc.unknown == key:
                     diags.append(Diagnostic("bad-expr", f"param '{key}' refers to itself", pos, node))
-                else:
+                elif exc.unknown not in failed:  # else it fails with a param reported already
                     hints = did_you_mean(exc.unknown, [*resolved, *pending]) if exc.unknown else ()
                     diags.append(Diagnostic("bad-expr", f"param '{key}': {exc}", pos, node, hints))
+                failed.add(key)
             del pending[key]
             progress = True
         if not progress:
