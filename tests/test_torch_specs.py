@@ -75,6 +75,7 @@ def test_every_node_has_its_inferred_shape(entry: tuple[str, str | None]) -> Non
     graphs, _ = check_spec(spec)
     model = small(name)
     module = model if sig is None else model.signature(sig)
+    module.graph.lint()  # the fx graph is well formed (to_torch leaves this check to the tests)
     by_id = {n.id: n for n in nodes(graphs[sig])}
     for i, dims in enumerate(DIMS):
         ShapeProp(module).propagate(*example_inputs(module, dims, seed=i))

@@ -309,8 +309,7 @@ class Emitter:
         outs = [self.values[ref] for ref in self.source.graph["outputs"].values()]
         self.fx.output(outs[0] if len(outs) == 1 else tuple(outs))
         self._drop_unused()
-        self.fx.lint()
-        return self.fx
+        return self.fx  # well formed by construction; the tests run fx's lint on every seed spec
 
     def _drop_unused(self) -> None:
         """Remove values nobody reads (the unused ports of multi-output ops); torch calls here are pure."""
