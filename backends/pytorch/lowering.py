@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import operator
+from collections.abc import Callable
 from functools import reduce
 from typing import TypeVar
 
@@ -182,31 +183,30 @@ def _conv2d(e: Emitter, n: Node) -> Outputs:
     return _conv(e, _args(n, Conv2d), "Conv2d")
 
 
-def _pool(e: Emitter, m: MaxPool1d | MaxPool2d | AvgPool1d | AvgPool2d, cls: str) -> Outputs:
+def _pool(e: Emitter, m: MaxPool1d | MaxPool2d | AvgPool1d | AvgPool2d, fn: Callable[..., torch.Tensor]) -> Outputs:
+    """A pooling window as the functional call (a layer without state needs no submodule)."""
     stride = m.kernel_size if m.stride is None else m.stride
-    extra = {"count_include_pad": True} if cls.startswith("Avg") else {}
-    ctor = Ctor.of(cls, m.kernel_size, stride=stride, padding=m.padding, ceil_mode=m.ceil_mode, **extra)
-    return {"y": e.call_module(ctor, e.x())}
+    return {"y": e.fn(fn, e.x(), m.kernel_size, stride, m.padding, ceil_mode=m.ceil_mode)}
 
 
 @TABLE.register("max_pool1d")
 def _max_pool1d(e: Emitter, n: Node) -> Outputs:
-    return _pool(e, _args(n, MaxPool1d), "MaxPool1d")
+    return _pool(e, _args(n, MaxPool1d), F.max_pool1d)
 
 
 @TABLE.register("max_pool2d")
 def _max_pool2d(e: Emitter, n: Node) -> Outputs:
-    return _pool(e, _args(n, MaxPool2d), "MaxPool2d")
+    return _pool(e, _args(n, MaxPool2d), F.max_pool2d)
 
 
 @TABLE.register("avg_pool1d")
 def _avg_pool1d(e: Emitter, n: Node) -> Outputs:
-    return _pool(e, _args(n, AvgPool1d), "AvgPool1d")
+    return _pool(e, _args(n, AvgPool1d), F.avg_pool1d)
 
 
 @TABLE.register("avg_pool2d")
 def _avg_pool2d(e: Emitter, n: Node) -> Outputs:
-    return _pool(e, _args(n, AvgPool2d), "AvgPool2d")
+    return _pool(e, _args(n, AvgPool2d), F.avg_pool2d)
 
 
 @TABLE.register("embedding")

@@ -17,9 +17,7 @@ class Lenet5(torch.nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.c1 = torch.nn.Conv2d(1, 6, 5, stride=1, padding=0, dilation=1, groups=1, bias=True)
-        self.s2 = torch.nn.AvgPool2d(2, stride=2, padding=0, ceil_mode=False, count_include_pad=True)
         self.c3 = torch.nn.Conv2d(6, 16, 5, stride=1, padding=0, dilation=1, groups=1, bias=True)
-        self.s4 = torch.nn.AvgPool2d(2, stride=2, padding=0, ceil_mode=False, count_include_pad=True)
         self.c5 = torch.nn.Conv2d(16, 120, 5, stride=1, padding=0, dilation=1, groups=1, bias=True)
         self.f6 = torch.nn.Linear(120, 84, bias=True)
         self.out = torch.nn.Linear(84, 10, bias=True)
@@ -28,10 +26,10 @@ class Lenet5(torch.nn.Module):
         """Returns logits."""
         c1 = self.c1(image)  # (batch, 6, 28, 28)
         a1 = torch.tanh(c1)
-        s2 = self.s2(a1)  # (batch, 6, 14, 14)
+        s2 = torch.nn.functional.avg_pool2d(a1, 2, 2, 0, ceil_mode=False)  # (batch, 6, 14, 14)
         c3 = self.c3(s2)  # (batch, 16, 10, 10)
         a3 = torch.tanh(c3)
-        s4 = self.s4(a3)  # (batch, 16, 5, 5)
+        s4 = torch.nn.functional.avg_pool2d(a3, 2, 2, 0, ceil_mode=False)  # (batch, 16, 5, 5)
         c5 = self.c5(s4)  # (batch, 120, 1, 1)
         a5 = torch.tanh(c5)
         flat = torch.flatten(a5, 1, -1)  # (batch, 120)
