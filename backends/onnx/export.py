@@ -126,7 +126,8 @@ def lower_graph(g: nx.MultiDiGraph, options: Options) -> Lowered:
     inverse = {spec: onnx_name for onnx_name, spec in renamed.items()}
     outputs = {inverse.get(name, name): name for name in g.graph["outputs"]}
     kept, used = _prune(e.nodes, set(outputs))
-    return Lowered(g, options, {r: v for r, v in values.items() if v in used or r.node in g.graph["inputs"]}, kept,
+    inputs = g.graph["inputs"]
+    return Lowered(g, options, {r: v for r, v in values.items() if v in used or r.node in inputs}, kept,
                    {k: v for k, v in e.consts.items() if k in used}, {k: v for k, v in e.weights.items() if k in used},
                    outputs)
 
@@ -143,10 +144,12 @@ def _prune(nodes: list[OnnxNode], outputs: set[str]) -> tuple[list[OnnxNode], se
     """
     used = set(outputs)
     kept = []
+    reads, isdisjoint = used.update, used.isdisjoint
     for node in reversed(nodes):  # consumers come after producers: every reader is seen first
-        if not used.isdisjoint(node.outputs):
-            used.update(node.inputs)
-            if node.op_type in OPTIONAL_OUTPUTS:
+        op_type, _, node_in, node_out, _ = node
+        if not isdisjoint(node_out):
+            reads(node_in)
+            if op_type in OPTIONAL_OUTPUTS:
                 outs = [o if o in used else "" for o in node.outputs]
                 while outs[-1] == "":
                     del outs[-1]

@@ -96,7 +96,7 @@ class Options:
     native_attention: bool = False
 
 
-@dataclass
+@dataclass(slots=True)  # slots: the hot path reads several fields per emitted node
 class Emitter:
     """Collects ONNX nodes, constants and weight uses while lowerings run, one graph node at a time.
 
@@ -115,8 +115,11 @@ class Emitter:
     _const_names: dict[Hashable, str] = field(default_factory=dict)
     _taken: set[str] = field(default_factory=set)
     _node_names: set[str] = field(default_factory=set)
-    _next: dict[tuple[int, str], int] = field(default_factory=dict)  # per name set and base: the next number to try
+    # per base name: the next number to try, for value names (_taken) and node names (_node_names)
+    _next_value: dict[str, int] = field(default_factory=dict)
+    _next_node: dict[str, int] = field(default_factory=dict)
     current: Node | None = None
+    _prefix: str = ""  # ``<current node id>/``, which every internal name and node name starts with
 
     @property
     def opset(self) -> int:
@@ -128,18 +131,18 @@ class Emitter:
         assert self.current is not None, "lowerings run inside Emitter.lower"
         return self.current
 
-    def fresh(self, hint: str, _names: set[str] | None = None) -> str:
+    def fresh(self, hint: str) -> str:
         """A new internal value name ``<node id>/<hint>`` (numbered when taken)."""
-        taken = self._taken if _names is None else _names
-        name = f"{self.current.id}/{hint}"  # type: ignore[union-attr]
+        name = self._prefix + hint
+        taken = self._taken
         if name in taken:
-            name = self._numbered(name, taken)
+            name = _numbered(name, taken, self._next_value)
         taken.add(name)
         return name
 
     def input(self, port: str) -> str:
         """The value name of the tensor bound to `port` of the current node."""
-        return self.values[self._node().bindings[port]]
+        return self.values[self.current.bindings[port]]  # type: ignore[union-attr]  # (not _node(): hot)
 
     def has(self, port: str) -> bool:
         return port in self._node().bindings
@@ -147,7 +150,7 @@ class Emitter:
     def output(self, port: str = "y") -> str:
         """The value name the current node's output `port` must be written to."""
         # a TensorRef hashes and compares as its plain tuple, which is several times cheaper to make
-        return self.values[(self._node().id, port)]  # type: ignore[index]
+        return self.values[(self.current.id, port)]  # type: ignore[index,union-attr]
 
     def model(self, cls: type[M]) -> M:
         """The current node's validated arguments, typed as the op's model class."""
@@ -171,33 +174,28 @@ class Emitter:
 
     def op1(self, op_type: str, inputs: Sequence[str], output: str | None = None, **attrs: Any) -> str:
         """Emit a one-output ONNX node and return its output name."""
-        base = f"{self.current.id}/{op_type}"  # type: ignore[union-attr]  # the node's name, and its output's
+        # _emit inlined: this is the hot path of every lowering, and most nodes have one output
+        base = self._prefix + op_type  # the node's name, and its output's
         if output is None:
-            output = base if base not in self._taken else self._numbered(base, self._taken)
-            self._taken.add(output)
-        self._emit(op_type, inputs, (output,), attrs, base)
+            taken = self._taken
+            output = _numbered(base, taken, self._next_value) if base in taken else base
+            taken.add(output)
+        names = self._node_names
+        name = _numbered(base, names, self._next_node) if base in names else base
+        names.add(name)
+        self.nodes.append(_new_node(OnnxNode, (op_type, name, tuple(inputs), (output,),
+                                               encode_attrs(attrs) if attrs else b"")))
         return output
 
-    def _emit(self, op_type: str, inputs: Sequence[str], outputs: tuple[str, ...], attrs: dict[str, Any],
-              base: str | None = None) -> None:
-        # the hot path of every lowering: one record of tuples and strings, no proto (see OnnxNode)
+    def _emit(self, op_type: str, inputs: Sequence[str], outputs: tuple[str, ...], attrs: dict[str, Any]) -> None:
+        # one record of tuples and strings, no proto (see OnnxNode); op1 has its own copy of this
         names = self._node_names
-        name = base or f"{self.current.id}/{op_type}"  # type: ignore[union-attr]
+        name = self._prefix + op_type
         if name in names:
-            name = self._numbered(name, names)
+            name = _numbered(name, names, self._next_node)
         names.add(name)
-        self.nodes.append(OnnxNode(op_type, name, tuple(inputs), outputs, encode_attrs(attrs) if attrs else b""))
-
-    def _numbered(self, base: str, taken: set[str]) -> str:
-        """``<base>_<i>`` for the least i >= 1 not in `taken`. Names only ever join `taken`, so the
-        search resumes where the last one for `base` stopped (a node emitting twenty MatMuls
-        would otherwise try 1, 2, ... each time)."""
-        key = (id(taken), base)
-        i = self._next.get(key, 1)
-        while f"{base}_{i}" in taken:
-            i += 1
-        self._next[key] = i + 1
-        return f"{base}_{i}"
+        self.nodes.append(_new_node(OnnxNode, (op_type, name, tuple(inputs), outputs,
+                                               encode_attrs(attrs) if attrs else b"")))
 
     # -- constants and weights -----------------------------------------------------------
 
@@ -236,13 +234,14 @@ class Emitter:
         A signature that leaves out a tied weight's owner holds it on a stand-in node
         (``graph["aliases"]``); the initializer still takes the owner's name, the state_dict key.
         """
-        node = self._node()
-        owner_id, owner_weight = node.ties.get(name, (node.id, name))
-        owner = self.owners[owner_id]
+        node: Node = self.current  # type: ignore[assignment]  # (not _node(): hot)
+        tie = node.ties.get(name)
+        owner_id, owner_weight = (node.id, name) if tie is None else tie
         holder = f"{owner_id}.{owner_weight}"
         key = self.aliases.get(holder, holder)
         use = self.weights.get(key)
         if use is None or (use.init is None and owner_id == node.id):
+            owner = self.owners[owner_id]
             self.weights[key] = WeightUse(key, owner_id, owner_weight, tuple(owner.weights[owner_weight]),
                                           weight_dtype(owner), init if owner_id == node.id else None,
                                           holder if holder != key else None)
@@ -259,6 +258,7 @@ class Emitter:
     def lower(self, node: Node, fn: Lowering) -> None:
         """Run one lowering with `node` as the current node; errors gain the node's id."""
         self.current = node
+        self._prefix = f"{node.id}/"
         try:
             fn(self, node)
         except Exception as exc:
@@ -266,8 +266,22 @@ class Emitter:
             raise
         finally:
             self.current = None
+            self._prefix = ""
 
 
+
+
+def _numbered(base: str, taken: set[str], nexts: dict[str, int]) -> str:
+    """``<base>_<i>`` for the least i >= 1 not in `taken`. Names only ever join `taken`, so the
+    search resumes where the last one for `base` stopped (`nexts`, kept per name set: a node
+    emitting twenty MatMuls would otherwise try 1, 2, ... each time)."""
+    i = nexts.get(base, 1)
+    name = f"{base}_{i}"
+    while name in taken:
+        i += 1
+        name = f"{base}_{i}"
+    nexts[base] = i + 1
+    return name
 
 
 def weight_dtype(node: Node) -> str:
@@ -305,6 +319,8 @@ class OnnxNode(NamedTuple):
         node.MergeFromString(self.attrs)
         return node
 
+
+_new_node = tuple.__new__  # OnnxNode's own __new__ is a Python function: a frame per node
 
 _ATTRS: dict[Hashable, bytes] = {}
 
