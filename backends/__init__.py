@@ -6,7 +6,7 @@ only when their back end is used.
 
 from __future__ import annotations
 
-from typing import Any
+from ._lazy import lazy_exports
 
 __all__ = [
     "emit_python", "export_onnx", "generate", "generate_onnx", "load_weights", "run_onnx", "save_weights",
@@ -27,10 +27,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'backends' has no attribute '{name}'")
-    import importlib
-
-    return getattr(importlib.import_module(module), name)
+__getattr__ = lazy_exports(__name__, _LAZY)

@@ -14,8 +14,9 @@ of a name below, so that `nnspec export` refuses a bad spec without paying for t
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from backends._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from .export import lower_graph, to_onnx
@@ -32,17 +33,11 @@ __all__ = [
 ]
 
 _HOME = {
-    "lower_graph": "export", "to_onnx": "export", "generate_onnx": "generate", "EMITTED_OPS": "lowering",
-    "LOWERINGS": "lowering", "MIN_OPSET": "opsets", "OpsetError": "opsets", "default_opset": "opsets",
-    "InputError": "runtime", "random_inputs": "runtime", "run_onnx": "runtime", "session": "runtime",
-    "WeightError": "weights", "export_onnx": "writer", "save_onnx": "writer",
+    "lower_graph": ".export", "to_onnx": ".export", "generate_onnx": ".generate", "EMITTED_OPS": ".lowering",
+    "LOWERINGS": ".lowering", "MIN_OPSET": ".opsets", "OpsetError": ".opsets", "default_opset": ".opsets",
+    "InputError": ".runtime", "random_inputs": ".runtime", "run_onnx": ".runtime", "session": ".runtime",
+    "WeightError": ".weights", "export_onnx": ".writer", "save_onnx": ".writer",
 }
 
 
-def __getattr__(name: str) -> Any:
-    home = _HOME.get(name)
-    if home is None:
-        raise AttributeError(f"module 'backends.onnx' has no attribute '{name}'")
-    value = getattr(importlib.import_module(f".{home}", __name__), name)
-    globals()[name] = value  # once: later reads skip this hook
-    return value
+__getattr__ = lazy_exports(__name__, _HOME)

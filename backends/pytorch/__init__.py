@@ -13,8 +13,9 @@ refuses a bad one) before paying for the import.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from backends._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from .codegen import emit_python
@@ -30,16 +31,10 @@ __all__ = [
 ]
 
 _HOME = {
-    "TABLE": "lowering", "LoweringError": "emitter", "SpecModule": "module", "WeightsError": "weights",
-    "emit_python": "codegen", "generate": "decoding", "load_weights": "weights", "save_weights": "weights",
-    "to_torch": "module",
+    "TABLE": ".lowering", "LoweringError": ".emitter", "SpecModule": ".module", "WeightsError": ".weights",
+    "emit_python": ".codegen", "generate": ".decoding", "load_weights": ".weights", "save_weights": ".weights",
+    "to_torch": ".module",
 }
 
 
-def __getattr__(name: str) -> Any:
-    home = _HOME.get(name)
-    if home is None:
-        raise AttributeError(f"module 'backends.pytorch' has no attribute '{name}'")
-    value = getattr(importlib.import_module(f".{home}", __name__), name)
-    globals()[name] = value  # once: later reads skip this hook
-    return value
+__getattr__ = lazy_exports(__name__, _HOME)
