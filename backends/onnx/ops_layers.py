@@ -100,8 +100,7 @@ def lower_pool(e: Emitter, node: Node) -> None:
 @LOWERINGS.register("embedding")
 def lower_embedding(e: Emitter, node: Node) -> None:
     m = e.model(Embedding)
-    zero = None if m.padding_idx is None else m.padding_idx % m.num_embeddings
-    weight = e.weight("weight", Init.normal(1.0, zero_row=zero))
+    weight = e.weight("weight", Init.normal(1.0, zero_row=m.zero_rows().get("weight")))
     e.op1("Gather", [weight, e.input("x")], e.output(), axis=0)
 
 

@@ -18,7 +18,6 @@ import numpy as np
 from builder import Node
 from builder.errors import did_you_mean
 from builder.initialisers import Distribution, distribution
-from builder.ops.layers import Embedding
 
 from .dtypes import np_dtype
 
@@ -94,9 +93,9 @@ def initialise(use: WeightUse, seed: int = 0, node: Node | None = None) -> np.nd
         asked = node.inits[use.weight]
         rng = np.random.default_rng([seed, zlib.crc32(use.name.encode())])
         out = _draw(distribution(asked, use.shape), use.shape, rng)
-        pad = node.model.padding_idx if isinstance(node.model, Embedding) and use.weight == "weight" else None
-        if pad is not None:  # nn.Embedding's padding row stays zero
-            out[pad] = 0
+        row = node.model.zero_rows().get(use.weight) if node.model is not None else None
+        if row is not None:  # an embedding's padding row stays zero
+            out[row] = 0
         return out.astype(np_dtype(use.dtype), copy=False)
     init = use.init
     if not isinstance(init, Init):  # pragma: no cover - a lowering that forgot to say

@@ -116,9 +116,10 @@ def _init_lines(tree: ModuleTree) -> list[str]:
                 lines.append(f'        {_target(path)}.register_buffer("{t.name}", {t.source()}, persistent=False)')
             else:
                 lines.append(f'        {_target(path)}.register_parameter("{t.name}", torch.nn.Parameter({t.source()}))')
-        for weight, fn, kwargs in init_calls(tree.owners[path]):
-            args = "".join(f", {k}={v!r}" for k, v in kwargs.items())
-            lines.append(f"        torch.nn.init.{fn}({_target(path)}.{weight}{args})")
+        for call in init_calls(tree.owners[path]):
+            row = "" if call.row is None else f"[{call.row}]"
+            args = "".join(f", {k}={v!r}" for k, v in call.kwargs.items())
+            lines.append(f"        torch.nn.init.{call.fn}({_target(path)}.{call.weight}{row}{args})")
     return lines
 
 

@@ -15,7 +15,7 @@ import math
 import operator
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import networkx as nx
 import sympy
@@ -23,11 +23,10 @@ import torch
 from torch import fx, nn
 
 from builder import INPUT, Node, TensorRef, TensorType, nodes
-from builder.ops.layers import Embedding
 
 from .table import LoweringTable
 
-__all__ = ["Ctor", "Emitter", "LoweringError", "ModuleTree", "TensorInit", "init_calls", "sinusoid_table",
+__all__ = ["Ctor", "Emitter", "InitCall", "LoweringError", "ModuleTree", "TensorInit", "init_calls", "sinusoid_table",
            "skips_default_init"]
 
 RESERVED_NAMES = frozenset({"self", "torch", "inf", "nan", "NoneType", "device", "fx_pytree", "pytree"})
@@ -147,16 +146,25 @@ class Ctor:
         return f"torch.nn.{self.cls}({', '.join(parts)})"
 
 
-def init_calls(node: Node) -> list[tuple[str, str, dict[str, Any]]]:
-    """The torch.nn.init calls that the spec's `init:` asks for on a node's weights, in order:
-    ``(weight, function, kwargs)``, the weight possibly indexed (an embedding's padding row,
-    which stays zero as nn.Embedding keeps it)."""
-    calls: list[tuple[str, str, dict[str, Any]]] = []
+class InitCall(NamedTuple):
+    """One torch.nn.init call on a node's weight, or on one row of it."""
+
+    weight: str
+    row: int | None
+    fn: str
+    kwargs: dict[str, Any]
+
+
+def init_calls(node: Node) -> list[InitCall]:
+    """The torch.nn.init calls that the spec's `init:` asks for on a node's weights, in order;
+    rows the op keeps zero (an embedding's padding row) are zeroed again afterwards."""
+    assert node.model is not None
+    zero_rows = node.model.zero_rows()
+    calls = []
     for name, init in node.inits.items():
-        calls.append((name, f"{init.fn}_", init.kwargs))
-        pad = node.model.padding_idx if isinstance(node.model, Embedding) and name == "weight" else None
-        if pad is not None:
-            calls.append((f"{name}[{pad}]", "zeros_", {}))
+        calls.append(InitCall(name, None, f"{init.fn}_", init.kwargs))
+        if name in zero_rows:
+            calls.append(InitCall(name, zero_rows[name], "zeros_", {}))
     return calls
 
 
@@ -193,12 +201,11 @@ def _construct(ctor: Ctor, node: Node) -> nn.Module:
 
 
 def _initialise(module: nn.Module, node: Node) -> None:
-    for target, fn, kwargs in init_calls(node):
-        name, _, row = target.partition("[")
-        tensor = module.get_parameter(name)
+    for call in init_calls(node):
+        tensor = module.get_parameter(call.weight)
         if tensor.is_meta:  # no storage to fill
             continue
-        getattr(nn.init, fn)(tensor[int(row.rstrip("]"))] if row else tensor, **kwargs)
+        getattr(nn.init, call.fn)(tensor if call.row is None else tensor[call.row], **call.kwargs)
 
 
 def _set_submodule(root: nn.Module, path: str, module: nn.Module) -> None:

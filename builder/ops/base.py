@@ -116,6 +116,10 @@ class Op(BaseModel):
         """Key arguments in a few characters, for diagrams (``6@5x5``, ``→ 84``)."""
         return ""
 
+    def zero_rows(self) -> dict[str, int]:
+        """Weight rows that stay zero however the weight is initialised, by weight name."""
+        return {}
+
     def tied(self) -> dict[str, str]:
         """Tied weights: own weight name to ``node.weight`` of the node that owns it."""
         if self.tie is None:

@@ -237,6 +237,10 @@ class Embedding(Op):
     def weights(self, ins: dict[str, TensorType]) -> WeightShapes:
         return {"weight": (self.num_embeddings, self.embedding_dim)}
 
+    def zero_rows(self) -> dict[str, int]:
+        """The padding row, which nn.Embedding keeps zero."""
+        return {} if self.padding_idx is None else {"weight": self.padding_idx % self.num_embeddings}
+
     def label(self) -> str:
         return f"{self.num_embeddings}→{self.embedding_dim}"
 
