@@ -271,7 +271,7 @@ def _resolve_inits(spec: Spec, owners: dict[str, Node], g: nx.MultiDiGraph, diag
         if inits:
             owners[node.id] = replace(node, inits=inits)
             g.nodes[node.id]["node"] = owners[node.id]
-    ops = {n.op: n for n in owners.values()}
+    ops = {n.op for n in owners.values()}
     for op, defaults in spec.init.items():
         for name in defaults:
             if (op, name) in used or op not in ops:
