@@ -15,8 +15,9 @@ builds that entry point alone, with the subset of the state_dict it needs.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple, cast
+from typing import Any, cast
 
 import networkx as nx
 import torch
@@ -245,8 +246,10 @@ def _signature_method(name: str) -> Callable[..., Any]:
     return method
 
 
-class _Value(NamedTuple):
-    """A reference to an earlier fx node, by name, in a pickled graph."""
+@dataclass(frozen=True)
+class _Value:
+    """A reference to an earlier fx node, by name, in a pickled graph (not a tuple, so that fx's
+    map_aggregate does not walk into it)."""
 
     name: str
 
@@ -264,17 +267,12 @@ def _graph_state(graph: fx.Graph) -> GraphState:
 
 
 def _graph_from_state(state: GraphState) -> fx.Graph:
+    """The fx graph that `_graph_state` wrote, node for node."""
     graph = fx.Graph()
     made: dict[str, fx.Node] = {}
 
     def value(arg: Any) -> Any:
-        if isinstance(arg, _Value):
-            return made[arg.name]
-        if isinstance(arg, tuple | list):
-            return type(arg)(value(a) for a in arg)
-        if isinstance(arg, dict):
-            return {k: value(v) for k, v in arg.items()}
-        return arg
+        return fx.node.map_aggregate(arg, lambda a: made[a.name] if isinstance(a, _Value) else a)
 
     for op, name, target, args, kwargs, type_expr, meta in state:
         node = graph.create_node(op, target, value(args), value(kwargs), name, type_expr)
