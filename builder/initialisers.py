@@ -142,9 +142,7 @@ def _check(fn: str, args: dict[str, Arg]) -> None:
 
 def fans(shape: tuple[int, ...]) -> tuple[int, int]:
     """(fan_in, fan_out) as torch.nn.init computes them: dims 1 and 0 times the receptive field."""
-    receptive = 1
-    for d in shape[2:]:
-        receptive *= d
+    receptive = math.prod(shape[2:])
     return shape[1] * receptive, shape[0] * receptive
 
 
