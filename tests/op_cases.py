@@ -128,6 +128,11 @@ CASES: list[OpCase] = [
     OpCase("mha_cross_mask", "multi_head_attention", {"num_heads": 2},
            {"query": _x("B", "T", 6), "key": _x("B", "S", 6), "value": _x("B", "S", 6),
             "key_padding_mask": _x("B", "S", dtype=BOOL)}, {"y": ["B", "T", 6]}),
+    # convolution, resampling and pooling beyond the seed set
+    # activations beyond the seed set
+    # normalisation beyond batch and layer norm
+    # elementwise arithmetic and reductions
+    # tensor construction and indexing
 ]
 
 

@@ -201,6 +201,11 @@ def reference(m: Op, x: dict[str, Any], w: dict[str, Any]) -> dict[str, Any]:
         causal = torch.ones(q.shape[1], k.shape[1], dtype=torch.bool).triu(1) if a.causal else None
         y, _ = mod(q, k, v, key_padding_mask=x.get("key_padding_mask"), attn_mask=causal, need_weights=False)
         return {"y": y}
+    # convolution, resampling and pooling beyond the seed set
+    # activations beyond the seed set
+    # normalisation beyond batch and layer norm
+    # elementwise arithmetic and reductions
+    # tensor construction and indexing
     raise AssertionError(f"no reference for op '{op}'")
 
 

@@ -246,6 +246,11 @@ REFERENCES: dict[str, Ref] = {
     "gru": _recurrent_ref(torch.nn.GRU),
     "attention": _attention_ref,
     "multi_head_attention": _mha_ref,
+    # convolution, resampling and pooling beyond the seed set
+    # activations beyond the seed set
+    # normalisation beyond batch and layer norm
+    # elementwise arithmetic and reductions
+    # tensor construction and indexing
 }
 
 

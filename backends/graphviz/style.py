@@ -56,6 +56,11 @@ SHAPES: dict[str, str] = {
     "concat": _MERGE, "split": _FORK,
     "reshape": _BOX, "flatten": _BOX, "transpose": _BOX, "permute": _BOX,
     "slice": _BOX, "select": _BOX, "mean": _BOX,
+    # convolution, resampling and pooling beyond the seed set
+    # activations beyond the seed set
+    # normalisation beyond batch and layer norm
+    # elementwise arithmetic and reductions
+    # tensor construction and indexing
 }
 """The node shape of each op (the diagram's lowering table, keyed like `builder.OPS`)."""
 

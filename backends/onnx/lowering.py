@@ -6,12 +6,13 @@ The table lives in `backends.onnx.table`; the ``ops_*`` modules register into it
 
 from __future__ import annotations
 
-from . import ops_attention, ops_layers, ops_recurrent, ops_tensor
+from . import ops_attention, ops_elementwise, ops_layers, ops_nonlinear, ops_recurrent, ops_spatial, ops_tensor
 from .table import LOWERINGS, Emitter, Lowering, Options
 
 __all__ = ["EMITTED_OPS", "LOWERINGS", "Emitter", "Lowering", "Options"]
 
-_ = (ops_attention, ops_layers, ops_recurrent, ops_tensor)  # imported for their registrations
+# imported for their registrations
+_ = (ops_attention, ops_elementwise, ops_layers, ops_nonlinear, ops_recurrent, ops_spatial, ops_tensor)
 
 EMITTED_OPS: frozenset[str] = frozenset({
     "Add", "AveragePool", "BatchNormalization", "Cast", "Concat", "Conv", "Cos", "Div", "Erf", "Flatten", "GRU",

@@ -431,3 +431,9 @@ def _multi_head_attention(e: Emitter, n: Node) -> Outputs:
     y = e.fn(F.scaled_dot_product_attention, q, k, v, **kwargs)  # (batch, heads, Lq, E/heads)
     y = e.method("flatten", e.method("transpose", y, 1, 2), 2)  # (batch, Lq, E)
     return {"y": e.fn(F.linear, y, w_out, b_out)}
+
+
+# The other op families register into TABLE from their own modules (imported last: they need TABLE).
+from . import ops_elementwise, ops_nonlinear, ops_spatial  # noqa: E402
+
+_ = (ops_elementwise, ops_nonlinear, ops_spatial)

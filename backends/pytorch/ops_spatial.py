@@ -1,0 +1,8 @@
+"""PyTorch lowerings of transposed and 3-D convolution, adaptive and 3-D pooling, resampling, padding."""
+
+from __future__ import annotations
+
+from .lowering import TABLE
+
+__all__: list[str] = []
+_ = TABLE
