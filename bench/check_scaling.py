@@ -3,7 +3,8 @@
 Run: .venv/bin/python bench/check_scaling.py
 Prints, per spec, the best of five runs of `load_spec` (parse + structure + params) and of
 `compile_graph` (expansion, wiring checks, symbolic shape inference): a generated chain of
-alternating linear/relu nodes (symbolic in batch) of 10 to 10,000 nodes, then seed specs.
+alternating linear/relu nodes (symbolic in batch) of 10 to 10,000 nodes, then every spec in
+specs/; then, for each spec with a layer-count param, the nodes one more layer adds.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def best_of(fn, repeat: int = 5) -> float:  # type: ignore[no-untyped-def]
 def main() -> None:
     print(f"{'spec':<14}{'nodes':>7}{'load ms':>10}{'check ms':>10}{'total ms':>10}{'µs/node':>9}")
     rows = [(f"chain{n}", _chain_file(n)) for n in (10, 100, 1000, 10000)]
-    rows += [(name, ROOT / "specs" / f"{name}.yaml") for name in ("lenet5", "transformer", "bert", "gpt")]
+    rows += [(path.stem, path) for path in sorted((ROOT / "specs").glob("*.yaml"))]
     for name, path in rows:
         load = best_of(lambda p=path: load_spec(p))
         spec = load_spec(path)
@@ -50,6 +51,18 @@ def main() -> None:
         size = len(compile_graph(spec))
         total = load + check
         print(f"{name:<14}{size:>7}{load * 1e3:>10.1f}{check * 1e3:>10.1f}{total * 1e3:>10.1f}{total / size * 1e6:>9.1f}")
+    print(f"\n{'spec':<14}{'param':>20}{'nodes per layer':>17}")
+    for path in sorted((ROOT / "specs").glob("*.yaml")):
+        params = load_spec(path).params
+        key = next((k for k in LAYER_PARAMS if k in params), None)
+        if key is not None:
+            one, two = (len(compile_graph(load_spec(path, overrides={key: n}))) for n in (1, 2))
+            if two > one:  # a layer count that is an op argument (a 2-layer LSTM) adds no nodes
+                print(f"{path.stem:<14}{key:>20}{two - one:>17}")
+
+
+LAYER_PARAMS = ("layers", "num_layers", "n_layer", "num_hidden_layers")
+"""Names a spec's layer-count param goes by (ours, and Hugging Face configs')."""
 
 
 def _chain_file(n: int) -> Path:
