@@ -1,8 +1,11 @@
 """`${...}` expressions: arithmetic over params, evaluated by an AST whitelist (never `eval`).
 
 Allowed: numbers, param names, ``+ - * / // % **``, unary ``- +``, comparisons, ``and/or/not``,
-``a if cond else b`` and the calls ``min max floor ceil abs int float round sqrt``.
-Anything else (attributes, subscripts, other calls, strings, lambdas) is refused.
+``a if cond else b`` and the calls ``min max floor ceil abs int float round sqrt``. The sizes of
+a tensor in scope (a block's inputs) are read as ``x.channels`` (dim 1), ``x.features`` (the
+last dim), ``x.rank`` and ``x.shape[i]``; a text param compares with ``==``/``!=`` to quoted
+text, and ``${name}`` alone is the param's value whatever its type. Anything else (other
+attributes and subscripts, other calls, text arithmetic, lambdas) is refused.
 """
 
 from __future__ import annotations
@@ -13,9 +16,10 @@ import math
 import operator
 import re
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["ExprError", "evaluate", "substitute"]
+__all__ = ["ExprError", "TensorSizes", "evaluate", "substitute"]
 
 Number = int | float | bool
 
@@ -46,6 +50,30 @@ _FUNCTIONS: dict[str, Callable[..., Any]] = {
     "min": min, "max": max, "floor": math.floor, "ceil": math.ceil, "abs": abs, "int": int,
     "float": float, "round": _round, "sqrt": math.sqrt,
 }
+
+
+@dataclass(frozen=True)
+class TensorSizes:
+    """The shape of a tensor that expressions may read: fixed sizes as ints, symbolic ones as anything else
+    (text, or a sympy expression: printed only in an error, since printing one takes long)."""
+
+    name: str
+    shape: tuple[object, ...]
+
+    def dim(self, index: int, what: str) -> int:
+        """The fixed size at `index`, or an error saying why there is none."""
+        if not -len(self.shape) <= index < len(self.shape):
+            raise ExprError(f"{what}: '{self.name}' has rank {len(self.shape)}, so no dim {index}")
+        size = self.shape[index]
+        if isinstance(size, bool) or not isinstance(size, int):
+            shown = f"{self.name}.shape[{index}]"
+            lead = shown if what == shown else f"{what} ({shown})"
+            raise ExprError(f"{lead} is the symbolic '{size}'; a fixed size is needed here")
+        return size
+
+
+SIZES = ("channels", "features", "rank", "shape")
+"""The sizes an expression reads from a tensor: ``x.channels``, ``x.features``, ``x.rank``, ``x.shape[i]``."""
 
 
 class ExprError(ValueError):
@@ -90,8 +118,17 @@ def substitute(value: Any, params: Mapping[str, Any], max_int_bits: int = 64) ->
         return value
     whole = _FULL.match(value)
     if whole and "${" not in whole.group(1):
-        return evaluate(whole.group(1), params, max_int_bits)
-    return _PART.sub(lambda m: str(evaluate(m.group(1), params, max_int_bits)), value)
+        return _value(whole.group(1), params, max_int_bits)
+    return _PART.sub(lambda m: str(_value(m.group(1), params, max_int_bits)), value)
+
+
+def _value(text: str, params: Mapping[str, Any], max_int_bits: int) -> Any:
+    """A lone param name is its value (text too: ``op: ${norm}``); anything else is evaluated as arithmetic."""
+    name = text.strip()
+    value = params.get(name) if name.isidentifier() else None
+    if isinstance(value, str):
+        return value
+    return evaluate(text, params, max_int_bits)
 
 
 class _Evaluator:
@@ -121,9 +158,16 @@ class _Evaluator:
             if node.id not in self.params:
                 raise ExprError(f"unknown param '{node.id}'", unknown=node.id)
             value = self.params[node.id]
+            if isinstance(value, TensorSizes):
+                raise ExprError(f"'{node.id}' is a tensor; read its sizes as {node.id}.channels, {node.id}.features, "
+                                f"{node.id}.rank or {node.id}.shape[i]")
             if not isinstance(value, int | float):
                 raise ExprError(f"param '{node.id}' is {type(value).__name__} {value!r}, not a number")
             return self._check(value)
+        if isinstance(node, ast.Attribute):
+            return self._size(node)
+        if isinstance(node, ast.Subscript):
+            return self._shape_item(node)
         if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
             left, right = self.visit(node.left), self.visit(node.right)
             if isinstance(node.op, ast.Pow) and isinstance(right, int | float) and abs(right) > 4096:
@@ -140,9 +184,10 @@ class _Evaluator:
             values = [self.visit(v) for v in node.values]
             return all(values) if isinstance(node.op, ast.And) else any(values)
         if isinstance(node, ast.Compare) and all(type(op) in _COMPARE for op in node.ops):
-            left = self.visit(node.left)
+            text_ok = all(isinstance(op, ast.Eq | ast.NotEq) for op in node.ops)
+            left = self._operand(node.left, text_ok)
             for op, comparator in zip(node.ops, node.comparators, strict=True):
-                right = self.visit(comparator)
+                right = self._operand(comparator, text_ok)
                 if not _COMPARE[type(op)](left, right):
                     return False
                 left = right
@@ -160,3 +205,40 @@ class _Evaluator:
                 raise ExprError(f"{node.func.id}(): {exc}") from None
             return self._check(value)
         raise ExprError(f"'{_shorten(ast.unparse(node))}' is not allowed in an expression (only arithmetic over params)")
+
+    def _operand(self, node: ast.expr, text_ok: bool) -> Any:
+        """A comparison operand: text (a quoted constant or a text param) where the comparison is ``==``/``!=``."""
+        if text_ok and isinstance(node, ast.Constant) and isinstance(node.value, str):
+            return node.value
+        if text_ok and isinstance(node, ast.Name) and isinstance(self.params.get(node.id), str):
+            return self.params[node.id]
+        return self.visit(node)
+
+    def _tensor(self, node: ast.expr, text: str) -> TensorSizes:
+        value = self.params.get(node.id) if isinstance(node, ast.Name) else None
+        if not isinstance(value, TensorSizes):
+            raise ExprError(f"'{_shorten(text)}' is not allowed in an expression (sizes are read from a tensor in "
+                            "scope: x.channels, x.features, x.rank, x.shape[i])")
+        return value
+
+    def _size(self, node: ast.Attribute) -> int:
+        text = ast.unparse(node)
+        tensor = self._tensor(node.value, text)
+        if node.attr not in SIZES:
+            raise ExprError(f"'{_shorten(text)}': a tensor has no size '{node.attr}' (known: {', '.join(SIZES)})")
+        if node.attr == "rank":
+            return len(tensor.shape)
+        if node.attr == "shape":
+            raise ExprError(f"'{_shorten(text)}' needs an index: {text}[0], {text}[-1]")
+        return tensor.dim(1 if node.attr == "channels" else -1, text)
+
+    def _shape_item(self, node: ast.Subscript) -> int:
+        text = ast.unparse(node)
+        value = node.value
+        if not (isinstance(value, ast.Attribute) and value.attr == "shape") or isinstance(node.slice, ast.Slice):
+            raise ExprError(f"'{_shorten(text)}' is not allowed in an expression (only x.shape[i] is indexed)")
+        tensor = self._tensor(value.value, text)
+        index = self.visit(node.slice)
+        if isinstance(index, bool) or not isinstance(index, int):
+            raise ExprError(f"'{_shorten(text)}': the index must be an integer, got {index!r}")
+        return tensor.dim(index, f"{tensor.name}.shape[{index}]")

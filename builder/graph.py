@@ -16,9 +16,9 @@ from .errors import Diagnostic, SourcePos, SpecError, did_you_mean
 from .initialisers import NEEDS_2D, Init, parse_init
 from .limits import Limits
 from .ops import Op
-from .resolve import Frame, Pending, TensorRef, expand
+from .resolve import Frame, TensorRef, expand
 from .spec import InputSpec, Spec
-from .tensor import ShapeError, TensorType
+from .tensor import TensorType
 
 __all__ = ["Node", "compile_graph", "graph_inputs", "graph_outputs", "nodes", "param_count"]
 
@@ -113,20 +113,18 @@ def compile_graph(spec: Spec, signature: str | None = None, limits: Limits | Non
     base = () if signature is None else ("signatures", signature)
     g = nx.MultiDiGraph(name=spec.name, doc=spec.doc, signature=signature, params=spec.resolved_params,
                         file=spec.source.file)
-    types: dict[TensorRef, TensorType] = {}
     for name, inp in inputs.items():
         t = TensorType.of(inp.shape, inp.dtype)
-        types[TensorRef(name, "y")] = t
         g.add_node(name, node=Node(name, INPUT, None, {}, {}, {"y": t}, pos=spec.source.pos((*base, "inputs", name))))
     order = list(inputs)
     owners: dict[str, Node] = {}
     for p in pending:
-        node = _infer(p, types, diags)
-        if node is None:
+        if not p.outputs:  # its shapes failed (reported), or an input's did
             continue
+        node = Node(p.id, p.model.op, p.model, p.bindings, p.inputs, p.outputs, p.weights, {}, p.scope, p.pos)
         g.add_node(node.id, node=node)
         for port, ref in p.bindings.items():
-            g.add_edge(ref.node, node.id, key=port, src_port=ref.port, type=types[ref])
+            g.add_edge(ref.node, node.id, key=port, src_port=ref.port, type=p.inputs[port])
         order.append(node.id)
         owners[node.id] = node
     aliases: dict[str, str] = {}
@@ -171,25 +169,6 @@ def _size(size: int) -> str:
             value = size / scale
             return f"{value:,.1f} {unit}" if value < 1e6 else f"{value:.3g} {unit}"
     return f"{size} bytes"
-
-
-def _infer(p: Pending, types: dict[TensorRef, TensorType], diags: list[Diagnostic]) -> Node | None:
-    if any(ref not in types for ref in p.bindings.values()):
-        return None  # an input failed upstream; that failure is already reported
-    ins = {port: types[ref] for port, ref in p.bindings.items()}
-    try:
-        outs = p.model.infer(ins)
-        weights = p.model.weights(ins)
-    except ShapeError as exc:
-        src = p.bindings.get(exc.port) if exc.port else None
-        where = f"input '{exc.port}' (from '{src}')" if src else "input"
-        diags.append(Diagnostic("shape-mismatch", f"{where}: {exc}", p.pos, p.id))
-        return None
-    if tuple(outs) != p.model.output_ports():  # pragma: no cover - a bug in an op declaration
-        raise AssertionError(f"op '{p.model.op}' inferred ports {tuple(outs)}, declares {p.model.output_ports()}")
-    for port, t in outs.items():
-        types[TensorRef(p.id, port)] = t
-    return Node(p.id, p.model.op, p.model, p.bindings, ins, outs, weights, {}, p.scope, p.pos)
 
 
 def _check_ties(node: Node, owners: dict[str, Node], g: nx.MultiDiGraph, diags: list[Diagnostic],

@@ -5,10 +5,16 @@ Within one body (the main graph, a signature, or a block) nodes are processed in
 topological order of their references, so a block call is expanded once its inputs are
 known and the nodes after it can refer to its outputs. A block call is atomic: a cycle
 through one is a cycle even where the block's own wiring would break it.
+
+Shapes are inferred node by node as the nodes are expanded, so that a block's expressions can
+read the sizes of its inputs (``${x.channels}``). Conditionals are resolved here too: a node
+whose ``when:`` is false, or a block call with ``repeat: 0``, does not exist, and refs to it
+(or to its first port) stand for its first input.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -16,12 +22,16 @@ from typing import Any, NamedTuple
 import networkx as nx
 from pydantic import ValidationError
 
+from .conditions import Conditionals, _Entry
 from .errors import Diagnostic, SourcePos, SpecError, did_you_mean
+from .expr import SIZES as _SIZES
+from .expr import TensorSizes
 from .limits import Limits
 from .ops import OPS, VARIADIC, Op
 from .params import has_expr, resolve_params, substitute_tree
 from .source import DataPath, Source
 from .spec import BlockSpec, Spec, validation_diagnostics
+from .tensor import ShapeError, TensorType
 
 __all__ = ["Frame", "Pending", "TensorRef", "expand"]
 
@@ -55,30 +65,28 @@ class Frame:
 
 @dataclass
 class Pending:
-    """An op node after expansion: validated arguments and resolved inputs, no shapes yet."""
+    """An op node after expansion: validated arguments, resolved inputs, inferred types and weights."""
 
     id: str
     model: Op
     bindings: dict[str, TensorRef]
     scope: tuple[Frame, ...]
     pos: SourcePos
-
-
-@dataclass
-class _Entry:
-    raw: dict[str, Any]
-    path: DataPath  # where the node's arguments are written
-    in_path: DataPath  # where its `in` is written (differs for re-wired signature nodes)
-    warn_unused: bool = True
+    inputs: dict[str, TensorType] = field(default_factory=dict)
+    outputs: dict[str, TensorType] = field(default_factory=dict)
+    weights: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
 
 @dataclass
 class _Result:
-    """A processed local node: an op node's id and ports, or a block call's outputs."""
+    """A processed local node: an op node's id and ports, a block call's outputs, or an absent node."""
 
     node: str | None = None
     ports: tuple[str, ...] = ()
     outputs: dict[str, TensorRef] = field(default_factory=dict)
+    absent: str | None = None  # why the node does not exist ("when: false", "repeat: 0")
+    through: TensorRef | None = None  # what refs to an absent node stand for: its first input
+    has_input: bool = True  # whether the absent node has an input to pass on
 
 
 def _refs(value: Any) -> list[tuple[str, tuple[str | int, ...]]]:
@@ -90,6 +98,18 @@ def _refs(value: Any) -> list[tuple[str, tuple[str | int, ...]]]:
     if isinstance(value, dict):
         return [(v, (k,)) for k, v in value.items() if isinstance(v, str)]
     return []
+
+
+def _texts(value: Any) -> Iterable[str]:
+    """Every text inside `value` (mappings, lists)."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _texts(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _texts(item)
 
 
 def _with_ancestors(roots: list[str], edges: list[tuple[str, str]]) -> set[str]:
@@ -107,7 +127,7 @@ def _with_ancestors(roots: list[str], edges: list[tuple[str, str]]) -> set[str]:
     return found
 
 
-class _Expander:
+class _Expander(Conditionals):
     def __init__(self, spec: Spec, limits: Limits) -> None:
         self.spec = spec
         self.source: Source = spec.source
@@ -115,7 +135,9 @@ class _Expander:
         self.params = spec.resolved_params
         self.nodes: list[Pending] = []
         self.diags: list[Diagnostic] = []
-        self.sizes: dict[str, int] = {}
+        self.block_sizes: dict[str, int] = {}
+        self.reading: dict[str, bool] = {}
+        self.types: dict[TensorRef, TensorType] = {}
         self.hints_left = _HINTS
 
     def hint(self, word: str, choices: Iterable[str]) -> tuple[str, ...]:
@@ -134,13 +156,18 @@ class _Expander:
              frames: tuple[Frame, ...], stack: tuple[str, ...]) -> dict[str, TensorRef | None]:
         """Expand one body; returns its outputs (None where a failure upstream left one unknown)."""
         known = [*env, *entries]
+        absent = self.absent_nodes(entries, params, prefix)
         edges: list[tuple[str, str]] = []  # (producer, consumer) within this body
+        live: list[tuple[str, str]] = []  # the edges that remain once absent nodes pass on their first input
         dangling: list[tuple[str, str, DataPath]] = []
         for nid, entry in entries.items():
+            gone = absent.get(nid)
             for ref, where in _refs(entry.raw.get("in")):
                 name = ref.partition(".")[0]
                 if name in entries:
                     edges.append((name, nid))
+                    if gone is None or ref == gone.first:
+                        live.append((name, nid))
                 elif name not in env:
                     dangling.append((nid, ref, (*entry.in_path, *where)))
         roots = []
@@ -151,28 +178,39 @@ class _Expander:
             elif name not in env:
                 self.error("bad-output", f"output '{out}' names '{ref}', which is no node or input", path, None,
                            self.hint(name, known))
-        needed = _with_ancestors(roots, edges)
+        written = _with_ancestors(roots, edges)  # the nodes the outputs need were every node present
+        # Nodes that only an absent node uses are left out silently: the spec asks for them when it is present.
+        needed = _with_ancestors(roots, live) if absent else written
         for nid, ref, path in dangling:
-            if nid in needed or entries[nid].warn_unused:  # a signature ignores main nodes it does not use
+            if nid in written or entries[nid].warn_unused:  # a signature ignores main nodes it does not use
                 self.error("dangling-ref", f"'{ref}' names no node or input", path, prefix + nid,
                            self.hint(ref.partition(".")[0], known))
         for nid, entry in entries.items():
-            if nid not in needed and entry.warn_unused:
+            if nid not in written and entry.warn_unused:
                 self.diags.append(Diagnostic(
                     "unused-node", "reaches no output, so it is left out", self.source.pos(entry.path),
                     prefix + nid, severity="warning"))
         index = {nid: i for i, nid in enumerate(entries)}
         # Definition order wherever the wiring allows it (a needed node's producers are needed too).
         order: list[str] | None
-        if all(index[a] < index[b] for a, b in edges if b in needed):
+        if all(index[a] < index[b] for a, b in live if b in needed):
             order = [nid for nid in entries if nid in needed]  # already in order: the common case
         else:
-            order = self.sort(entries, edges, needed, index, prefix)
+            order = self.sort(entries, live, needed, index, prefix)
         if order is None:
             return dict.fromkeys(outputs)
         results: dict[str, _Result | None] = {}
         for nid in order:
-            results[nid] = self.node(nid, entries[nid], env, results, params, prefix, frames, stack)
+            gone = absent.get(nid)
+            if gone is None:
+                results[nid] = self.node(nid, entries[nid], env, results, params, prefix, frames, stack)
+            elif gone.reason is None:
+                results[nid] = None  # its `when` or `repeat` failed: reported
+            else:
+                through = None if gone.first is None else self.lookup(gone.first, env, results, entries[nid].in_path,
+                                                                       prefix + nid)
+                results[nid] = _Result(absent=gone.reason, through=through, ports=self.first_port(entries[nid], params),
+                                       has_input=gone.first is not None)
         return {out: self.lookup(ref, env, results, path, None) for out, (ref, path) in outputs.items()}
 
     def sort(self, entries: dict[str, _Entry], edges: list[tuple[str, str]], needed: set[str], index: dict[str, int],
@@ -201,6 +239,8 @@ class _Expander:
         result = results.get(name)
         if result is None:
             return None  # failed upstream (already reported) or dangling (reported above)
+        if result.absent is not None:
+            return self.through(name, port, result, path, node)
         if result.node is not None:
             if not port:
                 return TensorRef(result.node, result.ports[0])
@@ -222,7 +262,9 @@ class _Expander:
     def node(self, nid: str, entry: _Entry, env: Mapping[str, TensorRef | None], results: Mapping[str, _Result | None],
              params: Mapping[str, Any], prefix: str, frames: tuple[Frame, ...], stack: tuple[str, ...]) -> _Result | None:
         full = prefix + nid
-        op = entry.raw.get("op")
+        op = self.op_name(entry, params, full)
+        if op is None and "op" in entry.raw:
+            return None  # a `${...}` that failed: reported
         if not isinstance(op, str):
             self.error("missing-key" if op is None else "bad-arg",
                        "missing required key 'op'" if op is None else f"op must be a name, got {op!r}",
@@ -232,7 +274,9 @@ class _Expander:
             return self.op_node(full, OPS[op], entry, env, results, params, frames)
         if op in self.spec.blocks:
             return self.block_call(full, op, entry, env, results, params, frames, stack)
-        self.error("unknown-op", f"unknown op '{op}'", (*entry.path, "op"), full,
+        written = entry.raw["op"]
+        chosen = f" (from '{written}')" if written != op else ""
+        self.error("unknown-op", f"unknown op '{op}'{chosen}", (*entry.path, "op"), full,
                    (*self.hint(op, [*OPS, *self.spec.blocks]), "`nnspec ops` lists the ops"))
         return None
 
@@ -240,6 +284,11 @@ class _Expander:
                   env: Mapping[str, TensorRef | None], results: Mapping[str, _Result | None]) -> dict[str, TensorRef] | None:
         """Bind the node's `in` to ports: one ref to the first, a list in order, a mapping by name."""
         value = entry.raw.get("in")
+        if not ports:  # an op without inputs (constant, parameter)
+            if value is not None and value != {} and value != []:
+                self.error("bad-arg", "in: the op takes no inputs", entry.in_path, full)
+                return None
+            return {}
         if value is None:
             self.error("missing-key", "missing required key 'in'", entry.path, full)
             return None
@@ -288,8 +337,10 @@ class _Expander:
     def op_node(self, full: str, cls: type[Op], entry: _Entry, env: Mapping[str, TensorRef | None],
                 results: Mapping[str, _Result | None], params: Mapping[str, Any], frames: tuple[Frame, ...]) -> _Result | None:
         data = entry.raw  # nothing to substitute (the common case): validated as written
+        if "when" in data:  # decided already (true, or the node would not be here)
+            data = {k: v for k, v in data.items() if k != "when"}
         if has_expr(data):  # params in the arguments; `in` and `tie` are refs, left as written
-            args = {k: v for k, v in entry.raw.items() if k not in ("in", "tie")}
+            args = {k: v for k, v in data.items() if k not in ("in", "tie")}
             before = len(self.diags)
             data = substitute_tree(args, params, entry.path, self.source, self.limits.max_int_bits, full, self.diags)
             if len(self.diags) > before:
@@ -303,19 +354,52 @@ class _Expander:
         bindings = self.inputs_of(full, cls.INPUTS, cls.OPTIONAL, cls.MIN_INPUTS, entry, env, results)
         if bindings is None:
             return None
-        self.nodes.append(Pending(full, model, bindings, frames, self.source.pos(entry.path)))
+        pending = Pending(full, model, bindings, frames, self.source.pos(entry.path))
+        self.infer(pending)
+        self.nodes.append(pending)
         if len(self.nodes) > self.limits.max_nodes:
             raise SpecError([*self.diags, Diagnostic(
                 "limit", f"more than {self.limits.max_nodes} nodes after expanding blocks", self.source.pos(entry.path),
                 full, ("raise it with --limit max_nodes=N",))])
         return _Result(node=full, ports=model.output_ports())
 
+    def infer(self, p: Pending) -> None:
+        """Infer the node's output types (and weight shapes) from its inputs'; a failure is reported and
+        leaves its outputs untyped, so that the nodes after it are skipped silently."""
+        if any(ref not in self.types for ref in p.bindings.values()):
+            return  # an input failed upstream; that failure is already reported
+        ins = {port: self.types[ref] for port, ref in p.bindings.items()}
+        try:
+            outs = p.model.infer(ins)
+            weights = p.model.weights(ins)
+        except ShapeError as exc:
+            src = p.bindings.get(exc.port) if exc.port else None
+            where = f"input '{exc.port}' (from '{src}')" if src else "input"
+            self.diags.append(Diagnostic("shape-mismatch", f"{where}: {exc}", p.pos, p.id))
+            return
+        if tuple(outs) != p.model.output_ports():  # pragma: no cover - a bug in an op declaration
+            raise AssertionError(f"op '{p.model.op}' inferred ports {tuple(outs)}, declares {p.model.output_ports()}")
+        for port, t in outs.items():
+            self.types[TensorRef(p.id, port)] = t
+        p.inputs, p.outputs, p.weights = ins, outs, weights
+
+    def sizes(self, env: Mapping[str, TensorRef | None]) -> dict[str, TensorSizes] | None:
+        """The tensors in scope whose sizes expressions may read (``x.channels``); None when one is unknown
+        (a shape failed upstream, already reported)."""
+        out: dict[str, TensorSizes] = {}
+        for name, ref in env.items():
+            t = self.types.get(ref) if ref is not None else None
+            if t is None:
+                return None
+            out[name] = TensorSizes(name, tuple(int(d) if d.is_Integer else d for d in t.shape))
+        return out
+
     def block_size(self, name: str, stack: tuple[str, ...] = ()) -> int:
         """At least how many op nodes one call of block `name` expands to: a ``repeat`` written as a
         number multiplies, one written as an expression counts once. Recursion is reported elsewhere."""
         if name in stack or len(stack) > self.limits.max_block_depth:
             return 0
-        if name not in self.sizes:
+        if name not in self.block_sizes:
             size = 0
             for raw in self.spec.blocks[name].nodes.values():
                 op, repeat = raw.get("op"), raw.get("repeat")
@@ -324,8 +408,8 @@ class _Expander:
                     size += copies * self.block_size(op, (*stack, name))
                 else:
                     size += 1
-            self.sizes[name] = size
-        return self.sizes[name]
+            self.block_sizes[name] = size
+        return self.block_sizes[name]
 
     def check_size(self, full: str, name: str, entry: _Entry, repeat: int | None) -> None:
         """Refuse a block call that would make more than `max_nodes` nodes before expanding any of it
@@ -350,22 +434,19 @@ class _Expander:
             self.error("limit", f"blocks nest deeper than {self.limits.max_block_depth}", (*entry.path, "op"), full)
             return None
         before = len(self.diags)
-        call = {k: v for k, v in entry.raw.items() if k not in ("op", "in", "doc")}
+        call = {k: v for k, v in entry.raw.items() if k not in ("op", "in", "doc", "when")}
         call = substitute_tree(call, params, entry.path, self.source, self.limits.max_int_bits, full, self.diags)
         repeat = call.pop("repeat", None)
-        if repeat is not None and (isinstance(repeat, bool) or not isinstance(repeat, int) or repeat < 1):
-            self.error("bad-arg", f"repeat: expected a positive integer, got {repeat!r}", (*entry.path, "repeat"), full)
+        if repeat is not None and (isinstance(repeat, bool) or not isinstance(repeat, int) or repeat < 0):
+            self.error("bad-arg", f"repeat: expected an integer >= 0, got {repeat!r}", (*entry.path, "repeat"), full)
         else:
             self.check_size(full, name, entry, repeat)
-        block_params, diags = resolve_params(
-            block.params, call, self.params, self.source, ("blocks", name, "params"), self.limits.max_int_bits,
-            full, self.source.pos(entry.path))
-        self.diags.extend(diags)
-        for key, value in block_params.items():
-            if value is None and key in block.params:
-                self.error("missing-param", f"block '{name}' needs param '{key}'", entry.path, full)
         bound = self.inputs_of(full, tuple(block.inputs), frozenset(), 1, entry, env, results)
-        if bound is None or len(self.diags) > before:
+        sizes = self.sizes(bound) if bound is not None else None
+        if sizes is None and self.reads_sizes(name):
+            return None  # its inputs' sizes are unknown: their failure is reported already
+        block_params = self.block_params(full, name, entry, call, sizes)
+        if bound is None or block_params is None or len(self.diags) > before:
             return None
         count = 1 if repeat is None else int(repeat)
         body = {nid: _Entry(raw, ("blocks", name, "nodes", nid), ("blocks", name, "nodes", nid, "in"))
@@ -377,17 +458,50 @@ class _Expander:
         for i in range(count):
             path = full if repeat is None else f"{full}.{i}"
             inner = (*scope, Frame(path, name, index=None if repeat is None else i))
+            if i > 0 and self.reads_sizes(name):  # this copy's input is the last one's output: sizes may differ
+                sizes = self.sizes(current)
+                block_params = self.block_params(full, name, entry, call, sizes) if sizes is not None else None
+                if block_params is None:
+                    return None
             produced = self.body(body, outs, current, block_params, path + ".", inner, (*stack, name))
             if any(v is None for v in produced.values()):
                 return None
             current = {**current, block.inputs[0]: next(iter(produced.values()))}
         return _Result(outputs={k: v for k, v in produced.items() if v is not None})
 
+    def block_params(self, full: str, name: str, entry: _Entry, call: dict[str, Any],
+                     sizes: dict[str, TensorSizes] | None) -> dict[str, Any] | None:
+        """The params in scope inside one call of a block: its own (the call's values over its defaults),
+        the sizes of its inputs, and the spec's params; None when one fails (reported)."""
+        block = self.spec.blocks[name]
+        outer = {**self.params, **sizes} if sizes else self.params
+        block_params, diags = resolve_params(
+            block.params, call, outer, self.source, ("blocks", name, "params"), self.limits.max_int_bits,
+            full, self.source.pos(entry.path))
+        self.diags.extend(diags)
+        missing = [key for key in block.params if block_params.get(key) is None]
+        for key in missing:
+            self.error("missing-param", f"block '{name}' needs param '{key}'", entry.path, full)
+        return None if diags or missing else block_params
+
+    def reads_sizes(self, name: str) -> bool:
+        """Whether an expression in block `name` reads the sizes of one of its inputs (``${x.channels}``)."""
+        found = self.reading.get(name)
+        if found is None:
+            block = self.spec.blocks[name]
+            pattern = re.compile(rf"\b(?:{'|'.join(map(re.escape, block.inputs))})\s*\.\s*(?:{'|'.join(_SIZES)})\b")
+            found = any(pattern.search(text) for text in _texts([block.params, block.nodes]) if "${" in text)
+            self.reading[name] = found
+        return found
+
 
 def expand(spec: Spec, limits: Limits, signature: str | None = None) -> tuple[list[Pending], dict[str, TensorRef | None],
                                                                             list[Diagnostic]]:
     """Expand the main graph (or a signature) of `spec` into validated op nodes and its outputs."""
     ex = _Expander(spec, limits)
+    if spec.imports and not spec.source.imports_resolved:
+        ex.error("bad-import", "imports: a spec given as a dict has no file to import from; load it from a file, or "
+                 "as text (imports are then found from the current directory)", ("imports",), None)
     entries = {nid: _Entry(raw, ("nodes", nid), ("nodes", nid, "in")) for nid, raw in spec.nodes.items()}
     inputs: Mapping[str, Any] = spec.inputs
     outputs: dict[str, tuple[str, DataPath]] = {k: (v, ("outputs", k)) for k, v in spec.outputs.items()}
@@ -415,5 +529,8 @@ def expand(spec: Spec, limits: Limits, signature: str | None = None) -> tuple[li
                 ex.error("duplicate-id", f"'{name}' is both an input and a node of block '{bname}'",
                          ("blocks", bname, "nodes", name), name)
     env = {name: TensorRef(name, "y") for name in inputs}
-    result = ex.body(entries, outputs, env, ex.params, "", (), ())
+    for name, inp in inputs.items():
+        ex.types[env[name]] = TensorType.of(inp.shape, inp.dtype)
+    params = {**(ex.sizes(env) or {}), **ex.params}  # the graph's inputs' sizes may be read too; params win
+    result = ex.body(entries, outputs, env, params, "", (), ())
     return ex.nodes, result, ex.diags

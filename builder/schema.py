@@ -13,11 +13,14 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
 from .ops import OPS, Op
 from .ops.base import NodeInputs
+from .plugins import load_plugins
 from .spec import BlockSpec, SignatureSpec, Spec
 
 __all__ = ["json_schema"]
 
 _EXPR = {"type": "string", "pattern": r"^.*\$\{.+\}.*$", "description": "A ${...} expression over params."}
+_WHEN = {"anyOf": [{"type": "boolean"}, _EXPR], "description": "Whether the node exists; when false, refs to it "
+         "stand for its first input."}
 
 
 class BlockCall(BaseModel):
@@ -27,7 +30,8 @@ class BlockCall(BaseModel):
 
     op: str = Field(description="The name of a block defined under `blocks`.")
     in_: NodeInputs = Field(alias="in", description="The block's inputs: a ref, a list, or input: ref.")
-    repeat: int | None = Field(default=None, ge=1, description="Chain this many copies with separate weights.")
+    repeat: int | None = Field(default=None, ge=0, description="Chain this many copies with separate weights "
+                               "(0: the call passes its first input on).")
     doc: str | None = None
 
 
@@ -37,7 +41,8 @@ def _tag(value: Any) -> str:
 
 
 def json_schema() -> dict[str, Any]:
-    """The JSON Schema (draft 2020-12) of a spec file."""
+    """The JSON Schema (draft 2020-12) of a spec file, over the ops registered now (plugins included)."""
+    load_plugins()
     members = (*(Annotated[cls, Tag(name)] for name, cls in sorted(OPS.items())), Annotated[BlockCall, Tag("block")])
     node = Annotated[Union[members], Discriminator(_tag)]  # type: ignore[valid-type]  # noqa: UP007 - built at run time
 
@@ -59,15 +64,27 @@ def json_schema() -> dict[str, Any]:
             continue
         for key, prop in definition.get("properties", {}).items():
             if key not in Op.model_fields and key != "in":
-                definition["properties"][key] = {"anyOf": [prop, _EXPR]} if "anyOf" not in prop else {
-                    **prop, "anyOf": [*prop["anyOf"], _EXPR]}
+                definition["properties"][key] = _or_expr(prop)
+        definition["properties"]["when"] = _WHEN
     # A block call's op is any name but a registered op's, so each node matches one member.
     call = schema["$defs"]["BlockCall"]["properties"]
     call["op"]["not"] = {"enum": sorted(OPS)}
     call["repeat"] = {"anyOf": [*call["repeat"]["anyOf"], _EXPR]}
+    call["when"] = _WHEN
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "nnspec model spec"
     return schema
+
+
+def _or_expr(prop: dict[str, Any]) -> dict[str, Any]:
+    """`prop`, or a ``${...}`` expression in its place, and in place of each item of a list."""
+    prop = dict(prop)
+    if isinstance(prop.get("items"), dict):
+        prop["items"] = _or_expr(prop["items"])
+    for key in ("anyOf", "prefixItems"):
+        if isinstance(prop.get(key), list):
+            prop[key] = [_or_expr(p) if isinstance(p, dict) else p for p in prop[key]]
+    return {**prop, "anyOf": [*prop["anyOf"], _EXPR]} if "anyOf" in prop else {"anyOf": [prop, _EXPR]}
 
 
 def _op_of(def_name: str) -> str:

@@ -20,7 +20,7 @@ import yaml
 from .errors import Diagnostic, SourcePos, SpecError
 from .limits import DEFAULT_LIMITS, Limits
 
-__all__ = ["DataPath", "Source", "parse_text", "read_source"]
+__all__ = ["DataPath", "Source", "parse_text", "read_file", "read_source"]
 
 DataPath = tuple[str | int, ...]
 
@@ -90,9 +90,16 @@ class Source:
     file: str = "<spec>"
     positions: dict[DataPath, tuple[int, int]] = field(default_factory=dict)
     """(line, column) of each value; a mapping entry is placed at its key."""
+    imported: dict[str, tuple[Source, str]] = field(default_factory=dict)
+    """Blocks taken from imported files: local name to the file's source and the block's name there."""
+    imports_resolved: bool = False
+    """Whether the spec's ``imports:`` were read (not so for a spec given as a dict)."""
 
     def pos(self, path: DataPath) -> SourcePos:
         """The position of `path`, or of its nearest enclosing value that has one."""
+        if self.imported and len(path) > 1 and path[0] == "blocks" and path[1] in self.imported:
+            source, name = self.imported[str(path[1])]
+            return source.pos(("blocks", name, *path[2:]))
         while path:
             found = self.positions.get(path)
             if found is not None:
@@ -103,7 +110,13 @@ class Source:
 
 
 def read_source(path: str | Path, limits: Limits = DEFAULT_LIMITS) -> tuple[Any, Source]:
-    """Read and parse the spec file at `path`."""
+    """Read and parse the spec file at `path`, with the blocks of its ``imports:`` (found next to it)."""
+    data, src = read_file(path, limits)
+    return _with_imports(data, src, Path(path).parent, limits)
+
+
+def read_file(path: str | Path, limits: Limits = DEFAULT_LIMITS) -> tuple[Any, Source]:
+    """Read and parse the spec file at `path` as it is (its ``imports:`` not followed)."""
     name = str(path)
     p = Path(path)
     try:
@@ -115,7 +128,7 @@ def read_source(path: str | Path, limits: Limits = DEFAULT_LIMITS) -> tuple[Any,
         raise SpecError.single("limit", f"file is larger than the limit of {limits.max_file_bytes} bytes",
                                SourcePos(name), hints=("raise it with --limit max_file_bytes=N",))
     text = _decode(raw, name)
-    return parse_text(text, name, json_only=p.suffix.lower() == ".json", limits=limits)
+    return _parse_text(text, name, json_only=p.suffix.lower() == ".json", limits=limits)
 
 
 _CHUNK = 2**16
@@ -161,7 +174,22 @@ def _decode(raw: bytes, name: str) -> str:
 
 def parse_text(text: str, file: str = "<spec>", *, json_only: bool = False,
                limits: Limits = DEFAULT_LIMITS) -> tuple[Any, Source]:
-    """Parse YAML (or strict JSON when `json_only`) text into data and value positions."""
+    """Parse YAML (or strict JSON when `json_only`) text into data and value positions; the
+    ``imports:`` of a spec given as text are found from the current directory."""
+    data, src = _parse_text(text, file, json_only=json_only, limits=limits)
+    return _with_imports(data, src, Path.cwd(), limits)
+
+
+def _with_imports(data: Any, src: Source, root: Path, limits: Limits) -> tuple[Any, Source]:
+    if not isinstance(data, dict) or "imports" not in data:
+        return data, src
+    from .imports import resolve_imports  # a cycle otherwise: imports reads files with this module
+
+    return resolve_imports(data, src, root, limits)
+
+
+def _parse_text(text: str, file: str = "<spec>", *, json_only: bool = False,
+                limits: Limits = DEFAULT_LIMITS) -> tuple[Any, Source]:
     text = text.removeprefix("\ufeff")
     if not text.strip():
         raise SpecError.single("empty", "the spec is empty", SourcePos(file, 1, 1))

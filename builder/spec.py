@@ -21,7 +21,7 @@ from .ops.base import OPS, InitText
 from .source import DataPath, Source
 from .tensor import DTYPES
 
-__all__ = ["BlockSpec", "InputSpec", "SignatureSpec", "Spec", "check_identifier", "validation_diagnostics"]
+__all__ = ["BlockSpec", "ImportSpec", "InputSpec", "SignatureSpec", "Spec", "check_identifier", "validation_diagnostics"]
 
 # Attributes of torch.nn.Module: a submodule of that name cannot be registered, so no node may
 # take one. Kept here as data so that builder never imports torch.
@@ -54,6 +54,16 @@ Name = Annotated[str, AfterValidator(check_identifier)]
 Dim = Annotated[str, AfterValidator(check_identifier)]
 """A symbolic size (``batch``, ``seq``); fixed sizes are integers >= 1."""
 Scalar = bool | int | float | str
+
+
+def _block_name(name: str) -> str:
+    """A block's name: a name, or ``namespace.name`` for a block imported with a namespace."""
+    for part in name.split(".", 1):
+        check_identifier(part)
+    return name
+
+
+BlockName = Annotated[str, AfterValidator(_block_name)]
 
 
 def _known_op(name: str) -> str:
@@ -108,6 +118,13 @@ class SignatureSpec(_Model):
     outputs: dict[Name, str] = Field(min_length=1)
 
 
+class ImportSpec(_Model):
+    """A block library imported under a namespace: its blocks are called as ``<as>.<name>``."""
+
+    path: str = Field(description="The file, relative to the importing one (and inside the top-level spec's directory).")
+    as_: Name | None = Field(default=None, alias="as", description="The namespace its blocks are called under.")
+
+
 class Spec(_Model):
     """A model spec: params, inputs, nodes, outputs, and optionally blocks and signatures."""
 
@@ -117,7 +134,9 @@ class Spec(_Model):
     inputs: dict[Name, InputSpec] = Field(min_length=1)
     nodes: dict[Name, dict[str, Any]] = Field(min_length=1)
     outputs: dict[Name, str] = Field(min_length=1, description="Output name to the node (or node.port) it returns.")
-    blocks: dict[Name, BlockSpec] = Field(default_factory=dict)
+    imports: list[str | ImportSpec] = Field(
+        default_factory=list, description="Spec files whose blocks become available here (see `builder.imports`).")
+    blocks: dict[BlockName, BlockSpec] = Field(default_factory=dict)
     signatures: dict[Name, SignatureSpec] = Field(default_factory=dict)
     init: dict[OpName, dict[str, InitText]] = Field(
         default_factory=dict, description="Initialisers for every node of an op, by weight (a node's own init: wins): "
