@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 import click
 
-from builder import OPS, SpecError, check_spec, load_spec, param_count
+from builder import OPS, PluginError, SpecError, check_spec, load_spec, param_count, plugin_of
 from builder.ops import FAMILIES
 from builder.summary import summary_rows
 
@@ -25,8 +25,10 @@ from .clikit import (
     json_option,
     limit_option,
     load_graph,
+    load_plugins_or_exit,
     parse_limits,
     parse_overrides,
+    plugin_option,
     print_diagnostics,
     set_option,
     signature_option,
@@ -57,8 +59,16 @@ class _LazyGroup(click.Group):
             module, _, attr = self.LAZY[cmd_name].partition(":")
             command = getattr(importlib.import_module(module), attr)
             assert isinstance(command, click.Command)
-            return command
-        return super().get_command(ctx, cmd_name)
+            return _with_plugin_option(command)
+        command = super().get_command(ctx, cmd_name)
+        return None if command is None else _with_plugin_option(command)
+
+
+def _with_plugin_option(command: click.Command) -> click.Command:
+    """Give a command the global ``--plugin`` option (once): every command reads specs or lists ops."""
+    if not any(p.name == "plugins" for p in command.params):
+        plugin_option(command)
+    return command
 
 
 def _importable(module: str) -> bool:
@@ -70,12 +80,14 @@ def _importable(module: str) -> bool:
 
 @click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="nnspec")
+@plugin_option
 def cli() -> None:
     """nnspec: declarative neural networks.
 
     Write an architecture once as a YAML or JSON spec; validate it, inspect its shapes and
     parameters, build it as a PyTorch module, export it to ONNX, and draw it.
     """
+    load_plugins_or_exit()  # installed plugins and NNSPEC_PLUGINS, before any command reads a spec
 
 
 @cli.command()
@@ -168,7 +180,7 @@ def ops(as_json: bool) -> None:
         ports = "any number" if cls.INPUTS == ("*",) else ", ".join(
             f"{p}?" if p in cls.OPTIONAL else p for p in cls.INPUTS)
         entries.append({"op": name, "family": cls.FAMILY, "inputs": ports, "outputs": list(cls.OUTPUTS),
-                        "args": args, "doc": cls.summary()})
+                        "args": args, "doc": cls.summary(), "plugin": plugin_of(name)})
     if as_json:
         click.echo(json.dumps(entries, indent=2))
         return
@@ -179,7 +191,8 @@ def ops(as_json: bool) -> None:
         click.secho(f"{family}", bold=True)
         for e in group:
             sig = ", ".join(a["name"] if a["required"] else f"{a['name']}={a['default']}" for a in e["args"])
-            click.echo(f"  {e['op']}({sig})  in: {e['inputs']}")
+            origin = f"  (plugin {e['plugin']})" if e["plugin"] else ""
+            click.echo(f"  {e['op']}({sig})  in: {e['inputs']}{origin}")
             click.echo(f"      {e['doc']}")
 
 
@@ -214,12 +227,32 @@ def main() -> None:
     except KeyboardInterrupt:
         sys.exit(130)
     except Exception as exc:  # the last line of defence: a bug, reported as one
+        user = _user_error(exc)
+        if user is not None:
+            click.echo(f"error: {user}", err=True)
+            sys.exit(1)
         frame = traceback.extract_tb(exc.__traceback__)[-1]
         click.echo(f"internal error: {type(exc).__name__}: {exc}\n"
                    f"  at {Path(frame.filename).name}:{frame.lineno}\n"
                    f"This is a bug in nnspec, not in your spec; please report it at {ISSUES_URL} "
                    "with the command and the spec. No output was written.", err=True)
         sys.exit(3)
+
+
+def _user_error(exc: BaseException) -> str | None:
+    """The message of a fault in the input anywhere in the chain of `exc`: a plugin that fails, an op
+    without a lowering, a spec a backend cannot express. Backends wrap it with the node it stopped at,
+    but it is not nnspec's bug."""
+    from .table import LoweringError, MissingLoweringError
+
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, PluginError | MissingLoweringError | LoweringError):
+            return str(exc) if str(cur) in str(exc) else str(cur)  # the outer one adds the node
+        cur = cur.__cause__ or cur.__context__
+    return None
 
 
 if __name__ == "__main__":

@@ -20,12 +20,12 @@ from typing import Any, NoReturn
 import click
 import networkx as nx
 
-from builder import Diagnostic, Limits, Spec, SpecError, check_spec, compile_graph, load_spec
+from builder import Diagnostic, Limits, PluginError, Spec, SpecError, check_spec, compile_graph, load_plugins, load_spec
 from builder.params import parse_override
 
 __all__ = [
     "atomic_output", "fail", "json_option", "limit_option", "load_graph", "load_or_exit", "parse_limits", "parse_overrides",
-    "print_diagnostics",
+    "load_plugins_or_exit", "plugin_option", "print_diagnostics",
     "set_option", "signature_option", "write_text_atomic",
 ]
 
@@ -38,6 +38,25 @@ limit_option = click.option(
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 signature_option = click.option("--signature", default=None, metavar="NAME",
                                 help="Use this signature of the spec instead of the main graph.")
+
+
+def load_plugins_or_exit(modules: Sequence[str] = ()) -> None:
+    """Load the installed plugins, those of ``NNSPEC_PLUGINS`` and `modules`; a broken one exits 1."""
+    try:
+        load_plugins(modules)
+    except PluginError as exc:
+        fail(str(exc))
+
+
+def _plugin_callback(ctx: click.Context, param: click.Parameter, value: Sequence[str]) -> None:
+    if value and not ctx.resilient_parsing:
+        load_plugins_or_exit(value)
+
+
+plugin_option = click.option(
+    "--plugin", "plugins", multiple=True, metavar="MODULE", expose_value=False, is_eager=True, callback=_plugin_callback,
+    help="Load an op plugin before reading the spec: a module name or a .py file (repeatable); "
+         "NNSPEC_PLUGINS=mod1,mod2 does the same, and installed plugins (entry points nnspec.ops) always load.")
 
 
 def fail(message: str, code: int = 1) -> NoReturn:

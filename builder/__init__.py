@@ -10,12 +10,15 @@ from .errors import Diagnostic, SourcePos, SpecError
 from .graph import INPUT, Node, compile_graph, graph_inputs, graph_outputs, nodes, param_count
 from .limits import DEFAULT_LIMITS, Limits
 from .ops import FAMILIES, OPS, Op
+from .ops.base import register as register_op
+from .plugins import PluginError, load_plugins, plugin_lowerings, plugin_of
 from .resolve import Frame, TensorRef
 from .spec import Spec
 from .tensor import ShapeError, TensorType, symbol
 
 __all__ = [
-    "DEFAULT_LIMITS", "FAMILIES", "INPUT", "OPS", "Diagnostic", "Frame", "Limits", "Node", "Op", "ShapeError",
-    "SourcePos", "Spec", "SpecError", "TensorRef", "TensorType", "check_spec", "compile_graph", "graph_inputs",
-    "graph_outputs", "load_spec", "nodes", "param_count", "symbol",
+    "DEFAULT_LIMITS", "FAMILIES", "INPUT", "OPS", "Diagnostic", "Frame", "Limits", "Node", "Op", "PluginError",
+    "ShapeError", "SourcePos", "Spec", "SpecError", "TensorRef", "TensorType", "check_spec", "compile_graph",
+    "graph_inputs", "graph_outputs", "load_plugins", "load_spec", "nodes", "param_count", "plugin_lowerings",
+    "plugin_of", "register_op", "symbol",
 ]

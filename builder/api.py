@@ -14,6 +14,7 @@ from .errors import Diagnostic, SourcePos, SpecError
 from .graph import Node, compile_graph, nodes, without_gc
 from .limits import DEFAULT_LIMITS, Limits
 from .params import resolve_params, substitute_tree
+from .plugins import load_plugins
 from .source import Source, parse_text, read_source
 from .spec import Spec, validation_diagnostics
 
@@ -40,7 +41,10 @@ def load_spec(source: SpecSource | Spec, overrides: Mapping[str, Any] | None = N
 
     Raises:
         SpecError: every problem found, each with file, line, column and node.
+        PluginError: an installed plugin (or one named by ``NNSPEC_PLUGINS``) cannot be loaded;
+            plugins load once, on the first call.
     """
+    load_plugins()
     with without_gc():
         return _load_spec(source, overrides, limits or DEFAULT_LIMITS)
 

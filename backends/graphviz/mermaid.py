@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 from .dot import MAX_BOUNDARY, Options, ties
-from .style import BORDER, COLORS, SHAPES, fmt_count
+from .style import BORDER, COLORS, fmt_count, look_of
 from .view import Group, Item, View, shown
 
 __all__ = ["to_mermaid"]
@@ -54,8 +54,8 @@ def _shape(item: Item) -> str:
         return "io"
     if item.kind == "block":
         return "block"
-    shape = SHAPES[item.op]
-    if shape == "box":
+    shape = look_of(item.kind, item.op, item.family).shape  # SHAPES' row, a plugin's shape, or a box
+    if shape == "box" or shape not in _SHAPES:
         return "plain" if item.family == "tensor" else "box"
     return shape
 

@@ -3,8 +3,9 @@ rule, weight shapes and doc, plus the registry every backend is checked against.
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Annotated, Any, ClassVar, get_args
 
 import sympy
@@ -15,8 +16,9 @@ from ..initialisers import Init, parse_init
 from ..tensor import ShapeError, TensorType, fmt_dim, same_dim
 
 __all__ = [
-    "FAMILIES", "OPS", "VARIADIC", "InitText", "Int2", "IntN", "Op", "Ref", "WeightShapes",
-    "broadcast", "conv_len", "expect_float", "expect_rank", "last_dim", "numel", "pair", "register",
+    "FAMILIES", "OPS", "PLUGIN_OF", "VARIADIC", "InitText", "Int2", "IntN", "Op", "Ref", "RegistryError", "WeightShapes",
+    "broadcast", "conv_len", "expect_float", "expect_rank", "last_dim", "numel", "pair", "register", "registering_for",
+    "unregister",
 ]
 
 Ref = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)?$")]
@@ -43,7 +45,14 @@ FAMILIES = ("input", "conv", "pool", "linear", "embedding", "norm", "activation"
             "recurrent", "regularization", "tensor")
 
 OPS: dict[str, type[Op]] = {}
-"""Every op, by name. Backends are tables over exactly these keys."""
+"""Every op, by name: the one live registry. Backends, the schema, `nnspec ops` and the diagram
+styles read it when they need it, never a copy taken at import, so that plugin ops count too."""
+
+PLUGIN_OF: dict[str, str] = {}
+"""The plugin that registered each plugin op, by op name (built-in ops are not here)."""
+
+_LOADING: list[str] = []
+"""The plugins being imported, innermost last: `register` credits new ops to the last one."""
 
 
 class Op(BaseModel):
@@ -138,17 +147,52 @@ def _takes(annotation: Any, kind: type) -> bool:
     return annotation is kind or any(_takes(a, kind) for a in get_args(annotation))
 
 
+class RegistryError(ValueError):
+    """An op cannot be registered: its name is taken, or its declaration is incomplete."""
+
+
 def register(cls: type[Op]) -> type[Op]:
-    """Add an op class to `OPS` under the name in its `op` Literal; duplicates fail at import."""
+    """Add an op class to `OPS` under the name in its `op` Literal; duplicates fail at import.
+
+    Built-in ops and plugin ops register the same way (plugins call it as `builder.register_op`);
+    an op registered while a plugin is being imported is credited to that plugin.
+    """
     name = cls.name()
     if name in OPS:
-        raise ValueError(f"op '{name}' is registered twice ({OPS[name].__qualname__}, {cls.__qualname__})")
+        old = OPS[name]
+        raise RegistryError(f"op '{name}' is registered twice: by {_owner(name)} ({old.__module__}.{old.__qualname__}) "
+                            f"and by {_owner(None)} ({cls.__module__}.{cls.__qualname__})")
     if cls.FAMILY not in FAMILIES:
-        raise ValueError(f"op '{name}': unknown family '{cls.FAMILY}'" + "".join(did_you_mean(cls.FAMILY, FAMILIES)))
+        raise RegistryError(f"op '{name}': unknown family '{cls.FAMILY}'" + "".join(
+            f"; {h}" for h in did_you_mean(cls.FAMILY, FAMILIES)) + f" (families: {', '.join(FAMILIES)})")
     if not cls.__doc__:
-        raise ValueError(f"op '{name}' needs a docstring")
+        raise RegistryError(f"op '{name}' needs a docstring")
     OPS[name] = cls
+    if _LOADING:
+        PLUGIN_OF[name] = _LOADING[-1]
     return cls
+
+
+def _owner(op: str | None) -> str:
+    """Who registers an op, in words: the built-in op set, or a plugin (`op` None: the caller)."""
+    plugin = PLUGIN_OF.get(op) if op is not None else (_LOADING[-1] if _LOADING else None)
+    return f"plugin '{plugin}'" if plugin else "nnspec's built-in ops"
+
+
+def unregister(name: str) -> None:
+    """Remove an op from the registry (a plugin that failed half-way through its registrations)."""
+    OPS.pop(name, None)
+    PLUGIN_OF.pop(name, None)
+
+
+@contextlib.contextmanager
+def registering_for(plugin: str) -> Iterator[None]:
+    """Credit the ops registered inside the block to `plugin`."""
+    _LOADING.append(plugin)
+    try:
+        yield
+    finally:
+        _LOADING.pop()
 
 
 # --- helpers for shape rules -------------------------------------------------------------
