@@ -140,3 +140,21 @@ def test_check_fails_above_the_tolerance() -> None:
     assert result.exit_code == 1
     assert result.stdout.startswith("FAIL  logits: max |onnx - torch| =")
     assert "onnxruntime and PyTorch differ on logits" in result.stderr
+
+
+@pytest.mark.parametrize("command", ["export", "check", "run"])
+def test_a_spec_onnx_cannot_express_is_a_located_error_not_a_bug(tmp_path: Path, command: str) -> None:
+    """Adaptive pooling to 7x7 over a symbolic size has no fixed ONNX window: exit 1, the node named,
+    nothing written."""
+    import subprocess
+    import sys
+
+    spec = tmp_path / "adapt.yaml"
+    spec.write_text("name: adapt\ninputs: {x: {shape: [batch, 3, h, w]}}\n"
+                    "nodes:\n  p: {op: adaptive_avg_pool2d, in: x, output_size: 7}\noutputs: {y: p}\n")
+    extra = {"export": ["-o", str(tmp_path / "m.onnx")], "check": [], "run": ["--random"]}[command]
+    run = subprocess.run([sys.executable, "-m", "backends.cli", command, str(spec), *extra],
+                         capture_output=True, text=True, check=False)
+    assert run.returncode == 1, run.stderr
+    assert "node 'p'" in run.stderr and "internal error" not in run.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adapt.yaml"]

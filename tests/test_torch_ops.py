@@ -8,7 +8,10 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+import elementwise_refs
+import nonlinear_refs
 import pytest
+import spatial_refs
 import torch
 import torch.nn.functional as F
 from op_cases import CASES, SIZES, OpCase
@@ -32,20 +35,20 @@ def test_no_lowering_names_an_unknown_op() -> None:
 
 
 def test_registering_an_unknown_op_fails_with_a_hint() -> None:
-    table: LoweringTable = LoweringTable(OPS, "test")
+    table: LoweringTable = LoweringTable("test")
     with pytest.raises(ValueError, match=r"unknown op 'lienar'.*did you mean 'linear'"):
         table.register("lienar")
 
 
 def test_registering_an_op_twice_fails() -> None:
-    table: LoweringTable = LoweringTable(OPS, "test")
+    table: LoweringTable = LoweringTable("test")
     table.register("relu")(lambda e, n: {})
     with pytest.raises(ValueError, match="two test lowerings"):
         table.register("relu")
 
 
 def test_missing_lowering_is_reported_by_name() -> None:
-    table: LoweringTable = LoweringTable(OPS, "test")
+    table: LoweringTable = LoweringTable("test")
     assert "linear" in table.missing()
     with pytest.raises(KeyError, match="'linear' has no test lowering"):
         table["linear"]
@@ -62,13 +65,17 @@ def _inputs(case: OpCase, sizes: dict[str, int], seed: int) -> dict[str, torch.T
     out = {}
     for port, (shape, dtype) in case.inputs.items():
         dims = TensorType.of(shape, dtype).concrete(sizes)
-        if dtype == "int64":
+        if port == "lengths":  # valid steps of each padded sequence: 1..T
+            out[port] = torch.randint(1, TensorType.of(*case.inputs["x"]).concrete(sizes)[1] + 1, dims, generator=gen)
+        elif dtype == "int64":
             out[port] = torch.randint(0, case.extra.get("high", 5), dims, generator=gen)
         elif dtype == "bool":  # key padding: a random tail of each row, never position 0
             keep = torch.randint(1, dims[1] + 1, (dims[0], 1), generator=gen)
             out[port] = torch.arange(dims[1]).unsqueeze(0) >= keep
         else:
             out[port] = torch.randn(dims, generator=gen)
+            if case.positive:
+                out[port] = out[port].abs() + 0.5
     return out
 
 
@@ -137,9 +144,11 @@ def _batch_norm_ref(m: torch.nn.Module, a: dict[str, Any], x: dict[str, torch.Te
 
 
 def _attention_math(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool, scale: float | None,
-                    pad: torch.Tensor | None) -> torch.Tensor:
-    """softmax(q k^T * scale, masked) v in float64."""
+                    pad: torch.Tensor | None, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """softmax(q k^T * scale, masked, + additive mask) v in float64; fewer kv heads are repeated (repeat_kv)."""
     q, k, v = q.double(), k.double(), v.double()
+    if q.dim() == 4 and k.shape[1] != q.shape[1]:
+        k, v = (torch.stack([t[:, h * t.shape[1] // q.shape[1]] for h in range(q.shape[1])], 1) for t in (k, v))
     scores = q @ k.transpose(-2, -1) * (scale if scale is not None else q.shape[-1] ** -0.5)
     lq, lk = scores.shape[-2:]
     masked = torch.zeros(lq, lk, dtype=torch.bool)
@@ -148,12 +157,39 @@ def _attention_math(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: b
     if pad is not None:
         pad = pad.view(pad.shape[0], *([1] * (q.dim() - 2)), lk)
         masked = masked | pad
+    if mask is not None and mask.dtype == torch.bool:
+        masked = masked | ~mask
+    elif mask is not None:
+        scores = scores + mask.double()
     return torch.softmax(scores.masked_fill(masked, -math.inf), dim=-1) @ v
 
 
 def _attention_ref(m: torch.nn.Module, a: dict[str, Any], x: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {"y": _attention_math(x["query"], x["key"], x["value"], a.get("causal", False), a.get("scale"),
-                                 x.get("key_padding_mask"))}
+                                 x.get("key_padding_mask"), x.get("attn_mask"))}
+
+
+def _rope_math(t: torch.Tensor, pos: torch.Tensor, theta: float, fraction: float, interleaved: bool,
+               scaling: float | None) -> torch.Tensor:
+    """Rotary embedding as a complex rotation in float64: feature pair k, z = x_i + i x_j, times e^(i a_k)."""
+    t = t.double()
+    d = t.shape[-1]
+    r = int(d * fraction)
+    x, rest = t[..., :r], t[..., r:]
+    pairs = x.unflatten(-1, (r // 2, 2)) if interleaved else torch.stack((x[..., : r // 2], x[..., r // 2:]), -1)
+    z = torch.view_as_complex(pairs.contiguous())  # (..., r/2)
+    angle = pos.double().unsqueeze(-1) / (scaling or 1.0) * theta ** (-torch.arange(0, r, 2, dtype=torch.float64) / r)
+    if angle.dim() == 3:  # (B, T, r/2) -> (B, 1, T, r/2)
+        angle = angle.unsqueeze(1)
+    w = torch.view_as_real(z * torch.polar(torch.ones_like(angle), angle))  # (..., r/2, 2)
+    y = w.flatten(-2) if interleaved else torch.cat((w[..., 0], w[..., 1]), -1)
+    return torch.cat((y, rest), -1)
+
+
+def _rotary_ref(m: torch.nn.Module, a: dict[str, Any], x: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    pos = x.get("positions", torch.arange(x["x"].shape[2]))
+    return {"y": _rope_math(x["x"], pos, a.get("theta", 10000.0), a.get("fraction", 1.0), a.get("interleaved", False),
+                            a.get("scaling"))}
 
 
 def _mha_ref(m: torch.nn.Module, a: dict[str, Any], x: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -161,26 +197,50 @@ def _mha_ref(m: torch.nn.Module, a: dict[str, Any], x: dict[str, torch.Tensor]) 
     q = x["query"].double()
     k = x.get("key", x["query"]).double()
     v = x.get("value", x.get("key", x["query"])).double()
-    w, b = layer.in_proj_weight.double(), layer.in_proj_bias.double()
     e, h = q.shape[-1], a["num_heads"]
+    kv = a.get("num_kv_heads", h)
+    sizes = [e, kv * (e // h), kv * (e // h)]
+    w = layer.in_proj_weight.double().split(sizes)
+    b = layer.in_proj_bias.double().split(sizes) if a.get("bias", True) else [0.0] * 3
     heads = []
-    for i, t in enumerate((q, k, v)):
-        proj = t @ w[i * e:(i + 1) * e].T + b[i * e:(i + 1) * e]  # (B, L, E)
-        heads.append(proj.view(*proj.shape[:2], h, e // h).transpose(1, 2))  # (B, h, L, E/h)
-    y = _attention_math(*heads, a.get("causal", False), None, x.get("key_padding_mask"))  # (B, h, Lq, E/h)
+    for t, wi, bi, n in zip((q, k, v), w, b, (h, kv, kv), strict=True):
+        proj = t @ wi.T + bi  # (B, L, n*hd)
+        heads.append(proj.view(*proj.shape[:2], n, e // h).transpose(1, 2))  # (B, n, L, hd)
+    if a.get("rotary"):
+        rope = (a.get("rope_theta", 10000.0), a.get("rotary_fraction", 1.0), a.get("rotary_interleaved", False),
+                a.get("rope_scaling"))
+        for i in (0, 1):
+            pos = x.get("positions", torch.arange(heads[i].shape[2]))
+            heads[i] = _rope_math(heads[i], pos, *rope)
+    mask = x.get("attn_mask")
+    if mask is not None and mask.dim() == 3:  # (B, Lq, Lk): the same for every head
+        mask = mask.unsqueeze(1)
+    y = _attention_math(*heads, a.get("causal", False), None, x.get("key_padding_mask"), mask)  # (B, h, Lq, hd)
     y = y.transpose(1, 2).reshape(q.shape)
-    return {"y": y @ layer.out_proj.weight.double().T + layer.out_proj.bias.double()}
+    out = y @ layer.out_proj.weight.double().T
+    return {"y": out + layer.out_proj.bias.double() if a.get("bias", True) else out}
 
 
 def _recurrent_ref(cls: type[torch.nn.RNNBase]) -> Ref:
-    def ref(m: torch.nn.Module, a: dict[str, Any], x: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        other = cls(x["x"].shape[-1], batch_first=True, **a)
-        other.load_state_dict(_sub(m).state_dict())
+    def run(other: torch.nn.RNNBase, x: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         state = (x["h0"], x["c0"]) if "c0" in x else x.get("h0")
         out, h = other(x["x"], state)
         if isinstance(h, tuple):
             return {"output": out, "h": h[0], "c": h[1]}
         return {"output": out, "h": h}
+
+    def ref(m: torch.nn.Module, a: dict[str, Any], x: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        other = cls(x["x"].shape[-1], batch_first=True, **a)
+        other.load_state_dict(_sub(m).state_dict())
+        if "lengths" not in x:
+            return run(other, x)
+        rows = []  # each sequence alone, unpadded; its output padded with zeros afterwards
+        for i, n in enumerate(x["lengths"].tolist()):
+            alone = {"x": x["x"][i:i + 1, :n], **{p: x[p][:, i:i + 1] for p in ("h0", "c0") if p in x}}
+            rows.append(run(other, alone))
+        pad = x["x"].shape[1]
+        return {"output": torch.cat([F.pad(r["output"], (0, 0, 0, pad - r["output"].shape[1])) for r in rows]),
+                **{p: torch.cat([r[p] for r in rows], 1) for p in rows[0] if p != "output"}}
 
     return ref
 
@@ -204,8 +264,8 @@ def _y(fn: Callable[[dict[str, torch.Tensor], dict[str, Any], torch.nn.Module], 
 
 
 REFERENCES: dict[str, Ref] = {
-    "add": _y(lambda x, a, m: sum(x[p] for p in sorted(x, key=int))),  # type: ignore[misc]
-    "mul": _y(lambda x, a, m: math.prod(x[p] for p in sorted(x, key=int))),  # type: ignore[misc]
+    "add": _y(lambda x, a, m: sum(x[p] for p in sorted(x, key=int)) + a.get("value", 0)),  # type: ignore[misc]
+    "mul": _y(lambda x, a, m: math.prod(x[p] for p in sorted(x, key=int)) * a.get("value", 1)),  # type: ignore[misc]
     "scale": _y(lambda x, a, m: x["x"] * a["factor"]),
     "matmul": _y(lambda x, a, m: torch.einsum("...nk,...km->...nm", x["a"], x["b"])),
     "concat": _y(lambda x, a, m: torch.cat([x[p] for p in sorted(x, key=int)], a["dim"])),
@@ -246,11 +306,30 @@ REFERENCES: dict[str, Ref] = {
     "gru": _recurrent_ref(torch.nn.GRU),
     "attention": _attention_ref,
     "multi_head_attention": _mha_ref,
+    "rotary": _rotary_ref,
     # convolution, resampling and pooling beyond the seed set
+    **spatial_refs.REFERENCES,
     # activations beyond the seed set
+    "relu6": nonlinear_refs.relu6,
+    "hardtanh": nonlinear_refs.hardtanh,
+    "clamp": nonlinear_refs.clamp,
+    "leaky_relu": nonlinear_refs.leaky_relu,
+    "elu": nonlinear_refs.elu,
+    "silu": nonlinear_refs.silu,
+    "mish": nonlinear_refs.mish,
+    "hardswish": nonlinear_refs.hardswish,
+    "hardsigmoid": nonlinear_refs.hardsigmoid,
+    "softplus": nonlinear_refs.softplus,
+    "prelu": nonlinear_refs.prelu,
+    "glu": nonlinear_refs.glu,
     # normalisation beyond batch and layer norm
+    "rms_norm": nonlinear_refs.rms_norm,
+    "group_norm": nonlinear_refs.group_norm,
+    "instance_norm": nonlinear_refs.instance_norm,
+    "layer_norm2d": nonlinear_refs.layer_norm2d,
     # elementwise arithmetic and reductions
     # tensor construction and indexing
+    **elementwise_refs.REFERENCES,
 }
 
 

@@ -120,7 +120,8 @@ def details(item: Item) -> list[tuple[str, str]]:
     elif n is not None and n.model is not None:
         if n.model.doc:
             rows.append(("doc", n.model.doc))
-        rows.extend((f"arg {k}", _fmt(v)) for k, v in n.model.args().items())
+        # an argument left unset (None: no value, a derived default) says nothing worth a row
+        rows.extend((f"arg {k}", _fmt(v)) for k, v in n.model.args().items() if v is not None)
         rows.extend((f"in {p}", f"{t.describe()} ← {n.bindings[p]}") for p, t in n.inputs.items())
         rows.extend((f"out {p}", t.describe()) for p, t in n.outputs.items())
         rows.extend((f"weight {w}", "×".join(map(str, s)) + (f", init {n.inits[w]}" if w in n.inits else ""))

@@ -42,7 +42,7 @@ SHAPES: dict[str, str] = {
     # activations
     "relu": _BOX, "tanh": _BOX, "sigmoid": _BOX, "gelu": _BOX, "softmax": _BOX, "log_softmax": _BOX,
     # attention
-    "attention": _BOX, "multi_head_attention": _BOX,
+    "attention": _BOX, "multi_head_attention": _BOX, "rotary": _BOX,
     # layers
     "linear": _BOX, "conv1d": _BOX, "conv2d": _BOX,
     "max_pool1d": _BOX, "max_pool2d": _BOX, "avg_pool1d": _BOX, "avg_pool2d": _BOX,
@@ -57,10 +57,21 @@ SHAPES: dict[str, str] = {
     "reshape": _BOX, "flatten": _BOX, "transpose": _BOX, "permute": _BOX,
     "slice": _BOX, "select": _BOX, "mean": _BOX,
     # convolution, resampling and pooling beyond the seed set
+    "conv_transpose1d": _BOX, "conv_transpose2d": _BOX, "conv3d": _BOX, "max_pool3d": _BOX, "avg_pool3d": _BOX,
+    "adaptive_avg_pool1d": _BOX, "adaptive_avg_pool2d": _BOX, "adaptive_max_pool1d": _BOX, "adaptive_max_pool2d": _BOX,
+    "upsample": _BOX, "interpolate": _BOX, "pixel_shuffle": _BOX, "pixel_unshuffle": _BOX, "pad": _BOX,
     # activations beyond the seed set
+    "relu6": _BOX, "hardtanh": _BOX, "clamp": _BOX, "leaky_relu": _BOX, "elu": _BOX, "silu": _BOX, "mish": _BOX,
+    "hardswish": _BOX, "hardsigmoid": _BOX, "softplus": _BOX, "prelu": _BOX, "glu": _BOX,
     # normalisation beyond batch and layer norm
+    "rms_norm": _BOX, "group_norm": _BOX, "instance_norm": _BOX, "layer_norm2d": _BOX,
     # elementwise arithmetic and reductions
+    "sub": _OVAL, "div": _OVAL, "pow": _OVAL, "minimum": _OVAL, "maximum": _OVAL, "where": _OVAL,
+    "masked_fill": _BOX, "sqrt": _BOX, "rsqrt": _BOX, "exp": _BOX, "log": _BOX, "neg": _BOX, "abs": _BOX,
+    "sum": _BOX, "max": _BOX, "min": _BOX,
     # tensor construction and indexing
+    "squeeze": _BOX, "unsqueeze": _BOX, "expand": _BOX, "repeat": _BOX, "tile": _BOX, "stack": _MERGE,
+    "gather": _BOX, "index_select": _BOX, "constant": _BOX, "parameter": _BOX,
 }
 """The node shape of each op (the diagram's lowering table, keyed like `builder.OPS`)."""
 
@@ -78,8 +89,8 @@ class Look:
 def look_of(kind: str, op: str, family: str, repeat: int | None = None) -> Look:
     """The look of an item of `kind` (input, output, op, block).
 
-    Raises:
-        KeyError: for an op without a row in `SHAPES` (a test keeps that from shipping).
+    An op's shape is its row in `SHAPES`, else the shape its plugin gave it
+    (`builder.plugin_lowerings`), else a box (rounded, as for every layer, unless it is a tensor op).
     """
     if kind == "input":
         return Look("ellipse", "filled,bold", COLORS["input"])
@@ -88,9 +99,13 @@ def look_of(kind: str, op: str, family: str, repeat: int | None = None) -> Look:
     if kind == "block":
         # a folded repeat is a stack of boxes (box3d); a folded call a double-bordered box
         return Look("box3d" if repeat else "box", "filled", COLORS["block"], peripheries=1 if repeat else 2)
-    shape = SHAPES[op]
+    shape = SHAPES.get(op)
+    if shape is None:
+        from builder.plugins import plugin_shape
+
+        shape = plugin_shape(op) or _BOX
     style = "rounded,filled" if shape == _BOX and family != "tensor" else "filled"
-    return Look(shape, style, COLORS[family])
+    return Look(shape, style, COLORS.get(family, COLORS["tensor"]))
 
 
 def fmt_count(n: int) -> str:

@@ -59,11 +59,12 @@ def _prepare(graph: nx.MultiDiGraph, weights: str | None, opset: int | None, see
              native_attention: bool) -> tuple[Any, dict[str, np.ndarray]]:
     from .export import prepare
     from .opsets import OpsetError
+    from .table import LoweringError
     from .weights import WeightError
 
     try:
         return prepare(graph, weights, opset, seed=seed, native_gelu=native_gelu, native_attention=native_attention)
-    except (OpsetError, WeightError) as exc:
+    except (OpsetError, WeightError, LoweringError) as exc:
         fail(str(exc))
 
 

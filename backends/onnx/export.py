@@ -21,7 +21,7 @@ import onnx
 import sympy
 from onnx import helper
 
-from builder import INPUT, Node, Spec, TensorRef, TensorType, compile_graph, graph_outputs, load_spec, nodes
+from builder import INPUT, Node, Spec, TensorRef, TensorType, compile_graph, graph_inputs, graph_outputs, load_spec, nodes
 from builder.tensor import fmt_dim
 
 from .dtypes import DTYPES
@@ -115,7 +115,7 @@ def lower_graph(g: nx.MultiDiGraph, options: Options) -> Lowered:
     all_nodes = nodes(g)
     values, aliases, renamed = _value_names(g, all_nodes)
     owners = {n.id: n for n in all_nodes if n.op != INPUT}
-    e = Emitter(options, values, owners, dict(g.graph.get("aliases", {})))
+    e = Emitter(options, values, owners, dict(g.graph.get("aliases", {})), inputs=graph_inputs(g))
     for node in owners.values():
         e.lower(node, LOWERINGS[node.op])
     for name, value in aliases:

@@ -15,10 +15,13 @@ __all__ = ["EMITTED_OPS", "LOWERINGS", "Emitter", "Lowering", "Options"]
 _ = (ops_attention, ops_elementwise, ops_layers, ops_nonlinear, ops_recurrent, ops_spatial, ops_tensor)
 
 EMITTED_OPS: frozenset[str] = frozenset({
-    "Add", "AveragePool", "BatchNormalization", "Cast", "Concat", "Conv", "Cos", "Div", "Erf", "Flatten", "GRU",
-    "Gather", "Gemm", "Greater", "Identity", "LSTM", "LayerNormalization", "LogSoftmax", "MatMul", "MaxPool",
-    "Mul", "Or", "RNN", "Range", "ReduceMean", "Relu", "Reshape", "Shape", "Sigmoid", "Sin", "Slice", "Softmax",
-    "Split", "Squeeze", "Tanh", "Transpose", "Unsqueeze", "Where",
+    "Abs", "Add", "AveragePool", "BatchNormalization", "Cast", "Clip", "Concat", "Conv", "ConvTranspose", "Cos",
+    "DepthToSpace", "Div", "Elu", "Erf", "Exp", "Expand", "Flatten", "GRU", "Gather", "GatherElements", "Gemm",
+    "GlobalAveragePool", "GlobalMaxPool", "Greater", "HardSigmoid", "Identity", "InstanceNormalization", "LSTM",
+    "LayerNormalization", "LeakyRelu", "Log", "LogSoftmax", "MatMul", "Max", "MaxPool", "Min", "Mul", "Neg", "Or",
+    "PRelu", "Pad", "Pow", "RNN", "Range", "Reciprocal", "ReduceMax", "ReduceMean", "ReduceMin", "ReduceSum",
+    "Relu", "Reshape", "Resize", "Shape", "Sigmoid", "Sin", "Slice", "Softmax", "Softplus", "SpaceToDepth", "Split",
+    "Sqrt", "Squeeze", "Sub", "Tanh", "Tile", "Transpose", "Unsqueeze", "Where",
 })
 """Every ai.onnx op type the default lowerings emit; the default opset is the highest whose
 versions of all of them onnxruntime runs on CPU. A test checks emitted models against it."""

@@ -1,9 +1,13 @@
-"""ONNX lowerings of attention and multi_head_attention.
+"""ONNX lowerings of attention, multi_head_attention and rotary.
 
 The default is the plain formula, which onnxruntime runs with its fast MatMul and Softmax
 kernels at every opset: scores = (q * scale) @ k^T, masked positions set to -inf with
-``Where``, softmax over keys, @ v. With ``Options.native_attention`` (opset >= 23) the core
-is the ``Attention`` op instead.
+``Where``, an additive attn_mask added, softmax over keys, @ v. Grouped-query attention
+repeats each key/value head (Unsqueeze, Expand, Reshape: Llama's repeat_kv). With
+``Options.native_attention`` (opset >= 23) the core is the ``Attention`` op instead.
+
+Rotary embedding is decomposed (Cos, Sin, Mul, Sub, Add, Split/Slice, Concat) at every opset:
+ai.onnx's RotaryEmbedding exists only from opset 23.
 """
 
 from __future__ import annotations
@@ -14,13 +18,16 @@ import numpy as np
 import sympy
 
 from builder import Node
-from builder.ops.attention import Attention, MultiHeadAttention
+from builder.ops.attention import Attention, MultiHeadAttention, Rope, Rotary
 
 from .ops_layers import linear
 from .table import LOWERINGS, Emitter
 from .weights import Init
 
 __all__: list[str] = []
+
+FLOAT, INT32 = 1, 6  # onnx.TensorProto.FLOAT, INT32
+_DTYPE_CODES = {"float32": 1, "float16": 10, "float64": 11, "bfloat16": 16}
 
 
 def _length(e: Emitter, value: str, size: sympy.Expr) -> str:
@@ -63,12 +70,39 @@ def _hidden(e: Emitter, node: Node, causal: bool, q: str, k: str, mask_axes: lis
     return hidden
 
 
-def _attend(e: Emitter, q: str, k_t: str, v: str, hidden: str | None, dtype: str, output: str | None) -> str:
-    """softmax(q @ k_t, hidden -> -inf) @ v, for q already scaled and k already transposed."""
+def _attn_mask(e: Emitter, node: Node, heads_axis: bool) -> str | None:
+    """The node's attn_mask, a rank-3 one unsqueezed to (B, 1, Lq, Lk) when the scores have a heads axis."""
+    if not e.has("attn_mask"):
+        return None
+    mask = e.input("attn_mask")
+    if heads_axis and node.inputs["attn_mask"].rank == 3:
+        mask = e.op1("Unsqueeze", [mask, e.ints([1], "axes")])
+    return mask
+
+
+def _attend(e: Emitter, q: str, k_t: str, v: str, hidden: str | None, extra: str | None, extra_bool: bool,
+            dtype: str, output: str | None) -> str:
+    """softmax(q @ k_t, hidden -> -inf, + attn_mask) @ v, for q already scaled and k already transposed."""
     scores = e.op1("MatMul", [q, k_t])
     if hidden is not None:
         scores = e.op1("Where", [hidden, e.const(-np.inf, "neg_inf", dtype), scores])
+    if extra is not None and extra_bool:  # True = may attend
+        scores = e.op1("Where", [extra, scores, e.const(-np.inf, "neg_inf", dtype)])
+    elif extra is not None:  # additive
+        scores = e.op1("Add", [scores, extra])
     return e.op1("MatMul", [e.op1("Softmax", [scores], axis=-1), v], output)
+
+
+def _repeat_kv(e: Emitter, x: str, groups: int, heads: int, tail: list[int]) -> str:
+    """(B, Hkv, a, b) -> (B, Hkv * groups, a, b), each head repeated `groups` times in place (repeat_kv).
+
+    `tail` is the Reshape target of the last two dims (one of them -1).
+    """
+    if groups == 1:
+        return x
+    x = e.op1("Unsqueeze", [x, e.ints([2], "axes")])  # (B, Hkv, 1, a, b)
+    x = e.op1("Expand", [x, e.ints([1, 1, groups, 1, 1], "repeat")])  # (B, Hkv, groups, a, b)
+    return e.op1("Reshape", [x, e.ints([0, heads, *tail], "heads")])
 
 
 @LOWERINGS.register("attention")
@@ -80,61 +114,198 @@ def lower_attention(e: Emitter, node: Node) -> None:
     q, k, v = e.input("query"), e.input("key"), e.input("value")
     mask_axes = [1] if rank == 3 else [1, 2]
     if e.options.native_attention:
-        _native(e, q, k, v, m.causal, scale, heads=1 if rank == 3 else None)
+        _native(e, node, q, k, v, m.causal, scale, heads=1 if rank == 3 else None)
         return
     hidden = _hidden(e, node, m.causal, q, k, mask_axes)
+    groups = m.kv_groups(node.inputs)
+    if groups > 1:
+        heads = int(q_t.shape[1])
+        k, v = _repeat_kv(e, k, groups, heads, [-1, embed]), _repeat_kv(e, v, groups, heads,
+                                                                        [-1, int(node.inputs["value"].shape[-1])])
     perm = list(range(rank))
     perm[-2], perm[-1] = perm[-1], perm[-2]
     k_t = e.op1("Transpose", [k], perm=perm)  # (*, E, Lk)
     q = e.op1("Mul", [q, e.const(scale, "scale", dtype)])
-    _attend(e, q, k_t, v, hidden, dtype, e.output())
+    extra = _attn_mask(e, node, heads_axis=False)
+    _attend(e, q, k_t, v, hidden, extra, _mask_is_bool(node), dtype, e.output())
 
 
-def _native(e: Emitter, q: str, k: str, v: str, causal: bool, scale: float, heads: int | None,
-            output: str | None = None) -> str:
-    """The opset-23 Attention op; its bool mask, broadcast to (B, H, Lq, Lk), is True where attention is allowed."""
+def _mask_is_bool(node: Node) -> bool:
+    return "attn_mask" in node.inputs and node.inputs["attn_mask"].dtype == "bool"
+
+
+def _native(e: Emitter, node: Node, q: str, k: str, v: str, causal: bool, scale: float, heads: int | None,
+            output: str | None = None, kv_heads: int | None = None) -> str:
+    """The opset-23 Attention op; its bool mask, broadcast to (B, H, Lq, Lk), is True where attention is allowed.
+
+    `heads`: the head counts of 3-D inputs (None for 4-D inputs, whose shapes say them).
+    """
     inputs = [q, k, v]
+    mask = _attn_mask(e, node, heads_axis=True)
     if e.has("key_padding_mask"):
         pad = e.op1("Unsqueeze", [e.input("key_padding_mask"), e.ints([1, 2], "mask_axes")])  # (B, 1, 1, Lk)
-        inputs.append(e.op1("Not", [pad]))
+        if mask is None:
+            mask = e.op1("Not", [pad])
+        elif _mask_is_bool(node):
+            mask = e.op1("Where", [pad, e.const(np.asarray(False), "false"), mask])
+        else:
+            mask = e.op1("Where", [pad, e.const(-np.inf, "neg_inf", node.inputs["query"].dtype), mask])
+    if mask is not None:
+        inputs.append(mask)
     attrs: dict[str, object] = {"scale": float(scale), "is_causal": int(causal)}
     if heads is not None:
-        attrs.update(q_num_heads=heads, kv_num_heads=heads)
+        attrs.update(q_num_heads=heads, kv_num_heads=kv_heads or heads)
     return e.op("Attention", inputs, [output or e.output()], **attrs)[0]
+
+
+# --- rotary position embedding ---------------------------------------------------------------
+
+def _rope_angles(e: Emitter, rope: Rope, rot: int, length_of: str, length: sympy.Expr, dtype: str,
+                 positions: tuple[str, int] | None) -> tuple[str, str]:
+    """cos and sin of pos * inv_freq: (T, R/2), or (B, 1, T, R/2) for (B, T) positions; shared by every
+    node with the same settings and positions."""
+    key = ("rope", rope, rot, dtype, positions[0] if positions else length)
+    if key in e.memo:
+        cos, sin = e.memo[key].split("\n")
+        return cos, sin
+    # as torch computes it: 1 / theta^(arange(0, R, 2) / R) in float32
+    exponent = np.arange(0, rot, 2, dtype=np.float32) / np.float32(rot)
+    inv_freq = (np.float32(1.0) / np.power(np.float32(rope.theta), exponent)).astype(np.float32)
+    if rope.scaling is not None:
+        inv_freq = (inv_freq / np.float32(rope.scaling)).astype(np.float32)
+    if positions is not None:
+        pos = e.op1("Cast", [positions[0]], to=FLOAT)  # ([B,] T)
+    elif length.is_Integer:
+        pos = e.const(np.arange(int(length), dtype=np.float32), "positions")
+    else:
+        zero, one = e.const(np.asarray(0, dtype=np.int64), "zero"), e.const(np.asarray(1, dtype=np.int64), "one")
+        pos = e.op1("Cast", [e.op1("Range", [zero, _length(e, length_of, length), one])], to=FLOAT)
+    freqs = e.op1("Mul", [e.op1("Unsqueeze", [pos, e.ints([-1], "axes")]), e.const(inv_freq, "inv_freq")])
+    if positions is not None and positions[1] == 2:
+        freqs = e.op1("Unsqueeze", [freqs, e.ints([1], "axes")])  # (B, 1, T, R/2)
+    cos, sin = e.op1("Cos", [freqs]), e.op1("Sin", [freqs])
+    if dtype != "float32":
+        cos, sin = e.op1("Cast", [cos], to=_DTYPE_CODES[dtype]), e.op1("Cast", [sin], to=_DTYPE_CODES[dtype])
+    e.memo[key] = f"{cos}\n{sin}"
+    return cos, sin
+
+
+def _rotate(e: Emitter, x: str, features: int, rot: int, interleaved: bool, cos: str, sin: str,
+            output: str | None = None) -> str:
+    """x (B, H, T, D) with its first `rot` features rotated: pairs (i, i + R/2), or (2k, 2k+1) if interleaved."""
+    rest = None
+    if rot < features:
+        x, rest = e.op("Split", [x, e.ints([rot, features - rot], "rotary_split")], 2, axis=-1)
+    if interleaved:
+        axes, end, two = e.ints([-1], "axes"), e.ints([rot], "ends"), e.ints([2], "steps")
+        x1 = e.op1("Slice", [x, e.ints([0], "starts"), end, axes, two])  # x[..., 0::2]
+        x2 = e.op1("Slice", [x, e.ints([1], "starts"), end, axes, two])  # x[..., 1::2]
+    else:
+        x1, x2 = e.op("Split", [x, e.ints([rot // 2, rot // 2], "halves")], 2, axis=-1)
+    y1 = e.op1("Sub", [e.op1("Mul", [x1, cos]), e.op1("Mul", [x2, sin])])
+    y2 = e.op1("Add", [e.op1("Mul", [x2, cos]), e.op1("Mul", [x1, sin])])
+    if interleaved:
+        last = e.ints([-1], "axes")
+        pairs = e.op1("Concat", [e.op1("Unsqueeze", [y1, last]), e.op1("Unsqueeze", [y2, last])], axis=-1)
+        y = e.op1("Reshape", [pairs, e.ints([0, 0, 0, rot])], None if rest else output)  # (B, H, T, R)
+        return y if rest is None else e.op1("Concat", [y, rest], output, axis=-1)
+    return e.op1("Concat", [y1, y2, *([rest] if rest else [])], output, axis=-1)
+
+
+def _positions(e: Emitter, node: Node) -> tuple[str, int] | None:
+    return (e.input("positions"), node.inputs["positions"].rank) if e.has("positions") else None
+
+
+@LOWERINGS.register("rotary")
+def lower_rotary(e: Emitter, node: Node) -> None:
+    m = e.model(Rotary)
+    t = node.inputs["x"]
+    features = int(t.shape[-1])
+    rope = m.rope()
+    rot = rope.dim(features, "x")
+    x = e.input("x")
+    cos, sin = _rope_angles(e, rope, rot, x, t.shape[2], t.dtype, _positions(e, node))
+    _rotate(e, x, features, rot, rope.interleaved, cos, sin, e.output())
+
+
+# --- multi-head attention --------------------------------------------------------------------
+
+def _project(e: Emitter, node: Node, m: MultiHeadAttention, sizes: list[int]) -> tuple[str, str, str]:
+    """q (B, Lq, E), k and v (B, Lk, kv*hd) through the packed in-projection."""
+    embed = sizes[0]
+    rows = sum(sizes)
+    b = node.bindings
+    self_attention = b.get("key", b["query"]) == b["query"] and b.get("value", b.get("key", b["query"])) == b["query"]
+    weight = e.weight("in_proj_weight", Init.uniform(math.sqrt(6 / (rows + embed))))  # xavier_uniform on (rows, E)
+    bias = e.weight("in_proj_bias", Init.constant(0.0)) if m.bias else None
+    query = e.input("query")
+    key = e.input("key") if e.has("key") else query
+    value = e.input("value") if e.has("value") else key
+    thirds = e.ints(sizes, "thirds")
+    if self_attention:  # one (B, L, E) @ (E, rows) projection, then q, k, v
+        q, k, v = e.op("Split", [linear(e, query, 3, weight, bias), thirds], 3, axis=-1)
+    else:
+        ws = e.op("Split", [weight, thirds], 3, axis=0)
+        bs = e.op("Split", [bias, thirds], 3, axis=0) if bias else [None] * 3
+        q, k, v = (linear(e, x, 3, w, bb) for x, w, bb in zip((query, key, value), ws, bs, strict=True))
+    return q, k, v
+
+
+def _mha_heads(e: Emitter, node: Node, m: MultiHeadAttention, q: str, k: str, v: str) -> tuple[str, str, str]:
+    """q (B, H, Lq, hd), k (B, Hkv, Lk, hd), v (B, Hkv, Lk, hd), q and k rotated."""
+    embed, heads, kv = int(node.inputs["query"].shape[-1]), m.num_heads, m.kv_heads
+    head = embed // heads
+    q = e.op1("Transpose", [e.op1("Reshape", [q, e.ints([0, 0, heads, head], "heads")])], perm=[0, 2, 1, 3])
+    k = e.op1("Transpose", [e.op1("Reshape", [k, e.ints([0, 0, kv, head], "heads")])], perm=[0, 2, 1, 3])
+    v = e.op1("Transpose", [e.op1("Reshape", [v, e.ints([0, 0, kv, head], "heads")])], perm=[0, 2, 1, 3])
+    rope = m.rope()
+    if rope is not None:
+        rot, dtype = rope.dim(head, "query"), node.inputs["query"].dtype
+        tq = node.inputs["query"]
+        tk = node.inputs.get("key", tq)
+        positions = _positions(e, node)
+        cos, sin = _rope_angles(e, rope, rot, q, tq.shape[1], dtype, positions)
+        q = _rotate(e, q, head, rot, rope.interleaved, cos, sin)
+        if positions is None and tk.shape[1] != tq.shape[1]:
+            cos, sin = _rope_angles(e, rope, rot, k, tk.shape[1], dtype, None)
+        k = _rotate(e, k, head, rot, rope.interleaved, cos, sin)
+    return q, k, v
 
 
 @LOWERINGS.register("multi_head_attention")
 def lower_multi_head_attention(e: Emitter, node: Node) -> None:
     m = e.model(MultiHeadAttention)
     dtype = node.inputs["query"].dtype
-    embed, heads = int(node.inputs["query"].shape[-1]), m.num_heads
+    embed, heads, kv = int(node.inputs["query"].shape[-1]), m.num_heads, m.kv_heads
     head = embed // heads
-    b = node.bindings
-    self_attention = b.get("key", b["query"]) == b["query"] and b.get("value", b.get("key", b["query"])) == b["query"]
-    weight = e.weight("in_proj_weight", Init.uniform(math.sqrt(6 / (4 * embed))))  # xavier_uniform on (3E, E)
-    bias = e.weight("in_proj_bias", Init.constant(0.0)) if m.bias else None
+    q, k, v = _project(e, node, m, [embed, kv * head, kv * head])
     out_w = e.weight("out_proj.weight", Init.uniform(1 / math.sqrt(embed)))
     out_b = e.weight("out_proj.bias", Init.constant(0.0)) if m.bias else None
     query = e.input("query")
     key = e.input("key") if e.has("key") else query
-    value = e.input("value") if e.has("value") else key
-    thirds = e.ints([embed] * 3, "thirds")
-    if self_attention:  # one (B, L, E) @ (E, 3E) projection, then q, k, v
-        q, k, v = e.op("Split", [linear(e, query, 3, weight, bias), thirds], 3, axis=-1)
-    else:
-        ws = e.op("Split", [weight, thirds], 3, axis=0)
-        bs = e.op("Split", [bias, thirds], 3, axis=0) if bias else [None] * 3
-        q, k, v = (linear(e, x, 3, w, bb) for x, w, bb in zip((query, key, value), ws, bs, strict=True))
-    if e.options.native_attention:
-        y = _native(e, q, k, v, m.causal, 1 / math.sqrt(head), heads, e.fresh("attention"))
+    if e.options.native_attention and not m.rotary:
+        y = _native(e, node, q, k, v, m.causal, 1 / math.sqrt(head), heads, e.fresh("attention"), kv)
+    elif e.options.native_attention:
+        q, k, v = _mha_heads(e, node, m, q, k, v)
+        y = _native(e, node, q, k, v, m.causal, 1 / math.sqrt(head), None, e.fresh("attention"))  # (B, H, Lq, hd)
+        y = e.op1("Reshape", [e.op1("Transpose", [y], perm=[0, 2, 1, 3]), e.ints([0, 0, embed], "merge")])
     else:
         split = e.ints([0, 0, heads, head], "heads")  # (B, L, E) -> (B, L, H, hd)
-        q = e.op1("Mul", [q, e.const(1 / math.sqrt(head), "scale", dtype)])
-        q = e.op1("Transpose", [e.op1("Reshape", [q, split])], perm=[0, 2, 1, 3])  # (B, H, Lq, hd)
-        k = e.op1("Transpose", [e.op1("Reshape", [k, split])], perm=[0, 2, 3, 1])  # (B, H, hd, Lk)
-        v = e.op1("Transpose", [e.op1("Reshape", [v, split])], perm=[0, 2, 1, 3])  # (B, H, Lk, hd)
+        scale = e.const(1 / math.sqrt(head), "scale", dtype)
+        if m.rotary:
+            q, k, v = _mha_heads(e, node, m, q, k, v)
+            q = e.op1("Mul", [q, scale])  # (B, H, Lq, hd)
+            k = e.op1("Transpose", [k], perm=[0, 1, 3, 2])  # (B, Hkv, hd, Lk)
+        else:
+            q = e.op1("Mul", [q, scale])
+            q = e.op1("Transpose", [e.op1("Reshape", [q, split])], perm=[0, 2, 1, 3])
+            k = e.op1("Transpose", [e.op1("Reshape", [k, e.ints([0, 0, kv, head], "heads")])], perm=[0, 2, 3, 1])
+            v = e.op1("Transpose", [e.op1("Reshape", [v, e.ints([0, 0, kv, head], "heads")])], perm=[0, 2, 1, 3])
+        k = _repeat_kv(e, k, heads // kv, heads, [head, -1])  # (B, H, hd, Lk)
+        v = _repeat_kv(e, v, heads // kv, heads, [-1, head])  # (B, H, Lk, hd)
         hidden = _hidden(e, node, m.causal, query, key, [1, 2])
-        y = _attend(e, q, k, v, hidden, dtype, None)  # (B, H, Lq, hd)
+        extra = _attn_mask(e, node, heads_axis=True)
+        y = _attend(e, q, k, v, hidden, extra, _mask_is_bool(node), dtype, None)  # (B, H, Lq, hd)
         y = e.op1("Transpose", [y], perm=[0, 2, 1, 3])
         y = e.op1("Reshape", [y, e.ints([0, 0, embed], "merge")])  # (B, Lq, E)
     linear(e, y, 3, out_w, out_b, e.output())

@@ -11,6 +11,7 @@ PyTorch and ONNX differ in three ways that this module converts:
   (directions, 2 * gates * hidden), the input biases then the recurrent ones.
 
 PyTorch's GRU applies the reset gate after the recurrent matmul: ``linear_before_reset=1``.
+A `lengths` input becomes every layer's ``sequence_lens`` (int32).
 """
 
 from __future__ import annotations
@@ -83,6 +84,9 @@ def lower_recurrent(e: Emitter, node: Node) -> None:
     if node.op == "gru":
         attrs["linear_before_reset"] = 1
     x = e.op1("Transpose", [e.input("x")], perm=[1, 0, 2])  # (seq, batch, in)
+    # ONNX's sequence_lens (int32): outputs past a length are zero, Y_h is the last valid step's
+    # state, and the reverse direction starts at each sequence's own last step (as packed sequences)
+    lengths = e.op1("Cast", [e.input("lengths")], to=6) if e.has("lengths") else ""
     finals: list[list[str]] = [[] for _ in m.OUTPUTS[1:]]  # Y_h (and Y_c) of each layer: (dirs, batch, hidden)
     for layer in range(layers):
         sfx = ("", "_reverse")[:dirs]
@@ -93,8 +97,8 @@ def lower_recurrent(e: Emitter, node: Node) -> None:
         if m.bias:
             pairs = [e.weight(f"bias_{kind}_l{layer}{s}", init) for s in sfx for kind in ("ih", "hh")]
             b = _pack(e, pairs, order, h, dirs, None, "b")
-        states = [_layer_state(e, port, layer, dirs, layers) for port in m.INPUTS[1:]]
-        inputs = [x, w, r, b, "", *states]  # "" = sequence_lens: every sequence is full length
+        states = [_layer_state(e, port, layer, dirs, layers) for port in m.STATES]
+        inputs = [x, w, r, b, lengths, *states]  # lengths "": every sequence is full length
         while inputs[-1] == "":
             inputs.pop()
         last = layer == layers - 1

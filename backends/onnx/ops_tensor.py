@@ -8,6 +8,7 @@ import numpy as np
 
 from builder import Node
 from builder.ops.activations import Gelu, Softmax
+from builder.ops.operands import ConstantOperand
 from builder.ops.tensor import Concat, Flatten, Mean, Permute, Reshape, Scale, Select, Slice, Split, Transpose
 
 from .table import DTYPES, LOWERINGS, Emitter
@@ -36,14 +37,20 @@ def _fold(e: Emitter, op_type: str, values: list[str]) -> None:
         acc = e.op1(op_type, [acc, v], e.output() if i == len(values) else None)
 
 
+def _constant(e: Emitter, node: Node) -> list[str]:
+    """The node's constant operand `value` as a scalar of the output's dtype, or nothing."""
+    value = e.model(ConstantOperand).value
+    return [] if value is None else [e.const(value, "value", node.outputs["y"].dtype)]
+
+
 @LOWERINGS.register("add")
 def lower_add(e: Emitter, node: Node) -> None:
-    _fold(e, "Add", _variadic(e, node))
+    _fold(e, "Add", _variadic(e, node) + _constant(e, node))
 
 
 @LOWERINGS.register("mul")
 def lower_mul(e: Emitter, node: Node) -> None:
-    _fold(e, "Mul", _variadic(e, node))
+    _fold(e, "Mul", _variadic(e, node) + _constant(e, node))
 
 
 @LOWERINGS.register("scale")

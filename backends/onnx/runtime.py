@@ -129,13 +129,38 @@ def _id_bounds(model: onnx.ModelProto) -> dict[str, int]:
     return bounds
 
 
+_RECURRENT = ("RNN", "GRU", "LSTM")
+
+
+def _length_inputs(model: onnx.ModelProto, sizes: Mapping[str, int]) -> dict[str, int]:
+    """For integer inputs that are the sequence lengths of a recurrent layer (its `sequence_lens`,
+    maybe through a Cast), the number of time steps: valid lengths are 1 to that."""
+    casts = {n.output[0]: n.input[0] for n in model.graph.node if n.op_type == "Cast"}
+    inputs = {vi.name for vi in model.graph.input}
+    layers = [n for n in model.graph.node if n.op_type in _RECURRENT and len(n.input) > 4 and n.input[4]]
+    if not layers:
+        return {}
+    known = {vi.name: vi for vi in onnx.shape_inference.infer_shapes(model).graph.value_info}
+    known.update({vi.name: vi for vi in model.graph.input})
+    steps: dict[str, int] = {}
+    for node in layers:
+        name = casts.get(node.input[4], node.input[4])
+        x = known.get(node.input[0])
+        if name not in inputs or x is None or not x.type.tensor_type.shape.dim:
+            continue
+        d = x.type.tensor_type.shape.dim[0]  # X is (seq_length, batch, input_size)
+        steps[name] = d.dim_value if d.HasField("dim_value") else int(sizes.get(d.dim_param, DEFAULT_DIM))
+    return steps
+
+
 def random_inputs(model: onnx.ModelProto, sizes: Mapping[str, int] | None = None, seed: int = 0) -> dict[str, np.ndarray]:
     """Random inputs for `model`: symbolic dims from `sizes` (default 2), floats ~ N(0, 1),
-    integer ids below the size of the table they index, bool masks True on a random tail
-    (padding) that leaves position 0 False."""
+    integer ids below the size of the table they index, sequence lengths from 1 to the number of
+    steps, bool masks True on a random tail (padding) that leaves position 0 False."""
     sizes = dict(sizes or {})
     rng = np.random.default_rng(seed)
     bounds = _id_bounds(model)
+    lengths = _length_inputs(model, sizes)
     out: dict[str, np.ndarray] = {}
     for vi in model.graph.input:
         t = vi.type.tensor_type
@@ -152,6 +177,8 @@ def random_inputs(model: onnx.ModelProto, sizes: Mapping[str, int] | None = None
             n = shape[-1] if shape else 1
             keep = rng.integers(1, n + 1, size=(*shape[:-1], 1)) if shape else np.ones(())
             out[vi.name] = np.arange(n) >= keep if shape else np.asarray(False)
+        elif vi.name in lengths:
+            out[vi.name] = rng.integers(1, max(lengths[vi.name], 1) + 1, size=shape).astype(dtype)
         else:
             out[vi.name] = rng.integers(0, bounds.get(vi.name, DEFAULT_DIM), size=shape).astype(dtype)
     return out

@@ -10,67 +10,27 @@ PyTorch ``state_dict`` keys (``enc.attn.in_proj_weight``) and writes internal va
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 from onnx import AttributeProto, NodeProto
 
-from builder import OPS, Node, Op, TensorRef
-from builder.errors import did_you_mean
+from backends.table import LoweringError as BackendLoweringError
+from backends.table import LoweringTable
+from builder import Node, Op, TensorRef, TensorType
 
 from .dtypes import DTYPES, np_dtype
 from .weights import Init, WeightUse
 
-__all__ = ["DTYPES", "LOWERINGS", "Emitter", "Init", "Lowering", "LoweringTable", "OnnxNode", "Options", "make_node",
-           "model_of"]
+__all__ = ["DTYPES", "LOWERINGS", "Emitter", "Init", "Lowering", "LoweringError", "LoweringTable", "OnnxNode", "Options",
+           "make_node", "model_of"]
 
 Lowering = Callable[["Emitter", Node], None]
 M = TypeVar("M", bound=Op)
 
-class LoweringTable:
-    """Op name to lowering function, registered explicitly; unknown or duplicate names fail at import."""
-
-    def __init__(self, backend: str) -> None:
-        self.backend = backend
-        self._table: dict[str, Lowering] = {}
-
-    def register(self, *names: str) -> Callable[[Lowering], Lowering]:
-        """Decorator: register a lowering for one or more op names of `builder.OPS`."""
-        for name in names:
-            if name not in OPS:
-                hint = "".join(f" ({h})" for h in did_you_mean(name, OPS))
-                raise ValueError(f"{self.backend}: cannot register a lowering for unknown op '{name}'{hint}")
-            if name in self._table:
-                raise ValueError(f"{self.backend}: op '{name}' has two lowerings "
-                                 f"({self._table[name].__name__} and another)")
-
-        def decorate(fn: Lowering) -> Lowering:
-            for name in names:
-                self._table[name] = fn
-            return fn
-
-        return decorate
-
-    def __getitem__(self, name: str) -> Lowering:
-        try:
-            return self._table[name]
-        except KeyError:
-            hint = "".join(f" ({h})" for h in did_you_mean(name, self._table))
-            raise KeyError(f"{self.backend} backend has no lowering for op '{name}'{hint}") from None
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._table
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(sorted(self._table))
-
-    def __len__(self) -> int:
-        return len(self._table)
-
-
-LOWERINGS = LoweringTable("onnx")
+LOWERINGS: LoweringTable[Lowering] = LoweringTable("onnx")
 """The ONNX backend's table; the ``ops_*`` modules register into it (see `backends.onnx.lowering`)."""
 
 
@@ -79,6 +39,10 @@ def model_of(node: Node, cls: type[M]) -> M:
     if not isinstance(node.model, cls):  # pragma: no cover - a lowering registered under the wrong op
         raise TypeError(f"node '{node.id}': expected a {cls.__name__} op, got {type(node.model).__name__}")
     return node.model
+
+
+class LoweringError(BackendLoweringError):
+    """A checked spec that ONNX cannot express as written (the message names the node and the fix)."""
 
 
 @dataclass(frozen=True)
@@ -108,6 +72,7 @@ class Emitter:
     values: dict[TensorRef, str]
     owners: dict[str, Node]
     aliases: dict[str, str] = field(default_factory=dict)
+    inputs: dict[str, TensorType] = field(default_factory=dict)  # the graph inputs: sizes read at run time
     nodes: list[OnnxNode] = field(default_factory=list)
     consts: dict[str, np.ndarray] = field(default_factory=dict)
     weights: dict[str, WeightUse] = field(default_factory=dict)

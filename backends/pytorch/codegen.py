@@ -112,10 +112,14 @@ def _init_lines(tree: ModuleTree) -> list[str]:
         made.add(path)
         lines.append(_assign(path, ctor.source(skips_default_init(ctor, tree.owners[path]))))
         for t in ctor.tensors:
+            owner, _, leaf = f"{path}.{t.name}".rpartition(".")  # a dotted name lives in a plain child
+            if owner not in made:
+                made.add(owner)
+                lines.append(_assign(owner, "torch.nn.Module()"))
             if t.buffer:
-                lines.append(f'        {_target(path)}.register_buffer("{t.name}", {t.source()}, persistent=False)')
+                lines.append(f'        {_target(owner)}.register_buffer("{leaf}", {t.source()}, persistent=False)')
             else:
-                lines.append(f'        {_target(path)}.register_parameter("{t.name}", torch.nn.Parameter({t.source()}))')
+                lines.append(f'        {_target(owner)}.register_parameter("{leaf}", torch.nn.Parameter({t.source()}))')
         for call in init_calls(tree.owners[path]):
             row = "" if call.row is None else f"[{call.row}]"
             args = "".join(f", {k}={v!r}" for k, v in call.kwargs.items())
@@ -203,6 +207,8 @@ def _function_name(fn: Any) -> str:
         return f"torch.{name}"
     if getattr(F, name, None) is fn:
         return f"torch.nn.functional.{name}"
+    if getattr(torch.nn.utils.rnn, name, None) is fn:  # packed sequences (recurrent `lengths`)
+        return f"torch.nn.utils.rnn.{name}"
     raise ValueError(f"generated code cannot name the function {fn!r}")  # pragma: no cover - a lowering bug
 
 

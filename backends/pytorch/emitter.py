@@ -22,6 +22,7 @@ import sympy
 import torch
 from torch import fx, nn
 
+from backends.table import LoweringError as BackendLoweringError
 from builder import INPUT, Node, TensorRef, TensorType, nodes
 
 from .table import LoweringTable
@@ -33,7 +34,7 @@ RESERVED_NAMES = frozenset({"self", "torch", "inf", "nan", "NoneType", "device",
 """Names the generated code uses (`self`, globals): no forward argument or local variable may take them."""
 
 
-class LoweringError(ValueError):
+class LoweringError(BackendLoweringError):
     """A node that the PyTorch backend cannot lower; the message names the node."""
 
 
@@ -129,10 +130,16 @@ class Ctor:
             return module
         module = nn.Module()
         for t in self.tensors:
+            path, _, leaf = t.name.rpartition(".")  # ``out_proj.weight``: in a plain child ``out_proj``
+            owner = module
+            for part in path.split(".") if path else ():
+                if part not in owner._modules:
+                    owner.add_module(part, nn.Module())
+                owner = owner.get_submodule(part)
             if t.buffer:
-                module.register_buffer(t.name, t.build(), persistent=False)
+                owner.register_buffer(leaf, t.build(), persistent=False)
             else:
-                module.register_parameter(t.name, nn.Parameter(t.build()))
+                owner.register_parameter(leaf, nn.Parameter(t.build()))
         return module
 
     def source(self, skip_init: bool = False) -> str:

@@ -13,15 +13,15 @@ import math
 import operator
 from collections.abc import Callable
 from functools import reduce
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import fx
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from builder import OPS, Node, Op
+from builder import Node, Op
 from builder.ops.activations import Gelu, LogSoftmax, Softmax
-from builder.ops.attention import Attention, MultiHeadAttention
 from builder.ops.layers import (
     AvgPool1d,
     AvgPool2d,
@@ -37,15 +37,16 @@ from builder.ops.layers import (
     PositionEmbedding,
     SinusoidalPosition,
 )
+from builder.ops.operands import ConstantOperand
 from builder.ops.sequence import Gru, Lstm, Rnn
 from builder.ops.tensor import Concat, Flatten, Mean, Permute, Reshape, Scale, Select, Slice, Split, Transpose
 
-from .emitter import Ctor, Emitter, LowerFn, LoweringError, Outputs, TensorInit
+from .emitter import Ctor, Emitter, LowerFn, Outputs, TensorInit
 from .table import LoweringTable
 
 __all__ = ["TABLE"]
 
-TABLE: LoweringTable[LowerFn] = LoweringTable(OPS, "PyTorch")
+TABLE: LoweringTable[LowerFn] = LoweringTable("pytorch")
 """Op name to lowering function ``(Emitter, Node) -> {port: fx.Node}``."""
 
 M = TypeVar("M", bound=Op)
@@ -73,14 +74,22 @@ def _own_or_tied(e: Emitter, inits: dict[str, TensorInit]) -> dict[str, fx.Node]
 
 # --- tensor ops ------------------------------------------------------------------------
 
+def _operands(e: Emitter, n: Node) -> list[Any]:
+    """The numbered inputs, then the constant `value` where the node has one (an int for integer inputs)."""
+    value = _args(n, ConstantOperand).value
+    if value is None:
+        return [e.x(p) for p in e.ports()]
+    return [e.x(p) for p in e.ports()] + [int(value) if e.type("0").dtype.startswith("int") else value]
+
+
 @TABLE.register("add")
 def _add(e: Emitter, n: Node) -> Outputs:
-    return {"y": reduce(lambda a, b: e.fn(operator.add, a, b), [e.x(p) for p in e.ports()])}
+    return {"y": reduce(lambda a, b: e.fn(operator.add, a, b), _operands(e, n))}
 
 
 @TABLE.register("mul")
 def _mul(e: Emitter, n: Node) -> Outputs:
-    return {"y": reduce(lambda a, b: e.fn(operator.mul, a, b), [e.x(p) for p in e.ports()])}
+    return {"y": reduce(lambda a, b: e.fn(operator.mul, a, b), _operands(e, n))}
 
 
 @TABLE.register("scale")
@@ -300,12 +309,21 @@ def _recurrent(e: Emitter, m: Rnn | Lstm | Gru, cls: str) -> Outputs:
     dropout = m.dropout if m.num_layers > 1 else 0.0
     ctor = Ctor.of(cls, _features(e), m.hidden_size, num_layers=m.num_layers, bias=m.bias, batch_first=True,
                    dropout=dropout, bidirectional=m.bidirectional, **extra)
-    args: list[object] = [e.x()]
+    x = e.x()
+    args: list[object] = [x]
+    if e.has("lengths"):  # padded batch: run each sequence to its own length (sorted inside, unsorted back)
+        args[0] = e.named(e.fn(pack_padded_sequence, x, e.x("lengths"), batch_first=True, enforce_sorted=False),
+                          "packed")
     if e.has("h0"):
         args.append((e.x("h0"), e.x("c0")) if cls == "LSTM" else e.x("h0"))
     result = e.call_module(ctor, *args)  # (output (batch, seq, dirs*hidden), state)
     state = e.item(result, 1)  # h, or (h, c): (layers*dirs, batch, hidden)
-    outs = {"output": e.item(result, 0)}
+    output = e.item(result, 0)
+    if e.has("lengths"):  # back to (batch, seq, dirs*hidden), zeros past each length
+        total = e.size(x, e.type(), 1)
+        padded = e.named(e.fn(pad_packed_sequence, output, batch_first=True, total_length=total), "padded")
+        output = e.item(padded, 0)
+    outs = {"output": output}
     if cls == "LSTM":
         outs.update(h=e.item(state, 0), c=e.item(state, 1))
     else:
@@ -328,112 +346,7 @@ def _gru(e: Emitter, n: Node) -> Outputs:
     return _recurrent(e, _args(n, Gru), "GRU")
 
 
-# --- attention -------------------------------------------------------------------------
-
-def _causal_mask(e: Emitter, q: fx.Node, k: fx.Node, axis: int, keep: bool) -> fx.Node:
-    """A (Lq, Lk) bool mask where query i may see key j <= i. `keep`: True where attending
-    (scaled_dot_product_attention's convention), else True where masked (nn.MultiheadAttention's)."""
-    tq = e.type("query")
-    tk = e.type("key") if e.has("key") else tq
-    ones = e.method("new_ones", q, (e.size(q, tq, axis), e.size(k, tk, axis)), dtype=torch.bool)  # (Lq, Lk)
-    mask = e.method("tril", ones) if keep else e.method("triu", ones, 1)
-    return e.named(mask, "causal_keep" if keep else "causal_mask")
-
-
-@TABLE.register("attention")
-def _attention(e: Emitter, n: Node) -> Outputs:
-    m = _args(n, Attention)
-    q, k, v = e.x("query"), e.x("key"), e.x("value")
-    rank = e.type("query").rank
-    allowed: fx.Node | None = None  # bool, broadcastable to (*, Lq, Lk); True = attend
-    if e.has("key_padding_mask"):
-        allowed = e.method("logical_not", e.x("key_padding_mask"))  # (batch, Lk)
-        for _ in range(rank - 2):
-            allowed = e.method("unsqueeze", allowed, 1)  # (batch, 1, [1,] Lk)
-    if m.causal and (allowed is not None or m.dropout > 0):
-        causal = _causal_mask(e, q, k, rank - 2, keep=True)  # (Lq, Lk)
-        allowed = causal if allowed is None else e.fn(operator.and_, causal, allowed)
-    if m.dropout == 0:
-        kwargs: dict[str, object] = {}
-        if allowed is not None:
-            kwargs["attn_mask"] = allowed
-        elif m.causal:
-            kwargs["is_causal"] = True
-        if m.scale is not None:
-            kwargs["scale"] = m.scale
-        return {"y": e.fn(F.scaled_dot_product_attention, q, k, v, **kwargs)}
-    # Dropout on the attention weights depends on train/eval, so it is a submodule, and the
-    # attention is written out: softmax(q k^T * scale, masked) -> dropout -> @ v.
-    t = e.type("query")
-    scale = m.scale if m.scale is not None else e.fn(operator.pow, e.size(q, t, rank - 1), -0.5)
-    scores = e.fn(operator.mul, e.fn(torch.matmul, q, e.method("transpose", k, -2, -1)), scale)  # (*, Lq, Lk)
-    if allowed is not None:
-        scores = e.method("masked_fill", scores, e.method("logical_not", allowed), float("-inf"))
-    weights = e.call_module(Ctor.of("Dropout", p=m.dropout), e.fn(torch.softmax, scores, -1))
-    return {"y": e.fn(torch.matmul, weights, v)}  # (*, Lq, Ev)
-
-
-@TABLE.register("multi_head_attention")
-def _multi_head_attention(e: Emitter, n: Node) -> Outputs:
-    """nn.MultiheadAttention's parameters (packed in-projection, `out_proj`), computed as nanoGPT
-    does: one projection, heads split by views, `scaled_dot_product_attention`, one projection.
-
-    Calling nn.MultiheadAttention itself costs layout copies that SDPA does not need; keeping
-    its parameters keeps the state_dict keys and PyTorch's initialisation.
-    """
-    m = _args(n, MultiHeadAttention)
-    embed, heads = _features(e, "query"), m.num_heads
-    own = Ctor.of("MultiheadAttention", embed, heads, dropout=m.dropout, bias=m.bias, batch_first=True)
-    if n.ties:  # the container holds all four tensors; a tie would leave a stray copy in it
-        raise LoweringError(f"node '{n.id}': the PyTorch backend cannot tie weight(s) {', '.join(n.ties)} of op "
-                            f"'{n.op}'")
-    w_in = e.weight("in_proj_weight", own)
-    b_in = e.weight("in_proj_bias", own) if m.bias else None
-    w_out = e.weight("out_proj.weight", own)
-    b_out = e.weight("out_proj.bias", own) if m.bias else None
-
-    def project(x: fx.Node, first: int, parts: int) -> list[fx.Node]:
-        """x through in-projection rows [first*E, (first+parts)*E), split into `parts` (batch, L, E) values."""
-        rows = slice(first * embed, (first + parts) * embed) if (first, parts) != (0, 3) else slice(None)
-        w = w_in if rows == slice(None) else e.item(w_in, rows)
-        b = b_in if b_in is None or rows == slice(None) else e.item(b_in, rows)
-        y = e.fn(F.linear, x, w, b)
-        if parts == 1:
-            return [y]
-        chunks = e.method("split", y, embed, -1)
-        return [e.item(chunks, i) for i in range(parts)]
-
-    query = e.x("query")
-    if not e.has("key"):  # self-attention: one (batch, L, 3E) projection
-        q, k, v = project(query, 0, 3)
-    elif not e.has("value"):  # value = key: one (batch, Lk, 2E) projection
-        (q,), (k, v) = project(query, 0, 1), project(e.x("key"), 1, 2)
-    else:
-        (q,), (k,), (v,) = project(query, 0, 1), project(e.x("key"), 1, 1), project(e.x("value"), 2, 1)
-    q, k, v = (e.named(e.method("transpose", e.method("unflatten", t, -1, (heads, embed // heads)), 1, 2),
-                       f"{n.id}_{name}".replace(".", "_"))
-               for t, name in ((q, "q"), (k, "k"), (v, "v")))  # (batch, heads, L, E/heads)
-
-    kwargs: dict[str, object] = {}
-    allowed: fx.Node | None = None  # bool, True = attend
-    if e.has("key_padding_mask"):  # (batch, Lk), True = padding -> (batch, 1, 1, Lk), True = attend
-        pad = e.x("key_padding_mask")
-        allowed = e.method("unsqueeze", e.method("unsqueeze", e.method("logical_not", pad), 1), 1)
-    if m.causal and allowed is not None:
-        allowed = e.fn(operator.and_, _causal_mask(e, query, e.x("key") if e.has("key") else query, 1, keep=True),
-                       allowed)
-    if allowed is not None:
-        kwargs["attn_mask"] = allowed
-    elif m.causal:
-        kwargs["is_causal"] = True
-    if m.dropout > 0:  # attention dropout only while training
-        kwargs["dropout_p"] = e.fn(operator.mul, e.fx.get_attr("training"), m.dropout)
-    y = e.fn(F.scaled_dot_product_attention, q, k, v, **kwargs)  # (batch, heads, Lq, E/heads)
-    y = e.method("flatten", e.method("transpose", y, 1, 2), 2)  # (batch, Lq, E)
-    return {"y": e.fn(F.linear, y, w_out, b_out)}
-
-
 # The other op families register into TABLE from their own modules (imported last: they need TABLE).
-from . import ops_elementwise, ops_nonlinear, ops_spatial  # noqa: E402
+from . import ops_attention, ops_elementwise, ops_nonlinear, ops_spatial  # noqa: E402
 
-_ = (ops_elementwise, ops_nonlinear, ops_spatial)
+_ = (ops_attention, ops_elementwise, ops_nonlinear, ops_spatial)

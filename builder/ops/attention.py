@@ -1,14 +1,44 @@
-"""Attention: scaled dot-product attention and multi-head attention, with masks."""
+"""Attention: scaled dot-product attention, multi-head attention (grouped-query, rotary), and
+rotary position embedding."""
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import ClassVar, Literal, NamedTuple
 
 import sympy
-from pydantic import Field, PositiveInt
+from pydantic import Field, PositiveFloat, PositiveInt, model_validator
 
 from ..tensor import ShapeError, TensorType, fmt_dim, same_dim
-from .base import Op, WeightShapes, expect_float, expect_rank, last_dim, register
+from .base import Op, WeightShapes, broadcast, expect_float, expect_rank, last_dim, register
+
+__all__ = ["Attention", "MultiHeadAttention", "Rope", "Rotary"]
+
+
+class Rope(NamedTuple):
+    """Rotary position embedding settings shared by `rotary` and `multi_head_attention`.
+
+    Feature pairs (x_i, x_j) of the first `dim` features are rotated by the angle
+    pos / scaling * theta^(-2k/dim) of their pair index k: y_i = x_i cos - x_j sin,
+    y_j = x_j cos + x_i sin. Half-split layout (GPT-NeoX, Hugging Face Llama): j = i + dim/2;
+    interleaved (GPT-J, Meta's original Llama): (i, j) = (2k, 2k+1).
+    """
+
+    theta: float
+    fraction: float
+    interleaved: bool
+    scaling: float | None
+
+    def dim(self, features: int, port: str) -> int:
+        """The number of rotated features out of `features` (int(fraction * features), even)."""
+        rot = int(features * self.fraction)
+        if rot < 2 or rot % 2:
+            raise ShapeError(f"rotary embedding needs an even number (>= 2) of rotated features, but "
+                             f"{self.fraction} x {features} features gives {rot}", port)
+        return rot
+
+    def label(self) -> str:
+        parts = ["rope"] + ([f"{self.fraction:g}"] if self.fraction != 1 else [])
+        return " ".join(parts + (["interleaved"] if self.interleaved else []))
 
 
 def _check_padding_mask(mask: TensorType, batch: sympy.Expr, keys: sympy.Expr) -> None:
@@ -20,23 +50,60 @@ def _check_padding_mask(mask: TensorType, batch: sympy.Expr, keys: sympy.Expr) -
                          f"got [{mask}]", "key_padding_mask")
 
 
+def _check_attn_mask(mask: TensorType, scores: tuple[sympy.Expr, ...], dtype: str) -> None:
+    """`mask` (bool, True = may attend; or additive float of the query's dtype) must broadcast to `scores`."""
+    if mask.dtype != "bool" and mask.dtype != dtype:
+        raise ShapeError(f"attn_mask must be bool (True = may attend) or additive {dtype} like the query, "
+                         f"got {mask.dtype}", "attn_mask")
+    target = TensorType(scores, dtype)
+    shape = "×".join(fmt_dim(d) for d in scores)
+    if not 2 <= mask.rank <= len(scores):
+        raise ShapeError(f"attn_mask must have rank 2..{len(scores)} and broadcast to the scores [{shape}], "
+                         f"got [{mask}]", "attn_mask")
+    try:
+        out = broadcast([mask, target], ["attn_mask", "query"])
+    except ShapeError:
+        out = None
+    if out is None or not all(same_dim(a, b) for a, b in zip(out.shape, scores, strict=True)):
+        raise ShapeError(f"attn_mask [{mask}] does not broadcast to the scores [{shape}]", "attn_mask")
+
+
+def _check_positions(pos: TensorType, batch: sympy.Expr, length: sympy.Expr, port: str = "positions") -> None:
+    if pos.dtype not in ("int64", "int32"):
+        raise ShapeError(f"positions must be int64 (or int32), got {pos.dtype}", port)
+    ok = (pos.rank == 1 and same_dim(pos.shape[0], length)) or (
+        pos.rank == 2 and same_dim(pos.shape[0], batch) and same_dim(pos.shape[1], length))
+    if not ok:
+        raise ShapeError(f"positions must be (len,) = [{fmt_dim(length)}] or (batch, len) = "
+                         f"[{fmt_dim(batch)}×{fmt_dim(length)}], got [{pos}]", port)
+
+
+def _fixed(d: sympy.Expr, port: str, what: str) -> int:
+    if not d.is_Integer:
+        raise ShapeError(f"the {what} must be a fixed size, got '{fmt_dim(d)}'", port)
+    return int(d)
+
+
 @register
 class Attention(Op):
     """Scaled dot-product attention (torch.nn.functional.scaled_dot_product_attention).
 
-    y = softmax(q k^T * scale + mask) v, scale = 1/sqrt(E) unless given.
+    y = softmax(q k^T * scale + mask) v, scale = 1/sqrt(E) unless given. With 4-D inputs key
+    and value may have fewer heads Hkv dividing H (grouped-query attention: kv head j serves
+    query heads j*H/Hkv .. (j+1)*H/Hkv - 1, as SDPA's enable_gqa and Llama's repeat_kv).
 
-    Input shape: query (*, Lq, E), key (*, Lk, E), value (*, Lk, Ev), optional bool
-    key_padding_mask (batch, Lk), True where a key is padding.
-    Output shape: (*, Lq, Ev).
+    Input shape: query (B, [H,] Lq, E), key (B, [Hkv,] Lk, E), value (B, [Hkv,] Lk, Ev),
+    optional bool key_padding_mask (B, Lk), True where a key is padding, optional attn_mask
+    broadcastable to (B, [H,] Lq, Lk): bool (True = may attend) or additive float.
+    Output shape: (B, [H,] Lq, Ev).
     """
 
     op: Literal["attention"]
     causal: bool = Field(default=False, description="Mask future positions (query i sees keys <= i).")
     scale: float | None = Field(default=None, description="Score scale; 1/sqrt(E) when omitted.")
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0, description="Dropout on attention weights while training.")
-    INPUTS: ClassVar[tuple[str, ...]] = ("query", "key", "value", "key_padding_mask")
-    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"key_padding_mask"})
+    INPUTS: ClassVar[tuple[str, ...]] = ("query", "key", "value", "key_padding_mask", "attn_mask")
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"key_padding_mask", "attn_mask"})
     FAMILY: ClassVar[str] = "attention"
 
     def infer(self, ins: dict[str, TensorType]) -> dict[str, TensorType]:
@@ -50,33 +117,91 @@ class Attention(Op):
             raise ShapeError(f"query and key feature sizes differ: [{q}] vs [{k}]", "key")
         if not same_dim(k.shape[-2], v.shape[-2]):
             raise ShapeError(f"key and value lengths differ: [{k}] vs [{v}]", "value")
+        if q.rank == 4:
+            self.kv_groups(ins)
         if "key_padding_mask" in ins:
             _check_padding_mask(ins["key_padding_mask"], q.shape[0], k.shape[-2])
+        if "attn_mask" in ins:
+            _check_attn_mask(ins["attn_mask"], (*q.shape[:-1], k.shape[-2]), q.dtype)
         return {"y": q.with_shape((*q.shape[:-1], v.shape[-1]))}
+
+    def kv_groups(self, ins: dict[str, TensorType]) -> int:
+        """Query heads per key/value head: 1, or H/Hkv for grouped-query attention (4-D inputs)."""
+        q, k, v = ins["query"], ins["key"], ins["value"]
+        if q.rank != 4:
+            return 1
+        if not same_dim(k.shape[1], v.shape[1]):
+            raise ShapeError(f"key and value must have the same number of heads: [{k}] vs [{v}]", "value")
+        if same_dim(q.shape[1], k.shape[1]):
+            return 1
+        h, hkv = _fixed(q.shape[1], "query", "head count (dim 1)"), _fixed(k.shape[1], "key", "head count (dim 1)")
+        if h % hkv:
+            raise ShapeError(f"key/value heads ({hkv}) must divide query heads ({h}) for grouped-query attention, "
+                             f"got [{q}] and [{k}]", "key")
+        return h // hkv
 
     def label(self) -> str:
         return "causal" if self.causal else ""
+
+
+_ROPE_ARGS = ("rope_theta", "rotary_fraction", "rotary_interleaved", "rope_scaling")
 
 
 @register
 class MultiHeadAttention(Op):
     """Multi-head attention (torch.nn.MultiheadAttention, batch_first, packed in-projection).
 
-    y = concat_h(attention(q W_q^h, k W_k^h, v W_v^h)) W_o; key and value default to query.
+    y = concat_h(attention(rope(q W_q^h), rope(k W_k^g(h)), v W_v^g(h))) W_o; key and value
+    default to query. With num_kv_heads < num_heads (grouped-query attention) key/value
+    head g serves num_heads/num_kv_heads query heads and in_proj_weight is
+    (E + 2 * num_kv_heads * E/num_heads, E): q rows, then k, then v. With `rotary`, q and k
+    are rotated per head after projection (Hugging Face LlamaAttention's rotate_half layout,
+    or interleaved pairs); positions default to 0..Lq-1 for q and 0..Lk-1 for k.
 
-    Input shape: query (batch, Lq, E), key and value (batch, Lk, E), optional bool
-    key_padding_mask (batch, Lk), True where a key is padding.
-    Output shape: (batch, Lq, E).
+    Input shape: query (B, Lq, E), key and value (B, Lk, E), optional bool key_padding_mask
+    (B, Lk), True where a key is padding, optional attn_mask (Lq, Lk), (B, Lq, Lk) or
+    (B, H, Lq, Lk), each dim possibly 1: bool (True = may attend) or additive float; optional
+    int64 positions (Lq,) or (B, Lq) for rotary self-attention.
+    Output shape: (B, Lq, E).
     """
 
     op: Literal["multi_head_attention"]
     num_heads: PositiveInt
+    num_kv_heads: PositiveInt | None = Field(
+        default=None, description="Key/value heads (grouped-query attention); must divide num_heads. Default num_heads.")
     causal: bool = Field(default=False, description="Mask future positions (query i sees keys <= i).")
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0, description="Dropout on attention weights while training.")
     bias: bool = True
-    INPUTS: ClassVar[tuple[str, ...]] = ("query", "key", "value", "key_padding_mask")
-    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"key", "value", "key_padding_mask"})
+    rotary: bool = Field(default=False, description="Rotary position embedding on q and k after projection.")
+    rope_theta: PositiveFloat = Field(default=10000.0, description="Rotary base (Llama 2: 10000, Llama 3: 500000).")
+    rotary_fraction: float = Field(default=1.0, gt=0.0, le=1.0,
+                                   description="Share of each head's features that rotate (GPT-NeoX/Phi partial).")
+    rotary_interleaved: bool = Field(default=False,
+                                     description="Rotate pairs (x0,x1),(x2,x3) (GPT-J) instead of halves (NeoX/HF).")
+    rope_scaling: PositiveFloat | None = Field(default=None,
+                                               description="Linear position interpolation: positions / factor.")
+    INPUTS: ClassVar[tuple[str, ...]] = ("query", "key", "value", "key_padding_mask", "attn_mask", "positions")
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"key", "value", "key_padding_mask", "attn_mask", "positions"})
     FAMILY: ClassVar[str] = "attention"
+
+    @model_validator(mode="after")
+    def _check_args(self) -> MultiHeadAttention:
+        if self.num_kv_heads is not None and self.num_heads % self.num_kv_heads:
+            raise ValueError(f"num_kv_heads {self.num_kv_heads} must divide num_heads {self.num_heads}")
+        given = [a for a in _ROPE_ARGS if a in self.model_fields_set]
+        if given and not self.rotary:
+            raise ValueError(f"{', '.join(given)} given but rotary is false (set rotary: true)")
+        return self
+
+    @property
+    def kv_heads(self) -> int:
+        return self.num_kv_heads or self.num_heads
+
+    def rope(self) -> Rope | None:
+        """The rotary settings, or None without `rotary`."""
+        if not self.rotary:
+            return None
+        return Rope(self.rope_theta, self.rotary_fraction, self.rotary_interleaved, self.rope_scaling)
 
     def _embed(self, ins: dict[str, TensorType]) -> int:
         q = ins["query"]
@@ -89,7 +214,7 @@ class MultiHeadAttention(Op):
 
     def infer(self, ins: dict[str, TensorType]) -> dict[str, TensorType]:
         q = ins["query"]
-        self._embed(ins)
+        e = self._embed(ins)
         k = ins.get("key", q)
         v = ins.get("value", k)
         for port, t in (("key", k), ("value", v)):
@@ -101,17 +226,78 @@ class MultiHeadAttention(Op):
             raise ShapeError(f"key and value lengths differ: [{k}] vs [{v}]", "value")
         if "key_padding_mask" in ins:
             _check_padding_mask(ins["key_padding_mask"], q.shape[0], k.shape[1])
+        if "attn_mask" in ins:
+            mask = ins["attn_mask"]
+            b, lq, lk = q.shape[0], q.shape[1], k.shape[1]
+            scores = (b, lq, lk) if mask.rank == 3 else (b, sympy.Integer(self.num_heads), lq, lk)
+            _check_attn_mask(mask, scores, q.dtype)
+        rope = self.rope()
+        if rope is not None:
+            rope.dim(e // self.num_heads, "query")
+        if "positions" in ins:
+            if rope is None:
+                raise ShapeError("positions are only used with rotary: true", "positions")
+            if "key" in ins and not same_dim(k.shape[1], q.shape[1]):
+                raise ShapeError(f"positions need query and key of the same length (self-attention), got [{q}] "
+                                 f"and [{k}]", "positions")
+            _check_positions(ins["positions"], q.shape[0], q.shape[1])
         return {"y": q}
 
     def weights(self, ins: dict[str, TensorType]) -> WeightShapes:
         e = self._embed(ins)
-        w: WeightShapes = {"in_proj_weight": (3 * e, e)}
+        rows = e + 2 * self.kv_heads * (e // self.num_heads)
+        w: WeightShapes = {"in_proj_weight": (rows, e)}
         if self.bias:
-            w["in_proj_bias"] = (3 * e,)
+            w["in_proj_bias"] = (rows,)
         w["out_proj.weight"] = (e, e)
         if self.bias:
             w["out_proj.bias"] = (e,)
         return w
 
     def label(self) -> str:
-        return f"{self.num_heads} heads" + (", causal" if self.causal else "")
+        parts = [f"{self.num_heads} heads" + (f" ({self.kv_heads} kv)" if self.kv_heads != self.num_heads else "")]
+        rope = self.rope()
+        if rope is not None:
+            parts.append(rope.label())
+        if self.causal:
+            parts.append("causal")
+        return ", ".join(parts)
+
+
+@register
+class Rotary(Op):
+    """Rotary position embedding (RoFormer; GPT-NeoX, Llama, GPT-J) on heads-split q or k.
+
+    y[..., i] = x_i cos(a) - x_j sin(a), y[..., j] = x_j cos(a) + x_i sin(a) for each pair (i, j)
+    of the first R = fraction*D features, a = pos/scaling * theta^(-2k/R) for pair k; pairs are
+    (k, k + R/2) (half-split, rotate_half) or (2k, 2k+1) (interleaved); features past R pass.
+
+    Input shape: x (B, H, T, D), optional int64 positions (T,) or (B, T) (default 0..T-1).
+    Output shape: (B, H, T, D).
+    """
+
+    op: Literal["rotary"]
+    theta: PositiveFloat = Field(default=10000.0, description="Frequency base (Llama 2: 10000, Llama 3: 500000).")
+    fraction: float = Field(default=1.0, gt=0.0, le=1.0,
+                            description="Share of the features that rotate (GPT-NeoX/Phi partial rotary).")
+    interleaved: bool = Field(default=False,
+                              description="Rotate pairs (x0,x1),(x2,x3) (GPT-J) instead of halves (NeoX/HF).")
+    scaling: PositiveFloat | None = Field(default=None, description="Linear position interpolation: positions / factor.")
+    INPUTS: ClassVar[tuple[str, ...]] = ("x", "positions")
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"positions"})
+    FAMILY: ClassVar[str] = "attention"
+
+    def rope(self) -> Rope:
+        return Rope(self.theta, self.fraction, self.interleaved, self.scaling)
+
+    def infer(self, ins: dict[str, TensorType]) -> dict[str, TensorType]:
+        x = ins["x"]
+        expect_rank(x, 4, "x", "(batch, heads, len, head_dim)")
+        expect_float(x, "x")
+        self.rope().dim(last_dim(x, "x", "head size"), "x")
+        if "positions" in ins:
+            _check_positions(ins["positions"], x.shape[0], x.shape[2])
+        return {"y": x}
+
+    def label(self) -> str:
+        return self.rope().label().removeprefix("rope").strip()

@@ -9,21 +9,31 @@ from pydantic import Field, PositiveInt, model_validator
 
 from ..tensor import ShapeError, TensorType, fmt_dim, same_dim
 from .base import VARIADIC, Op, broadcast, expect_rank, register
+from .operands import ConstantOperand, check_value
 
 
-class _Elementwise(Op):
+class _Elementwise(ConstantOperand):
     INPUTS: ClassVar[tuple[str, ...]] = (VARIADIC,)
-    MIN_INPUTS: ClassVar[int] = 2
+    MIN_INPUTS: ClassVar[int] = 1  # two or more tensors, or one and a constant `value`
 
     def infer(self, ins: dict[str, TensorType]) -> dict[str, TensorType]:
+        if len(ins) == 1:
+            ((port, x),) = ins.items()
+            if self.value is None:
+                raise ShapeError(f"{self.op} needs at least 2 inputs, or one input and a constant value")
+            check_value(x, self.value, port)
+            return {"y": x}
         return {"y": broadcast(list(ins.values()), list(ins))}
+
+    def _label(self, symbol: str) -> str:
+        return symbol if self.value is None else f"{symbol} {self.value:g}"
 
 
 @register
 class Add(_Elementwise):
-    """Elementwise sum of two or more tensors, with broadcasting.
+    """Elementwise sum of two or more tensors, with broadcasting, or of one tensor and a constant.
 
-    y = x0 + x1 + ...
+    y = x0 + x1 + ..., or y = x0 + value
 
     Input shape: any, mutually broadcastable. Output shape: the broadcast shape.
     """
@@ -31,14 +41,14 @@ class Add(_Elementwise):
     op: Literal["add"]
 
     def label(self) -> str:
-        return "+"
+        return self._label("+")
 
 
 @register
 class Mul(_Elementwise):
-    """Elementwise product of two or more tensors, with broadcasting.
+    """Elementwise product of two or more tensors, with broadcasting, or of one tensor and a constant.
 
-    y = x0 * x1 * ...
+    y = x0 * x1 * ..., or y = x0 * value
 
     Input shape: any, mutually broadcastable. Output shape: the broadcast shape.
     """
@@ -46,7 +56,7 @@ class Mul(_Elementwise):
     op: Literal["mul"]
 
     def label(self) -> str:
-        return "×"
+        return self._label("×")
 
 
 @register
