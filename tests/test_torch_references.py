@@ -12,6 +12,7 @@ import pytest
 import torch
 from test_torch_specs import SPECS
 from torch import nn
+from zoo_references import LlamaForCausalLM, MobileNetV2, ResNet, UNet, VisionTransformer
 
 from backends.pytorch import to_torch
 from backends.pytorch.inputs import example_inputs
@@ -125,6 +126,20 @@ def _gpt() -> nn.Module:
     return nn.ModuleList([nn.Embedding(50257, d), nn.Embedding(1024, d), *[block() for _ in range(12)], nn.LayerNorm(d)])
 
 
+def _vgg16() -> nn.Module:
+    """torchvision's vgg16 (configuration D); the spec's adaptive pool to 7x7 has no weights."""
+    layers: list[nn.Module] = []
+    channels = 3
+    for width in (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"):
+        if width == "M":
+            layers.append(nn.MaxPool2d(2, 2))
+        else:
+            layers += [nn.Conv2d(channels, int(width), 3, padding=1), nn.ReLU()]
+            channels = int(width)
+    classifier = [nn.Linear(512 * 7 * 7, 4096), nn.ReLU(), nn.Linear(4096, 4096), nn.ReLU(), nn.Linear(4096, 1000)]
+    return nn.Sequential(*layers, nn.Flatten(), *classifier)
+
+
 REFERENCES: dict[str, tuple[Callable[[], nn.Module], int | None]] = {
     "lenet5": (_lenet5, 61_706),
     "rnn_intent": (lambda: _classifier(nn.RNN(100, 128), 10000, 100, 128, 26), None),
@@ -133,6 +148,13 @@ REFERENCES: dict[str, tuple[Callable[[], nn.Module], int | None]] = {
     "transformer": (_transformer, None),
     "bert": (_bert, 110_106_428),  # Google's BERT-base checkpoint with its pre-training heads
     "gpt": (_gpt, 124_439_808),  # the released GPT-2 small
+    # the zoo: counts of torchvision's models, milesial's U-Net (3 channels in, 2 classes) and TinyLlama-1.1B
+    "vgg16": (_vgg16, 138_357_544),
+    "resnet50": (ResNet, 25_557_032),
+    "mobilenet_v2": (MobileNetV2, 3_504_872),
+    "unet": (lambda: UNet(3, 2), 31_037_698),
+    "vit_b16": (VisionTransformer, 86_567_656),
+    "llama": (LlamaForCausalLM, 1_100_048_384),
 }
 
 
