@@ -258,3 +258,45 @@ def test_repeat_inside_a_repeat() -> None:
     assert len(keys(unrolled, "op")) == 2 * (3 * 2 + 1)
     assert ("outer.0.norm", "outer.1.inner.0.lin") in edges(unrolled)
     assert next(x for x in unrolled.groups if x.key == "cluster/outer.1.inner.2").title == "inner.2"
+
+
+CNN = """
+name: cnn
+inputs: {image: {shape: [batch, 3, 32, 32]}}
+blocks:
+  conv_block:
+    inputs: [x]
+    params: {c: 32}
+    nodes:
+      conv: {op: conv2d, in: x, out_channels: '${c}', kernel_size: 3, padding: 1}
+      bn: {op: batch_norm, in: conv}
+      relu: {op: relu, in: bn}
+      pool: {op: max_pool2d, in: relu, kernel_size: 2}
+    outputs: {y: pool}
+nodes:
+  b1: {op: conv_block, in: image, c: 32}
+  b2: {op: conv_block, in: b1, c: 64, repeat: 2}
+  same: {op: conv_block, in: b2, c: 64, repeat: 2}
+outputs: {y: same}
+"""
+
+
+def test_a_repeat_whose_copies_differ_is_drawn_copy_by_copy() -> None:
+    """b2's copies take 32 and 64 channels at 16x16 and 8x8: no one copy stands for both. `same`'s
+    copies agree (64 -> 64 channels; the sizes halve, so they too differ)."""
+    g = compile_graph(load_spec(CNN))
+    v = build_view(g, depth=ALL)
+    assert sum(i.params * i.stack for i in v.items) == param_count(g)
+    convs = {i.full_id: i for i in v.items if i.op == "conv2d"}
+    assert {"b2.0.conv", "b2.1.conv"} <= set(convs)
+    assert convs["b2.0.conv"].params == 64 * 32 * 9 + 64 and convs["b2.1.conv"].params == 64 * 64 * 9 + 64
+    assert all(i.stack == 1 for i in v.items)
+
+
+def test_a_repeat_of_equal_copies_stays_stacked() -> None:
+    spec = CNN.replace("kernel_size: 2}", "kernel_size: 1}")  # no pooling: copies 1 of b2 and both of `same` agree
+    g = compile_graph(load_spec(spec))
+    v = build_view(g, depth=ALL)
+    assert sum(i.params * i.stack for i in v.items) == param_count(g)
+    assert "same.1.conv" not in {i.full_id for i in v.items}
+    assert next(i for i in v.items if i.full_id == "same.0.conv").stack == 2

@@ -184,12 +184,17 @@ class _Place:
         return self.groups[-1][0].prefix if self.groups else ""
 
 
-def _place(n: Node, depth: int, unroll: bool) -> _Place:
+def _place(n: Node, depth: int, unroll: bool, mixed: frozenset[str] = frozenset()) -> _Place:
+    """Where `n` lands; repeats are stacked (copy 0 drawn for all) unless `unroll`, or their call
+    path is in `mixed` (copies that differ, which one drawing would misstate)."""
+
+    def unrolled(call: str) -> bool:
+        return unroll or call in mixed
+
     segs = n.id.split(".")
-    if not unroll:
-        for f in n.scope:
-            if f.index is not None:
-                segs[f.path.count(".")] = "0"  # copy 0 stands for every copy
+    for f in n.scope:
+        if f.index is not None and not unrolled(f.path.rpartition(".")[0]):
+            segs[f.path.count(".")] = "0"  # copy 0 stands for every copy
 
     def rep(path: str) -> str:
         return ".".join(segs[: path.count(".") + 1])
@@ -201,26 +206,47 @@ def _place(n: Node, depth: int, unroll: bool) -> _Place:
     parent: str | None = None
     for f in n.scope:
         if f.index is not None:  # one copy of the repeated call just entered
-            if unroll:
-                spec = _GroupSpec(f"cluster/{f.path}", f.path, f.block, None, f.index, f.path + ".", parent,
-                                  len(groups) + 1)
+            call = f.path.rpartition(".")[0]
+            if unrolled(call):
+                path = rep(f.path)
+                spec = _GroupSpec(f"cluster/{path}", path, f.block, None, f.index, path + ".", parent, len(groups) + 1)
                 groups.append((spec, counts))
                 parent = spec.key
             else:
-                copies[rep(f.path.rpartition(".")[0])] = f.index
+                copies[rep(call)] = f.index
                 counts = counts and f.index == 0
             continue
         level += 1
         path = rep(f.path)
         if level > depth:
             return _Place(f"block/{path}", rep_id, tuple(groups), copies, counts, (path, f.block, f.repeat), stack)
-        stacked = f.repeat is not None and not unroll
+        stacked = f.repeat is not None and not unrolled(f.path)
         spec = _GroupSpec(f"cluster/{path}", path, f.block, f.repeat, None, path + (".0." if stacked else "."),
                           parent, len(groups) + 1)
         groups.append((spec, counts))
         parent = spec.key
         stack *= f.repeat if stacked and f.repeat else 1
     return _Place(rep_id, rep_id, tuple(groups), copies, counts, None, stack)
+
+
+def _mixed_repeats(g: nx.MultiDiGraph) -> frozenset[str]:
+    """Call paths of repeats whose copies differ (in arguments, shapes or weights), so that no copy
+    stands for the others: VGG's first convolution of a stage takes other channels than the rest."""
+    copies: dict[str, dict[int, list[tuple[object, ...]]]] = {}
+    for n in nodes(g):
+        for f in n.scope:
+            if f.index is not None:
+                call = f.path.rpartition(".")[0]
+                copies.setdefault(call, {}).setdefault(f.index, []).append(_signature(n, n.id[len(f.path) + 1:]))
+    return frozenset(call for call, by_copy in copies.items() if len({tuple(s) for s in by_copy.values()}) > 1)
+
+
+def _signature(n: Node, rel: str) -> tuple[object, ...]:
+    """What must agree between copies of a repeat for one drawing to be true of all: the node's
+    place in its copy, op, arguments, tensor types and weight shapes."""
+    args = tuple((k, repr(v)) for k, v in n.model.args().items()) if n.model is not None else ()
+    return (rel, n.op, args, tuple((p, t.describe()) for p, t in n.inputs.items()),
+            tuple((p, t.describe()) for p, t in n.outputs.items()), tuple(n.weights.items()))
 
 
 def _levels(n: Node) -> int:
@@ -232,17 +258,17 @@ def max_depth(g: nx.MultiDiGraph) -> int:
     return max((_levels(n) for n in nodes(g)), default=0)
 
 
-def _auto_depth(g: nx.MultiDiGraph, unroll: bool) -> int:
+def _auto_depth(g: nx.MultiDiGraph, unroll: bool, mixed: frozenset[str]) -> int:
     ops = [n for n in nodes(g) if n.op != INPUT]
     for d in range(max_depth(g), 0, -1):
-        if len({_place(n, d, unroll).target for n in ops}) <= AUTO_MAX_ITEMS:
+        if len({_place(n, d, unroll, mixed).target for n in ops}) <= AUTO_MAX_ITEMS:
             return d
     return 0
 
 
-def _resolve_depth(g: nx.MultiDiGraph, depth: Depth, unroll: bool) -> int:
+def _resolve_depth(g: nx.MultiDiGraph, depth: Depth, unroll: bool, mixed: frozenset[str]) -> int:
     if depth is None:
-        return _auto_depth(g, unroll)
+        return _auto_depth(g, unroll, mixed)
     if depth == ALL:
         return max_depth(g)
     if isinstance(depth, bool) or not isinstance(depth, int) or depth < 0:
@@ -295,10 +321,11 @@ def shown(t: TensorType) -> str:
 
 
 class _Builder:
-    def __init__(self, g: nx.MultiDiGraph, depth: int, unroll: bool) -> None:
+    def __init__(self, g: nx.MultiDiGraph, depth: int, unroll: bool, mixed: frozenset[str]) -> None:
         self.g = g
         self.depth = depth
         self.unroll = unroll
+        self.mixed = mixed
         self.places: dict[str, _Place] = {}
         self.drafts: dict[str, _Draft] = {}  # in node order, so items come out topologically sorted
         self.groups: dict[str, tuple[_GroupSpec, int]] = {}
@@ -310,7 +337,7 @@ class _Builder:
 
     def place_all(self) -> None:
         for n in nodes(self.g):
-            p = _place(n, self.depth, self.unroll) if n.op != INPUT else _Place(n.id, n.id, ())
+            p = _place(n, self.depth, self.unroll, self.mixed) if n.op != INPUT else _Place(n.id, n.id, ())
             self.places[n.id] = p
             for spec, counts in p.groups:
                 _, total = self.groups.get(spec.key, (spec, 0))
@@ -392,8 +419,9 @@ def build_view(g: nx.MultiDiGraph, depth: Depth = None, unroll: bool = False) ->
     Raises:
         ValueError: for a depth that is not a level, ``"all"`` or None.
     """
-    level = _resolve_depth(g, depth, unroll)
-    b = _Builder(g, level, unroll)
+    mixed = frozenset() if unroll else _mixed_repeats(g)
+    level = _resolve_depth(g, depth, unroll, mixed)
+    b = _Builder(g, level, unroll, mixed)
     b.place_all()
     b.connect()
     total = sum(n.params for n in nodes(g))
