@@ -29,6 +29,27 @@ def test_validate_all_seed_specs() -> None:
     assert out.count("ok  ") == len(SPECS)
 
 
+def test_readme_shows_what_validate_prints() -> None:
+    """The README's `nnspec validate specs/*.yaml` lines are the command's output, line for line."""
+    _, out, _ = _run("validate", *map(str, SPECS))
+    readme = Path("README.md").read_text()
+    shown = [line for line in readme.splitlines() if line.startswith("ok  specs/")]
+    assert shown == out.splitlines()
+
+
+def test_readme_unknown_op_example_is_what_validate_prints(tmp_path: Path) -> None:
+    readme = Path("README.md").read_text()
+    shown = readme[readme.index("$ nnspec validate broken.yaml\n"):].split("\n", 1)[1].split("```")[0].strip()
+    (tmp_path / "broken.yaml").write_text(
+        "name: broken\ninputs: {x: {shape: [batch, 3, 32, 32]}}\nnodes:\n"
+        "  c1: {op: conv2d, in: x, out_channels: 8, kernel_size: 3}\n"
+        "  up: {op: deconv2d, in: c1, out_channels: 3, kernel_size: 2, stride: 2}\noutputs: {y: up}\n")
+    run = subprocess.run([sys.executable, "-m", "backends.cli", "validate", "broken.yaml"], cwd=tmp_path,
+                         capture_output=True, text=True, check=False)
+    assert run.returncode == 1
+    assert run.stderr.strip() == shown
+
+
 def test_summary_json_totals_match_rows() -> None:
     code, out, _ = _run("summary", "specs/lenet5.yaml", "--json")
     assert code == 0

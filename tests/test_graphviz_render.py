@@ -133,12 +133,12 @@ def test_written_files_get_ordinary_permissions(tmp_path: Path) -> None:
 @needs_dot
 def test_readme_diagrams_come_from_one_command(tmp_path: Path) -> None:
     written = render_docs(tmp_path / "docs")
-    assert [p.name for p in written] == [d.file for d in DIAGRAMS] == ["lenet5.svg", "transformer.svg", "bert.svg"]
+    assert [p.name for p in written] == [d.file for d in DIAGRAMS] == ["lenet5.svg", "transformer.svg", "bert.svg", "llama.svg"]
     assert all(p.read_bytes().lstrip().startswith(b"<?xml") for p in written)
     proc = subprocess.run([sys.executable, "-m", "backends.graphviz.docs", str(tmp_path / "again")], cwd=ROOT,
                           capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr
-    assert sorted(p.name for p in (tmp_path / "again").iterdir()) == ["bert.svg", "lenet5.svg", "transformer.svg"]
+    assert sorted(p.name for p in (tmp_path / "again").iterdir()) == ["bert.svg", "lenet5.svg", "llama.svg", "transformer.svg"]
 
 
 @needs_dot

@@ -31,6 +31,7 @@ DIAGRAMS = (
     Diagram("specs/lenet5.yaml", "lenet5.svg"),
     Diagram("specs/transformer.yaml", "transformer.svg"),
     Diagram("specs/bert.yaml", "bert.svg"),
+    Diagram("specs/llama.yaml", "llama.svg"),
 )
 
 
