@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import torch
+from op_cases import SMALL_SPECS
 from torch.fx.passes.shape_prop import ShapeProp
 
 from backends.pytorch import SpecModule, to_torch
@@ -20,22 +21,12 @@ from backends.pytorch.inputs import example_inputs
 from builder import check_spec, load_spec, nodes
 
 SMALL: dict[str, dict[str, Any]] = {
-    "lenet5": {},
+    **SMALL_SPECS,
+    # smaller still where the PyTorch tests run many sizes (shorter contexts, other vocabularies)
     "rnn_intent": {"vocab": 50, "embed_dim": 8, "hidden": 12, "num_intents": 5},
-    "lstm_sentiment": {"vocab": 50, "embed_dim": 8, "hidden": 12},
     "lstm_seq2seq": {"src_vocab": 30, "tgt_vocab": 25, "embed_dim": 8, "hidden": 12, "layers": 2},
-    "transformer": {"vocab": 40, "d_model": 16, "heads": 2, "d_ff": 32, "layers": 2, "max_len": 64},
     "bert": {"vocab": 40, "hidden": 16, "heads": 2, "layers": 2, "intermediate": 32, "max_len": 32},
     "gpt": {"vocab": 40, "n_ctx": 32, "d_model": 16, "layers": 2, "heads": 2},
-    # the zoo
-    "llama": {"vocab_size": 40, "hidden_size": 16, "intermediate_size": 24, "num_hidden_layers": 2,
-              "num_attention_heads": 4, "num_key_value_heads": 2},
-    "mobilenet_v2": {"width_mult": 0.25, "last_channel": 64, "num_classes": 10, "conv_init": "kaiming_normal(mode=fan_in)"},
-    "resnet50": {"width": 8, "num_classes": 10},
-    "unet": {"base": 4, "height": 37, "width": 30, "n_classes": 3},
-    "vgg16": {"num_classes": 10, "batch_norm": True},
-    "vit_b16": {"image_size": 32, "patch_size": 8, "num_layers": 2, "num_heads": 2, "hidden_dim": 16, "mlp_dim": 24,
-                "num_classes": 10, "head_init": "normal(std=0.02)"},
 }
 """Overrides that scale each seed spec down to test size (same structure, small widths)."""
 
