@@ -48,6 +48,7 @@ class _LazyGroup(click.Group):
         "run": "backends.onnx.commands:run",
         "check": "backends.onnx.commands:check",
         "render": "backends.graphviz.commands:render",
+        "import-weights": "backends.weightmap.commands:import_weights_command",
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:
