@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 import click
 
-from builder import OPS, PluginError, SpecError, check_spec, load_spec, param_count, plugin_of
+from builder import OPS, PluginError, SpecError, check_spec, compile_graph, load_spec, param_count, plugin_of
 from builder.ops import FAMILIES
 from builder.summary import summary_rows
 
@@ -94,18 +94,23 @@ def cli() -> None:
 @cli.command()
 @click.argument("specs", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @set_option
+@signature_option
 @limit_option
 @json_option
-def validate(specs: tuple[str, ...], sets: tuple[str, ...], limits: tuple[str, ...], as_json: bool) -> None:
+def validate(specs: tuple[str, ...], sets: tuple[str, ...], signature: str | None, limits: tuple[str, ...],
+             as_json: bool) -> None:
     """Check SPECS (and every signature in them): structure, wiring and shapes.
 
     Prints every problem with file:line:col and the node; exits 1 if any spec has an error.
+    With --signature, each spec must declare it, and its nodes and parameters are reported.
     """
     results = []
     failed = False
     for path in specs:
         try:
             spec = load_spec(Path(path), parse_overrides(sets), parse_limits(limits))
+            if signature is not None and signature not in spec.signatures:
+                compile_graph(spec, signature)  # raises: no such signature, with did-you-mean
             graphs, warnings = check_spec(spec)
         except SpecError as exc:
             failed = True
@@ -113,13 +118,14 @@ def validate(specs: tuple[str, ...], sets: tuple[str, ...], limits: tuple[str, .
             if not as_json:
                 print_diagnostics(exc.diagnostics)
             continue
-        main = graphs[None]
+        main = graphs[signature]
         results.append({"file": path, "ok": True, "name": spec.name, "nodes": len(main), "params": param_count(main),
                         "signatures": list(spec.signatures), "diagnostics": [d.to_json() for d in warnings]})
         if not as_json:
             print_diagnostics(warnings)
             sigs = f", signatures: {', '.join(spec.signatures)}" if spec.signatures else ""
-            click.echo(f"ok  {path}: {spec.name}, {len(main)} nodes, {param_count(main):,} parameters{sigs}")
+            which = spec.name if signature is None else f"{spec.name} [{signature}]"
+            click.echo(f"ok  {path}: {which}, {len(main)} nodes, {param_count(main):,} parameters{sigs}")
     if as_json:
         click.echo(json.dumps(results, indent=2))
     sys.exit(1 if failed else 0)

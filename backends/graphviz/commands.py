@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from backends.clikit import fail, load_graph, set_option, signature_option
+from backends.clikit import fail, limit_option, load_graph, set_option, signature_option
 
 from .view import ALL, Depth
 
@@ -41,8 +41,9 @@ def _depth(ctx: click.Context, param: click.Parameter, value: str | None) -> Dep
 @click.option("--no-params", is_flag=True, help="Leave parameter counts off.")
 @set_option
 @signature_option
+@limit_option
 def render(spec: str, output: str, depth: Depth, rankdir: str, unroll: bool, no_shapes: bool, no_params: bool,
-           sets: tuple[str, ...], signature: str | None) -> None:
+           sets: tuple[str, ...], signature: str | None, limits: tuple[str, ...]) -> None:
     """Draw SPEC into FILE: blocks as clusters, shapes on the edges, a colour per op family.
 
     .dot and .mmd need nothing else; .svg, .png, .pdf and .html are laid out by Graphviz's
@@ -58,7 +59,7 @@ def render(spec: str, output: str, depth: Depth, rankdir: str, unroll: bool, no_
     try:
         if suffix in NEEDS_DOT:
             dot_program(suffix)  # before the spec is read: fail fast, write nothing
-        _, graph = load_graph(spec, sets, signature)
+        _, graph = load_graph(spec, sets, signature, limits)
         path = render_file(graph, output, depth, "LR" if rankdir.upper() == "LR" else "TB", not no_shapes,
                            not no_params, unroll=unroll)
     except (GraphvizNotFound, RuntimeError, ValueError) as exc:

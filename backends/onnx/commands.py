@@ -12,13 +12,26 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from backends.clikit import atomic_output, fail, json_option, load_graph, set_option, signature_option
+from backends.clikit import (
+    atomic_output,
+    fail,
+    json_option,
+    limit_option,
+    load_graph,
+    print_diagnostics,
+    set_option,
+    signature_option,
+)
+from builder import SpecError
+from builder.dims import sized_graph, unknown_dims
 from builder.errors import did_you_mean
 
 if TYPE_CHECKING:
     import networkx as nx
     import numpy as np
     import onnx
+
+    from builder import Spec
 
 __all__ = ["check", "export", "run"]
 
@@ -39,6 +52,30 @@ def _dims(items: Sequence[str]) -> dict[str, int]:
             raise click.UsageError(f"--dim expects NAME=SIZE with a positive SIZE, got '{item}'")
         out[name.strip()] = size
     return out
+
+
+def _check_sizes(spec: Spec, sizes: Mapping[str, int], signature: str | None) -> None:
+    """Refuse ``--dim`` names that no input has (usage, exit 2) and sizes the model cannot take
+    (a sequence longer than its position table: the node and the spec line, exit 1)."""
+    try:
+        sized_graph(spec, sizes, signature)
+    except ValueError as exc:
+        raise click.UsageError(f"--dim: {exc}") from None
+    except SpecError as exc:
+        print_diagnostics(exc.diagnostics)
+        raise SystemExit(1) from None
+
+
+def _check_onnx_dims(model: onnx.ModelProto, sizes: Mapping[str, int]) -> None:
+    """Refuse ``--dim`` names that are no dim of the ONNX model's inputs (usage, exit 2)."""
+    known: dict[str, None] = {}
+    for vi in model.graph.input:
+        for d in vi.type.tensor_type.shape.dim:
+            if d.dim_param:
+                known.setdefault(d.dim_param, None)
+    problems = unknown_dims(sizes, list(known))
+    if problems:
+        raise click.UsageError(f"--dim: {'; '.join(problems)}")
 
 
 dim_option = click.option("--dim", "dims", multiple=True, metavar="NAME=SIZE",
@@ -79,14 +116,16 @@ def _prepare(graph: nx.MultiDiGraph, weights: str | None, opset: int | None, see
 @_native_options
 @set_option
 @signature_option
+@limit_option
 def export(spec: str, output: str, weights: str | None, opset: int | None, external_data: bool, seed: int,
-           native_gelu: bool, native_attention: bool, sets: tuple[str, ...], signature: str | None) -> None:
+           native_gelu: bool, native_attention: bool, sets: tuple[str, ...], signature: str | None,
+           limits: tuple[str, ...]) -> None:
     """Export SPEC (or one signature) as an ONNX model, emitted directly from the checked graph.
 
     Inputs and outputs carry the spec's names, initializers the PyTorch state_dict keys, and
     symbolic dims stay dynamic. The file is written only when the export succeeds.
     """
-    _, graph = load_graph(spec, sets, signature)  # a bad spec is refused before onnx is imported
+    _, graph = load_graph(spec, sets, signature, limits)  # a bad spec is refused before onnx is imported
     from .writer import needs_external, write_prepared
 
     lowered, arrays = _prepare(graph, weights, opset, seed, native_gelu, native_attention)
@@ -120,6 +159,19 @@ def _load_inputs(items: Sequence[str]) -> dict[str, np.ndarray]:
     return out
 
 
+_ORT_ERRORS = "onnxruntime.capi.onnxruntime_pybind11_state"
+"""Where onnxruntime's exceptions (Fail, InvalidArgument, RuntimeException) are defined."""
+
+
+def _first_line(exc: BaseException) -> str:
+    """onnxruntime's message without its source-file noise: the status message's last clause."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    node, _, status = text.partition("Status Message:")
+    where = node.split("Name:", 1)[1].strip(" '") if "Name:" in node else ""
+    reason = status.rsplit(" was false.", 1)[-1].strip() or status.strip() or text
+    return f"node '{where}': {reason}" if where else reason
+
+
 def _preview(arr: np.ndarray, n: int = 6) -> str:
     import numpy as np
 
@@ -129,17 +181,19 @@ def _preview(arr: np.ndarray, n: int = 6) -> str:
 
 
 def _model_for(source: str, weights: str | None, opset: int | None, seed: int, sets: tuple[str, ...],
-               signature: str | None) -> onnx.ModelProto | str:
-    """An .onnx path as is; a spec exported in memory."""
+               signature: str | None, limits: tuple[str, ...], sizes: Mapping[str, int] | None) -> onnx.ModelProto | str:
+    """An .onnx path as is; a spec exported in memory (its `sizes` checked first, when given)."""
     if source.endswith(".onnx"):
-        if sets or signature or weights:
-            raise click.UsageError("--set, --signature and --weights apply to a spec, not to an .onnx file")
+        if sets or signature or weights or limits:
+            raise click.UsageError("--set, --signature, --limit and --weights apply to a spec, not to an .onnx file")
         if not Path(source).is_file():
             fail(f"model file '{source}' does not exist")
         return source
     from .export import assemble
 
-    _, graph = load_graph(source, sets, signature)
+    loaded, graph = load_graph(source, sets, signature, limits)
+    if sizes is not None:
+        _check_sizes(loaded, sizes, signature)
     return assemble(*_prepare(graph, weights, opset, seed, False, False))
 
 
@@ -155,10 +209,11 @@ def _model_for(source: str, weights: str | None, opset: int | None, seed: int, s
 @seed_option
 @set_option
 @signature_option
+@limit_option
 @json_option
 def run(model: str, inputs: tuple[str, ...], use_random: bool, dims: tuple[str, ...], output_dir: str | None,
         weights: str | None, opset: int | None, seed: int, sets: tuple[str, ...], signature: str | None,
-        as_json: bool) -> None:
+        limits: tuple[str, ...], as_json: bool) -> None:
     """Run MODEL.onnx (or SPEC, exported on the fly) in onnxruntime on CPU.
 
     Prints each output's name, shape, dtype and first values; --output-dir saves them.
@@ -170,8 +225,9 @@ def run(model: str, inputs: tuple[str, ...], use_random: bool, dims: tuple[str, 
 
     sizes = _dims(dims)
     given = _load_inputs(inputs)
-    source = _model_for(model, weights, opset, seed, sets, signature)
+    source = _model_for(model, weights, opset, seed, sets, signature, limits, sizes if use_random else None)
     proto = source if isinstance(source, onnx.ModelProto) else onnx.load(source, load_external_data=False)
+    _check_onnx_dims(proto, sizes)
     names = [i.name for i in proto.graph.input]
     for name in given:
         if name not in names:
@@ -185,6 +241,11 @@ def run(model: str, inputs: tuple[str, ...], use_random: bool, dims: tuple[str, 
         outputs = run_onnx(source, feed)
     except InputError as exc:
         fail(str(exc))
+    except Exception as exc:
+        if isinstance(source, onnx.ModelProto) or type(exc).__module__ != _ORT_ERRORS:
+            raise  # a spec nnspec exported and checked: its failure is nnspec's bug
+        sizes_fed = ", ".join(f"{k}: {v.dtype} {list(v.shape)}" for k, v in feed.items())
+        fail(f"onnxruntime cannot run '{source}' on these inputs ({sizes_fed}): {_first_line(exc)}")
     if output_dir is not None:
         Path(output_dir).mkdir(parents=True, exist_ok=True)
         for name, arr in outputs.items():
@@ -239,15 +300,17 @@ def compare(graph: nx.MultiDiGraph, sizes: Mapping[str, int], seed: int = 0, **o
 @seed_option
 @set_option
 @signature_option
+@limit_option
 @json_option
 def check(spec: str, dims: tuple[str, ...], tolerance: float, seed: int, sets: tuple[str, ...],
-          signature: str | None, as_json: bool) -> None:
+          signature: str | None, limits: tuple[str, ...], as_json: bool) -> None:
     """Build SPEC with both backends (same weights), run both on random inputs, compare.
 
     Prints the max abs difference per output; exits 1 if one is above the tolerance.
     """
-    _, graph = load_graph(spec, sets, signature)
+    loaded, graph = load_graph(spec, sets, signature, limits)
     sizes = _dims(dims)
+    _check_sizes(loaded, sizes, signature)
     result = compare(graph, sizes, seed)
     bad = [name for name, r in result.items() if not r["diff"] <= tolerance * r["scale"]]
     if as_json:
