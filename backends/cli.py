@@ -19,7 +19,6 @@ import click
 
 from builder import OPS, PluginError, SpecError, check_spec, compile_graph, load_spec, param_count, plugin_of
 from builder.ops import FAMILIES
-from builder.summary import summary_rows
 
 from .clikit import (
     json_option,
@@ -135,41 +134,24 @@ def validate(specs: tuple[str, ...], sets: tuple[str, ...], signature: str | Non
 @click.argument("spec", type=click.Path(dir_okay=False))
 @click.option("--depth", type=click.IntRange(min=0), default=None,
               help="Fold block calls nested deeper than N into one row (0: every top-level block call).")
+@click.option("--dim", "dims", multiple=True, metavar="NAME=SIZE",
+              help="Size of a symbolic dim for the counts (repeatable), e.g. --dim batch=1 --dim seq=128.")
 @set_option
 @signature_option
 @limit_option
 @json_option
-def summary(spec: str, depth: int | None, sets: tuple[str, ...], signature: str | None, limits: tuple[str, ...],
-            as_json: bool) -> None:
-    """Print SPEC's nodes with op, output shape and parameters, and the totals."""
+def summary(spec: str, depth: int | None, dims: tuple[str, ...], sets: tuple[str, ...], signature: str | None,
+            limits: tuple[str, ...], as_json: bool) -> None:
+    """Print SPEC's nodes with op, output shape, dtype, parameters and multiply-adds, and the totals
+    (trainable and fixed, multiply-adds, activation memory), symbolic until --dim sizes them."""
+    from .summary_command import parse_dims, print_summary, summary_json
+
     loaded, g = load_graph(spec, sets, signature, limits, as_json)
-    rows = summary_rows(g, depth)
-    total = param_count(g)
+    sizes = parse_dims(dims, g)
     if as_json:
-        click.echo(json.dumps({"name": loaded.name, "signature": signature, "params": total,
-                               "nodes": [r.to_json() for r in rows]}, indent=2))
+        click.echo(json.dumps(summary_json(loaded.name, signature, g, depth, sizes), indent=2))
         return
-    from rich.console import Console
-    from rich.table import Table
-    from rich.text import Text
-
-    table = Table(title=f"{loaded.name}{f' [{signature}]' if signature else ''}", title_justify="left")
-    table.add_column("node")
-    table.add_column("op")
-    table.add_column("output shape")
-    table.add_column("params", justify="right")
-    for r in rows:
-        params = f"{r.params:,}" if r.params else ("tied" if r.tied else "-")
-        table.add_row(Text("  " * r.depth + r.id), Text(r.op), Text(r.shape), params)
-    console = Console(width=max(100, min(200, _terminal_width())), highlight=False)
-    console.print(table)
-    console.print(f"total parameters: {total:,} ({total * 4 / 2**20:,.1f} MiB in float32)")
-
-
-def _terminal_width() -> int:
-    import shutil
-
-    return shutil.get_terminal_size((160, 24)).columns
+    print_summary(loaded.name, signature, g, depth, sizes)
 
 
 @cli.command()

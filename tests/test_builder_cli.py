@@ -56,14 +56,32 @@ def test_summary_json_totals_match_rows() -> None:
     data = json.loads(out)
     assert data["params"] == sum(r["params"] for r in data["nodes"]) == 61_706
     c1 = next(r for r in data["nodes"] if r["id"] == "c1")
-    assert (c1["op"], c1["shape"], c1["params"]) == ("conv2d", "[batch, 6, 28, 28]", 156)
+    assert (c1["op"], c1["shape"], c1["dtype"], c1["params"]) == ("conv2d", ["batch", 6, 28, 28], "float32", 156)
+    assert c1["outputs"] == [{"port": "y", "shape": ["batch", 6, 28, 28], "dtype": "float32"}]
+    assert (c1["macs"], data["macs"], data["trainable_params"], data["non_trainable"]) == (
+        "122304*batch", "423038*batch", 61_706, 0)
+
+
+def test_summary_counts_at_given_sizes() -> None:
+    code, out, _ = _run("summary", "specs/gpt.yaml", "--json", "--dim", "batch=1", "--dim", "seq=1024")
+    assert code == 0
+    data = json.loads(out)
+    assert data["sizes"] == {"batch": 1, "seq": 1024} and data["dims"] == ["batch", "seq"]
+    assert isinstance(data["macs"], int) and 140e9 < data["macs"] < 150e9  # ~2 x 124M x 1024 / 2, plus attention
+    assert data["nodes"][0]["shape"] == ["batch", "seq"]  # shapes stay symbolic; the counts take the sizes
+    code, out, _ = _run("summary", "specs/gpt.yaml", "--json", "--dim", "batch=1")
+    assert json.loads(out)["macs"] == "18432*seq**2 + 123653376*seq"
+    code, _, err = _run("summary", "specs/gpt.yaml", "--dim", "seqq=3")
+    assert code == 2 and "did you mean 'seq'?" in err
+    code, out, _ = _run("summary", "specs/lenet5.yaml", "--dim", "batch=1")
+    assert code == 0 and "multiply-adds at batch=1: 423.04 K" in out and "trainable: 61,706" in out
 
 
 def test_summary_depth_folds_repeated_blocks() -> None:
     _, out, _ = _run("summary", "specs/bert.yaml", "--json", "--depth", "0")
     rows = json.loads(out)["nodes"]
     encoder = next(r for r in rows if r["id"] == "encoder")
-    assert encoder["op"] == "layer ×12" and encoder["params"] == 12 * 7_087_872
+    assert (encoder["op"], encoder["repeat"], encoder["params"]) == ("layer", 12, 12 * 7_087_872)
     assert not any(r["id"].startswith("encoder.") for r in rows)
     _, out, _ = _run("summary", "specs/bert.yaml", "--json", "--depth", "1")
     assert [r["id"] for r in json.loads(out)["nodes"] if r["id"].startswith("encoder.")] == [
