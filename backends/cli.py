@@ -12,12 +12,15 @@ import importlib.util
 import json
 import sys
 import traceback
+import types
+import typing
 from pathlib import Path
 from typing import Any, ClassVar
 
 import click
 
 from builder import OPS, PluginError, SpecError, check_spec, compile_graph, load_spec, param_count, plugin_of
+from builder.errors import did_you_mean
 from builder.ops import FAMILIES
 
 from .clikit import (
@@ -155,23 +158,37 @@ def summary(spec: str, depth: int | None, dims: tuple[str, ...], sets: tuple[str
 
 
 @cli.command()
+@click.argument("names", nargs=-1, metavar="[OP]...")
 @json_option
-def ops(as_json: bool) -> None:
-    """List every op with its family, arguments and one-line doc."""
+def ops(names: tuple[str, ...], as_json: bool) -> None:
+    """List every op (or the OPs named) with its family, arguments and doc.
+
+    Required arguments come first, as in a Python signature; naming an op shows each argument's
+    type, default and description.
+    """
+    unknown = [n for n in names if n not in OPS]
+    if unknown:
+        hints = "".join(f"; {h}" for n in unknown[:1] for h in did_you_mean(n, OPS))
+        raise click.UsageError(f"no op named {', '.join(repr(n) for n in unknown)}{hints}")
     entries: list[dict[str, Any]] = []
-    for name in sorted(OPS):
+    for name in names or sorted(OPS):
         cls = OPS[name]
         args: list[dict[str, Any]] = []
         for key, field in cls.arg_fields().items():
-            ann = getattr(field.annotation, "__name__", None) or str(field.annotation).replace("typing.", "")
-            args.append({"name": key, "type": ann, "required": field.is_required(),
-                         "default": None if field.is_required() else repr(field.default)})
+            args.append({"name": key, "type": _type_name(field.annotation), "required": field.is_required(),
+                         "default": None if field.is_required() else repr(field.default),
+                         "description": field.description})
+        args.sort(key=lambda a: not a["required"])  # stable: required first, each group in declaration order
         ports = "any number" if cls.INPUTS == ("*",) else ", ".join(
             f"{p}?" if p in cls.OPTIONAL else p for p in cls.INPUTS)
         entries.append({"op": name, "family": cls.FAMILY, "inputs": ports, "outputs": list(cls.OUTPUTS),
                         "args": args, "doc": cls.summary(), "plugin": plugin_of(name)})
     if as_json:
         click.echo(json.dumps(entries, indent=2))
+        return
+    if names:
+        for e in entries:
+            _show_op(e)
         return
     for family in FAMILIES:
         group = [e for e in entries if e["family"] == family]
@@ -183,6 +200,35 @@ def ops(as_json: bool) -> None:
             origin = f"  (plugin {e['plugin']})" if e["plugin"] else ""
             click.echo(f"  {e['op']}({sig})  in: {e['inputs']}{origin}")
             click.echo(f"      {e['doc']}")
+
+
+def _show_op(e: dict[str, Any]) -> None:
+    """One op in full: its signature, ports, doc and every argument."""
+    sig = ", ".join(a["name"] if a["required"] else f"{a['name']}={a['default']}" for a in e["args"])
+    origin = f", plugin {e['plugin']}" if e["plugin"] else ""
+    click.secho(f"{e['op']}({sig})", bold=True)
+    click.echo(f"  family: {e['family']}{origin}; in: {e['inputs']}; out: {', '.join(e['outputs'])}")
+    click.echo(f"  {e['doc']}")
+    for a in e["args"]:
+        what = "required" if a["required"] else f"default {a['default']}"
+        about = f"  {a['description']}" if a["description"] else ""
+        click.echo(f"    {a['name']}: {a['type']} ({what}){about}")
+
+
+def _type_name(ann: Any) -> str:
+    """An argument's type as a reader writes it: ``int | tuple[int, int]``, ``'same' | 'valid'``."""
+    origin, args = typing.get_origin(ann), typing.get_args(ann)
+    if origin is typing.Annotated:
+        return _type_name(args[0])
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(dict.fromkeys(_type_name(a) for a in args))
+    if origin is typing.Literal:
+        return " | ".join(repr(a) for a in args)
+    if origin is not None:
+        return f"{getattr(origin, '__name__', str(origin))}[{', '.join(_type_name(a) for a in args)}]"
+    if ann is type(None):
+        return "None"
+    return getattr(ann, "__name__", None) or str(ann).replace("typing.", "")
 
 
 @cli.command()

@@ -115,10 +115,21 @@ def read_source(path: str | Path, limits: Limits = DEFAULT_LIMITS) -> tuple[Any,
     return _with_imports(data, src, Path(path).parent, limits)
 
 
+MODEL_SUFFIXES = {".onnx": "an ONNX model", ".safetensors": "a weights file (safetensors)",
+                  ".pt": "a PyTorch checkpoint", ".pth": "a PyTorch checkpoint", ".npy": "a NumPy array"}
+"""Files that users hand to a command by mistake, by suffix, with what they are."""
+
+MODEL_HINTS = ("commands read a spec (YAML or JSON); `nnspec run MODEL.onnx` runs an ONNX model, "
+               "`--weights FILE` takes weights, `--input NAME=FILE.npy` an input",)
+
+
 def read_file(path: str | Path, limits: Limits = DEFAULT_LIMITS) -> tuple[Any, Source]:
     """Read and parse the spec file at `path` as it is (its ``imports:`` not followed)."""
     name = str(path)
     p = Path(path)
+    if p.suffix.lower() in MODEL_SUFFIXES:
+        raise SpecError.single("not-a-spec", f"this is {MODEL_SUFFIXES[p.suffix.lower()]}, not a spec", SourcePos(name),
+                               hints=MODEL_HINTS)
     try:
         with p.open("rb") as f:  # one byte past the limit at most: /dev/zero or a pipe has no size to check first
             raw = _read_at_most(f, limits.max_file_bytes + 1)

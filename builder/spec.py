@@ -203,6 +203,12 @@ def _per_value(errors: list[tuple[DataPath, ErrorDetails]]) -> dict[DataPath, li
     return out
 
 
+INFERRED_KEYS = frozenset({"in_channels", "in_features", "input_size", "num_features", "normalized_shape",
+                           "embed_dim", "in_dim", "input_dim", "d_in", "kdim", "vdim", "num_channels"})
+"""PyTorch's names for the input sizes of layers, which a spec never writes: a node that gives one
+is told so, instead of being offered a similar key (``in_channels`` is not ``out_channels``)."""
+
+
 def validation_diagnostics(exc: ValidationError, data: Any, source: Source, base: DataPath = (),
                            node: str | None = None, model: type[BaseModel] | None = None) -> list[Diagnostic]:
     """Turn a pydantic error into one diagnostic per offending value, positioned in the source."""
@@ -219,7 +225,10 @@ def validation_diagnostics(exc: ValidationError, data: Any, source: Source, base
             key = str(path[-1])
             known = _known_keys(model, path[:-1], data)
             msg = f"unknown key '{key}'"
-            if known:
+            if key in INFERRED_KEYS and node:
+                msg = f"unknown key '{key}': input sizes are inferred from the shapes, never written"
+                hints = (f"remove '{key}'; nnspec reads it from the input's shape",)
+            elif known:
                 hints = (*did_you_mean(key, known), f"known keys here: {', '.join(known)}")
         elif kind == "missing":
             msg = f"missing required key '{err['loc'][-1]}'"

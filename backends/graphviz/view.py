@@ -266,9 +266,23 @@ def _auto_depth(g: nx.MultiDiGraph, unroll: bool, mixed: frozenset[str]) -> int:
     return 0
 
 
+def _shallowest_repeat(g: nx.MultiDiGraph) -> int:
+    """The level at which the outermost repeated call opens (0 without repeats)."""
+    levels = []
+    for n in nodes(g):
+        level = 0
+        for f in n.scope:
+            level += f.index is None
+            if f.repeat is not None and f.index is None:
+                levels.append(level)
+                break
+    return min(levels, default=0)
+
+
 def _resolve_depth(g: nx.MultiDiGraph, depth: Depth, unroll: bool, mixed: frozenset[str]) -> int:
-    if depth is None:
-        return _auto_depth(g, unroll, mixed)
+    if depth is None:  # unrolling asks to see the copies: open at least the outermost repeated call
+        auto = _auto_depth(g, unroll, mixed)
+        return max(auto, _shallowest_repeat(g)) if unroll else auto
     if depth == ALL:
         return max_depth(g)
     if isinstance(depth, bool) or not isinstance(depth, int) or depth < 0:

@@ -1,0 +1,92 @@
+"""What a new user meets: `ops` lists required arguments first and shows one op in full, an
+`in_channels` is answered with "inferred", a model file given for a spec is named as such, and
+`render --unroll` draws every copy."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from backends.cli import cli
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(cli, list(args))
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result.exit_code, result.stdout, result.stderr
+
+
+# --- nnspec ops ----------------------------------------------------------------------------
+
+def test_ops_lists_required_arguments_first() -> None:
+    code, out, _ = _run("ops")
+    assert code == 0
+    assert "  conv2d(out_channels, kernel_size, stride=1," in out
+    for entry in json.loads(_run("ops", "--json")[1]):
+        required = [a["required"] for a in entry["args"]]
+        assert required == sorted(required, reverse=True), entry["op"]
+
+
+def test_ops_shows_one_op_in_full() -> None:
+    code, out, _ = _run("ops", "conv2d")
+    assert code == 0
+    assert out.startswith("conv2d(out_channels, kernel_size, stride=1, padding=0")
+    assert "kernel_size: int | tuple[int, int] (required)" in out
+    assert "padding: int | tuple[int, int] | 'same' | 'valid' (default 0)" in out
+    assert "linear" not in out
+    code, out, _ = _run("ops", "multi_head_attention", "--json")
+    (entry,) = json.loads(out)
+    num_kv = next(a for a in entry["args"] if a["name"] == "num_kv_heads")
+    assert num_kv["type"] == "int | None" and "grouped-query" in num_kv["description"]
+
+
+def test_ops_with_an_unknown_name_is_a_usage_error_with_a_did_you_mean() -> None:
+    code, _, err = _run("ops", "conv2")
+    assert code == 2 and "no op named 'conv2'; did you mean 'conv2d'?" in err
+
+
+# --- messages ------------------------------------------------------------------------------
+
+def test_an_input_size_key_is_answered_with_inferred(tmp_path: Path) -> None:
+    spec = tmp_path / "s.yaml"
+    spec.write_text("name: t\ninputs:\n  x: {shape: [batch, 3, 8, 8]}\nnodes:\n"
+                    "  c: {op: conv2d, in: x, in_channels: 3, out_channels: 4, kernel_size: 3}\n"
+                    "  f: {op: flatten, in: c}\n"
+                    "  l: {op: linear, in: f, in_features: 144, out_features: 2}\noutputs: {y: l}\n")
+    code, _, err = _run("validate", str(spec))
+    assert code == 1
+    assert "s.yaml:5:26: error[unknown-key]: node 'c': unknown key 'in_channels': input sizes are inferred" in err
+    assert "s.yaml:7:26: error[unknown-key]: node 'l': unknown key 'in_features': input sizes are inferred" in err
+    assert "remove 'in_channels'" in err and "did you mean" not in err
+
+
+@pytest.mark.parametrize("command", ["summary", "render", "validate"])
+def test_a_model_file_given_for_a_spec_is_named(command: str, tmp_path: Path) -> None:
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"\x08\x08\x12\x07pytorch" + bytes(range(256)))
+    args = [command, str(model), *(["-o", str(tmp_path / "m.dot")] if command == "render" else [])]
+    code, _, err = _run(*args)
+    assert code == 1
+    assert "error[not-a-spec]: this is an ONNX model, not a spec" in err and "nnspec run MODEL.onnx" in err
+    assert "UTF-16" not in err and not (tmp_path / "m.dot").exists()
+
+
+# --- render --unroll -----------------------------------------------------------------------
+
+def test_unroll_alone_draws_every_copy(tmp_path: Path) -> None:
+    spec = str(ROOT / "specs" / "gpt.yaml")
+    texts = {}
+    for name, flags in {"unroll": ["--unroll"], "depth0": ["--depth", "0"], "auto": []}.items():
+        out = tmp_path / f"{name}.dot"
+        assert _run("render", spec, "-o", str(out), *flags)[0] == 0
+        texts[name] = out.read_text()
+    assert texts["unroll"] != texts["depth0"]
+    for i in range(12):
+        assert f'"h.{i}' in texts["unroll"], i
+    assert '"h.11' not in texts["auto"]  # folded: one copy drawn, marked 12x
