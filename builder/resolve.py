@@ -33,7 +33,7 @@ from .source import DataPath, Source
 from .spec import BlockSpec, Spec, validation_diagnostics
 from .tensor import ShapeError, TensorType
 
-__all__ = ["Frame", "Pending", "TensorRef", "expand"]
+__all__ = ["BlockCall", "Frame", "Pending", "TensorRef", "expand"]
 
 _HINTS = 20
 """Did-you-mean hints given per graph (see `_Expander.hint`)."""
@@ -61,6 +61,16 @@ class Frame:
     block: str
     repeat: int | None = None
     index: int | None = None
+
+
+@dataclass(frozen=True)
+class BlockCall:
+    """One call of a block (one copy of a repeated call): the tensors bound to its inputs and the
+    tensors it produces for its outputs, by name, in the block's declared order."""
+
+    block: str
+    inputs: dict[str, TensorRef]
+    outputs: dict[str, TensorRef]
 
 
 @dataclass
@@ -139,6 +149,7 @@ class _Expander(Conditionals):
         self.reading: dict[str, bool] = {}
         self.types: dict[TensorRef, TensorType] = {}
         self.hints_left = _HINTS
+        self.calls: dict[str, BlockCall] = {}  # by path (``h.3``); the backends give each its own module
 
     def hint(self, word: str, choices: Iterable[str]) -> tuple[str, ...]:
         """A did-you-mean hint for each of the first `_HINTS` misspelt names; past them the spec is broken
@@ -466,6 +477,8 @@ class _Expander(Conditionals):
             produced = self.body(body, outs, current, block_params, path + ".", inner, (*stack, name))
             if any(v is None for v in produced.values()):
                 return None
+            self.calls[path] = BlockCall(name, {k: v for k, v in current.items() if v is not None},
+                                         {k: v for k, v in produced.items() if v is not None})
             current = {**current, block.inputs[0]: next(iter(produced.values()))}
         return _Result(outputs={k: v for k, v in produced.items() if v is not None})
 
@@ -495,10 +508,12 @@ class _Expander(Conditionals):
         return found
 
 
-def expand(spec: Spec, limits: Limits, signature: str | None = None) -> tuple[list[Pending], dict[str, TensorRef | None],
-                                                                            list[Diagnostic]]:
-    """Expand the main graph (or a signature) of `spec` into validated op nodes and its outputs."""
+def expand(spec: Spec, limits: Limits, signature: str | None = None, calls: dict[str, BlockCall] | None = None,
+           ) -> tuple[list[Pending], dict[str, TensorRef | None], list[Diagnostic]]:
+    """Expand the main graph (or a signature) of `spec` into validated op nodes and its outputs; `calls`,
+    when given, receives every block call by path."""
     ex = _Expander(spec, limits)
+    ex.calls = calls if calls is not None else {}
     if spec.imports and not spec.source.imports_resolved:
         ex.error("bad-import", "imports: a spec given as a dict has no file to import from; load it from a file, or "
                  "as text (imports are then found from the current directory)", ("imports",), None)

@@ -17,6 +17,7 @@ from op_cases import SMALL_SPECS
 from torch.fx.passes.shape_prop import ShapeProp
 
 from backends.pytorch import SpecModule, to_torch
+from backends.pytorch.blocks import BlockModule
 from backends.pytorch.inputs import example_inputs
 from builder import check_spec, load_spec, nodes
 
@@ -68,6 +69,10 @@ def test_every_seed_spec_has_small_overrides() -> None:
 
 # --- shapes of every node --------------------------------------------------------------
 
+def _propagate(block: torch.nn.Module, args: tuple[Any, ...]) -> None:
+    ShapeProp(block).propagate(*args)
+
+
 @pytest.mark.parametrize("entry", [(s, sig) for s in SPECS for sig in _entries(s)], ids=str)
 def test_every_node_has_its_inferred_shape(entry: tuple[str, str | None]) -> None:
     name, sig = entry
@@ -77,18 +82,22 @@ def test_every_node_has_its_inferred_shape(entry: tuple[str, str | None]) -> Non
     module = model if sig is None else model.signature(sig)
     module.graph.lint()  # the fx graph is well formed (to_torch leaves this check to the tests)
     by_id = {n.id: n for n in nodes(graphs[sig])}
+    blocks = [m for m in module.modules() if isinstance(m, BlockModule)] if sig is None else []
+    for block in blocks:  # each block call's own graph, with the inputs it gets
+        block.graph.lint()
+        block.register_forward_pre_hook(_propagate)
     for i, dims in enumerate(DIMS):
         ShapeProp(module).propagate(*example_inputs(module, dims, seed=i))
-        checked = 0
-        for fx_node in module.graph.nodes:
+        checked = set()
+        for fx_node in [n for m in (module, *blocks) for n in m.graph.nodes]:
             ref = fx_node.meta.get("nnspec")
-            if ref is None or ref[0] not in by_id:
+            if ref is None or ref[0] not in by_id or fx_node.op == "placeholder":
                 continue
             want = by_id[ref[0]].outputs[ref[1]].concrete(dims)
             got = tuple(fx_node.meta["tensor_meta"].shape)
             assert got == want, f"{name} {sig} {dims}: {ref[0]}.{ref[1]} is {got}, inferred {want}"
-            checked += 1
-        assert checked >= len(by_id) - len(graphs[sig].graph["inputs"])
+            checked.add(ref)
+        assert len({node for node, _ in checked}) >= len(by_id) - len(graphs[sig].graph["inputs"])
 
 
 # --- weights ---------------------------------------------------------------------------
