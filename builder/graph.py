@@ -102,14 +102,8 @@ def compile_graph(spec: Spec, signature: str | None = None, limits: Limits | Non
     """
     limits = limits or spec._limits
     if signature is not None and signature not in spec.signatures:
-        from . import kv_cache  # a derived signature (the key/value cache of a causal decoder)
+        from .errors import did_you_mean
 
-        derived, base_sig = kv_cache.base_signature(signature, spec.signatures)
-        if derived:
-            try:
-                return kv_cache.with_kv_cache(compile_graph(spec, base_sig, limits, warnings))
-            except kv_cache.CacheError as exc:
-                raise kv_cache.cache_error(spec.name, signature, exc, spec.source.pos(())) from None
         known = ", ".join(spec.signatures) or "(none)"
         raise SpecError.single("unknown-signature", f"spec '{spec.name}' has no signature '{signature}'",
                                spec.source.pos(("signatures",)), None,

@@ -313,9 +313,8 @@ class Emitter:
             if name in RESERVED_NAMES:
                 raise LoweringError(f"input '{name}' cannot be a forward() argument of a PyTorch module "
                                     f"(generated code uses that name); rename the input")
-            arg = name.replace(".", "_")  # a derived cache input (past_key_values.0.key) as an argument name
-            ph = self.fx.placeholder(arg, type_expr=torch.Tensor)
-            if ph.target != arg:  # pragma: no cover - the argument keeps its name; fx renames the variable
+            ph = self.fx.placeholder(name, type_expr=torch.Tensor)
+            if ph.target != name:  # pragma: no cover - the argument keeps its name; fx renames the variable
                 raise LoweringError(f"input '{name}' would be renamed to '{ph.target}' in forward()")
             ph.meta["nnspec"] = (name, "y")
             self.values[TensorRef(name, "y")] = ph

@@ -24,7 +24,6 @@ from torch import fx, nn
 
 from builder import Spec, check_spec, compile_graph, graph_inputs, load_spec, nodes
 from builder.errors import did_you_mean
-from builder.kv_cache import derived_graphs
 from builder.ops.layers import Embedding, PositionEmbedding, SinusoidalPosition
 from builder.tensor import fmt_dim
 
@@ -91,7 +90,7 @@ def _graphs(source: SpecSource | nx.MultiDiGraph, signature: str | None,
     if signature is not None:
         return {signature: compile_graph(spec, signature)}
     graphs, _ = check_spec(spec)  # the main graph and every signature, shared weights checked
-    return {**graphs, **derived_graphs(graphs)}  # and the key/value-cache signature of each causal decoder
+    return graphs
 
 
 def lower(graphs: Mapping[str | None, nx.MultiDiGraph], tree: ModuleTree) -> dict[str | None, Emitter]:
