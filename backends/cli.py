@@ -24,7 +24,6 @@ from builder.errors import did_you_mean
 from builder.ops import FAMILIES
 
 from .clikit import (
-    json_option,
     limit_option,
     load_graph,
     load_plugins_or_exit,
@@ -36,6 +35,7 @@ from .clikit import (
     signature_option,
     write_text_atomic,
 )
+from .jsonout import emit, json_output
 
 ISSUES_URL = "https://github.com/nnspec/nnspec/issues"
 
@@ -98,7 +98,7 @@ def cli() -> None:
 @set_option
 @signature_option
 @limit_option
-@json_option
+@json_output
 def validate(specs: tuple[str, ...], sets: tuple[str, ...], signature: str | None, limits: tuple[str, ...],
              as_json: bool) -> None:
     """Check SPECS (and every signature in them): structure, wiring and shapes.
@@ -129,7 +129,7 @@ def validate(specs: tuple[str, ...], sets: tuple[str, ...], signature: str | Non
             which = spec.name if signature is None else f"{spec.name} [{signature}]"
             click.echo(f"ok  {path}: {which}, {len(main)} nodes, {param_count(main):,} parameters{sigs}")
     if as_json:
-        click.echo(json.dumps(results, indent=2))
+        emit({"files": results}, ok=not failed)
     sys.exit(1 if failed else 0)
 
 
@@ -142,7 +142,7 @@ def validate(specs: tuple[str, ...], sets: tuple[str, ...], signature: str | Non
 @set_option
 @signature_option
 @limit_option
-@json_option
+@json_output
 def summary(spec: str, depth: int | None, dims: tuple[str, ...], sets: tuple[str, ...], signature: str | None,
             limits: tuple[str, ...], as_json: bool) -> None:
     """Print SPEC's nodes with op, output shape, dtype, parameters and multiply-adds, and the totals
@@ -152,14 +152,14 @@ def summary(spec: str, depth: int | None, dims: tuple[str, ...], sets: tuple[str
     loaded, g = load_graph(spec, sets, signature, limits, as_json)
     sizes = parse_dims(dims, g)
     if as_json:
-        click.echo(json.dumps(summary_json(loaded.name, signature, g, depth, sizes), indent=2))
+        emit(summary_json(loaded.name, signature, g, depth, sizes))
         return
     print_summary(loaded.name, signature, g, depth, sizes)
 
 
 @cli.command()
 @click.argument("names", nargs=-1, metavar="[OP]...")
-@json_option
+@json_output
 def ops(names: tuple[str, ...], as_json: bool) -> None:
     """List every op (or the OPs named) with its family, arguments and doc.
 
@@ -184,7 +184,7 @@ def ops(names: tuple[str, ...], as_json: bool) -> None:
         entries.append({"op": name, "family": cls.FAMILY, "inputs": ports, "outputs": list(cls.OUTPUTS),
                         "args": args, "doc": cls.summary(), "plugin": plugin_of(name)})
     if as_json:
-        click.echo(json.dumps(entries, indent=2))
+        emit({"ops": entries})
         return
     if names:
         for e in entries:

@@ -297,7 +297,7 @@ def run_case(case: Case, workdir: Path, writers: list[str] | None = None) -> Out
     code, stdout = _invoke(["validate", "--json", str(spec)], problems, "validate")
     params = None
     if code == 0 and not problems:
-        params = json.loads(stdout)[0]["params"]
+        params = json.loads(stdout)["files"][0]["params"]
     outcome = Outcome(code, params, problems)
     if code != 1 and (params is None or params > MAX_BUILD_PARAMS):
         return outcome  # exporting and building a big valid model is slow and proves nothing here

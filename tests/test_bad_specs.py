@@ -126,7 +126,7 @@ def test_bad_spec_json_errors(path: Path) -> None:
     expect = _expectation(path)
     result = CliRunner().invoke(cli, ["validate", "--json", str(path)])
     assert result.exit_code == 1
-    report = json.loads(result.stdout)
+    report = json.loads(result.stdout)["files"]
     codes = [d["code"] for d in report[0]["diagnostics"]]
     assert expect.code in codes
     first = next(d for d in report[0]["diagnostics"] if d["code"] == expect.code)
@@ -160,7 +160,7 @@ def test_independent_errors_are_all_reported(tmp_path: Path) -> None:
 def test_edge_spec_passes(path: Path) -> None:
     result = CliRunner().invoke(cli, ["validate", "--json", str(path)])
     assert result.exit_code == 0, result.output
-    report = json.loads(result.stdout)[0]
+    report = json.loads(result.stdout)["files"][0]
     assert report["ok"] and report["diagnostics"] == []
     first = path.read_text(encoding="utf-8-sig").splitlines()[0]
     if first.startswith("# params: "):

@@ -117,7 +117,7 @@ def test_missing_file_is_a_clear_error() -> None:
 def test_ops_lists_every_op() -> None:
     code, out, _ = _run("ops", "--json")
     assert code == 0
-    listed = {e["op"]: e for e in json.loads(out)}
+    listed = {e["op"]: e for e in json.loads(out)["ops"]}
     assert set(listed) == set(OPS)
     assert {a["name"] for a in listed["conv2d"]["args"]} >= {"out_channels", "kernel_size", "stride", "padding"}
 

@@ -28,7 +28,7 @@ def test_ops_lists_required_arguments_first() -> None:
     code, out, _ = _run("ops")
     assert code == 0
     assert "  conv2d(out_channels, kernel_size, stride=1," in out
-    for entry in json.loads(_run("ops", "--json")[1]):
+    for entry in json.loads(_run("ops", "--json")[1])["ops"]:
         required = [a["required"] for a in entry["args"]]
         assert required == sorted(required, reverse=True), entry["op"]
 
@@ -41,7 +41,7 @@ def test_ops_shows_one_op_in_full() -> None:
     assert "padding: int | tuple[int, int] | 'same' | 'valid' (default 0)" in out
     assert "linear" not in out
     code, out, _ = _run("ops", "multi_head_attention", "--json")
-    (entry,) = json.loads(out)
+    (entry,) = json.loads(out)["ops"]
     num_kv = next(a for a in entry["args"] if a["name"] == "num_kv_heads")
     assert num_kv["type"] == "int | None" and "grouped-query" in num_kv["description"]
 

@@ -72,7 +72,7 @@ def test_installed_plugin_works_with_every_command(fresh_python: Path, tmp_path:
         return _ok(_run(fresh_python, *args, cwd=tmp_path))
 
     assert "squared_mlp, 6 nodes, 7,018 parameters" in nnspec("validate", str(SPEC))
-    listed = {e["op"]: e for e in json.loads(nnspec("ops", "--json"))}
+    listed = {e["op"]: e for e in json.loads(nnspec("ops", "--json"))["ops"]}
     assert listed["swiglu"]["plugin"] == listed["squared_relu"]["plugin"] == "nnspec_squared_relu"
     assert listed["swiglu"]["family"] == "linear" and listed["relu"]["plugin"] is None
     schema = json.loads(nnspec("schema"))

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from backends.clikit import fail, limit_option, load_graph, set_option, signature_option
+from backends.jsonout import emit, json_output
 
 from .view import ALL, Depth
 
@@ -42,8 +43,9 @@ def _depth(ctx: click.Context, param: click.Parameter, value: str | None) -> Dep
 @set_option
 @signature_option
 @limit_option
+@json_output
 def render(spec: str, output: str, depth: Depth, rankdir: str, unroll: bool, no_shapes: bool, no_params: bool,
-           sets: tuple[str, ...], signature: str | None, limits: tuple[str, ...]) -> None:
+           sets: tuple[str, ...], signature: str | None, limits: tuple[str, ...], as_json: bool = False) -> None:
     """Draw SPEC into FILE: blocks as clusters, shapes on the edges, a colour per op family.
 
     .dot and .mmd need nothing else; .svg, .png, .pdf and .html are laid out by Graphviz's
@@ -64,4 +66,5 @@ def render(spec: str, output: str, depth: Depth, rankdir: str, unroll: bool, no_
                            not no_params, unroll=unroll)
     except (GraphvizNotFound, RuntimeError, ValueError) as exc:
         fail(str(exc))
+    emit({"wrote": [str(path)], "format": FORMATS[suffix]})
     click.echo(f"wrote {path} ({FORMATS[suffix]})", err=True)

@@ -5,7 +5,6 @@ onnx, onnxruntime and torch are imported inside the commands, never when the CLI
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,13 +14,13 @@ import click
 from backends.clikit import (
     atomic_output,
     fail,
-    json_option,
     limit_option,
     load_graph,
     print_diagnostics,
     set_option,
     signature_option,
 )
+from backends.jsonout import emit, json_output
 from builder import SpecError
 from builder.dims import sized_graph, unknown_dims
 from builder.errors import did_you_mean
@@ -117,9 +116,10 @@ def _prepare(graph: nx.MultiDiGraph, weights: str | None, opset: int | None, see
 @set_option
 @signature_option
 @limit_option
+@json_output
 def export(spec: str, output: str, weights: str | None, opset: int | None, external_data: bool, seed: int,
            native_gelu: bool, native_attention: bool, sets: tuple[str, ...], signature: str | None,
-           limits: tuple[str, ...]) -> None:
+           limits: tuple[str, ...], as_json: bool = False) -> None:
     """Export SPEC (or one signature) as an ONNX model, emitted directly from the checked graph.
 
     Inputs and outputs carry the spec's names, initializers the PyTorch state_dict keys, and
@@ -140,6 +140,8 @@ def export(spec: str, output: str, weights: str | None, opset: int | None, exter
             write_prepared(lowered, arrays, tmp, False)
     size = sum(a.nbytes for a in arrays.values())
     extra = f" + {location}" if external else ""
+    emit({"wrote": [str(target), *([str(target.with_name(location))] if external else [])],
+          "nodes": len(lowered.nodes), "weights": len(arrays), "weight_bytes": size, "opset": lowered.options.opset})
     click.echo(f"wrote {target}{extra}: {len(lowered.nodes)} nodes, {len(arrays)} weights ({size / 1e6:.1f} MB), "
                f"opset {lowered.options.opset}", err=True)
 
@@ -210,7 +212,7 @@ def _model_for(source: str, weights: str | None, opset: int | None, seed: int, s
 @set_option
 @signature_option
 @limit_option
-@json_option
+@json_output
 def run(model: str, inputs: tuple[str, ...], use_random: bool, dims: tuple[str, ...], output_dir: str | None,
         weights: str | None, opset: int | None, seed: int, sets: tuple[str, ...], signature: str | None,
         limits: tuple[str, ...], as_json: bool) -> None:
@@ -252,8 +254,8 @@ def run(model: str, inputs: tuple[str, ...], use_random: bool, dims: tuple[str, 
             with atomic_output(Path(output_dir) / f"{name}.npy") as tmp, open(tmp, "wb") as f:
                 np.save(f, arr, allow_pickle=False)
     if as_json:
-        click.echo(json.dumps({k: {"shape": list(v.shape), "dtype": str(v.dtype), "preview": v.reshape(-1)[:6].tolist()}
-                               for k, v in outputs.items()}, indent=2))
+        emit({"outputs": {k: {"shape": list(v.shape), "dtype": str(v.dtype), "preview": v.reshape(-1)[:6].tolist()}
+                          for k, v in outputs.items()}})
         return
     for name, arr in outputs.items():
         click.echo(f"{name}: {arr.dtype} {list(arr.shape)} {_preview(arr)}")
@@ -301,7 +303,7 @@ def compare(graph: nx.MultiDiGraph, sizes: Mapping[str, int], seed: int = 0, **o
 @set_option
 @signature_option
 @limit_option
-@json_option
+@json_output
 def check(spec: str, dims: tuple[str, ...], tolerance: float, seed: int, sets: tuple[str, ...],
           signature: str | None, limits: tuple[str, ...], as_json: bool) -> None:
     """Build SPEC with both backends (same weights), run both on random inputs, compare.
@@ -314,7 +316,7 @@ def check(spec: str, dims: tuple[str, ...], tolerance: float, seed: int, sets: t
     result = compare(graph, sizes, seed)
     bad = [name for name, r in result.items() if not r["diff"] <= tolerance * r["scale"]]
     if as_json:
-        click.echo(json.dumps({"ok": not bad, "tolerance": tolerance, "outputs": result}, indent=2))
+        emit({"tolerance": tolerance, "outputs": result}, ok=not bad)
     else:
         for name, r in result.items():
             verdict = "FAIL" if name in bad else "ok"

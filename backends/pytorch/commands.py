@@ -8,6 +8,7 @@ from __future__ import annotations
 import click
 
 from backends.clikit import atomic_output, fail, limit_option, load_graph, set_option, signature_option, write_text_atomic
+from backends.jsonout import emit, json_output
 
 __all__ = ["build"]
 
@@ -22,8 +23,9 @@ __all__ = ["build"]
 @set_option
 @limit_option
 @signature_option
+@json_output
 def build(spec: str, emit_python_to: str | None, weights_to: str | None, seed: int | None, sets: tuple[str, ...],
-          limits: tuple[str, ...], signature: str | None) -> None:
+          limits: tuple[str, ...], signature: str | None, as_json: bool = False) -> None:
     """Build SPEC as a PyTorch module (torch.fx) and print its size.
 
     With --emit-python, write it as standalone source whose state_dict keys and outputs are the
@@ -50,6 +52,10 @@ def build(spec: str, emit_python_to: str | None, weights_to: str | None, seed: i
     params = sum(p.numel() for p in model.parameters())
     tensors = len(model.state_dict())
     what = loaded.name if signature is None else f"{loaded.name} (signature {signature})"
+    if as_json:
+        emit({"name": loaded.name, "signature": signature, "tensors": tensors, "params": params,
+              "signatures": list(model.signatures), "wrote": [p for p in (emit_python_to, weights_to) if p is not None]})
+        return
     sigs = f"; signatures: {', '.join(model.signatures)}" if model.signatures else ""
     click.echo(f"built {what}: {tensors} tensors, {params:,} parameters{sigs}")
     for path, label in ((emit_python_to, "source"), (weights_to, "weights")):
