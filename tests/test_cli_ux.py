@@ -90,3 +90,43 @@ def test_unroll_alone_draws_every_copy(tmp_path: Path) -> None:
     for i in range(12):
         assert f'"h.{i}' in texts["unroll"], i
     assert '"h.11' not in texts["auto"]  # folded: one copy drawn, marked 12x
+
+
+# --- folded repeats whose copies differ (the issue's CIFAR example) -------------------------
+
+CIFAR = """name: cnn
+inputs:
+  image: {shape: [batch, 3, 32, 32]}
+blocks:
+  conv_block:
+    params: {ch: null}
+    inputs: [x]
+    nodes:
+      conv: {op: conv2d, in: x, out_channels: '${ch}', kernel_size: 3, padding: 1}
+      bn: {op: batch_norm, in: conv}
+      act: {op: relu, in: bn}
+      pool: {op: max_pool2d, in: act, kernel_size: 2}
+    outputs: {y: pool}
+nodes:
+  b1: {op: conv_block, in: image, ch: 32}
+  b2: {op: conv_block, in: b1, ch: 64, repeat: 2}
+  flat: {op: flatten, in: b2}
+  fc: {op: linear, in: flat, out_features: 10}
+outputs: {logits: fc}
+"""
+
+
+@pytest.mark.parametrize("suffix", [".dot", ".mmd"])
+def test_a_repeat_whose_copies_differ_is_drawn_true_of_each_copy(suffix: str, tmp_path: Path) -> None:
+    spec = tmp_path / "cnn.yaml"
+    spec.write_text(CIFAR)
+    out = tmp_path / f"cnn{suffix}"
+    assert _run("render", str(spec), "-o", str(out))[0] == 0
+    text = out.read_text()
+    # copy 0 takes 32 channels at 16x16 (18.5k conv params), copy 1 64 channels at 8x8 (36.9k): both drawn
+    assert "18.5k params" in text and "36.9k params" in text
+    edges = [line for line in text.splitlines() if "->" in line]
+    conv0 = next(e for e in edges if ("b2.0.conv" in e or "b2_0_conv" in e) and ("b1" in e))
+    conv1 = next(e for e in edges if ("b2.1.conv" in e or "b2_1_conv" in e) and ("b2.0" in e or "b2_0" in e))
+    assert "batch×32×16×16" in conv0 and "batch×64×8×8" in conv1
+    assert "55.7k params" in text  # the folded cluster's count is the total over both copies
