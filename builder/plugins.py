@@ -25,6 +25,7 @@ the first `load_plugins` call (`load_spec`, the schema and the CLI make it), and
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
 import os
@@ -143,7 +144,7 @@ def load_plugins(modules: Iterable[str] = ()) -> None:
             _load(ep.value, ep)
         for name in os.environ.get(ENV_VAR, "").split(","):
             if name.strip():
-                _load(name.strip(), None)
+                _load(_plugin_name(name.strip()), None)
     for module in modules:
         load_plugin(module)
     if _FAILED:
@@ -156,9 +157,16 @@ def load_plugin(module: str) -> None:
     Raises:
         PluginError: it fails to import, or registers an op whose name is taken.
     """
+    module = _plugin_name(module)
     _load(module, None)
     if module in _FAILED:
         raise _FAILED[module]
+
+
+def _plugin_name(name: str) -> str:
+    """How a plugin is known: a module by its name, a ``.py`` file by its resolved path (so that
+    ``x.py`` and ``./x.py`` are one plugin, not two that clash)."""
+    return str(Path(name).resolve()) if name.endswith(".py") else name
 
 
 def _load(name: str, ep: EntryPoint | None) -> None:
@@ -172,7 +180,7 @@ def _load(name: str, ep: EntryPoint | None) -> None:
             _import(name, ep)
     except RegistryError as exc:
         _FAILED[name] = PluginError(f"plugin '{name}': {exc}")
-    except Exception as exc:  # anything the plugin's code raises
+    except (Exception, SystemExit) as exc:  # anything the plugin's code raises, exit() included
         _FAILED[name] = PluginError(f"plugin '{name}' failed to import: {type(exc).__name__}: {exc}")
     finally:
         _CURRENT.pop()
@@ -196,15 +204,17 @@ def _import(name: str, ep: EntryPoint | None) -> None:
         path = Path(name)
         if not path.is_file():
             raise FileNotFoundError(f"no file '{name}'")
-        spec = importlib.util.spec_from_file_location(path.stem, path)
+        # a private module name: a file called onnx.py or yaml.py must not stand in for the library
+        private = f"_nnspec_plugin_{path.stem}_{hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:8]}"
+        spec = importlib.util.spec_from_file_location(private, path)
         if spec is None or spec.loader is None:
             raise ImportError(f"cannot load '{name}' as a module")
         module = importlib.util.module_from_spec(spec)
-        sys.modules[path.stem] = module
+        sys.modules[private] = module
         try:
             spec.loader.exec_module(module)
         except BaseException:
-            sys.modules.pop(path.stem, None)
+            sys.modules.pop(private, None)
             raise
         return
     cwd = os.getcwd()

@@ -28,6 +28,7 @@ from .expr import SIZES as _SIZES
 from .expr import TensorSizes
 from .limits import Limits
 from .ops import OPS, VARIADIC, Op
+from .ops.base import PLUGIN_OF
 from .params import has_expr, resolve_params, substitute_tree
 from .source import DataPath, Source
 from .spec import BlockSpec, Spec, validation_diagnostics
@@ -146,8 +147,10 @@ class _Expander(Conditionals):
         self.nodes: list[Pending] = []
         self.diags: list[Diagnostic] = []
         self.block_sizes: dict[str, int] = {}
+        self.copies = 0  # block bodies expanded, kept or not: what checking costs, bounded like the nodes
         self.reading: dict[str, bool] = {}
         self.types: dict[TensorRef, TensorType] = {}
+        self.symbols: set[str] = set()  # the symbolic dims of the graph's inputs: all a size may use
         self.hints_left = _HINTS
         self.calls: dict[str, BlockCall] = {}  # by path (``h.3``); the backends give each its own module
 
@@ -380,6 +383,7 @@ class _Expander(Conditionals):
         if any(ref not in self.types for ref in p.bindings.values()):
             return  # an input failed upstream; that failure is already reported
         ins = {port: self.types[ref] for port, ref in p.bindings.items()}
+        plugin = PLUGIN_OF.get(p.model.op)
         try:
             outs = p.model.infer(ins)
             weights = p.model.weights(ins)
@@ -388,8 +392,26 @@ class _Expander(Conditionals):
             where = f"input '{exc.port}' (from '{src}')" if src else "input"
             self.diags.append(Diagnostic("shape-mismatch", f"{where}: {exc}", p.pos, p.id))
             return
+        except Exception as exc:
+            if plugin is None:
+                raise  # a bug in a built-in op's shape rule
+            self.diags.append(Diagnostic("plugin-error", f"the shape rule of op '{p.model.op}' (plugin '{plugin}') "
+                                         f"failed: {type(exc).__name__}: {exc}", p.pos, p.id))
+            return
+        if plugin is not None and not all(isinstance(t, TensorType) for t in outs.values()):
+            self.diags.append(Diagnostic("plugin-error", f"the shape rule of op '{p.model.op}' (plugin '{plugin}') "
+                                         "must return a TensorType for each output port", p.pos, p.id))
+            return
         if tuple(outs) != p.model.output_ports():  # pragma: no cover - a bug in an op declaration
             raise AssertionError(f"op '{p.model.op}' inferred ports {tuple(outs)}, declares {p.model.output_ports()}")
+        for port, t in outs.items():
+            unknown = sorted(t.symbols - self.symbols)
+            if unknown:
+                have = ", ".join(sorted(self.symbols)) or "none: every input size is fixed"
+                self.diags.append(Diagnostic("shape-mismatch", f"output '{port}': size '{unknown[0]}' is no dim of the "
+                                             f"graph's inputs, so nothing gives its value (their dims: {have})",
+                                             p.pos, p.id, did_you_mean(unknown[0], self.symbols)))
+                return
         for port, t in outs.items():
             self.types[TensorRef(p.id, port)] = t
         p.inputs, p.outputs, p.weights = ins, outs, weights
@@ -467,6 +489,12 @@ class _Expander(Conditionals):
         current: dict[str, TensorRef | None] = dict(bound)
         produced: dict[str, TensorRef | None] = {}
         for i in range(count):
+            self.copies += 1
+            if self.copies > self.limits.max_nodes:  # copies of unused nodes cost work but make no node
+                raise SpecError([*self.diags, Diagnostic(
+                    "limit", f"blocks expand into more than {self.limits.max_nodes:,} copies (used or not)",
+                    self.source.pos((*entry.path, "op")), full,
+                    ("raise it with --limit max_nodes=N",))])
             path = full if repeat is None else f"{full}.{i}"
             inner = (*scope, Frame(path, name, index=None if repeat is None else i))
             if i > 0 and self.reads_sizes(name):  # this copy's input is the last one's output: sizes may differ
@@ -546,6 +574,7 @@ def expand(spec: Spec, limits: Limits, signature: str | None = None, calls: dict
     env = {name: TensorRef(name, "y") for name in inputs}
     for name, inp in inputs.items():
         ex.types[env[name]] = TensorType.of(inp.shape, inp.dtype)
+        ex.symbols |= ex.types[env[name]].symbols
     params = {**(ex.sizes(env) or {}), **ex.params}  # the graph's inputs' sizes may be read too; params win
     result = ex.body(entries, outputs, env, params, "", (), ())
     return ex.nodes, result, ex.diags

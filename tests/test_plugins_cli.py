@@ -191,3 +191,32 @@ def test_a_missing_lowering_is_reported_where_the_backend_is_used(tmp_path: Path
     assert not (tmp_path / "m.onnx").exists()
     _fails(_run(sys.executable, "build", "--plugin", "onnx_only", spec, cwd=tmp_path),
            "node 'c'", "op 'cube' (from plugin 'onnx_only') has no PyTorch lowering")
+
+
+def test_a_plugin_file_does_not_shadow_a_library_and_counts_once(tmp_path: Path) -> None:
+    """A file named onnx.py loads under a private module name (the real onnx still imports), and
+    `onnx.py` and `./onnx.py` are one plugin, not two whose ops clash."""
+    (tmp_path / "mine").mkdir()  # not the working directory, which `python -m` puts first on sys.path
+    (tmp_path / "mine" / "onnx.py").write_text(_plugin())
+    spec = _spec(tmp_path)
+    result = json.loads(_ok(_run(sys.executable, "check", "--plugin", "mine/onnx.py", "--plugin", "./mine/onnx.py", spec,
+                                 "--json", cwd=tmp_path)))
+    assert result["ok"]
+
+
+def test_a_plugin_that_exits_at_import_is_a_failure_not_a_success(tmp_path: Path) -> None:
+    (tmp_path / "quitter.py").write_text("import sys\nsys.exit(0)\n")
+    _fails(_run(sys.executable, "validate", "--plugin", "quitter", _spec(tmp_path), cwd=tmp_path),
+           "plugin 'quitter' failed to import: SystemExit")
+
+
+def test_a_failing_shape_rule_is_the_plugins_error(tmp_path: Path) -> None:
+    """An exception in a plugin op's shape rule (or a rule that returns no TensorType) is a located
+    error naming the plugin, not an internal error of nnspec."""
+    broken = _plugin().replace('return {"y": ins["x"]}', 'return {"y": ins["x"].shape[99]}')
+    (tmp_path / "bad_rule.py").write_text(broken)
+    _fails(_run(sys.executable, "validate", "--plugin", "bad_rule", _spec(tmp_path), cwd=tmp_path),
+           "error[plugin-error]", "node 'c'", "plugin 'bad_rule'", "IndexError")
+    (tmp_path / "not_a_type.py").write_text(_plugin().replace('return {"y": ins["x"]}', 'return {"y": 3}'))
+    _fails(_run(sys.executable, "summary", "--plugin", "not_a_type", _spec(tmp_path), cwd=tmp_path),
+           "plugin 'not_a_type'", "must return a TensorType")

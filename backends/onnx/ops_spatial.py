@@ -113,22 +113,32 @@ def lower_pool3d(e: Emitter, node: Node) -> None:
 
 # --- adaptive pooling ----------------------------------------------------------------------
 
-def _reduce(e: Emitter, op_type: str, x: str, axis: int, output: str | None = None) -> str:
-    """Reduce one axis, keeping it (axes became an input at opset 18)."""
-    if e.opset >= 18:
-        return e.op1(op_type, [x, e.ints([axis], "axes")], output, keepdims=1)
-    return e.op1(op_type, [x], output, axes=[axis], keepdims=1)
+def _reduce(e: Emitter, op_type: str, x: str, axis: int, output: str | None = None, keep: bool = True) -> str:
+    """Reduce one axis, keeping it unless told (axes became an input at opset 18; ReduceSum's at 13)."""
+    if e.opset >= 18 or op_type == "ReduceSum":
+        return e.op1(op_type, [x, e.ints([axis], "axes")], output, keepdims=int(keep))
+    return e.op1(op_type, [x], output, axes=[axis], keepdims=int(keep))
 
 
-def _bins(e: Emitter, op_type: str, x: str, axis: int, size: int, out: int, output: str | None) -> str:
-    """PyTorch's adaptive bins along one axis: bin i is [floor(i L / n), ceil((i + 1) L / n))."""
-    parts = []
-    axes = e.ints([axis], "axes")
-    for i in range(out):
-        start, end = i * size // out, -(-(i + 1) * size // out)
-        window = e.op1("Slice", [x, e.ints([start], "starts"), e.ints([end], "ends"), axes])
-        parts.append(_reduce(e, op_type, window, axis))
-    return e.op1("Concat", parts, output, axis=axis)
+def _bins(e: Emitter, op_type: str, x: str, axis: int, size: int, out: int, rank: int, dtype: str,
+          output: str | None) -> str:
+    """PyTorch's adaptive bins along one axis: bin i is [floor(i L / n), ceil((i + 1) L / n)).
+
+    One Gather lays the bins out as an (n, k) block of indices (k the longest bin; a shorter bin
+    repeats its last index, which a max ignores and a mean weighs 0), then one reduction over k:
+    the node count stays fixed however many bins there are.
+    """
+    starts = [i * size // out for i in range(out)]
+    ends = [-(-(i + 1) * size // out) for i in range(out)]
+    k = max(end - start for start, end in zip(starts, ends))
+    index = np.array([[min(s + j, t - 1) for j in range(k)] for s, t in zip(starts, ends)], dtype=np.int64)
+    binned = e.op1("Gather", [x, e.const(index, "bins")], axis=axis)  # (..., n, k, ...)
+    if op_type == "ReduceMax":
+        return _reduce(e, "ReduceMax", binned, axis + 1, output, keep=False)
+    weights = np.array([[1 / (t - s) if j < t - s else 0.0 for j in range(k)] for s, t in zip(starts, ends)])
+    weights = weights.reshape(weights.shape + (1,) * (rank - axis - 1))  # broadcast over the axes after
+    weighted = e.op1("Mul", [binned, e.const(weights, "bin_weights", dtype)])
+    return _reduce(e, "ReduceSum", weighted, axis + 1, output, keep=False)
 
 
 _ADAPTIVE = {"adaptive_avg_pool1d": AdaptiveAvgPool1d, "adaptive_avg_pool2d": AdaptiveAvgPool2d,
@@ -158,14 +168,14 @@ def lower_adaptive_pool(e: Emitter, node: Node) -> None:
 
 def _uneven_bins(e: Emitter, node: Node, x: str, axes: Sequence[Axis], op_type: str, output: str | None) -> str:
     """Pool axis by axis (a mean or max over a box is the mean or max over its rows of the same over
-    its columns), each axis by Slice + Reduce per bin and a Concat."""
+    its columns), each axis by one Gather of its bins and one reduction (see `_bins`)."""
     todo = [(axis, size, out) for axis, size, out in axes if out is not None]
     for i, (axis, size, out) in enumerate(todo):
         last = output if i == len(todo) - 1 else None
         if out == 1:  # one bin: the whole axis, whatever its size
             x = _reduce(e, op_type, x, axis, last)
         elif size.is_Integer:
-            x = _bins(e, op_type, x, axis, int(size), out, last)
+            x = _bins(e, op_type, x, axis, int(size), out, 2 + len(axes), node.inputs["x"].dtype, last)
         else:
             raise LoweringError(
                 f"node '{node.id}': {node.op} to output size {out} in dim {axis} needs a fixed input size there "

@@ -98,7 +98,8 @@ class Squeeze(Op):
     """
 
     op: Literal["squeeze"]
-    dim: int | list[int] = Field(description="The dimension(s) to remove; each must have size 1.")
+    dim: int | Annotated[list[int], Field(min_length=1)] = Field(
+        description="The dimension(s) to remove; each must have size 1 (a list names at least one).")
 
     def axes(self, x: TensorType) -> list[int]:
         dims = [self.dim] if isinstance(self.dim, int) else self.dim
@@ -356,6 +357,8 @@ class Constant(Op):
             raise ValueError(f"start, end and step go with fill: arange, not {self.fill}")
         if self.step == 0:
             raise ValueError("step must not be 0")
+        if not sized and self.dtype == "bool":
+            raise ValueError("fill: arange makes numbers, not bool (torch.arange has no bool kernel)")
         return self
 
     def out_dtype(self) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 import sympy
 from pydantic import Field, PositiveInt, model_validator
@@ -339,7 +339,8 @@ class Mean(Op):
     """
 
     op: Literal["mean"]
-    dim: int | list[int] = Field(description="Dimension(s) to reduce.")
+    dim: int | Annotated[list[int], Field(min_length=1)] = Field(
+        description="Dimension(s) to reduce (a list names at least one: torch reads [] as every dim).")
     keepdim: bool = False
 
     def infer(self, ins: dict[str, TensorType]) -> dict[str, TensorType]:
