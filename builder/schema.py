@@ -1,8 +1,11 @@
 """A JSON Schema for spec files, generated from the pydantic models (`nnspec schema`).
 
-Every node is checked against its op's argument model (discriminated on ``op``); a node
-whose ``op`` names a block is a block call, whose extra keys are the block's params. Any
-op argument may instead be a ``${...}`` expression.
+Every node is checked against its op's argument model, discriminated on ``op`` with one
+``if``/``then`` per op, so that an editor offers the op names, then that op's arguments, and a
+wrong argument is reported against that op alone (not "not valid under any of the given
+schemas"). A node whose ``op`` names a block is a block call, whose extra keys are the block's
+params; in a spec that declares no blocks and imports none, an ``op`` that is no registered op
+(a misspelling) is an error. Any op argument may instead be a ``${...}`` expression.
 """
 
 from __future__ import annotations
@@ -71,9 +74,47 @@ def json_schema() -> dict[str, Any]:
     call["op"]["not"] = {"enum": sorted(OPS)}
     call["repeat"] = {"anyOf": [*call["repeat"]["anyOf"], _EXPR]}
     call["when"] = _WHEN
+    _discriminate(schema)
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "nnspec model spec"
     return schema
+
+
+def _discriminate(schema: dict[str, Any]) -> None:
+    """Replace each ``oneOf`` over the node models by an ``if``/``then`` per op, and refuse an op that is
+    no registered op in a spec without blocks (a block call needs a block to call)."""
+    refs = {f"#/$defs/{cls.__name__}": name for name, cls in OPS.items()}
+    ops = sorted(OPS)
+    node: dict[str, Any] = {
+        "type": "object", "required": ["op"],
+        "properties": {"op": {"anyOf": [{"enum": ops}, {"type": "string"}],
+                              "description": "An op (`nnspec ops` lists them), a block of this file, or ${...}."}},
+        "allOf": [*({"if": {"properties": {"op": {"const": refs[ref]}}, "required": ["op"]}, "then": {"$ref": ref}}
+                    for ref in sorted(refs, key=refs.__getitem__)),
+                  {"if": {"properties": {"op": {"not": {"enum": ops}}}, "required": ["op"]},
+                   "then": {"$ref": "#/$defs/BlockCall"}}],
+    }
+    schema.setdefault("$defs", {})["Node"] = node
+
+    def walk(value: Any) -> Any:
+        if isinstance(value, dict):
+            alts = value.get("oneOf")
+            if isinstance(alts, list) and alts and all(isinstance(a, dict) and a.get("$ref") in (*refs, "#/$defs/BlockCall")
+                                                       for a in alts):
+                return {"$ref": "#/$defs/Node"}
+            return {k: walk(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [walk(v) for v in value]
+        return value
+
+    for key in ("properties", "$defs"):
+        schema[key] = walk(schema[key])
+    schema["$defs"]["Node"] = node
+    known = {"if": _EXPR, "else": {"enum": ops}}  # an op chosen by a param, else a registered op
+    schema.setdefault("allOf", []).append({
+        "if": {"not": {"anyOf": [{"required": ["blocks"]}, {"required": ["imports"]}]}},
+        "then": {"properties": {"nodes": {"additionalProperties": {"properties": {"op": known}}}}},
+    })
 
 
 def _or_expr(prop: dict[str, Any]) -> dict[str, Any]:

@@ -116,9 +116,16 @@ def test_initialisation_follows_pytorch_defaults() -> None:
 
 
 def test_opset_errors_are_clear() -> None:
-    with pytest.raises(OpsetError, match=r"opset 12 is not supported: nnspec emits LayerNormalization, which needs "
-                                         r"opset >= 17 \(supported: 17\.\.\d+\)"):
-        to_onnx(LENET, opset=12)
+    from backends.onnx.opsets import check_forms, check_model_ops
+
+    with pytest.raises(OpsetError, match=r"opset 10 is not supported: nnspec emits opsets 11 and newer"):
+        to_onnx(LENET, opset=10)
+    with pytest.raises(OpsetError, match=r"node 'mask' emits Trilu, which needs opset >= 14 \(supported: 14\.\.\d+\)"):
+        check_model_ops(12, {"Trilu": "mask", "Add": "res"})
+    with pytest.raises(OpsetError, match=r"node 'p' emits Shape with attribute 'start', which needs opset >= 15"):
+        check_forms(13, [("Shape", "p", 1, ("start",))])
+    with pytest.raises(OpsetError, match="Gelu, which needs opset >= 20"):
+        to_onnx(LENET, opset=19, native_gelu=True)
     with pytest.raises(OpsetError, match="newer than the installed onnx package knows"):
         to_onnx(LENET, opset=onnx.defs.onnx_opset_version() + 1)
     with pytest.raises(OpsetError, match="Attention, which needs opset >= 23"):

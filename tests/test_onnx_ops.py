@@ -9,6 +9,7 @@ the same weights.
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -355,8 +356,10 @@ def test_checker_and_names(case_id: str, exported: dict[str, Any]) -> None:
     assert [i.name for i in model.graph.input] == list(g.graph["inputs"])
     assert [o.name for o in model.graph.output] == list(g.graph["outputs"])
     inits = {t.name: tuple(t.dims) for t in model.graph.initializer}
-    for name, arr in state.items():  # every weight under its state_dict key, with its shape
-        assert inits.get(name) == arr.shape, name
+    props = {p.key: p.value for p in model.metadata_props}
+    transposed = set(json.loads(props.get("nnspec.transposed_weights", "[]")))
+    for name, arr in state.items():  # every weight under its state_dict key, with its shape (transposed for MatMul)
+        assert inits.get(name) == (arr.shape[::-1] if name in transposed else arr.shape), name
     assert {n.op_type for n in model.graph.node} <= EMITTED_OPS
     assert all(n.name.startswith(("n/", "o_")) for n in model.graph.node)
 
@@ -446,10 +449,19 @@ def _run_case_with(case: OpCase, **options: Any) -> None:
 
 @pytest.mark.parametrize("case_id", CASE_IDS)
 def test_lowest_opset_matches_torch(case_id: str) -> None:
-    """Every case at the lowest opset nnspec emits (ReduceMean takes axes as an attribute there)."""
-    from backends.onnx import MIN_OPSET
+    """Every case at the lowest opset it can be emitted at (layer norm decomposed below 17, axes as
+    attributes below 13), which is never above the default floor; one below it is a clear error."""
+    from backends.onnx import MIN_OPSET, OpsetError
+    from backends.onnx.export import minimum_opset
+    from backends.onnx.opsets import FLOOR
 
-    _run_case_with(next(c for c in CASES if c.id == case_id), opset=MIN_OPSET)
+    case = next(c for c in CASES if c.id == case_id)
+    lowest = minimum_opset(case_graph(case))
+    assert MIN_OPSET <= lowest <= FLOOR
+    _run_case_with(case, opset=lowest)
+    if lowest > MIN_OPSET:
+        with pytest.raises(OpsetError, match=rf"opset {lowest - 1} is not supported .*needs opset >= {lowest}"):
+            to_onnx(case_graph(case), opset=lowest - 1)
 
 
 @pytest.mark.parametrize("case_id", [c.id for c in CASES if c.op in ("gelu", "attention", "multi_head_attention")])

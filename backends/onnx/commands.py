@@ -85,6 +85,15 @@ weights_option = click.option("--weights", type=click.Path(dir_okay=False), defa
 seed_option = click.option("--seed", type=int, default=0, show_default=True, help="Seed for weights and random inputs.")
 
 
+def variant_options(fn: Any) -> Any:
+    """``--quantize int8`` and ``--dtype float16``: the deployable variants (see `deploy`)."""
+    fn = click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True,
+                      help="float16: half-precision weights and compute (LayerNorm, softmax and inputs/outputs "
+                           "stay float32), by onnxruntime's converter.")(fn)
+    return click.option("--quantize", type=click.Choice(["int8"]), default=None,
+                        help="int8: dynamic quantisation of the MatMul weights by onnxruntime.quantization.")(fn)
+
+
 def _native_options(fn: Any) -> Any:
     fn = click.option("--native-attention", is_flag=True,
                       help="Lower attention to the opset-23 Attention op instead of MatMul/Softmax.")(fn)
@@ -109,17 +118,19 @@ def _prepare(graph: nx.MultiDiGraph, weights: str | None, opset: int | None, see
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), metavar="FILE.onnx",
               help="The model file to write (weights over 2 GB go to FILE.onnx.data beside it).")
 @weights_option
-@click.option("--opset", type=int, default=None, help="The ai.onnx opset (default: the highest onnxruntime runs).")
+@click.option("--opset", type=int, default=None,
+              help="The ai.onnx opset (default: the lowest that has every op of the model, at least 17).")
 @click.option("--external-data", is_flag=True, help="Write the weights to FILE.onnx.data even under 2 GB.")
 @seed_option
 @_native_options
+@variant_options
 @set_option
 @signature_option
 @limit_option
 @json_output
 def export(spec: str, output: str, weights: str | None, opset: int | None, external_data: bool, seed: int,
-           native_gelu: bool, native_attention: bool, sets: tuple[str, ...], signature: str | None,
-           limits: tuple[str, ...], as_json: bool = False) -> None:
+           native_gelu: bool, native_attention: bool, quantize: str | None, dtype: str, sets: tuple[str, ...],
+           signature: str | None, limits: tuple[str, ...], as_json: bool = False) -> None:
     """Export SPEC (or one signature) as an ONNX model, emitted directly from the checked graph.
 
     Inputs and outputs carry the spec's names, initializers the PyTorch state_dict keys, and
@@ -130,6 +141,9 @@ def export(spec: str, output: str, weights: str | None, opset: int | None, exter
 
     lowered, arrays = _prepare(graph, weights, opset, seed, native_gelu, native_attention)
     target = Path(output)
+    if quantize is not None or dtype != "float32":
+        _export_variant(lowered, arrays, target, quantize, dtype, [spec, weights])
+        return
     external = external_data or needs_external(lowered, arrays)
     location = target.name + ".data"
     with atomic_output(target) as tmp:
@@ -143,6 +157,27 @@ def export(spec: str, output: str, weights: str | None, opset: int | None, exter
     emit({"wrote": [str(target), *([str(target.with_name(location))] if external else [])],
           "nodes": len(lowered.nodes), "weights": len(arrays), "weight_bytes": size, "opset": lowered.options.opset})
     click.echo(f"wrote {target}{extra}: {len(lowered.nodes)} nodes, {len(arrays)} weights ({size / 1e6:.1f} MB), "
+               f"opset {lowered.options.opset}", err=True)
+
+
+def _export_variant(lowered: Any, arrays: dict[str, np.ndarray], target: Path, quantize: str | None, dtype: str,
+                    sources: list[str | None]) -> None:
+    """Write the int8 or float16 variant that onnxruntime's tools make of the exported model (inline)."""
+    from .deploy import DeployError, deploy
+    from .export import assemble
+    from .writer import save_onnx
+
+    try:
+        model = deploy(assemble(lowered, arrays), quantize, dtype)  # type: ignore[arg-type]
+    except DeployError as exc:
+        fail(str(exc))
+    if model.ByteSize() > 2**31 - 1:
+        fail(f"the {quantize or dtype} model is over 2 GiB; onnxruntime's tools need it inline")
+    with atomic_output(target) as tmp:
+        save_onnx(model, tmp, external_data=False)
+    emit({"wrote": [str(target)], "variant": quantize or dtype, "nodes": len(model.graph.node),
+          "weights": len(model.graph.initializer), "opset": lowered.options.opset})
+    click.echo(f"wrote {target}: {quantize or dtype} ({target.stat().st_size / 1e6:.1f} MB), "
                f"opset {lowered.options.opset}", err=True)
 
 
@@ -279,7 +314,7 @@ def compare(graph: nx.MultiDiGraph, sizes: Mapping[str, int], seed: int = 0, **o
 
     torch.manual_seed(seed)
     module = to_torch(graph).eval()
-    model = to_onnx(graph, module.state_dict(), **options)
+    model = to_onnx(graph, module.state_dict(), **options)  # quantize / dtype: the deployable variant
     feed = random_inputs(model, sizes, seed)
     got = run_onnx(model, feed)
     with torch.no_grad():
@@ -297,15 +332,18 @@ def compare(graph: nx.MultiDiGraph, sizes: Mapping[str, int], seed: int = 0, **o
 @click.command("check")
 @click.argument("spec", type=click.Path(dir_okay=False))
 @dim_option
-@click.option("--tolerance", type=float, default=TOLERANCE, show_default=True,
-              help="Largest allowed max |onnx - torch| / max(1, max |torch|).")
+@click.option("--tolerance", type=float, default=None,
+              help="Largest allowed max |onnx - torch| / max(1, max |torch|) (default: 1e-4 for float32, "
+                   "2e-2 for --dtype float16, 0.15 for --quantize int8).")
 @seed_option
+@click.option("--opset", type=int, default=None, help="The opset to export at (default: as export).")
+@variant_options
 @set_option
 @signature_option
 @limit_option
 @json_output
-def check(spec: str, dims: tuple[str, ...], tolerance: float, seed: int, sets: tuple[str, ...],
-          signature: str | None, limits: tuple[str, ...], as_json: bool) -> None:
+def check(spec: str, dims: tuple[str, ...], tolerance: float | None, seed: int, opset: int | None, quantize: str | None,
+          dtype: str, sets: tuple[str, ...], signature: str | None, limits: tuple[str, ...], as_json: bool) -> None:
     """Build SPEC with both backends (same weights), run both on random inputs, compare.
 
     Prints the max abs difference per output; exits 1 if one is above the tolerance.
@@ -313,11 +351,22 @@ def check(spec: str, dims: tuple[str, ...], tolerance: float, seed: int, sets: t
     loaded, graph = load_graph(spec, sets, signature, limits)
     sizes = _dims(dims)
     _check_sizes(loaded, sizes, signature)
-    result = compare(graph, sizes, seed)
+    from .deploy import TOLERANCES, DeployError
+    from .opsets import OpsetError
+
+    variant = quantize or dtype
+    if tolerance is None:
+        tolerance = TOLERANCES[variant]
+    try:
+        result = compare(graph, sizes, seed, opset=opset, quantize=quantize, dtype=dtype)
+    except (OpsetError, DeployError) as exc:
+        fail(str(exc))
     bad = [name for name, r in result.items() if not r["diff"] <= tolerance * r["scale"]]
     if as_json:
-        emit({"tolerance": tolerance, "outputs": result}, ok=not bad)
+        emit({"variant": variant, "tolerance": tolerance, "outputs": result}, ok=not bad)
     else:
+        if variant != "float32":
+            click.echo(f"{variant} model: allowed max |onnx - torch| = {tolerance:g} x max(1, max |torch|)")
         for name, r in result.items():
             verdict = "FAIL" if name in bad else "ok"
             click.echo(f"{verdict:4}  {name}: max |onnx - torch| = {r['diff']:.3g} (allowed {tolerance * r['scale']:.3g})")

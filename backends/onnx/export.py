@@ -13,24 +13,25 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import Any, Literal, TypeAlias
 
 import networkx as nx
 import numpy as np
 import onnx
 import sympy
-from onnx import helper
+from onnx import NodeProto, helper
 
 from builder import INPUT, Node, Spec, TensorRef, TensorType, compile_graph, graph_inputs, graph_outputs, load_spec, nodes
 from builder.tensor import fmt_dim
 
 from .dtypes import DTYPES
 from .lowering import LOWERINGS, Emitter, Options
-from .opsets import check_opset, default_opset
-from .table import OnnxNode, make_node
+from .opsets import MIN_OPSET, OpsetError, check_forms, check_model_ops, check_opset, default_opset, lowest_opset
+from .table import OnnxNode, encode_attrs, make_node
 from .weights import StateDict, WeightUse, resolve_weights
 
-__all__ = ["GraphSource", "Lowered", "assemble", "initializers", "light_model", "lower_graph", "prepare", "to_onnx"]
+__all__ = ["GraphSource", "Lowered", "assemble", "initializers", "light_model", "lower_graph", "minimum_opset", "op_types",
+           "prepare", "to_onnx"]
 
 GraphSource: TypeAlias = Spec | nx.MultiDiGraph | str | Path | Mapping[str, Any]
 PRODUCER = "nnspec"
@@ -127,9 +128,95 @@ def lower_graph(g: nx.MultiDiGraph, options: Options) -> Lowered:
     outputs = {inverse.get(name, name): name for name in g.graph["outputs"]}
     kept, used = _prune(e.nodes, set(outputs))
     inputs = g.graph["inputs"]
-    return Lowered(g, options, {r: v for r, v in values.items() if v in used or r.node in inputs}, kept,
-                   {k: v for k, v in e.consts.items() if k in used}, {k: v for k, v in e.weights.items() if k in used},
-                   outputs)
+    weights = {k: v for k, v in e.weights.items() if k in used}
+    if options.fold_transposes:
+        kept = _fold_weight_transposes(kept, weights)
+    consts = {k: v for k, v in e.consts.items() if k in used}
+    if options.opset < 15:
+        kept = _shape_slices(kept, consts)
+    if options.opset < 13:
+        kept = _axes_as_attributes(kept, consts)
+        reads = {i for n in kept for i in n.inputs}
+        consts = {k: v for k, v in consts.items() if k in reads}
+    return Lowered(g, options, {r: v for r, v in values.items() if v in used or r.node in inputs}, kept, consts,
+                   weights, outputs)
+
+
+_AXES_INPUTS = {"Unsqueeze": "axes", "Squeeze": "axes", "ReduceSum": "axes", "Split": "split"}
+"""Op types whose second input was an attribute before opset 13."""
+
+
+def _shape_slices(records: list[OnnxNode], consts: dict[str, np.ndarray]) -> list[OnnxNode]:
+    """Below opset 15 Shape has no start/end: take the whole shape, then Slice it (`consts` gains the bounds)."""
+    out = []
+    for node in records:
+        if node.op_type != "Shape" or not node.attrs:
+            out.append(node)
+            continue
+        attrs = {a.name: a.i for a in NodeProto.FromString(node.attrs).attribute}
+        bounds = [attrs.get("start", 0), attrs.get("end", 2**62)]
+        names = [f"{node.name}/start", f"{node.name}/end", f"{node.name}/axis"]
+        for name, value in zip(names, [*bounds, 0], strict=True):
+            consts[name] = np.asarray([value], dtype=np.int64)
+        whole = f"{node.name}/whole"
+        out.append(node._replace(outputs=(whole,), attrs=b""))
+        out.append(OnnxNode("Slice", f"{node.name}/Slice", (whole, *names), node.outputs))
+    return out
+
+
+def _axes_as_attributes(records: list[OnnxNode], consts: dict[str, np.ndarray]) -> list[OnnxNode]:
+    """Below opset 13: a constant axes (or split) input becomes the attribute those opsets take, and
+    Resize gets the empty roi and scales it then needs (`consts` gains them)."""
+    out = []
+    for node in records:
+        if node.op_type == "Resize":  # roi and scales are required inputs before 13: empty, not left out
+            empty = "/empty_float"
+            consts.setdefault(empty, np.zeros(0, dtype=np.float32))
+            node = node._replace(inputs=(node.inputs[0], *(i or empty for i in node.inputs[1:3]), *node.inputs[3:]))
+        attr = _AXES_INPUTS.get(node.op_type)
+        if attr is None or len(node.inputs) < 2 or not node.inputs[1]:
+            out.append(node)
+            continue
+        value = consts.get(node.inputs[1])
+        if value is None:
+            node_id = node.name.partition("/")[0]
+            raise OpsetError(f"node '{node_id}' emits {node.op_type} with computed {attr}, which needs opset >= 13")
+        extra = encode_attrs({attr: [int(v) for v in np.asarray(value).reshape(-1)]})
+        out.append(node._replace(inputs=(node.inputs[0], *node.inputs[2:]), attrs=node.attrs + extra))
+    return out
+
+
+_SWAP = encode_attrs({"perm": [1, 0]})
+
+
+def _fold_weight_transposes(records: list[OnnxNode], weights: dict[str, WeightUse]) -> list[OnnxNode]:
+    """Store each 2-D weight that only a ``Transpose(perm=[1, 0])`` reads already transposed.
+
+    A linear layer's (out, in) weight then reaches its MatMul as an initializer, where
+    onnxruntime's quantizer and optimizer recognise a weight (behind a Transpose node they
+    do not). A weight also read as it is (an embedding tied to an LM head) keeps its layout.
+    `weights` is updated in place (`WeightUse.perm`).
+    """
+    reads: dict[str, int] = {}
+    for node in records:
+        for name in node.inputs:
+            reads[name] = reads.get(name, 0) + 1
+    renamed: dict[str, str] = {}
+    for node in records:
+        w = node.inputs[0] if node.op_type == "Transpose" and node.attrs == _SWAP else None
+        if w is not None and w in weights and reads[w] == 1 and len(weights[w].shape) == 2 and weights[w].perm is None:
+            renamed[node.outputs[0]] = w
+            weights[w] = weights[w]._replace(perm=(1, 0))
+    if not renamed:
+        return records
+    out = []
+    for node in records:
+        if node.outputs[0] in renamed and node.op_type == "Transpose":
+            continue
+        if any(i in renamed for i in node.inputs):
+            node = node._replace(inputs=tuple(renamed.get(i, i) for i in node.inputs))
+        out.append(node)
+    return out
 
 
 OPTIONAL_OUTPUTS = frozenset({"RNN", "LSTM", "GRU"})
@@ -196,6 +283,25 @@ def _version() -> str:
             return "0+unknown"
 
 
+def _forms(lowered: Lowered) -> list[tuple[str, str, int, tuple[str, ...]]]:
+    """(op type, node id, input count, attribute names) of each distinct way the model uses an op."""
+    seen: dict[tuple[str, int, bytes], tuple[str, str, int, tuple[str, ...]]] = {}
+    for node in lowered.nodes:
+        key = (node.op_type, len(node.inputs), node.attrs)
+        if key not in seen:
+            names = tuple(a.name for a in NodeProto.FromString(node.attrs).attribute) if node.attrs else ()
+            seen[key] = (node.op_type, node.name.partition("/")[0], len(node.inputs), names)
+    return list(seen.values())
+
+
+def op_types(lowered: Lowered) -> dict[str, str]:
+    """Each ai.onnx op type the lowered model uses, with the id of the first node that emits it."""
+    out: dict[str, str] = {}
+    for node in lowered.nodes:
+        out.setdefault(node.op_type, node.name.partition("/")[0])
+    return out
+
+
 def light_model(lowered: Lowered) -> onnx.ModelProto:
     """The model without its initializers: structure, inputs, outputs and metadata."""
     g = lowered.graph
@@ -217,6 +323,9 @@ def light_model(lowered: Lowered) -> onnx.ModelProto:
     graph.output.extend([_value_info(onnx_name, out_types[name]) for onnx_name, name in lowered.outputs.items()])
     _add_nodes(graph, lowered.nodes)
     meta = {"nnspec.params": json.dumps(g.graph.get("params") or {}, sort_keys=True, default=str)}
+    transposed = sorted(name for name, use in lowered.weights.items() if use.perm is not None)
+    if transposed:  # these initializers hold the state_dict tensor transposed: (in, out) for MatMul
+        meta["nnspec.transposed_weights"] = json.dumps(transposed)
     if sig is not None:
         meta["nnspec.signature"] = sig
     windows = [n.model.args()["max_len"] for n in nodes(g)
@@ -271,7 +380,8 @@ def tensor_type(arr: np.ndarray) -> int:
 
 def to_onnx(spec_or_graph: GraphSource, state_dict: StateDict | None = None, opset: int | None = None,
             signature: str | None = None, *, seed: int = 0, native_gelu: bool = False,
-            native_attention: bool = False) -> onnx.ModelProto:
+            native_attention: bool = False, quantize: Literal["int8"] | None = None,
+            dtype: Literal["float32", "float16"] = "float32") -> onnx.ModelProto:
     """Emit an ONNX model for a spec (or a checked graph) directly, without tracing.
 
     Args:
@@ -280,12 +390,14 @@ def to_onnx(spec_or_graph: GraphSource, state_dict: StateDict | None = None, ops
         state_dict: weights keyed like the PyTorch module's state_dict: a mapping of numpy
             arrays or torch tensors, or a safetensors file. Without it, weights are
             initialised as PyTorch initialises them, from `seed`.
-        opset: the ai.onnx opset; default the highest that onnxruntime runs on CPU for
-            every op nnspec emits.
+        opset: the ai.onnx opset; default the lowest that has every op the model emits, but
+            not below `opsets.FLOOR` (17).
         signature: compile this signature of the spec instead of its main graph.
         seed: seeds the initial weights when no state_dict is given.
         native_gelu: lower gelu to the opset-20 Gelu op instead of its formula.
         native_attention: lower attention to the opset-23 Attention op instead of MatMul/Softmax.
+        quantize: ``"int8"``: dynamic int8 quantisation of the MatMul weights (`deploy.quantize_int8`).
+        dtype: ``"float16"``: half-precision weights and compute (`deploy.to_float16`).
 
     Returns:
         The model; the same inputs give the same bytes.
@@ -295,8 +407,37 @@ def to_onnx(spec_or_graph: GraphSource, state_dict: StateDict | None = None, ops
         OpsetError: the opset cannot be emitted or onnxruntime cannot run it.
         WeightError: the state_dict misses a weight or has one of the wrong shape.
     """
-    return assemble(*prepare(spec_or_graph, state_dict, opset, signature, seed=seed, native_gelu=native_gelu,
-                             native_attention=native_attention))
+    model = assemble(*prepare(spec_or_graph, state_dict, opset, signature, seed=seed, native_gelu=native_gelu,
+                              native_attention=native_attention))
+    if quantize is None and dtype == "float32":
+        return model
+    from .deploy import deploy
+
+    return deploy(model, quantize, dtype)
+
+
+def minimum_opset(spec_or_graph: GraphSource, signature: str | None = None, *, native_gelu: bool = False,
+                  native_attention: bool = False) -> int:
+    """The lowest opset at which nnspec can emit the model and onnxruntime run it.
+
+    Raises:
+        OpsetError: no opset works (the error of the newest one tried says why).
+    """
+    g = _graph(spec_or_graph, signature)
+    flags = {"native_gelu": native_gelu, "native_attention": native_attention}
+    error: OpsetError | None = None
+    for opset in range(MIN_OPSET, onnx.defs.onnx_opset_version() + 1):
+        try:
+            check_opset(opset, **flags)
+            lowered = lower_graph(g, Options(opset, **flags))
+            check_model_ops(opset, op_types(lowered))
+            check_forms(opset, _forms(lowered))
+        except OpsetError as exc:
+            error = exc
+            continue
+        return opset
+    assert error is not None
+    raise error
 
 
 def prepare(spec_or_graph: GraphSource, state_dict: StateDict | None = None, opset: int | None = None,
@@ -305,11 +446,18 @@ def prepare(spec_or_graph: GraphSource, state_dict: StateDict | None = None, ops
     """`to_onnx` up to the point of building the proto: the lowered graph and its weight arrays."""
     g = _graph(spec_or_graph, signature)
     flags = {"native_gelu": native_gelu, "native_attention": native_attention}
-    if opset is None:
+    if opset is None:  # the floor, or the first opset that has every op the model emits
         opset = default_opset(**flags)
+        lowered = lower_graph(g, Options(opset, **flags))
+        need = lowest_opset(op_types(lowered))
+        if need > opset:
+            opset = need
+            lowered = lower_graph(g, Options(opset, **flags))
     else:
         check_opset(opset, **flags)
-    lowered = lower_graph(g, Options(opset, **flags))
+        lowered = lower_graph(g, Options(opset, **flags))
+    check_model_ops(opset, op_types(lowered))
+    check_forms(opset, _forms(lowered))
     owners: dict[str, Node] = {n.id: n for n in nodes(g) if n.op != INPUT}
     return lowered, resolve_weights(lowered.weights, state_dict, owners, seed)
 

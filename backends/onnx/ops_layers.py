@@ -29,7 +29,7 @@ from builder.ops.layers import (
 from .table import LOWERINGS, Emitter
 from .weights import Init
 
-__all__ = ["linear"]
+__all__ = ["layer_norm", "linear"]
 
 
 def linear(e: Emitter, x: str, rank: int, weight: str, bias: str | None, output: str | None = None) -> str:
@@ -167,4 +167,16 @@ def lower_layer_norm(e: Emitter, node: Node) -> None:
         inputs = [e.input("x"), e.weight("weight", Init.constant(1.0)), e.weight("bias", Init.constant(0.0))]
     else:
         inputs = [e.input("x"), e.const(np.ones(d), "scale", node.inputs["x"].dtype)]
-    e.op1("LayerNormalization", inputs, e.output(), axis=-1, epsilon=m.eps)
+    layer_norm(e, inputs[0], inputs[1], inputs[2] if len(inputs) > 2 else None, m.eps, node.inputs["x"].dtype, e.output())
+
+
+def layer_norm(e: Emitter, x: str, scale: str, bias: str | None, eps: float, dtype: str, output: str | None = None) -> str:
+    """Normalise over the last axis: LayerNormalization from opset 17, its formula before
+    ((x - mean) / sqrt(var + eps) * scale + bias, the pattern onnxruntime fuses back)."""
+    if e.opset >= 17:
+        return e.op1("LayerNormalization", [x, scale, *([bias] if bias else [])], output, axis=-1, epsilon=eps)
+    centred = e.op1("Sub", [x, e.op1("ReduceMean", [x], axes=[-1], keepdims=1)])
+    var = e.op1("ReduceMean", [e.op1("Mul", [centred, centred])], axes=[-1], keepdims=1)
+    std = e.op1("Sqrt", [e.op1("Add", [var, e.const(float(eps), "eps", dtype)])])
+    scaled = e.op1("Mul", [e.op1("Div", [centred, std]), scale], None if bias else output)
+    return e.op1("Add", [scaled, bias], output) if bias else scaled

@@ -15,6 +15,7 @@ from builder import Node
 from builder.ops.activations import Clamp, Elu, Glu, Hardtanh, LeakyRelu, Prelu, Softplus
 from builder.ops.norms import GroupNorm, InstanceNorm, LayerNorm2d, RmsNorm
 
+from .ops_layers import layer_norm
 from .table import LOWERINGS, Emitter
 from .weights import Init
 
@@ -203,5 +204,5 @@ def lower_layer_norm2d(e: Emitter, node: Node) -> None:
         params = [e.weight("weight", Init.constant(1.0)), e.weight("bias", Init.constant(0.0))]
     else:
         params = [e.const(np.ones(c), "scale", dtype)]
-    normed = e.op1("LayerNormalization", [nhwc, *params], axis=-1, epsilon=float(m.eps))
+    normed = layer_norm(e, nhwc, params[0], params[1] if len(params) > 1 else None, float(m.eps), dtype)
     e.op1("Transpose", [normed], e.output(), perm=[0, 3, 1, 2])  # (batch, C, H, W)

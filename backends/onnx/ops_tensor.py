@@ -176,4 +176,13 @@ def lower_gelu(e: Emitter, node: Node) -> None:
 @LOWERINGS.register("softmax", "log_softmax")
 def lower_softmax(e: Emitter, node: Node) -> None:
     op_type = "Softmax" if node.op == "softmax" else "LogSoftmax"
-    e.op1(op_type, [e.input("x")], e.output(), axis=e.model(Softmax).dim)
+    rank, dim = node.inputs["x"].rank, e.model(Softmax).dim
+    axis = dim % rank if rank else 0
+    if e.opset >= 13 or axis == rank - 1:
+        e.op1(op_type, [e.input("x")], e.output(), axis=dim)
+        return
+    # before opset 13 Softmax flattens the axes from `axis` on: move the dim last, and back
+    perm = [*(i for i in range(rank) if i != axis), axis]
+    inverse = [perm.index(i) for i in range(rank)]
+    y = e.op1(op_type, [e.op1("Transpose", [e.input("x")], perm=perm)], axis=-1)
+    e.op1("Transpose", [y], e.output(), perm=inverse)

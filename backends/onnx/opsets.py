@@ -1,8 +1,13 @@
-"""Which ai.onnx opsets the exporter may stamp on a model.
+"""Which ai.onnx opset the exporter stamps on a model.
 
-The default is the highest opset at which the installed onnxruntime has a CPU kernel for the
-version of every op type nnspec emits (read from onnxruntime's kernel registry, so a newer
-onnxruntime raises the default by itself). Lower opsets down to `MIN_OPSET` work too.
+The default is the lowest opset that covers the op types the model emits, but never below
+`FLOOR` (17, which every onnxruntime release since 1.13, of October 2022, runs: all of the
+last two years' releases, and the engines that trail onnxruntime). A model that needs a newer
+op (the opset-20 ``Gelu`` of ``native_gelu``, say) gets the first opset that has it. An
+explicit opset may go down to `MIN_OPSET` (11): layer norm is then decomposed (below 17), and
+axes become attributes (below 13); an op that does not exist at the asked opset is an error
+naming the node, the op and the opset it needs. The top is the newest opset at which the
+installed onnxruntime has a CPU kernel for every op of the model.
 """
 
 from __future__ import annotations
@@ -14,16 +19,26 @@ import onnx
 
 from .lowering import EMITTED_OPS, OPTIONAL_OPS
 
-__all__ = ["MIN_OPSET", "OpsetError", "check_opset", "default_opset", "max_opset", "needed_ops"]
+__all__ = ["FLOOR", "MIN_OPSET", "OpsetError", "check_forms", "check_model_ops", "check_opset", "default_opset", "first_version",
+           "lowest_opset", "max_opset", "needed_ops"]
 
-MIN_OPSET = 17
-"""LayerNormalization, which layer_norm lowers to, entered ai.onnx at opset 17."""
+MIN_OPSET = 11
+"""The lowest opset nnspec emits (Clip, Pad and Slice take their bounds as inputs from 11)."""
+
+FLOOR = 17
+"""The default opset is never lower: LayerNormalization is native from 17, and every onnxruntime
+release since 1.13 (October 2022) runs it."""
 
 MIN_FOR_OP = {"Gelu": 20, "Attention": 23, "LayerNormalization": 17}
+"""Minimums of the optional native ops (checked before lowering, for a clear early error)."""
+
+DEFAULT_FOR_NATIVE = {"Gelu": 20, "Attention": 25}
+"""The default opset with a native op: onnxruntime's CPU kernels of Attention-23 and -24 refuse
+the broadcast (batch, 1, Lq, Lk) masks nnspec passes; from 25 on they take them."""
 
 
 class OpsetError(ValueError):
-    """An opset nnspec cannot emit, or onnxruntime cannot run."""
+    """An opset nnspec cannot emit for this model, or onnxruntime cannot run."""
 
 
 @cache
@@ -36,6 +51,16 @@ def _cpu_kernels() -> dict[str, tuple[tuple[int, int], ...]]:
         if k.provider == "CPUExecutionProvider" and k.domain in ("", "ai.onnx"):
             ranges.setdefault(k.op_name, set()).add(tuple(k.version_range))  # type: ignore[arg-type]
     return {op: tuple(sorted(r)) for op, r in ranges.items()}
+
+
+@cache
+def first_version(op_type: str) -> int:
+    """The first ai.onnx opset that has `op_type`."""
+    versions = [s.since_version for s in onnx.defs.get_all_schemas_with_history()
+                if s.name == op_type and s.domain in ("", "ai.onnx")]
+    if not versions:
+        raise OpsetError(f"{op_type} is not an ai.onnx op")
+    return min(versions)
 
 
 def _missing_kernel(op_type: str, opset: int) -> str | None:
@@ -88,29 +113,79 @@ def max_opset(ops: frozenset[str] = EMITTED_OPS) -> int:
         if not _blockers(opset, ops) and _ort_loads(opset):
             return opset
     raise OpsetError(f"the installed onnxruntime runs none of opsets {MIN_OPSET}..{onnx.defs.onnx_opset_version()} "
-                     "for the ops nnspec emits")  # pragma: no cover - a broken installation
+                     f"for {', '.join(sorted(ops))}")
+
+
+def lowest_opset(ops: Iterable[str]) -> int:
+    """The lowest opset that has every op type in `ops` (as nnspec emits them: never below `MIN_OPSET`)."""
+    return max([MIN_OPSET, *(first_version(op) for op in ops)])
 
 
 def default_opset(native_gelu: bool = False, native_attention: bool = False) -> int:
-    """The opset `to_onnx` uses when none is given."""
-    return max_opset(needed_ops(native_gelu, native_attention))
+    """The opset `to_onnx` starts from when none is given: `FLOOR`, or what the native ops need.
+
+    A model whose lowering emits a newer op is stamped with the first opset that has it.
+    """
+    flags = {"Gelu": native_gelu, "Attention": native_attention}
+    return max([FLOOR, *(DEFAULT_FOR_NATIVE[op] for op, on in flags.items() if on)])
 
 
 def check_opset(opset: int, native_gelu: bool = False, native_attention: bool = False) -> None:
-    """Raise `OpsetError`, saying why, when nnspec cannot emit `opset` or onnxruntime cannot run it."""
-    ops = needed_ops(native_gelu, native_attention)
-    low = max([MIN_OPSET, *(MIN_FOR_OP.get(op, 0) for op in ops)])
-    newest = onnx.defs.onnx_opset_version()
+    """Refuse, before lowering, an opset that is no integer, out of nnspec's range, or below a native op's need."""
     if not isinstance(opset, int) or isinstance(opset, bool):
         raise OpsetError(f"opset must be an integer, got {opset!r}")
-    top = max_opset(ops)
-    if opset < low:
-        why = min((op for op in ops if MIN_FOR_OP.get(op, 0) == low), default="LayerNormalization")
-        raise OpsetError(f"opset {opset} is not supported: nnspec emits {why}, which needs opset >= {low} "
-                         f"(supported: {low}..{top})")
+    newest = onnx.defs.onnx_opset_version()
     if opset > newest:
-        raise OpsetError(f"opset {opset} is newer than the installed onnx package knows ({newest}); "
-                         f"supported: {low}..{top}")
+        raise OpsetError(f"opset {opset} is newer than the installed onnx package knows ({newest})")
+    if opset < MIN_OPSET:
+        raise OpsetError(f"opset {opset} is not supported: nnspec emits opsets {MIN_OPSET} and newer")
+    for op, on in (("Gelu", native_gelu), ("Attention", native_attention)):
+        if on and opset < MIN_FOR_OP[op]:
+            flag = "native_gelu" if op == "Gelu" else "native_attention"
+            raise OpsetError(f"opset {opset} is not supported with {flag}: nnspec then emits {op}, which needs "
+                             f"opset >= {MIN_FOR_OP[op]}")
+
+
+def check_forms(opset: int, nodes: Iterable[tuple[str, str, int, tuple[str, ...]]]) -> None:
+    """Refuse a node whose inputs or attributes its op's schema at `opset` does not take.
+
+    Args:
+        opset: the model's opset.
+        nodes: (op type, node id, number of inputs, attribute names), one per distinct form.
+    """
+    for op_type, node_id, n_inputs, attrs in nodes:
+        try:
+            schema = onnx.defs.get_schema(op_type, opset, "")
+        except onnx.defs.SchemaError:
+            continue  # check_model_ops names it
+        unknown = [a for a in attrs if a not in schema.attributes]
+        too_many = n_inputs > len(schema.inputs) and not any(
+            i.option == onnx.defs.OpSchema.FormalParameterOption.Variadic for i in schema.inputs)
+        if unknown or too_many:
+            what = f"attribute '{unknown[0]}'" if unknown else f"{n_inputs} inputs"
+            need = _first_with(op_type, opset, unknown[0] if unknown else None, n_inputs)
+            raise OpsetError(f"opset {opset} is not supported for this model: node '{node_id}' emits {op_type} with "
+                             f"{what}, which needs opset >= {need}")
+
+
+def _first_with(op_type: str, opset: int, attr: str | None, n_inputs: int) -> int:
+    """The first opset above `opset` whose schema of `op_type` takes `attr` (or `n_inputs` inputs)."""
+    for version in range(opset + 1, onnx.defs.onnx_opset_version() + 1):
+        schema = onnx.defs.get_schema(op_type, version, "")
+        if (attr is not None and attr in schema.attributes) or (attr is None and len(schema.inputs) >= n_inputs):
+            return version
+    return onnx.defs.onnx_opset_version()
+
+
+def check_model_ops(opset: int, ops: dict[str, str]) -> None:
+    """Refuse `opset` when one of the model's ops (op type -> the node that emits it) is not in it,
+    or onnxruntime cannot run the model at it; the error names the op, the node and the range."""
+    top = max_opset(frozenset(ops))
+    low = lowest_opset(ops)
+    if opset < low:
+        op = max(ops, key=lambda o: (first_version(o), o))
+        raise OpsetError(f"opset {opset} is not supported for this model: node '{ops[op]}' emits {op}, which needs "
+                         f"opset >= {first_version(op)} (supported: {low}..{top})")
     blockers = _blockers(opset, ops)
     if opset > top or blockers:
         why = f"no CPU kernel for {', '.join(blockers)}" if blockers else "it does not load models of that opset"

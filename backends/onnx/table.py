@@ -53,11 +53,15 @@ class Options:
         opset: the ai.onnx opset the model is stamped with.
         native_gelu: emit the opset-20 ``Gelu`` op instead of its Erf/Tanh formula.
         native_attention: emit the opset-23 ``Attention`` op instead of MatMul/Softmax.
+        fold_transposes: store a weight that only a transpose reads (a linear layer's) already
+            transposed, so that onnxruntime's tools see MatMul weights; False keeps every
+            initializer in the state_dict's layout.
     """
 
     opset: int
     native_gelu: bool = False
     native_attention: bool = False
+    fold_transposes: bool = True
 
 
 @dataclass(slots=True)  # slots: the hot path reads several fields per emitted node

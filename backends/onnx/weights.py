@@ -8,6 +8,7 @@ converted through its own methods.
 
 from __future__ import annotations
 
+import warnings
 import zlib
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,7 +22,7 @@ from builder.initialisers import Distribution, distribution
 
 from .dtypes import np_dtype
 
-__all__ = ["Init", "WeightError", "WeightUse", "initialise", "load_state_dict", "resolve_weights"]
+__all__ = ["Init", "WeightDtypeWarning", "WeightError", "WeightUse", "initialise", "load_state_dict", "resolve_weights"]
 
 StateDict: TypeAlias = Mapping[str, Any] | str | Path
 
@@ -71,6 +72,8 @@ class WeightUse(NamedTuple):
         init: how PyTorch initialises it (None until the owner's lowering says).
         alias: the stand-in key of a tied weight whose owner a signature leaves out
             (``tgt_embed.weight`` for ``src_embed.weight``); a state_dict may use either.
+        perm: the initializer holds the state_dict tensor permuted by this (a linear layer's
+            (out, in) weight stored as the (in, out) its MatMul reads); None: as it is.
     """
 
     name: str
@@ -80,6 +83,7 @@ class WeightUse(NamedTuple):
     dtype: str
     init: Init | None
     alias: str | None = None
+    perm: tuple[int, ...] | None = None
 
 
 def initialise(use: WeightUse, seed: int = 0, node: Node | None = None) -> np.ndarray:
@@ -188,10 +192,11 @@ def resolve_weights(uses: Mapping[str, WeightUse], state_dict: StateDict | None,
         WeightError: a weight is missing, has the wrong shape, or a node has an unknown key.
     """
     if state_dict is None:
-        return {name: initialise(use, seed, nodes.get(use.node)) for name, use in uses.items()}
+        return {name: _laid_out(initialise(use, seed, nodes.get(use.node)), use) for name, use in uses.items()}
     sd = load_state_dict(state_dict)
     problems: list[str] = []
     out: dict[str, np.ndarray] = {}
+    narrow: set[str] = set()  # half-precision dtypes cast up: said, never silent
     for name, use in uses.items():
         key = use.alias if name not in sd and use.alias is not None and use.alias in sd else name
         if key not in sd:
@@ -202,7 +207,10 @@ def resolve_weights(uses: Mapping[str, WeightUse], state_dict: StateDict | None,
         if tuple(arr.shape) != use.shape:
             problems.append(f"weight '{name}' is {list(arr.shape)}, node '{use.node}' needs {list(use.shape)}")
             continue
-        out[name] = arr.astype(np_dtype(use.dtype), copy=False)
+        want = np.dtype(np_dtype(use.dtype))
+        if arr.dtype != want and arr.dtype.kind == "f" and arr.itemsize < want.itemsize:
+            narrow.add(str(arr.dtype))
+        out[name] = _laid_out(arr.astype(want, copy=False), use)
     known = set(uses) | {use.alias for use in uses.values() if use.alias}
     for key in sd:
         owner, _, leaf = key.rpartition(".")
@@ -215,4 +223,17 @@ def resolve_weights(uses: Mapping[str, WeightUse], state_dict: StateDict | None,
             problems.append(f"unexpected weight '{key}': node '{owner}' has no weight '{leaf}'{hint}")
     if problems:
         raise WeightError("the state_dict does not fit the graph:\n  " + "\n  ".join(problems))
+    if narrow:
+        warnings.warn(f"the weights are {'/'.join(sorted(narrow))}; they are cast to the model's "
+                      f"{'/'.join(sorted({u.dtype for u in uses.values()}))} (export with dtype='float16' for a "
+                      "half-precision model)", WeightDtypeWarning, stacklevel=3)
     return out
+
+
+class WeightDtypeWarning(UserWarning):
+    """Weights of a narrower floating-point dtype than the model's were cast to the model's."""
+
+
+def _laid_out(arr: np.ndarray, use: WeightUse) -> np.ndarray:
+    """The state_dict tensor in the initializer's layout (see `WeightUse.perm`)."""
+    return arr if use.perm is None else np.ascontiguousarray(arr.transpose(use.perm))

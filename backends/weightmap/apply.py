@@ -50,7 +50,7 @@ def expected_weights(spec: Spec | str | Path | Mapping[str, Any], signature: str
 
 def import_weights(spec: Spec | str | Path | Mapping[str, Any], checkpoint: str | Path | Mapping[str, torch.Tensor],
                    weight_map: WeightMap | str | Path | Mapping[str, Any], *, allow_missing: bool = False,
-                   dtype: str | None = None) -> ImportResult:
+                   dtype: str | None = None, signature: str | None = None) -> ImportResult:
     """Turn a foreign checkpoint into the spec's weights through a map.
 
     Args:
@@ -61,6 +61,7 @@ def import_weights(spec: Spec | str | Path | Mapping[str, Any], checkpoint: str 
             instead of failing (they are listed in the result).
         dtype: cast floating-point weights to this dtype (``float32``, ``float16``, ``bfloat16``);
             by default they keep the checkpoint's dtype.
+        signature: import the weights of this signature of the spec only.
 
     Returns:
         The state_dict, ready for `save_weights`, `to_torch(...).load_state_dict` or `to_onnx`.
@@ -71,7 +72,7 @@ def import_weights(spec: Spec | str | Path | Mapping[str, Any], checkpoint: str 
     """
     wmap = weight_map if isinstance(weight_map, WeightMap) else load_map(weight_map)
     source = dict(checkpoint) if isinstance(checkpoint, Mapping) else read_checkpoint(checkpoint)
-    expected = expected_weights(spec)
+    expected = expected_weights(spec, signature)
     if dtype is not None and dtype not in DTYPES:
         raise WeightImportError(f"dtype '{dtype}' is not one of {', '.join(DTYPES)}")
     problems: list[str] = []

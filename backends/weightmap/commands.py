@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from backends.clikit import atomic_output, fail, load_graph, set_option
+from backends.clikit import atomic_output, fail, limit_option, load_graph, set_option, signature_option
 
 __all__ = ["import_weights_command"]
 
@@ -25,8 +25,10 @@ __all__ = ["import_weights_command"]
 @click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16"]), default=None,
               help="Cast floating-point weights (default: keep the checkpoint's dtype).")
 @set_option
+@signature_option
+@limit_option
 def import_weights_command(spec: str, checkpoint: str, map_path: str, output: str, allow_missing: bool,
-                           dtype: str | None, sets: tuple[str, ...]) -> None:
+                           dtype: str | None, sets: tuple[str, ...], signature: str | None, limits: tuple[str, ...]) -> None:
     """Import CHECKPOINT's weights into SPEC through a weight map.
 
     CHECKPOINT is a safetensors file, a sharded safetensors index (.json), or a PyTorch
@@ -36,13 +38,14 @@ def import_weights_command(spec: str, checkpoint: str, map_path: str, output: st
     """
     if not output.endswith(".safetensors"):
         raise click.UsageError(f"-o/--output writes safetensors; name it FILE.safetensors, not '{output}'")
-    loaded, _ = load_graph(spec, sets, None)
+    loaded, _ = load_graph(spec, sets, signature, limits)
     from backends.pytorch import save_weights
 
     from . import CheckpointError, MapError, WeightImportError, import_weights
 
     try:
-        result = import_weights(loaded, checkpoint, map_path, allow_missing=allow_missing, dtype=dtype)
+        result = import_weights(loaded, checkpoint, map_path, allow_missing=allow_missing, dtype=dtype,
+                                signature=signature)
     except (CheckpointError, MapError, WeightImportError) as exc:
         fail(str(exc))
     for note in result.notes:
