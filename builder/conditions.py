@@ -126,12 +126,19 @@ class Conditionals:
         if not (isinstance(op, str) and "${" in op):
             return op
         try:
-            return substitute(op, params, self.limits.max_int_bits)
+            chosen = substitute(op, params, self.limits.max_int_bits)
         except ExprError as exc:
             if node is not None:
                 self.error("unknown-param" if exc.unknown else "bad-expr", f"op: {exc}", (*entry.path, "op"), node,
                            did_you_mean(exc.unknown, params) if exc.unknown else ())
             return None
+        # inside a block imported under a namespace (`blocks.L.two`), a block of its own library is `L.<name>`,
+        # as the import renamed the literal calls
+        block = entry.path[1] if len(entry.path) > 1 and entry.path[0] == "blocks" else ""
+        namespace = str(block).rpartition(".")[0]
+        if namespace and isinstance(chosen, str) and f"{namespace}.{chosen}" in self.spec.blocks:
+            return f"{namespace}.{chosen}"
+        return chosen
 
     def input_ports(self, op: Any) -> tuple[str, ...]:
         if isinstance(op, str) and op in OPS:

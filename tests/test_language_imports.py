@@ -55,6 +55,15 @@ def test_namespace(tmp_path: Path) -> None:
     assert [f.block for f in nodes(g)[-1].scope] == ["lib.twice", "lib.act"]
 
 
+def test_a_block_chosen_by_param_inside_a_namespaced_library_is_the_librarys(tmp_path: Path) -> None:
+    lib = LIB.replace("nodes: {a: {op: act, in: x}, b: {op: act, in: a}}",
+                      "params: {kind: act}\n    nodes: {a: {op: '${kind}', in: x}, b: {op: act, in: a}}")
+    for imports, op in (("[lib.yaml]", "twice"), ("[{path: lib.yaml, as: L}]", "L.twice")):
+        main = _write(tmp_path, {"main.yaml": _main(imports, op), "lib.yaml": lib})
+        g = compile_graph(load_spec(main))
+        assert [n.id for n in nodes(g)] == ["x", "n.a.f", "n.b.f"], imports
+
+
 def test_imports_of_imports_and_a_file_reached_twice(tmp_path: Path) -> None:
     main = _write(tmp_path, {
         "main.yaml": _main("[a.yaml, sub/b.yaml]"),
