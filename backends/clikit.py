@@ -9,6 +9,7 @@ Command modules import torch and onnx inside their functions, never at import ti
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sys
 import tempfile
@@ -21,8 +22,6 @@ import networkx as nx
 
 from builder import Diagnostic, Limits, PluginError, Spec, SpecError, check_spec, compile_graph, load_plugins, load_spec
 from builder.params import parse_override
-
-from . import jsonout
 
 __all__ = [
     "atomic_output", "fail", "json_option", "limit_option", "load_graph", "load_or_exit", "parse_limits", "parse_overrides",
@@ -61,16 +60,15 @@ plugin_option = click.option(
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
-    """Print one error line to stderr and exit (with --json, the error is in the JSON document too)."""
-    jsonout.record_error(message, code)
+    """Print one error line to stderr and exit."""
     click.echo(f"error: {message}", err=True)
     sys.exit(code)
 
 
 def print_diagnostics(diags: Sequence[Diagnostic], as_json: bool = False) -> None:
-    """Print diagnostics to stderr; with --json they go into the run's JSON document as well
-    (`as_json` is kept for callers; the document is `backends.jsonout`'s)."""
-    jsonout.record(diags)
+    if as_json:
+        click.echo(json.dumps([d.to_json() for d in diags], indent=2))
+        return
     for d in diags:
         click.secho(str(d), err=True, fg="red" if d.severity == "error" else "yellow")
 
@@ -114,13 +112,15 @@ def load_graph(path: str, sets: Sequence[str] = (), signature: str | None = None
     them and exit 1. A broken signature fails every command, as it fails `validate`."""
     spec = load_or_exit(path, sets, limits, as_json)
     try:
+        derived = None
         if signature is not None and signature not in spec.signatures:
-            compile_graph(spec, signature)  # raises: no such signature, with did-you-mean
+            # raises: no such signature, with did-you-mean; or a derived one (with_past) that cannot be built
+            derived = compile_graph(spec, signature)
         graphs, warnings = check_spec(spec)
     except SpecError as exc:
         print_diagnostics(exc.diagnostics, as_json)
         sys.exit(1)
-    graph = graphs[signature]
+    graph = graphs[signature] if derived is None else derived
     if show_warnings and not as_json:
         print_diagnostics(warnings)
     return spec, graph

@@ -16,7 +16,7 @@ from .errors import Diagnostic, SourcePos, SpecError, did_you_mean
 from .initialisers import NEEDS_2D, Init, parse_init
 from .limits import Limits
 from .ops import Op
-from .resolve import BlockCall, Frame, TensorRef, expand
+from .resolve import Frame, TensorRef, expand
 from .spec import InputSpec, Spec
 from .tensor import TensorType
 
@@ -102,14 +102,19 @@ def compile_graph(spec: Spec, signature: str | None = None, limits: Limits | Non
     """
     limits = limits or spec._limits
     if signature is not None and signature not in spec.signatures:
-        from .errors import did_you_mean
+        from . import kv_cache  # a derived signature (the key/value cache of a causal decoder)
 
+        derived, base_sig = kv_cache.base_signature(signature, spec.signatures)
+        if derived:
+            try:
+                return kv_cache.with_kv_cache(compile_graph(spec, base_sig, limits, warnings))
+            except kv_cache.CacheError as exc:
+                raise kv_cache.cache_error(spec.name, signature, exc, spec.source.pos(())) from None
         known = ", ".join(spec.signatures) or "(none)"
         raise SpecError.single("unknown-signature", f"spec '{spec.name}' has no signature '{signature}'",
                                spec.source.pos(("signatures",)), None,
                                (*did_you_mean(signature, spec.signatures), f"signatures: {known}"))
-    calls: dict[str, BlockCall] = {}
-    pending, outputs, diags = expand(spec, limits, signature, calls)
+    pending, outputs, diags = expand(spec, limits, signature)
     inputs: dict[str, InputSpec] = spec.inputs if signature is None else spec.signatures[signature].inputs
     base = () if signature is None else ("signatures", signature)
     g = nx.MultiDiGraph(name=spec.name, doc=spec.doc, signature=signature, params=spec.resolved_params,
@@ -137,8 +142,6 @@ def compile_graph(spec: Spec, signature: str | None = None, limits: Limits | Non
     g.graph["inputs"] = list(inputs)
     g.graph["outputs"] = {k: v for k, v in outputs.items() if v is not None}
     g.graph["aliases"] = aliases
-    g.graph["calls"] = calls  # block calls by path: their blocks, input and output tensors
-    g.graph["block_docs"] = {name: block.doc for name, block in spec.blocks.items()}
     _dedupe_into(diags, warnings)
     errors = [d for d in diags if d.severity == "error"]
     if errors:

@@ -7,12 +7,16 @@ A dimension is a sympy expression: an Integer for a fixed size, a Symbol for a n
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 
 import sympy
 
-__all__ = ["DTYPES", "Dim", "ShapeError", "TensorType", "dim", "fmt_dim", "is_int", "same_dim", "symbol"]
+__all__ = [
+    "DTYPES", "Dim", "ShapeError", "TensorType", "dim", "dim_size", "fmt_dim", "is_int", "same_dim", "symbol",
+]
 
 Dim = sympy.Expr
 DTYPES = ("float32", "float16", "bfloat16", "float64", "int64", "int32", "bool")
@@ -58,6 +62,21 @@ def same_dim(a: sympy.Expr, b: sympy.Expr) -> bool:
 
 def fmt_dim(d: sympy.Expr) -> str:
     return str(d).replace(" ", "")
+
+
+def dim_size(text: str, sizes: Mapping[str, int], default: int) -> int:
+    """The size of a dim as `fmt_dim` writes it: ``7``, ``seq``, or a sum such as
+    ``past_sequence_length+seq``, its names read from `sizes` (missing ones: `default`). Other
+    text (which may come from a foreign file, so it is never evaluated) is one unknown name."""
+    if text in sizes:
+        return int(sizes[text])
+    terms = text.replace(" ", "").split("+")
+    if len(terms) > 1 and all(_TERM.fullmatch(t) for t in terms):
+        return sum(int(t) if t.isdigit() else int(sizes.get(t, default)) for t in terms)
+    return int(text) if text.lstrip("-").isdigit() else default
+
+
+_TERM = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|[0-9]+")
 
 
 @dataclass(frozen=True)

@@ -272,6 +272,42 @@ def _mha_heads(e: Emitter, node: Node, m: MultiHeadAttention, q: str, k: str, v:
     return q, k, v
 
 
+def _cached_hidden(e: Emitter, query: str, past: str, keys: str) -> str:
+    """Bool (B|1, 1, Lq, P + Lq), True where hidden, for cached causal self-attention: query i sits at
+    position P + i and sees keys j <= P + i that are not padding, and always itself (a padding query
+    that saw nothing would give NaN, which would reach later layers through the cache)."""
+    pad = e.input("key_padding_mask") if e.has("key_padding_mask") else ""
+    key = ("cached_hidden", past, pad)
+    if key in e.memo:  # every layer has the same lengths and mask
+        return e.memo[key]
+    zero, one = e.const(np.asarray(0, dtype=np.int64), "zero"), e.const(np.asarray(1, dtype=np.int64), "one")
+    p = e.op1("Squeeze", [e.op1("Shape", [past], start=2, end=3)])
+    rows = e.op1("Add", [e.op1("Range", [zero, e.op1("Squeeze", [e.op1("Shape", [query], start=1, end=2)]), one]), p])
+    rows = e.op1("Unsqueeze", [rows, e.ints([1], "axes")])  # (Lq, 1): P + i
+    cols = e.op1("Range", [zero, e.op1("Squeeze", [e.op1("Shape", [keys], start=2, end=3)]), one])  # (P + Lq,)
+    hidden = e.op1("Greater", [cols, rows])  # (Lq, P + Lq): j > P + i
+    if pad:
+        padding = e.op1("Unsqueeze", [pad, e.ints([1, 2], "mask_axes")])  # (B, 1, 1, P + Lq)
+        hidden = e.op1("And", [e.op1("Or", [hidden, padding]), e.op1("Not", [e.op1("Equal", [cols, rows])])])
+    e.memo[key] = hidden
+    return hidden
+
+
+def _cached_attention(e: Emitter, node: Node, m: MultiHeadAttention, q: str, k: str, v: str) -> str:
+    """Attention over past and new keys; writes present_key and present_value. Returns (B, H, Lq, hd)."""
+    embed, heads, kv = int(node.inputs["query"].shape[-1]), m.num_heads, m.kv_heads
+    head = embed // heads
+    q, k, v = _mha_heads(e, node, m, q, k, v)  # (B, H|Hkv, Lq, hd), q and k rotated
+    k = e.op1("Concat", [e.input("past_key"), k], e.output("present_key"), axis=2)  # (B, Hkv, P + Lq, hd)
+    v = e.op1("Concat", [e.input("past_value"), v], e.output("present_value"), axis=2)
+    hidden = _cached_hidden(e, e.input("query"), e.input("past_key"), k)
+    q = e.op1("Mul", [q, e.const(1 / math.sqrt(head), "scale", node.inputs["query"].dtype)])
+    k_t = _repeat_kv(e, e.op1("Transpose", [k], perm=[0, 1, 3, 2]), heads // kv, heads, [head, -1])  # (B, H, hd, Lk)
+    v = _repeat_kv(e, v, heads // kv, heads, [-1, head])  # (B, H, Lk, hd)
+    return _attend(e, q, k_t, v, hidden, _attn_mask(e, node, heads_axis=True), _mask_is_bool(node),
+                   node.inputs["query"].dtype, None)
+
+
 @LOWERINGS.register("multi_head_attention")
 def lower_multi_head_attention(e: Emitter, node: Node) -> None:
     m = e.model(MultiHeadAttention)
@@ -283,7 +319,10 @@ def lower_multi_head_attention(e: Emitter, node: Node) -> None:
     out_b = e.weight("out_proj.bias", Init.constant(0.0)) if m.bias else None
     query = e.input("query")
     key = e.input("key") if e.has("key") else query
-    if e.options.native_attention and not m.rotary:
+    if e.has("past_key"):  # a key/value cache (the derived with_past signature)
+        y = _cached_attention(e, node, m, q, k, v)  # (B, H, Lq, hd)
+        y = e.op1("Reshape", [e.op1("Transpose", [y], perm=[0, 2, 1, 3]), e.ints([0, 0, embed], "merge")])
+    elif e.options.native_attention and not m.rotary:
         y = _native(e, node, q, k, v, m.causal, 1 / math.sqrt(head), heads, e.fresh("attention"), kv)
     elif e.options.native_attention:
         q, k, v = _mha_heads(e, node, m, q, k, v)

@@ -116,7 +116,10 @@ def _seq_len(e: Emitter, node: Node) -> str:
 def lower_position_embedding(e: Emitter, node: Node) -> None:
     e.model(PositionEmbedding)
     table = e.weight("weight", Init.normal(1.0))  # (max_len, d)
-    rows = e.op1("Slice", [table, e.ints([0], "starts"), _seq_len(e, node), e.ints([0], "axes")])  # (seq, d)
+    if e.has("positions"):  # ([batch,] seq): a cache's offset, or left padding
+        rows = e.op1("Gather", [table, e.input("positions")], axis=0)  # ([batch,] seq, d)
+    else:
+        rows = e.op1("Slice", [table, e.ints([0], "starts"), _seq_len(e, node), e.ints([0], "axes")])  # (seq, d)
     e.op1("Add", [e.input("x"), rows], e.output())
 
 
@@ -128,13 +131,18 @@ def lower_sinusoidal_position(e: Emitter, node: Node) -> None:
     # PE[t, 2i] = sin(t * w_i), PE[t, 2i+1] = cos(t * w_i), w_i = exp(-2i ln(10000) / d), computed in
     # float32 as PyTorch computes the table, for t < seq only (no max_len table in the file)
     freqs = np.exp(np.arange(0, d, 2, dtype=np.float32) * np.float32(-math.log(10000.0) / d)).reshape(1, -1)
-    n = e.op1("Cast", [e.op1("Squeeze", [_seq_len(e, node)])], to=1)
-    t = e.op1("Range", [e.const(np.float32(0), "zero"), n, e.const(np.float32(1), "one")])  # (seq,)
-    angles = e.op1("Mul", [e.op1("Unsqueeze", [t, e.ints([1], "axes")]), e.const(freqs, "freqs")])  # (seq, d/2)
+    if e.has("positions"):  # ([batch,] seq): a cache's offset, or left padding
+        t = e.op1("Cast", [e.input("positions")], to=1)
+        merged, axis = [0] * node.inputs["positions"].rank + [d], e.ints([-1], "axes_last")
+    else:
+        n = e.op1("Cast", [e.op1("Squeeze", [_seq_len(e, node)])], to=1)
+        t = e.op1("Range", [e.const(np.float32(0), "zero"), n, e.const(np.float32(1), "one")])  # (seq,)
+        merged, axis = [-1, d], e.ints([1], "axes")
+    angles = e.op1("Mul", [e.op1("Unsqueeze", [t, axis]), e.const(freqs, "freqs")])  # ([batch,] seq, d/2)
     last = e.ints([-1], "axes_last")
     sin = e.op1("Unsqueeze", [e.op1("Sin", [angles]), last])
     cos = e.op1("Unsqueeze", [e.op1("Cos", [angles]), last])
-    pe = e.op1("Reshape", [e.op1("Concat", [sin, cos], axis=-1), e.ints([-1, d])])  # (seq, d/2, 2) -> (seq, d)
+    pe = e.op1("Reshape", [e.op1("Concat", [sin, cos], axis=-1), e.ints(merged)])  # (…, d/2, 2) -> (…, d)
     if dtype != "float32":
         from .dtypes import DTYPES
 

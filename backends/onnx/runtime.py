@@ -16,6 +16,7 @@ import numpy as np
 import onnx
 
 from builder.errors import did_you_mean
+from builder.tensor import dim_size
 
 if TYPE_CHECKING:
     import onnxruntime as ort
@@ -168,8 +169,8 @@ def random_inputs(model: onnx.ModelProto, sizes: Mapping[str, int] | None = None
         for d in t.shape.dim:
             if d.HasField("dim_value"):
                 shape.append(d.dim_value)
-            else:
-                shape.append(int(sizes.get(d.dim_param, DEFAULT_DIM)))
+            else:  # a cache's past_sequence_length+seq: the sum of the sizes
+                shape.append(dim_size(d.dim_param, sizes, DEFAULT_DIM))
         dtype = onnx.helper.tensor_dtype_to_np_dtype(t.elem_type)
         if np.issubdtype(dtype, np.floating):
             out[vi.name] = rng.standard_normal(shape).astype(dtype)

@@ -302,8 +302,7 @@ class Emitter:
         self.fx = fx.Graph()
         self.values: dict[TensorRef, fx.Node] = {}
         self._node: Node | None = None
-        self._memo: dict[tuple[fx.Node, object, str], fx.Node] = {}  # size(axis) and device reads, once per value
-        # and block call (a block reads its own, so that it can be a module)
+        self._memo: dict[tuple[fx.Node, object], fx.Node] = {}  # size(axis) and device reads, once per value
 
     # --- the whole graph -------------------------------------------------------------
 
@@ -313,8 +312,9 @@ class Emitter:
             if name in RESERVED_NAMES:
                 raise LoweringError(f"input '{name}' cannot be a forward() argument of a PyTorch module "
                                     f"(generated code uses that name); rename the input")
-            ph = self.fx.placeholder(name, type_expr=torch.Tensor)
-            if ph.target != name:  # pragma: no cover - the argument keeps its name; fx renames the variable
+            arg = name.replace(".", "_")  # a derived cache input (past_key_values.0.key) as an argument name
+            ph = self.fx.placeholder(arg, type_expr=torch.Tensor)
+            if ph.target != arg:  # pragma: no cover - the argument keeps its name; fx renames the variable
                 raise LoweringError(f"input '{name}' would be renamed to '{ph.target}' in forward()")
             ph.meta["nnspec"] = (name, "y")
             self.values[TensorRef(name, "y")] = ph
@@ -335,7 +335,6 @@ class Emitter:
     def _lower(self, node: Node) -> None:
         node = self._resolve_aliases(node)
         self._node = node
-        before = self.fx._root.prev  # the last fx node so far: what follows is this node's
         try:
             outs = self.table[node.op](self, node)
         except LoweringError:
@@ -352,10 +351,6 @@ class Emitter:
                 self.named(value, (node.id if port == "y" else f"{node.id}_{port}").replace(".", "_"))
                 value.meta["nnspec"] = (node.id, port)
             self.values[TensorRef(node.id, port)] = value
-        made = self.fx._root.prev
-        while made is not before:  # the block calls around the node, for `blocks.nest`
-            made.meta["nnspec_scope"] = node.scope
-            made = made.prev
         self._node = None
 
     def _resolve_aliases(self, node: Node) -> Node:
@@ -386,10 +381,6 @@ class Emitter:
         """The graph's aliases whose owner is not in the tree (the holder keeps its own weight)."""
         aliases: dict[str, str] = self.source.graph.get("aliases", {})
         return {k: v for k, v in aliases.items() if self.tree.locate(v) is None}
-
-    def _scope(self) -> str:
-        """The path of the innermost block call around the current node ("" at the top level)."""
-        return self._node.scope[-1].path if self._node is not None and self._node.scope else ""
 
     @property
     def node(self) -> Node:
@@ -439,14 +430,14 @@ class Emitter:
         d = t.shape[axis]
         if isinstance(d, sympy.Integer):
             return int(d)
-        key = (value, axis, self._scope())
+        key = (value, axis)
         if key not in self._memo:  # named after the symbol (`seq = x.size(1)`) where it is one
             self._memo[key] = self.named(self.method("size", value, axis), str(d) if d.is_Symbol else "size")
         return self._memo[key]
 
     def device(self, value: fx.Node) -> fx.Node:
         """``value.device``, for tensors created in forward (positions, masks)."""
-        key = (value, "device", self._scope())
+        key = (value, "device")
         if key not in self._memo:
             self._memo[key] = self.named(self.fn(getattr, value, "device"), f"{value.name}_device")
         return self._memo[key]

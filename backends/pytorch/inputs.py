@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from builder import graph_inputs
-from builder.tensor import fmt_dim
+from builder.tensor import dim_size, fmt_dim
 
 from .module import spec_info
 
@@ -53,7 +53,7 @@ def example_inputs(source: nn.Module | nx.MultiDiGraph, sizes: Mapping[str, int]
     ranges = _id_ranges(source)
     out = []
     for name, (dims, dtype) in input_types(source).items():
-        shape = [int(d) if d.lstrip("-").isdigit() else sizes.get(d, default) for d in dims]
+        shape = [dim_size(d, sizes, default) for d in dims]  # past_sequence_length+seq: a sum
         if dtype == "bool":
             out.append(_padding_mask(shape, gen))
         elif dtype.startswith("int"):

@@ -231,7 +231,10 @@ def _embedding(e: Emitter, n: Node) -> Outputs:
 @TABLE.register("position_embedding")
 def _position_embedding(e: Emitter, n: Node) -> Outputs:
     x, d, m = e.x(), _features(e), _args(n, PositionEmbedding)
-    positions = e.named(e.fn(torch.arange, e.size(x, e.type(), 1), device=e.device(x)), "positions")  # (seq,)
+    if e.has("positions"):  # ([batch,] seq): a cache's offset, or left padding
+        positions = e.x("positions")
+    else:
+        positions = e.named(e.fn(torch.arange, e.size(x, e.type(), 1), device=e.device(x)), "positions")  # (seq,)
     if n.ties:
         w = _own_or_tied(e, {"weight": TensorInit("weight", (m.max_len, d), "normal", 1.0)})
         table = e.fn(F.embedding, positions, w["weight"])
@@ -244,7 +247,10 @@ def _position_embedding(e: Emitter, n: Node) -> Outputs:
 def _sinusoidal_position(e: Emitter, n: Node) -> Outputs:
     x, d = e.x(), _features(e)
     own = Ctor("", tensors=(TensorInit("pe", (_args(n, SinusoidalPosition).max_len, d), "sinusoid", buffer=True),))
-    table = e.method("narrow", e.weight("pe", own), 0, 0, e.size(x, e.type(), 1))  # (seq, d)
+    if e.has("positions"):  # ([batch,] seq) -> ([batch,] seq, d)
+        table = e.fn(F.embedding, e.x("positions"), e.weight("pe", own))
+    else:
+        table = e.method("narrow", e.weight("pe", own), 0, 0, e.size(x, e.type(), 1))  # (seq, d)
     e.named(table, n.id.replace(".", "_") + "_table")
     return {"y": e.fn(operator.add, x, table)}
 

@@ -210,6 +210,23 @@ def _mha_mask(e: Emitter, m: MultiHeadAttention, query: fx.Node) -> dict[str, ob
     return kwargs
 
 
+def _cached_mask(e: Emitter, q: fx.Node, k: fx.Node) -> dict[str, object]:
+    """SDPA's attn_mask for cached causal self-attention: q (B, H, Lq, hd) after P cached positions,
+    k (B, Hkv, P + Lq, hd). Query i sits at position P + i and sees keys j <= P + i that are not
+    padding, and always itself (a padding query that saw nothing would give NaN, and its NaN
+    values would reach later layers through the cache)."""
+    past = e.size(e.x("past_key"), e.type("past_key"), 2)
+    ones = e.method("new_ones", q, (e.size(e.x("query"), e.type("query"), 1), e.method("size", k, 2)),
+                    dtype=torch.bool)  # (Lq, P + Lq)
+    allowed = e.named(e.method("tril", ones, past), "causal_keep")  # j <= P + i
+    if e.has("key_padding_mask"):  # (batch, P + Lq), True = padding -> (batch, 1, 1, P + Lq), True = attend
+        keep = e.method("unsqueeze", e.method("unsqueeze", e.method("logical_not", e.x("key_padding_mask")), 1), 1)
+        itself = e.method("triu", allowed, past)  # j == P + i
+        allowed = e.fn(operator.or_, e.fn(operator.and_, allowed, keep), itself)
+    mask = _with_attn_mask(e, allowed, heads_axis=True)
+    return {"attn_mask": mask}
+
+
 @TABLE.register("multi_head_attention")
 def _multi_head_attention(e: Emitter, n: Node) -> Outputs:
     """nn.MultiheadAttention's parameters (packed in-projection, `out_proj`), computed as nanoGPT
@@ -261,12 +278,20 @@ def _multi_head_attention(e: Emitter, n: Node) -> Outputs:
                for t, name, h in ((q, "q", heads), (k, "k", kv_heads), (v, "v", kv_heads)))  # (batch, h, L, hd)
     if m.rotary:
         q, k = _mha_rope(e, n, m, q, k, query, key)
-    kwargs = _mha_mask(e, m, query)
+    outs: Outputs = {}
+    if e.has("past_key"):  # cached self-attention: append this call's keys and values to the past
+        prefix = n.id.replace(".", "_")
+        k = e.named(e.fn(torch.cat, [e.x("past_key"), k], 2), f"{prefix}_present_key")  # (B, Hkv, P + Lq, hd)
+        v = e.named(e.fn(torch.cat, [e.x("past_value"), v], 2), f"{prefix}_present_value")
+        outs = {"present_key": k, "present_value": v}
+        kwargs = _cached_mask(e, q, k)
+    else:
+        kwargs = _mha_mask(e, m, query)
     if m.dropout > 0:  # attention dropout only while training
         kwargs["dropout_p"] = e.fn(operator.mul, e.fx.get_attr("training"), m.dropout)
     if kv_heads != heads:
         kwargs["enable_gqa"] = True
     y = e.fn(F.scaled_dot_product_attention, q, k, v, **kwargs)  # (batch, heads, Lq, hd)
     y = e.method("flatten", e.method("transpose", y, 1, 2), 2)  # (batch, Lq, E)
-    return {"y": e.fn(F.linear, y, w_out, b_out)}
+    return {"y": e.fn(F.linear, y, w_out, b_out), **outs}
 

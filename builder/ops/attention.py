@@ -161,8 +161,12 @@ class MultiHeadAttention(Op):
     Input shape: query (B, Lq, E), key and value (B, Lk, E), optional bool key_padding_mask
     (B, Lk), True where a key is padding, optional attn_mask (Lq, Lk), (B, Lq, Lk) or
     (B, H, Lq, Lk), each dim possibly 1: bool (True = may attend) or additive float; optional
-    int64 positions (Lq,) or (B, Lq) for rotary self-attention.
-    Output shape: (B, Lq, E).
+    int64 positions (Lq,) or (B, Lq) for rotary self-attention; optional past_key and
+    past_value (B, Hkv, P, E/H), the projected (and rotated) keys and values of P earlier
+    positions, for cached causal self-attention (masks then cover P + Lq keys, query i sits at
+    position P + i, and rotary needs the new tokens' positions).
+    Output shape: y (B, Lq, E); with past_key, also present_key and present_value
+    (B, Hkv, P + Lq, E/H): the past with this call's keys and values appended.
     """
 
     op: Literal["multi_head_attention"]
@@ -180,9 +184,19 @@ class MultiHeadAttention(Op):
                                      description="Rotate pairs (x0,x1),(x2,x3) (GPT-J) instead of halves (NeoX/HF).")
     rope_scaling: PositiveFloat | None = Field(default=None,
                                                description="Linear position interpolation: positions / factor.")
-    INPUTS: ClassVar[tuple[str, ...]] = ("query", "key", "value", "key_padding_mask", "attn_mask", "positions")
-    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"key", "value", "key_padding_mask", "attn_mask", "positions"})
+    INPUTS: ClassVar[tuple[str, ...]] = ("query", "key", "value", "key_padding_mask", "attn_mask", "positions",
+                                         "past_key", "past_value")
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"key", "value", "key_padding_mask", "attn_mask", "positions",
+                                                    "past_key", "past_value"})
     FAMILY: ClassVar[str] = "attention"
+    CACHE_OUTPUTS: ClassVar[tuple[str, ...]] = ("present_key", "present_value")
+
+    def cached(self) -> bool:
+        """Whether the node takes a key/value cache (its `in` binds past_key)."""
+        return isinstance(self.in_, dict) and "past_key" in self.in_
+
+    def output_ports(self) -> tuple[str, ...]:
+        return ("y", *self.CACHE_OUTPUTS) if self.cached() else self.OUTPUTS
 
     @model_validator(mode="after")
     def _check_args(self) -> MultiHeadAttention:
@@ -212,9 +226,31 @@ class MultiHeadAttention(Op):
             raise ShapeError(f"embedding size {e} is not divisible by num_heads {self.num_heads}", "query")
         return e
 
+    def _past(self, ins: dict[str, TensorType], e: int) -> TensorType | None:
+        """The past keys' type (B, Hkv, P, hd), checked, or None without a cache."""
+        if "past_key" not in ins and "past_value" not in ins:
+            return None
+        q = ins["query"]
+        if "past_key" not in ins or "past_value" not in ins:
+            raise ShapeError("past_key and past_value come together", "past_value" if "past_key" in ins else "past_key")
+        if "key" in ins or "value" in ins or not self.causal:
+            raise ShapeError("a key/value cache (past_key, past_value) is for causal self-attention: no key or value "
+                             "inputs, causal: true", "past_key")
+        pk, pv = ins["past_key"], ins["past_value"]
+        want = f"(batch, {self.kv_heads}, past, {e // self.num_heads})"
+        for port, t in (("past_key", pk), ("past_value", pv)):
+            ok = (t.rank == 4 and same_dim(t.shape[0], q.shape[0]) and same_dim(t.shape[1], sympy.Integer(self.kv_heads))
+                  and same_dim(t.shape[3], sympy.Integer(e // self.num_heads)) and same_dim(t.shape[2], pk.shape[2]))
+            if not ok or t.dtype != q.dtype:
+                raise ShapeError(f"{port} must be {want} of {q.dtype} like the query [{q}], got [{t}]", port)
+        if self.rotary and "positions" not in ins:
+            raise ShapeError("rotary attention with a key/value cache needs the new tokens' positions", "positions")
+        return pk
+
     def infer(self, ins: dict[str, TensorType]) -> dict[str, TensorType]:
         q = ins["query"]
         e = self._embed(ins)
+        past = self._past(ins, e)
         k = ins.get("key", q)
         v = ins.get("value", k)
         for port, t in (("key", k), ("value", v)):
@@ -224,11 +260,12 @@ class MultiHeadAttention(Op):
                                  f"got [{t}]", port)
         if not same_dim(k.shape[1], v.shape[1]):
             raise ShapeError(f"key and value lengths differ: [{k}] vs [{v}]", "value")
+        keys = k.shape[1] if past is None else past.shape[2] + k.shape[1]
         if "key_padding_mask" in ins:
-            _check_padding_mask(ins["key_padding_mask"], q.shape[0], k.shape[1])
+            _check_padding_mask(ins["key_padding_mask"], q.shape[0], keys)
         if "attn_mask" in ins:
             mask = ins["attn_mask"]
-            b, lq, lk = q.shape[0], q.shape[1], k.shape[1]
+            b, lq, lk = q.shape[0], q.shape[1], keys
             scores = (b, lq, lk) if mask.rank == 3 else (b, sympy.Integer(self.num_heads), lq, lk)
             _check_attn_mask(mask, scores, q.dtype)
         rope = self.rope()
@@ -241,7 +278,10 @@ class MultiHeadAttention(Op):
                 raise ShapeError(f"positions need query and key of the same length (self-attention), got [{q}] "
                                  f"and [{k}]", "positions")
             _check_positions(ins["positions"], q.shape[0], q.shape[1])
-        return {"y": q}
+        if past is None:
+            return {"y": q}
+        present = past.with_shape((*past.shape[:2], keys, past.shape[3]))  # (B, Hkv, P + Lq, hd)
+        return {"y": q, "present_key": present, "present_value": present}
 
     def weights(self, ins: dict[str, TensorType]) -> WeightShapes:
         e = self._embed(ins)

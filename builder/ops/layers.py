@@ -7,7 +7,7 @@ from typing import ClassVar, Literal
 import sympy
 from pydantic import Field, NonNegativeInt, PositiveInt, model_validator
 
-from ..tensor import ShapeError, TensorType, fmt_dim
+from ..tensor import ShapeError, TensorType, fmt_dim, same_dim
 from .base import Int2, Op, WeightShapes, conv_len, expect_float, expect_rank, last_dim, register
 
 
@@ -245,28 +245,43 @@ class Embedding(Op):
         return f"{self.num_embeddings}→{self.embedding_dim}"
 
 
-def _check_positions(x: TensorType, max_len: int) -> None:
+def _check_positions(ins: dict[str, TensorType], max_len: int) -> None:
+    x = ins["x"]
     expect_rank(x, 3, "x", "(batch, seq, features)")
     expect_float(x, "x")
     last_dim(x, "x")
     seq = x.shape[1]
-    if seq.is_Integer and int(seq) > max_len:
+    if "positions" in ins:  # explicit positions (a cache's offset, left padding): any seq, ids below max_len
+        pos = ins["positions"]
+        if pos.dtype not in ("int64", "int32"):
+            raise ShapeError(f"positions must be int64 (or int32), got {pos.dtype}", "positions")
+        ok = (pos.rank == 1 and same_dim(pos.shape[0], seq)) or (
+            pos.rank == 2 and same_dim(pos.shape[0], x.shape[0]) and same_dim(pos.shape[1], seq))
+        if not ok:
+            raise ShapeError(f"positions must be (seq,) or (batch, seq) like x [{x}], got [{pos}]", "positions")
+    elif seq.is_Integer and int(seq) > max_len:
         raise ShapeError(f"sequence length {seq} is longer than max_len {max_len}", "x")
+
+
 
 
 @register
 class PositionEmbedding(Op):
-    """Add a learned position embedding (BERT, GPT): y[:, t] = x[:, t] + P[t].
+    """Add a learned position embedding (BERT, GPT): y[:, t] = x[:, t] + P[pos_t], pos_t = t by default.
 
-    Input shape: (batch, seq, d) with seq <= max_len. Output shape: same as the input.
+    Input shape: x (batch, seq, d) with seq <= max_len; optional int64 positions (seq,) or
+    (batch, seq), each below max_len (a cache's offset, left padding).
+    Output shape: same as x.
     """
 
     op: Literal["position_embedding"]
     max_len: PositiveInt
+    INPUTS: ClassVar[tuple[str, ...]] = ("x", "positions")
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"positions"})
     FAMILY: ClassVar[str] = "embedding"
 
     def infer(self, ins: dict[str, TensorType]) -> dict[str, TensorType]:
-        _check_positions(ins["x"], self.max_len)
+        _check_positions(ins, self.max_len)
         return {"y": ins["x"]}
 
     def weights(self, ins: dict[str, TensorType]) -> WeightShapes:
@@ -280,18 +295,22 @@ class PositionEmbedding(Op):
 class SinusoidalPosition(Op):
     """Add the fixed sinusoidal position encoding of Vaswani et al. (2017).
 
-    PE[t, 2i] = sin(t / 10000^(2i/d)), PE[t, 2i+1] = cos(t / 10000^(2i/d)); y = x + PE[:seq].
+    PE[t, 2i] = sin(t / 10000^(2i/d)), PE[t, 2i+1] = cos(t / 10000^(2i/d)); y = x + PE[pos],
+    pos = 0..seq-1 by default.
 
-    Input shape: (batch, seq, d), d even. Output shape: same as the input.
+    Input shape: x (batch, seq, d), d even; optional int64 positions (seq,) or (batch, seq),
+    each below max_len. Output shape: same as x.
     """
 
     op: Literal["sinusoidal_position"]
     max_len: PositiveInt = 5000
+    INPUTS: ClassVar[tuple[str, ...]] = ("x", "positions")
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"positions"})
     FAMILY: ClassVar[str] = "embedding"
 
     def infer(self, ins: dict[str, TensorType]) -> dict[str, TensorType]:
         x = ins["x"]
-        _check_positions(x, self.max_len)
+        _check_positions(ins, self.max_len)
         if last_dim(x, "x") % 2:
             raise ShapeError(f"the feature size must be even, got {last_dim(x, 'x')}", "x")
         return {"y": x}
