@@ -9,7 +9,6 @@ Command modules import torch and onnx inside their functions, never at import ti
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sys
 import tempfile
@@ -22,6 +21,8 @@ import networkx as nx
 
 from builder import Diagnostic, Limits, PluginError, Spec, SpecError, check_spec, compile_graph, load_plugins, load_spec
 from builder.params import parse_override
+
+from . import jsonout
 
 __all__ = [
     "atomic_output", "fail", "json_option", "limit_option", "load_graph", "load_or_exit", "parse_limits", "parse_overrides",
@@ -60,15 +61,16 @@ plugin_option = click.option(
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
-    """Print one error line to stderr and exit."""
+    """Print one error line to stderr and exit (with --json, the error is in the JSON document too)."""
+    jsonout.record_error(message, code)
     click.echo(f"error: {message}", err=True)
     sys.exit(code)
 
 
 def print_diagnostics(diags: Sequence[Diagnostic], as_json: bool = False) -> None:
-    if as_json:
-        click.echo(json.dumps([d.to_json() for d in diags], indent=2))
-        return
+    """Print diagnostics to stderr; with --json they go into the run's JSON document as well
+    (`as_json` is kept for callers; the document is `backends.jsonout`'s)."""
+    jsonout.record(diags)
     for d in diags:
         click.secho(str(d), err=True, fg="red" if d.severity == "error" else "yellow")
 

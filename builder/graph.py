@@ -16,7 +16,7 @@ from .errors import Diagnostic, SourcePos, SpecError, did_you_mean
 from .initialisers import NEEDS_2D, Init, parse_init
 from .limits import Limits
 from .ops import Op
-from .resolve import Frame, TensorRef, expand
+from .resolve import BlockCall, Frame, TensorRef, expand
 from .spec import InputSpec, Spec
 from .tensor import TensorType
 
@@ -114,7 +114,8 @@ def compile_graph(spec: Spec, signature: str | None = None, limits: Limits | Non
         raise SpecError.single("unknown-signature", f"spec '{spec.name}' has no signature '{signature}'",
                                spec.source.pos(("signatures",)), None,
                                (*did_you_mean(signature, spec.signatures), f"signatures: {known}"))
-    pending, outputs, diags = expand(spec, limits, signature)
+    calls: dict[str, BlockCall] = {}
+    pending, outputs, diags = expand(spec, limits, signature, calls)
     inputs: dict[str, InputSpec] = spec.inputs if signature is None else spec.signatures[signature].inputs
     base = () if signature is None else ("signatures", signature)
     g = nx.MultiDiGraph(name=spec.name, doc=spec.doc, signature=signature, params=spec.resolved_params,
@@ -142,6 +143,8 @@ def compile_graph(spec: Spec, signature: str | None = None, limits: Limits | Non
     g.graph["inputs"] = list(inputs)
     g.graph["outputs"] = {k: v for k, v in outputs.items() if v is not None}
     g.graph["aliases"] = aliases
+    g.graph["calls"] = calls  # block calls by path: their blocks, input and output tensors
+    g.graph["block_docs"] = {name: block.doc for name, block in spec.blocks.items()}
     _dedupe_into(diags, warnings)
     errors = [d for d in diags if d.severity == "error"]
     if errors:

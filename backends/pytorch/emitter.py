@@ -302,7 +302,8 @@ class Emitter:
         self.fx = fx.Graph()
         self.values: dict[TensorRef, fx.Node] = {}
         self._node: Node | None = None
-        self._memo: dict[tuple[fx.Node, object], fx.Node] = {}  # size(axis) and device reads, once per value
+        self._memo: dict[tuple[fx.Node, object, str], fx.Node] = {}  # size(axis) and device reads, once per value
+        # and block call (a block reads its own, so that it can be a module)
 
     # --- the whole graph -------------------------------------------------------------
 
@@ -335,6 +336,7 @@ class Emitter:
     def _lower(self, node: Node) -> None:
         node = self._resolve_aliases(node)
         self._node = node
+        before = self.fx._root.prev  # the last fx node so far: what follows is this node's
         try:
             outs = self.table[node.op](self, node)
         except LoweringError:
@@ -351,6 +353,10 @@ class Emitter:
                 self.named(value, (node.id if port == "y" else f"{node.id}_{port}").replace(".", "_"))
                 value.meta["nnspec"] = (node.id, port)
             self.values[TensorRef(node.id, port)] = value
+        made = self.fx._root.prev
+        while made is not before:  # the block calls around the node, for `blocks.nest`
+            made.meta["nnspec_scope"] = node.scope
+            made = made.prev
         self._node = None
 
     def _resolve_aliases(self, node: Node) -> Node:
@@ -381,6 +387,10 @@ class Emitter:
         """The graph's aliases whose owner is not in the tree (the holder keeps its own weight)."""
         aliases: dict[str, str] = self.source.graph.get("aliases", {})
         return {k: v for k, v in aliases.items() if self.tree.locate(v) is None}
+
+    def _scope(self) -> str:
+        """The path of the innermost block call around the current node ("" at the top level)."""
+        return self._node.scope[-1].path if self._node is not None and self._node.scope else ""
 
     @property
     def node(self) -> Node:
@@ -430,14 +440,14 @@ class Emitter:
         d = t.shape[axis]
         if isinstance(d, sympy.Integer):
             return int(d)
-        key = (value, axis)
+        key = (value, axis, self._scope())
         if key not in self._memo:  # named after the symbol (`seq = x.size(1)`) where it is one
             self._memo[key] = self.named(self.method("size", value, axis), str(d) if d.is_Symbol else "size")
         return self._memo[key]
 
     def device(self, value: fx.Node) -> fx.Node:
         """``value.device``, for tensors created in forward (positions, masks)."""
-        key = (value, "device")
+        key = (value, "device", self._scope())
         if key not in self._memo:
             self._memo[key] = self.named(self.fn(getattr, value, "device"), f"{value.name}_device")
         return self._memo[key]

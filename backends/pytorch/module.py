@@ -14,8 +14,7 @@ builds that entry point alone, with the subset of the state_dict it needs.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, cast
 
@@ -29,6 +28,7 @@ from builder.kv_cache import derived_graphs
 from builder.ops.layers import Embedding, PositionEmbedding, SinusoidalPosition
 from builder.tensor import fmt_dim
 
+from .blocks import GraphState, graph_from_state, graph_state, nest, set_checkpoint
 from .emitter import Emitter, LoweringError, ModuleTree
 from .lowering import TABLE
 
@@ -38,7 +38,8 @@ SpecSource = Spec | str | Path | Mapping[str, Any]
 
 
 def to_torch(source: SpecSource | nx.MultiDiGraph, signature: str | None = None, *,
-             overrides: Mapping[str, Any] | None = None, device: torch.device | str | None = None) -> SpecModule:
+             overrides: Mapping[str, Any] | None = None, device: torch.device | str | None = None,
+             checkpoint: bool | Iterable[str] = False) -> SpecModule:
     """Build a spec as a PyTorch module.
 
     Args:
@@ -46,6 +47,9 @@ def to_torch(source: SpecSource | nx.MultiDiGraph, signature: str | None = None,
         signature: build this signature of the spec alone instead of the main graph.
         overrides: param values replacing the spec's (``{"d_model": 256}``).
         device: where to create the weights (``"meta"`` allocates none).
+        checkpoint: recompute the activations of every outermost block call in backward instead of
+            keeping them (True), or of the calls of the named blocks (``["block"]``); see
+            `BlockModule.checkpoint_activations`, which can also be set per call afterwards.
 
     Returns:
         A `SpecModule` (a `torch.fx.GraphModule`), initialised as the spec's `init:` says, else
@@ -61,6 +65,9 @@ def to_torch(source: SpecSource | nx.MultiDiGraph, signature: str | None = None,
     lowered = lower(graphs, tree)
     _check_weights(tree)
     (_, first), *rest = lowered.items()
+    nest(first.fx, first.source, first.values, tree.root)  # blocks become modules with their own forward
+    if checkpoint:
+        set_checkpoint(tree.root, checkpoint)
     model = SpecModule(tree.root, first.fx, first.source.graph["name"])
     model.meta["nnspec"] = _info(first)  # before _attach, which reads it
     sigs = {}
@@ -233,9 +240,9 @@ class SpecModule(fx.GraphModule):
         root._parameters.update(self._parameters)
         root._buffers.update(self._buffers)
         root._non_persistent_buffers_set.update(self._non_persistent_buffers_set)
-        sigs = {name: (_graph_state(sig.graph), type(sig).__name__, sig.meta)
+        sigs = {name: (graph_state(sig.graph), type(sig).__name__, sig.meta)
                 for name, sig in self.__dict__["_nnspec_signatures"].items()}
-        return (_restore, (root, _graph_state(self.graph), type(self).__name__, dict(self.meta), sigs, self.training))
+        return (_restore, (root, graph_state(self.graph), type(self).__name__, dict(self.meta), sigs, self.training))
 
 
 def _signature_method(name: str) -> Callable[..., Any]:
@@ -247,49 +254,14 @@ def _signature_method(name: str) -> Callable[..., Any]:
     return method
 
 
-@dataclass(frozen=True)
-class _Value:
-    """A reference to an earlier fx node, by name, in a pickled graph (not a tuple, so that fx's
-    map_aggregate does not walk into it)."""
-
-    name: str
-
-
-GraphState = list[tuple[str, str, Any, Any, Any, Any, Any]]
-
-
-def _graph_state(graph: fx.Graph) -> GraphState:
-    """An fx graph as picklable rows: (op, name, target, args, kwargs, type, meta)."""
-    def ref(n: fx.Node) -> Any:
-        return _Value(n.name)
-
-    return [(n.op, n.name, n.target, fx.node.map_arg(n.args, ref), fx.node.map_arg(n.kwargs, ref), n.type,
-             {k: v for k, v in n.meta.items() if k == "nnspec"}) for n in graph.nodes]
-
-
-def _graph_from_state(state: GraphState) -> fx.Graph:
-    """The fx graph that `_graph_state` wrote, node for node."""
-    graph = fx.Graph()
-    made: dict[str, fx.Node] = {}
-
-    def value(arg: Any) -> Any:
-        return fx.node.map_aggregate(arg, lambda a: made[a.name] if isinstance(a, _Value) else a)
-
-    for op, name, target, args, kwargs, type_expr, meta in state:
-        node = graph.create_node(op, target, value(args), value(kwargs), name, type_expr)
-        node.meta.update(meta)
-        made[name] = node
-    return graph
-
-
 def _restore(root: nn.Module, graph: GraphState, class_name: str, meta: dict[str, Any],
              signatures: dict[str, tuple[GraphState, str, dict[str, Any]]], training: bool) -> SpecModule:
     """Unpickle a `SpecModule` (see `SpecModule.__reduce__`)."""
-    res = SpecModule(root, _graph_from_state(graph), class_name)
+    res = SpecModule(root, graph_from_state(graph), class_name)
     res.meta = meta
     sigs = {}
     for name, (sig_graph, sig_class, sig_meta) in signatures.items():
-        sigs[name] = fx.GraphModule(root, _graph_from_state(sig_graph), sig_class)
+        sigs[name] = fx.GraphModule(root, graph_from_state(sig_graph), sig_class)
         sigs[name].meta = sig_meta
     res._attach(sigs)
     return res.train(training)
