@@ -3,6 +3,7 @@ environment, imports as `nnspec` and runs the whole API and the command line fro
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -82,11 +83,12 @@ def test_the_wheel_imports_as_nnspec_in_a_fresh_environment(wheel: Path, tmp_pat
             "model = nnspec.to_torch(spec)\n"
             "print(sum(p.numel() for p in model.parameters()), len(nnspec.to_onnx(spec).graph.node) > 0)\n"
             "nnspec.render(spec, 'lenet5.dot')\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # nothing of this tree on the path
     run = subprocess.run([str(python), "-c", code], capture_output=True, text=True, check=False, cwd=tmp_path,
-                         timeout=300)
+                         timeout=300, env=env)
     assert run.returncode == 0, run.stderr
     assert run.stdout.split() == [nnspec.__version__, "61706", "61706", "True"], run.stdout
     assert "digraph" in (tmp_path / "lenet5.dot").read_text()
     for command in ([str(venv / "bin" / "nnspec"), "--version"], [str(python), "-m", "nnspec", "--version"]):
-        run = subprocess.run(command, capture_output=True, text=True, check=False, cwd=tmp_path, timeout=300)
+        run = subprocess.run(command, capture_output=True, text=True, check=False, cwd=tmp_path, timeout=300, env=env)
         assert run.returncode == 0 and nnspec.__version__ in run.stdout, run.stderr
