@@ -49,6 +49,7 @@ class _LazyGroup(click.Group):
         "export": "backends.onnx.commands:export",
         "run": "backends.onnx.commands:run",
         "check": "backends.onnx.commands:check",
+        "generate": "backends.onnx.generate_command:generate_command",
         "render": "backends.graphviz.commands:render",
         "import-weights": "backends.weightmap.commands:import_weights_command",
     }
