@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from .errors import did_you_mean
 from .expr import ExprError, substitute
 from .limits import Limits
-from .ops import OPS, VARIADIC
+from .ops import OPS, VARIADIC, Op
 from .params import has_expr
 from .source import DataPath
 from .spec import Spec
@@ -163,6 +163,8 @@ class Conditionals:
     def first_port(self, entry: _Entry, params: Mapping[str, Any]) -> tuple[str, ...]:
         """The first output port of an absent node (the one that passes its input on), as a 1-tuple."""
         op = self.op_name(entry, params, None)
+        if isinstance(op, str) and op in OPS and OPS[op].output_ports is Op.output_ports:
+            return OPS[op].OUTPUTS[:1]  # ports fixed by the op, not its arguments: no need to validate them
         if isinstance(op, str) and op in OPS:
             data = {k: v for k, v in entry.raw.items() if k != "when"}
             if not has_expr(data):  # ports may depend on the arguments (split's 0, 1, ...)

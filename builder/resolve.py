@@ -405,7 +405,7 @@ class _Expander(Conditionals):
         if tuple(outs) != p.model.output_ports():  # pragma: no cover - a bug in an op declaration
             raise AssertionError(f"op '{p.model.op}' inferred ports {tuple(outs)}, declares {p.model.output_ports()}")
         for port, t in outs.items():
-            unknown = sorted(t.symbols - self.symbols)
+            unknown = [] if all(d.is_Integer for d in t.shape) else sorted(t.symbols - self.symbols)
             if unknown:
                 have = ", ".join(sorted(self.symbols)) or "none: every input size is fixed"
                 self.diags.append(Diagnostic("shape-mismatch", f"output '{port}': size '{unknown[0]}' is no dim of the "
