@@ -67,6 +67,7 @@ def test_the_wheel_holds_the_front_door(wheel: Path) -> None:
 
 
 def test_the_wheel_imports_as_nnspec_in_a_fresh_environment(wheel: Path, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # nothing of this tree on the path
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     python = venv / "bin" / "python"
@@ -76,14 +77,13 @@ def test_the_wheel_imports_as_nnspec_in_a_fresh_environment(wheel: Path, tmp_pat
     # not run its .pth files: this tree's editable install stays out of the fresh environment.
     Path(site, "_deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     subprocess.run([str(python), "-m", "pip", "install", "--no-deps", "--no-index", "-q", str(wheel)],
-                   check=True, capture_output=True, timeout=300)
+                   check=True, capture_output=True, timeout=300, env=env)
     code = (f"import nnspec\nassert nnspec.__file__.startswith({str(venv)!r}), nnspec.__file__\n"
             f"spec = nnspec.load_spec({str(LENET)!r})\n"
             "print(nnspec.__version__, nnspec.param_count(nnspec.compile_graph(spec)))\n"
             "model = nnspec.to_torch(spec)\n"
             "print(sum(p.numel() for p in model.parameters()), len(nnspec.to_onnx(spec).graph.node) > 0)\n"
             "nnspec.render(spec, 'lenet5.dot')\n")
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # nothing of this tree on the path
     run = subprocess.run([str(python), "-c", code], capture_output=True, text=True, check=False, cwd=tmp_path,
                          timeout=300, env=env)
     assert run.returncode == 0, run.stderr
