@@ -33,6 +33,7 @@ from .clikit import (
     print_diagnostics,
     set_option,
     signature_option,
+    spec_source,
     write_text_atomic,
 )
 from .jsonout import emit, json_output
@@ -111,7 +112,7 @@ def validate(specs: tuple[str, ...], sets: tuple[str, ...], signature: str | Non
     failed = False
     for path in specs:
         try:
-            spec = load_spec(Path(path), parse_overrides(sets), parse_limits(limits))
+            spec = load_spec(spec_source(path), parse_overrides(sets), parse_limits(limits))
             if signature is not None and signature not in spec.signatures:
                 compile_graph(spec, signature)  # raises: no such signature, with did-you-mean
             graphs, warnings = check_spec(spec)

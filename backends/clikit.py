@@ -27,7 +27,7 @@ from . import jsonout
 __all__ = [
     "atomic_output", "fail", "json_option", "limit_option", "load_graph", "load_or_exit", "parse_limits", "parse_overrides",
     "load_plugins_or_exit", "plugin_option", "print_diagnostics",
-    "set_option", "signature_option", "write_text_atomic",
+    "set_option", "signature_option", "spec_source", "write_text_atomic",
 ]
 
 set_option = click.option(
@@ -99,10 +99,20 @@ def parse_limits(items: Sequence[str]) -> Limits:
         raise click.UsageError(f"--limit: {exc}") from None
 
 
+def spec_source(path: str) -> Path | str:
+    """What `load_spec` reads for a SPEC argument: the file, or for ``-`` the text on stdin."""
+    if path != "-":
+        return Path(path)
+    text = sys.stdin.read()
+    if not text.strip():
+        fail("no spec on stdin ('-' reads the spec from stdin)")
+    return text if "\n" in text else text + "\n"  # one line of text is text, not a file name
+
+
 def load_or_exit(path: str, sets: Sequence[str] = (), limits: Sequence[str] = (), as_json: bool = False) -> Spec:
     """Load a spec for a command; on errors print them (with positions) and exit 1."""
     try:
-        return load_spec(Path(path), parse_overrides(sets), parse_limits(limits))
+        return load_spec(spec_source(path), parse_overrides(sets), parse_limits(limits))
     except SpecError as exc:
         print_diagnostics(exc.diagnostics, as_json)
         sys.exit(1)

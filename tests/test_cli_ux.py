@@ -130,3 +130,32 @@ def test_a_repeat_whose_copies_differ_is_drawn_true_of_each_copy(suffix: str, tm
     conv1 = next(e for e in edges if ("b2.1.conv" in e or "b2_1_conv" in e) and ("b2.0" in e or "b2_0" in e))
     assert "batch×32×16×16" in conv0 and "batch×64×8×8" in conv1
     assert "55.7k params" in text  # the folded cluster's count is the total over both copies
+
+
+# --- inputs: float64 .npy files and a spec on stdin ----------------------------------------
+
+def test_a_float64_input_is_cast_with_a_note(tmp_path: Path) -> None:
+    import numpy as np
+
+    image = tmp_path / "image.npy"
+    np.save(image, np.random.default_rng(0).standard_normal((2, 1, 32, 32)))  # NumPy's default: float64
+    code, out, err = _run("run", str(ROOT / "specs" / "lenet5.yaml"), "--input", f"image={image}")
+    assert code == 0, err
+    assert "note: input 'image': float64 cast to float32 as the model declares" in err
+    assert out.startswith("logits: float32 [2, 10]")
+    np.save(image, np.zeros((2, 1, 32, 32), dtype=np.complex64))  # no cast keeps the meaning of this one
+    code, _, err = _run("run", str(ROOT / "specs" / "lenet5.yaml"), "--input", f"image={image}")
+    assert code == 1 and "image" in err and "note:" not in err
+
+
+@pytest.mark.parametrize("command", ["validate", "summary"])
+def test_a_spec_can_come_on_stdin(command: str) -> None:
+    text = (ROOT / "specs" / "lenet5.yaml").read_text()
+    result = CliRunner().invoke(cli, [command, "-"], input=text)
+    assert result.exit_code == 0, result.stderr
+    assert "61,706" in result.stdout
+    bad = "name: b\ninputs: {x: {shape: [4]}}\nnodes: {a: {op: nope, in: x}}\noutputs: {y: a}\n"
+    result = CliRunner().invoke(cli, [command, "-"], input=bad)
+    assert result.exit_code == 1 and ":3:13: error[unknown-op]: node 'a'" in result.stderr
+    result = CliRunner().invoke(cli, [command, "-"], input="")
+    assert result.exit_code == 1 and "no spec on stdin" in result.stderr

@@ -111,7 +111,7 @@ def test_run_spec_with_random_inputs_and_dims() -> None:
 
 @pytest.mark.parametrize(("array", "message"), [
     (np.zeros((2, 1, 32, 31), np.float32), "input 'image': dim 3 must be 32 float32 [batch, 1, 32, 32], got [2, 1, 32, 31]"),
-    (np.zeros((2, 1, 32, 32)), "input 'image': expected float32 [batch, 1, 32, 32], got float64 [2, 1, 32, 32]"),
+    (np.zeros((2, 1, 32, 32), np.int64), "input 'image': expected float32 [batch, 1, 32, 32], got int64 [2, 1, 32, 32]"),
 ])
 def test_run_bad_input_names_it(tmp_path: Path, array: np.ndarray, message: str) -> None:
     np.save(tmp_path / "x.npy", array)

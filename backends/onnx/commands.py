@@ -209,6 +209,32 @@ def _first_line(exc: BaseException) -> str:
     return f"node '{where}': {reason}" if where else reason
 
 
+_SAFE_CASTS = {("float64", "float32"), ("float64", "float16"), ("float32", "float16"), ("float16", "float32"),
+               ("int32", "int64"), ("int16", "int64"), ("int8", "int64"), ("uint8", "int64"), ("int64", "int32")}
+"""(given, wanted) dtypes an input is cast between, with a note: NumPy saves float64 and int32 by default."""
+
+
+def _cast_inputs(model: onnx.ModelProto, given: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Each given input in the dtype the model declares, where the cast keeps its meaning (a note says
+    so on stderr); other mismatches are left for `run_onnx` to refuse, naming the input."""
+    import numpy as np
+    import onnx
+
+    wanted = {vi.name: vi.type.tensor_type.elem_type for vi in model.graph.input}
+    out = dict(given)
+    for name, arr in given.items():
+        if name not in wanted or not wanted[name]:
+            continue
+        dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(wanted[name]))
+        if arr.dtype != dtype and (arr.dtype.name, dtype.name) in _SAFE_CASTS:
+            cast = arr.astype(dtype)
+            if np.issubdtype(dtype, np.integer) and not np.array_equal(cast, arr):
+                continue  # values that do not fit: run_onnx names the dtype mismatch
+            out[name] = cast
+            click.echo(f"note: input '{name}': {arr.dtype} cast to {dtype} as the model declares", err=True)
+    return out
+
+
 def _preview(arr: np.ndarray, n: int = 6) -> str:
     import numpy as np
 
@@ -270,6 +296,7 @@ def run(model: str, inputs: tuple[str, ...], use_random: bool, dims: tuple[str, 
         if name not in names:
             hint = "".join(f" ({h})" for h in did_you_mean(name, names))
             fail(f"the model has no input '{name}'{hint}; its inputs: {', '.join(names)}")
+    given = _cast_inputs(proto, given)
     missing = [n for n in names if n not in given]
     if missing and not use_random:
         fail(f"no value for input(s) {', '.join(missing)}: give --input NAME=FILE.npy, or --random")
