@@ -53,7 +53,8 @@ def quantize_int8(model: onnx.ModelProto, per_channel: bool = True) -> onnx.Mode
         onnx.save(model, str(src), save_as_external_data=big, location="fp32.onnx.data" if big else None)
         try:
             quantize_dynamic(src, dst, op_types_to_quantize=list(QUANTIZED_OPS), per_channel=per_channel,
-                             weight_type=QuantType.QInt8, use_external_data_format=big)
+                             weight_type=QuantType.QInt8, use_external_data_format=big,
+                             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})  # past fused ops
         except Exception as exc:  # the quantizer raises plain exceptions of many types
             raise DeployError(f"onnxruntime's quantizer failed: {type(exc).__name__}: {exc}") from exc
         finally:
