@@ -98,3 +98,31 @@ mermaid.render("d", {json.dumps(mmd)}).then(
     result = re.search(r'<body[^>]*data-result="([^"]*)"', dom)
     assert result and result.group(1) == "ok", result.group(1) if result else dom[-2000:]
     assert dom.count('class="node') >= 5
+
+
+@pytest.mark.skipif(MERMAID_JS is None, reason="no mermaid.min.js (set NNSPEC_MERMAID_JS, or `npm install mermaid` "
+                                               "in the repository root) to check the .mmd files with Mermaid itself")
+@pytest.mark.parametrize("spec", ["lenet5", "transformer"])
+def test_mermaid_legend_sits_below_the_diagram(spec: str, tmp_path: Path) -> None:
+    """Unlinked, the legend was laid out beside the diagram's top and pushed it aside."""
+    assert MERMAID_JS is not None
+    mmd = render(ROOT / "specs" / f"{spec}.yaml", tmp_path / f"{spec}.mmd").read_text()
+    page = tmp_path / "legend.html"
+    page.write_text(f"""<!DOCTYPE html><html><body><div id="out">pending</div>
+<script src="{Path(MERMAID_JS).as_uri()}"></script>
+<script>
+mermaid.initialize({{startOnLoad: false}});
+mermaid.render("d", {json.dumps(mmd)}).then(function (r) {{
+  document.getElementById("out").innerHTML = r.svg;
+  var svg = document.querySelector("#out svg");
+  var legend = Array.from(svg.querySelectorAll("g.cluster")).find(function (g) {{ return /legend$/.test(g.id); }});
+  var top = legend.getBoundingClientRect().top, bottom = 0;
+  svg.querySelectorAll("g.node").forEach(function (n) {{
+    if (!/legend_/.test(n.id)) {{ bottom = Math.max(bottom, n.getBoundingClientRect().bottom); }}
+  }});
+  document.body.dataset.result = top > bottom ? "below" : "legend top " + top + " above the nodes' bottom " + bottom;
+}}, function (e) {{ document.body.dataset.result = "error: " + String(e && e.message || e); }});
+</script></body></html>""")
+    dom = dump_dom(page.as_uri(), budget_ms=20000)
+    result = re.search(r'<body[^>]*data-result="([^"]*)"', dom)
+    assert result and result.group(1) == "below", result.group(1) if result else dom[-2000:]

@@ -134,4 +134,9 @@ def to_mermaid(view: View, opt: Options) -> str:
     if len(kinds) > 1:  # invisible links lay the swatches out in one row
         out.append("    " + " ~~~ ".join(f"legend_{k}" for k in kinds))
     out.append("  end")
+    # Unlinked, the legend is a graph of its own that the layout puts beside the diagram's top,
+    # pushing it aside; an invisible link from the last output ranks it below (right of, in LR).
+    last = [i for i in view.items if i.kind == "output"][-1:] or list(view.items[-1:])
+    if kinds and last:
+        out.append(f"  {ids(last[0].key)} ~~~ legend")
     return "\n".join(out) + "\n"
