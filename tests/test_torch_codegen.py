@@ -73,8 +73,9 @@ def test_emitted_source_imports_only_torch(name: str) -> None:
     imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     assert imported == {"torch"}
     assert not any(isinstance(n, ast.ImportFrom) for n in ast.walk(tree))
-    classes = [n for n in tree.body if isinstance(n, ast.ClassDef)]
-    assert len(classes) == 1
+    classes = [n.name for n in tree.body if isinstance(n, ast.ClassDef)]
+    assert classes[-1] == class_name(name)  # the block classes first, then the model
+    assert len(classes) == len(set(classes))
 
 
 def test_emitted_initialisation_is_pytorch_default(tmp_path: Path) -> None:
@@ -109,6 +110,30 @@ def test_golden_emit_python(name: str) -> None:
         path.write_text(source)
     assert path.exists(), f"no golden file {path}; create it with NNSPEC_UPDATE_GOLDEN=1"
     assert source == path.read_text(), f"{path} differs; if the change is intended, refresh with NNSPEC_UPDATE_GOLDEN=1"
+
+
+@pytest.mark.parametrize(("name", "most"), [("gpt", 150), ("transformer", 250)])
+def test_emitted_source_reads_like_hand_written_pytorch(name: str, most: int) -> None:
+    """One class per block, a ModuleList and a loop for each repeat, names from the spec, no fx
+    temporaries; GPT-2 small and the Transformer base fit nanoGPT-like line budgets (forward only)."""
+    source = emit_python(f"specs/{name}.yaml")
+    assert "getattr(" not in source and "getitem" not in source and "unflatten_" not in source
+    assert "torch.nn.ModuleList([" in source and "for layer in self." in source
+    forward_only = _forward_only(source)
+    assert len(forward_only.splitlines()) <= most, forward_only
+
+
+def _forward_only(source: str) -> str:
+    """`source` without the signature methods (each class keeps __init__ and forward)."""
+    out, skipping = [], False
+    for line in source.splitlines():
+        if line.startswith("    def "):
+            skipping = not (line.startswith("    def forward(") or line.startswith("    def __init__("))
+        elif line and not line.startswith(" "):
+            skipping = False
+        if not skipping:
+            out.append(line)
+    return "\n".join(out)
 
 
 def test_emit_python_is_deterministic() -> None:

@@ -32,7 +32,7 @@ from builder.resolve import BlockCall, Frame
 
 from .emitter import RESERVED_NAMES
 
-__all__ = ["BlockModule", "Repeat", "class_name", "nest", "repeat", "set_checkpoint"]
+__all__ = ["BlockModule", "Folded", "Repeat", "block_of", "class_name", "fold", "nest", "repeat", "set_checkpoint"]
 
 SCOPE = "nnspec_scope"
 """fx node meta key: the block frames around the spec node whose lowering made the fx node."""
@@ -240,6 +240,7 @@ class _Folder:
         self.blocks: dict[str, fx.Graph] = {}  # block call path -> its graph
         self.arity: dict[str, int] = {}  # block call path -> how many results its forward returns
         self.repeats: dict[str, bool] = {}  # repeat path -> whether its copies return tuples
+        self.looped: set[str] = set()  # the repeats called as one loop
 
     def run(self) -> None:
         for node in self.graph.nodes:
@@ -375,6 +376,7 @@ class _Folder:
             self._adopt_as_is(region.parent, members)
             return
         last = copies[-1]
+        self.looped.add(path)
         with self.graph.inserting_after(last):
             call = self.graph.call_module(path, copies[0].args)
         call.meta.update({k: v for k, v in last.meta.items() if k == "nnspec"})
@@ -412,6 +414,32 @@ class _Folder:
         return all(m in allowed for m in members)
 
 
+@dataclass(frozen=True)
+class Folded:
+    """A flat fx graph folded into block calls (see `fold`).
+
+    Attributes:
+        blocks: each block call's path and its graph (targets relative to the call's module).
+        repeats: each repeat's path, and whether its copies return tuples.
+        looped: the repeats whose copies the parent runs as one loop (the others: copy by copy).
+        calls: the block calls of the checked graph, by path.
+    """
+
+    blocks: dict[str, fx.Graph]
+    repeats: dict[str, bool]
+    looped: set[str]
+    calls: dict[str, BlockCall]
+
+
+def fold(graph: fx.Graph, g: nx.MultiDiGraph, values: Mapping[TensorRef, fx.Node]) -> Folded:
+    """Fold the flat fx graph of checked graph `g` into block calls, innermost first: `graph` is
+    rewritten to call a module at each outermost block call's path (a repeat's path where its
+    copies run as a loop), and each call's own graph is returned."""
+    folder = _Folder(graph, g, values)
+    folder.run()
+    return Folded(folder.blocks, folder.repeats, folder.looped, folder.calls)
+
+
 def nest(graph: fx.Graph, g: nx.MultiDiGraph, values: Mapping[TensorRef, fx.Node], root: nn.Module) -> fx.Graph:
     """Fold the flat fx graph of checked graph `g` (lowered over `root`'s submodules) into block calls.
 
@@ -421,21 +449,25 @@ def nest(graph: fx.Graph, g: nx.MultiDiGraph, values: Mapping[TensorRef, fx.Node
     Returns:
         `graph`, now the top level only.
     """
-    folder = _Folder(graph, g, values)
-    folder.run()
+    folded = fold(graph, g, values)
     docs: dict[str, str | None] = g.graph.get("block_docs", {})
-    for path in sorted({*folder.blocks, *folder.repeats}, key=lambda p: -p.count(".")):
-        if path in folder.blocks:
-            call = folder.calls.get(path)
-            block = call.block if call is not None else path.rpartition(".")[2]
-            made = BlockModule(_container(root, path), folder.blocks[path], class_name(block))
+    for path in sorted(dict.fromkeys([*folded.blocks, *folded.repeats]), key=lambda p: -p.count(".")):
+        if path in folded.blocks:
+            block = block_of(folded, path)
+            made = BlockModule(_container(root, path), folded.blocks[path], class_name(block))
             made.meta["block"] = block
             type(made).__doc__ = docs.get(block) or f"Block '{block}'."
             _install(root, path, made)
         else:
             copies = [m for m in _container(root, path)._modules.values() if m is not None]
-            _install(root, path, repeat(copies, _arg_names(copies[0]), folder.repeats[path]))
+            _install(root, path, repeat(copies, _arg_names(copies[0]), folded.repeats[path]))
     return graph  # well formed by construction; the tests lint every block's graph
+
+
+def block_of(folded: Folded, path: str) -> str:
+    """The name of the block that the call at `path` runs."""
+    call = folded.calls.get(path)
+    return call.block if call is not None else path.rpartition(".")[2]
 
 
 def _arg_names(block: nn.Module) -> tuple[str, ...]:

@@ -356,6 +356,7 @@ class Emitter:
         made = self.fx._root.prev
         while made is not before:  # the block calls around the node, for `blocks.nest`
             made.meta["nnspec_scope"] = node.scope
+            made.meta["nnspec_owner"] = node.id  # names its temporaries in generated code
             made = made.prev
         self._node = None
 

@@ -6,6 +6,49 @@ Standalone: needs only torch. The state_dict keys are the spec's node ids.
 import torch
 
 
+class Layer(torch.nn.Module):
+    """Self-attention and a GELU feed-forward network, each in a residual and LayerNorm."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.attention = torch.nn.MultiheadAttention(768, 12, dropout=0.1, bias=True, batch_first=True)
+        torch.nn.init.normal_(self.attention.in_proj_weight, mean=0.0, std=0.02)
+        torch.nn.init.normal_(self.attention.out_proj.weight, mean=0.0, std=0.02)
+        self.attention_dropout = torch.nn.Dropout(p=0.1)
+        self.attention_norm = torch.nn.LayerNorm(768, eps=1e-12, elementwise_affine=True)
+        self.intermediate = torch.nn.utils.skip_init(torch.nn.Linear, 768, 3072, bias=True)
+        torch.nn.init.normal_(self.intermediate.weight, mean=0.0, std=0.02)
+        torch.nn.init.zeros_(self.intermediate.bias)
+        self.output = torch.nn.utils.skip_init(torch.nn.Linear, 3072, 768, bias=True)
+        torch.nn.init.normal_(self.output.weight, mean=0.0, std=0.02)
+        torch.nn.init.zeros_(self.output.bias)
+        self.output_dropout = torch.nn.Dropout(p=0.1)
+        self.output_norm = torch.nn.LayerNorm(768, eps=1e-12, elementwise_affine=True)
+
+    def forward(self, x: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+        attention_linear = torch.nn.functional.linear(x, self.attention.in_proj_weight, self.attention.in_proj_bias)
+        attention_split = attention_linear.split(768, -1)
+        attention_q = attention_split[0].unflatten(-1, (12, 64)).transpose(1, 2)
+        attention_k = attention_split[1].unflatten(-1, (12, 64)).transpose(1, 2)
+        attention_v = attention_split[2].unflatten(-1, (12, 64)).transpose(1, 2)
+        attention_scaled_dot_product_attention = torch.nn.functional.scaled_dot_product_attention(
+            attention_q, attention_k, attention_v,
+            attn_mask=pad.logical_not().unsqueeze(1).unsqueeze(1), dropout_p=(self.training * 0.1))
+        attention_flatten = attention_scaled_dot_product_attention.transpose(1, 2).flatten(2)
+        attention = torch.nn.functional.linear(
+            attention_flatten, self.attention.out_proj.weight, self.attention.out_proj.bias)  # (batch, seq, 768)
+        attention_dropout = self.attention_dropout(attention)
+        attention_res = x + attention_dropout
+        attention_norm = self.attention_norm(attention_res)
+        intermediate = self.intermediate(attention_norm)  # (batch, seq, 3072)
+        gelu = torch.nn.functional.gelu(intermediate, approximate='none')
+        output = self.output(gelu)  # (batch, seq, 768)
+        output_dropout = self.output_dropout(output)
+        output_res = attention_norm + output_dropout
+        output_norm = self.output_norm(output_res)
+        return output_norm
+
+
 class Bert(torch.nn.Module):
     """BERT-base (Devlin et al., 2019, "BERT: pre-training of deep bidirectional transformers for
     language understanding"): token, segment and learned position embeddings, 12 post-LayerNorm
@@ -27,175 +70,7 @@ class Bert(torch.nn.Module):
         torch.nn.init.normal_(self.position_embeddings.weight, mean=0.0, std=0.02)
         self.embeddings_norm = torch.nn.LayerNorm(768, eps=1e-12, elementwise_affine=True)
         self.embeddings_dropout = torch.nn.Dropout(p=0.1)
-        self.encoder = torch.nn.Module()
-        self.encoder.add_module("0", torch.nn.Module())
-        getattr(self.encoder, "0").attention = torch.nn.MultiheadAttention(768, 12, dropout=0.1, bias=True, batch_first=True)
-        torch.nn.init.normal_(getattr(self.encoder, "0").attention.in_proj_weight, mean=0.0, std=0.02)
-        torch.nn.init.normal_(getattr(self.encoder, "0").attention.out_proj.weight, mean=0.0, std=0.02)
-        getattr(self.encoder, "0").attention_dropout = torch.nn.Dropout(p=0.1)
-        getattr(self.encoder, "0").attention_norm = torch.nn.LayerNorm(768, eps=1e-12, elementwise_affine=True)
-        getattr(self.encoder, "0").intermediate = torch.nn.utils.skip_init(torch.nn.Linear, 768, 3072, bias=True)
-        torch.nn.init.normal_(getattr(self.encoder, "0").intermediate.weight, mean=0.0, std=0.02)
-        torch.nn.init.zeros_(getattr(self.encoder, "0").intermediate.bias)
-        getattr(self.encoder, "0").output = torch.nn.utils.skip_init(torch.nn.Linear, 3072, 768, bias=True)
-        torch.nn.init.normal_(getattr(self.encoder, "0").output.weight, mean=0.0, std=0.02)
-        torch.nn.init.zeros_(getattr(self.encoder, "0").output.bias)
-        getattr(self.encoder, "0").output_dropout = torch.nn.Dropout(p=0.1)
-        getattr(self.encoder, "0").output_norm = torch.nn.LayerNorm(768, eps=1e-12, elementwise_affine=True)
-        self.encoder.add_module("1", torch.nn.Module())
-        getattr(self.encoder, "1").attention = torch.nn.MultiheadAttention(768, 12, dropout=0.1, bias=True, batch_first=True)
-        torch.nn.init.normal_(getattr(self.encoder, "1").attention.in_proj_weight, mean=0.0, std=0.02)
-        torch.nn.init.normal_(getattr(self.encoder, "1").attention.out_proj.weight, mean=0.0, std=0.02)
-        getattr(self.encoder, "1").attention_dropout = torch.nn.Dropout(p=0.1)
-        getattr(self.encoder, "1").attention_norm = torch.nn.LayerNorm(768, eps=1e-12, elementwise_affine=True)
-        getattr(self.encoder, "1").intermediate = torch.nn.utils.skip_init(torch.nn.Linear, 768, 3072, bias=True)
-        torch.nn.init.normal_(getattr(self.encoder, "1").intermediate.weight, mean=0.0, std=0.02)
-        torch.nn.init.zeros_(getattr(self.encoder, "1").intermediate.bias)
-        getattr(self.encoder, "1").output = torch.nn.utils.skip_init(torch.nn.Linear, 3072, 768, bias=True)
-        torch.nn.init.normal_(getattr(self.encoder, "1").output.weight, mean=0.0, std=0.02)
-        torch.nn.init.zeros_(getattr(self.encoder, "1").output.bias)
-        getattr(self.encoder, "1").output_dropout = torch.nn.Dropout(p=0.1)
-        getattr(self.encoder, "1").output_norm = torch.nn.LayerNorm(768, eps=1e-12, elementwise_affine=True)
-        self.encoder.add_module("2", torch.nn.Module())
-        getattr(self.encoder, "2").attention = torch.nn.MultiheadAttention(768, 12, dropout=0.1, bias=True, batch_first=True)
-        torch.nn.init.normal_(getattr(self.encoder, "2").attention.in_proj_weight, mean=0.0, std=0.02)
-        torch.nn.init.normal_(getattr(self.encoder, "2").attention.out_proj.weight, mean=0.0, std=0.02)
-        getattr(self.encoder, "2").attention_dropout = torch.nn.Dropout(p=0.1)
-        getattr(self.encoder, "2").attention_norm = torch.nn.LayerNorm(768, eps=1e-12, elementwise_affine=True)
-        getattr(self.encoder, "2").intermediate = torch.nn.utils.skip_init(torch.nn.Linear, 768, 3072, bias=True)
-        torch.nn.init.normal_(getattr(self.encoder, "2").intermediate.weight, mean=0.0, std=0.02)
-        torch.nn.init.zeros_(getattr(self.encoder, "2").intermediate.bias)
-        getattr(self.encoder, "2").output = torch.nn.utils.skip_init(torch.nn.Linear, 3072, 768, bias=True)
-        torch.nn.init.normal_(getattr(self.encoder, "2").output.weight, mean=0.0, std=0.02)
-        torch.nn.init.zeros_(getattr(self.encoder, "2").output.bias)
-        getattr(self.encoder, "2").output_dropout = torch.nn.Dropout(p=0.1)
-        getattr(self.encoder, "2").output_norm = torch.nn.LayerNorm(768, eps=1e-12, elementwise_affine=True)
-        self.encoder.add_module("3", torch.nn.Module())
-        getattr(self.encoder, "3").attention = torch.nn.MultiheadAttention(768, 12, dropout=0.1, bias=True, batch_first=True)
-        torch.nn.init.normal_(getattr(self.encoder, "3").attention.in_proj_weight, mean=0.0, std=0.02)
-        torch.nn.init.normal_(getattr(self.encoder, "3").attention.out_proj.weight, mean=0.0, std=0.02)
-        getattr(self.encoder, "3").attention_dropout = torch.nn.Dropout(p=0.1)
-        getattr(self.encoder, "3").attention_norm = torch.nn.LayerNorm(768, eps=1e-12, elementwise_affine=True)
-        getattr(self.encoder, "3").intermediate = torch.nn.utils.skip_init(torch.nn.Linear, 768, 3072, bias=True)
-        torch.nn.init.normal_(getattr(self.encoder, "3").intermediate.weight, mean=0.0, std=0.02)
-        torch.nn.init.zeros_(getattr(self.encoder, "3").intermediate.bias)
-        getattr(self.encoder, "3").output = torch.nn.utils.skip_init(torch.nn.Linear, 3072, 768, bias=True)
-        torch.nn.init.normal_(getattr(self.encoder, "3").output.weight, mean=0.0, std=0.02)
-        torch.nn.init.zeros_(getattr(self.encoder, "3").output.bias)
-        getattr(self.encoder, "3").output_dropout = torch.nn.Dropout(p=0.1)
-        getattr(self.encoder, "3").output_norm = torch.nn.LayerNorm(768, eps=1e-12, elementwise_affine=True)
-        self.encoder.add_module("4", torch.nn.Module())
-        getattr(self.encoder, "4").attention = torch.nn.MultiheadAttention(768, 12, dropout=0.1, bias=True, batch_first=True)
-        torch.nn.init.normal_(getattr(self.encoder, "4").attention.in_proj_weight, mean=0.0, std=0.02)
-        torch.nn.init.normal_(getattr(self.encoder, "4").attention.out_proj.weight, mean=0.0, std=0.02)
-        getattr(self.encoder, "4").attention_dropout = torch.nn.Dropout(p=0.1)
-        getattr(self.encoder, "4").attention_norm = torch.nn.LayerNorm(768, eps=1e-12, elementwise_affine=True)
-        getattr(self.encoder, "4").intermediate = torch.nn.utils.skip_init(torch.nn.Linear, 768, 3072, bias=True)
-        torch.nn.init.normal_(getattr(self.encoder, "4").intermediate.weight, mean=0.0, std=0.02)
-        torch.nn.init.zeros_(getattr(self.encoder, "4").intermediate.bias)
-        getattr(self.encoder, "4").output = torch.nn.utils.skip_init(torch.nn.Linear, 3072, 768, bias=True)
-        torch.nn.init.normal_(getattr(self.encoder, "4").output.weight, mean=0.0, std=0.02)
-        torch.nn.init.zeros_(getattr(self.encoder, "4").output.bias)
-        getattr(self.encoder, "4").output_dropout = torch.nn.Dropout(p=0.1)
-        getattr(self.encoder, "4").output_norm = torch.nn.LayerNorm(768, eps=1e-12, elementwise_affine=True)
-        self.encoder.add_module("5", torch.nn.Module())
-        getattr(self.encoder, "5").attention = torch.nn.MultiheadAttention(768, 12, dropout=0.1, bias=True, batch_first=True)
-        torch.nn.init.normal_(getattr(self.encoder, "5").attention.in_proj_weight, mean=0.0, std=0.02)
-        torch.nn.init.normal_(getattr(self.encoder, "5").attention.out_proj.weight, mean=0.0, std=0.02)
-        getattr(self.encoder, "5").attention_dropout = torch.nn.Dropout(p=0.1)
-        getattr(self.encoder, "5").attention_norm = torch.nn.LayerNorm(768, eps=1e-12, elementwise_affine=True)
-        getattr(self.encoder, "5").intermediate = torch.nn.utils.skip_init(torch.nn.Linear, 768, 3072, bias=True)
-        torch.nn.init.normal_(getattr(self.encoder, "5").intermediate.weight, mean=0.0, std=0.02)
-        torch.nn.init.zeros_(getattr(self.encoder, "5").intermediate.bias)
-        getattr(self.encoder, "5").output = torch.nn.utils.skip_init(torch.nn.Linear, 3072, 768, bias=True)
-        torch.nn.init.normal_(getattr(self.encoder, "5").output.weight, mean=0.0, std=0.02)
-        torch.nn.init.zeros_(getattr(self.encoder, "5").output.bias)
-        getattr(self.encoder, "5").output_dropout = torch.nn.Dropout(p=0.1)
-        getattr(self.encoder, "5").output_norm = torch.nn.LayerNorm(768, eps=1e-12, elementwise_affine=True)
-        self.encoder.add_module("6", torch.nn.Module())
-        getattr(self.encoder, "6").attention = torch.nn.MultiheadAttention(768, 12, dropout=0.1, bias=True, batch_first=True)
-        torch.nn.init.normal_(getattr(self.encoder, "6").attention.in_proj_weight, mean=0.0, std=0.02)
-        torch.nn.init.normal_(getattr(self.encoder, "6").attention.out_proj.weight, mean=0.0, std=0.02)
-        getattr(self.encoder, "6").attention_dropout = torch.nn.Dropout(p=0.1)
-        getattr(self.encoder, "6").attention_norm = torch.nn.LayerNorm(768, eps=1e-12, elementwise_affine=True)
-        getattr(self.encoder, "6").intermediate = torch.nn.utils.skip_init(torch.nn.Linear, 768, 3072, bias=True)
-        torch.nn.init.normal_(getattr(self.encoder, "6").intermediate.weight, mean=0.0, std=0.02)
-        torch.nn.init.zeros_(getattr(self.encoder, "6").intermediate.bias)
-        getattr(self.encoder, "6").output = torch.nn.utils.skip_init(torch.nn.Linear, 3072, 768, bias=True)
-        torch.nn.init.normal_(getattr(self.encoder, "6").output.weight, mean=0.0, std=0.02)
-        torch.nn.init.zeros_(getattr(self.encoder, "6").output.bias)
-        getattr(self.encoder, "6").output_dropout = torch.nn.Dropout(p=0.1)
-        getattr(self.encoder, "6").output_norm = torch.nn.LayerNorm(768, eps=1e-12, elementwise_affine=True)
-        self.encoder.add_module("7", torch.nn.Module())
-        getattr(self.encoder, "7").attention = torch.nn.MultiheadAttention(768, 12, dropout=0.1, bias=True, batch_first=True)
-        torch.nn.init.normal_(getattr(self.encoder, "7").attention.in_proj_weight, mean=0.0, std=0.02)
-        torch.nn.init.normal_(getattr(self.encoder, "7").attention.out_proj.weight, mean=0.0, std=0.02)
-        getattr(self.encoder, "7").attention_dropout = torch.nn.Dropout(p=0.1)
-        getattr(self.encoder, "7").attention_norm = torch.nn.LayerNorm(768, eps=1e-12, elementwise_affine=True)
-        getattr(self.encoder, "7").intermediate = torch.nn.utils.skip_init(torch.nn.Linear, 768, 3072, bias=True)
-        torch.nn.init.normal_(getattr(self.encoder, "7").intermediate.weight, mean=0.0, std=0.02)
-        torch.nn.init.zeros_(getattr(self.encoder, "7").intermediate.bias)
-        getattr(self.encoder, "7").output = torch.nn.utils.skip_init(torch.nn.Linear, 3072, 768, bias=True)
-        torch.nn.init.normal_(getattr(self.encoder, "7").output.weight, mean=0.0, std=0.02)
-        torch.nn.init.zeros_(getattr(self.encoder, "7").output.bias)
-        getattr(self.encoder, "7").output_dropout = torch.nn.Dropout(p=0.1)
-        getattr(self.encoder, "7").output_norm = torch.nn.LayerNorm(768, eps=1e-12, elementwise_affine=True)
-        self.encoder.add_module("8", torch.nn.Module())
-        getattr(self.encoder, "8").attention = torch.nn.MultiheadAttention(768, 12, dropout=0.1, bias=True, batch_first=True)
-        torch.nn.init.normal_(getattr(self.encoder, "8").attention.in_proj_weight, mean=0.0, std=0.02)
-        torch.nn.init.normal_(getattr(self.encoder, "8").attention.out_proj.weight, mean=0.0, std=0.02)
-        getattr(self.encoder, "8").attention_dropout = torch.nn.Dropout(p=0.1)
-        getattr(self.encoder, "8").attention_norm = torch.nn.LayerNorm(768, eps=1e-12, elementwise_affine=True)
-        getattr(self.encoder, "8").intermediate = torch.nn.utils.skip_init(torch.nn.Linear, 768, 3072, bias=True)
-        torch.nn.init.normal_(getattr(self.encoder, "8").intermediate.weight, mean=0.0, std=0.02)
-        torch.nn.init.zeros_(getattr(self.encoder, "8").intermediate.bias)
-        getattr(self.encoder, "8").output = torch.nn.utils.skip_init(torch.nn.Linear, 3072, 768, bias=True)
-        torch.nn.init.normal_(getattr(self.encoder, "8").output.weight, mean=0.0, std=0.02)
-        torch.nn.init.zeros_(getattr(self.encoder, "8").output.bias)
-        getattr(self.encoder, "8").output_dropout = torch.nn.Dropout(p=0.1)
-        getattr(self.encoder, "8").output_norm = torch.nn.LayerNorm(768, eps=1e-12, elementwise_affine=True)
-        self.encoder.add_module("9", torch.nn.Module())
-        getattr(self.encoder, "9").attention = torch.nn.MultiheadAttention(768, 12, dropout=0.1, bias=True, batch_first=True)
-        torch.nn.init.normal_(getattr(self.encoder, "9").attention.in_proj_weight, mean=0.0, std=0.02)
-        torch.nn.init.normal_(getattr(self.encoder, "9").attention.out_proj.weight, mean=0.0, std=0.02)
-        getattr(self.encoder, "9").attention_dropout = torch.nn.Dropout(p=0.1)
-        getattr(self.encoder, "9").attention_norm = torch.nn.LayerNorm(768, eps=1e-12, elementwise_affine=True)
-        getattr(self.encoder, "9").intermediate = torch.nn.utils.skip_init(torch.nn.Linear, 768, 3072, bias=True)
-        torch.nn.init.normal_(getattr(self.encoder, "9").intermediate.weight, mean=0.0, std=0.02)
-        torch.nn.init.zeros_(getattr(self.encoder, "9").intermediate.bias)
-        getattr(self.encoder, "9").output = torch.nn.utils.skip_init(torch.nn.Linear, 3072, 768, bias=True)
-        torch.nn.init.normal_(getattr(self.encoder, "9").output.weight, mean=0.0, std=0.02)
-        torch.nn.init.zeros_(getattr(self.encoder, "9").output.bias)
-        getattr(self.encoder, "9").output_dropout = torch.nn.Dropout(p=0.1)
-        getattr(self.encoder, "9").output_norm = torch.nn.LayerNorm(768, eps=1e-12, elementwise_affine=True)
-        self.encoder.add_module("10", torch.nn.Module())
-        getattr(self.encoder, "10").attention = torch.nn.MultiheadAttention(768, 12, dropout=0.1, bias=True, batch_first=True)
-        torch.nn.init.normal_(getattr(self.encoder, "10").attention.in_proj_weight, mean=0.0, std=0.02)
-        torch.nn.init.normal_(getattr(self.encoder, "10").attention.out_proj.weight, mean=0.0, std=0.02)
-        getattr(self.encoder, "10").attention_dropout = torch.nn.Dropout(p=0.1)
-        getattr(self.encoder, "10").attention_norm = torch.nn.LayerNorm(768, eps=1e-12, elementwise_affine=True)
-        getattr(self.encoder, "10").intermediate = torch.nn.utils.skip_init(torch.nn.Linear, 768, 3072, bias=True)
-        torch.nn.init.normal_(getattr(self.encoder, "10").intermediate.weight, mean=0.0, std=0.02)
-        torch.nn.init.zeros_(getattr(self.encoder, "10").intermediate.bias)
-        getattr(self.encoder, "10").output = torch.nn.utils.skip_init(torch.nn.Linear, 3072, 768, bias=True)
-        torch.nn.init.normal_(getattr(self.encoder, "10").output.weight, mean=0.0, std=0.02)
-        torch.nn.init.zeros_(getattr(self.encoder, "10").output.bias)
-        getattr(self.encoder, "10").output_dropout = torch.nn.Dropout(p=0.1)
-        getattr(self.encoder, "10").output_norm = torch.nn.LayerNorm(768, eps=1e-12, elementwise_affine=True)
-        self.encoder.add_module("11", torch.nn.Module())
-        getattr(self.encoder, "11").attention = torch.nn.MultiheadAttention(768, 12, dropout=0.1, bias=True, batch_first=True)
-        torch.nn.init.normal_(getattr(self.encoder, "11").attention.in_proj_weight, mean=0.0, std=0.02)
-        torch.nn.init.normal_(getattr(self.encoder, "11").attention.out_proj.weight, mean=0.0, std=0.02)
-        getattr(self.encoder, "11").attention_dropout = torch.nn.Dropout(p=0.1)
-        getattr(self.encoder, "11").attention_norm = torch.nn.LayerNorm(768, eps=1e-12, elementwise_affine=True)
-        getattr(self.encoder, "11").intermediate = torch.nn.utils.skip_init(torch.nn.Linear, 768, 3072, bias=True)
-        torch.nn.init.normal_(getattr(self.encoder, "11").intermediate.weight, mean=0.0, std=0.02)
-        torch.nn.init.zeros_(getattr(self.encoder, "11").intermediate.bias)
-        getattr(self.encoder, "11").output = torch.nn.utils.skip_init(torch.nn.Linear, 3072, 768, bias=True)
-        torch.nn.init.normal_(getattr(self.encoder, "11").output.weight, mean=0.0, std=0.02)
-        torch.nn.init.zeros_(getattr(self.encoder, "11").output.bias)
-        getattr(self.encoder, "11").output_dropout = torch.nn.Dropout(p=0.1)
-        getattr(self.encoder, "11").output_norm = torch.nn.LayerNorm(768, eps=1e-12, elementwise_affine=True)
+        self.encoder = torch.nn.ModuleList([Layer() for _ in range(12)])
         self.pooler = torch.nn.utils.skip_init(torch.nn.Linear, 768, 768, bias=True)
         torch.nn.init.normal_(self.pooler.weight, mean=0.0, std=0.02)
         torch.nn.init.zeros_(self.pooler.bias)
@@ -204,428 +79,35 @@ class Bert(torch.nn.Module):
         torch.nn.init.zeros_(self.mlm_transform.bias)
         self.mlm_norm = torch.nn.LayerNorm(768, eps=1e-12, elementwise_affine=True)
         self.mlm_decoder = torch.nn.Module()
-        self.mlm_decoder.register_parameter("bias", torch.nn.Parameter(torch.empty(30522).uniform_(-0.036084391824351615, 0.036084391824351615)))
+        self.mlm_decoder.register_parameter(
+            "bias",
+            torch.nn.Parameter(torch.empty(30522).uniform_(-0.036084391824351615, 0.036084391824351615)))
         torch.nn.init.zeros_(self.mlm_decoder.bias)
         self.nsp = torch.nn.utils.skip_init(torch.nn.Linear, 768, 2, bias=True)
         torch.nn.init.normal_(self.nsp.weight, mean=0.0, std=0.02)
         torch.nn.init.zeros_(self.nsp.bias)
 
-    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor, padding_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, input_ids: torch.Tensor, token_type_ids: torch.Tensor, padding_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns mlm_logits, nsp_logits."""
         word_embeddings = self.word_embeddings(input_ids)  # (batch, seq, 768)
         token_type_embeddings = self.token_type_embeddings(token_type_ids)  # (batch, seq, 768)
         embeddings_sum = word_embeddings + token_type_embeddings
-        seq = embeddings_sum.size(1)
-        embeddings_sum_device = embeddings_sum.device
-        positions = torch.arange(seq, device=embeddings_sum_device)
-        position_embeddings_call = self.position_embeddings(positions)
+        position_embeddings_positions = torch.arange(embeddings_sum.size(1), device=embeddings_sum.device)
+        position_embeddings_call = self.position_embeddings(position_embeddings_positions)
         position_embeddings = embeddings_sum + position_embeddings_call
         embeddings_norm = self.embeddings_norm(position_embeddings)
         embeddings_dropout = self.embeddings_dropout(embeddings_norm)
-        encoder_0_attention_in_proj_weight = getattr(self.encoder, "0").attention.in_proj_weight
-        encoder_0_attention_in_proj_bias = getattr(self.encoder, "0").attention.in_proj_bias
-        encoder_0_attention_out_proj_weight = getattr(self.encoder, "0").attention.out_proj.weight
-        encoder_0_attention_out_proj_bias = getattr(self.encoder, "0").attention.out_proj.bias
-        linear = torch.nn.functional.linear(embeddings_dropout, encoder_0_attention_in_proj_weight, encoder_0_attention_in_proj_bias)
-        split = linear.split(768, -1)
-        getitem = split[0]
-        getitem_1 = split[1]
-        getitem_2 = split[2]
-        unflatten = getitem.unflatten(-1, (12, 64))
-        encoder_0_attention_q = unflatten.transpose(1, 2)
-        unflatten_1 = getitem_1.unflatten(-1, (12, 64))
-        encoder_0_attention_k = unflatten_1.transpose(1, 2)
-        unflatten_2 = getitem_2.unflatten(-1, (12, 64))
-        encoder_0_attention_v = unflatten_2.transpose(1, 2)
-        logical_not = padding_mask.logical_not()
-        unsqueeze = logical_not.unsqueeze(1)
-        unsqueeze_1 = unsqueeze.unsqueeze(1)
-        training = self.training
-        mul = training * 0.1
-        scaled_dot_product_attention = torch.nn.functional.scaled_dot_product_attention(encoder_0_attention_q, encoder_0_attention_k, encoder_0_attention_v, attn_mask=unsqueeze_1, dropout_p=mul)
-        transpose_3 = scaled_dot_product_attention.transpose(1, 2)
-        flatten = transpose_3.flatten(2)
-        encoder_0_attention = torch.nn.functional.linear(flatten, encoder_0_attention_out_proj_weight, encoder_0_attention_out_proj_bias)  # (batch, seq, 768)
-        encoder_0_attention_dropout = getattr(self.encoder, "0").attention_dropout(encoder_0_attention)
-        encoder_0_attention_res = embeddings_dropout + encoder_0_attention_dropout
-        encoder_0_attention_norm = getattr(self.encoder, "0").attention_norm(encoder_0_attention_res)
-        encoder_0_intermediate = getattr(self.encoder, "0").intermediate(encoder_0_attention_norm)  # (batch, seq, 3072)
-        encoder_0_gelu = torch.nn.functional.gelu(encoder_0_intermediate, approximate='none')
-        encoder_0_output = getattr(self.encoder, "0").output(encoder_0_gelu)  # (batch, seq, 768)
-        encoder_0_output_dropout = getattr(self.encoder, "0").output_dropout(encoder_0_output)
-        encoder_0_output_res = encoder_0_attention_norm + encoder_0_output_dropout
-        encoder_0_output_norm = getattr(self.encoder, "0").output_norm(encoder_0_output_res)
-        encoder_1_attention_in_proj_weight = getattr(self.encoder, "1").attention.in_proj_weight
-        encoder_1_attention_in_proj_bias = getattr(self.encoder, "1").attention.in_proj_bias
-        encoder_1_attention_out_proj_weight = getattr(self.encoder, "1").attention.out_proj.weight
-        encoder_1_attention_out_proj_bias = getattr(self.encoder, "1").attention.out_proj.bias
-        linear_2 = torch.nn.functional.linear(encoder_0_output_norm, encoder_1_attention_in_proj_weight, encoder_1_attention_in_proj_bias)
-        split_1 = linear_2.split(768, -1)
-        getitem_3 = split_1[0]
-        getitem_4 = split_1[1]
-        getitem_5 = split_1[2]
-        unflatten_3 = getitem_3.unflatten(-1, (12, 64))
-        encoder_1_attention_q = unflatten_3.transpose(1, 2)
-        unflatten_4 = getitem_4.unflatten(-1, (12, 64))
-        encoder_1_attention_k = unflatten_4.transpose(1, 2)
-        unflatten_5 = getitem_5.unflatten(-1, (12, 64))
-        encoder_1_attention_v = unflatten_5.transpose(1, 2)
-        logical_not_1 = padding_mask.logical_not()
-        unsqueeze_2 = logical_not_1.unsqueeze(1)
-        unsqueeze_3 = unsqueeze_2.unsqueeze(1)
-        training_1 = self.training
-        mul_1 = training_1 * 0.1
-        scaled_dot_product_attention_1 = torch.nn.functional.scaled_dot_product_attention(encoder_1_attention_q, encoder_1_attention_k, encoder_1_attention_v, attn_mask=unsqueeze_3, dropout_p=mul_1)
-        transpose_7 = scaled_dot_product_attention_1.transpose(1, 2)
-        flatten_1 = transpose_7.flatten(2)
-        encoder_1_attention = torch.nn.functional.linear(flatten_1, encoder_1_attention_out_proj_weight, encoder_1_attention_out_proj_bias)  # (batch, seq, 768)
-        encoder_1_attention_dropout = getattr(self.encoder, "1").attention_dropout(encoder_1_attention)
-        encoder_1_attention_res = encoder_0_output_norm + encoder_1_attention_dropout
-        encoder_1_attention_norm = getattr(self.encoder, "1").attention_norm(encoder_1_attention_res)
-        encoder_1_intermediate = getattr(self.encoder, "1").intermediate(encoder_1_attention_norm)  # (batch, seq, 3072)
-        encoder_1_gelu = torch.nn.functional.gelu(encoder_1_intermediate, approximate='none')
-        encoder_1_output = getattr(self.encoder, "1").output(encoder_1_gelu)  # (batch, seq, 768)
-        encoder_1_output_dropout = getattr(self.encoder, "1").output_dropout(encoder_1_output)
-        encoder_1_output_res = encoder_1_attention_norm + encoder_1_output_dropout
-        encoder_1_output_norm = getattr(self.encoder, "1").output_norm(encoder_1_output_res)
-        encoder_2_attention_in_proj_weight = getattr(self.encoder, "2").attention.in_proj_weight
-        encoder_2_attention_in_proj_bias = getattr(self.encoder, "2").attention.in_proj_bias
-        encoder_2_attention_out_proj_weight = getattr(self.encoder, "2").attention.out_proj.weight
-        encoder_2_attention_out_proj_bias = getattr(self.encoder, "2").attention.out_proj.bias
-        linear_4 = torch.nn.functional.linear(encoder_1_output_norm, encoder_2_attention_in_proj_weight, encoder_2_attention_in_proj_bias)
-        split_2 = linear_4.split(768, -1)
-        getitem_6 = split_2[0]
-        getitem_7 = split_2[1]
-        getitem_8 = split_2[2]
-        unflatten_6 = getitem_6.unflatten(-1, (12, 64))
-        encoder_2_attention_q = unflatten_6.transpose(1, 2)
-        unflatten_7 = getitem_7.unflatten(-1, (12, 64))
-        encoder_2_attention_k = unflatten_7.transpose(1, 2)
-        unflatten_8 = getitem_8.unflatten(-1, (12, 64))
-        encoder_2_attention_v = unflatten_8.transpose(1, 2)
-        logical_not_2 = padding_mask.logical_not()
-        unsqueeze_4 = logical_not_2.unsqueeze(1)
-        unsqueeze_5 = unsqueeze_4.unsqueeze(1)
-        training_2 = self.training
-        mul_2 = training_2 * 0.1
-        scaled_dot_product_attention_2 = torch.nn.functional.scaled_dot_product_attention(encoder_2_attention_q, encoder_2_attention_k, encoder_2_attention_v, attn_mask=unsqueeze_5, dropout_p=mul_2)
-        transpose_11 = scaled_dot_product_attention_2.transpose(1, 2)
-        flatten_2 = transpose_11.flatten(2)
-        encoder_2_attention = torch.nn.functional.linear(flatten_2, encoder_2_attention_out_proj_weight, encoder_2_attention_out_proj_bias)  # (batch, seq, 768)
-        encoder_2_attention_dropout = getattr(self.encoder, "2").attention_dropout(encoder_2_attention)
-        encoder_2_attention_res = encoder_1_output_norm + encoder_2_attention_dropout
-        encoder_2_attention_norm = getattr(self.encoder, "2").attention_norm(encoder_2_attention_res)
-        encoder_2_intermediate = getattr(self.encoder, "2").intermediate(encoder_2_attention_norm)  # (batch, seq, 3072)
-        encoder_2_gelu = torch.nn.functional.gelu(encoder_2_intermediate, approximate='none')
-        encoder_2_output = getattr(self.encoder, "2").output(encoder_2_gelu)  # (batch, seq, 768)
-        encoder_2_output_dropout = getattr(self.encoder, "2").output_dropout(encoder_2_output)
-        encoder_2_output_res = encoder_2_attention_norm + encoder_2_output_dropout
-        encoder_2_output_norm = getattr(self.encoder, "2").output_norm(encoder_2_output_res)
-        encoder_3_attention_in_proj_weight = getattr(self.encoder, "3").attention.in_proj_weight
-        encoder_3_attention_in_proj_bias = getattr(self.encoder, "3").attention.in_proj_bias
-        encoder_3_attention_out_proj_weight = getattr(self.encoder, "3").attention.out_proj.weight
-        encoder_3_attention_out_proj_bias = getattr(self.encoder, "3").attention.out_proj.bias
-        linear_6 = torch.nn.functional.linear(encoder_2_output_norm, encoder_3_attention_in_proj_weight, encoder_3_attention_in_proj_bias)
-        split_3 = linear_6.split(768, -1)
-        getitem_9 = split_3[0]
-        getitem_10 = split_3[1]
-        getitem_11 = split_3[2]
-        unflatten_9 = getitem_9.unflatten(-1, (12, 64))
-        encoder_3_attention_q = unflatten_9.transpose(1, 2)
-        unflatten_10 = getitem_10.unflatten(-1, (12, 64))
-        encoder_3_attention_k = unflatten_10.transpose(1, 2)
-        unflatten_11 = getitem_11.unflatten(-1, (12, 64))
-        encoder_3_attention_v = unflatten_11.transpose(1, 2)
-        logical_not_3 = padding_mask.logical_not()
-        unsqueeze_6 = logical_not_3.unsqueeze(1)
-        unsqueeze_7 = unsqueeze_6.unsqueeze(1)
-        training_3 = self.training
-        mul_3 = training_3 * 0.1
-        scaled_dot_product_attention_3 = torch.nn.functional.scaled_dot_product_attention(encoder_3_attention_q, encoder_3_attention_k, encoder_3_attention_v, attn_mask=unsqueeze_7, dropout_p=mul_3)
-        transpose_15 = scaled_dot_product_attention_3.transpose(1, 2)
-        flatten_3 = transpose_15.flatten(2)
-        encoder_3_attention = torch.nn.functional.linear(flatten_3, encoder_3_attention_out_proj_weight, encoder_3_attention_out_proj_bias)  # (batch, seq, 768)
-        encoder_3_attention_dropout = getattr(self.encoder, "3").attention_dropout(encoder_3_attention)
-        encoder_3_attention_res = encoder_2_output_norm + encoder_3_attention_dropout
-        encoder_3_attention_norm = getattr(self.encoder, "3").attention_norm(encoder_3_attention_res)
-        encoder_3_intermediate = getattr(self.encoder, "3").intermediate(encoder_3_attention_norm)  # (batch, seq, 3072)
-        encoder_3_gelu = torch.nn.functional.gelu(encoder_3_intermediate, approximate='none')
-        encoder_3_output = getattr(self.encoder, "3").output(encoder_3_gelu)  # (batch, seq, 768)
-        encoder_3_output_dropout = getattr(self.encoder, "3").output_dropout(encoder_3_output)
-        encoder_3_output_res = encoder_3_attention_norm + encoder_3_output_dropout
-        encoder_3_output_norm = getattr(self.encoder, "3").output_norm(encoder_3_output_res)
-        encoder_4_attention_in_proj_weight = getattr(self.encoder, "4").attention.in_proj_weight
-        encoder_4_attention_in_proj_bias = getattr(self.encoder, "4").attention.in_proj_bias
-        encoder_4_attention_out_proj_weight = getattr(self.encoder, "4").attention.out_proj.weight
-        encoder_4_attention_out_proj_bias = getattr(self.encoder, "4").attention.out_proj.bias
-        linear_8 = torch.nn.functional.linear(encoder_3_output_norm, encoder_4_attention_in_proj_weight, encoder_4_attention_in_proj_bias)
-        split_4 = linear_8.split(768, -1)
-        getitem_12 = split_4[0]
-        getitem_13 = split_4[1]
-        getitem_14 = split_4[2]
-        unflatten_12 = getitem_12.unflatten(-1, (12, 64))
-        encoder_4_attention_q = unflatten_12.transpose(1, 2)
-        unflatten_13 = getitem_13.unflatten(-1, (12, 64))
-        encoder_4_attention_k = unflatten_13.transpose(1, 2)
-        unflatten_14 = getitem_14.unflatten(-1, (12, 64))
-        encoder_4_attention_v = unflatten_14.transpose(1, 2)
-        logical_not_4 = padding_mask.logical_not()
-        unsqueeze_8 = logical_not_4.unsqueeze(1)
-        unsqueeze_9 = unsqueeze_8.unsqueeze(1)
-        training_4 = self.training
-        mul_4 = training_4 * 0.1
-        scaled_dot_product_attention_4 = torch.nn.functional.scaled_dot_product_attention(encoder_4_attention_q, encoder_4_attention_k, encoder_4_attention_v, attn_mask=unsqueeze_9, dropout_p=mul_4)
-        transpose_19 = scaled_dot_product_attention_4.transpose(1, 2)
-        flatten_4 = transpose_19.flatten(2)
-        encoder_4_attention = torch.nn.functional.linear(flatten_4, encoder_4_attention_out_proj_weight, encoder_4_attention_out_proj_bias)  # (batch, seq, 768)
-        encoder_4_attention_dropout = getattr(self.encoder, "4").attention_dropout(encoder_4_attention)
-        encoder_4_attention_res = encoder_3_output_norm + encoder_4_attention_dropout
-        encoder_4_attention_norm = getattr(self.encoder, "4").attention_norm(encoder_4_attention_res)
-        encoder_4_intermediate = getattr(self.encoder, "4").intermediate(encoder_4_attention_norm)  # (batch, seq, 3072)
-        encoder_4_gelu = torch.nn.functional.gelu(encoder_4_intermediate, approximate='none')
-        encoder_4_output = getattr(self.encoder, "4").output(encoder_4_gelu)  # (batch, seq, 768)
-        encoder_4_output_dropout = getattr(self.encoder, "4").output_dropout(encoder_4_output)
-        encoder_4_output_res = encoder_4_attention_norm + encoder_4_output_dropout
-        encoder_4_output_norm = getattr(self.encoder, "4").output_norm(encoder_4_output_res)
-        encoder_5_attention_in_proj_weight = getattr(self.encoder, "5").attention.in_proj_weight
-        encoder_5_attention_in_proj_bias = getattr(self.encoder, "5").attention.in_proj_bias
-        encoder_5_attention_out_proj_weight = getattr(self.encoder, "5").attention.out_proj.weight
-        encoder_5_attention_out_proj_bias = getattr(self.encoder, "5").attention.out_proj.bias
-        linear_10 = torch.nn.functional.linear(encoder_4_output_norm, encoder_5_attention_in_proj_weight, encoder_5_attention_in_proj_bias)
-        split_5 = linear_10.split(768, -1)
-        getitem_15 = split_5[0]
-        getitem_16 = split_5[1]
-        getitem_17 = split_5[2]
-        unflatten_15 = getitem_15.unflatten(-1, (12, 64))
-        encoder_5_attention_q = unflatten_15.transpose(1, 2)
-        unflatten_16 = getitem_16.unflatten(-1, (12, 64))
-        encoder_5_attention_k = unflatten_16.transpose(1, 2)
-        unflatten_17 = getitem_17.unflatten(-1, (12, 64))
-        encoder_5_attention_v = unflatten_17.transpose(1, 2)
-        logical_not_5 = padding_mask.logical_not()
-        unsqueeze_10 = logical_not_5.unsqueeze(1)
-        unsqueeze_11 = unsqueeze_10.unsqueeze(1)
-        training_5 = self.training
-        mul_5 = training_5 * 0.1
-        scaled_dot_product_attention_5 = torch.nn.functional.scaled_dot_product_attention(encoder_5_attention_q, encoder_5_attention_k, encoder_5_attention_v, attn_mask=unsqueeze_11, dropout_p=mul_5)
-        transpose_23 = scaled_dot_product_attention_5.transpose(1, 2)
-        flatten_5 = transpose_23.flatten(2)
-        encoder_5_attention = torch.nn.functional.linear(flatten_5, encoder_5_attention_out_proj_weight, encoder_5_attention_out_proj_bias)  # (batch, seq, 768)
-        encoder_5_attention_dropout = getattr(self.encoder, "5").attention_dropout(encoder_5_attention)
-        encoder_5_attention_res = encoder_4_output_norm + encoder_5_attention_dropout
-        encoder_5_attention_norm = getattr(self.encoder, "5").attention_norm(encoder_5_attention_res)
-        encoder_5_intermediate = getattr(self.encoder, "5").intermediate(encoder_5_attention_norm)  # (batch, seq, 3072)
-        encoder_5_gelu = torch.nn.functional.gelu(encoder_5_intermediate, approximate='none')
-        encoder_5_output = getattr(self.encoder, "5").output(encoder_5_gelu)  # (batch, seq, 768)
-        encoder_5_output_dropout = getattr(self.encoder, "5").output_dropout(encoder_5_output)
-        encoder_5_output_res = encoder_5_attention_norm + encoder_5_output_dropout
-        encoder_5_output_norm = getattr(self.encoder, "5").output_norm(encoder_5_output_res)
-        encoder_6_attention_in_proj_weight = getattr(self.encoder, "6").attention.in_proj_weight
-        encoder_6_attention_in_proj_bias = getattr(self.encoder, "6").attention.in_proj_bias
-        encoder_6_attention_out_proj_weight = getattr(self.encoder, "6").attention.out_proj.weight
-        encoder_6_attention_out_proj_bias = getattr(self.encoder, "6").attention.out_proj.bias
-        linear_12 = torch.nn.functional.linear(encoder_5_output_norm, encoder_6_attention_in_proj_weight, encoder_6_attention_in_proj_bias)
-        split_6 = linear_12.split(768, -1)
-        getitem_18 = split_6[0]
-        getitem_19 = split_6[1]
-        getitem_20 = split_6[2]
-        unflatten_18 = getitem_18.unflatten(-1, (12, 64))
-        encoder_6_attention_q = unflatten_18.transpose(1, 2)
-        unflatten_19 = getitem_19.unflatten(-1, (12, 64))
-        encoder_6_attention_k = unflatten_19.transpose(1, 2)
-        unflatten_20 = getitem_20.unflatten(-1, (12, 64))
-        encoder_6_attention_v = unflatten_20.transpose(1, 2)
-        logical_not_6 = padding_mask.logical_not()
-        unsqueeze_12 = logical_not_6.unsqueeze(1)
-        unsqueeze_13 = unsqueeze_12.unsqueeze(1)
-        training_6 = self.training
-        mul_6 = training_6 * 0.1
-        scaled_dot_product_attention_6 = torch.nn.functional.scaled_dot_product_attention(encoder_6_attention_q, encoder_6_attention_k, encoder_6_attention_v, attn_mask=unsqueeze_13, dropout_p=mul_6)
-        transpose_27 = scaled_dot_product_attention_6.transpose(1, 2)
-        flatten_6 = transpose_27.flatten(2)
-        encoder_6_attention = torch.nn.functional.linear(flatten_6, encoder_6_attention_out_proj_weight, encoder_6_attention_out_proj_bias)  # (batch, seq, 768)
-        encoder_6_attention_dropout = getattr(self.encoder, "6").attention_dropout(encoder_6_attention)
-        encoder_6_attention_res = encoder_5_output_norm + encoder_6_attention_dropout
-        encoder_6_attention_norm = getattr(self.encoder, "6").attention_norm(encoder_6_attention_res)
-        encoder_6_intermediate = getattr(self.encoder, "6").intermediate(encoder_6_attention_norm)  # (batch, seq, 3072)
-        encoder_6_gelu = torch.nn.functional.gelu(encoder_6_intermediate, approximate='none')
-        encoder_6_output = getattr(self.encoder, "6").output(encoder_6_gelu)  # (batch, seq, 768)
-        encoder_6_output_dropout = getattr(self.encoder, "6").output_dropout(encoder_6_output)
-        encoder_6_output_res = encoder_6_attention_norm + encoder_6_output_dropout
-        encoder_6_output_norm = getattr(self.encoder, "6").output_norm(encoder_6_output_res)
-        encoder_7_attention_in_proj_weight = getattr(self.encoder, "7").attention.in_proj_weight
-        encoder_7_attention_in_proj_bias = getattr(self.encoder, "7").attention.in_proj_bias
-        encoder_7_attention_out_proj_weight = getattr(self.encoder, "7").attention.out_proj.weight
-        encoder_7_attention_out_proj_bias = getattr(self.encoder, "7").attention.out_proj.bias
-        linear_14 = torch.nn.functional.linear(encoder_6_output_norm, encoder_7_attention_in_proj_weight, encoder_7_attention_in_proj_bias)
-        split_7 = linear_14.split(768, -1)
-        getitem_21 = split_7[0]
-        getitem_22 = split_7[1]
-        getitem_23 = split_7[2]
-        unflatten_21 = getitem_21.unflatten(-1, (12, 64))
-        encoder_7_attention_q = unflatten_21.transpose(1, 2)
-        unflatten_22 = getitem_22.unflatten(-1, (12, 64))
-        encoder_7_attention_k = unflatten_22.transpose(1, 2)
-        unflatten_23 = getitem_23.unflatten(-1, (12, 64))
-        encoder_7_attention_v = unflatten_23.transpose(1, 2)
-        logical_not_7 = padding_mask.logical_not()
-        unsqueeze_14 = logical_not_7.unsqueeze(1)
-        unsqueeze_15 = unsqueeze_14.unsqueeze(1)
-        training_7 = self.training
-        mul_7 = training_7 * 0.1
-        scaled_dot_product_attention_7 = torch.nn.functional.scaled_dot_product_attention(encoder_7_attention_q, encoder_7_attention_k, encoder_7_attention_v, attn_mask=unsqueeze_15, dropout_p=mul_7)
-        transpose_31 = scaled_dot_product_attention_7.transpose(1, 2)
-        flatten_7 = transpose_31.flatten(2)
-        encoder_7_attention = torch.nn.functional.linear(flatten_7, encoder_7_attention_out_proj_weight, encoder_7_attention_out_proj_bias)  # (batch, seq, 768)
-        encoder_7_attention_dropout = getattr(self.encoder, "7").attention_dropout(encoder_7_attention)
-        encoder_7_attention_res = encoder_6_output_norm + encoder_7_attention_dropout
-        encoder_7_attention_norm = getattr(self.encoder, "7").attention_norm(encoder_7_attention_res)
-        encoder_7_intermediate = getattr(self.encoder, "7").intermediate(encoder_7_attention_norm)  # (batch, seq, 3072)
-        encoder_7_gelu = torch.nn.functional.gelu(encoder_7_intermediate, approximate='none')
-        encoder_7_output = getattr(self.encoder, "7").output(encoder_7_gelu)  # (batch, seq, 768)
-        encoder_7_output_dropout = getattr(self.encoder, "7").output_dropout(encoder_7_output)
-        encoder_7_output_res = encoder_7_attention_norm + encoder_7_output_dropout
-        encoder_7_output_norm = getattr(self.encoder, "7").output_norm(encoder_7_output_res)
-        encoder_8_attention_in_proj_weight = getattr(self.encoder, "8").attention.in_proj_weight
-        encoder_8_attention_in_proj_bias = getattr(self.encoder, "8").attention.in_proj_bias
-        encoder_8_attention_out_proj_weight = getattr(self.encoder, "8").attention.out_proj.weight
-        encoder_8_attention_out_proj_bias = getattr(self.encoder, "8").attention.out_proj.bias
-        linear_16 = torch.nn.functional.linear(encoder_7_output_norm, encoder_8_attention_in_proj_weight, encoder_8_attention_in_proj_bias)
-        split_8 = linear_16.split(768, -1)
-        getitem_24 = split_8[0]
-        getitem_25 = split_8[1]
-        getitem_26 = split_8[2]
-        unflatten_24 = getitem_24.unflatten(-1, (12, 64))
-        encoder_8_attention_q = unflatten_24.transpose(1, 2)
-        unflatten_25 = getitem_25.unflatten(-1, (12, 64))
-        encoder_8_attention_k = unflatten_25.transpose(1, 2)
-        unflatten_26 = getitem_26.unflatten(-1, (12, 64))
-        encoder_8_attention_v = unflatten_26.transpose(1, 2)
-        logical_not_8 = padding_mask.logical_not()
-        unsqueeze_16 = logical_not_8.unsqueeze(1)
-        unsqueeze_17 = unsqueeze_16.unsqueeze(1)
-        training_8 = self.training
-        mul_8 = training_8 * 0.1
-        scaled_dot_product_attention_8 = torch.nn.functional.scaled_dot_product_attention(encoder_8_attention_q, encoder_8_attention_k, encoder_8_attention_v, attn_mask=unsqueeze_17, dropout_p=mul_8)
-        transpose_35 = scaled_dot_product_attention_8.transpose(1, 2)
-        flatten_8 = transpose_35.flatten(2)
-        encoder_8_attention = torch.nn.functional.linear(flatten_8, encoder_8_attention_out_proj_weight, encoder_8_attention_out_proj_bias)  # (batch, seq, 768)
-        encoder_8_attention_dropout = getattr(self.encoder, "8").attention_dropout(encoder_8_attention)
-        encoder_8_attention_res = encoder_7_output_norm + encoder_8_attention_dropout
-        encoder_8_attention_norm = getattr(self.encoder, "8").attention_norm(encoder_8_attention_res)
-        encoder_8_intermediate = getattr(self.encoder, "8").intermediate(encoder_8_attention_norm)  # (batch, seq, 3072)
-        encoder_8_gelu = torch.nn.functional.gelu(encoder_8_intermediate, approximate='none')
-        encoder_8_output = getattr(self.encoder, "8").output(encoder_8_gelu)  # (batch, seq, 768)
-        encoder_8_output_dropout = getattr(self.encoder, "8").output_dropout(encoder_8_output)
-        encoder_8_output_res = encoder_8_attention_norm + encoder_8_output_dropout
-        encoder_8_output_norm = getattr(self.encoder, "8").output_norm(encoder_8_output_res)
-        encoder_9_attention_in_proj_weight = getattr(self.encoder, "9").attention.in_proj_weight
-        encoder_9_attention_in_proj_bias = getattr(self.encoder, "9").attention.in_proj_bias
-        encoder_9_attention_out_proj_weight = getattr(self.encoder, "9").attention.out_proj.weight
-        encoder_9_attention_out_proj_bias = getattr(self.encoder, "9").attention.out_proj.bias
-        linear_18 = torch.nn.functional.linear(encoder_8_output_norm, encoder_9_attention_in_proj_weight, encoder_9_attention_in_proj_bias)
-        split_9 = linear_18.split(768, -1)
-        getitem_27 = split_9[0]
-        getitem_28 = split_9[1]
-        getitem_29 = split_9[2]
-        unflatten_27 = getitem_27.unflatten(-1, (12, 64))
-        encoder_9_attention_q = unflatten_27.transpose(1, 2)
-        unflatten_28 = getitem_28.unflatten(-1, (12, 64))
-        encoder_9_attention_k = unflatten_28.transpose(1, 2)
-        unflatten_29 = getitem_29.unflatten(-1, (12, 64))
-        encoder_9_attention_v = unflatten_29.transpose(1, 2)
-        logical_not_9 = padding_mask.logical_not()
-        unsqueeze_18 = logical_not_9.unsqueeze(1)
-        unsqueeze_19 = unsqueeze_18.unsqueeze(1)
-        training_9 = self.training
-        mul_9 = training_9 * 0.1
-        scaled_dot_product_attention_9 = torch.nn.functional.scaled_dot_product_attention(encoder_9_attention_q, encoder_9_attention_k, encoder_9_attention_v, attn_mask=unsqueeze_19, dropout_p=mul_9)
-        transpose_39 = scaled_dot_product_attention_9.transpose(1, 2)
-        flatten_9 = transpose_39.flatten(2)
-        encoder_9_attention = torch.nn.functional.linear(flatten_9, encoder_9_attention_out_proj_weight, encoder_9_attention_out_proj_bias)  # (batch, seq, 768)
-        encoder_9_attention_dropout = getattr(self.encoder, "9").attention_dropout(encoder_9_attention)
-        encoder_9_attention_res = encoder_8_output_norm + encoder_9_attention_dropout
-        encoder_9_attention_norm = getattr(self.encoder, "9").attention_norm(encoder_9_attention_res)
-        encoder_9_intermediate = getattr(self.encoder, "9").intermediate(encoder_9_attention_norm)  # (batch, seq, 3072)
-        encoder_9_gelu = torch.nn.functional.gelu(encoder_9_intermediate, approximate='none')
-        encoder_9_output = getattr(self.encoder, "9").output(encoder_9_gelu)  # (batch, seq, 768)
-        encoder_9_output_dropout = getattr(self.encoder, "9").output_dropout(encoder_9_output)
-        encoder_9_output_res = encoder_9_attention_norm + encoder_9_output_dropout
-        encoder_9_output_norm = getattr(self.encoder, "9").output_norm(encoder_9_output_res)
-        encoder_10_attention_in_proj_weight = getattr(self.encoder, "10").attention.in_proj_weight
-        encoder_10_attention_in_proj_bias = getattr(self.encoder, "10").attention.in_proj_bias
-        encoder_10_attention_out_proj_weight = getattr(self.encoder, "10").attention.out_proj.weight
-        encoder_10_attention_out_proj_bias = getattr(self.encoder, "10").attention.out_proj.bias
-        linear_20 = torch.nn.functional.linear(encoder_9_output_norm, encoder_10_attention_in_proj_weight, encoder_10_attention_in_proj_bias)
-        split_10 = linear_20.split(768, -1)
-        getitem_30 = split_10[0]
-        getitem_31 = split_10[1]
-        getitem_32 = split_10[2]
-        unflatten_30 = getitem_30.unflatten(-1, (12, 64))
-        encoder_10_attention_q = unflatten_30.transpose(1, 2)
-        unflatten_31 = getitem_31.unflatten(-1, (12, 64))
-        encoder_10_attention_k = unflatten_31.transpose(1, 2)
-        unflatten_32 = getitem_32.unflatten(-1, (12, 64))
-        encoder_10_attention_v = unflatten_32.transpose(1, 2)
-        logical_not_10 = padding_mask.logical_not()
-        unsqueeze_20 = logical_not_10.unsqueeze(1)
-        unsqueeze_21 = unsqueeze_20.unsqueeze(1)
-        training_10 = self.training
-        mul_10 = training_10 * 0.1
-        scaled_dot_product_attention_10 = torch.nn.functional.scaled_dot_product_attention(encoder_10_attention_q, encoder_10_attention_k, encoder_10_attention_v, attn_mask=unsqueeze_21, dropout_p=mul_10)
-        transpose_43 = scaled_dot_product_attention_10.transpose(1, 2)
-        flatten_10 = transpose_43.flatten(2)
-        encoder_10_attention = torch.nn.functional.linear(flatten_10, encoder_10_attention_out_proj_weight, encoder_10_attention_out_proj_bias)  # (batch, seq, 768)
-        encoder_10_attention_dropout = getattr(self.encoder, "10").attention_dropout(encoder_10_attention)
-        encoder_10_attention_res = encoder_9_output_norm + encoder_10_attention_dropout
-        encoder_10_attention_norm = getattr(self.encoder, "10").attention_norm(encoder_10_attention_res)
-        encoder_10_intermediate = getattr(self.encoder, "10").intermediate(encoder_10_attention_norm)  # (batch, seq, 3072)
-        encoder_10_gelu = torch.nn.functional.gelu(encoder_10_intermediate, approximate='none')
-        encoder_10_output = getattr(self.encoder, "10").output(encoder_10_gelu)  # (batch, seq, 768)
-        encoder_10_output_dropout = getattr(self.encoder, "10").output_dropout(encoder_10_output)
-        encoder_10_output_res = encoder_10_attention_norm + encoder_10_output_dropout
-        encoder_10_output_norm = getattr(self.encoder, "10").output_norm(encoder_10_output_res)
-        encoder_11_attention_in_proj_weight = getattr(self.encoder, "11").attention.in_proj_weight
-        encoder_11_attention_in_proj_bias = getattr(self.encoder, "11").attention.in_proj_bias
-        encoder_11_attention_out_proj_weight = getattr(self.encoder, "11").attention.out_proj.weight
-        encoder_11_attention_out_proj_bias = getattr(self.encoder, "11").attention.out_proj.bias
-        linear_22 = torch.nn.functional.linear(encoder_10_output_norm, encoder_11_attention_in_proj_weight, encoder_11_attention_in_proj_bias)
-        split_11 = linear_22.split(768, -1)
-        getitem_33 = split_11[0]
-        getitem_34 = split_11[1]
-        getitem_35 = split_11[2]
-        unflatten_33 = getitem_33.unflatten(-1, (12, 64))
-        encoder_11_attention_q = unflatten_33.transpose(1, 2)
-        unflatten_34 = getitem_34.unflatten(-1, (12, 64))
-        encoder_11_attention_k = unflatten_34.transpose(1, 2)
-        unflatten_35 = getitem_35.unflatten(-1, (12, 64))
-        encoder_11_attention_v = unflatten_35.transpose(1, 2)
-        logical_not_11 = padding_mask.logical_not()
-        unsqueeze_22 = logical_not_11.unsqueeze(1)
-        unsqueeze_23 = unsqueeze_22.unsqueeze(1)
-        training_11 = self.training
-        mul_11 = training_11 * 0.1
-        scaled_dot_product_attention_11 = torch.nn.functional.scaled_dot_product_attention(encoder_11_attention_q, encoder_11_attention_k, encoder_11_attention_v, attn_mask=unsqueeze_23, dropout_p=mul_11)
-        transpose_47 = scaled_dot_product_attention_11.transpose(1, 2)
-        flatten_11 = transpose_47.flatten(2)
-        encoder_11_attention = torch.nn.functional.linear(flatten_11, encoder_11_attention_out_proj_weight, encoder_11_attention_out_proj_bias)  # (batch, seq, 768)
-        encoder_11_attention_dropout = getattr(self.encoder, "11").attention_dropout(encoder_11_attention)
-        encoder_11_attention_res = encoder_10_output_norm + encoder_11_attention_dropout
-        encoder_11_attention_norm = getattr(self.encoder, "11").attention_norm(encoder_11_attention_res)
-        encoder_11_intermediate = getattr(self.encoder, "11").intermediate(encoder_11_attention_norm)  # (batch, seq, 3072)
-        encoder_11_gelu = torch.nn.functional.gelu(encoder_11_intermediate, approximate='none')
-        encoder_11_output = getattr(self.encoder, "11").output(encoder_11_gelu)  # (batch, seq, 768)
-        encoder_11_output_dropout = getattr(self.encoder, "11").output_dropout(encoder_11_output)
-        encoder_11_output_res = encoder_11_attention_norm + encoder_11_output_dropout
-        encoder_11_output_norm = getattr(self.encoder, "11").output_norm(encoder_11_output_res)
-        cls = encoder_11_output_norm.select(1, 0)  # (batch, 768)
+        encoder = embeddings_dropout
+        for layer in self.encoder:
+            encoder = layer(encoder, padding_mask)
+        cls = encoder.select(1, 0)  # (batch, 768)
         pooler = self.pooler(cls)
         pooler_tanh = torch.tanh(pooler)
-        mlm_transform = self.mlm_transform(encoder_11_output_norm)
+        mlm_transform = self.mlm_transform(encoder)
         mlm_gelu = torch.nn.functional.gelu(mlm_transform, approximate='none')
         mlm_norm = self.mlm_norm(mlm_gelu)
-        word_embeddings_weight = self.word_embeddings.weight
-        mlm_decoder_bias = self.mlm_decoder.bias
-        mlm_decoder = torch.nn.functional.linear(mlm_norm, word_embeddings_weight, mlm_decoder_bias)  # (batch, seq, 30522)
+        mlm_decoder = torch.nn.functional.linear(
+            mlm_norm, self.word_embeddings.weight, self.mlm_decoder.bias)  # (batch, seq, 30522)
         nsp = self.nsp(pooler_tanh)  # (batch, 2)
-        return (mlm_decoder, nsp)
+        return mlm_decoder, nsp

@@ -6,6 +6,80 @@ Standalone: needs only torch. The state_dict keys are the spec's node ids.
 import torch
 
 
+class Block(torch.nn.Module):
+    """Pre-LN residual block: x + attn(ln_1(x)), then x + mlp(ln_2(x))."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ln_1 = torch.nn.LayerNorm(768, eps=1e-05, elementwise_affine=True)
+        self.attn = torch.nn.MultiheadAttention(768, 12, dropout=0.1, bias=True, batch_first=True)
+        torch.nn.init.normal_(self.attn.in_proj_weight, mean=0.0, std=0.02)
+        torch.nn.init.normal_(self.attn.out_proj.weight, mean=0.0, std=0.004082482904638631)
+        self.attn_dropout = torch.nn.Dropout(p=0.1)
+        self.ln_2 = torch.nn.LayerNorm(768, eps=1e-05, elementwise_affine=True)
+        self.c_fc = torch.nn.utils.skip_init(torch.nn.Linear, 768, 3072, bias=True)
+        torch.nn.init.normal_(self.c_fc.weight, mean=0.0, std=0.02)
+        torch.nn.init.zeros_(self.c_fc.bias)
+        self.c_proj = torch.nn.utils.skip_init(torch.nn.Linear, 3072, 768, bias=True)
+        torch.nn.init.normal_(self.c_proj.weight, mean=0.0, std=0.004082482904638631)
+        torch.nn.init.zeros_(self.c_proj.bias)
+        self.mlp_dropout = torch.nn.Dropout(p=0.1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ln_1 = self.ln_1(x)
+        attn_linear = torch.nn.functional.linear(ln_1, self.attn.in_proj_weight, self.attn.in_proj_bias)
+        attn_split = attn_linear.split(768, -1)
+        attn_q = attn_split[0].unflatten(-1, (12, 64)).transpose(1, 2)
+        attn_k = attn_split[1].unflatten(-1, (12, 64)).transpose(1, 2)
+        attn_v = attn_split[2].unflatten(-1, (12, 64)).transpose(1, 2)
+        attn_scaled_dot_product_attention = torch.nn.functional.scaled_dot_product_attention(
+            attn_q, attn_k, attn_v, is_causal=True, dropout_p=(self.training * 0.1))
+        attn = torch.nn.functional.linear(
+            attn_scaled_dot_product_attention.transpose(1, 2).flatten(2), self.attn.out_proj.weight,
+            self.attn.out_proj.bias)  # (batch, seq, 768)
+        attn_dropout = self.attn_dropout(attn)
+        res_1 = x + attn_dropout
+        ln_2 = self.ln_2(res_1)
+        c_fc = self.c_fc(ln_2)  # (batch, seq, 3072)
+        gelu = torch.nn.functional.gelu(c_fc, approximate='tanh')
+        c_proj = self.c_proj(gelu)  # (batch, seq, 768)
+        mlp_dropout = self.mlp_dropout(c_proj)
+        res_2 = res_1 + mlp_dropout
+        return res_2
+
+    def with_past(
+        self, x: torch.Tensor, past_key_values_key: torch.Tensor,
+        past_key_values_value: torch.Tensor, padding_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        ln_1 = self.ln_1(x)
+        attn_linear = torch.nn.functional.linear(ln_1, self.attn.in_proj_weight, self.attn.in_proj_bias)
+        attn_split = attn_linear.split(768, -1)
+        attn_q = attn_split[0].unflatten(-1, (12, 64)).transpose(1, 2)
+        attn_k = attn_split[1].unflatten(-1, (12, 64)).transpose(1, 2)
+        attn_v = attn_split[2].unflatten(-1, (12, 64)).transpose(1, 2)
+        attn_present_key = torch.cat([past_key_values_key, attn_k], 2)  # (batch, 12, past_sequence_length+seq, 64)
+        attn_present_value = torch.cat([past_key_values_value, attn_v], 2)  # (batch, 12, past_sequence_length+seq, 64)
+        attn_past_sequence_length = past_key_values_key.size(2)
+        attn_new_ones = attn_q.new_ones((ln_1.size(1), attn_present_key.size(2)), dtype=torch.bool)
+        attn_causal_keep = attn_new_ones.tril(attn_past_sequence_length)
+        attn_and = attn_causal_keep & padding_mask.logical_not().unsqueeze(1).unsqueeze(1)
+        attn_scaled_dot_product_attention = torch.nn.functional.scaled_dot_product_attention(
+            attn_q, attn_present_key, attn_present_value,
+            attn_mask=(attn_and | attn_causal_keep.triu(attn_past_sequence_length)),
+            dropout_p=(self.training * 0.1))
+        attn = torch.nn.functional.linear(
+            attn_scaled_dot_product_attention.transpose(1, 2).flatten(2), self.attn.out_proj.weight,
+            self.attn.out_proj.bias)  # (batch, seq, 768)
+        attn_dropout = self.attn_dropout(attn)
+        res_1 = x + attn_dropout
+        ln_2 = self.ln_2(res_1)
+        c_fc = self.c_fc(ln_2)  # (batch, seq, 3072)
+        gelu = torch.nn.functional.gelu(c_fc, approximate='tanh')
+        c_proj = self.c_proj(gelu)  # (batch, seq, 768)
+        mlp_dropout = self.mlp_dropout(c_proj)
+        res_2 = res_1 + mlp_dropout
+        return res_2, attn_present_key, attn_present_value
+
+
 class Gpt(torch.nn.Module):
     """GPT-2 small (Radford et al., 2019, "Language models are unsupervised multitask learners"): 12
     pre-LayerNorm decoder layers with causal self-attention, width 768, 12 heads, 1024-token
@@ -22,547 +96,102 @@ class Gpt(torch.nn.Module):
         self.wpe = torch.nn.utils.skip_init(torch.nn.Embedding, 1024, 768)
         torch.nn.init.normal_(self.wpe.weight, mean=0.0, std=0.02)
         self.drop = torch.nn.Dropout(p=0.1)
-        self.h = torch.nn.Module()
-        self.h.add_module("0", torch.nn.Module())
-        getattr(self.h, "0").ln_1 = torch.nn.LayerNorm(768, eps=1e-05, elementwise_affine=True)
-        getattr(self.h, "0").attn = torch.nn.MultiheadAttention(768, 12, dropout=0.1, bias=True, batch_first=True)
-        torch.nn.init.normal_(getattr(self.h, "0").attn.in_proj_weight, mean=0.0, std=0.02)
-        torch.nn.init.normal_(getattr(self.h, "0").attn.out_proj.weight, mean=0.0, std=0.004082482904638631)
-        getattr(self.h, "0").attn_dropout = torch.nn.Dropout(p=0.1)
-        getattr(self.h, "0").ln_2 = torch.nn.LayerNorm(768, eps=1e-05, elementwise_affine=True)
-        getattr(self.h, "0").c_fc = torch.nn.utils.skip_init(torch.nn.Linear, 768, 3072, bias=True)
-        torch.nn.init.normal_(getattr(self.h, "0").c_fc.weight, mean=0.0, std=0.02)
-        torch.nn.init.zeros_(getattr(self.h, "0").c_fc.bias)
-        getattr(self.h, "0").c_proj = torch.nn.utils.skip_init(torch.nn.Linear, 3072, 768, bias=True)
-        torch.nn.init.normal_(getattr(self.h, "0").c_proj.weight, mean=0.0, std=0.004082482904638631)
-        torch.nn.init.zeros_(getattr(self.h, "0").c_proj.bias)
-        getattr(self.h, "0").mlp_dropout = torch.nn.Dropout(p=0.1)
-        self.h.add_module("1", torch.nn.Module())
-        getattr(self.h, "1").ln_1 = torch.nn.LayerNorm(768, eps=1e-05, elementwise_affine=True)
-        getattr(self.h, "1").attn = torch.nn.MultiheadAttention(768, 12, dropout=0.1, bias=True, batch_first=True)
-        torch.nn.init.normal_(getattr(self.h, "1").attn.in_proj_weight, mean=0.0, std=0.02)
-        torch.nn.init.normal_(getattr(self.h, "1").attn.out_proj.weight, mean=0.0, std=0.004082482904638631)
-        getattr(self.h, "1").attn_dropout = torch.nn.Dropout(p=0.1)
-        getattr(self.h, "1").ln_2 = torch.nn.LayerNorm(768, eps=1e-05, elementwise_affine=True)
-        getattr(self.h, "1").c_fc = torch.nn.utils.skip_init(torch.nn.Linear, 768, 3072, bias=True)
-        torch.nn.init.normal_(getattr(self.h, "1").c_fc.weight, mean=0.0, std=0.02)
-        torch.nn.init.zeros_(getattr(self.h, "1").c_fc.bias)
-        getattr(self.h, "1").c_proj = torch.nn.utils.skip_init(torch.nn.Linear, 3072, 768, bias=True)
-        torch.nn.init.normal_(getattr(self.h, "1").c_proj.weight, mean=0.0, std=0.004082482904638631)
-        torch.nn.init.zeros_(getattr(self.h, "1").c_proj.bias)
-        getattr(self.h, "1").mlp_dropout = torch.nn.Dropout(p=0.1)
-        self.h.add_module("2", torch.nn.Module())
-        getattr(self.h, "2").ln_1 = torch.nn.LayerNorm(768, eps=1e-05, elementwise_affine=True)
-        getattr(self.h, "2").attn = torch.nn.MultiheadAttention(768, 12, dropout=0.1, bias=True, batch_first=True)
-        torch.nn.init.normal_(getattr(self.h, "2").attn.in_proj_weight, mean=0.0, std=0.02)
-        torch.nn.init.normal_(getattr(self.h, "2").attn.out_proj.weight, mean=0.0, std=0.004082482904638631)
-        getattr(self.h, "2").attn_dropout = torch.nn.Dropout(p=0.1)
-        getattr(self.h, "2").ln_2 = torch.nn.LayerNorm(768, eps=1e-05, elementwise_affine=True)
-        getattr(self.h, "2").c_fc = torch.nn.utils.skip_init(torch.nn.Linear, 768, 3072, bias=True)
-        torch.nn.init.normal_(getattr(self.h, "2").c_fc.weight, mean=0.0, std=0.02)
-        torch.nn.init.zeros_(getattr(self.h, "2").c_fc.bias)
-        getattr(self.h, "2").c_proj = torch.nn.utils.skip_init(torch.nn.Linear, 3072, 768, bias=True)
-        torch.nn.init.normal_(getattr(self.h, "2").c_proj.weight, mean=0.0, std=0.004082482904638631)
-        torch.nn.init.zeros_(getattr(self.h, "2").c_proj.bias)
-        getattr(self.h, "2").mlp_dropout = torch.nn.Dropout(p=0.1)
-        self.h.add_module("3", torch.nn.Module())
-        getattr(self.h, "3").ln_1 = torch.nn.LayerNorm(768, eps=1e-05, elementwise_affine=True)
-        getattr(self.h, "3").attn = torch.nn.MultiheadAttention(768, 12, dropout=0.1, bias=True, batch_first=True)
-        torch.nn.init.normal_(getattr(self.h, "3").attn.in_proj_weight, mean=0.0, std=0.02)
-        torch.nn.init.normal_(getattr(self.h, "3").attn.out_proj.weight, mean=0.0, std=0.004082482904638631)
-        getattr(self.h, "3").attn_dropout = torch.nn.Dropout(p=0.1)
-        getattr(self.h, "3").ln_2 = torch.nn.LayerNorm(768, eps=1e-05, elementwise_affine=True)
-        getattr(self.h, "3").c_fc = torch.nn.utils.skip_init(torch.nn.Linear, 768, 3072, bias=True)
-        torch.nn.init.normal_(getattr(self.h, "3").c_fc.weight, mean=0.0, std=0.02)
-        torch.nn.init.zeros_(getattr(self.h, "3").c_fc.bias)
-        getattr(self.h, "3").c_proj = torch.nn.utils.skip_init(torch.nn.Linear, 3072, 768, bias=True)
-        torch.nn.init.normal_(getattr(self.h, "3").c_proj.weight, mean=0.0, std=0.004082482904638631)
-        torch.nn.init.zeros_(getattr(self.h, "3").c_proj.bias)
-        getattr(self.h, "3").mlp_dropout = torch.nn.Dropout(p=0.1)
-        self.h.add_module("4", torch.nn.Module())
-        getattr(self.h, "4").ln_1 = torch.nn.LayerNorm(768, eps=1e-05, elementwise_affine=True)
-        getattr(self.h, "4").attn = torch.nn.MultiheadAttention(768, 12, dropout=0.1, bias=True, batch_first=True)
-        torch.nn.init.normal_(getattr(self.h, "4").attn.in_proj_weight, mean=0.0, std=0.02)
-        torch.nn.init.normal_(getattr(self.h, "4").attn.out_proj.weight, mean=0.0, std=0.004082482904638631)
-        getattr(self.h, "4").attn_dropout = torch.nn.Dropout(p=0.1)
-        getattr(self.h, "4").ln_2 = torch.nn.LayerNorm(768, eps=1e-05, elementwise_affine=True)
-        getattr(self.h, "4").c_fc = torch.nn.utils.skip_init(torch.nn.Linear, 768, 3072, bias=True)
-        torch.nn.init.normal_(getattr(self.h, "4").c_fc.weight, mean=0.0, std=0.02)
-        torch.nn.init.zeros_(getattr(self.h, "4").c_fc.bias)
-        getattr(self.h, "4").c_proj = torch.nn.utils.skip_init(torch.nn.Linear, 3072, 768, bias=True)
-        torch.nn.init.normal_(getattr(self.h, "4").c_proj.weight, mean=0.0, std=0.004082482904638631)
-        torch.nn.init.zeros_(getattr(self.h, "4").c_proj.bias)
-        getattr(self.h, "4").mlp_dropout = torch.nn.Dropout(p=0.1)
-        self.h.add_module("5", torch.nn.Module())
-        getattr(self.h, "5").ln_1 = torch.nn.LayerNorm(768, eps=1e-05, elementwise_affine=True)
-        getattr(self.h, "5").attn = torch.nn.MultiheadAttention(768, 12, dropout=0.1, bias=True, batch_first=True)
-        torch.nn.init.normal_(getattr(self.h, "5").attn.in_proj_weight, mean=0.0, std=0.02)
-        torch.nn.init.normal_(getattr(self.h, "5").attn.out_proj.weight, mean=0.0, std=0.004082482904638631)
-        getattr(self.h, "5").attn_dropout = torch.nn.Dropout(p=0.1)
-        getattr(self.h, "5").ln_2 = torch.nn.LayerNorm(768, eps=1e-05, elementwise_affine=True)
-        getattr(self.h, "5").c_fc = torch.nn.utils.skip_init(torch.nn.Linear, 768, 3072, bias=True)
-        torch.nn.init.normal_(getattr(self.h, "5").c_fc.weight, mean=0.0, std=0.02)
-        torch.nn.init.zeros_(getattr(self.h, "5").c_fc.bias)
-        getattr(self.h, "5").c_proj = torch.nn.utils.skip_init(torch.nn.Linear, 3072, 768, bias=True)
-        torch.nn.init.normal_(getattr(self.h, "5").c_proj.weight, mean=0.0, std=0.004082482904638631)
-        torch.nn.init.zeros_(getattr(self.h, "5").c_proj.bias)
-        getattr(self.h, "5").mlp_dropout = torch.nn.Dropout(p=0.1)
-        self.h.add_module("6", torch.nn.Module())
-        getattr(self.h, "6").ln_1 = torch.nn.LayerNorm(768, eps=1e-05, elementwise_affine=True)
-        getattr(self.h, "6").attn = torch.nn.MultiheadAttention(768, 12, dropout=0.1, bias=True, batch_first=True)
-        torch.nn.init.normal_(getattr(self.h, "6").attn.in_proj_weight, mean=0.0, std=0.02)
-        torch.nn.init.normal_(getattr(self.h, "6").attn.out_proj.weight, mean=0.0, std=0.004082482904638631)
-        getattr(self.h, "6").attn_dropout = torch.nn.Dropout(p=0.1)
-        getattr(self.h, "6").ln_2 = torch.nn.LayerNorm(768, eps=1e-05, elementwise_affine=True)
-        getattr(self.h, "6").c_fc = torch.nn.utils.skip_init(torch.nn.Linear, 768, 3072, bias=True)
-        torch.nn.init.normal_(getattr(self.h, "6").c_fc.weight, mean=0.0, std=0.02)
-        torch.nn.init.zeros_(getattr(self.h, "6").c_fc.bias)
-        getattr(self.h, "6").c_proj = torch.nn.utils.skip_init(torch.nn.Linear, 3072, 768, bias=True)
-        torch.nn.init.normal_(getattr(self.h, "6").c_proj.weight, mean=0.0, std=0.004082482904638631)
-        torch.nn.init.zeros_(getattr(self.h, "6").c_proj.bias)
-        getattr(self.h, "6").mlp_dropout = torch.nn.Dropout(p=0.1)
-        self.h.add_module("7", torch.nn.Module())
-        getattr(self.h, "7").ln_1 = torch.nn.LayerNorm(768, eps=1e-05, elementwise_affine=True)
-        getattr(self.h, "7").attn = torch.nn.MultiheadAttention(768, 12, dropout=0.1, bias=True, batch_first=True)
-        torch.nn.init.normal_(getattr(self.h, "7").attn.in_proj_weight, mean=0.0, std=0.02)
-        torch.nn.init.normal_(getattr(self.h, "7").attn.out_proj.weight, mean=0.0, std=0.004082482904638631)
-        getattr(self.h, "7").attn_dropout = torch.nn.Dropout(p=0.1)
-        getattr(self.h, "7").ln_2 = torch.nn.LayerNorm(768, eps=1e-05, elementwise_affine=True)
-        getattr(self.h, "7").c_fc = torch.nn.utils.skip_init(torch.nn.Linear, 768, 3072, bias=True)
-        torch.nn.init.normal_(getattr(self.h, "7").c_fc.weight, mean=0.0, std=0.02)
-        torch.nn.init.zeros_(getattr(self.h, "7").c_fc.bias)
-        getattr(self.h, "7").c_proj = torch.nn.utils.skip_init(torch.nn.Linear, 3072, 768, bias=True)
-        torch.nn.init.normal_(getattr(self.h, "7").c_proj.weight, mean=0.0, std=0.004082482904638631)
-        torch.nn.init.zeros_(getattr(self.h, "7").c_proj.bias)
-        getattr(self.h, "7").mlp_dropout = torch.nn.Dropout(p=0.1)
-        self.h.add_module("8", torch.nn.Module())
-        getattr(self.h, "8").ln_1 = torch.nn.LayerNorm(768, eps=1e-05, elementwise_affine=True)
-        getattr(self.h, "8").attn = torch.nn.MultiheadAttention(768, 12, dropout=0.1, bias=True, batch_first=True)
-        torch.nn.init.normal_(getattr(self.h, "8").attn.in_proj_weight, mean=0.0, std=0.02)
-        torch.nn.init.normal_(getattr(self.h, "8").attn.out_proj.weight, mean=0.0, std=0.004082482904638631)
-        getattr(self.h, "8").attn_dropout = torch.nn.Dropout(p=0.1)
-        getattr(self.h, "8").ln_2 = torch.nn.LayerNorm(768, eps=1e-05, elementwise_affine=True)
-        getattr(self.h, "8").c_fc = torch.nn.utils.skip_init(torch.nn.Linear, 768, 3072, bias=True)
-        torch.nn.init.normal_(getattr(self.h, "8").c_fc.weight, mean=0.0, std=0.02)
-        torch.nn.init.zeros_(getattr(self.h, "8").c_fc.bias)
-        getattr(self.h, "8").c_proj = torch.nn.utils.skip_init(torch.nn.Linear, 3072, 768, bias=True)
-        torch.nn.init.normal_(getattr(self.h, "8").c_proj.weight, mean=0.0, std=0.004082482904638631)
-        torch.nn.init.zeros_(getattr(self.h, "8").c_proj.bias)
-        getattr(self.h, "8").mlp_dropout = torch.nn.Dropout(p=0.1)
-        self.h.add_module("9", torch.nn.Module())
-        getattr(self.h, "9").ln_1 = torch.nn.LayerNorm(768, eps=1e-05, elementwise_affine=True)
-        getattr(self.h, "9").attn = torch.nn.MultiheadAttention(768, 12, dropout=0.1, bias=True, batch_first=True)
-        torch.nn.init.normal_(getattr(self.h, "9").attn.in_proj_weight, mean=0.0, std=0.02)
-        torch.nn.init.normal_(getattr(self.h, "9").attn.out_proj.weight, mean=0.0, std=0.004082482904638631)
-        getattr(self.h, "9").attn_dropout = torch.nn.Dropout(p=0.1)
-        getattr(self.h, "9").ln_2 = torch.nn.LayerNorm(768, eps=1e-05, elementwise_affine=True)
-        getattr(self.h, "9").c_fc = torch.nn.utils.skip_init(torch.nn.Linear, 768, 3072, bias=True)
-        torch.nn.init.normal_(getattr(self.h, "9").c_fc.weight, mean=0.0, std=0.02)
-        torch.nn.init.zeros_(getattr(self.h, "9").c_fc.bias)
-        getattr(self.h, "9").c_proj = torch.nn.utils.skip_init(torch.nn.Linear, 3072, 768, bias=True)
-        torch.nn.init.normal_(getattr(self.h, "9").c_proj.weight, mean=0.0, std=0.004082482904638631)
-        torch.nn.init.zeros_(getattr(self.h, "9").c_proj.bias)
-        getattr(self.h, "9").mlp_dropout = torch.nn.Dropout(p=0.1)
-        self.h.add_module("10", torch.nn.Module())
-        getattr(self.h, "10").ln_1 = torch.nn.LayerNorm(768, eps=1e-05, elementwise_affine=True)
-        getattr(self.h, "10").attn = torch.nn.MultiheadAttention(768, 12, dropout=0.1, bias=True, batch_first=True)
-        torch.nn.init.normal_(getattr(self.h, "10").attn.in_proj_weight, mean=0.0, std=0.02)
-        torch.nn.init.normal_(getattr(self.h, "10").attn.out_proj.weight, mean=0.0, std=0.004082482904638631)
-        getattr(self.h, "10").attn_dropout = torch.nn.Dropout(p=0.1)
-        getattr(self.h, "10").ln_2 = torch.nn.LayerNorm(768, eps=1e-05, elementwise_affine=True)
-        getattr(self.h, "10").c_fc = torch.nn.utils.skip_init(torch.nn.Linear, 768, 3072, bias=True)
-        torch.nn.init.normal_(getattr(self.h, "10").c_fc.weight, mean=0.0, std=0.02)
-        torch.nn.init.zeros_(getattr(self.h, "10").c_fc.bias)
-        getattr(self.h, "10").c_proj = torch.nn.utils.skip_init(torch.nn.Linear, 3072, 768, bias=True)
-        torch.nn.init.normal_(getattr(self.h, "10").c_proj.weight, mean=0.0, std=0.004082482904638631)
-        torch.nn.init.zeros_(getattr(self.h, "10").c_proj.bias)
-        getattr(self.h, "10").mlp_dropout = torch.nn.Dropout(p=0.1)
-        self.h.add_module("11", torch.nn.Module())
-        getattr(self.h, "11").ln_1 = torch.nn.LayerNorm(768, eps=1e-05, elementwise_affine=True)
-        getattr(self.h, "11").attn = torch.nn.MultiheadAttention(768, 12, dropout=0.1, bias=True, batch_first=True)
-        torch.nn.init.normal_(getattr(self.h, "11").attn.in_proj_weight, mean=0.0, std=0.02)
-        torch.nn.init.normal_(getattr(self.h, "11").attn.out_proj.weight, mean=0.0, std=0.004082482904638631)
-        getattr(self.h, "11").attn_dropout = torch.nn.Dropout(p=0.1)
-        getattr(self.h, "11").ln_2 = torch.nn.LayerNorm(768, eps=1e-05, elementwise_affine=True)
-        getattr(self.h, "11").c_fc = torch.nn.utils.skip_init(torch.nn.Linear, 768, 3072, bias=True)
-        torch.nn.init.normal_(getattr(self.h, "11").c_fc.weight, mean=0.0, std=0.02)
-        torch.nn.init.zeros_(getattr(self.h, "11").c_fc.bias)
-        getattr(self.h, "11").c_proj = torch.nn.utils.skip_init(torch.nn.Linear, 3072, 768, bias=True)
-        torch.nn.init.normal_(getattr(self.h, "11").c_proj.weight, mean=0.0, std=0.004082482904638631)
-        torch.nn.init.zeros_(getattr(self.h, "11").c_proj.bias)
-        getattr(self.h, "11").mlp_dropout = torch.nn.Dropout(p=0.1)
+        self.h = torch.nn.ModuleList([Block() for _ in range(12)])
         self.ln_f = torch.nn.LayerNorm(768, eps=1e-05, elementwise_affine=True)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """Returns logits."""
         wte = self.wte(tokens)  # (batch, seq, 768)
-        seq = wte.size(1)
-        wte_device = wte.device
-        positions = torch.arange(seq, device=wte_device)
-        wpe_call = self.wpe(positions)
+        wpe_call = self.wpe(torch.arange(wte.size(1), device=wte.device))
         wpe = wte + wpe_call
         drop = self.drop(wpe)
-        h_0_ln_1 = getattr(self.h, "0").ln_1(drop)
-        h_0_attn_in_proj_weight = getattr(self.h, "0").attn.in_proj_weight
-        h_0_attn_in_proj_bias = getattr(self.h, "0").attn.in_proj_bias
-        h_0_attn_out_proj_weight = getattr(self.h, "0").attn.out_proj.weight
-        h_0_attn_out_proj_bias = getattr(self.h, "0").attn.out_proj.bias
-        linear = torch.nn.functional.linear(h_0_ln_1, h_0_attn_in_proj_weight, h_0_attn_in_proj_bias)
-        split = linear.split(768, -1)
-        getitem = split[0]
-        getitem_1 = split[1]
-        getitem_2 = split[2]
-        unflatten = getitem.unflatten(-1, (12, 64))
-        h_0_attn_q = unflatten.transpose(1, 2)
-        unflatten_1 = getitem_1.unflatten(-1, (12, 64))
-        h_0_attn_k = unflatten_1.transpose(1, 2)
-        unflatten_2 = getitem_2.unflatten(-1, (12, 64))
-        h_0_attn_v = unflatten_2.transpose(1, 2)
-        training = self.training
-        mul = training * 0.1
-        scaled_dot_product_attention = torch.nn.functional.scaled_dot_product_attention(h_0_attn_q, h_0_attn_k, h_0_attn_v, is_causal=True, dropout_p=mul)
-        transpose_3 = scaled_dot_product_attention.transpose(1, 2)
-        flatten = transpose_3.flatten(2)
-        h_0_attn = torch.nn.functional.linear(flatten, h_0_attn_out_proj_weight, h_0_attn_out_proj_bias)  # (batch, seq, 768)
-        h_0_attn_dropout = getattr(self.h, "0").attn_dropout(h_0_attn)
-        h_0_res_1 = drop + h_0_attn_dropout
-        h_0_ln_2 = getattr(self.h, "0").ln_2(h_0_res_1)
-        h_0_c_fc = getattr(self.h, "0").c_fc(h_0_ln_2)  # (batch, seq, 3072)
-        h_0_gelu = torch.nn.functional.gelu(h_0_c_fc, approximate='tanh')
-        h_0_c_proj = getattr(self.h, "0").c_proj(h_0_gelu)  # (batch, seq, 768)
-        h_0_mlp_dropout = getattr(self.h, "0").mlp_dropout(h_0_c_proj)
-        h_0_res_2 = h_0_res_1 + h_0_mlp_dropout
-        h_1_ln_1 = getattr(self.h, "1").ln_1(h_0_res_2)
-        h_1_attn_in_proj_weight = getattr(self.h, "1").attn.in_proj_weight
-        h_1_attn_in_proj_bias = getattr(self.h, "1").attn.in_proj_bias
-        h_1_attn_out_proj_weight = getattr(self.h, "1").attn.out_proj.weight
-        h_1_attn_out_proj_bias = getattr(self.h, "1").attn.out_proj.bias
-        linear_2 = torch.nn.functional.linear(h_1_ln_1, h_1_attn_in_proj_weight, h_1_attn_in_proj_bias)
-        split_1 = linear_2.split(768, -1)
-        getitem_3 = split_1[0]
-        getitem_4 = split_1[1]
-        getitem_5 = split_1[2]
-        unflatten_3 = getitem_3.unflatten(-1, (12, 64))
-        h_1_attn_q = unflatten_3.transpose(1, 2)
-        unflatten_4 = getitem_4.unflatten(-1, (12, 64))
-        h_1_attn_k = unflatten_4.transpose(1, 2)
-        unflatten_5 = getitem_5.unflatten(-1, (12, 64))
-        h_1_attn_v = unflatten_5.transpose(1, 2)
-        training_1 = self.training
-        mul_1 = training_1 * 0.1
-        scaled_dot_product_attention_1 = torch.nn.functional.scaled_dot_product_attention(h_1_attn_q, h_1_attn_k, h_1_attn_v, is_causal=True, dropout_p=mul_1)
-        transpose_7 = scaled_dot_product_attention_1.transpose(1, 2)
-        flatten_1 = transpose_7.flatten(2)
-        h_1_attn = torch.nn.functional.linear(flatten_1, h_1_attn_out_proj_weight, h_1_attn_out_proj_bias)  # (batch, seq, 768)
-        h_1_attn_dropout = getattr(self.h, "1").attn_dropout(h_1_attn)
-        h_1_res_1 = h_0_res_2 + h_1_attn_dropout
-        h_1_ln_2 = getattr(self.h, "1").ln_2(h_1_res_1)
-        h_1_c_fc = getattr(self.h, "1").c_fc(h_1_ln_2)  # (batch, seq, 3072)
-        h_1_gelu = torch.nn.functional.gelu(h_1_c_fc, approximate='tanh')
-        h_1_c_proj = getattr(self.h, "1").c_proj(h_1_gelu)  # (batch, seq, 768)
-        h_1_mlp_dropout = getattr(self.h, "1").mlp_dropout(h_1_c_proj)
-        h_1_res_2 = h_1_res_1 + h_1_mlp_dropout
-        h_2_ln_1 = getattr(self.h, "2").ln_1(h_1_res_2)
-        h_2_attn_in_proj_weight = getattr(self.h, "2").attn.in_proj_weight
-        h_2_attn_in_proj_bias = getattr(self.h, "2").attn.in_proj_bias
-        h_2_attn_out_proj_weight = getattr(self.h, "2").attn.out_proj.weight
-        h_2_attn_out_proj_bias = getattr(self.h, "2").attn.out_proj.bias
-        linear_4 = torch.nn.functional.linear(h_2_ln_1, h_2_attn_in_proj_weight, h_2_attn_in_proj_bias)
-        split_2 = linear_4.split(768, -1)
-        getitem_6 = split_2[0]
-        getitem_7 = split_2[1]
-        getitem_8 = split_2[2]
-        unflatten_6 = getitem_6.unflatten(-1, (12, 64))
-        h_2_attn_q = unflatten_6.transpose(1, 2)
-        unflatten_7 = getitem_7.unflatten(-1, (12, 64))
-        h_2_attn_k = unflatten_7.transpose(1, 2)
-        unflatten_8 = getitem_8.unflatten(-1, (12, 64))
-        h_2_attn_v = unflatten_8.transpose(1, 2)
-        training_2 = self.training
-        mul_2 = training_2 * 0.1
-        scaled_dot_product_attention_2 = torch.nn.functional.scaled_dot_product_attention(h_2_attn_q, h_2_attn_k, h_2_attn_v, is_causal=True, dropout_p=mul_2)
-        transpose_11 = scaled_dot_product_attention_2.transpose(1, 2)
-        flatten_2 = transpose_11.flatten(2)
-        h_2_attn = torch.nn.functional.linear(flatten_2, h_2_attn_out_proj_weight, h_2_attn_out_proj_bias)  # (batch, seq, 768)
-        h_2_attn_dropout = getattr(self.h, "2").attn_dropout(h_2_attn)
-        h_2_res_1 = h_1_res_2 + h_2_attn_dropout
-        h_2_ln_2 = getattr(self.h, "2").ln_2(h_2_res_1)
-        h_2_c_fc = getattr(self.h, "2").c_fc(h_2_ln_2)  # (batch, seq, 3072)
-        h_2_gelu = torch.nn.functional.gelu(h_2_c_fc, approximate='tanh')
-        h_2_c_proj = getattr(self.h, "2").c_proj(h_2_gelu)  # (batch, seq, 768)
-        h_2_mlp_dropout = getattr(self.h, "2").mlp_dropout(h_2_c_proj)
-        h_2_res_2 = h_2_res_1 + h_2_mlp_dropout
-        h_3_ln_1 = getattr(self.h, "3").ln_1(h_2_res_2)
-        h_3_attn_in_proj_weight = getattr(self.h, "3").attn.in_proj_weight
-        h_3_attn_in_proj_bias = getattr(self.h, "3").attn.in_proj_bias
-        h_3_attn_out_proj_weight = getattr(self.h, "3").attn.out_proj.weight
-        h_3_attn_out_proj_bias = getattr(self.h, "3").attn.out_proj.bias
-        linear_6 = torch.nn.functional.linear(h_3_ln_1, h_3_attn_in_proj_weight, h_3_attn_in_proj_bias)
-        split_3 = linear_6.split(768, -1)
-        getitem_9 = split_3[0]
-        getitem_10 = split_3[1]
-        getitem_11 = split_3[2]
-        unflatten_9 = getitem_9.unflatten(-1, (12, 64))
-        h_3_attn_q = unflatten_9.transpose(1, 2)
-        unflatten_10 = getitem_10.unflatten(-1, (12, 64))
-        h_3_attn_k = unflatten_10.transpose(1, 2)
-        unflatten_11 = getitem_11.unflatten(-1, (12, 64))
-        h_3_attn_v = unflatten_11.transpose(1, 2)
-        training_3 = self.training
-        mul_3 = training_3 * 0.1
-        scaled_dot_product_attention_3 = torch.nn.functional.scaled_dot_product_attention(h_3_attn_q, h_3_attn_k, h_3_attn_v, is_causal=True, dropout_p=mul_3)
-        transpose_15 = scaled_dot_product_attention_3.transpose(1, 2)
-        flatten_3 = transpose_15.flatten(2)
-        h_3_attn = torch.nn.functional.linear(flatten_3, h_3_attn_out_proj_weight, h_3_attn_out_proj_bias)  # (batch, seq, 768)
-        h_3_attn_dropout = getattr(self.h, "3").attn_dropout(h_3_attn)
-        h_3_res_1 = h_2_res_2 + h_3_attn_dropout
-        h_3_ln_2 = getattr(self.h, "3").ln_2(h_3_res_1)
-        h_3_c_fc = getattr(self.h, "3").c_fc(h_3_ln_2)  # (batch, seq, 3072)
-        h_3_gelu = torch.nn.functional.gelu(h_3_c_fc, approximate='tanh')
-        h_3_c_proj = getattr(self.h, "3").c_proj(h_3_gelu)  # (batch, seq, 768)
-        h_3_mlp_dropout = getattr(self.h, "3").mlp_dropout(h_3_c_proj)
-        h_3_res_2 = h_3_res_1 + h_3_mlp_dropout
-        h_4_ln_1 = getattr(self.h, "4").ln_1(h_3_res_2)
-        h_4_attn_in_proj_weight = getattr(self.h, "4").attn.in_proj_weight
-        h_4_attn_in_proj_bias = getattr(self.h, "4").attn.in_proj_bias
-        h_4_attn_out_proj_weight = getattr(self.h, "4").attn.out_proj.weight
-        h_4_attn_out_proj_bias = getattr(self.h, "4").attn.out_proj.bias
-        linear_8 = torch.nn.functional.linear(h_4_ln_1, h_4_attn_in_proj_weight, h_4_attn_in_proj_bias)
-        split_4 = linear_8.split(768, -1)
-        getitem_12 = split_4[0]
-        getitem_13 = split_4[1]
-        getitem_14 = split_4[2]
-        unflatten_12 = getitem_12.unflatten(-1, (12, 64))
-        h_4_attn_q = unflatten_12.transpose(1, 2)
-        unflatten_13 = getitem_13.unflatten(-1, (12, 64))
-        h_4_attn_k = unflatten_13.transpose(1, 2)
-        unflatten_14 = getitem_14.unflatten(-1, (12, 64))
-        h_4_attn_v = unflatten_14.transpose(1, 2)
-        training_4 = self.training
-        mul_4 = training_4 * 0.1
-        scaled_dot_product_attention_4 = torch.nn.functional.scaled_dot_product_attention(h_4_attn_q, h_4_attn_k, h_4_attn_v, is_causal=True, dropout_p=mul_4)
-        transpose_19 = scaled_dot_product_attention_4.transpose(1, 2)
-        flatten_4 = transpose_19.flatten(2)
-        h_4_attn = torch.nn.functional.linear(flatten_4, h_4_attn_out_proj_weight, h_4_attn_out_proj_bias)  # (batch, seq, 768)
-        h_4_attn_dropout = getattr(self.h, "4").attn_dropout(h_4_attn)
-        h_4_res_1 = h_3_res_2 + h_4_attn_dropout
-        h_4_ln_2 = getattr(self.h, "4").ln_2(h_4_res_1)
-        h_4_c_fc = getattr(self.h, "4").c_fc(h_4_ln_2)  # (batch, seq, 3072)
-        h_4_gelu = torch.nn.functional.gelu(h_4_c_fc, approximate='tanh')
-        h_4_c_proj = getattr(self.h, "4").c_proj(h_4_gelu)  # (batch, seq, 768)
-        h_4_mlp_dropout = getattr(self.h, "4").mlp_dropout(h_4_c_proj)
-        h_4_res_2 = h_4_res_1 + h_4_mlp_dropout
-        h_5_ln_1 = getattr(self.h, "5").ln_1(h_4_res_2)
-        h_5_attn_in_proj_weight = getattr(self.h, "5").attn.in_proj_weight
-        h_5_attn_in_proj_bias = getattr(self.h, "5").attn.in_proj_bias
-        h_5_attn_out_proj_weight = getattr(self.h, "5").attn.out_proj.weight
-        h_5_attn_out_proj_bias = getattr(self.h, "5").attn.out_proj.bias
-        linear_10 = torch.nn.functional.linear(h_5_ln_1, h_5_attn_in_proj_weight, h_5_attn_in_proj_bias)
-        split_5 = linear_10.split(768, -1)
-        getitem_15 = split_5[0]
-        getitem_16 = split_5[1]
-        getitem_17 = split_5[2]
-        unflatten_15 = getitem_15.unflatten(-1, (12, 64))
-        h_5_attn_q = unflatten_15.transpose(1, 2)
-        unflatten_16 = getitem_16.unflatten(-1, (12, 64))
-        h_5_attn_k = unflatten_16.transpose(1, 2)
-        unflatten_17 = getitem_17.unflatten(-1, (12, 64))
-        h_5_attn_v = unflatten_17.transpose(1, 2)
-        training_5 = self.training
-        mul_5 = training_5 * 0.1
-        scaled_dot_product_attention_5 = torch.nn.functional.scaled_dot_product_attention(h_5_attn_q, h_5_attn_k, h_5_attn_v, is_causal=True, dropout_p=mul_5)
-        transpose_23 = scaled_dot_product_attention_5.transpose(1, 2)
-        flatten_5 = transpose_23.flatten(2)
-        h_5_attn = torch.nn.functional.linear(flatten_5, h_5_attn_out_proj_weight, h_5_attn_out_proj_bias)  # (batch, seq, 768)
-        h_5_attn_dropout = getattr(self.h, "5").attn_dropout(h_5_attn)
-        h_5_res_1 = h_4_res_2 + h_5_attn_dropout
-        h_5_ln_2 = getattr(self.h, "5").ln_2(h_5_res_1)
-        h_5_c_fc = getattr(self.h, "5").c_fc(h_5_ln_2)  # (batch, seq, 3072)
-        h_5_gelu = torch.nn.functional.gelu(h_5_c_fc, approximate='tanh')
-        h_5_c_proj = getattr(self.h, "5").c_proj(h_5_gelu)  # (batch, seq, 768)
-        h_5_mlp_dropout = getattr(self.h, "5").mlp_dropout(h_5_c_proj)
-        h_5_res_2 = h_5_res_1 + h_5_mlp_dropout
-        h_6_ln_1 = getattr(self.h, "6").ln_1(h_5_res_2)
-        h_6_attn_in_proj_weight = getattr(self.h, "6").attn.in_proj_weight
-        h_6_attn_in_proj_bias = getattr(self.h, "6").attn.in_proj_bias
-        h_6_attn_out_proj_weight = getattr(self.h, "6").attn.out_proj.weight
-        h_6_attn_out_proj_bias = getattr(self.h, "6").attn.out_proj.bias
-        linear_12 = torch.nn.functional.linear(h_6_ln_1, h_6_attn_in_proj_weight, h_6_attn_in_proj_bias)
-        split_6 = linear_12.split(768, -1)
-        getitem_18 = split_6[0]
-        getitem_19 = split_6[1]
-        getitem_20 = split_6[2]
-        unflatten_18 = getitem_18.unflatten(-1, (12, 64))
-        h_6_attn_q = unflatten_18.transpose(1, 2)
-        unflatten_19 = getitem_19.unflatten(-1, (12, 64))
-        h_6_attn_k = unflatten_19.transpose(1, 2)
-        unflatten_20 = getitem_20.unflatten(-1, (12, 64))
-        h_6_attn_v = unflatten_20.transpose(1, 2)
-        training_6 = self.training
-        mul_6 = training_6 * 0.1
-        scaled_dot_product_attention_6 = torch.nn.functional.scaled_dot_product_attention(h_6_attn_q, h_6_attn_k, h_6_attn_v, is_causal=True, dropout_p=mul_6)
-        transpose_27 = scaled_dot_product_attention_6.transpose(1, 2)
-        flatten_6 = transpose_27.flatten(2)
-        h_6_attn = torch.nn.functional.linear(flatten_6, h_6_attn_out_proj_weight, h_6_attn_out_proj_bias)  # (batch, seq, 768)
-        h_6_attn_dropout = getattr(self.h, "6").attn_dropout(h_6_attn)
-        h_6_res_1 = h_5_res_2 + h_6_attn_dropout
-        h_6_ln_2 = getattr(self.h, "6").ln_2(h_6_res_1)
-        h_6_c_fc = getattr(self.h, "6").c_fc(h_6_ln_2)  # (batch, seq, 3072)
-        h_6_gelu = torch.nn.functional.gelu(h_6_c_fc, approximate='tanh')
-        h_6_c_proj = getattr(self.h, "6").c_proj(h_6_gelu)  # (batch, seq, 768)
-        h_6_mlp_dropout = getattr(self.h, "6").mlp_dropout(h_6_c_proj)
-        h_6_res_2 = h_6_res_1 + h_6_mlp_dropout
-        h_7_ln_1 = getattr(self.h, "7").ln_1(h_6_res_2)
-        h_7_attn_in_proj_weight = getattr(self.h, "7").attn.in_proj_weight
-        h_7_attn_in_proj_bias = getattr(self.h, "7").attn.in_proj_bias
-        h_7_attn_out_proj_weight = getattr(self.h, "7").attn.out_proj.weight
-        h_7_attn_out_proj_bias = getattr(self.h, "7").attn.out_proj.bias
-        linear_14 = torch.nn.functional.linear(h_7_ln_1, h_7_attn_in_proj_weight, h_7_attn_in_proj_bias)
-        split_7 = linear_14.split(768, -1)
-        getitem_21 = split_7[0]
-        getitem_22 = split_7[1]
-        getitem_23 = split_7[2]
-        unflatten_21 = getitem_21.unflatten(-1, (12, 64))
-        h_7_attn_q = unflatten_21.transpose(1, 2)
-        unflatten_22 = getitem_22.unflatten(-1, (12, 64))
-        h_7_attn_k = unflatten_22.transpose(1, 2)
-        unflatten_23 = getitem_23.unflatten(-1, (12, 64))
-        h_7_attn_v = unflatten_23.transpose(1, 2)
-        training_7 = self.training
-        mul_7 = training_7 * 0.1
-        scaled_dot_product_attention_7 = torch.nn.functional.scaled_dot_product_attention(h_7_attn_q, h_7_attn_k, h_7_attn_v, is_causal=True, dropout_p=mul_7)
-        transpose_31 = scaled_dot_product_attention_7.transpose(1, 2)
-        flatten_7 = transpose_31.flatten(2)
-        h_7_attn = torch.nn.functional.linear(flatten_7, h_7_attn_out_proj_weight, h_7_attn_out_proj_bias)  # (batch, seq, 768)
-        h_7_attn_dropout = getattr(self.h, "7").attn_dropout(h_7_attn)
-        h_7_res_1 = h_6_res_2 + h_7_attn_dropout
-        h_7_ln_2 = getattr(self.h, "7").ln_2(h_7_res_1)
-        h_7_c_fc = getattr(self.h, "7").c_fc(h_7_ln_2)  # (batch, seq, 3072)
-        h_7_gelu = torch.nn.functional.gelu(h_7_c_fc, approximate='tanh')
-        h_7_c_proj = getattr(self.h, "7").c_proj(h_7_gelu)  # (batch, seq, 768)
-        h_7_mlp_dropout = getattr(self.h, "7").mlp_dropout(h_7_c_proj)
-        h_7_res_2 = h_7_res_1 + h_7_mlp_dropout
-        h_8_ln_1 = getattr(self.h, "8").ln_1(h_7_res_2)
-        h_8_attn_in_proj_weight = getattr(self.h, "8").attn.in_proj_weight
-        h_8_attn_in_proj_bias = getattr(self.h, "8").attn.in_proj_bias
-        h_8_attn_out_proj_weight = getattr(self.h, "8").attn.out_proj.weight
-        h_8_attn_out_proj_bias = getattr(self.h, "8").attn.out_proj.bias
-        linear_16 = torch.nn.functional.linear(h_8_ln_1, h_8_attn_in_proj_weight, h_8_attn_in_proj_bias)
-        split_8 = linear_16.split(768, -1)
-        getitem_24 = split_8[0]
-        getitem_25 = split_8[1]
-        getitem_26 = split_8[2]
-        unflatten_24 = getitem_24.unflatten(-1, (12, 64))
-        h_8_attn_q = unflatten_24.transpose(1, 2)
-        unflatten_25 = getitem_25.unflatten(-1, (12, 64))
-        h_8_attn_k = unflatten_25.transpose(1, 2)
-        unflatten_26 = getitem_26.unflatten(-1, (12, 64))
-        h_8_attn_v = unflatten_26.transpose(1, 2)
-        training_8 = self.training
-        mul_8 = training_8 * 0.1
-        scaled_dot_product_attention_8 = torch.nn.functional.scaled_dot_product_attention(h_8_attn_q, h_8_attn_k, h_8_attn_v, is_causal=True, dropout_p=mul_8)
-        transpose_35 = scaled_dot_product_attention_8.transpose(1, 2)
-        flatten_8 = transpose_35.flatten(2)
-        h_8_attn = torch.nn.functional.linear(flatten_8, h_8_attn_out_proj_weight, h_8_attn_out_proj_bias)  # (batch, seq, 768)
-        h_8_attn_dropout = getattr(self.h, "8").attn_dropout(h_8_attn)
-        h_8_res_1 = h_7_res_2 + h_8_attn_dropout
-        h_8_ln_2 = getattr(self.h, "8").ln_2(h_8_res_1)
-        h_8_c_fc = getattr(self.h, "8").c_fc(h_8_ln_2)  # (batch, seq, 3072)
-        h_8_gelu = torch.nn.functional.gelu(h_8_c_fc, approximate='tanh')
-        h_8_c_proj = getattr(self.h, "8").c_proj(h_8_gelu)  # (batch, seq, 768)
-        h_8_mlp_dropout = getattr(self.h, "8").mlp_dropout(h_8_c_proj)
-        h_8_res_2 = h_8_res_1 + h_8_mlp_dropout
-        h_9_ln_1 = getattr(self.h, "9").ln_1(h_8_res_2)
-        h_9_attn_in_proj_weight = getattr(self.h, "9").attn.in_proj_weight
-        h_9_attn_in_proj_bias = getattr(self.h, "9").attn.in_proj_bias
-        h_9_attn_out_proj_weight = getattr(self.h, "9").attn.out_proj.weight
-        h_9_attn_out_proj_bias = getattr(self.h, "9").attn.out_proj.bias
-        linear_18 = torch.nn.functional.linear(h_9_ln_1, h_9_attn_in_proj_weight, h_9_attn_in_proj_bias)
-        split_9 = linear_18.split(768, -1)
-        getitem_27 = split_9[0]
-        getitem_28 = split_9[1]
-        getitem_29 = split_9[2]
-        unflatten_27 = getitem_27.unflatten(-1, (12, 64))
-        h_9_attn_q = unflatten_27.transpose(1, 2)
-        unflatten_28 = getitem_28.unflatten(-1, (12, 64))
-        h_9_attn_k = unflatten_28.transpose(1, 2)
-        unflatten_29 = getitem_29.unflatten(-1, (12, 64))
-        h_9_attn_v = unflatten_29.transpose(1, 2)
-        training_9 = self.training
-        mul_9 = training_9 * 0.1
-        scaled_dot_product_attention_9 = torch.nn.functional.scaled_dot_product_attention(h_9_attn_q, h_9_attn_k, h_9_attn_v, is_causal=True, dropout_p=mul_9)
-        transpose_39 = scaled_dot_product_attention_9.transpose(1, 2)
-        flatten_9 = transpose_39.flatten(2)
-        h_9_attn = torch.nn.functional.linear(flatten_9, h_9_attn_out_proj_weight, h_9_attn_out_proj_bias)  # (batch, seq, 768)
-        h_9_attn_dropout = getattr(self.h, "9").attn_dropout(h_9_attn)
-        h_9_res_1 = h_8_res_2 + h_9_attn_dropout
-        h_9_ln_2 = getattr(self.h, "9").ln_2(h_9_res_1)
-        h_9_c_fc = getattr(self.h, "9").c_fc(h_9_ln_2)  # (batch, seq, 3072)
-        h_9_gelu = torch.nn.functional.gelu(h_9_c_fc, approximate='tanh')
-        h_9_c_proj = getattr(self.h, "9").c_proj(h_9_gelu)  # (batch, seq, 768)
-        h_9_mlp_dropout = getattr(self.h, "9").mlp_dropout(h_9_c_proj)
-        h_9_res_2 = h_9_res_1 + h_9_mlp_dropout
-        h_10_ln_1 = getattr(self.h, "10").ln_1(h_9_res_2)
-        h_10_attn_in_proj_weight = getattr(self.h, "10").attn.in_proj_weight
-        h_10_attn_in_proj_bias = getattr(self.h, "10").attn.in_proj_bias
-        h_10_attn_out_proj_weight = getattr(self.h, "10").attn.out_proj.weight
-        h_10_attn_out_proj_bias = getattr(self.h, "10").attn.out_proj.bias
-        linear_20 = torch.nn.functional.linear(h_10_ln_1, h_10_attn_in_proj_weight, h_10_attn_in_proj_bias)
-        split_10 = linear_20.split(768, -1)
-        getitem_30 = split_10[0]
-        getitem_31 = split_10[1]
-        getitem_32 = split_10[2]
-        unflatten_30 = getitem_30.unflatten(-1, (12, 64))
-        h_10_attn_q = unflatten_30.transpose(1, 2)
-        unflatten_31 = getitem_31.unflatten(-1, (12, 64))
-        h_10_attn_k = unflatten_31.transpose(1, 2)
-        unflatten_32 = getitem_32.unflatten(-1, (12, 64))
-        h_10_attn_v = unflatten_32.transpose(1, 2)
-        training_10 = self.training
-        mul_10 = training_10 * 0.1
-        scaled_dot_product_attention_10 = torch.nn.functional.scaled_dot_product_attention(h_10_attn_q, h_10_attn_k, h_10_attn_v, is_causal=True, dropout_p=mul_10)
-        transpose_43 = scaled_dot_product_attention_10.transpose(1, 2)
-        flatten_10 = transpose_43.flatten(2)
-        h_10_attn = torch.nn.functional.linear(flatten_10, h_10_attn_out_proj_weight, h_10_attn_out_proj_bias)  # (batch, seq, 768)
-        h_10_attn_dropout = getattr(self.h, "10").attn_dropout(h_10_attn)
-        h_10_res_1 = h_9_res_2 + h_10_attn_dropout
-        h_10_ln_2 = getattr(self.h, "10").ln_2(h_10_res_1)
-        h_10_c_fc = getattr(self.h, "10").c_fc(h_10_ln_2)  # (batch, seq, 3072)
-        h_10_gelu = torch.nn.functional.gelu(h_10_c_fc, approximate='tanh')
-        h_10_c_proj = getattr(self.h, "10").c_proj(h_10_gelu)  # (batch, seq, 768)
-        h_10_mlp_dropout = getattr(self.h, "10").mlp_dropout(h_10_c_proj)
-        h_10_res_2 = h_10_res_1 + h_10_mlp_dropout
-        h_11_ln_1 = getattr(self.h, "11").ln_1(h_10_res_2)
-        h_11_attn_in_proj_weight = getattr(self.h, "11").attn.in_proj_weight
-        h_11_attn_in_proj_bias = getattr(self.h, "11").attn.in_proj_bias
-        h_11_attn_out_proj_weight = getattr(self.h, "11").attn.out_proj.weight
-        h_11_attn_out_proj_bias = getattr(self.h, "11").attn.out_proj.bias
-        linear_22 = torch.nn.functional.linear(h_11_ln_1, h_11_attn_in_proj_weight, h_11_attn_in_proj_bias)
-        split_11 = linear_22.split(768, -1)
-        getitem_33 = split_11[0]
-        getitem_34 = split_11[1]
-        getitem_35 = split_11[2]
-        unflatten_33 = getitem_33.unflatten(-1, (12, 64))
-        h_11_attn_q = unflatten_33.transpose(1, 2)
-        unflatten_34 = getitem_34.unflatten(-1, (12, 64))
-        h_11_attn_k = unflatten_34.transpose(1, 2)
-        unflatten_35 = getitem_35.unflatten(-1, (12, 64))
-        h_11_attn_v = unflatten_35.transpose(1, 2)
-        training_11 = self.training
-        mul_11 = training_11 * 0.1
-        scaled_dot_product_attention_11 = torch.nn.functional.scaled_dot_product_attention(h_11_attn_q, h_11_attn_k, h_11_attn_v, is_causal=True, dropout_p=mul_11)
-        transpose_47 = scaled_dot_product_attention_11.transpose(1, 2)
-        flatten_11 = transpose_47.flatten(2)
-        h_11_attn = torch.nn.functional.linear(flatten_11, h_11_attn_out_proj_weight, h_11_attn_out_proj_bias)  # (batch, seq, 768)
-        h_11_attn_dropout = getattr(self.h, "11").attn_dropout(h_11_attn)
-        h_11_res_1 = h_10_res_2 + h_11_attn_dropout
-        h_11_ln_2 = getattr(self.h, "11").ln_2(h_11_res_1)
-        h_11_c_fc = getattr(self.h, "11").c_fc(h_11_ln_2)  # (batch, seq, 3072)
-        h_11_gelu = torch.nn.functional.gelu(h_11_c_fc, approximate='tanh')
-        h_11_c_proj = getattr(self.h, "11").c_proj(h_11_gelu)  # (batch, seq, 768)
-        h_11_mlp_dropout = getattr(self.h, "11").mlp_dropout(h_11_c_proj)
-        h_11_res_2 = h_11_res_1 + h_11_mlp_dropout
-        ln_f = self.ln_f(h_11_res_2)
-        wte_weight = self.wte.weight
-        lm_head = torch.nn.functional.linear(ln_f, wte_weight, None)  # (batch, seq, 50257)
+        h = drop
+        for layer in self.h:
+            h = layer(h)
+        ln_f = self.ln_f(h)
+        lm_head = torch.nn.functional.linear(ln_f, self.wte.weight, None)  # (batch, seq, 50257)
         return lm_head
+
+    def with_past(
+        self, tokens: torch.Tensor, position_ids: torch.Tensor, padding_mask: torch.Tensor,
+        past_key_values_0_key: torch.Tensor, past_key_values_0_value: torch.Tensor,
+        past_key_values_1_key: torch.Tensor, past_key_values_1_value: torch.Tensor,
+        past_key_values_2_key: torch.Tensor, past_key_values_2_value: torch.Tensor,
+        past_key_values_3_key: torch.Tensor, past_key_values_3_value: torch.Tensor,
+        past_key_values_4_key: torch.Tensor, past_key_values_4_value: torch.Tensor,
+        past_key_values_5_key: torch.Tensor, past_key_values_5_value: torch.Tensor,
+        past_key_values_6_key: torch.Tensor, past_key_values_6_value: torch.Tensor,
+        past_key_values_7_key: torch.Tensor, past_key_values_7_value: torch.Tensor,
+        past_key_values_8_key: torch.Tensor, past_key_values_8_value: torch.Tensor,
+        past_key_values_9_key: torch.Tensor, past_key_values_9_value: torch.Tensor,
+        past_key_values_10_key: torch.Tensor, past_key_values_10_value: torch.Tensor,
+        past_key_values_11_key: torch.Tensor, past_key_values_11_value: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Signature 'with_past': returns logits, present.0.key, present.0.value, present.1.key,
+        present.1.value, present.2.key, present.2.value, present.3.key, present.3.value, present.4.key,
+        present.4.value, present.5.key, present.5.value, present.6.key, present.6.value, present.7.key,
+        present.7.value, present.8.key, present.8.value, present.9.key, present.9.value, present.10.key,
+        present.10.value, present.11.key, present.11.value.
+        """
+        wte = self.wte(tokens)  # (batch, seq, 768)
+        wpe_call = self.wpe(position_ids)
+        wpe = wte + wpe_call
+        drop = self.drop(wpe)
+        h_0 = self.h[0].with_past(drop, past_key_values_0_key, past_key_values_0_value, padding_mask)
+        h_0_res_2 = h_0[0]
+        h_0_attn_present_key = h_0[1]  # (batch, 12, past_sequence_length+seq, 64)
+        h_0_attn_present_value = h_0[2]  # (batch, 12, past_sequence_length+seq, 64)
+        h_1 = self.h[1].with_past(h_0_res_2, past_key_values_1_key, past_key_values_1_value, padding_mask)
+        h_1_res_2 = h_1[0]
+        h_1_attn_present_key = h_1[1]  # (batch, 12, past_sequence_length+seq, 64)
+        h_1_attn_present_value = h_1[2]  # (batch, 12, past_sequence_length+seq, 64)
+        h_2 = self.h[2].with_past(h_1_res_2, past_key_values_2_key, past_key_values_2_value, padding_mask)
+        h_2_res_2 = h_2[0]
+        h_2_attn_present_key = h_2[1]  # (batch, 12, past_sequence_length+seq, 64)
+        h_2_attn_present_value = h_2[2]  # (batch, 12, past_sequence_length+seq, 64)
+        h_3 = self.h[3].with_past(h_2_res_2, past_key_values_3_key, past_key_values_3_value, padding_mask)
+        h_3_res_2 = h_3[0]
+        h_3_attn_present_key = h_3[1]  # (batch, 12, past_sequence_length+seq, 64)
+        h_3_attn_present_value = h_3[2]  # (batch, 12, past_sequence_length+seq, 64)
+        h_4 = self.h[4].with_past(h_3_res_2, past_key_values_4_key, past_key_values_4_value, padding_mask)
+        h_4_res_2 = h_4[0]
+        h_4_attn_present_key = h_4[1]  # (batch, 12, past_sequence_length+seq, 64)
+        h_4_attn_present_value = h_4[2]  # (batch, 12, past_sequence_length+seq, 64)
+        h_5 = self.h[5].with_past(h_4_res_2, past_key_values_5_key, past_key_values_5_value, padding_mask)
+        h_5_res_2 = h_5[0]
+        h_5_attn_present_key = h_5[1]  # (batch, 12, past_sequence_length+seq, 64)
+        h_5_attn_present_value = h_5[2]  # (batch, 12, past_sequence_length+seq, 64)
+        h_6 = self.h[6].with_past(h_5_res_2, past_key_values_6_key, past_key_values_6_value, padding_mask)
+        h_6_res_2 = h_6[0]
+        h_6_attn_present_key = h_6[1]  # (batch, 12, past_sequence_length+seq, 64)
+        h_6_attn_present_value = h_6[2]  # (batch, 12, past_sequence_length+seq, 64)
+        h_7 = self.h[7].with_past(h_6_res_2, past_key_values_7_key, past_key_values_7_value, padding_mask)
+        h_7_res_2 = h_7[0]
+        h_7_attn_present_key = h_7[1]  # (batch, 12, past_sequence_length+seq, 64)
+        h_7_attn_present_value = h_7[2]  # (batch, 12, past_sequence_length+seq, 64)
+        h_8 = self.h[8].with_past(h_7_res_2, past_key_values_8_key, past_key_values_8_value, padding_mask)
+        h_8_res_2 = h_8[0]
+        h_8_attn_present_key = h_8[1]  # (batch, 12, past_sequence_length+seq, 64)
+        h_8_attn_present_value = h_8[2]  # (batch, 12, past_sequence_length+seq, 64)
+        h_9 = self.h[9].with_past(h_8_res_2, past_key_values_9_key, past_key_values_9_value, padding_mask)
+        h_9_res_2 = h_9[0]
+        h_9_attn_present_key = h_9[1]  # (batch, 12, past_sequence_length+seq, 64)
+        h_9_attn_present_value = h_9[2]  # (batch, 12, past_sequence_length+seq, 64)
+        h_10 = self.h[10].with_past(h_9_res_2, past_key_values_10_key, past_key_values_10_value, padding_mask)
+        h_10_res_2 = h_10[0]
+        h_10_attn_present_key = h_10[1]  # (batch, 12, past_sequence_length+seq, 64)
+        h_10_attn_present_value = h_10[2]  # (batch, 12, past_sequence_length+seq, 64)
+        h_11 = self.h[11].with_past(h_10_res_2, past_key_values_11_key, past_key_values_11_value, padding_mask)
+        h_11_res_2 = h_11[0]
+        h_11_attn_present_key = h_11[1]  # (batch, 12, past_sequence_length+seq, 64)
+        h_11_attn_present_value = h_11[2]  # (batch, 12, past_sequence_length+seq, 64)
+        ln_f = self.ln_f(h_11_res_2)
+        lm_head = torch.nn.functional.linear(ln_f, self.wte.weight, None)  # (batch, seq, 50257)
+        return (
+            lm_head, h_0_attn_present_key, h_0_attn_present_value, h_1_attn_present_key,
+            h_1_attn_present_value, h_2_attn_present_key, h_2_attn_present_value,
+            h_3_attn_present_key, h_3_attn_present_value, h_4_attn_present_key,
+            h_4_attn_present_value, h_5_attn_present_key, h_5_attn_present_value,
+            h_6_attn_present_key, h_6_attn_present_value, h_7_attn_present_key,
+            h_7_attn_present_value, h_8_attn_present_key, h_8_attn_present_value,
+            h_9_attn_present_key, h_9_attn_present_value, h_10_attn_present_key,
+            h_10_attn_present_value, h_11_attn_present_key, h_11_attn_present_value)

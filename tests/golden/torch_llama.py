@@ -6,6 +6,125 @@ Standalone: needs only torch. The state_dict keys are the spec's node ids.
 import torch
 
 
+class DecoderLayer(torch.nn.Module):
+    """LlamaDecoderLayer: x + attn(rms_norm(x)), then x + down(silu(gate(h)) * up(h)) with h =
+    rms_norm(x).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.input_layernorm = torch.nn.RMSNorm(2048, eps=1e-05, elementwise_affine=True)
+        self.self_attn = torch.nn.Module()
+        self.self_attn.register_parameter(
+            "in_proj_weight",
+            torch.nn.Parameter(torch.empty(2560, 2048).uniform_(-0.03608439182435161, 0.03608439182435161)))
+        self.self_attn.out_proj = torch.nn.Module()
+        self.self_attn.out_proj.register_parameter(
+            "weight",
+            torch.nn.Parameter(torch.empty(2048, 2048).uniform_(-0.022097086912079608, 0.022097086912079608)))
+        torch.nn.init.normal_(self.self_attn.in_proj_weight, mean=0.0, std=0.02)
+        torch.nn.init.normal_(self.self_attn.out_proj.weight, mean=0.0, std=0.02)
+        self.post_attention_layernorm = torch.nn.RMSNorm(2048, eps=1e-05, elementwise_affine=True)
+        self.gate_proj = torch.nn.utils.skip_init(torch.nn.Linear, 2048, 5632, bias=False)
+        torch.nn.init.normal_(self.gate_proj.weight, mean=0.0, std=0.02)
+        self.up_proj = torch.nn.utils.skip_init(torch.nn.Linear, 2048, 5632, bias=False)
+        torch.nn.init.normal_(self.up_proj.weight, mean=0.0, std=0.02)
+        self.down_proj = torch.nn.utils.skip_init(torch.nn.Linear, 5632, 2048, bias=False)
+        torch.nn.init.normal_(self.down_proj.weight, mean=0.0, std=0.02)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        input_layernorm = self.input_layernorm(x)
+        self_attn_linear = torch.nn.functional.linear(input_layernorm, self.self_attn.in_proj_weight, None)
+        self_attn_split = self_attn_linear.split([2048, 256, 256], -1)
+        self_attn_q = self_attn_split[0].unflatten(-1, (32, 64)).transpose(1, 2)
+        self_attn_k = self_attn_split[1].unflatten(-1, (4, 64)).transpose(1, 2)
+        self_attn_v = self_attn_split[2].unflatten(-1, (4, 64)).transpose(1, 2)
+        self_attn_input_layernorm_device = input_layernorm.device
+        self_attn_arange = torch.arange(0, 64, 2, dtype=torch.float32, device=self_attn_input_layernorm_device)
+        self_attn_arange_2 = torch.arange(
+            input_layernorm.size(1), dtype=torch.float32, device=self_attn_input_layernorm_device)
+        self_attn_mul = self_attn_arange_2.unsqueeze(-1) * torch.pow(10000.0, self_attn_arange.div(64)).reciprocal()
+        self_attn_rope_cos = self_attn_mul.cos()
+        self_attn_rope_sin = self_attn_mul.sin()
+        self_attn_chunk = self_attn_q.chunk(2, -1)
+        self_attn_getitem = self_attn_chunk[0]
+        self_attn_getitem_2 = self_attn_chunk[1]
+        self_attn_sub = (self_attn_getitem * self_attn_rope_cos) - (self_attn_getitem_2 * self_attn_rope_sin)
+        self_attn_add = (self_attn_getitem_2 * self_attn_rope_cos) + (self_attn_getitem * self_attn_rope_sin)
+        self_attn_chunk_2 = self_attn_k.chunk(2, -1)
+        self_attn_getitem_3 = self_attn_chunk_2[0]
+        self_attn_getitem_4 = self_attn_chunk_2[1]
+        self_attn_sub_2 = (self_attn_getitem_3 * self_attn_rope_cos) - (self_attn_getitem_4 * self_attn_rope_sin)
+        self_attn_add_2 = (self_attn_getitem_4 * self_attn_rope_cos) + (self_attn_getitem_3 * self_attn_rope_sin)
+        self_attn_scaled_dot_product_attention = torch.nn.functional.scaled_dot_product_attention(
+            torch.cat([self_attn_sub, self_attn_add], -1),
+            torch.cat([self_attn_sub_2, self_attn_add_2], -1), self_attn_v, is_causal=True,
+            enable_gqa=True)
+        self_attn_flatten = self_attn_scaled_dot_product_attention.transpose(1, 2).flatten(2)
+        self_attn = torch.nn.functional.linear(
+            self_attn_flatten, self.self_attn.out_proj.weight, None)  # (batch, seq, 2048)
+        attn_res = x + self_attn
+        post_attention_layernorm = self.post_attention_layernorm(attn_res)
+        gate_proj = self.gate_proj(post_attention_layernorm)  # (batch, seq, 5632)
+        up_proj = self.up_proj(post_attention_layernorm)  # (batch, seq, 5632)
+        act = torch.nn.functional.silu(gate_proj)
+        gated = act * up_proj
+        down_proj = self.down_proj(gated)  # (batch, seq, 2048)
+        mlp_res = attn_res + down_proj
+        return mlp_res
+
+    def with_past(
+        self, x: torch.Tensor, position_ids: torch.Tensor, past_key_values_key: torch.Tensor,
+        past_key_values_value: torch.Tensor, padding_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        input_layernorm = self.input_layernorm(x)
+        self_attn_linear = torch.nn.functional.linear(input_layernorm, self.self_attn.in_proj_weight, None)
+        self_attn_split = self_attn_linear.split([2048, 256, 256], -1)
+        self_attn_q = self_attn_split[0].unflatten(-1, (32, 64)).transpose(1, 2)
+        self_attn_k = self_attn_split[1].unflatten(-1, (4, 64)).transpose(1, 2)
+        self_attn_v = self_attn_split[2].unflatten(-1, (4, 64)).transpose(1, 2)
+        self_attn_arange = torch.arange(0, 64, 2, dtype=torch.float32, device=input_layernorm.device)
+        self_attn_mul = position_ids.float().unsqueeze(-1) * torch.pow(10000.0, self_attn_arange.div(64)).reciprocal()
+        self_attn_unsqueeze = self_attn_mul.unsqueeze(1)
+        self_attn_rope_cos = self_attn_unsqueeze.cos()
+        self_attn_rope_sin = self_attn_unsqueeze.sin()
+        self_attn_chunk = self_attn_q.chunk(2, -1)
+        self_attn_getitem = self_attn_chunk[0]
+        self_attn_getitem_2 = self_attn_chunk[1]
+        self_attn_sub = (self_attn_getitem * self_attn_rope_cos) - (self_attn_getitem_2 * self_attn_rope_sin)
+        self_attn_add = (self_attn_getitem_2 * self_attn_rope_cos) + (self_attn_getitem * self_attn_rope_sin)
+        self_attn_cat = torch.cat([self_attn_sub, self_attn_add], -1)
+        self_attn_chunk_2 = self_attn_k.chunk(2, -1)
+        self_attn_getitem_3 = self_attn_chunk_2[0]
+        self_attn_getitem_4 = self_attn_chunk_2[1]
+        self_attn_sub_2 = (self_attn_getitem_3 * self_attn_rope_cos) - (self_attn_getitem_4 * self_attn_rope_sin)
+        self_attn_add_2 = (self_attn_getitem_4 * self_attn_rope_cos) + (self_attn_getitem_3 * self_attn_rope_sin)
+        self_attn_present_key = torch.cat(
+            [past_key_values_key, torch.cat([self_attn_sub_2, self_attn_add_2], -1)], 2)  # (batch, 4, past_sequence_length+seq, 64)
+        self_attn_present_value = torch.cat(
+            [past_key_values_value, self_attn_v], 2)  # (batch, 4, past_sequence_length+seq, 64)
+        self_attn_past_sequence_length = past_key_values_key.size(2)
+        self_attn_new_ones = self_attn_cat.new_ones(
+            (input_layernorm.size(1), self_attn_present_key.size(2)), dtype=torch.bool)
+        self_attn_causal_keep = self_attn_new_ones.tril(self_attn_past_sequence_length)
+        self_attn_and = self_attn_causal_keep & padding_mask.logical_not().unsqueeze(1).unsqueeze(1)
+        self_attn_or = self_attn_and | self_attn_causal_keep.triu(self_attn_past_sequence_length)
+        self_attn_scaled_dot_product_attention = torch.nn.functional.scaled_dot_product_attention(
+            self_attn_cat, self_attn_present_key, self_attn_present_value, attn_mask=self_attn_or,
+            enable_gqa=True)
+        self_attn_flatten = self_attn_scaled_dot_product_attention.transpose(1, 2).flatten(2)
+        self_attn = torch.nn.functional.linear(
+            self_attn_flatten, self.self_attn.out_proj.weight, None)  # (batch, seq, 2048)
+        attn_res = x + self_attn
+        post_attention_layernorm = self.post_attention_layernorm(attn_res)
+        gate_proj = self.gate_proj(post_attention_layernorm)  # (batch, seq, 5632)
+        up_proj = self.up_proj(post_attention_layernorm)  # (batch, seq, 5632)
+        act = torch.nn.functional.silu(gate_proj)
+        gated = act * up_proj
+        down_proj = self.down_proj(gated)  # (batch, seq, 2048)
+        mlp_res = attn_res + down_proj
+        return mlp_res, self_attn_present_key, self_attn_present_value
+
+
 class Llama(torch.nn.Module):
     """A Llama decoder (Touvron et al., 2023, "Llama 2: open foundation and fine-tuned chat models"),
     as Hugging Face's LlamaForCausalLM computes it, at TinyLlama-1.1B's configuration (Zhang et al.,
@@ -21,337 +140,7 @@ class Llama(torch.nn.Module):
         super().__init__()
         self.embed_tokens = torch.nn.utils.skip_init(torch.nn.Embedding, 32000, 2048, padding_idx=None)
         torch.nn.init.normal_(self.embed_tokens.weight, mean=0.0, std=0.02)
-        self.layers = torch.nn.Module()
-        self.layers.add_module("0", torch.nn.Module())
-        getattr(self.layers, "0").input_layernorm = torch.nn.RMSNorm(2048, eps=1e-05, elementwise_affine=True)
-        getattr(self.layers, "0").self_attn = torch.nn.Module()
-        getattr(self.layers, "0").self_attn.register_parameter("in_proj_weight", torch.nn.Parameter(torch.empty(2560, 2048).uniform_(-0.03608439182435161, 0.03608439182435161)))
-        getattr(self.layers, "0").self_attn.out_proj = torch.nn.Module()
-        getattr(self.layers, "0").self_attn.out_proj.register_parameter("weight", torch.nn.Parameter(torch.empty(2048, 2048).uniform_(-0.022097086912079608, 0.022097086912079608)))
-        torch.nn.init.normal_(getattr(self.layers, "0").self_attn.in_proj_weight, mean=0.0, std=0.02)
-        torch.nn.init.normal_(getattr(self.layers, "0").self_attn.out_proj.weight, mean=0.0, std=0.02)
-        getattr(self.layers, "0").post_attention_layernorm = torch.nn.RMSNorm(2048, eps=1e-05, elementwise_affine=True)
-        getattr(self.layers, "0").gate_proj = torch.nn.utils.skip_init(torch.nn.Linear, 2048, 5632, bias=False)
-        torch.nn.init.normal_(getattr(self.layers, "0").gate_proj.weight, mean=0.0, std=0.02)
-        getattr(self.layers, "0").up_proj = torch.nn.utils.skip_init(torch.nn.Linear, 2048, 5632, bias=False)
-        torch.nn.init.normal_(getattr(self.layers, "0").up_proj.weight, mean=0.0, std=0.02)
-        getattr(self.layers, "0").down_proj = torch.nn.utils.skip_init(torch.nn.Linear, 5632, 2048, bias=False)
-        torch.nn.init.normal_(getattr(self.layers, "0").down_proj.weight, mean=0.0, std=0.02)
-        self.layers.add_module("1", torch.nn.Module())
-        getattr(self.layers, "1").input_layernorm = torch.nn.RMSNorm(2048, eps=1e-05, elementwise_affine=True)
-        getattr(self.layers, "1").self_attn = torch.nn.Module()
-        getattr(self.layers, "1").self_attn.register_parameter("in_proj_weight", torch.nn.Parameter(torch.empty(2560, 2048).uniform_(-0.03608439182435161, 0.03608439182435161)))
-        getattr(self.layers, "1").self_attn.out_proj = torch.nn.Module()
-        getattr(self.layers, "1").self_attn.out_proj.register_parameter("weight", torch.nn.Parameter(torch.empty(2048, 2048).uniform_(-0.022097086912079608, 0.022097086912079608)))
-        torch.nn.init.normal_(getattr(self.layers, "1").self_attn.in_proj_weight, mean=0.0, std=0.02)
-        torch.nn.init.normal_(getattr(self.layers, "1").self_attn.out_proj.weight, mean=0.0, std=0.02)
-        getattr(self.layers, "1").post_attention_layernorm = torch.nn.RMSNorm(2048, eps=1e-05, elementwise_affine=True)
-        getattr(self.layers, "1").gate_proj = torch.nn.utils.skip_init(torch.nn.Linear, 2048, 5632, bias=False)
-        torch.nn.init.normal_(getattr(self.layers, "1").gate_proj.weight, mean=0.0, std=0.02)
-        getattr(self.layers, "1").up_proj = torch.nn.utils.skip_init(torch.nn.Linear, 2048, 5632, bias=False)
-        torch.nn.init.normal_(getattr(self.layers, "1").up_proj.weight, mean=0.0, std=0.02)
-        getattr(self.layers, "1").down_proj = torch.nn.utils.skip_init(torch.nn.Linear, 5632, 2048, bias=False)
-        torch.nn.init.normal_(getattr(self.layers, "1").down_proj.weight, mean=0.0, std=0.02)
-        self.layers.add_module("2", torch.nn.Module())
-        getattr(self.layers, "2").input_layernorm = torch.nn.RMSNorm(2048, eps=1e-05, elementwise_affine=True)
-        getattr(self.layers, "2").self_attn = torch.nn.Module()
-        getattr(self.layers, "2").self_attn.register_parameter("in_proj_weight", torch.nn.Parameter(torch.empty(2560, 2048).uniform_(-0.03608439182435161, 0.03608439182435161)))
-        getattr(self.layers, "2").self_attn.out_proj = torch.nn.Module()
-        getattr(self.layers, "2").self_attn.out_proj.register_parameter("weight", torch.nn.Parameter(torch.empty(2048, 2048).uniform_(-0.022097086912079608, 0.022097086912079608)))
-        torch.nn.init.normal_(getattr(self.layers, "2").self_attn.in_proj_weight, mean=0.0, std=0.02)
-        torch.nn.init.normal_(getattr(self.layers, "2").self_attn.out_proj.weight, mean=0.0, std=0.02)
-        getattr(self.layers, "2").post_attention_layernorm = torch.nn.RMSNorm(2048, eps=1e-05, elementwise_affine=True)
-        getattr(self.layers, "2").gate_proj = torch.nn.utils.skip_init(torch.nn.Linear, 2048, 5632, bias=False)
-        torch.nn.init.normal_(getattr(self.layers, "2").gate_proj.weight, mean=0.0, std=0.02)
-        getattr(self.layers, "2").up_proj = torch.nn.utils.skip_init(torch.nn.Linear, 2048, 5632, bias=False)
-        torch.nn.init.normal_(getattr(self.layers, "2").up_proj.weight, mean=0.0, std=0.02)
-        getattr(self.layers, "2").down_proj = torch.nn.utils.skip_init(torch.nn.Linear, 5632, 2048, bias=False)
-        torch.nn.init.normal_(getattr(self.layers, "2").down_proj.weight, mean=0.0, std=0.02)
-        self.layers.add_module("3", torch.nn.Module())
-        getattr(self.layers, "3").input_layernorm = torch.nn.RMSNorm(2048, eps=1e-05, elementwise_affine=True)
-        getattr(self.layers, "3").self_attn = torch.nn.Module()
-        getattr(self.layers, "3").self_attn.register_parameter("in_proj_weight", torch.nn.Parameter(torch.empty(2560, 2048).uniform_(-0.03608439182435161, 0.03608439182435161)))
-        getattr(self.layers, "3").self_attn.out_proj = torch.nn.Module()
-        getattr(self.layers, "3").self_attn.out_proj.register_parameter("weight", torch.nn.Parameter(torch.empty(2048, 2048).uniform_(-0.022097086912079608, 0.022097086912079608)))
-        torch.nn.init.normal_(getattr(self.layers, "3").self_attn.in_proj_weight, mean=0.0, std=0.02)
-        torch.nn.init.normal_(getattr(self.layers, "3").self_attn.out_proj.weight, mean=0.0, std=0.02)
-        getattr(self.layers, "3").post_attention_layernorm = torch.nn.RMSNorm(2048, eps=1e-05, elementwise_affine=True)
-        getattr(self.layers, "3").gate_proj = torch.nn.utils.skip_init(torch.nn.Linear, 2048, 5632, bias=False)
-        torch.nn.init.normal_(getattr(self.layers, "3").gate_proj.weight, mean=0.0, std=0.02)
-        getattr(self.layers, "3").up_proj = torch.nn.utils.skip_init(torch.nn.Linear, 2048, 5632, bias=False)
-        torch.nn.init.normal_(getattr(self.layers, "3").up_proj.weight, mean=0.0, std=0.02)
-        getattr(self.layers, "3").down_proj = torch.nn.utils.skip_init(torch.nn.Linear, 5632, 2048, bias=False)
-        torch.nn.init.normal_(getattr(self.layers, "3").down_proj.weight, mean=0.0, std=0.02)
-        self.layers.add_module("4", torch.nn.Module())
-        getattr(self.layers, "4").input_layernorm = torch.nn.RMSNorm(2048, eps=1e-05, elementwise_affine=True)
-        getattr(self.layers, "4").self_attn = torch.nn.Module()
-        getattr(self.layers, "4").self_attn.register_parameter("in_proj_weight", torch.nn.Parameter(torch.empty(2560, 2048).uniform_(-0.03608439182435161, 0.03608439182435161)))
-        getattr(self.layers, "4").self_attn.out_proj = torch.nn.Module()
-        getattr(self.layers, "4").self_attn.out_proj.register_parameter("weight", torch.nn.Parameter(torch.empty(2048, 2048).uniform_(-0.022097086912079608, 0.022097086912079608)))
-        torch.nn.init.normal_(getattr(self.layers, "4").self_attn.in_proj_weight, mean=0.0, std=0.02)
-        torch.nn.init.normal_(getattr(self.layers, "4").self_attn.out_proj.weight, mean=0.0, std=0.02)
-        getattr(self.layers, "4").post_attention_layernorm = torch.nn.RMSNorm(2048, eps=1e-05, elementwise_affine=True)
-        getattr(self.layers, "4").gate_proj = torch.nn.utils.skip_init(torch.nn.Linear, 2048, 5632, bias=False)
-        torch.nn.init.normal_(getattr(self.layers, "4").gate_proj.weight, mean=0.0, std=0.02)
-        getattr(self.layers, "4").up_proj = torch.nn.utils.skip_init(torch.nn.Linear, 2048, 5632, bias=False)
-        torch.nn.init.normal_(getattr(self.layers, "4").up_proj.weight, mean=0.0, std=0.02)
-        getattr(self.layers, "4").down_proj = torch.nn.utils.skip_init(torch.nn.Linear, 5632, 2048, bias=False)
-        torch.nn.init.normal_(getattr(self.layers, "4").down_proj.weight, mean=0.0, std=0.02)
-        self.layers.add_module("5", torch.nn.Module())
-        getattr(self.layers, "5").input_layernorm = torch.nn.RMSNorm(2048, eps=1e-05, elementwise_affine=True)
-        getattr(self.layers, "5").self_attn = torch.nn.Module()
-        getattr(self.layers, "5").self_attn.register_parameter("in_proj_weight", torch.nn.Parameter(torch.empty(2560, 2048).uniform_(-0.03608439182435161, 0.03608439182435161)))
-        getattr(self.layers, "5").self_attn.out_proj = torch.nn.Module()
-        getattr(self.layers, "5").self_attn.out_proj.register_parameter("weight", torch.nn.Parameter(torch.empty(2048, 2048).uniform_(-0.022097086912079608, 0.022097086912079608)))
-        torch.nn.init.normal_(getattr(self.layers, "5").self_attn.in_proj_weight, mean=0.0, std=0.02)
-        torch.nn.init.normal_(getattr(self.layers, "5").self_attn.out_proj.weight, mean=0.0, std=0.02)
-        getattr(self.layers, "5").post_attention_layernorm = torch.nn.RMSNorm(2048, eps=1e-05, elementwise_affine=True)
-        getattr(self.layers, "5").gate_proj = torch.nn.utils.skip_init(torch.nn.Linear, 2048, 5632, bias=False)
-        torch.nn.init.normal_(getattr(self.layers, "5").gate_proj.weight, mean=0.0, std=0.02)
-        getattr(self.layers, "5").up_proj = torch.nn.utils.skip_init(torch.nn.Linear, 2048, 5632, bias=False)
-        torch.nn.init.normal_(getattr(self.layers, "5").up_proj.weight, mean=0.0, std=0.02)
-        getattr(self.layers, "5").down_proj = torch.nn.utils.skip_init(torch.nn.Linear, 5632, 2048, bias=False)
-        torch.nn.init.normal_(getattr(self.layers, "5").down_proj.weight, mean=0.0, std=0.02)
-        self.layers.add_module("6", torch.nn.Module())
-        getattr(self.layers, "6").input_layernorm = torch.nn.RMSNorm(2048, eps=1e-05, elementwise_affine=True)
-        getattr(self.layers, "6").self_attn = torch.nn.Module()
-        getattr(self.layers, "6").self_attn.register_parameter("in_proj_weight", torch.nn.Parameter(torch.empty(2560, 2048).uniform_(-0.03608439182435161, 0.03608439182435161)))
-        getattr(self.layers, "6").self_attn.out_proj = torch.nn.Module()
-        getattr(self.layers, "6").self_attn.out_proj.register_parameter("weight", torch.nn.Parameter(torch.empty(2048, 2048).uniform_(-0.022097086912079608, 0.022097086912079608)))
-        torch.nn.init.normal_(getattr(self.layers, "6").self_attn.in_proj_weight, mean=0.0, std=0.02)
-        torch.nn.init.normal_(getattr(self.layers, "6").self_attn.out_proj.weight, mean=0.0, std=0.02)
-        getattr(self.layers, "6").post_attention_layernorm = torch.nn.RMSNorm(2048, eps=1e-05, elementwise_affine=True)
-        getattr(self.layers, "6").gate_proj = torch.nn.utils.skip_init(torch.nn.Linear, 2048, 5632, bias=False)
-        torch.nn.init.normal_(getattr(self.layers, "6").gate_proj.weight, mean=0.0, std=0.02)
-        getattr(self.layers, "6").up_proj = torch.nn.utils.skip_init(torch.nn.Linear, 2048, 5632, bias=False)
-        torch.nn.init.normal_(getattr(self.layers, "6").up_proj.weight, mean=0.0, std=0.02)
-        getattr(self.layers, "6").down_proj = torch.nn.utils.skip_init(torch.nn.Linear, 5632, 2048, bias=False)
-        torch.nn.init.normal_(getattr(self.layers, "6").down_proj.weight, mean=0.0, std=0.02)
-        self.layers.add_module("7", torch.nn.Module())
-        getattr(self.layers, "7").input_layernorm = torch.nn.RMSNorm(2048, eps=1e-05, elementwise_affine=True)
-        getattr(self.layers, "7").self_attn = torch.nn.Module()
-        getattr(self.layers, "7").self_attn.register_parameter("in_proj_weight", torch.nn.Parameter(torch.empty(2560, 2048).uniform_(-0.03608439182435161, 0.03608439182435161)))
-        getattr(self.layers, "7").self_attn.out_proj = torch.nn.Module()
-        getattr(self.layers, "7").self_attn.out_proj.register_parameter("weight", torch.nn.Parameter(torch.empty(2048, 2048).uniform_(-0.022097086912079608, 0.022097086912079608)))
-        torch.nn.init.normal_(getattr(self.layers, "7").self_attn.in_proj_weight, mean=0.0, std=0.02)
-        torch.nn.init.normal_(getattr(self.layers, "7").self_attn.out_proj.weight, mean=0.0, std=0.02)
-        getattr(self.layers, "7").post_attention_layernorm = torch.nn.RMSNorm(2048, eps=1e-05, elementwise_affine=True)
-        getattr(self.layers, "7").gate_proj = torch.nn.utils.skip_init(torch.nn.Linear, 2048, 5632, bias=False)
-        torch.nn.init.normal_(getattr(self.layers, "7").gate_proj.weight, mean=0.0, std=0.02)
-        getattr(self.layers, "7").up_proj = torch.nn.utils.skip_init(torch.nn.Linear, 2048, 5632, bias=False)
-        torch.nn.init.normal_(getattr(self.layers, "7").up_proj.weight, mean=0.0, std=0.02)
-        getattr(self.layers, "7").down_proj = torch.nn.utils.skip_init(torch.nn.Linear, 5632, 2048, bias=False)
-        torch.nn.init.normal_(getattr(self.layers, "7").down_proj.weight, mean=0.0, std=0.02)
-        self.layers.add_module("8", torch.nn.Module())
-        getattr(self.layers, "8").input_layernorm = torch.nn.RMSNorm(2048, eps=1e-05, elementwise_affine=True)
-        getattr(self.layers, "8").self_attn = torch.nn.Module()
-        getattr(self.layers, "8").self_attn.register_parameter("in_proj_weight", torch.nn.Parameter(torch.empty(2560, 2048).uniform_(-0.03608439182435161, 0.03608439182435161)))
-        getattr(self.layers, "8").self_attn.out_proj = torch.nn.Module()
-        getattr(self.layers, "8").self_attn.out_proj.register_parameter("weight", torch.nn.Parameter(torch.empty(2048, 2048).uniform_(-0.022097086912079608, 0.022097086912079608)))
-        torch.nn.init.normal_(getattr(self.layers, "8").self_attn.in_proj_weight, mean=0.0, std=0.02)
-        torch.nn.init.normal_(getattr(self.layers, "8").self_attn.out_proj.weight, mean=0.0, std=0.02)
-        getattr(self.layers, "8").post_attention_layernorm = torch.nn.RMSNorm(2048, eps=1e-05, elementwise_affine=True)
-        getattr(self.layers, "8").gate_proj = torch.nn.utils.skip_init(torch.nn.Linear, 2048, 5632, bias=False)
-        torch.nn.init.normal_(getattr(self.layers, "8").gate_proj.weight, mean=0.0, std=0.02)
-        getattr(self.layers, "8").up_proj = torch.nn.utils.skip_init(torch.nn.Linear, 2048, 5632, bias=False)
-        torch.nn.init.normal_(getattr(self.layers, "8").up_proj.weight, mean=0.0, std=0.02)
-        getattr(self.layers, "8").down_proj = torch.nn.utils.skip_init(torch.nn.Linear, 5632, 2048, bias=False)
-        torch.nn.init.normal_(getattr(self.layers, "8").down_proj.weight, mean=0.0, std=0.02)
-        self.layers.add_module("9", torch.nn.Module())
-        getattr(self.layers, "9").input_layernorm = torch.nn.RMSNorm(2048, eps=1e-05, elementwise_affine=True)
-        getattr(self.layers, "9").self_attn = torch.nn.Module()
-        getattr(self.layers, "9").self_attn.register_parameter("in_proj_weight", torch.nn.Parameter(torch.empty(2560, 2048).uniform_(-0.03608439182435161, 0.03608439182435161)))
-        getattr(self.layers, "9").self_attn.out_proj = torch.nn.Module()
-        getattr(self.layers, "9").self_attn.out_proj.register_parameter("weight", torch.nn.Parameter(torch.empty(2048, 2048).uniform_(-0.022097086912079608, 0.022097086912079608)))
-        torch.nn.init.normal_(getattr(self.layers, "9").self_attn.in_proj_weight, mean=0.0, std=0.02)
-        torch.nn.init.normal_(getattr(self.layers, "9").self_attn.out_proj.weight, mean=0.0, std=0.02)
-        getattr(self.layers, "9").post_attention_layernorm = torch.nn.RMSNorm(2048, eps=1e-05, elementwise_affine=True)
-        getattr(self.layers, "9").gate_proj = torch.nn.utils.skip_init(torch.nn.Linear, 2048, 5632, bias=False)
-        torch.nn.init.normal_(getattr(self.layers, "9").gate_proj.weight, mean=0.0, std=0.02)
-        getattr(self.layers, "9").up_proj = torch.nn.utils.skip_init(torch.nn.Linear, 2048, 5632, bias=False)
-        torch.nn.init.normal_(getattr(self.layers, "9").up_proj.weight, mean=0.0, std=0.02)
-        getattr(self.layers, "9").down_proj = torch.nn.utils.skip_init(torch.nn.Linear, 5632, 2048, bias=False)
-        torch.nn.init.normal_(getattr(self.layers, "9").down_proj.weight, mean=0.0, std=0.02)
-        self.layers.add_module("10", torch.nn.Module())
-        getattr(self.layers, "10").input_layernorm = torch.nn.RMSNorm(2048, eps=1e-05, elementwise_affine=True)
-        getattr(self.layers, "10").self_attn = torch.nn.Module()
-        getattr(self.layers, "10").self_attn.register_parameter("in_proj_weight", torch.nn.Parameter(torch.empty(2560, 2048).uniform_(-0.03608439182435161, 0.03608439182435161)))
-        getattr(self.layers, "10").self_attn.out_proj = torch.nn.Module()
-        getattr(self.layers, "10").self_attn.out_proj.register_parameter("weight", torch.nn.Parameter(torch.empty(2048, 2048).uniform_(-0.022097086912079608, 0.022097086912079608)))
-        torch.nn.init.normal_(getattr(self.layers, "10").self_attn.in_proj_weight, mean=0.0, std=0.02)
-        torch.nn.init.normal_(getattr(self.layers, "10").self_attn.out_proj.weight, mean=0.0, std=0.02)
-        getattr(self.layers, "10").post_attention_layernorm = torch.nn.RMSNorm(2048, eps=1e-05, elementwise_affine=True)
-        getattr(self.layers, "10").gate_proj = torch.nn.utils.skip_init(torch.nn.Linear, 2048, 5632, bias=False)
-        torch.nn.init.normal_(getattr(self.layers, "10").gate_proj.weight, mean=0.0, std=0.02)
-        getattr(self.layers, "10").up_proj = torch.nn.utils.skip_init(torch.nn.Linear, 2048, 5632, bias=False)
-        torch.nn.init.normal_(getattr(self.layers, "10").up_proj.weight, mean=0.0, std=0.02)
-        getattr(self.layers, "10").down_proj = torch.nn.utils.skip_init(torch.nn.Linear, 5632, 2048, bias=False)
-        torch.nn.init.normal_(getattr(self.layers, "10").down_proj.weight, mean=0.0, std=0.02)
-        self.layers.add_module("11", torch.nn.Module())
-        getattr(self.layers, "11").input_layernorm = torch.nn.RMSNorm(2048, eps=1e-05, elementwise_affine=True)
-        getattr(self.layers, "11").self_attn = torch.nn.Module()
-        getattr(self.layers, "11").self_attn.register_parameter("in_proj_weight", torch.nn.Parameter(torch.empty(2560, 2048).uniform_(-0.03608439182435161, 0.03608439182435161)))
-        getattr(self.layers, "11").self_attn.out_proj = torch.nn.Module()
-        getattr(self.layers, "11").self_attn.out_proj.register_parameter("weight", torch.nn.Parameter(torch.empty(2048, 2048).uniform_(-0.022097086912079608, 0.022097086912079608)))
-        torch.nn.init.normal_(getattr(self.layers, "11").self_attn.in_proj_weight, mean=0.0, std=0.02)
-        torch.nn.init.normal_(getattr(self.layers, "11").self_attn.out_proj.weight, mean=0.0, std=0.02)
-        getattr(self.layers, "11").post_attention_layernorm = torch.nn.RMSNorm(2048, eps=1e-05, elementwise_affine=True)
-        getattr(self.layers, "11").gate_proj = torch.nn.utils.skip_init(torch.nn.Linear, 2048, 5632, bias=False)
-        torch.nn.init.normal_(getattr(self.layers, "11").gate_proj.weight, mean=0.0, std=0.02)
-        getattr(self.layers, "11").up_proj = torch.nn.utils.skip_init(torch.nn.Linear, 2048, 5632, bias=False)
-        torch.nn.init.normal_(getattr(self.layers, "11").up_proj.weight, mean=0.0, std=0.02)
-        getattr(self.layers, "11").down_proj = torch.nn.utils.skip_init(torch.nn.Linear, 5632, 2048, bias=False)
-        torch.nn.init.normal_(getattr(self.layers, "11").down_proj.weight, mean=0.0, std=0.02)
-        self.layers.add_module("12", torch.nn.Module())
-        getattr(self.layers, "12").input_layernorm = torch.nn.RMSNorm(2048, eps=1e-05, elementwise_affine=True)
-        getattr(self.layers, "12").self_attn = torch.nn.Module()
-        getattr(self.layers, "12").self_attn.register_parameter("in_proj_weight", torch.nn.Parameter(torch.empty(2560, 2048).uniform_(-0.03608439182435161, 0.03608439182435161)))
-        getattr(self.layers, "12").self_attn.out_proj = torch.nn.Module()
-        getattr(self.layers, "12").self_attn.out_proj.register_parameter("weight", torch.nn.Parameter(torch.empty(2048, 2048).uniform_(-0.022097086912079608, 0.022097086912079608)))
-        torch.nn.init.normal_(getattr(self.layers, "12").self_attn.in_proj_weight, mean=0.0, std=0.02)
-        torch.nn.init.normal_(getattr(self.layers, "12").self_attn.out_proj.weight, mean=0.0, std=0.02)
-        getattr(self.layers, "12").post_attention_layernorm = torch.nn.RMSNorm(2048, eps=1e-05, elementwise_affine=True)
-        getattr(self.layers, "12").gate_proj = torch.nn.utils.skip_init(torch.nn.Linear, 2048, 5632, bias=False)
-        torch.nn.init.normal_(getattr(self.layers, "12").gate_proj.weight, mean=0.0, std=0.02)
-        getattr(self.layers, "12").up_proj = torch.nn.utils.skip_init(torch.nn.Linear, 2048, 5632, bias=False)
-        torch.nn.init.normal_(getattr(self.layers, "12").up_proj.weight, mean=0.0, std=0.02)
-        getattr(self.layers, "12").down_proj = torch.nn.utils.skip_init(torch.nn.Linear, 5632, 2048, bias=False)
-        torch.nn.init.normal_(getattr(self.layers, "12").down_proj.weight, mean=0.0, std=0.02)
-        self.layers.add_module("13", torch.nn.Module())
-        getattr(self.layers, "13").input_layernorm = torch.nn.RMSNorm(2048, eps=1e-05, elementwise_affine=True)
-        getattr(self.layers, "13").self_attn = torch.nn.Module()
-        getattr(self.layers, "13").self_attn.register_parameter("in_proj_weight", torch.nn.Parameter(torch.empty(2560, 2048).uniform_(-0.03608439182435161, 0.03608439182435161)))
-        getattr(self.layers, "13").self_attn.out_proj = torch.nn.Module()
-        getattr(self.layers, "13").self_attn.out_proj.register_parameter("weight", torch.nn.Parameter(torch.empty(2048, 2048).uniform_(-0.022097086912079608, 0.022097086912079608)))
-        torch.nn.init.normal_(getattr(self.layers, "13").self_attn.in_proj_weight, mean=0.0, std=0.02)
-        torch.nn.init.normal_(getattr(self.layers, "13").self_attn.out_proj.weight, mean=0.0, std=0.02)
-        getattr(self.layers, "13").post_attention_layernorm = torch.nn.RMSNorm(2048, eps=1e-05, elementwise_affine=True)
-        getattr(self.layers, "13").gate_proj = torch.nn.utils.skip_init(torch.nn.Linear, 2048, 5632, bias=False)
-        torch.nn.init.normal_(getattr(self.layers, "13").gate_proj.weight, mean=0.0, std=0.02)
-        getattr(self.layers, "13").up_proj = torch.nn.utils.skip_init(torch.nn.Linear, 2048, 5632, bias=False)
-        torch.nn.init.normal_(getattr(self.layers, "13").up_proj.weight, mean=0.0, std=0.02)
-        getattr(self.layers, "13").down_proj = torch.nn.utils.skip_init(torch.nn.Linear, 5632, 2048, bias=False)
-        torch.nn.init.normal_(getattr(self.layers, "13").down_proj.weight, mean=0.0, std=0.02)
-        self.layers.add_module("14", torch.nn.Module())
-        getattr(self.layers, "14").input_layernorm = torch.nn.RMSNorm(2048, eps=1e-05, elementwise_affine=True)
-        getattr(self.layers, "14").self_attn = torch.nn.Module()
-        getattr(self.layers, "14").self_attn.register_parameter("in_proj_weight", torch.nn.Parameter(torch.empty(2560, 2048).uniform_(-0.03608439182435161, 0.03608439182435161)))
-        getattr(self.layers, "14").self_attn.out_proj = torch.nn.Module()
-        getattr(self.layers, "14").self_attn.out_proj.register_parameter("weight", torch.nn.Parameter(torch.empty(2048, 2048).uniform_(-0.022097086912079608, 0.022097086912079608)))
-        torch.nn.init.normal_(getattr(self.layers, "14").self_attn.in_proj_weight, mean=0.0, std=0.02)
-        torch.nn.init.normal_(getattr(self.layers, "14").self_attn.out_proj.weight, mean=0.0, std=0.02)
-        getattr(self.layers, "14").post_attention_layernorm = torch.nn.RMSNorm(2048, eps=1e-05, elementwise_affine=True)
-        getattr(self.layers, "14").gate_proj = torch.nn.utils.skip_init(torch.nn.Linear, 2048, 5632, bias=False)
-        torch.nn.init.normal_(getattr(self.layers, "14").gate_proj.weight, mean=0.0, std=0.02)
-        getattr(self.layers, "14").up_proj = torch.nn.utils.skip_init(torch.nn.Linear, 2048, 5632, bias=False)
-        torch.nn.init.normal_(getattr(self.layers, "14").up_proj.weight, mean=0.0, std=0.02)
-        getattr(self.layers, "14").down_proj = torch.nn.utils.skip_init(torch.nn.Linear, 5632, 2048, bias=False)
-        torch.nn.init.normal_(getattr(self.layers, "14").down_proj.weight, mean=0.0, std=0.02)
-        self.layers.add_module("15", torch.nn.Module())
-        getattr(self.layers, "15").input_layernorm = torch.nn.RMSNorm(2048, eps=1e-05, elementwise_affine=True)
-        getattr(self.layers, "15").self_attn = torch.nn.Module()
-        getattr(self.layers, "15").self_attn.register_parameter("in_proj_weight", torch.nn.Parameter(torch.empty(2560, 2048).uniform_(-0.03608439182435161, 0.03608439182435161)))
-        getattr(self.layers, "15").self_attn.out_proj = torch.nn.Module()
-        getattr(self.layers, "15").self_attn.out_proj.register_parameter("weight", torch.nn.Parameter(torch.empty(2048, 2048).uniform_(-0.022097086912079608, 0.022097086912079608)))
-        torch.nn.init.normal_(getattr(self.layers, "15").self_attn.in_proj_weight, mean=0.0, std=0.02)
-        torch.nn.init.normal_(getattr(self.layers, "15").self_attn.out_proj.weight, mean=0.0, std=0.02)
-        getattr(self.layers, "15").post_attention_layernorm = torch.nn.RMSNorm(2048, eps=1e-05, elementwise_affine=True)
-        getattr(self.layers, "15").gate_proj = torch.nn.utils.skip_init(torch.nn.Linear, 2048, 5632, bias=False)
-        torch.nn.init.normal_(getattr(self.layers, "15").gate_proj.weight, mean=0.0, std=0.02)
-        getattr(self.layers, "15").up_proj = torch.nn.utils.skip_init(torch.nn.Linear, 2048, 5632, bias=False)
-        torch.nn.init.normal_(getattr(self.layers, "15").up_proj.weight, mean=0.0, std=0.02)
-        getattr(self.layers, "15").down_proj = torch.nn.utils.skip_init(torch.nn.Linear, 5632, 2048, bias=False)
-        torch.nn.init.normal_(getattr(self.layers, "15").down_proj.weight, mean=0.0, std=0.02)
-        self.layers.add_module("16", torch.nn.Module())
-        getattr(self.layers, "16").input_layernorm = torch.nn.RMSNorm(2048, eps=1e-05, elementwise_affine=True)
-        getattr(self.layers, "16").self_attn = torch.nn.Module()
-        getattr(self.layers, "16").self_attn.register_parameter("in_proj_weight", torch.nn.Parameter(torch.empty(2560, 2048).uniform_(-0.03608439182435161, 0.03608439182435161)))
-        getattr(self.layers, "16").self_attn.out_proj = torch.nn.Module()
-        getattr(self.layers, "16").self_attn.out_proj.register_parameter("weight", torch.nn.Parameter(torch.empty(2048, 2048).uniform_(-0.022097086912079608, 0.022097086912079608)))
-        torch.nn.init.normal_(getattr(self.layers, "16").self_attn.in_proj_weight, mean=0.0, std=0.02)
-        torch.nn.init.normal_(getattr(self.layers, "16").self_attn.out_proj.weight, mean=0.0, std=0.02)
-        getattr(self.layers, "16").post_attention_layernorm = torch.nn.RMSNorm(2048, eps=1e-05, elementwise_affine=True)
-        getattr(self.layers, "16").gate_proj = torch.nn.utils.skip_init(torch.nn.Linear, 2048, 5632, bias=False)
-        torch.nn.init.normal_(getattr(self.layers, "16").gate_proj.weight, mean=0.0, std=0.02)
-        getattr(self.layers, "16").up_proj = torch.nn.utils.skip_init(torch.nn.Linear, 2048, 5632, bias=False)
-        torch.nn.init.normal_(getattr(self.layers, "16").up_proj.weight, mean=0.0, std=0.02)
-        getattr(self.layers, "16").down_proj = torch.nn.utils.skip_init(torch.nn.Linear, 5632, 2048, bias=False)
-        torch.nn.init.normal_(getattr(self.layers, "16").down_proj.weight, mean=0.0, std=0.02)
-        self.layers.add_module("17", torch.nn.Module())
-        getattr(self.layers, "17").input_layernorm = torch.nn.RMSNorm(2048, eps=1e-05, elementwise_affine=True)
-        getattr(self.layers, "17").self_attn = torch.nn.Module()
-        getattr(self.layers, "17").self_attn.register_parameter("in_proj_weight", torch.nn.Parameter(torch.empty(2560, 2048).uniform_(-0.03608439182435161, 0.03608439182435161)))
-        getattr(self.layers, "17").self_attn.out_proj = torch.nn.Module()
-        getattr(self.layers, "17").self_attn.out_proj.register_parameter("weight", torch.nn.Parameter(torch.empty(2048, 2048).uniform_(-0.022097086912079608, 0.022097086912079608)))
-        torch.nn.init.normal_(getattr(self.layers, "17").self_attn.in_proj_weight, mean=0.0, std=0.02)
-        torch.nn.init.normal_(getattr(self.layers, "17").self_attn.out_proj.weight, mean=0.0, std=0.02)
-        getattr(self.layers, "17").post_attention_layernorm = torch.nn.RMSNorm(2048, eps=1e-05, elementwise_affine=True)
-        getattr(self.layers, "17").gate_proj = torch.nn.utils.skip_init(torch.nn.Linear, 2048, 5632, bias=False)
-        torch.nn.init.normal_(getattr(self.layers, "17").gate_proj.weight, mean=0.0, std=0.02)
-        getattr(self.layers, "17").up_proj = torch.nn.utils.skip_init(torch.nn.Linear, 2048, 5632, bias=False)
-        torch.nn.init.normal_(getattr(self.layers, "17").up_proj.weight, mean=0.0, std=0.02)
-        getattr(self.layers, "17").down_proj = torch.nn.utils.skip_init(torch.nn.Linear, 5632, 2048, bias=False)
-        torch.nn.init.normal_(getattr(self.layers, "17").down_proj.weight, mean=0.0, std=0.02)
-        self.layers.add_module("18", torch.nn.Module())
-        getattr(self.layers, "18").input_layernorm = torch.nn.RMSNorm(2048, eps=1e-05, elementwise_affine=True)
-        getattr(self.layers, "18").self_attn = torch.nn.Module()
-        getattr(self.layers, "18").self_attn.register_parameter("in_proj_weight", torch.nn.Parameter(torch.empty(2560, 2048).uniform_(-0.03608439182435161, 0.03608439182435161)))
-        getattr(self.layers, "18").self_attn.out_proj = torch.nn.Module()
-        getattr(self.layers, "18").self_attn.out_proj.register_parameter("weight", torch.nn.Parameter(torch.empty(2048, 2048).uniform_(-0.022097086912079608, 0.022097086912079608)))
-        torch.nn.init.normal_(getattr(self.layers, "18").self_attn.in_proj_weight, mean=0.0, std=0.02)
-        torch.nn.init.normal_(getattr(self.layers, "18").self_attn.out_proj.weight, mean=0.0, std=0.02)
-        getattr(self.layers, "18").post_attention_layernorm = torch.nn.RMSNorm(2048, eps=1e-05, elementwise_affine=True)
-        getattr(self.layers, "18").gate_proj = torch.nn.utils.skip_init(torch.nn.Linear, 2048, 5632, bias=False)
-        torch.nn.init.normal_(getattr(self.layers, "18").gate_proj.weight, mean=0.0, std=0.02)
-        getattr(self.layers, "18").up_proj = torch.nn.utils.skip_init(torch.nn.Linear, 2048, 5632, bias=False)
-        torch.nn.init.normal_(getattr(self.layers, "18").up_proj.weight, mean=0.0, std=0.02)
-        getattr(self.layers, "18").down_proj = torch.nn.utils.skip_init(torch.nn.Linear, 5632, 2048, bias=False)
-        torch.nn.init.normal_(getattr(self.layers, "18").down_proj.weight, mean=0.0, std=0.02)
-        self.layers.add_module("19", torch.nn.Module())
-        getattr(self.layers, "19").input_layernorm = torch.nn.RMSNorm(2048, eps=1e-05, elementwise_affine=True)
-        getattr(self.layers, "19").self_attn = torch.nn.Module()
-        getattr(self.layers, "19").self_attn.register_parameter("in_proj_weight", torch.nn.Parameter(torch.empty(2560, 2048).uniform_(-0.03608439182435161, 0.03608439182435161)))
-        getattr(self.layers, "19").self_attn.out_proj = torch.nn.Module()
-        getattr(self.layers, "19").self_attn.out_proj.register_parameter("weight", torch.nn.Parameter(torch.empty(2048, 2048).uniform_(-0.022097086912079608, 0.022097086912079608)))
-        torch.nn.init.normal_(getattr(self.layers, "19").self_attn.in_proj_weight, mean=0.0, std=0.02)
-        torch.nn.init.normal_(getattr(self.layers, "19").self_attn.out_proj.weight, mean=0.0, std=0.02)
-        getattr(self.layers, "19").post_attention_layernorm = torch.nn.RMSNorm(2048, eps=1e-05, elementwise_affine=True)
-        getattr(self.layers, "19").gate_proj = torch.nn.utils.skip_init(torch.nn.Linear, 2048, 5632, bias=False)
-        torch.nn.init.normal_(getattr(self.layers, "19").gate_proj.weight, mean=0.0, std=0.02)
-        getattr(self.layers, "19").up_proj = torch.nn.utils.skip_init(torch.nn.Linear, 2048, 5632, bias=False)
-        torch.nn.init.normal_(getattr(self.layers, "19").up_proj.weight, mean=0.0, std=0.02)
-        getattr(self.layers, "19").down_proj = torch.nn.utils.skip_init(torch.nn.Linear, 5632, 2048, bias=False)
-        torch.nn.init.normal_(getattr(self.layers, "19").down_proj.weight, mean=0.0, std=0.02)
-        self.layers.add_module("20", torch.nn.Module())
-        getattr(self.layers, "20").input_layernorm = torch.nn.RMSNorm(2048, eps=1e-05, elementwise_affine=True)
-        getattr(self.layers, "20").self_attn = torch.nn.Module()
-        getattr(self.layers, "20").self_attn.register_parameter("in_proj_weight", torch.nn.Parameter(torch.empty(2560, 2048).uniform_(-0.03608439182435161, 0.03608439182435161)))
-        getattr(self.layers, "20").self_attn.out_proj = torch.nn.Module()
-        getattr(self.layers, "20").self_attn.out_proj.register_parameter("weight", torch.nn.Parameter(torch.empty(2048, 2048).uniform_(-0.022097086912079608, 0.022097086912079608)))
-        torch.nn.init.normal_(getattr(self.layers, "20").self_attn.in_proj_weight, mean=0.0, std=0.02)
-        torch.nn.init.normal_(getattr(self.layers, "20").self_attn.out_proj.weight, mean=0.0, std=0.02)
-        getattr(self.layers, "20").post_attention_layernorm = torch.nn.RMSNorm(2048, eps=1e-05, elementwise_affine=True)
-        getattr(self.layers, "20").gate_proj = torch.nn.utils.skip_init(torch.nn.Linear, 2048, 5632, bias=False)
-        torch.nn.init.normal_(getattr(self.layers, "20").gate_proj.weight, mean=0.0, std=0.02)
-        getattr(self.layers, "20").up_proj = torch.nn.utils.skip_init(torch.nn.Linear, 2048, 5632, bias=False)
-        torch.nn.init.normal_(getattr(self.layers, "20").up_proj.weight, mean=0.0, std=0.02)
-        getattr(self.layers, "20").down_proj = torch.nn.utils.skip_init(torch.nn.Linear, 5632, 2048, bias=False)
-        torch.nn.init.normal_(getattr(self.layers, "20").down_proj.weight, mean=0.0, std=0.02)
-        self.layers.add_module("21", torch.nn.Module())
-        getattr(self.layers, "21").input_layernorm = torch.nn.RMSNorm(2048, eps=1e-05, elementwise_affine=True)
-        getattr(self.layers, "21").self_attn = torch.nn.Module()
-        getattr(self.layers, "21").self_attn.register_parameter("in_proj_weight", torch.nn.Parameter(torch.empty(2560, 2048).uniform_(-0.03608439182435161, 0.03608439182435161)))
-        getattr(self.layers, "21").self_attn.out_proj = torch.nn.Module()
-        getattr(self.layers, "21").self_attn.out_proj.register_parameter("weight", torch.nn.Parameter(torch.empty(2048, 2048).uniform_(-0.022097086912079608, 0.022097086912079608)))
-        torch.nn.init.normal_(getattr(self.layers, "21").self_attn.in_proj_weight, mean=0.0, std=0.02)
-        torch.nn.init.normal_(getattr(self.layers, "21").self_attn.out_proj.weight, mean=0.0, std=0.02)
-        getattr(self.layers, "21").post_attention_layernorm = torch.nn.RMSNorm(2048, eps=1e-05, elementwise_affine=True)
-        getattr(self.layers, "21").gate_proj = torch.nn.utils.skip_init(torch.nn.Linear, 2048, 5632, bias=False)
-        torch.nn.init.normal_(getattr(self.layers, "21").gate_proj.weight, mean=0.0, std=0.02)
-        getattr(self.layers, "21").up_proj = torch.nn.utils.skip_init(torch.nn.Linear, 2048, 5632, bias=False)
-        torch.nn.init.normal_(getattr(self.layers, "21").up_proj.weight, mean=0.0, std=0.02)
-        getattr(self.layers, "21").down_proj = torch.nn.utils.skip_init(torch.nn.Linear, 5632, 2048, bias=False)
-        torch.nn.init.normal_(getattr(self.layers, "21").down_proj.weight, mean=0.0, std=0.02)
+        self.layers = torch.nn.ModuleList([DecoderLayer() for _ in range(22)])
         self.norm = torch.nn.RMSNorm(2048, eps=1e-05, elementwise_affine=True)
         self.lm_head = torch.nn.utils.skip_init(torch.nn.Linear, 2048, 32000, bias=False)
         torch.nn.init.normal_(self.lm_head.weight, mean=0.0, std=0.02)
@@ -359,1260 +148,201 @@ class Llama(torch.nn.Module):
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Returns logits."""
         embed_tokens = self.embed_tokens(input_ids)  # (batch, seq, 2048)
-        layers_0_input_layernorm = getattr(self.layers, "0").input_layernorm(embed_tokens)
-        layers_0_self_attn_in_proj_weight = getattr(self.layers, "0").self_attn.in_proj_weight
-        layers_0_self_attn_out_proj_weight = getattr(self.layers, "0").self_attn.out_proj.weight
-        linear = torch.nn.functional.linear(layers_0_input_layernorm, layers_0_self_attn_in_proj_weight, None)
-        split = linear.split([2048, 256, 256], -1)
-        getitem = split[0]
-        getitem_1 = split[1]
-        getitem_2 = split[2]
-        unflatten = getitem.unflatten(-1, (32, 64))
-        layers_0_self_attn_q = unflatten.transpose(1, 2)
-        unflatten_1 = getitem_1.unflatten(-1, (4, 64))
-        layers_0_self_attn_k = unflatten_1.transpose(1, 2)
-        unflatten_2 = getitem_2.unflatten(-1, (4, 64))
-        layers_0_self_attn_v = unflatten_2.transpose(1, 2)
-        seq = layers_0_input_layernorm.size(1)
-        layers_0_input_layernorm_device = layers_0_input_layernorm.device
-        arange = torch.arange(0, 64, 2, dtype=torch.float32, device=layers_0_input_layernorm_device)
-        div = arange.div(64)
-        pow_1 = torch.pow(10000.0, div)
-        inv_freq = pow_1.reciprocal()
-        arange_1 = torch.arange(seq, dtype=torch.float32, device=layers_0_input_layernorm_device)
-        unsqueeze = arange_1.unsqueeze(-1)
-        mul = unsqueeze * inv_freq
-        rope_cos = mul.cos()
-        rope_sin = mul.sin()
-        chunk = layers_0_self_attn_q.chunk(2, -1)
-        getitem_3 = chunk[0]
-        getitem_4 = chunk[1]
-        mul_1 = getitem_3 * rope_cos
-        mul_2 = getitem_4 * rope_sin
-        sub = mul_1 - mul_2
-        mul_3 = getitem_4 * rope_cos
-        mul_4 = getitem_3 * rope_sin
-        add = mul_3 + mul_4
-        cat = torch.cat([sub, add], -1)
-        chunk_1 = layers_0_self_attn_k.chunk(2, -1)
-        getitem_5 = chunk_1[0]
-        getitem_6 = chunk_1[1]
-        mul_5 = getitem_5 * rope_cos
-        mul_6 = getitem_6 * rope_sin
-        sub_1 = mul_5 - mul_6
-        mul_7 = getitem_6 * rope_cos
-        mul_8 = getitem_5 * rope_sin
-        add_1 = mul_7 + mul_8
-        cat_1 = torch.cat([sub_1, add_1], -1)
-        scaled_dot_product_attention = torch.nn.functional.scaled_dot_product_attention(cat, cat_1, layers_0_self_attn_v, is_causal=True, enable_gqa=True)
-        transpose_3 = scaled_dot_product_attention.transpose(1, 2)
-        flatten = transpose_3.flatten(2)
-        layers_0_self_attn = torch.nn.functional.linear(flatten, layers_0_self_attn_out_proj_weight, None)  # (batch, seq, 2048)
-        layers_0_attn_res = embed_tokens + layers_0_self_attn
-        layers_0_post_attention_layernorm = getattr(self.layers, "0").post_attention_layernorm(layers_0_attn_res)
-        layers_0_gate_proj = getattr(self.layers, "0").gate_proj(layers_0_post_attention_layernorm)  # (batch, seq, 5632)
-        layers_0_up_proj = getattr(self.layers, "0").up_proj(layers_0_post_attention_layernorm)  # (batch, seq, 5632)
-        layers_0_act = torch.nn.functional.silu(layers_0_gate_proj)
-        layers_0_gated = layers_0_act * layers_0_up_proj
-        layers_0_down_proj = getattr(self.layers, "0").down_proj(layers_0_gated)  # (batch, seq, 2048)
-        layers_0_mlp_res = layers_0_attn_res + layers_0_down_proj
-        layers_1_input_layernorm = getattr(self.layers, "1").input_layernorm(layers_0_mlp_res)
-        layers_1_self_attn_in_proj_weight = getattr(self.layers, "1").self_attn.in_proj_weight
-        layers_1_self_attn_out_proj_weight = getattr(self.layers, "1").self_attn.out_proj.weight
-        linear_2 = torch.nn.functional.linear(layers_1_input_layernorm, layers_1_self_attn_in_proj_weight, None)
-        split_1 = linear_2.split([2048, 256, 256], -1)
-        getitem_7 = split_1[0]
-        getitem_8 = split_1[1]
-        getitem_9 = split_1[2]
-        unflatten_3 = getitem_7.unflatten(-1, (32, 64))
-        layers_1_self_attn_q = unflatten_3.transpose(1, 2)
-        unflatten_4 = getitem_8.unflatten(-1, (4, 64))
-        layers_1_self_attn_k = unflatten_4.transpose(1, 2)
-        unflatten_5 = getitem_9.unflatten(-1, (4, 64))
-        layers_1_self_attn_v = unflatten_5.transpose(1, 2)
-        seq_1 = layers_1_input_layernorm.size(1)
-        layers_1_input_layernorm_device = layers_1_input_layernorm.device
-        arange_2 = torch.arange(0, 64, 2, dtype=torch.float32, device=layers_1_input_layernorm_device)
-        div_1 = arange_2.div(64)
-        pow_2 = torch.pow(10000.0, div_1)
-        inv_freq_1 = pow_2.reciprocal()
-        arange_3 = torch.arange(seq_1, dtype=torch.float32, device=layers_1_input_layernorm_device)
-        unsqueeze_1 = arange_3.unsqueeze(-1)
-        mul_10 = unsqueeze_1 * inv_freq_1
-        rope_cos_1 = mul_10.cos()
-        rope_sin_1 = mul_10.sin()
-        chunk_2 = layers_1_self_attn_q.chunk(2, -1)
-        getitem_10 = chunk_2[0]
-        getitem_11 = chunk_2[1]
-        mul_11 = getitem_10 * rope_cos_1
-        mul_12 = getitem_11 * rope_sin_1
-        sub_2 = mul_11 - mul_12
-        mul_13 = getitem_11 * rope_cos_1
-        mul_14 = getitem_10 * rope_sin_1
-        add_4 = mul_13 + mul_14
-        cat_2 = torch.cat([sub_2, add_4], -1)
-        chunk_3 = layers_1_self_attn_k.chunk(2, -1)
-        getitem_12 = chunk_3[0]
-        getitem_13 = chunk_3[1]
-        mul_15 = getitem_12 * rope_cos_1
-        mul_16 = getitem_13 * rope_sin_1
-        sub_3 = mul_15 - mul_16
-        mul_17 = getitem_13 * rope_cos_1
-        mul_18 = getitem_12 * rope_sin_1
-        add_5 = mul_17 + mul_18
-        cat_3 = torch.cat([sub_3, add_5], -1)
-        scaled_dot_product_attention_1 = torch.nn.functional.scaled_dot_product_attention(cat_2, cat_3, layers_1_self_attn_v, is_causal=True, enable_gqa=True)
-        transpose_7 = scaled_dot_product_attention_1.transpose(1, 2)
-        flatten_1 = transpose_7.flatten(2)
-        layers_1_self_attn = torch.nn.functional.linear(flatten_1, layers_1_self_attn_out_proj_weight, None)  # (batch, seq, 2048)
-        layers_1_attn_res = layers_0_mlp_res + layers_1_self_attn
-        layers_1_post_attention_layernorm = getattr(self.layers, "1").post_attention_layernorm(layers_1_attn_res)
-        layers_1_gate_proj = getattr(self.layers, "1").gate_proj(layers_1_post_attention_layernorm)  # (batch, seq, 5632)
-        layers_1_up_proj = getattr(self.layers, "1").up_proj(layers_1_post_attention_layernorm)  # (batch, seq, 5632)
-        layers_1_act = torch.nn.functional.silu(layers_1_gate_proj)
-        layers_1_gated = layers_1_act * layers_1_up_proj
-        layers_1_down_proj = getattr(self.layers, "1").down_proj(layers_1_gated)  # (batch, seq, 2048)
-        layers_1_mlp_res = layers_1_attn_res + layers_1_down_proj
-        layers_2_input_layernorm = getattr(self.layers, "2").input_layernorm(layers_1_mlp_res)
-        layers_2_self_attn_in_proj_weight = getattr(self.layers, "2").self_attn.in_proj_weight
-        layers_2_self_attn_out_proj_weight = getattr(self.layers, "2").self_attn.out_proj.weight
-        linear_4 = torch.nn.functional.linear(layers_2_input_layernorm, layers_2_self_attn_in_proj_weight, None)
-        split_2 = linear_4.split([2048, 256, 256], -1)
-        getitem_14 = split_2[0]
-        getitem_15 = split_2[1]
-        getitem_16 = split_2[2]
-        unflatten_6 = getitem_14.unflatten(-1, (32, 64))
-        layers_2_self_attn_q = unflatten_6.transpose(1, 2)
-        unflatten_7 = getitem_15.unflatten(-1, (4, 64))
-        layers_2_self_attn_k = unflatten_7.transpose(1, 2)
-        unflatten_8 = getitem_16.unflatten(-1, (4, 64))
-        layers_2_self_attn_v = unflatten_8.transpose(1, 2)
-        seq_2 = layers_2_input_layernorm.size(1)
-        layers_2_input_layernorm_device = layers_2_input_layernorm.device
-        arange_4 = torch.arange(0, 64, 2, dtype=torch.float32, device=layers_2_input_layernorm_device)
-        div_2 = arange_4.div(64)
-        pow_3 = torch.pow(10000.0, div_2)
-        inv_freq_2 = pow_3.reciprocal()
-        arange_5 = torch.arange(seq_2, dtype=torch.float32, device=layers_2_input_layernorm_device)
-        unsqueeze_2 = arange_5.unsqueeze(-1)
-        mul_20 = unsqueeze_2 * inv_freq_2
-        rope_cos_2 = mul_20.cos()
-        rope_sin_2 = mul_20.sin()
-        chunk_4 = layers_2_self_attn_q.chunk(2, -1)
-        getitem_17 = chunk_4[0]
-        getitem_18 = chunk_4[1]
-        mul_21 = getitem_17 * rope_cos_2
-        mul_22 = getitem_18 * rope_sin_2
-        sub_4 = mul_21 - mul_22
-        mul_23 = getitem_18 * rope_cos_2
-        mul_24 = getitem_17 * rope_sin_2
-        add_8 = mul_23 + mul_24
-        cat_4 = torch.cat([sub_4, add_8], -1)
-        chunk_5 = layers_2_self_attn_k.chunk(2, -1)
-        getitem_19 = chunk_5[0]
-        getitem_20 = chunk_5[1]
-        mul_25 = getitem_19 * rope_cos_2
-        mul_26 = getitem_20 * rope_sin_2
-        sub_5 = mul_25 - mul_26
-        mul_27 = getitem_20 * rope_cos_2
-        mul_28 = getitem_19 * rope_sin_2
-        add_9 = mul_27 + mul_28
-        cat_5 = torch.cat([sub_5, add_9], -1)
-        scaled_dot_product_attention_2 = torch.nn.functional.scaled_dot_product_attention(cat_4, cat_5, layers_2_self_attn_v, is_causal=True, enable_gqa=True)
-        transpose_11 = scaled_dot_product_attention_2.transpose(1, 2)
-        flatten_2 = transpose_11.flatten(2)
-        layers_2_self_attn = torch.nn.functional.linear(flatten_2, layers_2_self_attn_out_proj_weight, None)  # (batch, seq, 2048)
-        layers_2_attn_res = layers_1_mlp_res + layers_2_self_attn
-        layers_2_post_attention_layernorm = getattr(self.layers, "2").post_attention_layernorm(layers_2_attn_res)
-        layers_2_gate_proj = getattr(self.layers, "2").gate_proj(layers_2_post_attention_layernorm)  # (batch, seq, 5632)
-        layers_2_up_proj = getattr(self.layers, "2").up_proj(layers_2_post_attention_layernorm)  # (batch, seq, 5632)
-        layers_2_act = torch.nn.functional.silu(layers_2_gate_proj)
-        layers_2_gated = layers_2_act * layers_2_up_proj
-        layers_2_down_proj = getattr(self.layers, "2").down_proj(layers_2_gated)  # (batch, seq, 2048)
-        layers_2_mlp_res = layers_2_attn_res + layers_2_down_proj
-        layers_3_input_layernorm = getattr(self.layers, "3").input_layernorm(layers_2_mlp_res)
-        layers_3_self_attn_in_proj_weight = getattr(self.layers, "3").self_attn.in_proj_weight
-        layers_3_self_attn_out_proj_weight = getattr(self.layers, "3").self_attn.out_proj.weight
-        linear_6 = torch.nn.functional.linear(layers_3_input_layernorm, layers_3_self_attn_in_proj_weight, None)
-        split_3 = linear_6.split([2048, 256, 256], -1)
-        getitem_21 = split_3[0]
-        getitem_22 = split_3[1]
-        getitem_23 = split_3[2]
-        unflatten_9 = getitem_21.unflatten(-1, (32, 64))
-        layers_3_self_attn_q = unflatten_9.transpose(1, 2)
-        unflatten_10 = getitem_22.unflatten(-1, (4, 64))
-        layers_3_self_attn_k = unflatten_10.transpose(1, 2)
-        unflatten_11 = getitem_23.unflatten(-1, (4, 64))
-        layers_3_self_attn_v = unflatten_11.transpose(1, 2)
-        seq_3 = layers_3_input_layernorm.size(1)
-        layers_3_input_layernorm_device = layers_3_input_layernorm.device
-        arange_6 = torch.arange(0, 64, 2, dtype=torch.float32, device=layers_3_input_layernorm_device)
-        div_3 = arange_6.div(64)
-        pow_4 = torch.pow(10000.0, div_3)
-        inv_freq_3 = pow_4.reciprocal()
-        arange_7 = torch.arange(seq_3, dtype=torch.float32, device=layers_3_input_layernorm_device)
-        unsqueeze_3 = arange_7.unsqueeze(-1)
-        mul_30 = unsqueeze_3 * inv_freq_3
-        rope_cos_3 = mul_30.cos()
-        rope_sin_3 = mul_30.sin()
-        chunk_6 = layers_3_self_attn_q.chunk(2, -1)
-        getitem_24 = chunk_6[0]
-        getitem_25 = chunk_6[1]
-        mul_31 = getitem_24 * rope_cos_3
-        mul_32 = getitem_25 * rope_sin_3
-        sub_6 = mul_31 - mul_32
-        mul_33 = getitem_25 * rope_cos_3
-        mul_34 = getitem_24 * rope_sin_3
-        add_12 = mul_33 + mul_34
-        cat_6 = torch.cat([sub_6, add_12], -1)
-        chunk_7 = layers_3_self_attn_k.chunk(2, -1)
-        getitem_26 = chunk_7[0]
-        getitem_27 = chunk_7[1]
-        mul_35 = getitem_26 * rope_cos_3
-        mul_36 = getitem_27 * rope_sin_3
-        sub_7 = mul_35 - mul_36
-        mul_37 = getitem_27 * rope_cos_3
-        mul_38 = getitem_26 * rope_sin_3
-        add_13 = mul_37 + mul_38
-        cat_7 = torch.cat([sub_7, add_13], -1)
-        scaled_dot_product_attention_3 = torch.nn.functional.scaled_dot_product_attention(cat_6, cat_7, layers_3_self_attn_v, is_causal=True, enable_gqa=True)
-        transpose_15 = scaled_dot_product_attention_3.transpose(1, 2)
-        flatten_3 = transpose_15.flatten(2)
-        layers_3_self_attn = torch.nn.functional.linear(flatten_3, layers_3_self_attn_out_proj_weight, None)  # (batch, seq, 2048)
-        layers_3_attn_res = layers_2_mlp_res + layers_3_self_attn
-        layers_3_post_attention_layernorm = getattr(self.layers, "3").post_attention_layernorm(layers_3_attn_res)
-        layers_3_gate_proj = getattr(self.layers, "3").gate_proj(layers_3_post_attention_layernorm)  # (batch, seq, 5632)
-        layers_3_up_proj = getattr(self.layers, "3").up_proj(layers_3_post_attention_layernorm)  # (batch, seq, 5632)
-        layers_3_act = torch.nn.functional.silu(layers_3_gate_proj)
-        layers_3_gated = layers_3_act * layers_3_up_proj
-        layers_3_down_proj = getattr(self.layers, "3").down_proj(layers_3_gated)  # (batch, seq, 2048)
-        layers_3_mlp_res = layers_3_attn_res + layers_3_down_proj
-        layers_4_input_layernorm = getattr(self.layers, "4").input_layernorm(layers_3_mlp_res)
-        layers_4_self_attn_in_proj_weight = getattr(self.layers, "4").self_attn.in_proj_weight
-        layers_4_self_attn_out_proj_weight = getattr(self.layers, "4").self_attn.out_proj.weight
-        linear_8 = torch.nn.functional.linear(layers_4_input_layernorm, layers_4_self_attn_in_proj_weight, None)
-        split_4 = linear_8.split([2048, 256, 256], -1)
-        getitem_28 = split_4[0]
-        getitem_29 = split_4[1]
-        getitem_30 = split_4[2]
-        unflatten_12 = getitem_28.unflatten(-1, (32, 64))
-        layers_4_self_attn_q = unflatten_12.transpose(1, 2)
-        unflatten_13 = getitem_29.unflatten(-1, (4, 64))
-        layers_4_self_attn_k = unflatten_13.transpose(1, 2)
-        unflatten_14 = getitem_30.unflatten(-1, (4, 64))
-        layers_4_self_attn_v = unflatten_14.transpose(1, 2)
-        seq_4 = layers_4_input_layernorm.size(1)
-        layers_4_input_layernorm_device = layers_4_input_layernorm.device
-        arange_8 = torch.arange(0, 64, 2, dtype=torch.float32, device=layers_4_input_layernorm_device)
-        div_4 = arange_8.div(64)
-        pow_5 = torch.pow(10000.0, div_4)
-        inv_freq_4 = pow_5.reciprocal()
-        arange_9 = torch.arange(seq_4, dtype=torch.float32, device=layers_4_input_layernorm_device)
-        unsqueeze_4 = arange_9.unsqueeze(-1)
-        mul_40 = unsqueeze_4 * inv_freq_4
-        rope_cos_4 = mul_40.cos()
-        rope_sin_4 = mul_40.sin()
-        chunk_8 = layers_4_self_attn_q.chunk(2, -1)
-        getitem_31 = chunk_8[0]
-        getitem_32 = chunk_8[1]
-        mul_41 = getitem_31 * rope_cos_4
-        mul_42 = getitem_32 * rope_sin_4
-        sub_8 = mul_41 - mul_42
-        mul_43 = getitem_32 * rope_cos_4
-        mul_44 = getitem_31 * rope_sin_4
-        add_16 = mul_43 + mul_44
-        cat_8 = torch.cat([sub_8, add_16], -1)
-        chunk_9 = layers_4_self_attn_k.chunk(2, -1)
-        getitem_33 = chunk_9[0]
-        getitem_34 = chunk_9[1]
-        mul_45 = getitem_33 * rope_cos_4
-        mul_46 = getitem_34 * rope_sin_4
-        sub_9 = mul_45 - mul_46
-        mul_47 = getitem_34 * rope_cos_4
-        mul_48 = getitem_33 * rope_sin_4
-        add_17 = mul_47 + mul_48
-        cat_9 = torch.cat([sub_9, add_17], -1)
-        scaled_dot_product_attention_4 = torch.nn.functional.scaled_dot_product_attention(cat_8, cat_9, layers_4_self_attn_v, is_causal=True, enable_gqa=True)
-        transpose_19 = scaled_dot_product_attention_4.transpose(1, 2)
-        flatten_4 = transpose_19.flatten(2)
-        layers_4_self_attn = torch.nn.functional.linear(flatten_4, layers_4_self_attn_out_proj_weight, None)  # (batch, seq, 2048)
-        layers_4_attn_res = layers_3_mlp_res + layers_4_self_attn
-        layers_4_post_attention_layernorm = getattr(self.layers, "4").post_attention_layernorm(layers_4_attn_res)
-        layers_4_gate_proj = getattr(self.layers, "4").gate_proj(layers_4_post_attention_layernorm)  # (batch, seq, 5632)
-        layers_4_up_proj = getattr(self.layers, "4").up_proj(layers_4_post_attention_layernorm)  # (batch, seq, 5632)
-        layers_4_act = torch.nn.functional.silu(layers_4_gate_proj)
-        layers_4_gated = layers_4_act * layers_4_up_proj
-        layers_4_down_proj = getattr(self.layers, "4").down_proj(layers_4_gated)  # (batch, seq, 2048)
-        layers_4_mlp_res = layers_4_attn_res + layers_4_down_proj
-        layers_5_input_layernorm = getattr(self.layers, "5").input_layernorm(layers_4_mlp_res)
-        layers_5_self_attn_in_proj_weight = getattr(self.layers, "5").self_attn.in_proj_weight
-        layers_5_self_attn_out_proj_weight = getattr(self.layers, "5").self_attn.out_proj.weight
-        linear_10 = torch.nn.functional.linear(layers_5_input_layernorm, layers_5_self_attn_in_proj_weight, None)
-        split_5 = linear_10.split([2048, 256, 256], -1)
-        getitem_35 = split_5[0]
-        getitem_36 = split_5[1]
-        getitem_37 = split_5[2]
-        unflatten_15 = getitem_35.unflatten(-1, (32, 64))
-        layers_5_self_attn_q = unflatten_15.transpose(1, 2)
-        unflatten_16 = getitem_36.unflatten(-1, (4, 64))
-        layers_5_self_attn_k = unflatten_16.transpose(1, 2)
-        unflatten_17 = getitem_37.unflatten(-1, (4, 64))
-        layers_5_self_attn_v = unflatten_17.transpose(1, 2)
-        seq_5 = layers_5_input_layernorm.size(1)
-        layers_5_input_layernorm_device = layers_5_input_layernorm.device
-        arange_10 = torch.arange(0, 64, 2, dtype=torch.float32, device=layers_5_input_layernorm_device)
-        div_5 = arange_10.div(64)
-        pow_6 = torch.pow(10000.0, div_5)
-        inv_freq_5 = pow_6.reciprocal()
-        arange_11 = torch.arange(seq_5, dtype=torch.float32, device=layers_5_input_layernorm_device)
-        unsqueeze_5 = arange_11.unsqueeze(-1)
-        mul_50 = unsqueeze_5 * inv_freq_5
-        rope_cos_5 = mul_50.cos()
-        rope_sin_5 = mul_50.sin()
-        chunk_10 = layers_5_self_attn_q.chunk(2, -1)
-        getitem_38 = chunk_10[0]
-        getitem_39 = chunk_10[1]
-        mul_51 = getitem_38 * rope_cos_5
-        mul_52 = getitem_39 * rope_sin_5
-        sub_10 = mul_51 - mul_52
-        mul_53 = getitem_39 * rope_cos_5
-        mul_54 = getitem_38 * rope_sin_5
-        add_20 = mul_53 + mul_54
-        cat_10 = torch.cat([sub_10, add_20], -1)
-        chunk_11 = layers_5_self_attn_k.chunk(2, -1)
-        getitem_40 = chunk_11[0]
-        getitem_41 = chunk_11[1]
-        mul_55 = getitem_40 * rope_cos_5
-        mul_56 = getitem_41 * rope_sin_5
-        sub_11 = mul_55 - mul_56
-        mul_57 = getitem_41 * rope_cos_5
-        mul_58 = getitem_40 * rope_sin_5
-        add_21 = mul_57 + mul_58
-        cat_11 = torch.cat([sub_11, add_21], -1)
-        scaled_dot_product_attention_5 = torch.nn.functional.scaled_dot_product_attention(cat_10, cat_11, layers_5_self_attn_v, is_causal=True, enable_gqa=True)
-        transpose_23 = scaled_dot_product_attention_5.transpose(1, 2)
-        flatten_5 = transpose_23.flatten(2)
-        layers_5_self_attn = torch.nn.functional.linear(flatten_5, layers_5_self_attn_out_proj_weight, None)  # (batch, seq, 2048)
-        layers_5_attn_res = layers_4_mlp_res + layers_5_self_attn
-        layers_5_post_attention_layernorm = getattr(self.layers, "5").post_attention_layernorm(layers_5_attn_res)
-        layers_5_gate_proj = getattr(self.layers, "5").gate_proj(layers_5_post_attention_layernorm)  # (batch, seq, 5632)
-        layers_5_up_proj = getattr(self.layers, "5").up_proj(layers_5_post_attention_layernorm)  # (batch, seq, 5632)
-        layers_5_act = torch.nn.functional.silu(layers_5_gate_proj)
-        layers_5_gated = layers_5_act * layers_5_up_proj
-        layers_5_down_proj = getattr(self.layers, "5").down_proj(layers_5_gated)  # (batch, seq, 2048)
-        layers_5_mlp_res = layers_5_attn_res + layers_5_down_proj
-        layers_6_input_layernorm = getattr(self.layers, "6").input_layernorm(layers_5_mlp_res)
-        layers_6_self_attn_in_proj_weight = getattr(self.layers, "6").self_attn.in_proj_weight
-        layers_6_self_attn_out_proj_weight = getattr(self.layers, "6").self_attn.out_proj.weight
-        linear_12 = torch.nn.functional.linear(layers_6_input_layernorm, layers_6_self_attn_in_proj_weight, None)
-        split_6 = linear_12.split([2048, 256, 256], -1)
-        getitem_42 = split_6[0]
-        getitem_43 = split_6[1]
-        getitem_44 = split_6[2]
-        unflatten_18 = getitem_42.unflatten(-1, (32, 64))
-        layers_6_self_attn_q = unflatten_18.transpose(1, 2)
-        unflatten_19 = getitem_43.unflatten(-1, (4, 64))
-        layers_6_self_attn_k = unflatten_19.transpose(1, 2)
-        unflatten_20 = getitem_44.unflatten(-1, (4, 64))
-        layers_6_self_attn_v = unflatten_20.transpose(1, 2)
-        seq_6 = layers_6_input_layernorm.size(1)
-        layers_6_input_layernorm_device = layers_6_input_layernorm.device
-        arange_12 = torch.arange(0, 64, 2, dtype=torch.float32, device=layers_6_input_layernorm_device)
-        div_6 = arange_12.div(64)
-        pow_7 = torch.pow(10000.0, div_6)
-        inv_freq_6 = pow_7.reciprocal()
-        arange_13 = torch.arange(seq_6, dtype=torch.float32, device=layers_6_input_layernorm_device)
-        unsqueeze_6 = arange_13.unsqueeze(-1)
-        mul_60 = unsqueeze_6 * inv_freq_6
-        rope_cos_6 = mul_60.cos()
-        rope_sin_6 = mul_60.sin()
-        chunk_12 = layers_6_self_attn_q.chunk(2, -1)
-        getitem_45 = chunk_12[0]
-        getitem_46 = chunk_12[1]
-        mul_61 = getitem_45 * rope_cos_6
-        mul_62 = getitem_46 * rope_sin_6
-        sub_12 = mul_61 - mul_62
-        mul_63 = getitem_46 * rope_cos_6
-        mul_64 = getitem_45 * rope_sin_6
-        add_24 = mul_63 + mul_64
-        cat_12 = torch.cat([sub_12, add_24], -1)
-        chunk_13 = layers_6_self_attn_k.chunk(2, -1)
-        getitem_47 = chunk_13[0]
-        getitem_48 = chunk_13[1]
-        mul_65 = getitem_47 * rope_cos_6
-        mul_66 = getitem_48 * rope_sin_6
-        sub_13 = mul_65 - mul_66
-        mul_67 = getitem_48 * rope_cos_6
-        mul_68 = getitem_47 * rope_sin_6
-        add_25 = mul_67 + mul_68
-        cat_13 = torch.cat([sub_13, add_25], -1)
-        scaled_dot_product_attention_6 = torch.nn.functional.scaled_dot_product_attention(cat_12, cat_13, layers_6_self_attn_v, is_causal=True, enable_gqa=True)
-        transpose_27 = scaled_dot_product_attention_6.transpose(1, 2)
-        flatten_6 = transpose_27.flatten(2)
-        layers_6_self_attn = torch.nn.functional.linear(flatten_6, layers_6_self_attn_out_proj_weight, None)  # (batch, seq, 2048)
-        layers_6_attn_res = layers_5_mlp_res + layers_6_self_attn
-        layers_6_post_attention_layernorm = getattr(self.layers, "6").post_attention_layernorm(layers_6_attn_res)
-        layers_6_gate_proj = getattr(self.layers, "6").gate_proj(layers_6_post_attention_layernorm)  # (batch, seq, 5632)
-        layers_6_up_proj = getattr(self.layers, "6").up_proj(layers_6_post_attention_layernorm)  # (batch, seq, 5632)
-        layers_6_act = torch.nn.functional.silu(layers_6_gate_proj)
-        layers_6_gated = layers_6_act * layers_6_up_proj
-        layers_6_down_proj = getattr(self.layers, "6").down_proj(layers_6_gated)  # (batch, seq, 2048)
-        layers_6_mlp_res = layers_6_attn_res + layers_6_down_proj
-        layers_7_input_layernorm = getattr(self.layers, "7").input_layernorm(layers_6_mlp_res)
-        layers_7_self_attn_in_proj_weight = getattr(self.layers, "7").self_attn.in_proj_weight
-        layers_7_self_attn_out_proj_weight = getattr(self.layers, "7").self_attn.out_proj.weight
-        linear_14 = torch.nn.functional.linear(layers_7_input_layernorm, layers_7_self_attn_in_proj_weight, None)
-        split_7 = linear_14.split([2048, 256, 256], -1)
-        getitem_49 = split_7[0]
-        getitem_50 = split_7[1]
-        getitem_51 = split_7[2]
-        unflatten_21 = getitem_49.unflatten(-1, (32, 64))
-        layers_7_self_attn_q = unflatten_21.transpose(1, 2)
-        unflatten_22 = getitem_50.unflatten(-1, (4, 64))
-        layers_7_self_attn_k = unflatten_22.transpose(1, 2)
-        unflatten_23 = getitem_51.unflatten(-1, (4, 64))
-        layers_7_self_attn_v = unflatten_23.transpose(1, 2)
-        seq_7 = layers_7_input_layernorm.size(1)
-        layers_7_input_layernorm_device = layers_7_input_layernorm.device
-        arange_14 = torch.arange(0, 64, 2, dtype=torch.float32, device=layers_7_input_layernorm_device)
-        div_7 = arange_14.div(64)
-        pow_8 = torch.pow(10000.0, div_7)
-        inv_freq_7 = pow_8.reciprocal()
-        arange_15 = torch.arange(seq_7, dtype=torch.float32, device=layers_7_input_layernorm_device)
-        unsqueeze_7 = arange_15.unsqueeze(-1)
-        mul_70 = unsqueeze_7 * inv_freq_7
-        rope_cos_7 = mul_70.cos()
-        rope_sin_7 = mul_70.sin()
-        chunk_14 = layers_7_self_attn_q.chunk(2, -1)
-        getitem_52 = chunk_14[0]
-        getitem_53 = chunk_14[1]
-        mul_71 = getitem_52 * rope_cos_7
-        mul_72 = getitem_53 * rope_sin_7
-        sub_14 = mul_71 - mul_72
-        mul_73 = getitem_53 * rope_cos_7
-        mul_74 = getitem_52 * rope_sin_7
-        add_28 = mul_73 + mul_74
-        cat_14 = torch.cat([sub_14, add_28], -1)
-        chunk_15 = layers_7_self_attn_k.chunk(2, -1)
-        getitem_54 = chunk_15[0]
-        getitem_55 = chunk_15[1]
-        mul_75 = getitem_54 * rope_cos_7
-        mul_76 = getitem_55 * rope_sin_7
-        sub_15 = mul_75 - mul_76
-        mul_77 = getitem_55 * rope_cos_7
-        mul_78 = getitem_54 * rope_sin_7
-        add_29 = mul_77 + mul_78
-        cat_15 = torch.cat([sub_15, add_29], -1)
-        scaled_dot_product_attention_7 = torch.nn.functional.scaled_dot_product_attention(cat_14, cat_15, layers_7_self_attn_v, is_causal=True, enable_gqa=True)
-        transpose_31 = scaled_dot_product_attention_7.transpose(1, 2)
-        flatten_7 = transpose_31.flatten(2)
-        layers_7_self_attn = torch.nn.functional.linear(flatten_7, layers_7_self_attn_out_proj_weight, None)  # (batch, seq, 2048)
-        layers_7_attn_res = layers_6_mlp_res + layers_7_self_attn
-        layers_7_post_attention_layernorm = getattr(self.layers, "7").post_attention_layernorm(layers_7_attn_res)
-        layers_7_gate_proj = getattr(self.layers, "7").gate_proj(layers_7_post_attention_layernorm)  # (batch, seq, 5632)
-        layers_7_up_proj = getattr(self.layers, "7").up_proj(layers_7_post_attention_layernorm)  # (batch, seq, 5632)
-        layers_7_act = torch.nn.functional.silu(layers_7_gate_proj)
-        layers_7_gated = layers_7_act * layers_7_up_proj
-        layers_7_down_proj = getattr(self.layers, "7").down_proj(layers_7_gated)  # (batch, seq, 2048)
-        layers_7_mlp_res = layers_7_attn_res + layers_7_down_proj
-        layers_8_input_layernorm = getattr(self.layers, "8").input_layernorm(layers_7_mlp_res)
-        layers_8_self_attn_in_proj_weight = getattr(self.layers, "8").self_attn.in_proj_weight
-        layers_8_self_attn_out_proj_weight = getattr(self.layers, "8").self_attn.out_proj.weight
-        linear_16 = torch.nn.functional.linear(layers_8_input_layernorm, layers_8_self_attn_in_proj_weight, None)
-        split_8 = linear_16.split([2048, 256, 256], -1)
-        getitem_56 = split_8[0]
-        getitem_57 = split_8[1]
-        getitem_58 = split_8[2]
-        unflatten_24 = getitem_56.unflatten(-1, (32, 64))
-        layers_8_self_attn_q = unflatten_24.transpose(1, 2)
-        unflatten_25 = getitem_57.unflatten(-1, (4, 64))
-        layers_8_self_attn_k = unflatten_25.transpose(1, 2)
-        unflatten_26 = getitem_58.unflatten(-1, (4, 64))
-        layers_8_self_attn_v = unflatten_26.transpose(1, 2)
-        seq_8 = layers_8_input_layernorm.size(1)
-        layers_8_input_layernorm_device = layers_8_input_layernorm.device
-        arange_16 = torch.arange(0, 64, 2, dtype=torch.float32, device=layers_8_input_layernorm_device)
-        div_8 = arange_16.div(64)
-        pow_9 = torch.pow(10000.0, div_8)
-        inv_freq_8 = pow_9.reciprocal()
-        arange_17 = torch.arange(seq_8, dtype=torch.float32, device=layers_8_input_layernorm_device)
-        unsqueeze_8 = arange_17.unsqueeze(-1)
-        mul_80 = unsqueeze_8 * inv_freq_8
-        rope_cos_8 = mul_80.cos()
-        rope_sin_8 = mul_80.sin()
-        chunk_16 = layers_8_self_attn_q.chunk(2, -1)
-        getitem_59 = chunk_16[0]
-        getitem_60 = chunk_16[1]
-        mul_81 = getitem_59 * rope_cos_8
-        mul_82 = getitem_60 * rope_sin_8
-        sub_16 = mul_81 - mul_82
-        mul_83 = getitem_60 * rope_cos_8
-        mul_84 = getitem_59 * rope_sin_8
-        add_32 = mul_83 + mul_84
-        cat_16 = torch.cat([sub_16, add_32], -1)
-        chunk_17 = layers_8_self_attn_k.chunk(2, -1)
-        getitem_61 = chunk_17[0]
-        getitem_62 = chunk_17[1]
-        mul_85 = getitem_61 * rope_cos_8
-        mul_86 = getitem_62 * rope_sin_8
-        sub_17 = mul_85 - mul_86
-        mul_87 = getitem_62 * rope_cos_8
-        mul_88 = getitem_61 * rope_sin_8
-        add_33 = mul_87 + mul_88
-        cat_17 = torch.cat([sub_17, add_33], -1)
-        scaled_dot_product_attention_8 = torch.nn.functional.scaled_dot_product_attention(cat_16, cat_17, layers_8_self_attn_v, is_causal=True, enable_gqa=True)
-        transpose_35 = scaled_dot_product_attention_8.transpose(1, 2)
-        flatten_8 = transpose_35.flatten(2)
-        layers_8_self_attn = torch.nn.functional.linear(flatten_8, layers_8_self_attn_out_proj_weight, None)  # (batch, seq, 2048)
-        layers_8_attn_res = layers_7_mlp_res + layers_8_self_attn
-        layers_8_post_attention_layernorm = getattr(self.layers, "8").post_attention_layernorm(layers_8_attn_res)
-        layers_8_gate_proj = getattr(self.layers, "8").gate_proj(layers_8_post_attention_layernorm)  # (batch, seq, 5632)
-        layers_8_up_proj = getattr(self.layers, "8").up_proj(layers_8_post_attention_layernorm)  # (batch, seq, 5632)
-        layers_8_act = torch.nn.functional.silu(layers_8_gate_proj)
-        layers_8_gated = layers_8_act * layers_8_up_proj
-        layers_8_down_proj = getattr(self.layers, "8").down_proj(layers_8_gated)  # (batch, seq, 2048)
-        layers_8_mlp_res = layers_8_attn_res + layers_8_down_proj
-        layers_9_input_layernorm = getattr(self.layers, "9").input_layernorm(layers_8_mlp_res)
-        layers_9_self_attn_in_proj_weight = getattr(self.layers, "9").self_attn.in_proj_weight
-        layers_9_self_attn_out_proj_weight = getattr(self.layers, "9").self_attn.out_proj.weight
-        linear_18 = torch.nn.functional.linear(layers_9_input_layernorm, layers_9_self_attn_in_proj_weight, None)
-        split_9 = linear_18.split([2048, 256, 256], -1)
-        getitem_63 = split_9[0]
-        getitem_64 = split_9[1]
-        getitem_65 = split_9[2]
-        unflatten_27 = getitem_63.unflatten(-1, (32, 64))
-        layers_9_self_attn_q = unflatten_27.transpose(1, 2)
-        unflatten_28 = getitem_64.unflatten(-1, (4, 64))
-        layers_9_self_attn_k = unflatten_28.transpose(1, 2)
-        unflatten_29 = getitem_65.unflatten(-1, (4, 64))
-        layers_9_self_attn_v = unflatten_29.transpose(1, 2)
-        seq_9 = layers_9_input_layernorm.size(1)
-        layers_9_input_layernorm_device = layers_9_input_layernorm.device
-        arange_18 = torch.arange(0, 64, 2, dtype=torch.float32, device=layers_9_input_layernorm_device)
-        div_9 = arange_18.div(64)
-        pow_10 = torch.pow(10000.0, div_9)
-        inv_freq_9 = pow_10.reciprocal()
-        arange_19 = torch.arange(seq_9, dtype=torch.float32, device=layers_9_input_layernorm_device)
-        unsqueeze_9 = arange_19.unsqueeze(-1)
-        mul_90 = unsqueeze_9 * inv_freq_9
-        rope_cos_9 = mul_90.cos()
-        rope_sin_9 = mul_90.sin()
-        chunk_18 = layers_9_self_attn_q.chunk(2, -1)
-        getitem_66 = chunk_18[0]
-        getitem_67 = chunk_18[1]
-        mul_91 = getitem_66 * rope_cos_9
-        mul_92 = getitem_67 * rope_sin_9
-        sub_18 = mul_91 - mul_92
-        mul_93 = getitem_67 * rope_cos_9
-        mul_94 = getitem_66 * rope_sin_9
-        add_36 = mul_93 + mul_94
-        cat_18 = torch.cat([sub_18, add_36], -1)
-        chunk_19 = layers_9_self_attn_k.chunk(2, -1)
-        getitem_68 = chunk_19[0]
-        getitem_69 = chunk_19[1]
-        mul_95 = getitem_68 * rope_cos_9
-        mul_96 = getitem_69 * rope_sin_9
-        sub_19 = mul_95 - mul_96
-        mul_97 = getitem_69 * rope_cos_9
-        mul_98 = getitem_68 * rope_sin_9
-        add_37 = mul_97 + mul_98
-        cat_19 = torch.cat([sub_19, add_37], -1)
-        scaled_dot_product_attention_9 = torch.nn.functional.scaled_dot_product_attention(cat_18, cat_19, layers_9_self_attn_v, is_causal=True, enable_gqa=True)
-        transpose_39 = scaled_dot_product_attention_9.transpose(1, 2)
-        flatten_9 = transpose_39.flatten(2)
-        layers_9_self_attn = torch.nn.functional.linear(flatten_9, layers_9_self_attn_out_proj_weight, None)  # (batch, seq, 2048)
-        layers_9_attn_res = layers_8_mlp_res + layers_9_self_attn
-        layers_9_post_attention_layernorm = getattr(self.layers, "9").post_attention_layernorm(layers_9_attn_res)
-        layers_9_gate_proj = getattr(self.layers, "9").gate_proj(layers_9_post_attention_layernorm)  # (batch, seq, 5632)
-        layers_9_up_proj = getattr(self.layers, "9").up_proj(layers_9_post_attention_layernorm)  # (batch, seq, 5632)
-        layers_9_act = torch.nn.functional.silu(layers_9_gate_proj)
-        layers_9_gated = layers_9_act * layers_9_up_proj
-        layers_9_down_proj = getattr(self.layers, "9").down_proj(layers_9_gated)  # (batch, seq, 2048)
-        layers_9_mlp_res = layers_9_attn_res + layers_9_down_proj
-        layers_10_input_layernorm = getattr(self.layers, "10").input_layernorm(layers_9_mlp_res)
-        layers_10_self_attn_in_proj_weight = getattr(self.layers, "10").self_attn.in_proj_weight
-        layers_10_self_attn_out_proj_weight = getattr(self.layers, "10").self_attn.out_proj.weight
-        linear_20 = torch.nn.functional.linear(layers_10_input_layernorm, layers_10_self_attn_in_proj_weight, None)
-        split_10 = linear_20.split([2048, 256, 256], -1)
-        getitem_70 = split_10[0]
-        getitem_71 = split_10[1]
-        getitem_72 = split_10[2]
-        unflatten_30 = getitem_70.unflatten(-1, (32, 64))
-        layers_10_self_attn_q = unflatten_30.transpose(1, 2)
-        unflatten_31 = getitem_71.unflatten(-1, (4, 64))
-        layers_10_self_attn_k = unflatten_31.transpose(1, 2)
-        unflatten_32 = getitem_72.unflatten(-1, (4, 64))
-        layers_10_self_attn_v = unflatten_32.transpose(1, 2)
-        seq_10 = layers_10_input_layernorm.size(1)
-        layers_10_input_layernorm_device = layers_10_input_layernorm.device
-        arange_20 = torch.arange(0, 64, 2, dtype=torch.float32, device=layers_10_input_layernorm_device)
-        div_10 = arange_20.div(64)
-        pow_11 = torch.pow(10000.0, div_10)
-        inv_freq_10 = pow_11.reciprocal()
-        arange_21 = torch.arange(seq_10, dtype=torch.float32, device=layers_10_input_layernorm_device)
-        unsqueeze_10 = arange_21.unsqueeze(-1)
-        mul_100 = unsqueeze_10 * inv_freq_10
-        rope_cos_10 = mul_100.cos()
-        rope_sin_10 = mul_100.sin()
-        chunk_20 = layers_10_self_attn_q.chunk(2, -1)
-        getitem_73 = chunk_20[0]
-        getitem_74 = chunk_20[1]
-        mul_101 = getitem_73 * rope_cos_10
-        mul_102 = getitem_74 * rope_sin_10
-        sub_20 = mul_101 - mul_102
-        mul_103 = getitem_74 * rope_cos_10
-        mul_104 = getitem_73 * rope_sin_10
-        add_40 = mul_103 + mul_104
-        cat_20 = torch.cat([sub_20, add_40], -1)
-        chunk_21 = layers_10_self_attn_k.chunk(2, -1)
-        getitem_75 = chunk_21[0]
-        getitem_76 = chunk_21[1]
-        mul_105 = getitem_75 * rope_cos_10
-        mul_106 = getitem_76 * rope_sin_10
-        sub_21 = mul_105 - mul_106
-        mul_107 = getitem_76 * rope_cos_10
-        mul_108 = getitem_75 * rope_sin_10
-        add_41 = mul_107 + mul_108
-        cat_21 = torch.cat([sub_21, add_41], -1)
-        scaled_dot_product_attention_10 = torch.nn.functional.scaled_dot_product_attention(cat_20, cat_21, layers_10_self_attn_v, is_causal=True, enable_gqa=True)
-        transpose_43 = scaled_dot_product_attention_10.transpose(1, 2)
-        flatten_10 = transpose_43.flatten(2)
-        layers_10_self_attn = torch.nn.functional.linear(flatten_10, layers_10_self_attn_out_proj_weight, None)  # (batch, seq, 2048)
-        layers_10_attn_res = layers_9_mlp_res + layers_10_self_attn
-        layers_10_post_attention_layernorm = getattr(self.layers, "10").post_attention_layernorm(layers_10_attn_res)
-        layers_10_gate_proj = getattr(self.layers, "10").gate_proj(layers_10_post_attention_layernorm)  # (batch, seq, 5632)
-        layers_10_up_proj = getattr(self.layers, "10").up_proj(layers_10_post_attention_layernorm)  # (batch, seq, 5632)
-        layers_10_act = torch.nn.functional.silu(layers_10_gate_proj)
-        layers_10_gated = layers_10_act * layers_10_up_proj
-        layers_10_down_proj = getattr(self.layers, "10").down_proj(layers_10_gated)  # (batch, seq, 2048)
-        layers_10_mlp_res = layers_10_attn_res + layers_10_down_proj
-        layers_11_input_layernorm = getattr(self.layers, "11").input_layernorm(layers_10_mlp_res)
-        layers_11_self_attn_in_proj_weight = getattr(self.layers, "11").self_attn.in_proj_weight
-        layers_11_self_attn_out_proj_weight = getattr(self.layers, "11").self_attn.out_proj.weight
-        linear_22 = torch.nn.functional.linear(layers_11_input_layernorm, layers_11_self_attn_in_proj_weight, None)
-        split_11 = linear_22.split([2048, 256, 256], -1)
-        getitem_77 = split_11[0]
-        getitem_78 = split_11[1]
-        getitem_79 = split_11[2]
-        unflatten_33 = getitem_77.unflatten(-1, (32, 64))
-        layers_11_self_attn_q = unflatten_33.transpose(1, 2)
-        unflatten_34 = getitem_78.unflatten(-1, (4, 64))
-        layers_11_self_attn_k = unflatten_34.transpose(1, 2)
-        unflatten_35 = getitem_79.unflatten(-1, (4, 64))
-        layers_11_self_attn_v = unflatten_35.transpose(1, 2)
-        seq_11 = layers_11_input_layernorm.size(1)
-        layers_11_input_layernorm_device = layers_11_input_layernorm.device
-        arange_22 = torch.arange(0, 64, 2, dtype=torch.float32, device=layers_11_input_layernorm_device)
-        div_11 = arange_22.div(64)
-        pow_12 = torch.pow(10000.0, div_11)
-        inv_freq_11 = pow_12.reciprocal()
-        arange_23 = torch.arange(seq_11, dtype=torch.float32, device=layers_11_input_layernorm_device)
-        unsqueeze_11 = arange_23.unsqueeze(-1)
-        mul_110 = unsqueeze_11 * inv_freq_11
-        rope_cos_11 = mul_110.cos()
-        rope_sin_11 = mul_110.sin()
-        chunk_22 = layers_11_self_attn_q.chunk(2, -1)
-        getitem_80 = chunk_22[0]
-        getitem_81 = chunk_22[1]
-        mul_111 = getitem_80 * rope_cos_11
-        mul_112 = getitem_81 * rope_sin_11
-        sub_22 = mul_111 - mul_112
-        mul_113 = getitem_81 * rope_cos_11
-        mul_114 = getitem_80 * rope_sin_11
-        add_44 = mul_113 + mul_114
-        cat_22 = torch.cat([sub_22, add_44], -1)
-        chunk_23 = layers_11_self_attn_k.chunk(2, -1)
-        getitem_82 = chunk_23[0]
-        getitem_83 = chunk_23[1]
-        mul_115 = getitem_82 * rope_cos_11
-        mul_116 = getitem_83 * rope_sin_11
-        sub_23 = mul_115 - mul_116
-        mul_117 = getitem_83 * rope_cos_11
-        mul_118 = getitem_82 * rope_sin_11
-        add_45 = mul_117 + mul_118
-        cat_23 = torch.cat([sub_23, add_45], -1)
-        scaled_dot_product_attention_11 = torch.nn.functional.scaled_dot_product_attention(cat_22, cat_23, layers_11_self_attn_v, is_causal=True, enable_gqa=True)
-        transpose_47 = scaled_dot_product_attention_11.transpose(1, 2)
-        flatten_11 = transpose_47.flatten(2)
-        layers_11_self_attn = torch.nn.functional.linear(flatten_11, layers_11_self_attn_out_proj_weight, None)  # (batch, seq, 2048)
-        layers_11_attn_res = layers_10_mlp_res + layers_11_self_attn
-        layers_11_post_attention_layernorm = getattr(self.layers, "11").post_attention_layernorm(layers_11_attn_res)
-        layers_11_gate_proj = getattr(self.layers, "11").gate_proj(layers_11_post_attention_layernorm)  # (batch, seq, 5632)
-        layers_11_up_proj = getattr(self.layers, "11").up_proj(layers_11_post_attention_layernorm)  # (batch, seq, 5632)
-        layers_11_act = torch.nn.functional.silu(layers_11_gate_proj)
-        layers_11_gated = layers_11_act * layers_11_up_proj
-        layers_11_down_proj = getattr(self.layers, "11").down_proj(layers_11_gated)  # (batch, seq, 2048)
-        layers_11_mlp_res = layers_11_attn_res + layers_11_down_proj
-        layers_12_input_layernorm = getattr(self.layers, "12").input_layernorm(layers_11_mlp_res)
-        layers_12_self_attn_in_proj_weight = getattr(self.layers, "12").self_attn.in_proj_weight
-        layers_12_self_attn_out_proj_weight = getattr(self.layers, "12").self_attn.out_proj.weight
-        linear_24 = torch.nn.functional.linear(layers_12_input_layernorm, layers_12_self_attn_in_proj_weight, None)
-        split_12 = linear_24.split([2048, 256, 256], -1)
-        getitem_84 = split_12[0]
-        getitem_85 = split_12[1]
-        getitem_86 = split_12[2]
-        unflatten_36 = getitem_84.unflatten(-1, (32, 64))
-        layers_12_self_attn_q = unflatten_36.transpose(1, 2)
-        unflatten_37 = getitem_85.unflatten(-1, (4, 64))
-        layers_12_self_attn_k = unflatten_37.transpose(1, 2)
-        unflatten_38 = getitem_86.unflatten(-1, (4, 64))
-        layers_12_self_attn_v = unflatten_38.transpose(1, 2)
-        seq_12 = layers_12_input_layernorm.size(1)
-        layers_12_input_layernorm_device = layers_12_input_layernorm.device
-        arange_24 = torch.arange(0, 64, 2, dtype=torch.float32, device=layers_12_input_layernorm_device)
-        div_12 = arange_24.div(64)
-        pow_13 = torch.pow(10000.0, div_12)
-        inv_freq_12 = pow_13.reciprocal()
-        arange_25 = torch.arange(seq_12, dtype=torch.float32, device=layers_12_input_layernorm_device)
-        unsqueeze_12 = arange_25.unsqueeze(-1)
-        mul_120 = unsqueeze_12 * inv_freq_12
-        rope_cos_12 = mul_120.cos()
-        rope_sin_12 = mul_120.sin()
-        chunk_24 = layers_12_self_attn_q.chunk(2, -1)
-        getitem_87 = chunk_24[0]
-        getitem_88 = chunk_24[1]
-        mul_121 = getitem_87 * rope_cos_12
-        mul_122 = getitem_88 * rope_sin_12
-        sub_24 = mul_121 - mul_122
-        mul_123 = getitem_88 * rope_cos_12
-        mul_124 = getitem_87 * rope_sin_12
-        add_48 = mul_123 + mul_124
-        cat_24 = torch.cat([sub_24, add_48], -1)
-        chunk_25 = layers_12_self_attn_k.chunk(2, -1)
-        getitem_89 = chunk_25[0]
-        getitem_90 = chunk_25[1]
-        mul_125 = getitem_89 * rope_cos_12
-        mul_126 = getitem_90 * rope_sin_12
-        sub_25 = mul_125 - mul_126
-        mul_127 = getitem_90 * rope_cos_12
-        mul_128 = getitem_89 * rope_sin_12
-        add_49 = mul_127 + mul_128
-        cat_25 = torch.cat([sub_25, add_49], -1)
-        scaled_dot_product_attention_12 = torch.nn.functional.scaled_dot_product_attention(cat_24, cat_25, layers_12_self_attn_v, is_causal=True, enable_gqa=True)
-        transpose_51 = scaled_dot_product_attention_12.transpose(1, 2)
-        flatten_12 = transpose_51.flatten(2)
-        layers_12_self_attn = torch.nn.functional.linear(flatten_12, layers_12_self_attn_out_proj_weight, None)  # (batch, seq, 2048)
-        layers_12_attn_res = layers_11_mlp_res + layers_12_self_attn
-        layers_12_post_attention_layernorm = getattr(self.layers, "12").post_attention_layernorm(layers_12_attn_res)
-        layers_12_gate_proj = getattr(self.layers, "12").gate_proj(layers_12_post_attention_layernorm)  # (batch, seq, 5632)
-        layers_12_up_proj = getattr(self.layers, "12").up_proj(layers_12_post_attention_layernorm)  # (batch, seq, 5632)
-        layers_12_act = torch.nn.functional.silu(layers_12_gate_proj)
-        layers_12_gated = layers_12_act * layers_12_up_proj
-        layers_12_down_proj = getattr(self.layers, "12").down_proj(layers_12_gated)  # (batch, seq, 2048)
-        layers_12_mlp_res = layers_12_attn_res + layers_12_down_proj
-        layers_13_input_layernorm = getattr(self.layers, "13").input_layernorm(layers_12_mlp_res)
-        layers_13_self_attn_in_proj_weight = getattr(self.layers, "13").self_attn.in_proj_weight
-        layers_13_self_attn_out_proj_weight = getattr(self.layers, "13").self_attn.out_proj.weight
-        linear_26 = torch.nn.functional.linear(layers_13_input_layernorm, layers_13_self_attn_in_proj_weight, None)
-        split_13 = linear_26.split([2048, 256, 256], -1)
-        getitem_91 = split_13[0]
-        getitem_92 = split_13[1]
-        getitem_93 = split_13[2]
-        unflatten_39 = getitem_91.unflatten(-1, (32, 64))
-        layers_13_self_attn_q = unflatten_39.transpose(1, 2)
-        unflatten_40 = getitem_92.unflatten(-1, (4, 64))
-        layers_13_self_attn_k = unflatten_40.transpose(1, 2)
-        unflatten_41 = getitem_93.unflatten(-1, (4, 64))
-        layers_13_self_attn_v = unflatten_41.transpose(1, 2)
-        seq_13 = layers_13_input_layernorm.size(1)
-        layers_13_input_layernorm_device = layers_13_input_layernorm.device
-        arange_26 = torch.arange(0, 64, 2, dtype=torch.float32, device=layers_13_input_layernorm_device)
-        div_13 = arange_26.div(64)
-        pow_14 = torch.pow(10000.0, div_13)
-        inv_freq_13 = pow_14.reciprocal()
-        arange_27 = torch.arange(seq_13, dtype=torch.float32, device=layers_13_input_layernorm_device)
-        unsqueeze_13 = arange_27.unsqueeze(-1)
-        mul_130 = unsqueeze_13 * inv_freq_13
-        rope_cos_13 = mul_130.cos()
-        rope_sin_13 = mul_130.sin()
-        chunk_26 = layers_13_self_attn_q.chunk(2, -1)
-        getitem_94 = chunk_26[0]
-        getitem_95 = chunk_26[1]
-        mul_131 = getitem_94 * rope_cos_13
-        mul_132 = getitem_95 * rope_sin_13
-        sub_26 = mul_131 - mul_132
-        mul_133 = getitem_95 * rope_cos_13
-        mul_134 = getitem_94 * rope_sin_13
-        add_52 = mul_133 + mul_134
-        cat_26 = torch.cat([sub_26, add_52], -1)
-        chunk_27 = layers_13_self_attn_k.chunk(2, -1)
-        getitem_96 = chunk_27[0]
-        getitem_97 = chunk_27[1]
-        mul_135 = getitem_96 * rope_cos_13
-        mul_136 = getitem_97 * rope_sin_13
-        sub_27 = mul_135 - mul_136
-        mul_137 = getitem_97 * rope_cos_13
-        mul_138 = getitem_96 * rope_sin_13
-        add_53 = mul_137 + mul_138
-        cat_27 = torch.cat([sub_27, add_53], -1)
-        scaled_dot_product_attention_13 = torch.nn.functional.scaled_dot_product_attention(cat_26, cat_27, layers_13_self_attn_v, is_causal=True, enable_gqa=True)
-        transpose_55 = scaled_dot_product_attention_13.transpose(1, 2)
-        flatten_13 = transpose_55.flatten(2)
-        layers_13_self_attn = torch.nn.functional.linear(flatten_13, layers_13_self_attn_out_proj_weight, None)  # (batch, seq, 2048)
-        layers_13_attn_res = layers_12_mlp_res + layers_13_self_attn
-        layers_13_post_attention_layernorm = getattr(self.layers, "13").post_attention_layernorm(layers_13_attn_res)
-        layers_13_gate_proj = getattr(self.layers, "13").gate_proj(layers_13_post_attention_layernorm)  # (batch, seq, 5632)
-        layers_13_up_proj = getattr(self.layers, "13").up_proj(layers_13_post_attention_layernorm)  # (batch, seq, 5632)
-        layers_13_act = torch.nn.functional.silu(layers_13_gate_proj)
-        layers_13_gated = layers_13_act * layers_13_up_proj
-        layers_13_down_proj = getattr(self.layers, "13").down_proj(layers_13_gated)  # (batch, seq, 2048)
-        layers_13_mlp_res = layers_13_attn_res + layers_13_down_proj
-        layers_14_input_layernorm = getattr(self.layers, "14").input_layernorm(layers_13_mlp_res)
-        layers_14_self_attn_in_proj_weight = getattr(self.layers, "14").self_attn.in_proj_weight
-        layers_14_self_attn_out_proj_weight = getattr(self.layers, "14").self_attn.out_proj.weight
-        linear_28 = torch.nn.functional.linear(layers_14_input_layernorm, layers_14_self_attn_in_proj_weight, None)
-        split_14 = linear_28.split([2048, 256, 256], -1)
-        getitem_98 = split_14[0]
-        getitem_99 = split_14[1]
-        getitem_100 = split_14[2]
-        unflatten_42 = getitem_98.unflatten(-1, (32, 64))
-        layers_14_self_attn_q = unflatten_42.transpose(1, 2)
-        unflatten_43 = getitem_99.unflatten(-1, (4, 64))
-        layers_14_self_attn_k = unflatten_43.transpose(1, 2)
-        unflatten_44 = getitem_100.unflatten(-1, (4, 64))
-        layers_14_self_attn_v = unflatten_44.transpose(1, 2)
-        seq_14 = layers_14_input_layernorm.size(1)
-        layers_14_input_layernorm_device = layers_14_input_layernorm.device
-        arange_28 = torch.arange(0, 64, 2, dtype=torch.float32, device=layers_14_input_layernorm_device)
-        div_14 = arange_28.div(64)
-        pow_15 = torch.pow(10000.0, div_14)
-        inv_freq_14 = pow_15.reciprocal()
-        arange_29 = torch.arange(seq_14, dtype=torch.float32, device=layers_14_input_layernorm_device)
-        unsqueeze_14 = arange_29.unsqueeze(-1)
-        mul_140 = unsqueeze_14 * inv_freq_14
-        rope_cos_14 = mul_140.cos()
-        rope_sin_14 = mul_140.sin()
-        chunk_28 = layers_14_self_attn_q.chunk(2, -1)
-        getitem_101 = chunk_28[0]
-        getitem_102 = chunk_28[1]
-        mul_141 = getitem_101 * rope_cos_14
-        mul_142 = getitem_102 * rope_sin_14
-        sub_28 = mul_141 - mul_142
-        mul_143 = getitem_102 * rope_cos_14
-        mul_144 = getitem_101 * rope_sin_14
-        add_56 = mul_143 + mul_144
-        cat_28 = torch.cat([sub_28, add_56], -1)
-        chunk_29 = layers_14_self_attn_k.chunk(2, -1)
-        getitem_103 = chunk_29[0]
-        getitem_104 = chunk_29[1]
-        mul_145 = getitem_103 * rope_cos_14
-        mul_146 = getitem_104 * rope_sin_14
-        sub_29 = mul_145 - mul_146
-        mul_147 = getitem_104 * rope_cos_14
-        mul_148 = getitem_103 * rope_sin_14
-        add_57 = mul_147 + mul_148
-        cat_29 = torch.cat([sub_29, add_57], -1)
-        scaled_dot_product_attention_14 = torch.nn.functional.scaled_dot_product_attention(cat_28, cat_29, layers_14_self_attn_v, is_causal=True, enable_gqa=True)
-        transpose_59 = scaled_dot_product_attention_14.transpose(1, 2)
-        flatten_14 = transpose_59.flatten(2)
-        layers_14_self_attn = torch.nn.functional.linear(flatten_14, layers_14_self_attn_out_proj_weight, None)  # (batch, seq, 2048)
-        layers_14_attn_res = layers_13_mlp_res + layers_14_self_attn
-        layers_14_post_attention_layernorm = getattr(self.layers, "14").post_attention_layernorm(layers_14_attn_res)
-        layers_14_gate_proj = getattr(self.layers, "14").gate_proj(layers_14_post_attention_layernorm)  # (batch, seq, 5632)
-        layers_14_up_proj = getattr(self.layers, "14").up_proj(layers_14_post_attention_layernorm)  # (batch, seq, 5632)
-        layers_14_act = torch.nn.functional.silu(layers_14_gate_proj)
-        layers_14_gated = layers_14_act * layers_14_up_proj
-        layers_14_down_proj = getattr(self.layers, "14").down_proj(layers_14_gated)  # (batch, seq, 2048)
-        layers_14_mlp_res = layers_14_attn_res + layers_14_down_proj
-        layers_15_input_layernorm = getattr(self.layers, "15").input_layernorm(layers_14_mlp_res)
-        layers_15_self_attn_in_proj_weight = getattr(self.layers, "15").self_attn.in_proj_weight
-        layers_15_self_attn_out_proj_weight = getattr(self.layers, "15").self_attn.out_proj.weight
-        linear_30 = torch.nn.functional.linear(layers_15_input_layernorm, layers_15_self_attn_in_proj_weight, None)
-        split_15 = linear_30.split([2048, 256, 256], -1)
-        getitem_105 = split_15[0]
-        getitem_106 = split_15[1]
-        getitem_107 = split_15[2]
-        unflatten_45 = getitem_105.unflatten(-1, (32, 64))
-        layers_15_self_attn_q = unflatten_45.transpose(1, 2)
-        unflatten_46 = getitem_106.unflatten(-1, (4, 64))
-        layers_15_self_attn_k = unflatten_46.transpose(1, 2)
-        unflatten_47 = getitem_107.unflatten(-1, (4, 64))
-        layers_15_self_attn_v = unflatten_47.transpose(1, 2)
-        seq_15 = layers_15_input_layernorm.size(1)
-        layers_15_input_layernorm_device = layers_15_input_layernorm.device
-        arange_30 = torch.arange(0, 64, 2, dtype=torch.float32, device=layers_15_input_layernorm_device)
-        div_15 = arange_30.div(64)
-        pow_16 = torch.pow(10000.0, div_15)
-        inv_freq_15 = pow_16.reciprocal()
-        arange_31 = torch.arange(seq_15, dtype=torch.float32, device=layers_15_input_layernorm_device)
-        unsqueeze_15 = arange_31.unsqueeze(-1)
-        mul_150 = unsqueeze_15 * inv_freq_15
-        rope_cos_15 = mul_150.cos()
-        rope_sin_15 = mul_150.sin()
-        chunk_30 = layers_15_self_attn_q.chunk(2, -1)
-        getitem_108 = chunk_30[0]
-        getitem_109 = chunk_30[1]
-        mul_151 = getitem_108 * rope_cos_15
-        mul_152 = getitem_109 * rope_sin_15
-        sub_30 = mul_151 - mul_152
-        mul_153 = getitem_109 * rope_cos_15
-        mul_154 = getitem_108 * rope_sin_15
-        add_60 = mul_153 + mul_154
-        cat_30 = torch.cat([sub_30, add_60], -1)
-        chunk_31 = layers_15_self_attn_k.chunk(2, -1)
-        getitem_110 = chunk_31[0]
-        getitem_111 = chunk_31[1]
-        mul_155 = getitem_110 * rope_cos_15
-        mul_156 = getitem_111 * rope_sin_15
-        sub_31 = mul_155 - mul_156
-        mul_157 = getitem_111 * rope_cos_15
-        mul_158 = getitem_110 * rope_sin_15
-        add_61 = mul_157 + mul_158
-        cat_31 = torch.cat([sub_31, add_61], -1)
-        scaled_dot_product_attention_15 = torch.nn.functional.scaled_dot_product_attention(cat_30, cat_31, layers_15_self_attn_v, is_causal=True, enable_gqa=True)
-        transpose_63 = scaled_dot_product_attention_15.transpose(1, 2)
-        flatten_15 = transpose_63.flatten(2)
-        layers_15_self_attn = torch.nn.functional.linear(flatten_15, layers_15_self_attn_out_proj_weight, None)  # (batch, seq, 2048)
-        layers_15_attn_res = layers_14_mlp_res + layers_15_self_attn
-        layers_15_post_attention_layernorm = getattr(self.layers, "15").post_attention_layernorm(layers_15_attn_res)
-        layers_15_gate_proj = getattr(self.layers, "15").gate_proj(layers_15_post_attention_layernorm)  # (batch, seq, 5632)
-        layers_15_up_proj = getattr(self.layers, "15").up_proj(layers_15_post_attention_layernorm)  # (batch, seq, 5632)
-        layers_15_act = torch.nn.functional.silu(layers_15_gate_proj)
-        layers_15_gated = layers_15_act * layers_15_up_proj
-        layers_15_down_proj = getattr(self.layers, "15").down_proj(layers_15_gated)  # (batch, seq, 2048)
-        layers_15_mlp_res = layers_15_attn_res + layers_15_down_proj
-        layers_16_input_layernorm = getattr(self.layers, "16").input_layernorm(layers_15_mlp_res)
-        layers_16_self_attn_in_proj_weight = getattr(self.layers, "16").self_attn.in_proj_weight
-        layers_16_self_attn_out_proj_weight = getattr(self.layers, "16").self_attn.out_proj.weight
-        linear_32 = torch.nn.functional.linear(layers_16_input_layernorm, layers_16_self_attn_in_proj_weight, None)
-        split_16 = linear_32.split([2048, 256, 256], -1)
-        getitem_112 = split_16[0]
-        getitem_113 = split_16[1]
-        getitem_114 = split_16[2]
-        unflatten_48 = getitem_112.unflatten(-1, (32, 64))
-        layers_16_self_attn_q = unflatten_48.transpose(1, 2)
-        unflatten_49 = getitem_113.unflatten(-1, (4, 64))
-        layers_16_self_attn_k = unflatten_49.transpose(1, 2)
-        unflatten_50 = getitem_114.unflatten(-1, (4, 64))
-        layers_16_self_attn_v = unflatten_50.transpose(1, 2)
-        seq_16 = layers_16_input_layernorm.size(1)
-        layers_16_input_layernorm_device = layers_16_input_layernorm.device
-        arange_32 = torch.arange(0, 64, 2, dtype=torch.float32, device=layers_16_input_layernorm_device)
-        div_16 = arange_32.div(64)
-        pow_17 = torch.pow(10000.0, div_16)
-        inv_freq_16 = pow_17.reciprocal()
-        arange_33 = torch.arange(seq_16, dtype=torch.float32, device=layers_16_input_layernorm_device)
-        unsqueeze_16 = arange_33.unsqueeze(-1)
-        mul_160 = unsqueeze_16 * inv_freq_16
-        rope_cos_16 = mul_160.cos()
-        rope_sin_16 = mul_160.sin()
-        chunk_32 = layers_16_self_attn_q.chunk(2, -1)
-        getitem_115 = chunk_32[0]
-        getitem_116 = chunk_32[1]
-        mul_161 = getitem_115 * rope_cos_16
-        mul_162 = getitem_116 * rope_sin_16
-        sub_32 = mul_161 - mul_162
-        mul_163 = getitem_116 * rope_cos_16
-        mul_164 = getitem_115 * rope_sin_16
-        add_64 = mul_163 + mul_164
-        cat_32 = torch.cat([sub_32, add_64], -1)
-        chunk_33 = layers_16_self_attn_k.chunk(2, -1)
-        getitem_117 = chunk_33[0]
-        getitem_118 = chunk_33[1]
-        mul_165 = getitem_117 * rope_cos_16
-        mul_166 = getitem_118 * rope_sin_16
-        sub_33 = mul_165 - mul_166
-        mul_167 = getitem_118 * rope_cos_16
-        mul_168 = getitem_117 * rope_sin_16
-        add_65 = mul_167 + mul_168
-        cat_33 = torch.cat([sub_33, add_65], -1)
-        scaled_dot_product_attention_16 = torch.nn.functional.scaled_dot_product_attention(cat_32, cat_33, layers_16_self_attn_v, is_causal=True, enable_gqa=True)
-        transpose_67 = scaled_dot_product_attention_16.transpose(1, 2)
-        flatten_16 = transpose_67.flatten(2)
-        layers_16_self_attn = torch.nn.functional.linear(flatten_16, layers_16_self_attn_out_proj_weight, None)  # (batch, seq, 2048)
-        layers_16_attn_res = layers_15_mlp_res + layers_16_self_attn
-        layers_16_post_attention_layernorm = getattr(self.layers, "16").post_attention_layernorm(layers_16_attn_res)
-        layers_16_gate_proj = getattr(self.layers, "16").gate_proj(layers_16_post_attention_layernorm)  # (batch, seq, 5632)
-        layers_16_up_proj = getattr(self.layers, "16").up_proj(layers_16_post_attention_layernorm)  # (batch, seq, 5632)
-        layers_16_act = torch.nn.functional.silu(layers_16_gate_proj)
-        layers_16_gated = layers_16_act * layers_16_up_proj
-        layers_16_down_proj = getattr(self.layers, "16").down_proj(layers_16_gated)  # (batch, seq, 2048)
-        layers_16_mlp_res = layers_16_attn_res + layers_16_down_proj
-        layers_17_input_layernorm = getattr(self.layers, "17").input_layernorm(layers_16_mlp_res)
-        layers_17_self_attn_in_proj_weight = getattr(self.layers, "17").self_attn.in_proj_weight
-        layers_17_self_attn_out_proj_weight = getattr(self.layers, "17").self_attn.out_proj.weight
-        linear_34 = torch.nn.functional.linear(layers_17_input_layernorm, layers_17_self_attn_in_proj_weight, None)
-        split_17 = linear_34.split([2048, 256, 256], -1)
-        getitem_119 = split_17[0]
-        getitem_120 = split_17[1]
-        getitem_121 = split_17[2]
-        unflatten_51 = getitem_119.unflatten(-1, (32, 64))
-        layers_17_self_attn_q = unflatten_51.transpose(1, 2)
-        unflatten_52 = getitem_120.unflatten(-1, (4, 64))
-        layers_17_self_attn_k = unflatten_52.transpose(1, 2)
-        unflatten_53 = getitem_121.unflatten(-1, (4, 64))
-        layers_17_self_attn_v = unflatten_53.transpose(1, 2)
-        seq_17 = layers_17_input_layernorm.size(1)
-        layers_17_input_layernorm_device = layers_17_input_layernorm.device
-        arange_34 = torch.arange(0, 64, 2, dtype=torch.float32, device=layers_17_input_layernorm_device)
-        div_17 = arange_34.div(64)
-        pow_18 = torch.pow(10000.0, div_17)
-        inv_freq_17 = pow_18.reciprocal()
-        arange_35 = torch.arange(seq_17, dtype=torch.float32, device=layers_17_input_layernorm_device)
-        unsqueeze_17 = arange_35.unsqueeze(-1)
-        mul_170 = unsqueeze_17 * inv_freq_17
-        rope_cos_17 = mul_170.cos()
-        rope_sin_17 = mul_170.sin()
-        chunk_34 = layers_17_self_attn_q.chunk(2, -1)
-        getitem_122 = chunk_34[0]
-        getitem_123 = chunk_34[1]
-        mul_171 = getitem_122 * rope_cos_17
-        mul_172 = getitem_123 * rope_sin_17
-        sub_34 = mul_171 - mul_172
-        mul_173 = getitem_123 * rope_cos_17
-        mul_174 = getitem_122 * rope_sin_17
-        add_68 = mul_173 + mul_174
-        cat_34 = torch.cat([sub_34, add_68], -1)
-        chunk_35 = layers_17_self_attn_k.chunk(2, -1)
-        getitem_124 = chunk_35[0]
-        getitem_125 = chunk_35[1]
-        mul_175 = getitem_124 * rope_cos_17
-        mul_176 = getitem_125 * rope_sin_17
-        sub_35 = mul_175 - mul_176
-        mul_177 = getitem_125 * rope_cos_17
-        mul_178 = getitem_124 * rope_sin_17
-        add_69 = mul_177 + mul_178
-        cat_35 = torch.cat([sub_35, add_69], -1)
-        scaled_dot_product_attention_17 = torch.nn.functional.scaled_dot_product_attention(cat_34, cat_35, layers_17_self_attn_v, is_causal=True, enable_gqa=True)
-        transpose_71 = scaled_dot_product_attention_17.transpose(1, 2)
-        flatten_17 = transpose_71.flatten(2)
-        layers_17_self_attn = torch.nn.functional.linear(flatten_17, layers_17_self_attn_out_proj_weight, None)  # (batch, seq, 2048)
-        layers_17_attn_res = layers_16_mlp_res + layers_17_self_attn
-        layers_17_post_attention_layernorm = getattr(self.layers, "17").post_attention_layernorm(layers_17_attn_res)
-        layers_17_gate_proj = getattr(self.layers, "17").gate_proj(layers_17_post_attention_layernorm)  # (batch, seq, 5632)
-        layers_17_up_proj = getattr(self.layers, "17").up_proj(layers_17_post_attention_layernorm)  # (batch, seq, 5632)
-        layers_17_act = torch.nn.functional.silu(layers_17_gate_proj)
-        layers_17_gated = layers_17_act * layers_17_up_proj
-        layers_17_down_proj = getattr(self.layers, "17").down_proj(layers_17_gated)  # (batch, seq, 2048)
-        layers_17_mlp_res = layers_17_attn_res + layers_17_down_proj
-        layers_18_input_layernorm = getattr(self.layers, "18").input_layernorm(layers_17_mlp_res)
-        layers_18_self_attn_in_proj_weight = getattr(self.layers, "18").self_attn.in_proj_weight
-        layers_18_self_attn_out_proj_weight = getattr(self.layers, "18").self_attn.out_proj.weight
-        linear_36 = torch.nn.functional.linear(layers_18_input_layernorm, layers_18_self_attn_in_proj_weight, None)
-        split_18 = linear_36.split([2048, 256, 256], -1)
-        getitem_126 = split_18[0]
-        getitem_127 = split_18[1]
-        getitem_128 = split_18[2]
-        unflatten_54 = getitem_126.unflatten(-1, (32, 64))
-        layers_18_self_attn_q = unflatten_54.transpose(1, 2)
-        unflatten_55 = getitem_127.unflatten(-1, (4, 64))
-        layers_18_self_attn_k = unflatten_55.transpose(1, 2)
-        unflatten_56 = getitem_128.unflatten(-1, (4, 64))
-        layers_18_self_attn_v = unflatten_56.transpose(1, 2)
-        seq_18 = layers_18_input_layernorm.size(1)
-        layers_18_input_layernorm_device = layers_18_input_layernorm.device
-        arange_36 = torch.arange(0, 64, 2, dtype=torch.float32, device=layers_18_input_layernorm_device)
-        div_18 = arange_36.div(64)
-        pow_19 = torch.pow(10000.0, div_18)
-        inv_freq_18 = pow_19.reciprocal()
-        arange_37 = torch.arange(seq_18, dtype=torch.float32, device=layers_18_input_layernorm_device)
-        unsqueeze_18 = arange_37.unsqueeze(-1)
-        mul_180 = unsqueeze_18 * inv_freq_18
-        rope_cos_18 = mul_180.cos()
-        rope_sin_18 = mul_180.sin()
-        chunk_36 = layers_18_self_attn_q.chunk(2, -1)
-        getitem_129 = chunk_36[0]
-        getitem_130 = chunk_36[1]
-        mul_181 = getitem_129 * rope_cos_18
-        mul_182 = getitem_130 * rope_sin_18
-        sub_36 = mul_181 - mul_182
-        mul_183 = getitem_130 * rope_cos_18
-        mul_184 = getitem_129 * rope_sin_18
-        add_72 = mul_183 + mul_184
-        cat_36 = torch.cat([sub_36, add_72], -1)
-        chunk_37 = layers_18_self_attn_k.chunk(2, -1)
-        getitem_131 = chunk_37[0]
-        getitem_132 = chunk_37[1]
-        mul_185 = getitem_131 * rope_cos_18
-        mul_186 = getitem_132 * rope_sin_18
-        sub_37 = mul_185 - mul_186
-        mul_187 = getitem_132 * rope_cos_18
-        mul_188 = getitem_131 * rope_sin_18
-        add_73 = mul_187 + mul_188
-        cat_37 = torch.cat([sub_37, add_73], -1)
-        scaled_dot_product_attention_18 = torch.nn.functional.scaled_dot_product_attention(cat_36, cat_37, layers_18_self_attn_v, is_causal=True, enable_gqa=True)
-        transpose_75 = scaled_dot_product_attention_18.transpose(1, 2)
-        flatten_18 = transpose_75.flatten(2)
-        layers_18_self_attn = torch.nn.functional.linear(flatten_18, layers_18_self_attn_out_proj_weight, None)  # (batch, seq, 2048)
-        layers_18_attn_res = layers_17_mlp_res + layers_18_self_attn
-        layers_18_post_attention_layernorm = getattr(self.layers, "18").post_attention_layernorm(layers_18_attn_res)
-        layers_18_gate_proj = getattr(self.layers, "18").gate_proj(layers_18_post_attention_layernorm)  # (batch, seq, 5632)
-        layers_18_up_proj = getattr(self.layers, "18").up_proj(layers_18_post_attention_layernorm)  # (batch, seq, 5632)
-        layers_18_act = torch.nn.functional.silu(layers_18_gate_proj)
-        layers_18_gated = layers_18_act * layers_18_up_proj
-        layers_18_down_proj = getattr(self.layers, "18").down_proj(layers_18_gated)  # (batch, seq, 2048)
-        layers_18_mlp_res = layers_18_attn_res + layers_18_down_proj
-        layers_19_input_layernorm = getattr(self.layers, "19").input_layernorm(layers_18_mlp_res)
-        layers_19_self_attn_in_proj_weight = getattr(self.layers, "19").self_attn.in_proj_weight
-        layers_19_self_attn_out_proj_weight = getattr(self.layers, "19").self_attn.out_proj.weight
-        linear_38 = torch.nn.functional.linear(layers_19_input_layernorm, layers_19_self_attn_in_proj_weight, None)
-        split_19 = linear_38.split([2048, 256, 256], -1)
-        getitem_133 = split_19[0]
-        getitem_134 = split_19[1]
-        getitem_135 = split_19[2]
-        unflatten_57 = getitem_133.unflatten(-1, (32, 64))
-        layers_19_self_attn_q = unflatten_57.transpose(1, 2)
-        unflatten_58 = getitem_134.unflatten(-1, (4, 64))
-        layers_19_self_attn_k = unflatten_58.transpose(1, 2)
-        unflatten_59 = getitem_135.unflatten(-1, (4, 64))
-        layers_19_self_attn_v = unflatten_59.transpose(1, 2)
-        seq_19 = layers_19_input_layernorm.size(1)
-        layers_19_input_layernorm_device = layers_19_input_layernorm.device
-        arange_38 = torch.arange(0, 64, 2, dtype=torch.float32, device=layers_19_input_layernorm_device)
-        div_19 = arange_38.div(64)
-        pow_20 = torch.pow(10000.0, div_19)
-        inv_freq_19 = pow_20.reciprocal()
-        arange_39 = torch.arange(seq_19, dtype=torch.float32, device=layers_19_input_layernorm_device)
-        unsqueeze_19 = arange_39.unsqueeze(-1)
-        mul_190 = unsqueeze_19 * inv_freq_19
-        rope_cos_19 = mul_190.cos()
-        rope_sin_19 = mul_190.sin()
-        chunk_38 = layers_19_self_attn_q.chunk(2, -1)
-        getitem_136 = chunk_38[0]
-        getitem_137 = chunk_38[1]
-        mul_191 = getitem_136 * rope_cos_19
-        mul_192 = getitem_137 * rope_sin_19
-        sub_38 = mul_191 - mul_192
-        mul_193 = getitem_137 * rope_cos_19
-        mul_194 = getitem_136 * rope_sin_19
-        add_76 = mul_193 + mul_194
-        cat_38 = torch.cat([sub_38, add_76], -1)
-        chunk_39 = layers_19_self_attn_k.chunk(2, -1)
-        getitem_138 = chunk_39[0]
-        getitem_139 = chunk_39[1]
-        mul_195 = getitem_138 * rope_cos_19
-        mul_196 = getitem_139 * rope_sin_19
-        sub_39 = mul_195 - mul_196
-        mul_197 = getitem_139 * rope_cos_19
-        mul_198 = getitem_138 * rope_sin_19
-        add_77 = mul_197 + mul_198
-        cat_39 = torch.cat([sub_39, add_77], -1)
-        scaled_dot_product_attention_19 = torch.nn.functional.scaled_dot_product_attention(cat_38, cat_39, layers_19_self_attn_v, is_causal=True, enable_gqa=True)
-        transpose_79 = scaled_dot_product_attention_19.transpose(1, 2)
-        flatten_19 = transpose_79.flatten(2)
-        layers_19_self_attn = torch.nn.functional.linear(flatten_19, layers_19_self_attn_out_proj_weight, None)  # (batch, seq, 2048)
-        layers_19_attn_res = layers_18_mlp_res + layers_19_self_attn
-        layers_19_post_attention_layernorm = getattr(self.layers, "19").post_attention_layernorm(layers_19_attn_res)
-        layers_19_gate_proj = getattr(self.layers, "19").gate_proj(layers_19_post_attention_layernorm)  # (batch, seq, 5632)
-        layers_19_up_proj = getattr(self.layers, "19").up_proj(layers_19_post_attention_layernorm)  # (batch, seq, 5632)
-        layers_19_act = torch.nn.functional.silu(layers_19_gate_proj)
-        layers_19_gated = layers_19_act * layers_19_up_proj
-        layers_19_down_proj = getattr(self.layers, "19").down_proj(layers_19_gated)  # (batch, seq, 2048)
-        layers_19_mlp_res = layers_19_attn_res + layers_19_down_proj
-        layers_20_input_layernorm = getattr(self.layers, "20").input_layernorm(layers_19_mlp_res)
-        layers_20_self_attn_in_proj_weight = getattr(self.layers, "20").self_attn.in_proj_weight
-        layers_20_self_attn_out_proj_weight = getattr(self.layers, "20").self_attn.out_proj.weight
-        linear_40 = torch.nn.functional.linear(layers_20_input_layernorm, layers_20_self_attn_in_proj_weight, None)
-        split_20 = linear_40.split([2048, 256, 256], -1)
-        getitem_140 = split_20[0]
-        getitem_141 = split_20[1]
-        getitem_142 = split_20[2]
-        unflatten_60 = getitem_140.unflatten(-1, (32, 64))
-        layers_20_self_attn_q = unflatten_60.transpose(1, 2)
-        unflatten_61 = getitem_141.unflatten(-1, (4, 64))
-        layers_20_self_attn_k = unflatten_61.transpose(1, 2)
-        unflatten_62 = getitem_142.unflatten(-1, (4, 64))
-        layers_20_self_attn_v = unflatten_62.transpose(1, 2)
-        seq_20 = layers_20_input_layernorm.size(1)
-        layers_20_input_layernorm_device = layers_20_input_layernorm.device
-        arange_40 = torch.arange(0, 64, 2, dtype=torch.float32, device=layers_20_input_layernorm_device)
-        div_20 = arange_40.div(64)
-        pow_21 = torch.pow(10000.0, div_20)
-        inv_freq_20 = pow_21.reciprocal()
-        arange_41 = torch.arange(seq_20, dtype=torch.float32, device=layers_20_input_layernorm_device)
-        unsqueeze_20 = arange_41.unsqueeze(-1)
-        mul_200 = unsqueeze_20 * inv_freq_20
-        rope_cos_20 = mul_200.cos()
-        rope_sin_20 = mul_200.sin()
-        chunk_40 = layers_20_self_attn_q.chunk(2, -1)
-        getitem_143 = chunk_40[0]
-        getitem_144 = chunk_40[1]
-        mul_201 = getitem_143 * rope_cos_20
-        mul_202 = getitem_144 * rope_sin_20
-        sub_40 = mul_201 - mul_202
-        mul_203 = getitem_144 * rope_cos_20
-        mul_204 = getitem_143 * rope_sin_20
-        add_80 = mul_203 + mul_204
-        cat_40 = torch.cat([sub_40, add_80], -1)
-        chunk_41 = layers_20_self_attn_k.chunk(2, -1)
-        getitem_145 = chunk_41[0]
-        getitem_146 = chunk_41[1]
-        mul_205 = getitem_145 * rope_cos_20
-        mul_206 = getitem_146 * rope_sin_20
-        sub_41 = mul_205 - mul_206
-        mul_207 = getitem_146 * rope_cos_20
-        mul_208 = getitem_145 * rope_sin_20
-        add_81 = mul_207 + mul_208
-        cat_41 = torch.cat([sub_41, add_81], -1)
-        scaled_dot_product_attention_20 = torch.nn.functional.scaled_dot_product_attention(cat_40, cat_41, layers_20_self_attn_v, is_causal=True, enable_gqa=True)
-        transpose_83 = scaled_dot_product_attention_20.transpose(1, 2)
-        flatten_20 = transpose_83.flatten(2)
-        layers_20_self_attn = torch.nn.functional.linear(flatten_20, layers_20_self_attn_out_proj_weight, None)  # (batch, seq, 2048)
-        layers_20_attn_res = layers_19_mlp_res + layers_20_self_attn
-        layers_20_post_attention_layernorm = getattr(self.layers, "20").post_attention_layernorm(layers_20_attn_res)
-        layers_20_gate_proj = getattr(self.layers, "20").gate_proj(layers_20_post_attention_layernorm)  # (batch, seq, 5632)
-        layers_20_up_proj = getattr(self.layers, "20").up_proj(layers_20_post_attention_layernorm)  # (batch, seq, 5632)
-        layers_20_act = torch.nn.functional.silu(layers_20_gate_proj)
-        layers_20_gated = layers_20_act * layers_20_up_proj
-        layers_20_down_proj = getattr(self.layers, "20").down_proj(layers_20_gated)  # (batch, seq, 2048)
-        layers_20_mlp_res = layers_20_attn_res + layers_20_down_proj
-        layers_21_input_layernorm = getattr(self.layers, "21").input_layernorm(layers_20_mlp_res)
-        layers_21_self_attn_in_proj_weight = getattr(self.layers, "21").self_attn.in_proj_weight
-        layers_21_self_attn_out_proj_weight = getattr(self.layers, "21").self_attn.out_proj.weight
-        linear_42 = torch.nn.functional.linear(layers_21_input_layernorm, layers_21_self_attn_in_proj_weight, None)
-        split_21 = linear_42.split([2048, 256, 256], -1)
-        getitem_147 = split_21[0]
-        getitem_148 = split_21[1]
-        getitem_149 = split_21[2]
-        unflatten_63 = getitem_147.unflatten(-1, (32, 64))
-        layers_21_self_attn_q = unflatten_63.transpose(1, 2)
-        unflatten_64 = getitem_148.unflatten(-1, (4, 64))
-        layers_21_self_attn_k = unflatten_64.transpose(1, 2)
-        unflatten_65 = getitem_149.unflatten(-1, (4, 64))
-        layers_21_self_attn_v = unflatten_65.transpose(1, 2)
-        seq_21 = layers_21_input_layernorm.size(1)
-        layers_21_input_layernorm_device = layers_21_input_layernorm.device
-        arange_42 = torch.arange(0, 64, 2, dtype=torch.float32, device=layers_21_input_layernorm_device)
-        div_21 = arange_42.div(64)
-        pow_22 = torch.pow(10000.0, div_21)
-        inv_freq_21 = pow_22.reciprocal()
-        arange_43 = torch.arange(seq_21, dtype=torch.float32, device=layers_21_input_layernorm_device)
-        unsqueeze_21 = arange_43.unsqueeze(-1)
-        mul_210 = unsqueeze_21 * inv_freq_21
-        rope_cos_21 = mul_210.cos()
-        rope_sin_21 = mul_210.sin()
-        chunk_42 = layers_21_self_attn_q.chunk(2, -1)
-        getitem_150 = chunk_42[0]
-        getitem_151 = chunk_42[1]
-        mul_211 = getitem_150 * rope_cos_21
-        mul_212 = getitem_151 * rope_sin_21
-        sub_42 = mul_211 - mul_212
-        mul_213 = getitem_151 * rope_cos_21
-        mul_214 = getitem_150 * rope_sin_21
-        add_84 = mul_213 + mul_214
-        cat_42 = torch.cat([sub_42, add_84], -1)
-        chunk_43 = layers_21_self_attn_k.chunk(2, -1)
-        getitem_152 = chunk_43[0]
-        getitem_153 = chunk_43[1]
-        mul_215 = getitem_152 * rope_cos_21
-        mul_216 = getitem_153 * rope_sin_21
-        sub_43 = mul_215 - mul_216
-        mul_217 = getitem_153 * rope_cos_21
-        mul_218 = getitem_152 * rope_sin_21
-        add_85 = mul_217 + mul_218
-        cat_43 = torch.cat([sub_43, add_85], -1)
-        scaled_dot_product_attention_21 = torch.nn.functional.scaled_dot_product_attention(cat_42, cat_43, layers_21_self_attn_v, is_causal=True, enable_gqa=True)
-        transpose_87 = scaled_dot_product_attention_21.transpose(1, 2)
-        flatten_21 = transpose_87.flatten(2)
-        layers_21_self_attn = torch.nn.functional.linear(flatten_21, layers_21_self_attn_out_proj_weight, None)  # (batch, seq, 2048)
-        layers_21_attn_res = layers_20_mlp_res + layers_21_self_attn
-        layers_21_post_attention_layernorm = getattr(self.layers, "21").post_attention_layernorm(layers_21_attn_res)
-        layers_21_gate_proj = getattr(self.layers, "21").gate_proj(layers_21_post_attention_layernorm)  # (batch, seq, 5632)
-        layers_21_up_proj = getattr(self.layers, "21").up_proj(layers_21_post_attention_layernorm)  # (batch, seq, 5632)
-        layers_21_act = torch.nn.functional.silu(layers_21_gate_proj)
-        layers_21_gated = layers_21_act * layers_21_up_proj
-        layers_21_down_proj = getattr(self.layers, "21").down_proj(layers_21_gated)  # (batch, seq, 2048)
-        layers_21_mlp_res = layers_21_attn_res + layers_21_down_proj
-        norm = self.norm(layers_21_mlp_res)
+        layers = embed_tokens
+        for layer in self.layers:
+            layers = layer(layers)
+        norm = self.norm(layers)
         lm_head = self.lm_head(norm)  # (batch, seq, 32000)
         return lm_head
+
+    def with_past(
+        self, input_ids: torch.Tensor, position_ids: torch.Tensor, padding_mask: torch.Tensor,
+        past_key_values_0_key: torch.Tensor, past_key_values_0_value: torch.Tensor,
+        past_key_values_1_key: torch.Tensor, past_key_values_1_value: torch.Tensor,
+        past_key_values_2_key: torch.Tensor, past_key_values_2_value: torch.Tensor,
+        past_key_values_3_key: torch.Tensor, past_key_values_3_value: torch.Tensor,
+        past_key_values_4_key: torch.Tensor, past_key_values_4_value: torch.Tensor,
+        past_key_values_5_key: torch.Tensor, past_key_values_5_value: torch.Tensor,
+        past_key_values_6_key: torch.Tensor, past_key_values_6_value: torch.Tensor,
+        past_key_values_7_key: torch.Tensor, past_key_values_7_value: torch.Tensor,
+        past_key_values_8_key: torch.Tensor, past_key_values_8_value: torch.Tensor,
+        past_key_values_9_key: torch.Tensor, past_key_values_9_value: torch.Tensor,
+        past_key_values_10_key: torch.Tensor, past_key_values_10_value: torch.Tensor,
+        past_key_values_11_key: torch.Tensor, past_key_values_11_value: torch.Tensor,
+        past_key_values_12_key: torch.Tensor, past_key_values_12_value: torch.Tensor,
+        past_key_values_13_key: torch.Tensor, past_key_values_13_value: torch.Tensor,
+        past_key_values_14_key: torch.Tensor, past_key_values_14_value: torch.Tensor,
+        past_key_values_15_key: torch.Tensor, past_key_values_15_value: torch.Tensor,
+        past_key_values_16_key: torch.Tensor, past_key_values_16_value: torch.Tensor,
+        past_key_values_17_key: torch.Tensor, past_key_values_17_value: torch.Tensor,
+        past_key_values_18_key: torch.Tensor, past_key_values_18_value: torch.Tensor,
+        past_key_values_19_key: torch.Tensor, past_key_values_19_value: torch.Tensor,
+        past_key_values_20_key: torch.Tensor, past_key_values_20_value: torch.Tensor,
+        past_key_values_21_key: torch.Tensor, past_key_values_21_value: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Signature 'with_past': returns logits, present.0.key, present.0.value, present.1.key,
+        present.1.value, present.2.key, present.2.value, present.3.key, present.3.value, present.4.key,
+        present.4.value, present.5.key, present.5.value, present.6.key, present.6.value, present.7.key,
+        present.7.value, present.8.key, present.8.value, present.9.key, present.9.value, present.10.key,
+        present.10.value, present.11.key, present.11.value, present.12.key, present.12.value,
+        present.13.key, present.13.value, present.14.key, present.14.value, present.15.key,
+        present.15.value, present.16.key, present.16.value, present.17.key, present.17.value,
+        present.18.key, present.18.value, present.19.key, present.19.value, present.20.key,
+        present.20.value, present.21.key, present.21.value.
+        """
+        embed_tokens = self.embed_tokens(input_ids)  # (batch, seq, 2048)
+        layers_0 = self.layers[0].with_past(
+            embed_tokens, position_ids, past_key_values_0_key, past_key_values_0_value, padding_mask)
+        layers_0_mlp_res = layers_0[0]
+        layers_0_self_attn_present_key = layers_0[1]  # (batch, 4, past_sequence_length+seq, 64)
+        layers_0_self_attn_present_value = layers_0[2]  # (batch, 4, past_sequence_length+seq, 64)
+        layers_1 = self.layers[1].with_past(
+            layers_0_mlp_res, position_ids, past_key_values_1_key, past_key_values_1_value,
+            padding_mask)
+        layers_1_mlp_res = layers_1[0]
+        layers_1_self_attn_present_key = layers_1[1]  # (batch, 4, past_sequence_length+seq, 64)
+        layers_1_self_attn_present_value = layers_1[2]  # (batch, 4, past_sequence_length+seq, 64)
+        layers_2 = self.layers[2].with_past(
+            layers_1_mlp_res, position_ids, past_key_values_2_key, past_key_values_2_value,
+            padding_mask)
+        layers_2_mlp_res = layers_2[0]
+        layers_2_self_attn_present_key = layers_2[1]  # (batch, 4, past_sequence_length+seq, 64)
+        layers_2_self_attn_present_value = layers_2[2]  # (batch, 4, past_sequence_length+seq, 64)
+        layers_3 = self.layers[3].with_past(
+            layers_2_mlp_res, position_ids, past_key_values_3_key, past_key_values_3_value,
+            padding_mask)
+        layers_3_mlp_res = layers_3[0]
+        layers_3_self_attn_present_key = layers_3[1]  # (batch, 4, past_sequence_length+seq, 64)
+        layers_3_self_attn_present_value = layers_3[2]  # (batch, 4, past_sequence_length+seq, 64)
+        layers_4 = self.layers[4].with_past(
+            layers_3_mlp_res, position_ids, past_key_values_4_key, past_key_values_4_value,
+            padding_mask)
+        layers_4_mlp_res = layers_4[0]
+        layers_4_self_attn_present_key = layers_4[1]  # (batch, 4, past_sequence_length+seq, 64)
+        layers_4_self_attn_present_value = layers_4[2]  # (batch, 4, past_sequence_length+seq, 64)
+        layers_5 = self.layers[5].with_past(
+            layers_4_mlp_res, position_ids, past_key_values_5_key, past_key_values_5_value,
+            padding_mask)
+        layers_5_mlp_res = layers_5[0]
+        layers_5_self_attn_present_key = layers_5[1]  # (batch, 4, past_sequence_length+seq, 64)
+        layers_5_self_attn_present_value = layers_5[2]  # (batch, 4, past_sequence_length+seq, 64)
+        layers_6 = self.layers[6].with_past(
+            layers_5_mlp_res, position_ids, past_key_values_6_key, past_key_values_6_value,
+            padding_mask)
+        layers_6_mlp_res = layers_6[0]
+        layers_6_self_attn_present_key = layers_6[1]  # (batch, 4, past_sequence_length+seq, 64)
+        layers_6_self_attn_present_value = layers_6[2]  # (batch, 4, past_sequence_length+seq, 64)
+        layers_7 = self.layers[7].with_past(
+            layers_6_mlp_res, position_ids, past_key_values_7_key, past_key_values_7_value,
+            padding_mask)
+        layers_7_mlp_res = layers_7[0]
+        layers_7_self_attn_present_key = layers_7[1]  # (batch, 4, past_sequence_length+seq, 64)
+        layers_7_self_attn_present_value = layers_7[2]  # (batch, 4, past_sequence_length+seq, 64)
+        layers_8 = self.layers[8].with_past(
+            layers_7_mlp_res, position_ids, past_key_values_8_key, past_key_values_8_value,
+            padding_mask)
+        layers_8_mlp_res = layers_8[0]
+        layers_8_self_attn_present_key = layers_8[1]  # (batch, 4, past_sequence_length+seq, 64)
+        layers_8_self_attn_present_value = layers_8[2]  # (batch, 4, past_sequence_length+seq, 64)
+        layers_9 = self.layers[9].with_past(
+            layers_8_mlp_res, position_ids, past_key_values_9_key, past_key_values_9_value,
+            padding_mask)
+        layers_9_mlp_res = layers_9[0]
+        layers_9_self_attn_present_key = layers_9[1]  # (batch, 4, past_sequence_length+seq, 64)
+        layers_9_self_attn_present_value = layers_9[2]  # (batch, 4, past_sequence_length+seq, 64)
+        layers_10 = self.layers[10].with_past(
+            layers_9_mlp_res, position_ids, past_key_values_10_key, past_key_values_10_value,
+            padding_mask)
+        layers_10_mlp_res = layers_10[0]
+        layers_10_self_attn_present_key = layers_10[1]  # (batch, 4, past_sequence_length+seq, 64)
+        layers_10_self_attn_present_value = layers_10[2]  # (batch, 4, past_sequence_length+seq, 64)
+        layers_11 = self.layers[11].with_past(
+            layers_10_mlp_res, position_ids, past_key_values_11_key, past_key_values_11_value,
+            padding_mask)
+        layers_11_mlp_res = layers_11[0]
+        layers_11_self_attn_present_key = layers_11[1]  # (batch, 4, past_sequence_length+seq, 64)
+        layers_11_self_attn_present_value = layers_11[2]  # (batch, 4, past_sequence_length+seq, 64)
+        layers_12 = self.layers[12].with_past(
+            layers_11_mlp_res, position_ids, past_key_values_12_key, past_key_values_12_value,
+            padding_mask)
+        layers_12_mlp_res = layers_12[0]
+        layers_12_self_attn_present_key = layers_12[1]  # (batch, 4, past_sequence_length+seq, 64)
+        layers_12_self_attn_present_value = layers_12[2]  # (batch, 4, past_sequence_length+seq, 64)
+        layers_13 = self.layers[13].with_past(
+            layers_12_mlp_res, position_ids, past_key_values_13_key, past_key_values_13_value,
+            padding_mask)
+        layers_13_mlp_res = layers_13[0]
+        layers_13_self_attn_present_key = layers_13[1]  # (batch, 4, past_sequence_length+seq, 64)
+        layers_13_self_attn_present_value = layers_13[2]  # (batch, 4, past_sequence_length+seq, 64)
+        layers_14 = self.layers[14].with_past(
+            layers_13_mlp_res, position_ids, past_key_values_14_key, past_key_values_14_value,
+            padding_mask)
+        layers_14_mlp_res = layers_14[0]
+        layers_14_self_attn_present_key = layers_14[1]  # (batch, 4, past_sequence_length+seq, 64)
+        layers_14_self_attn_present_value = layers_14[2]  # (batch, 4, past_sequence_length+seq, 64)
+        layers_15 = self.layers[15].with_past(
+            layers_14_mlp_res, position_ids, past_key_values_15_key, past_key_values_15_value,
+            padding_mask)
+        layers_15_mlp_res = layers_15[0]
+        layers_15_self_attn_present_key = layers_15[1]  # (batch, 4, past_sequence_length+seq, 64)
+        layers_15_self_attn_present_value = layers_15[2]  # (batch, 4, past_sequence_length+seq, 64)
+        layers_16 = self.layers[16].with_past(
+            layers_15_mlp_res, position_ids, past_key_values_16_key, past_key_values_16_value,
+            padding_mask)
+        layers_16_mlp_res = layers_16[0]
+        layers_16_self_attn_present_key = layers_16[1]  # (batch, 4, past_sequence_length+seq, 64)
+        layers_16_self_attn_present_value = layers_16[2]  # (batch, 4, past_sequence_length+seq, 64)
+        layers_17 = self.layers[17].with_past(
+            layers_16_mlp_res, position_ids, past_key_values_17_key, past_key_values_17_value,
+            padding_mask)
+        layers_17_mlp_res = layers_17[0]
+        layers_17_self_attn_present_key = layers_17[1]  # (batch, 4, past_sequence_length+seq, 64)
+        layers_17_self_attn_present_value = layers_17[2]  # (batch, 4, past_sequence_length+seq, 64)
+        layers_18 = self.layers[18].with_past(
+            layers_17_mlp_res, position_ids, past_key_values_18_key, past_key_values_18_value,
+            padding_mask)
+        layers_18_mlp_res = layers_18[0]
+        layers_18_self_attn_present_key = layers_18[1]  # (batch, 4, past_sequence_length+seq, 64)
+        layers_18_self_attn_present_value = layers_18[2]  # (batch, 4, past_sequence_length+seq, 64)
+        layers_19 = self.layers[19].with_past(
+            layers_18_mlp_res, position_ids, past_key_values_19_key, past_key_values_19_value,
+            padding_mask)
+        layers_19_mlp_res = layers_19[0]
+        layers_19_self_attn_present_key = layers_19[1]  # (batch, 4, past_sequence_length+seq, 64)
+        layers_19_self_attn_present_value = layers_19[2]  # (batch, 4, past_sequence_length+seq, 64)
+        layers_20 = self.layers[20].with_past(
+            layers_19_mlp_res, position_ids, past_key_values_20_key, past_key_values_20_value,
+            padding_mask)
+        layers_20_mlp_res = layers_20[0]
+        layers_20_self_attn_present_key = layers_20[1]  # (batch, 4, past_sequence_length+seq, 64)
+        layers_20_self_attn_present_value = layers_20[2]  # (batch, 4, past_sequence_length+seq, 64)
+        layers_21 = self.layers[21].with_past(
+            layers_20_mlp_res, position_ids, past_key_values_21_key, past_key_values_21_value,
+            padding_mask)
+        layers_21_mlp_res = layers_21[0]
+        layers_21_self_attn_present_key = layers_21[1]  # (batch, 4, past_sequence_length+seq, 64)
+        layers_21_self_attn_present_value = layers_21[2]  # (batch, 4, past_sequence_length+seq, 64)
+        norm = self.norm(layers_21_mlp_res)
+        lm_head = self.lm_head(norm)  # (batch, seq, 32000)
+        return (
+            lm_head, layers_0_self_attn_present_key, layers_0_self_attn_present_value,
+            layers_1_self_attn_present_key, layers_1_self_attn_present_value,
+            layers_2_self_attn_present_key, layers_2_self_attn_present_value,
+            layers_3_self_attn_present_key, layers_3_self_attn_present_value,
+            layers_4_self_attn_present_key, layers_4_self_attn_present_value,
+            layers_5_self_attn_present_key, layers_5_self_attn_present_value,
+            layers_6_self_attn_present_key, layers_6_self_attn_present_value,
+            layers_7_self_attn_present_key, layers_7_self_attn_present_value,
+            layers_8_self_attn_present_key, layers_8_self_attn_present_value,
+            layers_9_self_attn_present_key, layers_9_self_attn_present_value,
+            layers_10_self_attn_present_key, layers_10_self_attn_present_value,
+            layers_11_self_attn_present_key, layers_11_self_attn_present_value,
+            layers_12_self_attn_present_key, layers_12_self_attn_present_value,
+            layers_13_self_attn_present_key, layers_13_self_attn_present_value,
+            layers_14_self_attn_present_key, layers_14_self_attn_present_value,
+            layers_15_self_attn_present_key, layers_15_self_attn_present_value,
+            layers_16_self_attn_present_key, layers_16_self_attn_present_value,
+            layers_17_self_attn_present_key, layers_17_self_attn_present_value,
+            layers_18_self_attn_present_key, layers_18_self_attn_present_value,
+            layers_19_self_attn_present_key, layers_19_self_attn_present_value,
+            layers_20_self_attn_present_key, layers_20_self_attn_present_value,
+            layers_21_self_attn_present_key, layers_21_self_attn_present_value)

@@ -25,8 +25,7 @@ class LstmSentiment(torch.nn.Module):
         """Returns logits."""
         embed = self.embed(tokens)  # (batch, seq, 300)
         lstm_call = self.lstm(embed)
-        getitem = lstm_call[1]
-        lstm_h = getitem[0]  # (1, batch, 168)
+        lstm_h = lstm_call[1][0]  # (1, batch, 168)
         last = lstm_h.select(0, -1)  # (batch, 168)
         drop = self.drop(last)
         classify = self.classify(drop)  # (batch, 3)

@@ -17,18 +17,20 @@ class LstmSeq2seq(torch.nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.src_embed = torch.nn.Embedding(160000, 1000, padding_idx=None)
-        self.encoder = torch.nn.LSTM(1000, 1000, num_layers=4, bias=True, batch_first=True, dropout=0.0, bidirectional=False)
+        self.encoder = torch.nn.LSTM(
+            1000, 1000, num_layers=4, bias=True, batch_first=True, dropout=0.0, bidirectional=False)
         self.tgt_embed = torch.nn.Embedding(80000, 1000, padding_idx=None)
-        self.decoder = torch.nn.LSTM(1000, 1000, num_layers=4, bias=True, batch_first=True, dropout=0.0, bidirectional=False)
+        self.decoder = torch.nn.LSTM(
+            1000, 1000, num_layers=4, bias=True, batch_first=True, dropout=0.0, bidirectional=False)
         self.project = torch.nn.Linear(1000, 80000, bias=True)
 
     def forward(self, src: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
         """Returns logits."""
         src_embed = self.src_embed(src)  # (batch, src_len, 1000)
         encoder_call = self.encoder(src_embed)
-        getitem = encoder_call[1]
-        encoder_h = getitem[0]  # (4, batch, 1000)
-        encoder_c = getitem[1]  # (4, batch, 1000)
+        encoder_getitem = encoder_call[1]
+        encoder_h = encoder_getitem[0]  # (4, batch, 1000)
+        encoder_c = encoder_getitem[1]  # (4, batch, 1000)
         tgt_embed = self.tgt_embed(tgt_in)  # (batch, tgt_len, 1000)
         decoder_call = self.decoder(tgt_embed, (encoder_h, encoder_c))
         decoder_output = decoder_call[0]  # (batch, tgt_len, 1000)
@@ -39,18 +41,18 @@ class LstmSeq2seq(torch.nn.Module):
         """Signature 'encode': returns h, c."""
         src_embed = self.src_embed(src)  # (batch, src_len, 1000)
         encoder_call = self.encoder(src_embed)
-        getitem = encoder_call[1]
-        encoder_h = getitem[0]  # (4, batch, 1000)
-        encoder_c = getitem[1]  # (4, batch, 1000)
-        return (encoder_h, encoder_c)
+        encoder_getitem = encoder_call[1]
+        encoder_h = encoder_getitem[0]  # (4, batch, 1000)
+        encoder_c = encoder_getitem[1]  # (4, batch, 1000)
+        return encoder_h, encoder_c
 
-    def decode_step(self, token: torch.Tensor, h: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def decode_step(self, token: torch.Tensor, h: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Signature 'decode_step': returns logits, h, c."""
         tgt_embed = self.tgt_embed(token)  # (batch, 1, 1000)
         decoder_call = self.decoder(tgt_embed, (h, c))
-        getitem = decoder_call[1]
+        decoder_getitem = decoder_call[1]
         decoder_output = decoder_call[0]  # (batch, 1, 1000)
-        decoder_h = getitem[0]  # (4, batch, 1000)
-        decoder_c = getitem[1]  # (4, batch, 1000)
+        decoder_h = decoder_getitem[0]  # (4, batch, 1000)
+        decoder_c = decoder_getitem[1]  # (4, batch, 1000)
         project = self.project(decoder_output)  # (batch, 1, 80000)
-        return (project, decoder_h, decoder_c)
+        return project, decoder_h, decoder_c

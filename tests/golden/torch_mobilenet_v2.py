@@ -6,6 +6,742 @@ Standalone: needs only torch. The state_dict keys are the spec's node ids.
 import torch
 
 
+class ConvBnRelu6(torch.nn.Module):
+    """torchvision's Conv2dNormActivation with ReLU6 (conv without bias, padding (k - 1) / 2)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.utils.skip_init(
+            torch.nn.Conv2d, 24, 144, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
+        torch.nn.init.kaiming_normal_(self.conv.weight, a=0.0, mode='fan_out', nonlinearity='leaky_relu')
+        self.bn = torch.nn.BatchNorm2d(144, eps=1e-05, momentum=0.1, affine=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv = self.conv(x)  # (batch, 144, floor(floor(height/2-1/2)/2)+1, floor(floor(width/2-1/2)/2)+1)
+        bn = self.bn(conv)
+        act = torch.nn.functional.relu6(bn)
+        return act
+
+
+class ConvBnRelu62(torch.nn.Module):
+    """torchvision's Conv2dNormActivation with ReLU6 (conv without bias, padding (k - 1) / 2)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.utils.skip_init(
+            torch.nn.Conv2d, 144, 144, 3, stride=1, padding=1, dilation=1, groups=144, bias=False)
+        torch.nn.init.kaiming_normal_(self.conv.weight, a=0.0, mode='fan_out', nonlinearity='leaky_relu')
+        self.bn = torch.nn.BatchNorm2d(144, eps=1e-05, momentum=0.1, affine=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv = self.conv(x)
+        bn = self.bn(conv)
+        act = torch.nn.functional.relu6(bn)
+        return act
+
+
+class ConvBnRelu63(torch.nn.Module):
+    """torchvision's Conv2dNormActivation with ReLU6 (conv without bias, padding (k - 1) / 2)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.utils.skip_init(
+            torch.nn.Conv2d, 32, 192, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
+        torch.nn.init.kaiming_normal_(self.conv.weight, a=0.0, mode='fan_out', nonlinearity='leaky_relu')
+        self.bn = torch.nn.BatchNorm2d(192, eps=1e-05, momentum=0.1, affine=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv = self.conv(
+            x)  # (batch, 192, floor(floor(floor(height/2-1/2)/2)/2)+1, floor(floor(floor(width/2-1/2)/2)/2)+1)
+        bn = self.bn(conv)
+        act = torch.nn.functional.relu6(bn)
+        return act
+
+
+class ConvBnRelu64(torch.nn.Module):
+    """torchvision's Conv2dNormActivation with ReLU6 (conv without bias, padding (k - 1) / 2)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.utils.skip_init(
+            torch.nn.Conv2d, 192, 192, 3, stride=1, padding=1, dilation=1, groups=192, bias=False)
+        torch.nn.init.kaiming_normal_(self.conv.weight, a=0.0, mode='fan_out', nonlinearity='leaky_relu')
+        self.bn = torch.nn.BatchNorm2d(192, eps=1e-05, momentum=0.1, affine=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv = self.conv(x)
+        bn = self.bn(conv)
+        act = torch.nn.functional.relu6(bn)
+        return act
+
+
+class ConvBnRelu65(torch.nn.Module):
+    """torchvision's Conv2dNormActivation with ReLU6 (conv without bias, padding (k - 1) / 2)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.utils.skip_init(
+            torch.nn.Conv2d, 64, 384, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
+        torch.nn.init.kaiming_normal_(self.conv.weight, a=0.0, mode='fan_out', nonlinearity='leaky_relu')
+        self.bn = torch.nn.BatchNorm2d(384, eps=1e-05, momentum=0.1, affine=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv = self.conv(
+            x)  # (batch, 384, floor(floor(floor(floor(height/2-1/2)/2)/2)/2)+1, floor(floor(floor(floor(width/2-1/2)/2)/2)/2)+1)
+        bn = self.bn(conv)
+        act = torch.nn.functional.relu6(bn)
+        return act
+
+
+class ConvBnRelu66(torch.nn.Module):
+    """torchvision's Conv2dNormActivation with ReLU6 (conv without bias, padding (k - 1) / 2)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.utils.skip_init(
+            torch.nn.Conv2d, 384, 384, 3, stride=1, padding=1, dilation=1, groups=384, bias=False)
+        torch.nn.init.kaiming_normal_(self.conv.weight, a=0.0, mode='fan_out', nonlinearity='leaky_relu')
+        self.bn = torch.nn.BatchNorm2d(384, eps=1e-05, momentum=0.1, affine=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv = self.conv(x)
+        bn = self.bn(conv)
+        act = torch.nn.functional.relu6(bn)
+        return act
+
+
+class ConvBnRelu67(torch.nn.Module):
+    """torchvision's Conv2dNormActivation with ReLU6 (conv without bias, padding (k - 1) / 2)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.utils.skip_init(
+            torch.nn.Conv2d, 96, 576, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
+        torch.nn.init.kaiming_normal_(self.conv.weight, a=0.0, mode='fan_out', nonlinearity='leaky_relu')
+        self.bn = torch.nn.BatchNorm2d(576, eps=1e-05, momentum=0.1, affine=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv = self.conv(
+            x)  # (batch, 576, floor(floor(floor(floor(height/2-1/2)/2)/2)/2)+1, floor(floor(floor(floor(width/2-1/2)/2)/2)/2)+1)
+        bn = self.bn(conv)
+        act = torch.nn.functional.relu6(bn)
+        return act
+
+
+class ConvBnRelu68(torch.nn.Module):
+    """torchvision's Conv2dNormActivation with ReLU6 (conv without bias, padding (k - 1) / 2)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.utils.skip_init(
+            torch.nn.Conv2d, 576, 576, 3, stride=1, padding=1, dilation=1, groups=576, bias=False)
+        torch.nn.init.kaiming_normal_(self.conv.weight, a=0.0, mode='fan_out', nonlinearity='leaky_relu')
+        self.bn = torch.nn.BatchNorm2d(576, eps=1e-05, momentum=0.1, affine=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv = self.conv(x)
+        bn = self.bn(conv)
+        act = torch.nn.functional.relu6(bn)
+        return act
+
+
+class ConvBnRelu69(torch.nn.Module):
+    """torchvision's Conv2dNormActivation with ReLU6 (conv without bias, padding (k - 1) / 2)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.utils.skip_init(
+            torch.nn.Conv2d, 160, 960, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
+        torch.nn.init.kaiming_normal_(self.conv.weight, a=0.0, mode='fan_out', nonlinearity='leaky_relu')
+        self.bn = torch.nn.BatchNorm2d(960, eps=1e-05, momentum=0.1, affine=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv = self.conv(
+            x)  # (batch, 960, floor(floor(floor(floor(floor(height/2-1/2)/2)/2)/2)/2)+1, floor(floor(floor(floor(floor(width/2-1/2)/2)/2)/2)/2)+1)
+        bn = self.bn(conv)
+        act = torch.nn.functional.relu6(bn)
+        return act
+
+
+class ConvBnRelu610(torch.nn.Module):
+    """torchvision's Conv2dNormActivation with ReLU6 (conv without bias, padding (k - 1) / 2)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.utils.skip_init(
+            torch.nn.Conv2d, 960, 960, 3, stride=1, padding=1, dilation=1, groups=960, bias=False)
+        torch.nn.init.kaiming_normal_(self.conv.weight, a=0.0, mode='fan_out', nonlinearity='leaky_relu')
+        self.bn = torch.nn.BatchNorm2d(960, eps=1e-05, momentum=0.1, affine=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv = self.conv(x)
+        bn = self.bn(conv)
+        act = torch.nn.functional.relu6(bn)
+        return act
+
+
+class ConvBnRelu611(torch.nn.Module):
+    """torchvision's Conv2dNormActivation with ReLU6 (conv without bias, padding (k - 1) / 2)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.utils.skip_init(
+            torch.nn.Conv2d, 32, 32, 3, stride=1, padding=1, dilation=1, groups=32, bias=False)
+        torch.nn.init.kaiming_normal_(self.conv.weight, a=0.0, mode='fan_out', nonlinearity='leaky_relu')
+        self.bn = torch.nn.BatchNorm2d(32, eps=1e-05, momentum=0.1, affine=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv = self.conv(x)
+        bn = self.bn(conv)
+        act = torch.nn.functional.relu6(bn)
+        return act
+
+
+class ConvBnRelu612(torch.nn.Module):
+    """torchvision's Conv2dNormActivation with ReLU6 (conv without bias, padding (k - 1) / 2)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.utils.skip_init(
+            torch.nn.Conv2d, 16, 96, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
+        torch.nn.init.kaiming_normal_(self.conv.weight, a=0.0, mode='fan_out', nonlinearity='leaky_relu')
+        self.bn = torch.nn.BatchNorm2d(96, eps=1e-05, momentum=0.1, affine=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv = self.conv(x)  # (batch, 96, floor(height/2-1/2)+1, floor(width/2-1/2)+1)
+        bn = self.bn(conv)
+        act = torch.nn.functional.relu6(bn)
+        return act
+
+
+class ConvBnRelu613(torch.nn.Module):
+    """torchvision's Conv2dNormActivation with ReLU6 (conv without bias, padding (k - 1) / 2)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.utils.skip_init(
+            torch.nn.Conv2d, 96, 96, 3, stride=2, padding=1, dilation=1, groups=96, bias=False)
+        torch.nn.init.kaiming_normal_(self.conv.weight, a=0.0, mode='fan_out', nonlinearity='leaky_relu')
+        self.bn = torch.nn.BatchNorm2d(96, eps=1e-05, momentum=0.1, affine=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv = self.conv(x)  # (batch, 96, floor(floor(height/2-1/2)/2)+1, floor(floor(width/2-1/2)/2)+1)
+        bn = self.bn(conv)
+        act = torch.nn.functional.relu6(bn)
+        return act
+
+
+class InvertedResidual(torch.nn.Module):
+    """Expand 1x1 to t times the input's channels (left out when t is 1), depthwise 3x3 with the
+    stride, linear 1x1 projection to c; x is added back when the stride is 1 and c is the input's
+    width.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.expand = ConvBnRelu6()
+        self.depthwise = ConvBnRelu62()
+        self.project = torch.nn.utils.skip_init(
+            torch.nn.Conv2d, 144, 24, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
+        torch.nn.init.kaiming_normal_(self.project.weight, a=0.0, mode='fan_out', nonlinearity='leaky_relu')
+        self.project_bn = torch.nn.BatchNorm2d(24, eps=1e-05, momentum=0.1, affine=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        expand = self.expand(x)  # (batch, 144, floor(floor(height/2-1/2)/2)+1, floor(floor(width/2-1/2)/2)+1)
+        depthwise = self.depthwise(expand)
+        project = self.project(depthwise)  # (batch, 24, floor(floor(height/2-1/2)/2)+1, floor(floor(width/2-1/2)/2)+1)
+        project_bn = self.project_bn(project)
+        res = project_bn + x
+        return res
+
+
+class ConvBnRelu614(torch.nn.Module):
+    """torchvision's Conv2dNormActivation with ReLU6 (conv without bias, padding (k - 1) / 2)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.utils.skip_init(
+            torch.nn.Conv2d, 144, 144, 3, stride=2, padding=1, dilation=1, groups=144, bias=False)
+        torch.nn.init.kaiming_normal_(self.conv.weight, a=0.0, mode='fan_out', nonlinearity='leaky_relu')
+        self.bn = torch.nn.BatchNorm2d(144, eps=1e-05, momentum=0.1, affine=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv = self.conv(
+            x)  # (batch, 144, floor(floor(floor(height/2-1/2)/2)/2)+1, floor(floor(floor(width/2-1/2)/2)/2)+1)
+        bn = self.bn(conv)
+        act = torch.nn.functional.relu6(bn)
+        return act
+
+
+class InvertedResidual2(torch.nn.Module):
+    """Expand 1x1 to t times the input's channels (left out when t is 1), depthwise 3x3 with the
+    stride, linear 1x1 projection to c; x is added back when the stride is 1 and c is the input's
+    width.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.expand = ConvBnRelu63()
+        self.depthwise = ConvBnRelu64()
+        self.project = torch.nn.utils.skip_init(
+            torch.nn.Conv2d, 192, 32, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
+        torch.nn.init.kaiming_normal_(self.project.weight, a=0.0, mode='fan_out', nonlinearity='leaky_relu')
+        self.project_bn = torch.nn.BatchNorm2d(32, eps=1e-05, momentum=0.1, affine=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        expand = self.expand(
+            x)  # (batch, 192, floor(floor(floor(height/2-1/2)/2)/2)+1, floor(floor(floor(width/2-1/2)/2)/2)+1)
+        depthwise = self.depthwise(expand)
+        project = self.project(
+            depthwise)  # (batch, 32, floor(floor(floor(height/2-1/2)/2)/2)+1, floor(floor(floor(width/2-1/2)/2)/2)+1)
+        project_bn = self.project_bn(project)
+        res = project_bn + x
+        return res
+
+
+class ConvBnRelu615(torch.nn.Module):
+    """torchvision's Conv2dNormActivation with ReLU6 (conv without bias, padding (k - 1) / 2)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.utils.skip_init(
+            torch.nn.Conv2d, 192, 192, 3, stride=2, padding=1, dilation=1, groups=192, bias=False)
+        torch.nn.init.kaiming_normal_(self.conv.weight, a=0.0, mode='fan_out', nonlinearity='leaky_relu')
+        self.bn = torch.nn.BatchNorm2d(192, eps=1e-05, momentum=0.1, affine=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv = self.conv(
+            x)  # (batch, 192, floor(floor(floor(floor(height/2-1/2)/2)/2)/2)+1, floor(floor(floor(floor(width/2-1/2)/2)/2)/2)+1)
+        bn = self.bn(conv)
+        act = torch.nn.functional.relu6(bn)
+        return act
+
+
+class InvertedResidual3(torch.nn.Module):
+    """Expand 1x1 to t times the input's channels (left out when t is 1), depthwise 3x3 with the
+    stride, linear 1x1 projection to c; x is added back when the stride is 1 and c is the input's
+    width.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.expand = ConvBnRelu65()
+        self.depthwise = ConvBnRelu66()
+        self.project = torch.nn.utils.skip_init(
+            torch.nn.Conv2d, 384, 64, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
+        torch.nn.init.kaiming_normal_(self.project.weight, a=0.0, mode='fan_out', nonlinearity='leaky_relu')
+        self.project_bn = torch.nn.BatchNorm2d(64, eps=1e-05, momentum=0.1, affine=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        expand = self.expand(
+            x)  # (batch, 384, floor(floor(floor(floor(height/2-1/2)/2)/2)/2)+1, floor(floor(floor(floor(width/2-1/2)/2)/2)/2)+1)
+        depthwise = self.depthwise(expand)
+        project = self.project(
+            depthwise)  # (batch, 64, floor(floor(floor(floor(height/2-1/2)/2)/2)/2)+1, floor(floor(floor(floor(width/2-1/2)/2)/2)/2)+1)
+        project_bn = self.project_bn(project)
+        res = project_bn + x
+        return res
+
+
+class InvertedResidual4(torch.nn.Module):
+    """Expand 1x1 to t times the input's channels (left out when t is 1), depthwise 3x3 with the
+    stride, linear 1x1 projection to c; x is added back when the stride is 1 and c is the input's
+    width.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.expand = ConvBnRelu67()
+        self.depthwise = ConvBnRelu68()
+        self.project = torch.nn.utils.skip_init(
+            torch.nn.Conv2d, 576, 96, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
+        torch.nn.init.kaiming_normal_(self.project.weight, a=0.0, mode='fan_out', nonlinearity='leaky_relu')
+        self.project_bn = torch.nn.BatchNorm2d(96, eps=1e-05, momentum=0.1, affine=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        expand = self.expand(
+            x)  # (batch, 576, floor(floor(floor(floor(height/2-1/2)/2)/2)/2)+1, floor(floor(floor(floor(width/2-1/2)/2)/2)/2)+1)
+        depthwise = self.depthwise(expand)
+        project = self.project(
+            depthwise)  # (batch, 96, floor(floor(floor(floor(height/2-1/2)/2)/2)/2)+1, floor(floor(floor(floor(width/2-1/2)/2)/2)/2)+1)
+        project_bn = self.project_bn(project)
+        res = project_bn + x
+        return res
+
+
+class ConvBnRelu616(torch.nn.Module):
+    """torchvision's Conv2dNormActivation with ReLU6 (conv without bias, padding (k - 1) / 2)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.utils.skip_init(
+            torch.nn.Conv2d, 576, 576, 3, stride=2, padding=1, dilation=1, groups=576, bias=False)
+        torch.nn.init.kaiming_normal_(self.conv.weight, a=0.0, mode='fan_out', nonlinearity='leaky_relu')
+        self.bn = torch.nn.BatchNorm2d(576, eps=1e-05, momentum=0.1, affine=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv = self.conv(
+            x)  # (batch, 576, floor(floor(floor(floor(floor(height/2-1/2)/2)/2)/2)/2)+1, floor(floor(floor(floor(floor(width/2-1/2)/2)/2)/2)/2)+1)
+        bn = self.bn(conv)
+        act = torch.nn.functional.relu6(bn)
+        return act
+
+
+class InvertedResidual5(torch.nn.Module):
+    """Expand 1x1 to t times the input's channels (left out when t is 1), depthwise 3x3 with the
+    stride, linear 1x1 projection to c; x is added back when the stride is 1 and c is the input's
+    width.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.expand = ConvBnRelu69()
+        self.depthwise = ConvBnRelu610()
+        self.project = torch.nn.utils.skip_init(
+            torch.nn.Conv2d, 960, 160, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
+        torch.nn.init.kaiming_normal_(self.project.weight, a=0.0, mode='fan_out', nonlinearity='leaky_relu')
+        self.project_bn = torch.nn.BatchNorm2d(160, eps=1e-05, momentum=0.1, affine=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        expand = self.expand(
+            x)  # (batch, 960, floor(floor(floor(floor(floor(height/2-1/2)/2)/2)/2)/2)+1, floor(floor(floor(floor(floor(width/2-1/2)/2)/2)/2)/2)+1)
+        depthwise = self.depthwise(expand)
+        project = self.project(
+            depthwise)  # (batch, 160, floor(floor(floor(floor(floor(height/2-1/2)/2)/2)/2)/2)+1, floor(floor(floor(floor(floor(width/2-1/2)/2)/2)/2)/2)+1)
+        project_bn = self.project_bn(project)
+        res = project_bn + x
+        return res
+
+
+class InvertedResidual6(torch.nn.Module):
+    """Expand 1x1 to t times the input's channels (left out when t is 1), depthwise 3x3 with the
+    stride, linear 1x1 projection to c; x is added back when the stride is 1 and c is the input's
+    width.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.depthwise = ConvBnRelu611()
+        self.project = torch.nn.utils.skip_init(
+            torch.nn.Conv2d, 32, 16, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
+        torch.nn.init.kaiming_normal_(self.project.weight, a=0.0, mode='fan_out', nonlinearity='leaky_relu')
+        self.project_bn = torch.nn.BatchNorm2d(16, eps=1e-05, momentum=0.1, affine=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        depthwise = self.depthwise(x)
+        project = self.project(depthwise)  # (batch, 16, floor(height/2-1/2)+1, floor(width/2-1/2)+1)
+        project_bn = self.project_bn(project)
+        return project_bn
+
+
+class InvertedResidual7(torch.nn.Module):
+    """Expand 1x1 to t times the input's channels (left out when t is 1), depthwise 3x3 with the
+    stride, linear 1x1 projection to c; x is added back when the stride is 1 and c is the input's
+    width.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.expand = ConvBnRelu612()
+        self.depthwise = ConvBnRelu613()
+        self.project = torch.nn.utils.skip_init(
+            torch.nn.Conv2d, 96, 24, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
+        torch.nn.init.kaiming_normal_(self.project.weight, a=0.0, mode='fan_out', nonlinearity='leaky_relu')
+        self.project_bn = torch.nn.BatchNorm2d(24, eps=1e-05, momentum=0.1, affine=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        expand = self.expand(x)  # (batch, 96, floor(height/2-1/2)+1, floor(width/2-1/2)+1)
+        depthwise = self.depthwise(expand)  # (batch, 96, floor(floor(height/2-1/2)/2)+1, floor(floor(width/2-1/2)/2)+1)
+        project = self.project(depthwise)  # (batch, 24, floor(floor(height/2-1/2)/2)+1, floor(floor(width/2-1/2)/2)+1)
+        project_bn = self.project_bn(project)
+        return project_bn
+
+
+class InvertedResidual8(torch.nn.Module):
+    """Expand 1x1 to t times the input's channels (left out when t is 1), depthwise 3x3 with the
+    stride, linear 1x1 projection to c; x is added back when the stride is 1 and c is the input's
+    width.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.expand = ConvBnRelu6()
+        self.depthwise = ConvBnRelu614()
+        self.project = torch.nn.utils.skip_init(
+            torch.nn.Conv2d, 144, 32, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
+        torch.nn.init.kaiming_normal_(self.project.weight, a=0.0, mode='fan_out', nonlinearity='leaky_relu')
+        self.project_bn = torch.nn.BatchNorm2d(32, eps=1e-05, momentum=0.1, affine=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        expand = self.expand(x)  # (batch, 144, floor(floor(height/2-1/2)/2)+1, floor(floor(width/2-1/2)/2)+1)
+        depthwise = self.depthwise(
+            expand)  # (batch, 144, floor(floor(floor(height/2-1/2)/2)/2)+1, floor(floor(floor(width/2-1/2)/2)/2)+1)
+        project = self.project(
+            depthwise)  # (batch, 32, floor(floor(floor(height/2-1/2)/2)/2)+1, floor(floor(floor(width/2-1/2)/2)/2)+1)
+        project_bn = self.project_bn(project)
+        return project_bn
+
+
+class InvertedResidual9(torch.nn.Module):
+    """Expand 1x1 to t times the input's channels (left out when t is 1), depthwise 3x3 with the
+    stride, linear 1x1 projection to c; x is added back when the stride is 1 and c is the input's
+    width.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.expand = ConvBnRelu63()
+        self.depthwise = ConvBnRelu615()
+        self.project = torch.nn.utils.skip_init(
+            torch.nn.Conv2d, 192, 64, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
+        torch.nn.init.kaiming_normal_(self.project.weight, a=0.0, mode='fan_out', nonlinearity='leaky_relu')
+        self.project_bn = torch.nn.BatchNorm2d(64, eps=1e-05, momentum=0.1, affine=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        expand = self.expand(
+            x)  # (batch, 192, floor(floor(floor(height/2-1/2)/2)/2)+1, floor(floor(floor(width/2-1/2)/2)/2)+1)
+        depthwise = self.depthwise(
+            expand)  # (batch, 192, floor(floor(floor(floor(height/2-1/2)/2)/2)/2)+1, floor(floor(floor(floor(width/2-1/2)/2)/2)/2)+1)
+        project = self.project(
+            depthwise)  # (batch, 64, floor(floor(floor(floor(height/2-1/2)/2)/2)/2)+1, floor(floor(floor(floor(width/2-1/2)/2)/2)/2)+1)
+        project_bn = self.project_bn(project)
+        return project_bn
+
+
+class InvertedResidual10(torch.nn.Module):
+    """Expand 1x1 to t times the input's channels (left out when t is 1), depthwise 3x3 with the
+    stride, linear 1x1 projection to c; x is added back when the stride is 1 and c is the input's
+    width.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.expand = ConvBnRelu65()
+        self.depthwise = ConvBnRelu66()
+        self.project = torch.nn.utils.skip_init(
+            torch.nn.Conv2d, 384, 96, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
+        torch.nn.init.kaiming_normal_(self.project.weight, a=0.0, mode='fan_out', nonlinearity='leaky_relu')
+        self.project_bn = torch.nn.BatchNorm2d(96, eps=1e-05, momentum=0.1, affine=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        expand = self.expand(
+            x)  # (batch, 384, floor(floor(floor(floor(height/2-1/2)/2)/2)/2)+1, floor(floor(floor(floor(width/2-1/2)/2)/2)/2)+1)
+        depthwise = self.depthwise(expand)
+        project = self.project(
+            depthwise)  # (batch, 96, floor(floor(floor(floor(height/2-1/2)/2)/2)/2)+1, floor(floor(floor(floor(width/2-1/2)/2)/2)/2)+1)
+        project_bn = self.project_bn(project)
+        return project_bn
+
+
+class InvertedResidual11(torch.nn.Module):
+    """Expand 1x1 to t times the input's channels (left out when t is 1), depthwise 3x3 with the
+    stride, linear 1x1 projection to c; x is added back when the stride is 1 and c is the input's
+    width.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.expand = ConvBnRelu67()
+        self.depthwise = ConvBnRelu616()
+        self.project = torch.nn.utils.skip_init(
+            torch.nn.Conv2d, 576, 160, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
+        torch.nn.init.kaiming_normal_(self.project.weight, a=0.0, mode='fan_out', nonlinearity='leaky_relu')
+        self.project_bn = torch.nn.BatchNorm2d(160, eps=1e-05, momentum=0.1, affine=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        expand = self.expand(
+            x)  # (batch, 576, floor(floor(floor(floor(height/2-1/2)/2)/2)/2)+1, floor(floor(floor(floor(width/2-1/2)/2)/2)/2)+1)
+        depthwise = self.depthwise(
+            expand)  # (batch, 576, floor(floor(floor(floor(floor(height/2-1/2)/2)/2)/2)/2)+1, floor(floor(floor(floor(floor(width/2-1/2)/2)/2)/2)/2)+1)
+        project = self.project(
+            depthwise)  # (batch, 160, floor(floor(floor(floor(floor(height/2-1/2)/2)/2)/2)/2)+1, floor(floor(floor(floor(floor(width/2-1/2)/2)/2)/2)/2)+1)
+        project_bn = self.project_bn(project)
+        return project_bn
+
+
+class InvertedResidual12(torch.nn.Module):
+    """Expand 1x1 to t times the input's channels (left out when t is 1), depthwise 3x3 with the
+    stride, linear 1x1 projection to c; x is added back when the stride is 1 and c is the input's
+    width.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.expand = ConvBnRelu69()
+        self.depthwise = ConvBnRelu610()
+        self.project = torch.nn.utils.skip_init(
+            torch.nn.Conv2d, 960, 320, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
+        torch.nn.init.kaiming_normal_(self.project.weight, a=0.0, mode='fan_out', nonlinearity='leaky_relu')
+        self.project_bn = torch.nn.BatchNorm2d(320, eps=1e-05, momentum=0.1, affine=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        expand = self.expand(
+            x)  # (batch, 960, floor(floor(floor(floor(floor(height/2-1/2)/2)/2)/2)/2)+1, floor(floor(floor(floor(floor(width/2-1/2)/2)/2)/2)/2)+1)
+        depthwise = self.depthwise(expand)
+        project = self.project(
+            depthwise)  # (batch, 320, floor(floor(floor(floor(floor(height/2-1/2)/2)/2)/2)/2)+1, floor(floor(floor(floor(floor(width/2-1/2)/2)/2)/2)/2)+1)
+        project_bn = self.project_bn(project)
+        return project_bn
+
+
+class ConvBnRelu617(torch.nn.Module):
+    """torchvision's Conv2dNormActivation with ReLU6 (conv without bias, padding (k - 1) / 2)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.utils.skip_init(
+            torch.nn.Conv2d, 3, 32, 3, stride=2, padding=1, dilation=1, groups=1, bias=False)
+        torch.nn.init.kaiming_normal_(self.conv.weight, a=0.0, mode='fan_out', nonlinearity='leaky_relu')
+        self.bn = torch.nn.BatchNorm2d(32, eps=1e-05, momentum=0.1, affine=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv = self.conv(x)  # (batch, 32, floor(height/2-1/2)+1, floor(width/2-1/2)+1)
+        bn = self.bn(conv)
+        act = torch.nn.functional.relu6(bn)
+        return act
+
+
+class Stage(torch.nn.Module):
+    """One row (t, c, n, s) of the paper's table: n inverted residuals of width c (rounded as
+    _make_divisible), the first with stride s and the others with stride 1.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first = InvertedResidual6()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        first = self.first(x)  # (batch, 16, floor(height/2-1/2)+1, floor(width/2-1/2)+1)
+        return first
+
+
+class Stage2(torch.nn.Module):
+    """One row (t, c, n, s) of the paper's table: n inverted residuals of width c (rounded as
+    _make_divisible), the first with stride s and the others with stride 1.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first = InvertedResidual7()
+        self.rest = torch.nn.ModuleList([InvertedResidual() for _ in range(1)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        first = self.first(x)  # (batch, 24, floor(floor(height/2-1/2)/2)+1, floor(floor(width/2-1/2)/2)+1)
+        rest = first
+        for layer in self.rest:
+            rest = layer(rest)
+        return rest
+
+
+class Stage3(torch.nn.Module):
+    """One row (t, c, n, s) of the paper's table: n inverted residuals of width c (rounded as
+    _make_divisible), the first with stride s and the others with stride 1.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first = InvertedResidual8()
+        self.rest = torch.nn.ModuleList([InvertedResidual2() for _ in range(2)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        first = self.first(
+            x)  # (batch, 32, floor(floor(floor(height/2-1/2)/2)/2)+1, floor(floor(floor(width/2-1/2)/2)/2)+1)
+        rest = first
+        for layer in self.rest:
+            rest = layer(rest)
+        return rest
+
+
+class Stage4(torch.nn.Module):
+    """One row (t, c, n, s) of the paper's table: n inverted residuals of width c (rounded as
+    _make_divisible), the first with stride s and the others with stride 1.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first = InvertedResidual9()
+        self.rest = torch.nn.ModuleList([InvertedResidual3() for _ in range(3)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        first = self.first(
+            x)  # (batch, 64, floor(floor(floor(floor(height/2-1/2)/2)/2)/2)+1, floor(floor(floor(floor(width/2-1/2)/2)/2)/2)+1)
+        rest = first
+        for layer in self.rest:
+            rest = layer(rest)
+        return rest
+
+
+class Stage5(torch.nn.Module):
+    """One row (t, c, n, s) of the paper's table: n inverted residuals of width c (rounded as
+    _make_divisible), the first with stride s and the others with stride 1.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first = InvertedResidual10()
+        self.rest = torch.nn.ModuleList([InvertedResidual4() for _ in range(2)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        first = self.first(
+            x)  # (batch, 96, floor(floor(floor(floor(height/2-1/2)/2)/2)/2)+1, floor(floor(floor(floor(width/2-1/2)/2)/2)/2)+1)
+        rest = first
+        for layer in self.rest:
+            rest = layer(rest)
+        return rest
+
+
+class Stage6(torch.nn.Module):
+    """One row (t, c, n, s) of the paper's table: n inverted residuals of width c (rounded as
+    _make_divisible), the first with stride s and the others with stride 1.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first = InvertedResidual11()
+        self.rest = torch.nn.ModuleList([InvertedResidual5() for _ in range(2)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        first = self.first(
+            x)  # (batch, 160, floor(floor(floor(floor(floor(height/2-1/2)/2)/2)/2)/2)+1, floor(floor(floor(floor(floor(width/2-1/2)/2)/2)/2)/2)+1)
+        rest = first
+        for layer in self.rest:
+            rest = layer(rest)
+        return rest
+
+
+class Stage7(torch.nn.Module):
+    """One row (t, c, n, s) of the paper's table: n inverted residuals of width c (rounded as
+    _make_divisible), the first with stride s and the others with stride 1.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first = InvertedResidual12()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        first = self.first(
+            x)  # (batch, 320, floor(floor(floor(floor(floor(height/2-1/2)/2)/2)/2)/2)+1, floor(floor(floor(floor(floor(width/2-1/2)/2)/2)/2)/2)+1)
+        return first
+
+
+class ConvBnRelu618(torch.nn.Module):
+    """torchvision's Conv2dNormActivation with ReLU6 (conv without bias, padding (k - 1) / 2)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.utils.skip_init(
+            torch.nn.Conv2d, 320, 1280, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
+        torch.nn.init.kaiming_normal_(self.conv.weight, a=0.0, mode='fan_out', nonlinearity='leaky_relu')
+        self.bn = torch.nn.BatchNorm2d(1280, eps=1e-05, momentum=0.1, affine=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv = self.conv(
+            x)  # (batch, 1280, floor(floor(floor(floor(floor(height/2-1/2)/2)/2)/2)/2)+1, floor(floor(floor(floor(floor(width/2-1/2)/2)/2)/2)/2)+1)
+        bn = self.bn(conv)
+        act = torch.nn.functional.relu6(bn)
+        return act
+
+
 class MobilenetV2(torch.nn.Module):
     """MobileNetV2 (Sandler, Howard, Zhu, Zhmoginov, Chen, 2018, "MobileNetV2: inverted residuals and
     linear bottlenecks") as torchvision builds it: a 3x3 stride-2 stem of 32 channels, the paper's
@@ -22,226 +758,15 @@ class MobilenetV2(torch.nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.stem = torch.nn.Module()
-        self.stem.conv = torch.nn.utils.skip_init(torch.nn.Conv2d, 3, 32, 3, stride=2, padding=1, dilation=1, groups=1, bias=False)
-        torch.nn.init.kaiming_normal_(self.stem.conv.weight, a=0.0, mode='fan_out', nonlinearity='leaky_relu')
-        self.stem.bn = torch.nn.BatchNorm2d(32, eps=1e-05, momentum=0.1, affine=True)
-        self.stage1 = torch.nn.Module()
-        self.stage1.first = torch.nn.Module()
-        self.stage1.first.depthwise = torch.nn.Module()
-        self.stage1.first.depthwise.conv = torch.nn.utils.skip_init(torch.nn.Conv2d, 32, 32, 3, stride=1, padding=1, dilation=1, groups=32, bias=False)
-        torch.nn.init.kaiming_normal_(self.stage1.first.depthwise.conv.weight, a=0.0, mode='fan_out', nonlinearity='leaky_relu')
-        self.stage1.first.depthwise.bn = torch.nn.BatchNorm2d(32, eps=1e-05, momentum=0.1, affine=True)
-        self.stage1.first.project = torch.nn.utils.skip_init(torch.nn.Conv2d, 32, 16, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
-        torch.nn.init.kaiming_normal_(self.stage1.first.project.weight, a=0.0, mode='fan_out', nonlinearity='leaky_relu')
-        self.stage1.first.project_bn = torch.nn.BatchNorm2d(16, eps=1e-05, momentum=0.1, affine=True)
-        self.stage2 = torch.nn.Module()
-        self.stage2.first = torch.nn.Module()
-        self.stage2.first.expand = torch.nn.Module()
-        self.stage2.first.expand.conv = torch.nn.utils.skip_init(torch.nn.Conv2d, 16, 96, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
-        torch.nn.init.kaiming_normal_(self.stage2.first.expand.conv.weight, a=0.0, mode='fan_out', nonlinearity='leaky_relu')
-        self.stage2.first.expand.bn = torch.nn.BatchNorm2d(96, eps=1e-05, momentum=0.1, affine=True)
-        self.stage2.first.depthwise = torch.nn.Module()
-        self.stage2.first.depthwise.conv = torch.nn.utils.skip_init(torch.nn.Conv2d, 96, 96, 3, stride=2, padding=1, dilation=1, groups=96, bias=False)
-        torch.nn.init.kaiming_normal_(self.stage2.first.depthwise.conv.weight, a=0.0, mode='fan_out', nonlinearity='leaky_relu')
-        self.stage2.first.depthwise.bn = torch.nn.BatchNorm2d(96, eps=1e-05, momentum=0.1, affine=True)
-        self.stage2.first.project = torch.nn.utils.skip_init(torch.nn.Conv2d, 96, 24, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
-        torch.nn.init.kaiming_normal_(self.stage2.first.project.weight, a=0.0, mode='fan_out', nonlinearity='leaky_relu')
-        self.stage2.first.project_bn = torch.nn.BatchNorm2d(24, eps=1e-05, momentum=0.1, affine=True)
-        self.stage2.rest = torch.nn.Module()
-        self.stage2.rest.add_module("0", torch.nn.Module())
-        getattr(self.stage2.rest, "0").expand = torch.nn.Module()
-        getattr(self.stage2.rest, "0").expand.conv = torch.nn.utils.skip_init(torch.nn.Conv2d, 24, 144, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
-        torch.nn.init.kaiming_normal_(getattr(self.stage2.rest, "0").expand.conv.weight, a=0.0, mode='fan_out', nonlinearity='leaky_relu')
-        getattr(self.stage2.rest, "0").expand.bn = torch.nn.BatchNorm2d(144, eps=1e-05, momentum=0.1, affine=True)
-        getattr(self.stage2.rest, "0").depthwise = torch.nn.Module()
-        getattr(self.stage2.rest, "0").depthwise.conv = torch.nn.utils.skip_init(torch.nn.Conv2d, 144, 144, 3, stride=1, padding=1, dilation=1, groups=144, bias=False)
-        torch.nn.init.kaiming_normal_(getattr(self.stage2.rest, "0").depthwise.conv.weight, a=0.0, mode='fan_out', nonlinearity='leaky_relu')
-        getattr(self.stage2.rest, "0").depthwise.bn = torch.nn.BatchNorm2d(144, eps=1e-05, momentum=0.1, affine=True)
-        getattr(self.stage2.rest, "0").project = torch.nn.utils.skip_init(torch.nn.Conv2d, 144, 24, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
-        torch.nn.init.kaiming_normal_(getattr(self.stage2.rest, "0").project.weight, a=0.0, mode='fan_out', nonlinearity='leaky_relu')
-        getattr(self.stage2.rest, "0").project_bn = torch.nn.BatchNorm2d(24, eps=1e-05, momentum=0.1, affine=True)
-        self.stage3 = torch.nn.Module()
-        self.stage3.first = torch.nn.Module()
-        self.stage3.first.expand = torch.nn.Module()
-        self.stage3.first.expand.conv = torch.nn.utils.skip_init(torch.nn.Conv2d, 24, 144, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
-        torch.nn.init.kaiming_normal_(self.stage3.first.expand.conv.weight, a=0.0, mode='fan_out', nonlinearity='leaky_relu')
-        self.stage3.first.expand.bn = torch.nn.BatchNorm2d(144, eps=1e-05, momentum=0.1, affine=True)
-        self.stage3.first.depthwise = torch.nn.Module()
-        self.stage3.first.depthwise.conv = torch.nn.utils.skip_init(torch.nn.Conv2d, 144, 144, 3, stride=2, padding=1, dilation=1, groups=144, bias=False)
-        torch.nn.init.kaiming_normal_(self.stage3.first.depthwise.conv.weight, a=0.0, mode='fan_out', nonlinearity='leaky_relu')
-        self.stage3.first.depthwise.bn = torch.nn.BatchNorm2d(144, eps=1e-05, momentum=0.1, affine=True)
-        self.stage3.first.project = torch.nn.utils.skip_init(torch.nn.Conv2d, 144, 32, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
-        torch.nn.init.kaiming_normal_(self.stage3.first.project.weight, a=0.0, mode='fan_out', nonlinearity='leaky_relu')
-        self.stage3.first.project_bn = torch.nn.BatchNorm2d(32, eps=1e-05, momentum=0.1, affine=True)
-        self.stage3.rest = torch.nn.Module()
-        self.stage3.rest.add_module("0", torch.nn.Module())
-        getattr(self.stage3.rest, "0").expand = torch.nn.Module()
-        getattr(self.stage3.rest, "0").expand.conv = torch.nn.utils.skip_init(torch.nn.Conv2d, 32, 192, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
-        torch.nn.init.kaiming_normal_(getattr(self.stage3.rest, "0").expand.conv.weight, a=0.0, mode='fan_out', nonlinearity='leaky_relu')
-        getattr(self.stage3.rest, "0").expand.bn = torch.nn.BatchNorm2d(192, eps=1e-05, momentum=0.1, affine=True)
-        getattr(self.stage3.rest, "0").depthwise = torch.nn.Module()
-        getattr(self.stage3.rest, "0").depthwise.conv = torch.nn.utils.skip_init(torch.nn.Conv2d, 192, 192, 3, stride=1, padding=1, dilation=1, groups=192, bias=False)
-        torch.nn.init.kaiming_normal_(getattr(self.stage3.rest, "0").depthwise.conv.weight, a=0.0, mode='fan_out', nonlinearity='leaky_relu')
-        getattr(self.stage3.rest, "0").depthwise.bn = torch.nn.BatchNorm2d(192, eps=1e-05, momentum=0.1, affine=True)
-        getattr(self.stage3.rest, "0").project = torch.nn.utils.skip_init(torch.nn.Conv2d, 192, 32, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
-        torch.nn.init.kaiming_normal_(getattr(self.stage3.rest, "0").project.weight, a=0.0, mode='fan_out', nonlinearity='leaky_relu')
-        getattr(self.stage3.rest, "0").project_bn = torch.nn.BatchNorm2d(32, eps=1e-05, momentum=0.1, affine=True)
-        self.stage3.rest.add_module("1", torch.nn.Module())
-        getattr(self.stage3.rest, "1").expand = torch.nn.Module()
-        getattr(self.stage3.rest, "1").expand.conv = torch.nn.utils.skip_init(torch.nn.Conv2d, 32, 192, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
-        torch.nn.init.kaiming_normal_(getattr(self.stage3.rest, "1").expand.conv.weight, a=0.0, mode='fan_out', nonlinearity='leaky_relu')
-        getattr(self.stage3.rest, "1").expand.bn = torch.nn.BatchNorm2d(192, eps=1e-05, momentum=0.1, affine=True)
-        getattr(self.stage3.rest, "1").depthwise = torch.nn.Module()
-        getattr(self.stage3.rest, "1").depthwise.conv = torch.nn.utils.skip_init(torch.nn.Conv2d, 192, 192, 3, stride=1, padding=1, dilation=1, groups=192, bias=False)
-        torch.nn.init.kaiming_normal_(getattr(self.stage3.rest, "1").depthwise.conv.weight, a=0.0, mode='fan_out', nonlinearity='leaky_relu')
-        getattr(self.stage3.rest, "1").depthwise.bn = torch.nn.BatchNorm2d(192, eps=1e-05, momentum=0.1, affine=True)
-        getattr(self.stage3.rest, "1").project = torch.nn.utils.skip_init(torch.nn.Conv2d, 192, 32, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
-        torch.nn.init.kaiming_normal_(getattr(self.stage3.rest, "1").project.weight, a=0.0, mode='fan_out', nonlinearity='leaky_relu')
-        getattr(self.stage3.rest, "1").project_bn = torch.nn.BatchNorm2d(32, eps=1e-05, momentum=0.1, affine=True)
-        self.stage4 = torch.nn.Module()
-        self.stage4.first = torch.nn.Module()
-        self.stage4.first.expand = torch.nn.Module()
-        self.stage4.first.expand.conv = torch.nn.utils.skip_init(torch.nn.Conv2d, 32, 192, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
-        torch.nn.init.kaiming_normal_(self.stage4.first.expand.conv.weight, a=0.0, mode='fan_out', nonlinearity='leaky_relu')
-        self.stage4.first.expand.bn = torch.nn.BatchNorm2d(192, eps=1e-05, momentum=0.1, affine=True)
-        self.stage4.first.depthwise = torch.nn.Module()
-        self.stage4.first.depthwise.conv = torch.nn.utils.skip_init(torch.nn.Conv2d, 192, 192, 3, stride=2, padding=1, dilation=1, groups=192, bias=False)
-        torch.nn.init.kaiming_normal_(self.stage4.first.depthwise.conv.weight, a=0.0, mode='fan_out', nonlinearity='leaky_relu')
-        self.stage4.first.depthwise.bn = torch.nn.BatchNorm2d(192, eps=1e-05, momentum=0.1, affine=True)
-        self.stage4.first.project = torch.nn.utils.skip_init(torch.nn.Conv2d, 192, 64, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
-        torch.nn.init.kaiming_normal_(self.stage4.first.project.weight, a=0.0, mode='fan_out', nonlinearity='leaky_relu')
-        self.stage4.first.project_bn = torch.nn.BatchNorm2d(64, eps=1e-05, momentum=0.1, affine=True)
-        self.stage4.rest = torch.nn.Module()
-        self.stage4.rest.add_module("0", torch.nn.Module())
-        getattr(self.stage4.rest, "0").expand = torch.nn.Module()
-        getattr(self.stage4.rest, "0").expand.conv = torch.nn.utils.skip_init(torch.nn.Conv2d, 64, 384, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
-        torch.nn.init.kaiming_normal_(getattr(self.stage4.rest, "0").expand.conv.weight, a=0.0, mode='fan_out', nonlinearity='leaky_relu')
-        getattr(self.stage4.rest, "0").expand.bn = torch.nn.BatchNorm2d(384, eps=1e-05, momentum=0.1, affine=True)
-        getattr(self.stage4.rest, "0").depthwise = torch.nn.Module()
-        getattr(self.stage4.rest, "0").depthwise.conv = torch.nn.utils.skip_init(torch.nn.Conv2d, 384, 384, 3, stride=1, padding=1, dilation=1, groups=384, bias=False)
-        torch.nn.init.kaiming_normal_(getattr(self.stage4.rest, "0").depthwise.conv.weight, a=0.0, mode='fan_out', nonlinearity='leaky_relu')
-        getattr(self.stage4.rest, "0").depthwise.bn = torch.nn.BatchNorm2d(384, eps=1e-05, momentum=0.1, affine=True)
-        getattr(self.stage4.rest, "0").project = torch.nn.utils.skip_init(torch.nn.Conv2d, 384, 64, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
-        torch.nn.init.kaiming_normal_(getattr(self.stage4.rest, "0").project.weight, a=0.0, mode='fan_out', nonlinearity='leaky_relu')
-        getattr(self.stage4.rest, "0").project_bn = torch.nn.BatchNorm2d(64, eps=1e-05, momentum=0.1, affine=True)
-        self.stage4.rest.add_module("1", torch.nn.Module())
-        getattr(self.stage4.rest, "1").expand = torch.nn.Module()
-        getattr(self.stage4.rest, "1").expand.conv = torch.nn.utils.skip_init(torch.nn.Conv2d, 64, 384, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
-        torch.nn.init.kaiming_normal_(getattr(self.stage4.rest, "1").expand.conv.weight, a=0.0, mode='fan_out', nonlinearity='leaky_relu')
-        getattr(self.stage4.rest, "1").expand.bn = torch.nn.BatchNorm2d(384, eps=1e-05, momentum=0.1, affine=True)
-        getattr(self.stage4.rest, "1").depthwise = torch.nn.Module()
-        getattr(self.stage4.rest, "1").depthwise.conv = torch.nn.utils.skip_init(torch.nn.Conv2d, 384, 384, 3, stride=1, padding=1, dilation=1, groups=384, bias=False)
-        torch.nn.init.kaiming_normal_(getattr(self.stage4.rest, "1").depthwise.conv.weight, a=0.0, mode='fan_out', nonlinearity='leaky_relu')
-        getattr(self.stage4.rest, "1").depthwise.bn = torch.nn.BatchNorm2d(384, eps=1e-05, momentum=0.1, affine=True)
-        getattr(self.stage4.rest, "1").project = torch.nn.utils.skip_init(torch.nn.Conv2d, 384, 64, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
-        torch.nn.init.kaiming_normal_(getattr(self.stage4.rest, "1").project.weight, a=0.0, mode='fan_out', nonlinearity='leaky_relu')
-        getattr(self.stage4.rest, "1").project_bn = torch.nn.BatchNorm2d(64, eps=1e-05, momentum=0.1, affine=True)
-        self.stage4.rest.add_module("2", torch.nn.Module())
-        getattr(self.stage4.rest, "2").expand = torch.nn.Module()
-        getattr(self.stage4.rest, "2").expand.conv = torch.nn.utils.skip_init(torch.nn.Conv2d, 64, 384, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
-        torch.nn.init.kaiming_normal_(getattr(self.stage4.rest, "2").expand.conv.weight, a=0.0, mode='fan_out', nonlinearity='leaky_relu')
-        getattr(self.stage4.rest, "2").expand.bn = torch.nn.BatchNorm2d(384, eps=1e-05, momentum=0.1, affine=True)
-        getattr(self.stage4.rest, "2").depthwise = torch.nn.Module()
-        getattr(self.stage4.rest, "2").depthwise.conv = torch.nn.utils.skip_init(torch.nn.Conv2d, 384, 384, 3, stride=1, padding=1, dilation=1, groups=384, bias=False)
-        torch.nn.init.kaiming_normal_(getattr(self.stage4.rest, "2").depthwise.conv.weight, a=0.0, mode='fan_out', nonlinearity='leaky_relu')
-        getattr(self.stage4.rest, "2").depthwise.bn = torch.nn.BatchNorm2d(384, eps=1e-05, momentum=0.1, affine=True)
-        getattr(self.stage4.rest, "2").project = torch.nn.utils.skip_init(torch.nn.Conv2d, 384, 64, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
-        torch.nn.init.kaiming_normal_(getattr(self.stage4.rest, "2").project.weight, a=0.0, mode='fan_out', nonlinearity='leaky_relu')
-        getattr(self.stage4.rest, "2").project_bn = torch.nn.BatchNorm2d(64, eps=1e-05, momentum=0.1, affine=True)
-        self.stage5 = torch.nn.Module()
-        self.stage5.first = torch.nn.Module()
-        self.stage5.first.expand = torch.nn.Module()
-        self.stage5.first.expand.conv = torch.nn.utils.skip_init(torch.nn.Conv2d, 64, 384, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
-        torch.nn.init.kaiming_normal_(self.stage5.first.expand.conv.weight, a=0.0, mode='fan_out', nonlinearity='leaky_relu')
-        self.stage5.first.expand.bn = torch.nn.BatchNorm2d(384, eps=1e-05, momentum=0.1, affine=True)
-        self.stage5.first.depthwise = torch.nn.Module()
-        self.stage5.first.depthwise.conv = torch.nn.utils.skip_init(torch.nn.Conv2d, 384, 384, 3, stride=1, padding=1, dilation=1, groups=384, bias=False)
-        torch.nn.init.kaiming_normal_(self.stage5.first.depthwise.conv.weight, a=0.0, mode='fan_out', nonlinearity='leaky_relu')
-        self.stage5.first.depthwise.bn = torch.nn.BatchNorm2d(384, eps=1e-05, momentum=0.1, affine=True)
-        self.stage5.first.project = torch.nn.utils.skip_init(torch.nn.Conv2d, 384, 96, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
-        torch.nn.init.kaiming_normal_(self.stage5.first.project.weight, a=0.0, mode='fan_out', nonlinearity='leaky_relu')
-        self.stage5.first.project_bn = torch.nn.BatchNorm2d(96, eps=1e-05, momentum=0.1, affine=True)
-        self.stage5.rest = torch.nn.Module()
-        self.stage5.rest.add_module("0", torch.nn.Module())
-        getattr(self.stage5.rest, "0").expand = torch.nn.Module()
-        getattr(self.stage5.rest, "0").expand.conv = torch.nn.utils.skip_init(torch.nn.Conv2d, 96, 576, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
-        torch.nn.init.kaiming_normal_(getattr(self.stage5.rest, "0").expand.conv.weight, a=0.0, mode='fan_out', nonlinearity='leaky_relu')
-        getattr(self.stage5.rest, "0").expand.bn = torch.nn.BatchNorm2d(576, eps=1e-05, momentum=0.1, affine=True)
-        getattr(self.stage5.rest, "0").depthwise = torch.nn.Module()
-        getattr(self.stage5.rest, "0").depthwise.conv = torch.nn.utils.skip_init(torch.nn.Conv2d, 576, 576, 3, stride=1, padding=1, dilation=1, groups=576, bias=False)
-        torch.nn.init.kaiming_normal_(getattr(self.stage5.rest, "0").depthwise.conv.weight, a=0.0, mode='fan_out', nonlinearity='leaky_relu')
-        getattr(self.stage5.rest, "0").depthwise.bn = torch.nn.BatchNorm2d(576, eps=1e-05, momentum=0.1, affine=True)
-        getattr(self.stage5.rest, "0").project = torch.nn.utils.skip_init(torch.nn.Conv2d, 576, 96, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
-        torch.nn.init.kaiming_normal_(getattr(self.stage5.rest, "0").project.weight, a=0.0, mode='fan_out', nonlinearity='leaky_relu')
-        getattr(self.stage5.rest, "0").project_bn = torch.nn.BatchNorm2d(96, eps=1e-05, momentum=0.1, affine=True)
-        self.stage5.rest.add_module("1", torch.nn.Module())
-        getattr(self.stage5.rest, "1").expand = torch.nn.Module()
-        getattr(self.stage5.rest, "1").expand.conv = torch.nn.utils.skip_init(torch.nn.Conv2d, 96, 576, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
-        torch.nn.init.kaiming_normal_(getattr(self.stage5.rest, "1").expand.conv.weight, a=0.0, mode='fan_out', nonlinearity='leaky_relu')
-        getattr(self.stage5.rest, "1").expand.bn = torch.nn.BatchNorm2d(576, eps=1e-05, momentum=0.1, affine=True)
-        getattr(self.stage5.rest, "1").depthwise = torch.nn.Module()
-        getattr(self.stage5.rest, "1").depthwise.conv = torch.nn.utils.skip_init(torch.nn.Conv2d, 576, 576, 3, stride=1, padding=1, dilation=1, groups=576, bias=False)
-        torch.nn.init.kaiming_normal_(getattr(self.stage5.rest, "1").depthwise.conv.weight, a=0.0, mode='fan_out', nonlinearity='leaky_relu')
-        getattr(self.stage5.rest, "1").depthwise.bn = torch.nn.BatchNorm2d(576, eps=1e-05, momentum=0.1, affine=True)
-        getattr(self.stage5.rest, "1").project = torch.nn.utils.skip_init(torch.nn.Conv2d, 576, 96, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
-        torch.nn.init.kaiming_normal_(getattr(self.stage5.rest, "1").project.weight, a=0.0, mode='fan_out', nonlinearity='leaky_relu')
-        getattr(self.stage5.rest, "1").project_bn = torch.nn.BatchNorm2d(96, eps=1e-05, momentum=0.1, affine=True)
-        self.stage6 = torch.nn.Module()
-        self.stage6.first = torch.nn.Module()
-        self.stage6.first.expand = torch.nn.Module()
-        self.stage6.first.expand.conv = torch.nn.utils.skip_init(torch.nn.Conv2d, 96, 576, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
-        torch.nn.init.kaiming_normal_(self.stage6.first.expand.conv.weight, a=0.0, mode='fan_out', nonlinearity='leaky_relu')
-        self.stage6.first.expand.bn = torch.nn.BatchNorm2d(576, eps=1e-05, momentum=0.1, affine=True)
-        self.stage6.first.depthwise = torch.nn.Module()
-        self.stage6.first.depthwise.conv = torch.nn.utils.skip_init(torch.nn.Conv2d, 576, 576, 3, stride=2, padding=1, dilation=1, groups=576, bias=False)
-        torch.nn.init.kaiming_normal_(self.stage6.first.depthwise.conv.weight, a=0.0, mode='fan_out', nonlinearity='leaky_relu')
-        self.stage6.first.depthwise.bn = torch.nn.BatchNorm2d(576, eps=1e-05, momentum=0.1, affine=True)
-        self.stage6.first.project = torch.nn.utils.skip_init(torch.nn.Conv2d, 576, 160, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
-        torch.nn.init.kaiming_normal_(self.stage6.first.project.weight, a=0.0, mode='fan_out', nonlinearity='leaky_relu')
-        self.stage6.first.project_bn = torch.nn.BatchNorm2d(160, eps=1e-05, momentum=0.1, affine=True)
-        self.stage6.rest = torch.nn.Module()
-        self.stage6.rest.add_module("0", torch.nn.Module())
-        getattr(self.stage6.rest, "0").expand = torch.nn.Module()
-        getattr(self.stage6.rest, "0").expand.conv = torch.nn.utils.skip_init(torch.nn.Conv2d, 160, 960, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
-        torch.nn.init.kaiming_normal_(getattr(self.stage6.rest, "0").expand.conv.weight, a=0.0, mode='fan_out', nonlinearity='leaky_relu')
-        getattr(self.stage6.rest, "0").expand.bn = torch.nn.BatchNorm2d(960, eps=1e-05, momentum=0.1, affine=True)
-        getattr(self.stage6.rest, "0").depthwise = torch.nn.Module()
-        getattr(self.stage6.rest, "0").depthwise.conv = torch.nn.utils.skip_init(torch.nn.Conv2d, 960, 960, 3, stride=1, padding=1, dilation=1, groups=960, bias=False)
-        torch.nn.init.kaiming_normal_(getattr(self.stage6.rest, "0").depthwise.conv.weight, a=0.0, mode='fan_out', nonlinearity='leaky_relu')
-        getattr(self.stage6.rest, "0").depthwise.bn = torch.nn.BatchNorm2d(960, eps=1e-05, momentum=0.1, affine=True)
-        getattr(self.stage6.rest, "0").project = torch.nn.utils.skip_init(torch.nn.Conv2d, 960, 160, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
-        torch.nn.init.kaiming_normal_(getattr(self.stage6.rest, "0").project.weight, a=0.0, mode='fan_out', nonlinearity='leaky_relu')
-        getattr(self.stage6.rest, "0").project_bn = torch.nn.BatchNorm2d(160, eps=1e-05, momentum=0.1, affine=True)
-        self.stage6.rest.add_module("1", torch.nn.Module())
-        getattr(self.stage6.rest, "1").expand = torch.nn.Module()
-        getattr(self.stage6.rest, "1").expand.conv = torch.nn.utils.skip_init(torch.nn.Conv2d, 160, 960, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
-        torch.nn.init.kaiming_normal_(getattr(self.stage6.rest, "1").expand.conv.weight, a=0.0, mode='fan_out', nonlinearity='leaky_relu')
-        getattr(self.stage6.rest, "1").expand.bn = torch.nn.BatchNorm2d(960, eps=1e-05, momentum=0.1, affine=True)
-        getattr(self.stage6.rest, "1").depthwise = torch.nn.Module()
-        getattr(self.stage6.rest, "1").depthwise.conv = torch.nn.utils.skip_init(torch.nn.Conv2d, 960, 960, 3, stride=1, padding=1, dilation=1, groups=960, bias=False)
-        torch.nn.init.kaiming_normal_(getattr(self.stage6.rest, "1").depthwise.conv.weight, a=0.0, mode='fan_out', nonlinearity='leaky_relu')
-        getattr(self.stage6.rest, "1").depthwise.bn = torch.nn.BatchNorm2d(960, eps=1e-05, momentum=0.1, affine=True)
-        getattr(self.stage6.rest, "1").project = torch.nn.utils.skip_init(torch.nn.Conv2d, 960, 160, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
-        torch.nn.init.kaiming_normal_(getattr(self.stage6.rest, "1").project.weight, a=0.0, mode='fan_out', nonlinearity='leaky_relu')
-        getattr(self.stage6.rest, "1").project_bn = torch.nn.BatchNorm2d(160, eps=1e-05, momentum=0.1, affine=True)
-        self.stage7 = torch.nn.Module()
-        self.stage7.first = torch.nn.Module()
-        self.stage7.first.expand = torch.nn.Module()
-        self.stage7.first.expand.conv = torch.nn.utils.skip_init(torch.nn.Conv2d, 160, 960, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
-        torch.nn.init.kaiming_normal_(self.stage7.first.expand.conv.weight, a=0.0, mode='fan_out', nonlinearity='leaky_relu')
-        self.stage7.first.expand.bn = torch.nn.BatchNorm2d(960, eps=1e-05, momentum=0.1, affine=True)
-        self.stage7.first.depthwise = torch.nn.Module()
-        self.stage7.first.depthwise.conv = torch.nn.utils.skip_init(torch.nn.Conv2d, 960, 960, 3, stride=1, padding=1, dilation=1, groups=960, bias=False)
-        torch.nn.init.kaiming_normal_(self.stage7.first.depthwise.conv.weight, a=0.0, mode='fan_out', nonlinearity='leaky_relu')
-        self.stage7.first.depthwise.bn = torch.nn.BatchNorm2d(960, eps=1e-05, momentum=0.1, affine=True)
-        self.stage7.first.project = torch.nn.utils.skip_init(torch.nn.Conv2d, 960, 320, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
-        torch.nn.init.kaiming_normal_(self.stage7.first.project.weight, a=0.0, mode='fan_out', nonlinearity='leaky_relu')
-        self.stage7.first.project_bn = torch.nn.BatchNorm2d(320, eps=1e-05, momentum=0.1, affine=True)
-        self.head = torch.nn.Module()
-        self.head.conv = torch.nn.utils.skip_init(torch.nn.Conv2d, 320, 1280, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
-        torch.nn.init.kaiming_normal_(self.head.conv.weight, a=0.0, mode='fan_out', nonlinearity='leaky_relu')
-        self.head.bn = torch.nn.BatchNorm2d(1280, eps=1e-05, momentum=0.1, affine=True)
+        self.stem = ConvBnRelu617()
+        self.stage1 = Stage()
+        self.stage2 = Stage2()
+        self.stage3 = Stage3()
+        self.stage4 = Stage4()
+        self.stage5 = Stage5()
+        self.stage6 = Stage6()
+        self.stage7 = Stage7()
+        self.head = ConvBnRelu618()
         self.drop = torch.nn.Dropout(p=0.2)
         self.classifier = torch.nn.utils.skip_init(torch.nn.Linear, 1280, 1000, bias=True)
         torch.nn.init.normal_(self.classifier.weight, mean=0.0, std=0.01)
@@ -249,156 +774,22 @@ class MobilenetV2(torch.nn.Module):
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """Returns logits."""
-        stem_conv = self.stem.conv(image)  # (batch, 32, floor(height/2-1/2)+1, floor(width/2-1/2)+1)
-        stem_bn = self.stem.bn(stem_conv)
-        stem_act = torch.nn.functional.relu6(stem_bn)
-        stage1_first_depthwise_conv = self.stage1.first.depthwise.conv(stem_act)
-        stage1_first_depthwise_bn = self.stage1.first.depthwise.bn(stage1_first_depthwise_conv)
-        stage1_first_depthwise_act = torch.nn.functional.relu6(stage1_first_depthwise_bn)
-        stage1_first_project = self.stage1.first.project(stage1_first_depthwise_act)  # (batch, 16, floor(height/2-1/2)+1, floor(width/2-1/2)+1)
-        stage1_first_project_bn = self.stage1.first.project_bn(stage1_first_project)
-        stage2_first_expand_conv = self.stage2.first.expand.conv(stage1_first_project_bn)  # (batch, 96, floor(height/2-1/2)+1, floor(width/2-1/2)+1)
-        stage2_first_expand_bn = self.stage2.first.expand.bn(stage2_first_expand_conv)
-        stage2_first_expand_act = torch.nn.functional.relu6(stage2_first_expand_bn)
-        stage2_first_depthwise_conv = self.stage2.first.depthwise.conv(stage2_first_expand_act)  # (batch, 96, floor(floor(height/2-1/2)/2)+1, floor(floor(width/2-1/2)/2)+1)
-        stage2_first_depthwise_bn = self.stage2.first.depthwise.bn(stage2_first_depthwise_conv)
-        stage2_first_depthwise_act = torch.nn.functional.relu6(stage2_first_depthwise_bn)
-        stage2_first_project = self.stage2.first.project(stage2_first_depthwise_act)  # (batch, 24, floor(floor(height/2-1/2)/2)+1, floor(floor(width/2-1/2)/2)+1)
-        stage2_first_project_bn = self.stage2.first.project_bn(stage2_first_project)
-        stage2_rest_0_expand_conv = getattr(self.stage2.rest, "0").expand.conv(stage2_first_project_bn)  # (batch, 144, floor(floor(height/2-1/2)/2)+1, floor(floor(width/2-1/2)/2)+1)
-        stage2_rest_0_expand_bn = getattr(self.stage2.rest, "0").expand.bn(stage2_rest_0_expand_conv)
-        stage2_rest_0_expand_act = torch.nn.functional.relu6(stage2_rest_0_expand_bn)
-        stage2_rest_0_depthwise_conv = getattr(self.stage2.rest, "0").depthwise.conv(stage2_rest_0_expand_act)
-        stage2_rest_0_depthwise_bn = getattr(self.stage2.rest, "0").depthwise.bn(stage2_rest_0_depthwise_conv)
-        stage2_rest_0_depthwise_act = torch.nn.functional.relu6(stage2_rest_0_depthwise_bn)
-        stage2_rest_0_project = getattr(self.stage2.rest, "0").project(stage2_rest_0_depthwise_act)  # (batch, 24, floor(floor(height/2-1/2)/2)+1, floor(floor(width/2-1/2)/2)+1)
-        stage2_rest_0_project_bn = getattr(self.stage2.rest, "0").project_bn(stage2_rest_0_project)
-        stage2_rest_0_res = stage2_rest_0_project_bn + stage2_first_project_bn
-        stage3_first_expand_conv = self.stage3.first.expand.conv(stage2_rest_0_res)  # (batch, 144, floor(floor(height/2-1/2)/2)+1, floor(floor(width/2-1/2)/2)+1)
-        stage3_first_expand_bn = self.stage3.first.expand.bn(stage3_first_expand_conv)
-        stage3_first_expand_act = torch.nn.functional.relu6(stage3_first_expand_bn)
-        stage3_first_depthwise_conv = self.stage3.first.depthwise.conv(stage3_first_expand_act)  # (batch, 144, floor(floor(floor(height/2-1/2)/2)/2)+1, floor(floor(floor(width/2-1/2)/2)/2)+1)
-        stage3_first_depthwise_bn = self.stage3.first.depthwise.bn(stage3_first_depthwise_conv)
-        stage3_first_depthwise_act = torch.nn.functional.relu6(stage3_first_depthwise_bn)
-        stage3_first_project = self.stage3.first.project(stage3_first_depthwise_act)  # (batch, 32, floor(floor(floor(height/2-1/2)/2)/2)+1, floor(floor(floor(width/2-1/2)/2)/2)+1)
-        stage3_first_project_bn = self.stage3.first.project_bn(stage3_first_project)
-        stage3_rest_0_expand_conv = getattr(self.stage3.rest, "0").expand.conv(stage3_first_project_bn)  # (batch, 192, floor(floor(floor(height/2-1/2)/2)/2)+1, floor(floor(floor(width/2-1/2)/2)/2)+1)
-        stage3_rest_0_expand_bn = getattr(self.stage3.rest, "0").expand.bn(stage3_rest_0_expand_conv)
-        stage3_rest_0_expand_act = torch.nn.functional.relu6(stage3_rest_0_expand_bn)
-        stage3_rest_0_depthwise_conv = getattr(self.stage3.rest, "0").depthwise.conv(stage3_rest_0_expand_act)
-        stage3_rest_0_depthwise_bn = getattr(self.stage3.rest, "0").depthwise.bn(stage3_rest_0_depthwise_conv)
-        stage3_rest_0_depthwise_act = torch.nn.functional.relu6(stage3_rest_0_depthwise_bn)
-        stage3_rest_0_project = getattr(self.stage3.rest, "0").project(stage3_rest_0_depthwise_act)  # (batch, 32, floor(floor(floor(height/2-1/2)/2)/2)+1, floor(floor(floor(width/2-1/2)/2)/2)+1)
-        stage3_rest_0_project_bn = getattr(self.stage3.rest, "0").project_bn(stage3_rest_0_project)
-        stage3_rest_0_res = stage3_rest_0_project_bn + stage3_first_project_bn
-        stage3_rest_1_expand_conv = getattr(self.stage3.rest, "1").expand.conv(stage3_rest_0_res)  # (batch, 192, floor(floor(floor(height/2-1/2)/2)/2)+1, floor(floor(floor(width/2-1/2)/2)/2)+1)
-        stage3_rest_1_expand_bn = getattr(self.stage3.rest, "1").expand.bn(stage3_rest_1_expand_conv)
-        stage3_rest_1_expand_act = torch.nn.functional.relu6(stage3_rest_1_expand_bn)
-        stage3_rest_1_depthwise_conv = getattr(self.stage3.rest, "1").depthwise.conv(stage3_rest_1_expand_act)
-        stage3_rest_1_depthwise_bn = getattr(self.stage3.rest, "1").depthwise.bn(stage3_rest_1_depthwise_conv)
-        stage3_rest_1_depthwise_act = torch.nn.functional.relu6(stage3_rest_1_depthwise_bn)
-        stage3_rest_1_project = getattr(self.stage3.rest, "1").project(stage3_rest_1_depthwise_act)  # (batch, 32, floor(floor(floor(height/2-1/2)/2)/2)+1, floor(floor(floor(width/2-1/2)/2)/2)+1)
-        stage3_rest_1_project_bn = getattr(self.stage3.rest, "1").project_bn(stage3_rest_1_project)
-        stage3_rest_1_res = stage3_rest_1_project_bn + stage3_rest_0_res
-        stage4_first_expand_conv = self.stage4.first.expand.conv(stage3_rest_1_res)  # (batch, 192, floor(floor(floor(height/2-1/2)/2)/2)+1, floor(floor(floor(width/2-1/2)/2)/2)+1)
-        stage4_first_expand_bn = self.stage4.first.expand.bn(stage4_first_expand_conv)
-        stage4_first_expand_act = torch.nn.functional.relu6(stage4_first_expand_bn)
-        stage4_first_depthwise_conv = self.stage4.first.depthwise.conv(stage4_first_expand_act)  # (batch, 192, floor(floor(floor(floor(height/2-1/2)/2)/2)/2)+1, floor(floor(floor(floor(width/2-1/2)/2)/2)/2)+1)
-        stage4_first_depthwise_bn = self.stage4.first.depthwise.bn(stage4_first_depthwise_conv)
-        stage4_first_depthwise_act = torch.nn.functional.relu6(stage4_first_depthwise_bn)
-        stage4_first_project = self.stage4.first.project(stage4_first_depthwise_act)  # (batch, 64, floor(floor(floor(floor(height/2-1/2)/2)/2)/2)+1, floor(floor(floor(floor(width/2-1/2)/2)/2)/2)+1)
-        stage4_first_project_bn = self.stage4.first.project_bn(stage4_first_project)
-        stage4_rest_0_expand_conv = getattr(self.stage4.rest, "0").expand.conv(stage4_first_project_bn)  # (batch, 384, floor(floor(floor(floor(height/2-1/2)/2)/2)/2)+1, floor(floor(floor(floor(width/2-1/2)/2)/2)/2)+1)
-        stage4_rest_0_expand_bn = getattr(self.stage4.rest, "0").expand.bn(stage4_rest_0_expand_conv)
-        stage4_rest_0_expand_act = torch.nn.functional.relu6(stage4_rest_0_expand_bn)
-        stage4_rest_0_depthwise_conv = getattr(self.stage4.rest, "0").depthwise.conv(stage4_rest_0_expand_act)
-        stage4_rest_0_depthwise_bn = getattr(self.stage4.rest, "0").depthwise.bn(stage4_rest_0_depthwise_conv)
-        stage4_rest_0_depthwise_act = torch.nn.functional.relu6(stage4_rest_0_depthwise_bn)
-        stage4_rest_0_project = getattr(self.stage4.rest, "0").project(stage4_rest_0_depthwise_act)  # (batch, 64, floor(floor(floor(floor(height/2-1/2)/2)/2)/2)+1, floor(floor(floor(floor(width/2-1/2)/2)/2)/2)+1)
-        stage4_rest_0_project_bn = getattr(self.stage4.rest, "0").project_bn(stage4_rest_0_project)
-        stage4_rest_0_res = stage4_rest_0_project_bn + stage4_first_project_bn
-        stage4_rest_1_expand_conv = getattr(self.stage4.rest, "1").expand.conv(stage4_rest_0_res)  # (batch, 384, floor(floor(floor(floor(height/2-1/2)/2)/2)/2)+1, floor(floor(floor(floor(width/2-1/2)/2)/2)/2)+1)
-        stage4_rest_1_expand_bn = getattr(self.stage4.rest, "1").expand.bn(stage4_rest_1_expand_conv)
-        stage4_rest_1_expand_act = torch.nn.functional.relu6(stage4_rest_1_expand_bn)
-        stage4_rest_1_depthwise_conv = getattr(self.stage4.rest, "1").depthwise.conv(stage4_rest_1_expand_act)
-        stage4_rest_1_depthwise_bn = getattr(self.stage4.rest, "1").depthwise.bn(stage4_rest_1_depthwise_conv)
-        stage4_rest_1_depthwise_act = torch.nn.functional.relu6(stage4_rest_1_depthwise_bn)
-        stage4_rest_1_project = getattr(self.stage4.rest, "1").project(stage4_rest_1_depthwise_act)  # (batch, 64, floor(floor(floor(floor(height/2-1/2)/2)/2)/2)+1, floor(floor(floor(floor(width/2-1/2)/2)/2)/2)+1)
-        stage4_rest_1_project_bn = getattr(self.stage4.rest, "1").project_bn(stage4_rest_1_project)
-        stage4_rest_1_res = stage4_rest_1_project_bn + stage4_rest_0_res
-        stage4_rest_2_expand_conv = getattr(self.stage4.rest, "2").expand.conv(stage4_rest_1_res)  # (batch, 384, floor(floor(floor(floor(height/2-1/2)/2)/2)/2)+1, floor(floor(floor(floor(width/2-1/2)/2)/2)/2)+1)
-        stage4_rest_2_expand_bn = getattr(self.stage4.rest, "2").expand.bn(stage4_rest_2_expand_conv)
-        stage4_rest_2_expand_act = torch.nn.functional.relu6(stage4_rest_2_expand_bn)
-        stage4_rest_2_depthwise_conv = getattr(self.stage4.rest, "2").depthwise.conv(stage4_rest_2_expand_act)
-        stage4_rest_2_depthwise_bn = getattr(self.stage4.rest, "2").depthwise.bn(stage4_rest_2_depthwise_conv)
-        stage4_rest_2_depthwise_act = torch.nn.functional.relu6(stage4_rest_2_depthwise_bn)
-        stage4_rest_2_project = getattr(self.stage4.rest, "2").project(stage4_rest_2_depthwise_act)  # (batch, 64, floor(floor(floor(floor(height/2-1/2)/2)/2)/2)+1, floor(floor(floor(floor(width/2-1/2)/2)/2)/2)+1)
-        stage4_rest_2_project_bn = getattr(self.stage4.rest, "2").project_bn(stage4_rest_2_project)
-        stage4_rest_2_res = stage4_rest_2_project_bn + stage4_rest_1_res
-        stage5_first_expand_conv = self.stage5.first.expand.conv(stage4_rest_2_res)  # (batch, 384, floor(floor(floor(floor(height/2-1/2)/2)/2)/2)+1, floor(floor(floor(floor(width/2-1/2)/2)/2)/2)+1)
-        stage5_first_expand_bn = self.stage5.first.expand.bn(stage5_first_expand_conv)
-        stage5_first_expand_act = torch.nn.functional.relu6(stage5_first_expand_bn)
-        stage5_first_depthwise_conv = self.stage5.first.depthwise.conv(stage5_first_expand_act)
-        stage5_first_depthwise_bn = self.stage5.first.depthwise.bn(stage5_first_depthwise_conv)
-        stage5_first_depthwise_act = torch.nn.functional.relu6(stage5_first_depthwise_bn)
-        stage5_first_project = self.stage5.first.project(stage5_first_depthwise_act)  # (batch, 96, floor(floor(floor(floor(height/2-1/2)/2)/2)/2)+1, floor(floor(floor(floor(width/2-1/2)/2)/2)/2)+1)
-        stage5_first_project_bn = self.stage5.first.project_bn(stage5_first_project)
-        stage5_rest_0_expand_conv = getattr(self.stage5.rest, "0").expand.conv(stage5_first_project_bn)  # (batch, 576, floor(floor(floor(floor(height/2-1/2)/2)/2)/2)+1, floor(floor(floor(floor(width/2-1/2)/2)/2)/2)+1)
-        stage5_rest_0_expand_bn = getattr(self.stage5.rest, "0").expand.bn(stage5_rest_0_expand_conv)
-        stage5_rest_0_expand_act = torch.nn.functional.relu6(stage5_rest_0_expand_bn)
-        stage5_rest_0_depthwise_conv = getattr(self.stage5.rest, "0").depthwise.conv(stage5_rest_0_expand_act)
-        stage5_rest_0_depthwise_bn = getattr(self.stage5.rest, "0").depthwise.bn(stage5_rest_0_depthwise_conv)
-        stage5_rest_0_depthwise_act = torch.nn.functional.relu6(stage5_rest_0_depthwise_bn)
-        stage5_rest_0_project = getattr(self.stage5.rest, "0").project(stage5_rest_0_depthwise_act)  # (batch, 96, floor(floor(floor(floor(height/2-1/2)/2)/2)/2)+1, floor(floor(floor(floor(width/2-1/2)/2)/2)/2)+1)
-        stage5_rest_0_project_bn = getattr(self.stage5.rest, "0").project_bn(stage5_rest_0_project)
-        stage5_rest_0_res = stage5_rest_0_project_bn + stage5_first_project_bn
-        stage5_rest_1_expand_conv = getattr(self.stage5.rest, "1").expand.conv(stage5_rest_0_res)  # (batch, 576, floor(floor(floor(floor(height/2-1/2)/2)/2)/2)+1, floor(floor(floor(floor(width/2-1/2)/2)/2)/2)+1)
-        stage5_rest_1_expand_bn = getattr(self.stage5.rest, "1").expand.bn(stage5_rest_1_expand_conv)
-        stage5_rest_1_expand_act = torch.nn.functional.relu6(stage5_rest_1_expand_bn)
-        stage5_rest_1_depthwise_conv = getattr(self.stage5.rest, "1").depthwise.conv(stage5_rest_1_expand_act)
-        stage5_rest_1_depthwise_bn = getattr(self.stage5.rest, "1").depthwise.bn(stage5_rest_1_depthwise_conv)
-        stage5_rest_1_depthwise_act = torch.nn.functional.relu6(stage5_rest_1_depthwise_bn)
-        stage5_rest_1_project = getattr(self.stage5.rest, "1").project(stage5_rest_1_depthwise_act)  # (batch, 96, floor(floor(floor(floor(height/2-1/2)/2)/2)/2)+1, floor(floor(floor(floor(width/2-1/2)/2)/2)/2)+1)
-        stage5_rest_1_project_bn = getattr(self.stage5.rest, "1").project_bn(stage5_rest_1_project)
-        stage5_rest_1_res = stage5_rest_1_project_bn + stage5_rest_0_res
-        stage6_first_expand_conv = self.stage6.first.expand.conv(stage5_rest_1_res)  # (batch, 576, floor(floor(floor(floor(height/2-1/2)/2)/2)/2)+1, floor(floor(floor(floor(width/2-1/2)/2)/2)/2)+1)
-        stage6_first_expand_bn = self.stage6.first.expand.bn(stage6_first_expand_conv)
-        stage6_first_expand_act = torch.nn.functional.relu6(stage6_first_expand_bn)
-        stage6_first_depthwise_conv = self.stage6.first.depthwise.conv(stage6_first_expand_act)  # (batch, 576, floor(floor(floor(floor(floor(height/2-1/2)/2)/2)/2)/2)+1, floor(floor(floor(floor(floor(width/2-1/2)/2)/2)/2)/2)+1)
-        stage6_first_depthwise_bn = self.stage6.first.depthwise.bn(stage6_first_depthwise_conv)
-        stage6_first_depthwise_act = torch.nn.functional.relu6(stage6_first_depthwise_bn)
-        stage6_first_project = self.stage6.first.project(stage6_first_depthwise_act)  # (batch, 160, floor(floor(floor(floor(floor(height/2-1/2)/2)/2)/2)/2)+1, floor(floor(floor(floor(floor(width/2-1/2)/2)/2)/2)/2)+1)
-        stage6_first_project_bn = self.stage6.first.project_bn(stage6_first_project)
-        stage6_rest_0_expand_conv = getattr(self.stage6.rest, "0").expand.conv(stage6_first_project_bn)  # (batch, 960, floor(floor(floor(floor(floor(height/2-1/2)/2)/2)/2)/2)+1, floor(floor(floor(floor(floor(width/2-1/2)/2)/2)/2)/2)+1)
-        stage6_rest_0_expand_bn = getattr(self.stage6.rest, "0").expand.bn(stage6_rest_0_expand_conv)
-        stage6_rest_0_expand_act = torch.nn.functional.relu6(stage6_rest_0_expand_bn)
-        stage6_rest_0_depthwise_conv = getattr(self.stage6.rest, "0").depthwise.conv(stage6_rest_0_expand_act)
-        stage6_rest_0_depthwise_bn = getattr(self.stage6.rest, "0").depthwise.bn(stage6_rest_0_depthwise_conv)
-        stage6_rest_0_depthwise_act = torch.nn.functional.relu6(stage6_rest_0_depthwise_bn)
-        stage6_rest_0_project = getattr(self.stage6.rest, "0").project(stage6_rest_0_depthwise_act)  # (batch, 160, floor(floor(floor(floor(floor(height/2-1/2)/2)/2)/2)/2)+1, floor(floor(floor(floor(floor(width/2-1/2)/2)/2)/2)/2)+1)
-        stage6_rest_0_project_bn = getattr(self.stage6.rest, "0").project_bn(stage6_rest_0_project)
-        stage6_rest_0_res = stage6_rest_0_project_bn + stage6_first_project_bn
-        stage6_rest_1_expand_conv = getattr(self.stage6.rest, "1").expand.conv(stage6_rest_0_res)  # (batch, 960, floor(floor(floor(floor(floor(height/2-1/2)/2)/2)/2)/2)+1, floor(floor(floor(floor(floor(width/2-1/2)/2)/2)/2)/2)+1)
-        stage6_rest_1_expand_bn = getattr(self.stage6.rest, "1").expand.bn(stage6_rest_1_expand_conv)
-        stage6_rest_1_expand_act = torch.nn.functional.relu6(stage6_rest_1_expand_bn)
-        stage6_rest_1_depthwise_conv = getattr(self.stage6.rest, "1").depthwise.conv(stage6_rest_1_expand_act)
-        stage6_rest_1_depthwise_bn = getattr(self.stage6.rest, "1").depthwise.bn(stage6_rest_1_depthwise_conv)
-        stage6_rest_1_depthwise_act = torch.nn.functional.relu6(stage6_rest_1_depthwise_bn)
-        stage6_rest_1_project = getattr(self.stage6.rest, "1").project(stage6_rest_1_depthwise_act)  # (batch, 160, floor(floor(floor(floor(floor(height/2-1/2)/2)/2)/2)/2)+1, floor(floor(floor(floor(floor(width/2-1/2)/2)/2)/2)/2)+1)
-        stage6_rest_1_project_bn = getattr(self.stage6.rest, "1").project_bn(stage6_rest_1_project)
-        stage6_rest_1_res = stage6_rest_1_project_bn + stage6_rest_0_res
-        stage7_first_expand_conv = self.stage7.first.expand.conv(stage6_rest_1_res)  # (batch, 960, floor(floor(floor(floor(floor(height/2-1/2)/2)/2)/2)/2)+1, floor(floor(floor(floor(floor(width/2-1/2)/2)/2)/2)/2)+1)
-        stage7_first_expand_bn = self.stage7.first.expand.bn(stage7_first_expand_conv)
-        stage7_first_expand_act = torch.nn.functional.relu6(stage7_first_expand_bn)
-        stage7_first_depthwise_conv = self.stage7.first.depthwise.conv(stage7_first_expand_act)
-        stage7_first_depthwise_bn = self.stage7.first.depthwise.bn(stage7_first_depthwise_conv)
-        stage7_first_depthwise_act = torch.nn.functional.relu6(stage7_first_depthwise_bn)
-        stage7_first_project = self.stage7.first.project(stage7_first_depthwise_act)  # (batch, 320, floor(floor(floor(floor(floor(height/2-1/2)/2)/2)/2)/2)+1, floor(floor(floor(floor(floor(width/2-1/2)/2)/2)/2)/2)+1)
-        stage7_first_project_bn = self.stage7.first.project_bn(stage7_first_project)
-        head_conv = self.head.conv(stage7_first_project_bn)  # (batch, 1280, floor(floor(floor(floor(floor(height/2-1/2)/2)/2)/2)/2)+1, floor(floor(floor(floor(floor(width/2-1/2)/2)/2)/2)/2)+1)
-        head_bn = self.head.bn(head_conv)
-        head_act = torch.nn.functional.relu6(head_bn)
-        pool = torch.nn.functional.adaptive_avg_pool2d(head_act, 1)  # (batch, 1280, 1, 1)
+        stem = self.stem(image)  # (batch, 32, floor(height/2-1/2)+1, floor(width/2-1/2)+1)
+        stage1 = self.stage1(stem)  # (batch, 16, floor(height/2-1/2)+1, floor(width/2-1/2)+1)
+        stage2 = self.stage2(stage1)  # (batch, 24, floor(floor(height/2-1/2)/2)+1, floor(floor(width/2-1/2)/2)+1)
+        stage3 = self.stage3(
+            stage2)  # (batch, 32, floor(floor(floor(height/2-1/2)/2)/2)+1, floor(floor(floor(width/2-1/2)/2)/2)+1)
+        stage4 = self.stage4(
+            stage3)  # (batch, 64, floor(floor(floor(floor(height/2-1/2)/2)/2)/2)+1, floor(floor(floor(floor(width/2-1/2)/2)/2)/2)+1)
+        stage5 = self.stage5(
+            stage4)  # (batch, 96, floor(floor(floor(floor(height/2-1/2)/2)/2)/2)+1, floor(floor(floor(floor(width/2-1/2)/2)/2)/2)+1)
+        stage6 = self.stage6(
+            stage5)  # (batch, 160, floor(floor(floor(floor(floor(height/2-1/2)/2)/2)/2)/2)+1, floor(floor(floor(floor(floor(width/2-1/2)/2)/2)/2)/2)+1)
+        stage7 = self.stage7(
+            stage6)  # (batch, 320, floor(floor(floor(floor(floor(height/2-1/2)/2)/2)/2)/2)+1, floor(floor(floor(floor(floor(width/2-1/2)/2)/2)/2)/2)+1)
+        head = self.head(
+            stage7)  # (batch, 1280, floor(floor(floor(floor(floor(height/2-1/2)/2)/2)/2)/2)+1, floor(floor(floor(floor(floor(width/2-1/2)/2)/2)/2)/2)+1)
+        pool = torch.nn.functional.adaptive_avg_pool2d(head, 1)  # (batch, 1280, 1, 1)
         flat = torch.flatten(pool, 1, -1)  # (batch, 1280)
         drop = self.drop(flat)
         classifier = self.classifier(drop)  # (batch, 1000)

@@ -6,6 +6,358 @@ Standalone: needs only torch. The state_dict keys are the spec's node ids.
 import torch
 
 
+class Projection(torch.nn.Module):
+    """The projection shortcut (torchvision's `downsample`) - a strided 1x1 convolution and batch norm."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(64, 256, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
+        self.bn = torch.nn.BatchNorm2d(256, eps=1e-05, momentum=0.1, affine=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv = self.conv(x)  # (batch, 256, 56, 56)
+        bn = self.bn(conv)
+        return bn
+
+
+class Bottleneck(torch.nn.Module):
+    """1x1 reduce to `out_c`, 3x3 (strided), 1x1 expand to `out_c * 4`, each with batch norm
+    (ResNet-50/101/152).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(256, 64, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
+        self.bn1 = torch.nn.BatchNorm2d(64, eps=1e-05, momentum=0.1, affine=True)
+        self.conv2 = torch.nn.Conv2d(64, 64, 3, stride=1, padding=1, dilation=1, groups=1, bias=False)
+        self.bn2 = torch.nn.BatchNorm2d(64, eps=1e-05, momentum=0.1, affine=True)
+        self.conv3 = torch.nn.Conv2d(64, 256, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
+        self.bn3 = torch.nn.BatchNorm2d(256, eps=1e-05, momentum=0.1, affine=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv1 = self.conv1(x)  # (batch, 64, 56, 56)
+        bn1 = self.bn1(conv1)
+        relu1 = torch.relu(bn1)
+        conv2 = self.conv2(relu1)
+        bn2 = self.bn2(conv2)
+        relu2 = torch.relu(bn2)
+        conv3 = self.conv3(relu2)  # (batch, 256, 56, 56)
+        bn3 = self.bn3(conv3)
+        add = bn3 + x
+        relu = torch.relu(add)
+        return relu
+
+
+class Projection2(torch.nn.Module):
+    """The projection shortcut (torchvision's `downsample`) - a strided 1x1 convolution and batch norm."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(256, 512, 1, stride=2, padding=0, dilation=1, groups=1, bias=False)
+        self.bn = torch.nn.BatchNorm2d(512, eps=1e-05, momentum=0.1, affine=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv = self.conv(x)  # (batch, 512, 28, 28)
+        bn = self.bn(conv)
+        return bn
+
+
+class Bottleneck2(torch.nn.Module):
+    """1x1 reduce to `out_c`, 3x3 (strided), 1x1 expand to `out_c * 4`, each with batch norm
+    (ResNet-50/101/152).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(512, 128, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
+        self.bn1 = torch.nn.BatchNorm2d(128, eps=1e-05, momentum=0.1, affine=True)
+        self.conv2 = torch.nn.Conv2d(128, 128, 3, stride=1, padding=1, dilation=1, groups=1, bias=False)
+        self.bn2 = torch.nn.BatchNorm2d(128, eps=1e-05, momentum=0.1, affine=True)
+        self.conv3 = torch.nn.Conv2d(128, 512, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
+        self.bn3 = torch.nn.BatchNorm2d(512, eps=1e-05, momentum=0.1, affine=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv1 = self.conv1(x)  # (batch, 128, 28, 28)
+        bn1 = self.bn1(conv1)
+        relu1 = torch.relu(bn1)
+        conv2 = self.conv2(relu1)
+        bn2 = self.bn2(conv2)
+        relu2 = torch.relu(bn2)
+        conv3 = self.conv3(relu2)  # (batch, 512, 28, 28)
+        bn3 = self.bn3(conv3)
+        add = bn3 + x
+        relu = torch.relu(add)
+        return relu
+
+
+class Projection3(torch.nn.Module):
+    """The projection shortcut (torchvision's `downsample`) - a strided 1x1 convolution and batch norm."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(512, 1024, 1, stride=2, padding=0, dilation=1, groups=1, bias=False)
+        self.bn = torch.nn.BatchNorm2d(1024, eps=1e-05, momentum=0.1, affine=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv = self.conv(x)  # (batch, 1024, 14, 14)
+        bn = self.bn(conv)
+        return bn
+
+
+class Bottleneck3(torch.nn.Module):
+    """1x1 reduce to `out_c`, 3x3 (strided), 1x1 expand to `out_c * 4`, each with batch norm
+    (ResNet-50/101/152).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(1024, 256, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
+        self.bn1 = torch.nn.BatchNorm2d(256, eps=1e-05, momentum=0.1, affine=True)
+        self.conv2 = torch.nn.Conv2d(256, 256, 3, stride=1, padding=1, dilation=1, groups=1, bias=False)
+        self.bn2 = torch.nn.BatchNorm2d(256, eps=1e-05, momentum=0.1, affine=True)
+        self.conv3 = torch.nn.Conv2d(256, 1024, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
+        self.bn3 = torch.nn.BatchNorm2d(1024, eps=1e-05, momentum=0.1, affine=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv1 = self.conv1(x)  # (batch, 256, 14, 14)
+        bn1 = self.bn1(conv1)
+        relu1 = torch.relu(bn1)
+        conv2 = self.conv2(relu1)
+        bn2 = self.bn2(conv2)
+        relu2 = torch.relu(bn2)
+        conv3 = self.conv3(relu2)  # (batch, 1024, 14, 14)
+        bn3 = self.bn3(conv3)
+        add = bn3 + x
+        relu = torch.relu(add)
+        return relu
+
+
+class Projection4(torch.nn.Module):
+    """The projection shortcut (torchvision's `downsample`) - a strided 1x1 convolution and batch norm."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1024, 2048, 1, stride=2, padding=0, dilation=1, groups=1, bias=False)
+        self.bn = torch.nn.BatchNorm2d(2048, eps=1e-05, momentum=0.1, affine=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv = self.conv(x)  # (batch, 2048, 7, 7)
+        bn = self.bn(conv)
+        return bn
+
+
+class Bottleneck4(torch.nn.Module):
+    """1x1 reduce to `out_c`, 3x3 (strided), 1x1 expand to `out_c * 4`, each with batch norm
+    (ResNet-50/101/152).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(2048, 512, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
+        self.bn1 = torch.nn.BatchNorm2d(512, eps=1e-05, momentum=0.1, affine=True)
+        self.conv2 = torch.nn.Conv2d(512, 512, 3, stride=1, padding=1, dilation=1, groups=1, bias=False)
+        self.bn2 = torch.nn.BatchNorm2d(512, eps=1e-05, momentum=0.1, affine=True)
+        self.conv3 = torch.nn.Conv2d(512, 2048, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
+        self.bn3 = torch.nn.BatchNorm2d(2048, eps=1e-05, momentum=0.1, affine=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv1 = self.conv1(x)  # (batch, 512, 7, 7)
+        bn1 = self.bn1(conv1)
+        relu1 = torch.relu(bn1)
+        conv2 = self.conv2(relu1)
+        bn2 = self.bn2(conv2)
+        relu2 = torch.relu(bn2)
+        conv3 = self.conv3(relu2)  # (batch, 2048, 7, 7)
+        bn3 = self.bn3(conv3)
+        add = bn3 + x
+        relu = torch.relu(add)
+        return relu
+
+
+class Bottleneck5(torch.nn.Module):
+    """1x1 reduce to `out_c`, 3x3 (strided), 1x1 expand to `out_c * 4`, each with batch norm
+    (ResNet-50/101/152).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(64, 64, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
+        self.bn1 = torch.nn.BatchNorm2d(64, eps=1e-05, momentum=0.1, affine=True)
+        self.conv2 = torch.nn.Conv2d(64, 64, 3, stride=1, padding=1, dilation=1, groups=1, bias=False)
+        self.bn2 = torch.nn.BatchNorm2d(64, eps=1e-05, momentum=0.1, affine=True)
+        self.conv3 = torch.nn.Conv2d(64, 256, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
+        self.bn3 = torch.nn.BatchNorm2d(256, eps=1e-05, momentum=0.1, affine=True)
+        self.downsample = Projection()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv1 = self.conv1(x)
+        bn1 = self.bn1(conv1)
+        relu1 = torch.relu(bn1)
+        conv2 = self.conv2(relu1)
+        bn2 = self.bn2(conv2)
+        relu2 = torch.relu(bn2)
+        conv3 = self.conv3(relu2)  # (batch, 256, 56, 56)
+        bn3 = self.bn3(conv3)
+        downsample = self.downsample(x)  # (batch, 256, 56, 56)
+        add = bn3 + downsample
+        relu = torch.relu(add)
+        return relu
+
+
+class Bottleneck6(torch.nn.Module):
+    """1x1 reduce to `out_c`, 3x3 (strided), 1x1 expand to `out_c * 4`, each with batch norm
+    (ResNet-50/101/152).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(256, 128, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
+        self.bn1 = torch.nn.BatchNorm2d(128, eps=1e-05, momentum=0.1, affine=True)
+        self.conv2 = torch.nn.Conv2d(128, 128, 3, stride=2, padding=1, dilation=1, groups=1, bias=False)
+        self.bn2 = torch.nn.BatchNorm2d(128, eps=1e-05, momentum=0.1, affine=True)
+        self.conv3 = torch.nn.Conv2d(128, 512, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
+        self.bn3 = torch.nn.BatchNorm2d(512, eps=1e-05, momentum=0.1, affine=True)
+        self.downsample = Projection2()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv1 = self.conv1(x)  # (batch, 128, 56, 56)
+        bn1 = self.bn1(conv1)
+        relu1 = torch.relu(bn1)
+        conv2 = self.conv2(relu1)  # (batch, 128, 28, 28)
+        bn2 = self.bn2(conv2)
+        relu2 = torch.relu(bn2)
+        conv3 = self.conv3(relu2)  # (batch, 512, 28, 28)
+        bn3 = self.bn3(conv3)
+        downsample = self.downsample(x)  # (batch, 512, 28, 28)
+        add = bn3 + downsample
+        relu = torch.relu(add)
+        return relu
+
+
+class Bottleneck7(torch.nn.Module):
+    """1x1 reduce to `out_c`, 3x3 (strided), 1x1 expand to `out_c * 4`, each with batch norm
+    (ResNet-50/101/152).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(512, 256, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
+        self.bn1 = torch.nn.BatchNorm2d(256, eps=1e-05, momentum=0.1, affine=True)
+        self.conv2 = torch.nn.Conv2d(256, 256, 3, stride=2, padding=1, dilation=1, groups=1, bias=False)
+        self.bn2 = torch.nn.BatchNorm2d(256, eps=1e-05, momentum=0.1, affine=True)
+        self.conv3 = torch.nn.Conv2d(256, 1024, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
+        self.bn3 = torch.nn.BatchNorm2d(1024, eps=1e-05, momentum=0.1, affine=True)
+        self.downsample = Projection3()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv1 = self.conv1(x)  # (batch, 256, 28, 28)
+        bn1 = self.bn1(conv1)
+        relu1 = torch.relu(bn1)
+        conv2 = self.conv2(relu1)  # (batch, 256, 14, 14)
+        bn2 = self.bn2(conv2)
+        relu2 = torch.relu(bn2)
+        conv3 = self.conv3(relu2)  # (batch, 1024, 14, 14)
+        bn3 = self.bn3(conv3)
+        downsample = self.downsample(x)  # (batch, 1024, 14, 14)
+        add = bn3 + downsample
+        relu = torch.relu(add)
+        return relu
+
+
+class Bottleneck8(torch.nn.Module):
+    """1x1 reduce to `out_c`, 3x3 (strided), 1x1 expand to `out_c * 4`, each with batch norm
+    (ResNet-50/101/152).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(1024, 512, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
+        self.bn1 = torch.nn.BatchNorm2d(512, eps=1e-05, momentum=0.1, affine=True)
+        self.conv2 = torch.nn.Conv2d(512, 512, 3, stride=2, padding=1, dilation=1, groups=1, bias=False)
+        self.bn2 = torch.nn.BatchNorm2d(512, eps=1e-05, momentum=0.1, affine=True)
+        self.conv3 = torch.nn.Conv2d(512, 2048, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
+        self.bn3 = torch.nn.BatchNorm2d(2048, eps=1e-05, momentum=0.1, affine=True)
+        self.downsample = Projection4()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv1 = self.conv1(x)  # (batch, 512, 14, 14)
+        bn1 = self.bn1(conv1)
+        relu1 = torch.relu(bn1)
+        conv2 = self.conv2(relu1)  # (batch, 512, 7, 7)
+        bn2 = self.bn2(conv2)
+        relu2 = torch.relu(bn2)
+        conv3 = self.conv3(relu2)  # (batch, 2048, 7, 7)
+        bn3 = self.bn3(conv3)
+        downsample = self.downsample(x)  # (batch, 2048, 7, 7)
+        add = bn3 + downsample
+        relu = torch.relu(add)
+        return relu
+
+
+class BottleneckStage(torch.nn.Module):
+    """A stage of `blocks` bottleneck blocks; the first one strides."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first = Bottleneck5()
+        self.rest = torch.nn.ModuleList([Bottleneck() for _ in range(2)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        first = self.first(x)  # (batch, 256, 56, 56)
+        rest = first
+        for layer in self.rest:
+            rest = layer(rest)
+        return rest
+
+
+class BottleneckStage2(torch.nn.Module):
+    """A stage of `blocks` bottleneck blocks; the first one strides."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first = Bottleneck6()
+        self.rest = torch.nn.ModuleList([Bottleneck2() for _ in range(3)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        first = self.first(x)  # (batch, 512, 28, 28)
+        rest = first
+        for layer in self.rest:
+            rest = layer(rest)
+        return rest
+
+
+class BottleneckStage3(torch.nn.Module):
+    """A stage of `blocks` bottleneck blocks; the first one strides."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first = Bottleneck7()
+        self.rest = torch.nn.ModuleList([Bottleneck3() for _ in range(5)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        first = self.first(x)  # (batch, 1024, 14, 14)
+        rest = first
+        for layer in self.rest:
+            rest = layer(rest)
+        return rest
+
+
+class BottleneckStage4(torch.nn.Module):
+    """A stage of `blocks` bottleneck blocks; the first one strides."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first = Bottleneck8()
+        self.rest = torch.nn.ModuleList([Bottleneck4() for _ in range(2)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        first = self.first(x)  # (batch, 2048, 7, 7)
+        rest = first
+        for layer in self.rest:
+            rest = layer(rest)
+        return rest
+
+
 class Resnet50(torch.nn.Module):
     """ResNet-50 (He, Zhang, Ren, Sun 2016, "Deep residual learning for image recognition") in
     torchvision's layout (v1.5: the bottleneck strides on its 3x3 convolution): a 7x7/2 stem with
@@ -18,138 +370,10 @@ class Resnet50(torch.nn.Module):
         super().__init__()
         self.conv1 = torch.nn.Conv2d(3, 64, 7, stride=2, padding=3, dilation=1, groups=1, bias=False)
         self.bn1 = torch.nn.BatchNorm2d(64, eps=1e-05, momentum=0.1, affine=True)
-        self.layer1 = torch.nn.Module()
-        self.layer1.first = torch.nn.Module()
-        self.layer1.first.conv1 = torch.nn.Conv2d(64, 64, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
-        self.layer1.first.bn1 = torch.nn.BatchNorm2d(64, eps=1e-05, momentum=0.1, affine=True)
-        self.layer1.first.conv2 = torch.nn.Conv2d(64, 64, 3, stride=1, padding=1, dilation=1, groups=1, bias=False)
-        self.layer1.first.bn2 = torch.nn.BatchNorm2d(64, eps=1e-05, momentum=0.1, affine=True)
-        self.layer1.first.conv3 = torch.nn.Conv2d(64, 256, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
-        self.layer1.first.bn3 = torch.nn.BatchNorm2d(256, eps=1e-05, momentum=0.1, affine=True)
-        self.layer1.first.downsample = torch.nn.Module()
-        self.layer1.first.downsample.conv = torch.nn.Conv2d(64, 256, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
-        self.layer1.first.downsample.bn = torch.nn.BatchNorm2d(256, eps=1e-05, momentum=0.1, affine=True)
-        self.layer1.rest = torch.nn.Module()
-        self.layer1.rest.add_module("0", torch.nn.Module())
-        getattr(self.layer1.rest, "0").conv1 = torch.nn.Conv2d(256, 64, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
-        getattr(self.layer1.rest, "0").bn1 = torch.nn.BatchNorm2d(64, eps=1e-05, momentum=0.1, affine=True)
-        getattr(self.layer1.rest, "0").conv2 = torch.nn.Conv2d(64, 64, 3, stride=1, padding=1, dilation=1, groups=1, bias=False)
-        getattr(self.layer1.rest, "0").bn2 = torch.nn.BatchNorm2d(64, eps=1e-05, momentum=0.1, affine=True)
-        getattr(self.layer1.rest, "0").conv3 = torch.nn.Conv2d(64, 256, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
-        getattr(self.layer1.rest, "0").bn3 = torch.nn.BatchNorm2d(256, eps=1e-05, momentum=0.1, affine=True)
-        self.layer1.rest.add_module("1", torch.nn.Module())
-        getattr(self.layer1.rest, "1").conv1 = torch.nn.Conv2d(256, 64, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
-        getattr(self.layer1.rest, "1").bn1 = torch.nn.BatchNorm2d(64, eps=1e-05, momentum=0.1, affine=True)
-        getattr(self.layer1.rest, "1").conv2 = torch.nn.Conv2d(64, 64, 3, stride=1, padding=1, dilation=1, groups=1, bias=False)
-        getattr(self.layer1.rest, "1").bn2 = torch.nn.BatchNorm2d(64, eps=1e-05, momentum=0.1, affine=True)
-        getattr(self.layer1.rest, "1").conv3 = torch.nn.Conv2d(64, 256, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
-        getattr(self.layer1.rest, "1").bn3 = torch.nn.BatchNorm2d(256, eps=1e-05, momentum=0.1, affine=True)
-        self.layer2 = torch.nn.Module()
-        self.layer2.first = torch.nn.Module()
-        self.layer2.first.conv1 = torch.nn.Conv2d(256, 128, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
-        self.layer2.first.bn1 = torch.nn.BatchNorm2d(128, eps=1e-05, momentum=0.1, affine=True)
-        self.layer2.first.conv2 = torch.nn.Conv2d(128, 128, 3, stride=2, padding=1, dilation=1, groups=1, bias=False)
-        self.layer2.first.bn2 = torch.nn.BatchNorm2d(128, eps=1e-05, momentum=0.1, affine=True)
-        self.layer2.first.conv3 = torch.nn.Conv2d(128, 512, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
-        self.layer2.first.bn3 = torch.nn.BatchNorm2d(512, eps=1e-05, momentum=0.1, affine=True)
-        self.layer2.first.downsample = torch.nn.Module()
-        self.layer2.first.downsample.conv = torch.nn.Conv2d(256, 512, 1, stride=2, padding=0, dilation=1, groups=1, bias=False)
-        self.layer2.first.downsample.bn = torch.nn.BatchNorm2d(512, eps=1e-05, momentum=0.1, affine=True)
-        self.layer2.rest = torch.nn.Module()
-        self.layer2.rest.add_module("0", torch.nn.Module())
-        getattr(self.layer2.rest, "0").conv1 = torch.nn.Conv2d(512, 128, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
-        getattr(self.layer2.rest, "0").bn1 = torch.nn.BatchNorm2d(128, eps=1e-05, momentum=0.1, affine=True)
-        getattr(self.layer2.rest, "0").conv2 = torch.nn.Conv2d(128, 128, 3, stride=1, padding=1, dilation=1, groups=1, bias=False)
-        getattr(self.layer2.rest, "0").bn2 = torch.nn.BatchNorm2d(128, eps=1e-05, momentum=0.1, affine=True)
-        getattr(self.layer2.rest, "0").conv3 = torch.nn.Conv2d(128, 512, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
-        getattr(self.layer2.rest, "0").bn3 = torch.nn.BatchNorm2d(512, eps=1e-05, momentum=0.1, affine=True)
-        self.layer2.rest.add_module("1", torch.nn.Module())
-        getattr(self.layer2.rest, "1").conv1 = torch.nn.Conv2d(512, 128, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
-        getattr(self.layer2.rest, "1").bn1 = torch.nn.BatchNorm2d(128, eps=1e-05, momentum=0.1, affine=True)
-        getattr(self.layer2.rest, "1").conv2 = torch.nn.Conv2d(128, 128, 3, stride=1, padding=1, dilation=1, groups=1, bias=False)
-        getattr(self.layer2.rest, "1").bn2 = torch.nn.BatchNorm2d(128, eps=1e-05, momentum=0.1, affine=True)
-        getattr(self.layer2.rest, "1").conv3 = torch.nn.Conv2d(128, 512, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
-        getattr(self.layer2.rest, "1").bn3 = torch.nn.BatchNorm2d(512, eps=1e-05, momentum=0.1, affine=True)
-        self.layer2.rest.add_module("2", torch.nn.Module())
-        getattr(self.layer2.rest, "2").conv1 = torch.nn.Conv2d(512, 128, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
-        getattr(self.layer2.rest, "2").bn1 = torch.nn.BatchNorm2d(128, eps=1e-05, momentum=0.1, affine=True)
-        getattr(self.layer2.rest, "2").conv2 = torch.nn.Conv2d(128, 128, 3, stride=1, padding=1, dilation=1, groups=1, bias=False)
-        getattr(self.layer2.rest, "2").bn2 = torch.nn.BatchNorm2d(128, eps=1e-05, momentum=0.1, affine=True)
-        getattr(self.layer2.rest, "2").conv3 = torch.nn.Conv2d(128, 512, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
-        getattr(self.layer2.rest, "2").bn3 = torch.nn.BatchNorm2d(512, eps=1e-05, momentum=0.1, affine=True)
-        self.layer3 = torch.nn.Module()
-        self.layer3.first = torch.nn.Module()
-        self.layer3.first.conv1 = torch.nn.Conv2d(512, 256, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
-        self.layer3.first.bn1 = torch.nn.BatchNorm2d(256, eps=1e-05, momentum=0.1, affine=True)
-        self.layer3.first.conv2 = torch.nn.Conv2d(256, 256, 3, stride=2, padding=1, dilation=1, groups=1, bias=False)
-        self.layer3.first.bn2 = torch.nn.BatchNorm2d(256, eps=1e-05, momentum=0.1, affine=True)
-        self.layer3.first.conv3 = torch.nn.Conv2d(256, 1024, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
-        self.layer3.first.bn3 = torch.nn.BatchNorm2d(1024, eps=1e-05, momentum=0.1, affine=True)
-        self.layer3.first.downsample = torch.nn.Module()
-        self.layer3.first.downsample.conv = torch.nn.Conv2d(512, 1024, 1, stride=2, padding=0, dilation=1, groups=1, bias=False)
-        self.layer3.first.downsample.bn = torch.nn.BatchNorm2d(1024, eps=1e-05, momentum=0.1, affine=True)
-        self.layer3.rest = torch.nn.Module()
-        self.layer3.rest.add_module("0", torch.nn.Module())
-        getattr(self.layer3.rest, "0").conv1 = torch.nn.Conv2d(1024, 256, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
-        getattr(self.layer3.rest, "0").bn1 = torch.nn.BatchNorm2d(256, eps=1e-05, momentum=0.1, affine=True)
-        getattr(self.layer3.rest, "0").conv2 = torch.nn.Conv2d(256, 256, 3, stride=1, padding=1, dilation=1, groups=1, bias=False)
-        getattr(self.layer3.rest, "0").bn2 = torch.nn.BatchNorm2d(256, eps=1e-05, momentum=0.1, affine=True)
-        getattr(self.layer3.rest, "0").conv3 = torch.nn.Conv2d(256, 1024, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
-        getattr(self.layer3.rest, "0").bn3 = torch.nn.BatchNorm2d(1024, eps=1e-05, momentum=0.1, affine=True)
-        self.layer3.rest.add_module("1", torch.nn.Module())
-        getattr(self.layer3.rest, "1").conv1 = torch.nn.Conv2d(1024, 256, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
-        getattr(self.layer3.rest, "1").bn1 = torch.nn.BatchNorm2d(256, eps=1e-05, momentum=0.1, affine=True)
-        getattr(self.layer3.rest, "1").conv2 = torch.nn.Conv2d(256, 256, 3, stride=1, padding=1, dilation=1, groups=1, bias=False)
-        getattr(self.layer3.rest, "1").bn2 = torch.nn.BatchNorm2d(256, eps=1e-05, momentum=0.1, affine=True)
-        getattr(self.layer3.rest, "1").conv3 = torch.nn.Conv2d(256, 1024, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
-        getattr(self.layer3.rest, "1").bn3 = torch.nn.BatchNorm2d(1024, eps=1e-05, momentum=0.1, affine=True)
-        self.layer3.rest.add_module("2", torch.nn.Module())
-        getattr(self.layer3.rest, "2").conv1 = torch.nn.Conv2d(1024, 256, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
-        getattr(self.layer3.rest, "2").bn1 = torch.nn.BatchNorm2d(256, eps=1e-05, momentum=0.1, affine=True)
-        getattr(self.layer3.rest, "2").conv2 = torch.nn.Conv2d(256, 256, 3, stride=1, padding=1, dilation=1, groups=1, bias=False)
-        getattr(self.layer3.rest, "2").bn2 = torch.nn.BatchNorm2d(256, eps=1e-05, momentum=0.1, affine=True)
-        getattr(self.layer3.rest, "2").conv3 = torch.nn.Conv2d(256, 1024, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
-        getattr(self.layer3.rest, "2").bn3 = torch.nn.BatchNorm2d(1024, eps=1e-05, momentum=0.1, affine=True)
-        self.layer3.rest.add_module("3", torch.nn.Module())
-        getattr(self.layer3.rest, "3").conv1 = torch.nn.Conv2d(1024, 256, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
-        getattr(self.layer3.rest, "3").bn1 = torch.nn.BatchNorm2d(256, eps=1e-05, momentum=0.1, affine=True)
-        getattr(self.layer3.rest, "3").conv2 = torch.nn.Conv2d(256, 256, 3, stride=1, padding=1, dilation=1, groups=1, bias=False)
-        getattr(self.layer3.rest, "3").bn2 = torch.nn.BatchNorm2d(256, eps=1e-05, momentum=0.1, affine=True)
-        getattr(self.layer3.rest, "3").conv3 = torch.nn.Conv2d(256, 1024, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
-        getattr(self.layer3.rest, "3").bn3 = torch.nn.BatchNorm2d(1024, eps=1e-05, momentum=0.1, affine=True)
-        self.layer3.rest.add_module("4", torch.nn.Module())
-        getattr(self.layer3.rest, "4").conv1 = torch.nn.Conv2d(1024, 256, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
-        getattr(self.layer3.rest, "4").bn1 = torch.nn.BatchNorm2d(256, eps=1e-05, momentum=0.1, affine=True)
-        getattr(self.layer3.rest, "4").conv2 = torch.nn.Conv2d(256, 256, 3, stride=1, padding=1, dilation=1, groups=1, bias=False)
-        getattr(self.layer3.rest, "4").bn2 = torch.nn.BatchNorm2d(256, eps=1e-05, momentum=0.1, affine=True)
-        getattr(self.layer3.rest, "4").conv3 = torch.nn.Conv2d(256, 1024, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
-        getattr(self.layer3.rest, "4").bn3 = torch.nn.BatchNorm2d(1024, eps=1e-05, momentum=0.1, affine=True)
-        self.layer4 = torch.nn.Module()
-        self.layer4.first = torch.nn.Module()
-        self.layer4.first.conv1 = torch.nn.Conv2d(1024, 512, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
-        self.layer4.first.bn1 = torch.nn.BatchNorm2d(512, eps=1e-05, momentum=0.1, affine=True)
-        self.layer4.first.conv2 = torch.nn.Conv2d(512, 512, 3, stride=2, padding=1, dilation=1, groups=1, bias=False)
-        self.layer4.first.bn2 = torch.nn.BatchNorm2d(512, eps=1e-05, momentum=0.1, affine=True)
-        self.layer4.first.conv3 = torch.nn.Conv2d(512, 2048, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
-        self.layer4.first.bn3 = torch.nn.BatchNorm2d(2048, eps=1e-05, momentum=0.1, affine=True)
-        self.layer4.first.downsample = torch.nn.Module()
-        self.layer4.first.downsample.conv = torch.nn.Conv2d(1024, 2048, 1, stride=2, padding=0, dilation=1, groups=1, bias=False)
-        self.layer4.first.downsample.bn = torch.nn.BatchNorm2d(2048, eps=1e-05, momentum=0.1, affine=True)
-        self.layer4.rest = torch.nn.Module()
-        self.layer4.rest.add_module("0", torch.nn.Module())
-        getattr(self.layer4.rest, "0").conv1 = torch.nn.Conv2d(2048, 512, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
-        getattr(self.layer4.rest, "0").bn1 = torch.nn.BatchNorm2d(512, eps=1e-05, momentum=0.1, affine=True)
-        getattr(self.layer4.rest, "0").conv2 = torch.nn.Conv2d(512, 512, 3, stride=1, padding=1, dilation=1, groups=1, bias=False)
-        getattr(self.layer4.rest, "0").bn2 = torch.nn.BatchNorm2d(512, eps=1e-05, momentum=0.1, affine=True)
-        getattr(self.layer4.rest, "0").conv3 = torch.nn.Conv2d(512, 2048, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
-        getattr(self.layer4.rest, "0").bn3 = torch.nn.BatchNorm2d(2048, eps=1e-05, momentum=0.1, affine=True)
-        self.layer4.rest.add_module("1", torch.nn.Module())
-        getattr(self.layer4.rest, "1").conv1 = torch.nn.Conv2d(2048, 512, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
-        getattr(self.layer4.rest, "1").bn1 = torch.nn.BatchNorm2d(512, eps=1e-05, momentum=0.1, affine=True)
-        getattr(self.layer4.rest, "1").conv2 = torch.nn.Conv2d(512, 512, 3, stride=1, padding=1, dilation=1, groups=1, bias=False)
-        getattr(self.layer4.rest, "1").bn2 = torch.nn.BatchNorm2d(512, eps=1e-05, momentum=0.1, affine=True)
-        getattr(self.layer4.rest, "1").conv3 = torch.nn.Conv2d(512, 2048, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
-        getattr(self.layer4.rest, "1").bn3 = torch.nn.BatchNorm2d(2048, eps=1e-05, momentum=0.1, affine=True)
+        self.layer1 = BottleneckStage()
+        self.layer2 = BottleneckStage2()
+        self.layer3 = BottleneckStage3()
+        self.layer4 = BottleneckStage4()
         self.fc = torch.nn.Linear(2048, 1000, bias=True)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
@@ -158,174 +382,10 @@ class Resnet50(torch.nn.Module):
         bn1 = self.bn1(conv1)
         relu = torch.relu(bn1)
         maxpool = torch.nn.functional.max_pool2d(relu, 3, 2, 1, ceil_mode=False)  # (batch, 64, 56, 56)
-        layer1_first_conv1 = self.layer1.first.conv1(maxpool)
-        layer1_first_bn1 = self.layer1.first.bn1(layer1_first_conv1)
-        layer1_first_relu1 = torch.relu(layer1_first_bn1)
-        layer1_first_conv2 = self.layer1.first.conv2(layer1_first_relu1)
-        layer1_first_bn2 = self.layer1.first.bn2(layer1_first_conv2)
-        layer1_first_relu2 = torch.relu(layer1_first_bn2)
-        layer1_first_conv3 = self.layer1.first.conv3(layer1_first_relu2)  # (batch, 256, 56, 56)
-        layer1_first_bn3 = self.layer1.first.bn3(layer1_first_conv3)
-        layer1_first_downsample_conv = self.layer1.first.downsample.conv(maxpool)  # (batch, 256, 56, 56)
-        layer1_first_downsample_bn = self.layer1.first.downsample.bn(layer1_first_downsample_conv)
-        layer1_first_add = layer1_first_bn3 + layer1_first_downsample_bn
-        layer1_first_relu = torch.relu(layer1_first_add)
-        layer1_rest_0_conv1 = getattr(self.layer1.rest, "0").conv1(layer1_first_relu)  # (batch, 64, 56, 56)
-        layer1_rest_0_bn1 = getattr(self.layer1.rest, "0").bn1(layer1_rest_0_conv1)
-        layer1_rest_0_relu1 = torch.relu(layer1_rest_0_bn1)
-        layer1_rest_0_conv2 = getattr(self.layer1.rest, "0").conv2(layer1_rest_0_relu1)
-        layer1_rest_0_bn2 = getattr(self.layer1.rest, "0").bn2(layer1_rest_0_conv2)
-        layer1_rest_0_relu2 = torch.relu(layer1_rest_0_bn2)
-        layer1_rest_0_conv3 = getattr(self.layer1.rest, "0").conv3(layer1_rest_0_relu2)  # (batch, 256, 56, 56)
-        layer1_rest_0_bn3 = getattr(self.layer1.rest, "0").bn3(layer1_rest_0_conv3)
-        layer1_rest_0_add = layer1_rest_0_bn3 + layer1_first_relu
-        layer1_rest_0_relu = torch.relu(layer1_rest_0_add)
-        layer1_rest_1_conv1 = getattr(self.layer1.rest, "1").conv1(layer1_rest_0_relu)  # (batch, 64, 56, 56)
-        layer1_rest_1_bn1 = getattr(self.layer1.rest, "1").bn1(layer1_rest_1_conv1)
-        layer1_rest_1_relu1 = torch.relu(layer1_rest_1_bn1)
-        layer1_rest_1_conv2 = getattr(self.layer1.rest, "1").conv2(layer1_rest_1_relu1)
-        layer1_rest_1_bn2 = getattr(self.layer1.rest, "1").bn2(layer1_rest_1_conv2)
-        layer1_rest_1_relu2 = torch.relu(layer1_rest_1_bn2)
-        layer1_rest_1_conv3 = getattr(self.layer1.rest, "1").conv3(layer1_rest_1_relu2)  # (batch, 256, 56, 56)
-        layer1_rest_1_bn3 = getattr(self.layer1.rest, "1").bn3(layer1_rest_1_conv3)
-        layer1_rest_1_add = layer1_rest_1_bn3 + layer1_rest_0_relu
-        layer1_rest_1_relu = torch.relu(layer1_rest_1_add)
-        layer2_first_conv1 = self.layer2.first.conv1(layer1_rest_1_relu)  # (batch, 128, 56, 56)
-        layer2_first_bn1 = self.layer2.first.bn1(layer2_first_conv1)
-        layer2_first_relu1 = torch.relu(layer2_first_bn1)
-        layer2_first_conv2 = self.layer2.first.conv2(layer2_first_relu1)  # (batch, 128, 28, 28)
-        layer2_first_bn2 = self.layer2.first.bn2(layer2_first_conv2)
-        layer2_first_relu2 = torch.relu(layer2_first_bn2)
-        layer2_first_conv3 = self.layer2.first.conv3(layer2_first_relu2)  # (batch, 512, 28, 28)
-        layer2_first_bn3 = self.layer2.first.bn3(layer2_first_conv3)
-        layer2_first_downsample_conv = self.layer2.first.downsample.conv(layer1_rest_1_relu)  # (batch, 512, 28, 28)
-        layer2_first_downsample_bn = self.layer2.first.downsample.bn(layer2_first_downsample_conv)
-        layer2_first_add = layer2_first_bn3 + layer2_first_downsample_bn
-        layer2_first_relu = torch.relu(layer2_first_add)
-        layer2_rest_0_conv1 = getattr(self.layer2.rest, "0").conv1(layer2_first_relu)  # (batch, 128, 28, 28)
-        layer2_rest_0_bn1 = getattr(self.layer2.rest, "0").bn1(layer2_rest_0_conv1)
-        layer2_rest_0_relu1 = torch.relu(layer2_rest_0_bn1)
-        layer2_rest_0_conv2 = getattr(self.layer2.rest, "0").conv2(layer2_rest_0_relu1)
-        layer2_rest_0_bn2 = getattr(self.layer2.rest, "0").bn2(layer2_rest_0_conv2)
-        layer2_rest_0_relu2 = torch.relu(layer2_rest_0_bn2)
-        layer2_rest_0_conv3 = getattr(self.layer2.rest, "0").conv3(layer2_rest_0_relu2)  # (batch, 512, 28, 28)
-        layer2_rest_0_bn3 = getattr(self.layer2.rest, "0").bn3(layer2_rest_0_conv3)
-        layer2_rest_0_add = layer2_rest_0_bn3 + layer2_first_relu
-        layer2_rest_0_relu = torch.relu(layer2_rest_0_add)
-        layer2_rest_1_conv1 = getattr(self.layer2.rest, "1").conv1(layer2_rest_0_relu)  # (batch, 128, 28, 28)
-        layer2_rest_1_bn1 = getattr(self.layer2.rest, "1").bn1(layer2_rest_1_conv1)
-        layer2_rest_1_relu1 = torch.relu(layer2_rest_1_bn1)
-        layer2_rest_1_conv2 = getattr(self.layer2.rest, "1").conv2(layer2_rest_1_relu1)
-        layer2_rest_1_bn2 = getattr(self.layer2.rest, "1").bn2(layer2_rest_1_conv2)
-        layer2_rest_1_relu2 = torch.relu(layer2_rest_1_bn2)
-        layer2_rest_1_conv3 = getattr(self.layer2.rest, "1").conv3(layer2_rest_1_relu2)  # (batch, 512, 28, 28)
-        layer2_rest_1_bn3 = getattr(self.layer2.rest, "1").bn3(layer2_rest_1_conv3)
-        layer2_rest_1_add = layer2_rest_1_bn3 + layer2_rest_0_relu
-        layer2_rest_1_relu = torch.relu(layer2_rest_1_add)
-        layer2_rest_2_conv1 = getattr(self.layer2.rest, "2").conv1(layer2_rest_1_relu)  # (batch, 128, 28, 28)
-        layer2_rest_2_bn1 = getattr(self.layer2.rest, "2").bn1(layer2_rest_2_conv1)
-        layer2_rest_2_relu1 = torch.relu(layer2_rest_2_bn1)
-        layer2_rest_2_conv2 = getattr(self.layer2.rest, "2").conv2(layer2_rest_2_relu1)
-        layer2_rest_2_bn2 = getattr(self.layer2.rest, "2").bn2(layer2_rest_2_conv2)
-        layer2_rest_2_relu2 = torch.relu(layer2_rest_2_bn2)
-        layer2_rest_2_conv3 = getattr(self.layer2.rest, "2").conv3(layer2_rest_2_relu2)  # (batch, 512, 28, 28)
-        layer2_rest_2_bn3 = getattr(self.layer2.rest, "2").bn3(layer2_rest_2_conv3)
-        layer2_rest_2_add = layer2_rest_2_bn3 + layer2_rest_1_relu
-        layer2_rest_2_relu = torch.relu(layer2_rest_2_add)
-        layer3_first_conv1 = self.layer3.first.conv1(layer2_rest_2_relu)  # (batch, 256, 28, 28)
-        layer3_first_bn1 = self.layer3.first.bn1(layer3_first_conv1)
-        layer3_first_relu1 = torch.relu(layer3_first_bn1)
-        layer3_first_conv2 = self.layer3.first.conv2(layer3_first_relu1)  # (batch, 256, 14, 14)
-        layer3_first_bn2 = self.layer3.first.bn2(layer3_first_conv2)
-        layer3_first_relu2 = torch.relu(layer3_first_bn2)
-        layer3_first_conv3 = self.layer3.first.conv3(layer3_first_relu2)  # (batch, 1024, 14, 14)
-        layer3_first_bn3 = self.layer3.first.bn3(layer3_first_conv3)
-        layer3_first_downsample_conv = self.layer3.first.downsample.conv(layer2_rest_2_relu)  # (batch, 1024, 14, 14)
-        layer3_first_downsample_bn = self.layer3.first.downsample.bn(layer3_first_downsample_conv)
-        layer3_first_add = layer3_first_bn3 + layer3_first_downsample_bn
-        layer3_first_relu = torch.relu(layer3_first_add)
-        layer3_rest_0_conv1 = getattr(self.layer3.rest, "0").conv1(layer3_first_relu)  # (batch, 256, 14, 14)
-        layer3_rest_0_bn1 = getattr(self.layer3.rest, "0").bn1(layer3_rest_0_conv1)
-        layer3_rest_0_relu1 = torch.relu(layer3_rest_0_bn1)
-        layer3_rest_0_conv2 = getattr(self.layer3.rest, "0").conv2(layer3_rest_0_relu1)
-        layer3_rest_0_bn2 = getattr(self.layer3.rest, "0").bn2(layer3_rest_0_conv2)
-        layer3_rest_0_relu2 = torch.relu(layer3_rest_0_bn2)
-        layer3_rest_0_conv3 = getattr(self.layer3.rest, "0").conv3(layer3_rest_0_relu2)  # (batch, 1024, 14, 14)
-        layer3_rest_0_bn3 = getattr(self.layer3.rest, "0").bn3(layer3_rest_0_conv3)
-        layer3_rest_0_add = layer3_rest_0_bn3 + layer3_first_relu
-        layer3_rest_0_relu = torch.relu(layer3_rest_0_add)
-        layer3_rest_1_conv1 = getattr(self.layer3.rest, "1").conv1(layer3_rest_0_relu)  # (batch, 256, 14, 14)
-        layer3_rest_1_bn1 = getattr(self.layer3.rest, "1").bn1(layer3_rest_1_conv1)
-        layer3_rest_1_relu1 = torch.relu(layer3_rest_1_bn1)
-        layer3_rest_1_conv2 = getattr(self.layer3.rest, "1").conv2(layer3_rest_1_relu1)
-        layer3_rest_1_bn2 = getattr(self.layer3.rest, "1").bn2(layer3_rest_1_conv2)
-        layer3_rest_1_relu2 = torch.relu(layer3_rest_1_bn2)
-        layer3_rest_1_conv3 = getattr(self.layer3.rest, "1").conv3(layer3_rest_1_relu2)  # (batch, 1024, 14, 14)
-        layer3_rest_1_bn3 = getattr(self.layer3.rest, "1").bn3(layer3_rest_1_conv3)
-        layer3_rest_1_add = layer3_rest_1_bn3 + layer3_rest_0_relu
-        layer3_rest_1_relu = torch.relu(layer3_rest_1_add)
-        layer3_rest_2_conv1 = getattr(self.layer3.rest, "2").conv1(layer3_rest_1_relu)  # (batch, 256, 14, 14)
-        layer3_rest_2_bn1 = getattr(self.layer3.rest, "2").bn1(layer3_rest_2_conv1)
-        layer3_rest_2_relu1 = torch.relu(layer3_rest_2_bn1)
-        layer3_rest_2_conv2 = getattr(self.layer3.rest, "2").conv2(layer3_rest_2_relu1)
-        layer3_rest_2_bn2 = getattr(self.layer3.rest, "2").bn2(layer3_rest_2_conv2)
-        layer3_rest_2_relu2 = torch.relu(layer3_rest_2_bn2)
-        layer3_rest_2_conv3 = getattr(self.layer3.rest, "2").conv3(layer3_rest_2_relu2)  # (batch, 1024, 14, 14)
-        layer3_rest_2_bn3 = getattr(self.layer3.rest, "2").bn3(layer3_rest_2_conv3)
-        layer3_rest_2_add = layer3_rest_2_bn3 + layer3_rest_1_relu
-        layer3_rest_2_relu = torch.relu(layer3_rest_2_add)
-        layer3_rest_3_conv1 = getattr(self.layer3.rest, "3").conv1(layer3_rest_2_relu)  # (batch, 256, 14, 14)
-        layer3_rest_3_bn1 = getattr(self.layer3.rest, "3").bn1(layer3_rest_3_conv1)
-        layer3_rest_3_relu1 = torch.relu(layer3_rest_3_bn1)
-        layer3_rest_3_conv2 = getattr(self.layer3.rest, "3").conv2(layer3_rest_3_relu1)
-        layer3_rest_3_bn2 = getattr(self.layer3.rest, "3").bn2(layer3_rest_3_conv2)
-        layer3_rest_3_relu2 = torch.relu(layer3_rest_3_bn2)
-        layer3_rest_3_conv3 = getattr(self.layer3.rest, "3").conv3(layer3_rest_3_relu2)  # (batch, 1024, 14, 14)
-        layer3_rest_3_bn3 = getattr(self.layer3.rest, "3").bn3(layer3_rest_3_conv3)
-        layer3_rest_3_add = layer3_rest_3_bn3 + layer3_rest_2_relu
-        layer3_rest_3_relu = torch.relu(layer3_rest_3_add)
-        layer3_rest_4_conv1 = getattr(self.layer3.rest, "4").conv1(layer3_rest_3_relu)  # (batch, 256, 14, 14)
-        layer3_rest_4_bn1 = getattr(self.layer3.rest, "4").bn1(layer3_rest_4_conv1)
-        layer3_rest_4_relu1 = torch.relu(layer3_rest_4_bn1)
-        layer3_rest_4_conv2 = getattr(self.layer3.rest, "4").conv2(layer3_rest_4_relu1)
-        layer3_rest_4_bn2 = getattr(self.layer3.rest, "4").bn2(layer3_rest_4_conv2)
-        layer3_rest_4_relu2 = torch.relu(layer3_rest_4_bn2)
-        layer3_rest_4_conv3 = getattr(self.layer3.rest, "4").conv3(layer3_rest_4_relu2)  # (batch, 1024, 14, 14)
-        layer3_rest_4_bn3 = getattr(self.layer3.rest, "4").bn3(layer3_rest_4_conv3)
-        layer3_rest_4_add = layer3_rest_4_bn3 + layer3_rest_3_relu
-        layer3_rest_4_relu = torch.relu(layer3_rest_4_add)
-        layer4_first_conv1 = self.layer4.first.conv1(layer3_rest_4_relu)  # (batch, 512, 14, 14)
-        layer4_first_bn1 = self.layer4.first.bn1(layer4_first_conv1)
-        layer4_first_relu1 = torch.relu(layer4_first_bn1)
-        layer4_first_conv2 = self.layer4.first.conv2(layer4_first_relu1)  # (batch, 512, 7, 7)
-        layer4_first_bn2 = self.layer4.first.bn2(layer4_first_conv2)
-        layer4_first_relu2 = torch.relu(layer4_first_bn2)
-        layer4_first_conv3 = self.layer4.first.conv3(layer4_first_relu2)  # (batch, 2048, 7, 7)
-        layer4_first_bn3 = self.layer4.first.bn3(layer4_first_conv3)
-        layer4_first_downsample_conv = self.layer4.first.downsample.conv(layer3_rest_4_relu)  # (batch, 2048, 7, 7)
-        layer4_first_downsample_bn = self.layer4.first.downsample.bn(layer4_first_downsample_conv)
-        layer4_first_add = layer4_first_bn3 + layer4_first_downsample_bn
-        layer4_first_relu = torch.relu(layer4_first_add)
-        layer4_rest_0_conv1 = getattr(self.layer4.rest, "0").conv1(layer4_first_relu)  # (batch, 512, 7, 7)
-        layer4_rest_0_bn1 = getattr(self.layer4.rest, "0").bn1(layer4_rest_0_conv1)
-        layer4_rest_0_relu1 = torch.relu(layer4_rest_0_bn1)
-        layer4_rest_0_conv2 = getattr(self.layer4.rest, "0").conv2(layer4_rest_0_relu1)
-        layer4_rest_0_bn2 = getattr(self.layer4.rest, "0").bn2(layer4_rest_0_conv2)
-        layer4_rest_0_relu2 = torch.relu(layer4_rest_0_bn2)
-        layer4_rest_0_conv3 = getattr(self.layer4.rest, "0").conv3(layer4_rest_0_relu2)  # (batch, 2048, 7, 7)
-        layer4_rest_0_bn3 = getattr(self.layer4.rest, "0").bn3(layer4_rest_0_conv3)
-        layer4_rest_0_add = layer4_rest_0_bn3 + layer4_first_relu
-        layer4_rest_0_relu = torch.relu(layer4_rest_0_add)
-        layer4_rest_1_conv1 = getattr(self.layer4.rest, "1").conv1(layer4_rest_0_relu)  # (batch, 512, 7, 7)
-        layer4_rest_1_bn1 = getattr(self.layer4.rest, "1").bn1(layer4_rest_1_conv1)
-        layer4_rest_1_relu1 = torch.relu(layer4_rest_1_bn1)
-        layer4_rest_1_conv2 = getattr(self.layer4.rest, "1").conv2(layer4_rest_1_relu1)
-        layer4_rest_1_bn2 = getattr(self.layer4.rest, "1").bn2(layer4_rest_1_conv2)
-        layer4_rest_1_relu2 = torch.relu(layer4_rest_1_bn2)
-        layer4_rest_1_conv3 = getattr(self.layer4.rest, "1").conv3(layer4_rest_1_relu2)  # (batch, 2048, 7, 7)
-        layer4_rest_1_bn3 = getattr(self.layer4.rest, "1").bn3(layer4_rest_1_conv3)
-        layer4_rest_1_add = layer4_rest_1_bn3 + layer4_rest_0_relu
-        layer4_rest_1_relu = torch.relu(layer4_rest_1_add)
-        avgpool = layer4_rest_1_relu.mean((2, 3), keepdim=False)  # (batch, 2048)
+        layer1 = self.layer1(maxpool)  # (batch, 256, 56, 56)
+        layer2 = self.layer2(layer1)  # (batch, 512, 28, 28)
+        layer3 = self.layer3(layer2)  # (batch, 1024, 14, 14)
+        layer4 = self.layer4(layer3)  # (batch, 2048, 7, 7)
+        avgpool = layer4.mean((2, 3), keepdim=False)  # (batch, 2048)
         fc = self.fc(avgpool)  # (batch, 1000)
         return fc

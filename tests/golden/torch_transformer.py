@@ -6,6 +6,228 @@ Standalone: needs only torch. The state_dict keys are the spec's node ids.
 import torch
 
 
+class EncoderLayer(torch.nn.Module):
+    """Self-attention and a feed-forward network, each in a residual and LayerNorm."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.self_attn = torch.nn.MultiheadAttention(512, 8, dropout=0.1, bias=True, batch_first=True)
+        self.dropout1 = torch.nn.Dropout(p=0.1)
+        self.norm1 = torch.nn.LayerNorm(512, eps=1e-05, elementwise_affine=True)
+        self.linear1 = torch.nn.Linear(512, 2048, bias=True)
+        self.dropout = torch.nn.Dropout(p=0.1)
+        self.linear2 = torch.nn.Linear(2048, 512, bias=True)
+        self.dropout2 = torch.nn.Dropout(p=0.1)
+        self.norm2 = torch.nn.LayerNorm(512, eps=1e-05, elementwise_affine=True)
+
+    def forward(self, x: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+        self_attn_linear = torch.nn.functional.linear(x, self.self_attn.in_proj_weight, self.self_attn.in_proj_bias)
+        self_attn_split = self_attn_linear.split(512, -1)
+        self_attn_q = self_attn_split[0].unflatten(-1, (8, 64)).transpose(1, 2)
+        self_attn_k = self_attn_split[1].unflatten(-1, (8, 64)).transpose(1, 2)
+        self_attn_v = self_attn_split[2].unflatten(-1, (8, 64)).transpose(1, 2)
+        self_attn_scaled_dot_product_attention = torch.nn.functional.scaled_dot_product_attention(
+            self_attn_q, self_attn_k, self_attn_v,
+            attn_mask=pad.logical_not().unsqueeze(1).unsqueeze(1), dropout_p=(self.training * 0.1))
+        self_attn_flatten = self_attn_scaled_dot_product_attention.transpose(1, 2).flatten(2)
+        self_attn = torch.nn.functional.linear(
+            self_attn_flatten, self.self_attn.out_proj.weight, self.self_attn.out_proj.bias)  # (batch, src_len, 512)
+        dropout1 = self.dropout1(self_attn)
+        res1 = x + dropout1
+        norm1 = self.norm1(res1)
+        linear1 = self.linear1(norm1)  # (batch, src_len, 2048)
+        relu = torch.relu(linear1)
+        dropout = self.dropout(relu)
+        linear2 = self.linear2(dropout)  # (batch, src_len, 512)
+        dropout2 = self.dropout2(linear2)
+        res2 = norm1 + dropout2
+        norm2 = self.norm2(res2)
+        return norm2
+
+
+class DecoderLayer(torch.nn.Module):
+    """Masked self-attention, attention over the encoder output, and a feed-forward network."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.self_attn = torch.nn.MultiheadAttention(512, 8, dropout=0.1, bias=True, batch_first=True)
+        self.dropout1 = torch.nn.Dropout(p=0.1)
+        self.norm1 = torch.nn.LayerNorm(512, eps=1e-05, elementwise_affine=True)
+        self.multihead_attn = torch.nn.MultiheadAttention(512, 8, dropout=0.1, bias=True, batch_first=True)
+        self.dropout2 = torch.nn.Dropout(p=0.1)
+        self.norm2 = torch.nn.LayerNorm(512, eps=1e-05, elementwise_affine=True)
+        self.linear1 = torch.nn.Linear(512, 2048, bias=True)
+        self.dropout = torch.nn.Dropout(p=0.1)
+        self.linear2 = torch.nn.Linear(2048, 512, bias=True)
+        self.dropout3 = torch.nn.Dropout(p=0.1)
+        self.norm3 = torch.nn.LayerNorm(512, eps=1e-05, elementwise_affine=True)
+
+    def forward(
+        self, x: torch.Tensor, memory: torch.Tensor, src_pad: torch.Tensor, tgt_pad: torch.Tensor) -> torch.Tensor:
+        self_attn_linear = torch.nn.functional.linear(x, self.self_attn.in_proj_weight, self.self_attn.in_proj_bias)
+        self_attn_split = self_attn_linear.split(512, -1)
+        self_attn_q = self_attn_split[0].unflatten(-1, (8, 64)).transpose(1, 2)
+        self_attn_k = self_attn_split[1].unflatten(-1, (8, 64)).transpose(1, 2)
+        self_attn_v = self_attn_split[2].unflatten(-1, (8, 64)).transpose(1, 2)
+        self_attn_and = x.new_ones((x.size(1), x.size(1)), dtype=torch.bool).tril() & tgt_pad.logical_not().unsqueeze(1).unsqueeze(1)
+        self_attn_scaled_dot_product_attention = torch.nn.functional.scaled_dot_product_attention(
+            self_attn_q, self_attn_k, self_attn_v, attn_mask=self_attn_and,
+            dropout_p=(self.training * 0.1))
+        self_attn_flatten = self_attn_scaled_dot_product_attention.transpose(1, 2).flatten(2)
+        self_attn = torch.nn.functional.linear(
+            self_attn_flatten, self.self_attn.out_proj.weight, self.self_attn.out_proj.bias)  # (batch, tgt_len, 512)
+        dropout1 = self.dropout1(self_attn)
+        res1 = x + dropout1
+        norm1 = self.norm1(res1)
+        multihead_attn_linear = torch.nn.functional.linear(
+            norm1, self.multihead_attn.in_proj_weight[0:512],
+            self.multihead_attn.in_proj_bias[0:512])
+        multihead_attn_linear_2 = torch.nn.functional.linear(
+            memory, self.multihead_attn.in_proj_weight[512:1024],
+            self.multihead_attn.in_proj_bias[512:1024])
+        multihead_attn_linear_3 = torch.nn.functional.linear(
+            memory, self.multihead_attn.in_proj_weight[1024:1536],
+            self.multihead_attn.in_proj_bias[1024:1536])
+        multihead_attn_q = multihead_attn_linear.unflatten(-1, (8, 64)).transpose(1, 2)
+        multihead_attn_k = multihead_attn_linear_2.unflatten(-1, (8, 64)).transpose(1, 2)
+        multihead_attn_v = multihead_attn_linear_3.unflatten(-1, (8, 64)).transpose(1, 2)
+        multihead_attn_scaled_dot_product_attention = torch.nn.functional.scaled_dot_product_attention(
+            multihead_attn_q, multihead_attn_k, multihead_attn_v,
+            attn_mask=src_pad.logical_not().unsqueeze(1).unsqueeze(1),
+            dropout_p=(self.training * 0.1))
+        multihead_attn_flatten = multihead_attn_scaled_dot_product_attention.transpose(1, 2).flatten(2)
+        multihead_attn = torch.nn.functional.linear(
+            multihead_attn_flatten, self.multihead_attn.out_proj.weight,
+            self.multihead_attn.out_proj.bias)  # (batch, tgt_len, 512)
+        dropout2 = self.dropout2(multihead_attn)
+        res2 = norm1 + dropout2
+        norm2 = self.norm2(res2)
+        linear1 = self.linear1(norm2)  # (batch, tgt_len, 2048)
+        relu = torch.relu(linear1)
+        dropout = self.dropout(relu)
+        linear2 = self.linear2(dropout)  # (batch, tgt_len, 512)
+        dropout3 = self.dropout3(linear2)
+        res3 = norm2 + dropout3
+        norm3 = self.norm3(res3)
+        return norm3
+
+    def with_past(
+        self, x: torch.Tensor, memory: torch.Tensor, src_pad: torch.Tensor, tgt_pad: torch.Tensor,
+        past_key_values_key: torch.Tensor, past_key_values_value: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        self_attn_linear = torch.nn.functional.linear(x, self.self_attn.in_proj_weight, self.self_attn.in_proj_bias)
+        self_attn_split = self_attn_linear.split(512, -1)
+        self_attn_q = self_attn_split[0].unflatten(-1, (8, 64)).transpose(1, 2)
+        self_attn_k = self_attn_split[1].unflatten(-1, (8, 64)).transpose(1, 2)
+        self_attn_v = self_attn_split[2].unflatten(-1, (8, 64)).transpose(1, 2)
+        self_attn_present_key = torch.cat(
+            [past_key_values_key, self_attn_k], 2)  # (batch, 8, past_sequence_length+tgt_len, 64)
+        self_attn_present_value = torch.cat(
+            [past_key_values_value, self_attn_v], 2)  # (batch, 8, past_sequence_length+tgt_len, 64)
+        self_attn_past_sequence_length = past_key_values_key.size(2)
+        self_attn_new_ones = self_attn_q.new_ones((x.size(1), self_attn_present_key.size(2)), dtype=torch.bool)
+        self_attn_causal_keep = self_attn_new_ones.tril(self_attn_past_sequence_length)
+        self_attn_and = self_attn_causal_keep & tgt_pad.logical_not().unsqueeze(1).unsqueeze(1)
+        self_attn_or = self_attn_and | self_attn_causal_keep.triu(self_attn_past_sequence_length)
+        self_attn_scaled_dot_product_attention = torch.nn.functional.scaled_dot_product_attention(
+            self_attn_q, self_attn_present_key, self_attn_present_value, attn_mask=self_attn_or,
+            dropout_p=(self.training * 0.1))
+        self_attn_flatten = self_attn_scaled_dot_product_attention.transpose(1, 2).flatten(2)
+        self_attn = torch.nn.functional.linear(
+            self_attn_flatten, self.self_attn.out_proj.weight, self.self_attn.out_proj.bias)  # (batch, tgt_len, 512)
+        dropout1 = self.dropout1(self_attn)
+        res1 = x + dropout1
+        norm1 = self.norm1(res1)
+        multihead_attn_linear = torch.nn.functional.linear(
+            norm1, self.multihead_attn.in_proj_weight[0:512],
+            self.multihead_attn.in_proj_bias[0:512])
+        multihead_attn_linear_2 = torch.nn.functional.linear(
+            memory, self.multihead_attn.in_proj_weight[512:1024],
+            self.multihead_attn.in_proj_bias[512:1024])
+        multihead_attn_linear_3 = torch.nn.functional.linear(
+            memory, self.multihead_attn.in_proj_weight[1024:1536],
+            self.multihead_attn.in_proj_bias[1024:1536])
+        multihead_attn_q = multihead_attn_linear.unflatten(-1, (8, 64)).transpose(1, 2)
+        multihead_attn_k = multihead_attn_linear_2.unflatten(-1, (8, 64)).transpose(1, 2)
+        multihead_attn_v = multihead_attn_linear_3.unflatten(-1, (8, 64)).transpose(1, 2)
+        multihead_attn_scaled_dot_product_attention = torch.nn.functional.scaled_dot_product_attention(
+            multihead_attn_q, multihead_attn_k, multihead_attn_v,
+            attn_mask=src_pad.logical_not().unsqueeze(1).unsqueeze(1),
+            dropout_p=(self.training * 0.1))
+        multihead_attn_flatten = multihead_attn_scaled_dot_product_attention.transpose(1, 2).flatten(2)
+        multihead_attn = torch.nn.functional.linear(
+            multihead_attn_flatten, self.multihead_attn.out_proj.weight,
+            self.multihead_attn.out_proj.bias)  # (batch, tgt_len, 512)
+        dropout2 = self.dropout2(multihead_attn)
+        res2 = norm1 + dropout2
+        norm2 = self.norm2(res2)
+        linear1 = self.linear1(norm2)  # (batch, tgt_len, 2048)
+        relu = torch.relu(linear1)
+        dropout = self.dropout(relu)
+        linear2 = self.linear2(dropout)  # (batch, tgt_len, 512)
+        dropout3 = self.dropout3(linear2)
+        res3 = norm2 + dropout3
+        norm3 = self.norm3(res3)
+        return norm3, self_attn_present_key, self_attn_present_value
+
+    def decode_with_past(
+        self, x: torch.Tensor, memory: torch.Tensor, src_pad: torch.Tensor, tgt_pad: torch.Tensor,
+        past_key_values_key: torch.Tensor, past_key_values_value: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        self_attn_linear = torch.nn.functional.linear(x, self.self_attn.in_proj_weight, self.self_attn.in_proj_bias)
+        self_attn_split = self_attn_linear.split(512, -1)
+        self_attn_q = self_attn_split[0].unflatten(-1, (8, 64)).transpose(1, 2)
+        self_attn_k = self_attn_split[1].unflatten(-1, (8, 64)).transpose(1, 2)
+        self_attn_v = self_attn_split[2].unflatten(-1, (8, 64)).transpose(1, 2)
+        self_attn_present_key = torch.cat(
+            [past_key_values_key, self_attn_k], 2)  # (batch, 8, past_sequence_length+tgt_len, 64)
+        self_attn_present_value = torch.cat(
+            [past_key_values_value, self_attn_v], 2)  # (batch, 8, past_sequence_length+tgt_len, 64)
+        self_attn_past_sequence_length = past_key_values_key.size(2)
+        self_attn_new_ones = self_attn_q.new_ones((x.size(1), self_attn_present_key.size(2)), dtype=torch.bool)
+        self_attn_causal_keep = self_attn_new_ones.tril(self_attn_past_sequence_length)
+        self_attn_and = self_attn_causal_keep & tgt_pad.logical_not().unsqueeze(1).unsqueeze(1)
+        self_attn_or = self_attn_and | self_attn_causal_keep.triu(self_attn_past_sequence_length)
+        self_attn_scaled_dot_product_attention = torch.nn.functional.scaled_dot_product_attention(
+            self_attn_q, self_attn_present_key, self_attn_present_value, attn_mask=self_attn_or,
+            dropout_p=(self.training * 0.1))
+        self_attn_flatten = self_attn_scaled_dot_product_attention.transpose(1, 2).flatten(2)
+        self_attn = torch.nn.functional.linear(
+            self_attn_flatten, self.self_attn.out_proj.weight, self.self_attn.out_proj.bias)  # (batch, tgt_len, 512)
+        dropout1 = self.dropout1(self_attn)
+        res1 = x + dropout1
+        norm1 = self.norm1(res1)
+        multihead_attn_linear = torch.nn.functional.linear(
+            norm1, self.multihead_attn.in_proj_weight[0:512],
+            self.multihead_attn.in_proj_bias[0:512])
+        multihead_attn_linear_2 = torch.nn.functional.linear(
+            memory, self.multihead_attn.in_proj_weight[512:1024],
+            self.multihead_attn.in_proj_bias[512:1024])
+        multihead_attn_linear_3 = torch.nn.functional.linear(
+            memory, self.multihead_attn.in_proj_weight[1024:1536],
+            self.multihead_attn.in_proj_bias[1024:1536])
+        multihead_attn_q = multihead_attn_linear.unflatten(-1, (8, 64)).transpose(1, 2)
+        multihead_attn_k = multihead_attn_linear_2.unflatten(-1, (8, 64)).transpose(1, 2)
+        multihead_attn_v = multihead_attn_linear_3.unflatten(-1, (8, 64)).transpose(1, 2)
+        multihead_attn_scaled_dot_product_attention = torch.nn.functional.scaled_dot_product_attention(
+            multihead_attn_q, multihead_attn_k, multihead_attn_v,
+            attn_mask=src_pad.logical_not().unsqueeze(1).unsqueeze(1),
+            dropout_p=(self.training * 0.1))
+        multihead_attn_flatten = multihead_attn_scaled_dot_product_attention.transpose(1, 2).flatten(2)
+        multihead_attn = torch.nn.functional.linear(
+            multihead_attn_flatten, self.multihead_attn.out_proj.weight,
+            self.multihead_attn.out_proj.bias)  # (batch, tgt_len, 512)
+        dropout2 = self.dropout2(multihead_attn)
+        res2 = norm1 + dropout2
+        norm2 = self.norm2(res2)
+        linear1 = self.linear1(norm2)  # (batch, tgt_len, 2048)
+        relu = torch.relu(linear1)
+        dropout = self.dropout(relu)
+        linear2 = self.linear2(dropout)  # (batch, tgt_len, 512)
+        dropout3 = self.dropout3(linear2)
+        res3 = norm2 + dropout3
+        norm3 = self.norm3(res3)
+        return norm3, self_attn_present_key, self_attn_present_value
+
+
 class Transformer(torch.nn.Module):
     """The base Transformer of Vaswani et al. (2017, "Attention is all you need"): 6 encoder and 6
     decoder layers, d_model 512, 8 heads, d_ff 2048, dropout 0.1, post-layer-norm residual blocks,
@@ -22,1424 +244,205 @@ class Transformer(torch.nn.Module):
         self.src_embed = torch.nn.utils.skip_init(torch.nn.Embedding, 37000, 512, padding_idx=None)
         torch.nn.init.normal_(self.src_embed.weight, mean=0.0, std=0.04419417382415922)
         self.src_pos = torch.nn.Module()
-        self.src_pos.register_buffer("pe", torch.stack(((a := torch.arange(5000, dtype=torch.float32).unsqueeze(1) * torch.exp(torch.arange(0, 512, 2, dtype=torch.float32) * -0.017988946039015984)).sin(), a.cos()), dim=-1).flatten(1), persistent=False)
+        self.src_pos.register_buffer(
+            "pe",
+            torch.stack(((a := torch.arange(5000, dtype=torch.float32).unsqueeze(1) * torch.exp(torch.arange(0, 512, 2, dtype=torch.float32) * -0.017988946039015984)).sin(), a.cos()), dim=-1).flatten(1),
+            persistent=False)
         self.src_drop = torch.nn.Dropout(p=0.1)
-        self.encoder = torch.nn.Module()
-        self.encoder.add_module("0", torch.nn.Module())
-        getattr(self.encoder, "0").self_attn = torch.nn.MultiheadAttention(512, 8, dropout=0.1, bias=True, batch_first=True)
-        getattr(self.encoder, "0").dropout1 = torch.nn.Dropout(p=0.1)
-        getattr(self.encoder, "0").norm1 = torch.nn.LayerNorm(512, eps=1e-05, elementwise_affine=True)
-        getattr(self.encoder, "0").linear1 = torch.nn.Linear(512, 2048, bias=True)
-        getattr(self.encoder, "0").dropout = torch.nn.Dropout(p=0.1)
-        getattr(self.encoder, "0").linear2 = torch.nn.Linear(2048, 512, bias=True)
-        getattr(self.encoder, "0").dropout2 = torch.nn.Dropout(p=0.1)
-        getattr(self.encoder, "0").norm2 = torch.nn.LayerNorm(512, eps=1e-05, elementwise_affine=True)
-        self.encoder.add_module("1", torch.nn.Module())
-        getattr(self.encoder, "1").self_attn = torch.nn.MultiheadAttention(512, 8, dropout=0.1, bias=True, batch_first=True)
-        getattr(self.encoder, "1").dropout1 = torch.nn.Dropout(p=0.1)
-        getattr(self.encoder, "1").norm1 = torch.nn.LayerNorm(512, eps=1e-05, elementwise_affine=True)
-        getattr(self.encoder, "1").linear1 = torch.nn.Linear(512, 2048, bias=True)
-        getattr(self.encoder, "1").dropout = torch.nn.Dropout(p=0.1)
-        getattr(self.encoder, "1").linear2 = torch.nn.Linear(2048, 512, bias=True)
-        getattr(self.encoder, "1").dropout2 = torch.nn.Dropout(p=0.1)
-        getattr(self.encoder, "1").norm2 = torch.nn.LayerNorm(512, eps=1e-05, elementwise_affine=True)
-        self.encoder.add_module("2", torch.nn.Module())
-        getattr(self.encoder, "2").self_attn = torch.nn.MultiheadAttention(512, 8, dropout=0.1, bias=True, batch_first=True)
-        getattr(self.encoder, "2").dropout1 = torch.nn.Dropout(p=0.1)
-        getattr(self.encoder, "2").norm1 = torch.nn.LayerNorm(512, eps=1e-05, elementwise_affine=True)
-        getattr(self.encoder, "2").linear1 = torch.nn.Linear(512, 2048, bias=True)
-        getattr(self.encoder, "2").dropout = torch.nn.Dropout(p=0.1)
-        getattr(self.encoder, "2").linear2 = torch.nn.Linear(2048, 512, bias=True)
-        getattr(self.encoder, "2").dropout2 = torch.nn.Dropout(p=0.1)
-        getattr(self.encoder, "2").norm2 = torch.nn.LayerNorm(512, eps=1e-05, elementwise_affine=True)
-        self.encoder.add_module("3", torch.nn.Module())
-        getattr(self.encoder, "3").self_attn = torch.nn.MultiheadAttention(512, 8, dropout=0.1, bias=True, batch_first=True)
-        getattr(self.encoder, "3").dropout1 = torch.nn.Dropout(p=0.1)
-        getattr(self.encoder, "3").norm1 = torch.nn.LayerNorm(512, eps=1e-05, elementwise_affine=True)
-        getattr(self.encoder, "3").linear1 = torch.nn.Linear(512, 2048, bias=True)
-        getattr(self.encoder, "3").dropout = torch.nn.Dropout(p=0.1)
-        getattr(self.encoder, "3").linear2 = torch.nn.Linear(2048, 512, bias=True)
-        getattr(self.encoder, "3").dropout2 = torch.nn.Dropout(p=0.1)
-        getattr(self.encoder, "3").norm2 = torch.nn.LayerNorm(512, eps=1e-05, elementwise_affine=True)
-        self.encoder.add_module("4", torch.nn.Module())
-        getattr(self.encoder, "4").self_attn = torch.nn.MultiheadAttention(512, 8, dropout=0.1, bias=True, batch_first=True)
-        getattr(self.encoder, "4").dropout1 = torch.nn.Dropout(p=0.1)
-        getattr(self.encoder, "4").norm1 = torch.nn.LayerNorm(512, eps=1e-05, elementwise_affine=True)
-        getattr(self.encoder, "4").linear1 = torch.nn.Linear(512, 2048, bias=True)
-        getattr(self.encoder, "4").dropout = torch.nn.Dropout(p=0.1)
-        getattr(self.encoder, "4").linear2 = torch.nn.Linear(2048, 512, bias=True)
-        getattr(self.encoder, "4").dropout2 = torch.nn.Dropout(p=0.1)
-        getattr(self.encoder, "4").norm2 = torch.nn.LayerNorm(512, eps=1e-05, elementwise_affine=True)
-        self.encoder.add_module("5", torch.nn.Module())
-        getattr(self.encoder, "5").self_attn = torch.nn.MultiheadAttention(512, 8, dropout=0.1, bias=True, batch_first=True)
-        getattr(self.encoder, "5").dropout1 = torch.nn.Dropout(p=0.1)
-        getattr(self.encoder, "5").norm1 = torch.nn.LayerNorm(512, eps=1e-05, elementwise_affine=True)
-        getattr(self.encoder, "5").linear1 = torch.nn.Linear(512, 2048, bias=True)
-        getattr(self.encoder, "5").dropout = torch.nn.Dropout(p=0.1)
-        getattr(self.encoder, "5").linear2 = torch.nn.Linear(2048, 512, bias=True)
-        getattr(self.encoder, "5").dropout2 = torch.nn.Dropout(p=0.1)
-        getattr(self.encoder, "5").norm2 = torch.nn.LayerNorm(512, eps=1e-05, elementwise_affine=True)
+        self.encoder = torch.nn.ModuleList([EncoderLayer() for _ in range(6)])
         self.encoder_norm = torch.nn.LayerNorm(512, eps=1e-05, elementwise_affine=True)
         self.tgt_pos = torch.nn.Module()
-        self.tgt_pos.register_buffer("pe", torch.stack(((a := torch.arange(5000, dtype=torch.float32).unsqueeze(1) * torch.exp(torch.arange(0, 512, 2, dtype=torch.float32) * -0.017988946039015984)).sin(), a.cos()), dim=-1).flatten(1), persistent=False)
+        self.tgt_pos.register_buffer(
+            "pe",
+            torch.stack(((a := torch.arange(5000, dtype=torch.float32).unsqueeze(1) * torch.exp(torch.arange(0, 512, 2, dtype=torch.float32) * -0.017988946039015984)).sin(), a.cos()), dim=-1).flatten(1),
+            persistent=False)
         self.tgt_drop = torch.nn.Dropout(p=0.1)
-        self.decoder = torch.nn.Module()
-        self.decoder.add_module("0", torch.nn.Module())
-        getattr(self.decoder, "0").self_attn = torch.nn.MultiheadAttention(512, 8, dropout=0.1, bias=True, batch_first=True)
-        getattr(self.decoder, "0").dropout1 = torch.nn.Dropout(p=0.1)
-        getattr(self.decoder, "0").norm1 = torch.nn.LayerNorm(512, eps=1e-05, elementwise_affine=True)
-        getattr(self.decoder, "0").multihead_attn = torch.nn.MultiheadAttention(512, 8, dropout=0.1, bias=True, batch_first=True)
-        getattr(self.decoder, "0").dropout2 = torch.nn.Dropout(p=0.1)
-        getattr(self.decoder, "0").norm2 = torch.nn.LayerNorm(512, eps=1e-05, elementwise_affine=True)
-        getattr(self.decoder, "0").linear1 = torch.nn.Linear(512, 2048, bias=True)
-        getattr(self.decoder, "0").dropout = torch.nn.Dropout(p=0.1)
-        getattr(self.decoder, "0").linear2 = torch.nn.Linear(2048, 512, bias=True)
-        getattr(self.decoder, "0").dropout3 = torch.nn.Dropout(p=0.1)
-        getattr(self.decoder, "0").norm3 = torch.nn.LayerNorm(512, eps=1e-05, elementwise_affine=True)
-        self.decoder.add_module("1", torch.nn.Module())
-        getattr(self.decoder, "1").self_attn = torch.nn.MultiheadAttention(512, 8, dropout=0.1, bias=True, batch_first=True)
-        getattr(self.decoder, "1").dropout1 = torch.nn.Dropout(p=0.1)
-        getattr(self.decoder, "1").norm1 = torch.nn.LayerNorm(512, eps=1e-05, elementwise_affine=True)
-        getattr(self.decoder, "1").multihead_attn = torch.nn.MultiheadAttention(512, 8, dropout=0.1, bias=True, batch_first=True)
-        getattr(self.decoder, "1").dropout2 = torch.nn.Dropout(p=0.1)
-        getattr(self.decoder, "1").norm2 = torch.nn.LayerNorm(512, eps=1e-05, elementwise_affine=True)
-        getattr(self.decoder, "1").linear1 = torch.nn.Linear(512, 2048, bias=True)
-        getattr(self.decoder, "1").dropout = torch.nn.Dropout(p=0.1)
-        getattr(self.decoder, "1").linear2 = torch.nn.Linear(2048, 512, bias=True)
-        getattr(self.decoder, "1").dropout3 = torch.nn.Dropout(p=0.1)
-        getattr(self.decoder, "1").norm3 = torch.nn.LayerNorm(512, eps=1e-05, elementwise_affine=True)
-        self.decoder.add_module("2", torch.nn.Module())
-        getattr(self.decoder, "2").self_attn = torch.nn.MultiheadAttention(512, 8, dropout=0.1, bias=True, batch_first=True)
-        getattr(self.decoder, "2").dropout1 = torch.nn.Dropout(p=0.1)
-        getattr(self.decoder, "2").norm1 = torch.nn.LayerNorm(512, eps=1e-05, elementwise_affine=True)
-        getattr(self.decoder, "2").multihead_attn = torch.nn.MultiheadAttention(512, 8, dropout=0.1, bias=True, batch_first=True)
-        getattr(self.decoder, "2").dropout2 = torch.nn.Dropout(p=0.1)
-        getattr(self.decoder, "2").norm2 = torch.nn.LayerNorm(512, eps=1e-05, elementwise_affine=True)
-        getattr(self.decoder, "2").linear1 = torch.nn.Linear(512, 2048, bias=True)
-        getattr(self.decoder, "2").dropout = torch.nn.Dropout(p=0.1)
-        getattr(self.decoder, "2").linear2 = torch.nn.Linear(2048, 512, bias=True)
-        getattr(self.decoder, "2").dropout3 = torch.nn.Dropout(p=0.1)
-        getattr(self.decoder, "2").norm3 = torch.nn.LayerNorm(512, eps=1e-05, elementwise_affine=True)
-        self.decoder.add_module("3", torch.nn.Module())
-        getattr(self.decoder, "3").self_attn = torch.nn.MultiheadAttention(512, 8, dropout=0.1, bias=True, batch_first=True)
-        getattr(self.decoder, "3").dropout1 = torch.nn.Dropout(p=0.1)
-        getattr(self.decoder, "3").norm1 = torch.nn.LayerNorm(512, eps=1e-05, elementwise_affine=True)
-        getattr(self.decoder, "3").multihead_attn = torch.nn.MultiheadAttention(512, 8, dropout=0.1, bias=True, batch_first=True)
-        getattr(self.decoder, "3").dropout2 = torch.nn.Dropout(p=0.1)
-        getattr(self.decoder, "3").norm2 = torch.nn.LayerNorm(512, eps=1e-05, elementwise_affine=True)
-        getattr(self.decoder, "3").linear1 = torch.nn.Linear(512, 2048, bias=True)
-        getattr(self.decoder, "3").dropout = torch.nn.Dropout(p=0.1)
-        getattr(self.decoder, "3").linear2 = torch.nn.Linear(2048, 512, bias=True)
-        getattr(self.decoder, "3").dropout3 = torch.nn.Dropout(p=0.1)
-        getattr(self.decoder, "3").norm3 = torch.nn.LayerNorm(512, eps=1e-05, elementwise_affine=True)
-        self.decoder.add_module("4", torch.nn.Module())
-        getattr(self.decoder, "4").self_attn = torch.nn.MultiheadAttention(512, 8, dropout=0.1, bias=True, batch_first=True)
-        getattr(self.decoder, "4").dropout1 = torch.nn.Dropout(p=0.1)
-        getattr(self.decoder, "4").norm1 = torch.nn.LayerNorm(512, eps=1e-05, elementwise_affine=True)
-        getattr(self.decoder, "4").multihead_attn = torch.nn.MultiheadAttention(512, 8, dropout=0.1, bias=True, batch_first=True)
-        getattr(self.decoder, "4").dropout2 = torch.nn.Dropout(p=0.1)
-        getattr(self.decoder, "4").norm2 = torch.nn.LayerNorm(512, eps=1e-05, elementwise_affine=True)
-        getattr(self.decoder, "4").linear1 = torch.nn.Linear(512, 2048, bias=True)
-        getattr(self.decoder, "4").dropout = torch.nn.Dropout(p=0.1)
-        getattr(self.decoder, "4").linear2 = torch.nn.Linear(2048, 512, bias=True)
-        getattr(self.decoder, "4").dropout3 = torch.nn.Dropout(p=0.1)
-        getattr(self.decoder, "4").norm3 = torch.nn.LayerNorm(512, eps=1e-05, elementwise_affine=True)
-        self.decoder.add_module("5", torch.nn.Module())
-        getattr(self.decoder, "5").self_attn = torch.nn.MultiheadAttention(512, 8, dropout=0.1, bias=True, batch_first=True)
-        getattr(self.decoder, "5").dropout1 = torch.nn.Dropout(p=0.1)
-        getattr(self.decoder, "5").norm1 = torch.nn.LayerNorm(512, eps=1e-05, elementwise_affine=True)
-        getattr(self.decoder, "5").multihead_attn = torch.nn.MultiheadAttention(512, 8, dropout=0.1, bias=True, batch_first=True)
-        getattr(self.decoder, "5").dropout2 = torch.nn.Dropout(p=0.1)
-        getattr(self.decoder, "5").norm2 = torch.nn.LayerNorm(512, eps=1e-05, elementwise_affine=True)
-        getattr(self.decoder, "5").linear1 = torch.nn.Linear(512, 2048, bias=True)
-        getattr(self.decoder, "5").dropout = torch.nn.Dropout(p=0.1)
-        getattr(self.decoder, "5").linear2 = torch.nn.Linear(2048, 512, bias=True)
-        getattr(self.decoder, "5").dropout3 = torch.nn.Dropout(p=0.1)
-        getattr(self.decoder, "5").norm3 = torch.nn.LayerNorm(512, eps=1e-05, elementwise_affine=True)
+        self.decoder = torch.nn.ModuleList([DecoderLayer() for _ in range(6)])
         self.decoder_norm = torch.nn.LayerNorm(512, eps=1e-05, elementwise_affine=True)
 
-    def forward(self, src: torch.Tensor, tgt: torch.Tensor, src_pad: torch.Tensor, tgt_pad: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, src: torch.Tensor, tgt: torch.Tensor, src_pad: torch.Tensor, tgt_pad: torch.Tensor) -> torch.Tensor:
         """Returns logits."""
         src_embed = self.src_embed(src)  # (batch, src_len, 512)
         src_scale = src_embed * 22.627416997969522
-        src_pos_pe = self.src_pos.pe
-        src_len = src_scale.size(1)
-        src_pos_table = src_pos_pe.narrow(0, 0, src_len)
+        src_pos_table = self.src_pos.pe.narrow(0, 0, src_scale.size(1))
         src_pos = src_scale + src_pos_table
         src_drop = self.src_drop(src_pos)
-        encoder_0_self_attn_in_proj_weight = getattr(self.encoder, "0").self_attn.in_proj_weight
-        encoder_0_self_attn_in_proj_bias = getattr(self.encoder, "0").self_attn.in_proj_bias
-        encoder_0_self_attn_out_proj_weight = getattr(self.encoder, "0").self_attn.out_proj.weight
-        encoder_0_self_attn_out_proj_bias = getattr(self.encoder, "0").self_attn.out_proj.bias
-        linear = torch.nn.functional.linear(src_drop, encoder_0_self_attn_in_proj_weight, encoder_0_self_attn_in_proj_bias)
-        split = linear.split(512, -1)
-        getitem = split[0]
-        getitem_1 = split[1]
-        getitem_2 = split[2]
-        unflatten = getitem.unflatten(-1, (8, 64))
-        encoder_0_self_attn_q = unflatten.transpose(1, 2)
-        unflatten_1 = getitem_1.unflatten(-1, (8, 64))
-        encoder_0_self_attn_k = unflatten_1.transpose(1, 2)
-        unflatten_2 = getitem_2.unflatten(-1, (8, 64))
-        encoder_0_self_attn_v = unflatten_2.transpose(1, 2)
-        logical_not = src_pad.logical_not()
-        unsqueeze = logical_not.unsqueeze(1)
-        unsqueeze_1 = unsqueeze.unsqueeze(1)
-        training = self.training
-        mul_1 = training * 0.1
-        scaled_dot_product_attention = torch.nn.functional.scaled_dot_product_attention(encoder_0_self_attn_q, encoder_0_self_attn_k, encoder_0_self_attn_v, attn_mask=unsqueeze_1, dropout_p=mul_1)
-        transpose_3 = scaled_dot_product_attention.transpose(1, 2)
-        flatten = transpose_3.flatten(2)
-        encoder_0_self_attn = torch.nn.functional.linear(flatten, encoder_0_self_attn_out_proj_weight, encoder_0_self_attn_out_proj_bias)  # (batch, src_len, 512)
-        encoder_0_dropout1 = getattr(self.encoder, "0").dropout1(encoder_0_self_attn)
-        encoder_0_res1 = src_drop + encoder_0_dropout1
-        encoder_0_norm1 = getattr(self.encoder, "0").norm1(encoder_0_res1)
-        encoder_0_linear1 = getattr(self.encoder, "0").linear1(encoder_0_norm1)  # (batch, src_len, 2048)
-        encoder_0_relu = torch.relu(encoder_0_linear1)
-        encoder_0_dropout = getattr(self.encoder, "0").dropout(encoder_0_relu)
-        encoder_0_linear2 = getattr(self.encoder, "0").linear2(encoder_0_dropout)  # (batch, src_len, 512)
-        encoder_0_dropout2 = getattr(self.encoder, "0").dropout2(encoder_0_linear2)
-        encoder_0_res2 = encoder_0_norm1 + encoder_0_dropout2
-        encoder_0_norm2 = getattr(self.encoder, "0").norm2(encoder_0_res2)
-        encoder_1_self_attn_in_proj_weight = getattr(self.encoder, "1").self_attn.in_proj_weight
-        encoder_1_self_attn_in_proj_bias = getattr(self.encoder, "1").self_attn.in_proj_bias
-        encoder_1_self_attn_out_proj_weight = getattr(self.encoder, "1").self_attn.out_proj.weight
-        encoder_1_self_attn_out_proj_bias = getattr(self.encoder, "1").self_attn.out_proj.bias
-        linear_2 = torch.nn.functional.linear(encoder_0_norm2, encoder_1_self_attn_in_proj_weight, encoder_1_self_attn_in_proj_bias)
-        split_1 = linear_2.split(512, -1)
-        getitem_3 = split_1[0]
-        getitem_4 = split_1[1]
-        getitem_5 = split_1[2]
-        unflatten_3 = getitem_3.unflatten(-1, (8, 64))
-        encoder_1_self_attn_q = unflatten_3.transpose(1, 2)
-        unflatten_4 = getitem_4.unflatten(-1, (8, 64))
-        encoder_1_self_attn_k = unflatten_4.transpose(1, 2)
-        unflatten_5 = getitem_5.unflatten(-1, (8, 64))
-        encoder_1_self_attn_v = unflatten_5.transpose(1, 2)
-        logical_not_1 = src_pad.logical_not()
-        unsqueeze_2 = logical_not_1.unsqueeze(1)
-        unsqueeze_3 = unsqueeze_2.unsqueeze(1)
-        training_1 = self.training
-        mul_2 = training_1 * 0.1
-        scaled_dot_product_attention_1 = torch.nn.functional.scaled_dot_product_attention(encoder_1_self_attn_q, encoder_1_self_attn_k, encoder_1_self_attn_v, attn_mask=unsqueeze_3, dropout_p=mul_2)
-        transpose_7 = scaled_dot_product_attention_1.transpose(1, 2)
-        flatten_1 = transpose_7.flatten(2)
-        encoder_1_self_attn = torch.nn.functional.linear(flatten_1, encoder_1_self_attn_out_proj_weight, encoder_1_self_attn_out_proj_bias)  # (batch, src_len, 512)
-        encoder_1_dropout1 = getattr(self.encoder, "1").dropout1(encoder_1_self_attn)
-        encoder_1_res1 = encoder_0_norm2 + encoder_1_dropout1
-        encoder_1_norm1 = getattr(self.encoder, "1").norm1(encoder_1_res1)
-        encoder_1_linear1 = getattr(self.encoder, "1").linear1(encoder_1_norm1)  # (batch, src_len, 2048)
-        encoder_1_relu = torch.relu(encoder_1_linear1)
-        encoder_1_dropout = getattr(self.encoder, "1").dropout(encoder_1_relu)
-        encoder_1_linear2 = getattr(self.encoder, "1").linear2(encoder_1_dropout)  # (batch, src_len, 512)
-        encoder_1_dropout2 = getattr(self.encoder, "1").dropout2(encoder_1_linear2)
-        encoder_1_res2 = encoder_1_norm1 + encoder_1_dropout2
-        encoder_1_norm2 = getattr(self.encoder, "1").norm2(encoder_1_res2)
-        encoder_2_self_attn_in_proj_weight = getattr(self.encoder, "2").self_attn.in_proj_weight
-        encoder_2_self_attn_in_proj_bias = getattr(self.encoder, "2").self_attn.in_proj_bias
-        encoder_2_self_attn_out_proj_weight = getattr(self.encoder, "2").self_attn.out_proj.weight
-        encoder_2_self_attn_out_proj_bias = getattr(self.encoder, "2").self_attn.out_proj.bias
-        linear_4 = torch.nn.functional.linear(encoder_1_norm2, encoder_2_self_attn_in_proj_weight, encoder_2_self_attn_in_proj_bias)
-        split_2 = linear_4.split(512, -1)
-        getitem_6 = split_2[0]
-        getitem_7 = split_2[1]
-        getitem_8 = split_2[2]
-        unflatten_6 = getitem_6.unflatten(-1, (8, 64))
-        encoder_2_self_attn_q = unflatten_6.transpose(1, 2)
-        unflatten_7 = getitem_7.unflatten(-1, (8, 64))
-        encoder_2_self_attn_k = unflatten_7.transpose(1, 2)
-        unflatten_8 = getitem_8.unflatten(-1, (8, 64))
-        encoder_2_self_attn_v = unflatten_8.transpose(1, 2)
-        logical_not_2 = src_pad.logical_not()
-        unsqueeze_4 = logical_not_2.unsqueeze(1)
-        unsqueeze_5 = unsqueeze_4.unsqueeze(1)
-        training_2 = self.training
-        mul_3 = training_2 * 0.1
-        scaled_dot_product_attention_2 = torch.nn.functional.scaled_dot_product_attention(encoder_2_self_attn_q, encoder_2_self_attn_k, encoder_2_self_attn_v, attn_mask=unsqueeze_5, dropout_p=mul_3)
-        transpose_11 = scaled_dot_product_attention_2.transpose(1, 2)
-        flatten_2 = transpose_11.flatten(2)
-        encoder_2_self_attn = torch.nn.functional.linear(flatten_2, encoder_2_self_attn_out_proj_weight, encoder_2_self_attn_out_proj_bias)  # (batch, src_len, 512)
-        encoder_2_dropout1 = getattr(self.encoder, "2").dropout1(encoder_2_self_attn)
-        encoder_2_res1 = encoder_1_norm2 + encoder_2_dropout1
-        encoder_2_norm1 = getattr(self.encoder, "2").norm1(encoder_2_res1)
-        encoder_2_linear1 = getattr(self.encoder, "2").linear1(encoder_2_norm1)  # (batch, src_len, 2048)
-        encoder_2_relu = torch.relu(encoder_2_linear1)
-        encoder_2_dropout = getattr(self.encoder, "2").dropout(encoder_2_relu)
-        encoder_2_linear2 = getattr(self.encoder, "2").linear2(encoder_2_dropout)  # (batch, src_len, 512)
-        encoder_2_dropout2 = getattr(self.encoder, "2").dropout2(encoder_2_linear2)
-        encoder_2_res2 = encoder_2_norm1 + encoder_2_dropout2
-        encoder_2_norm2 = getattr(self.encoder, "2").norm2(encoder_2_res2)
-        encoder_3_self_attn_in_proj_weight = getattr(self.encoder, "3").self_attn.in_proj_weight
-        encoder_3_self_attn_in_proj_bias = getattr(self.encoder, "3").self_attn.in_proj_bias
-        encoder_3_self_attn_out_proj_weight = getattr(self.encoder, "3").self_attn.out_proj.weight
-        encoder_3_self_attn_out_proj_bias = getattr(self.encoder, "3").self_attn.out_proj.bias
-        linear_6 = torch.nn.functional.linear(encoder_2_norm2, encoder_3_self_attn_in_proj_weight, encoder_3_self_attn_in_proj_bias)
-        split_3 = linear_6.split(512, -1)
-        getitem_9 = split_3[0]
-        getitem_10 = split_3[1]
-        getitem_11 = split_3[2]
-        unflatten_9 = getitem_9.unflatten(-1, (8, 64))
-        encoder_3_self_attn_q = unflatten_9.transpose(1, 2)
-        unflatten_10 = getitem_10.unflatten(-1, (8, 64))
-        encoder_3_self_attn_k = unflatten_10.transpose(1, 2)
-        unflatten_11 = getitem_11.unflatten(-1, (8, 64))
-        encoder_3_self_attn_v = unflatten_11.transpose(1, 2)
-        logical_not_3 = src_pad.logical_not()
-        unsqueeze_6 = logical_not_3.unsqueeze(1)
-        unsqueeze_7 = unsqueeze_6.unsqueeze(1)
-        training_3 = self.training
-        mul_4 = training_3 * 0.1
-        scaled_dot_product_attention_3 = torch.nn.functional.scaled_dot_product_attention(encoder_3_self_attn_q, encoder_3_self_attn_k, encoder_3_self_attn_v, attn_mask=unsqueeze_7, dropout_p=mul_4)
-        transpose_15 = scaled_dot_product_attention_3.transpose(1, 2)
-        flatten_3 = transpose_15.flatten(2)
-        encoder_3_self_attn = torch.nn.functional.linear(flatten_3, encoder_3_self_attn_out_proj_weight, encoder_3_self_attn_out_proj_bias)  # (batch, src_len, 512)
-        encoder_3_dropout1 = getattr(self.encoder, "3").dropout1(encoder_3_self_attn)
-        encoder_3_res1 = encoder_2_norm2 + encoder_3_dropout1
-        encoder_3_norm1 = getattr(self.encoder, "3").norm1(encoder_3_res1)
-        encoder_3_linear1 = getattr(self.encoder, "3").linear1(encoder_3_norm1)  # (batch, src_len, 2048)
-        encoder_3_relu = torch.relu(encoder_3_linear1)
-        encoder_3_dropout = getattr(self.encoder, "3").dropout(encoder_3_relu)
-        encoder_3_linear2 = getattr(self.encoder, "3").linear2(encoder_3_dropout)  # (batch, src_len, 512)
-        encoder_3_dropout2 = getattr(self.encoder, "3").dropout2(encoder_3_linear2)
-        encoder_3_res2 = encoder_3_norm1 + encoder_3_dropout2
-        encoder_3_norm2 = getattr(self.encoder, "3").norm2(encoder_3_res2)
-        encoder_4_self_attn_in_proj_weight = getattr(self.encoder, "4").self_attn.in_proj_weight
-        encoder_4_self_attn_in_proj_bias = getattr(self.encoder, "4").self_attn.in_proj_bias
-        encoder_4_self_attn_out_proj_weight = getattr(self.encoder, "4").self_attn.out_proj.weight
-        encoder_4_self_attn_out_proj_bias = getattr(self.encoder, "4").self_attn.out_proj.bias
-        linear_8 = torch.nn.functional.linear(encoder_3_norm2, encoder_4_self_attn_in_proj_weight, encoder_4_self_attn_in_proj_bias)
-        split_4 = linear_8.split(512, -1)
-        getitem_12 = split_4[0]
-        getitem_13 = split_4[1]
-        getitem_14 = split_4[2]
-        unflatten_12 = getitem_12.unflatten(-1, (8, 64))
-        encoder_4_self_attn_q = unflatten_12.transpose(1, 2)
-        unflatten_13 = getitem_13.unflatten(-1, (8, 64))
-        encoder_4_self_attn_k = unflatten_13.transpose(1, 2)
-        unflatten_14 = getitem_14.unflatten(-1, (8, 64))
-        encoder_4_self_attn_v = unflatten_14.transpose(1, 2)
-        logical_not_4 = src_pad.logical_not()
-        unsqueeze_8 = logical_not_4.unsqueeze(1)
-        unsqueeze_9 = unsqueeze_8.unsqueeze(1)
-        training_4 = self.training
-        mul_5 = training_4 * 0.1
-        scaled_dot_product_attention_4 = torch.nn.functional.scaled_dot_product_attention(encoder_4_self_attn_q, encoder_4_self_attn_k, encoder_4_self_attn_v, attn_mask=unsqueeze_9, dropout_p=mul_5)
-        transpose_19 = scaled_dot_product_attention_4.transpose(1, 2)
-        flatten_4 = transpose_19.flatten(2)
-        encoder_4_self_attn = torch.nn.functional.linear(flatten_4, encoder_4_self_attn_out_proj_weight, encoder_4_self_attn_out_proj_bias)  # (batch, src_len, 512)
-        encoder_4_dropout1 = getattr(self.encoder, "4").dropout1(encoder_4_self_attn)
-        encoder_4_res1 = encoder_3_norm2 + encoder_4_dropout1
-        encoder_4_norm1 = getattr(self.encoder, "4").norm1(encoder_4_res1)
-        encoder_4_linear1 = getattr(self.encoder, "4").linear1(encoder_4_norm1)  # (batch, src_len, 2048)
-        encoder_4_relu = torch.relu(encoder_4_linear1)
-        encoder_4_dropout = getattr(self.encoder, "4").dropout(encoder_4_relu)
-        encoder_4_linear2 = getattr(self.encoder, "4").linear2(encoder_4_dropout)  # (batch, src_len, 512)
-        encoder_4_dropout2 = getattr(self.encoder, "4").dropout2(encoder_4_linear2)
-        encoder_4_res2 = encoder_4_norm1 + encoder_4_dropout2
-        encoder_4_norm2 = getattr(self.encoder, "4").norm2(encoder_4_res2)
-        encoder_5_self_attn_in_proj_weight = getattr(self.encoder, "5").self_attn.in_proj_weight
-        encoder_5_self_attn_in_proj_bias = getattr(self.encoder, "5").self_attn.in_proj_bias
-        encoder_5_self_attn_out_proj_weight = getattr(self.encoder, "5").self_attn.out_proj.weight
-        encoder_5_self_attn_out_proj_bias = getattr(self.encoder, "5").self_attn.out_proj.bias
-        linear_10 = torch.nn.functional.linear(encoder_4_norm2, encoder_5_self_attn_in_proj_weight, encoder_5_self_attn_in_proj_bias)
-        split_5 = linear_10.split(512, -1)
-        getitem_15 = split_5[0]
-        getitem_16 = split_5[1]
-        getitem_17 = split_5[2]
-        unflatten_15 = getitem_15.unflatten(-1, (8, 64))
-        encoder_5_self_attn_q = unflatten_15.transpose(1, 2)
-        unflatten_16 = getitem_16.unflatten(-1, (8, 64))
-        encoder_5_self_attn_k = unflatten_16.transpose(1, 2)
-        unflatten_17 = getitem_17.unflatten(-1, (8, 64))
-        encoder_5_self_attn_v = unflatten_17.transpose(1, 2)
-        logical_not_5 = src_pad.logical_not()
-        unsqueeze_10 = logical_not_5.unsqueeze(1)
-        unsqueeze_11 = unsqueeze_10.unsqueeze(1)
-        training_5 = self.training
-        mul_6 = training_5 * 0.1
-        scaled_dot_product_attention_5 = torch.nn.functional.scaled_dot_product_attention(encoder_5_self_attn_q, encoder_5_self_attn_k, encoder_5_self_attn_v, attn_mask=unsqueeze_11, dropout_p=mul_6)
-        transpose_23 = scaled_dot_product_attention_5.transpose(1, 2)
-        flatten_5 = transpose_23.flatten(2)
-        encoder_5_self_attn = torch.nn.functional.linear(flatten_5, encoder_5_self_attn_out_proj_weight, encoder_5_self_attn_out_proj_bias)  # (batch, src_len, 512)
-        encoder_5_dropout1 = getattr(self.encoder, "5").dropout1(encoder_5_self_attn)
-        encoder_5_res1 = encoder_4_norm2 + encoder_5_dropout1
-        encoder_5_norm1 = getattr(self.encoder, "5").norm1(encoder_5_res1)
-        encoder_5_linear1 = getattr(self.encoder, "5").linear1(encoder_5_norm1)  # (batch, src_len, 2048)
-        encoder_5_relu = torch.relu(encoder_5_linear1)
-        encoder_5_dropout = getattr(self.encoder, "5").dropout(encoder_5_relu)
-        encoder_5_linear2 = getattr(self.encoder, "5").linear2(encoder_5_dropout)  # (batch, src_len, 512)
-        encoder_5_dropout2 = getattr(self.encoder, "5").dropout2(encoder_5_linear2)
-        encoder_5_res2 = encoder_5_norm1 + encoder_5_dropout2
-        encoder_5_norm2 = getattr(self.encoder, "5").norm2(encoder_5_res2)
-        encoder_norm = self.encoder_norm(encoder_5_norm2)
-        src_embed_weight = self.src_embed.weight
-        tgt_embed = torch.nn.functional.embedding(tgt, src_embed_weight, None)  # (batch, tgt_len, 512)
+        encoder = src_drop
+        for layer in self.encoder:
+            encoder = layer(encoder, src_pad)
+        encoder_norm = self.encoder_norm(encoder)
+        tgt_embed = torch.nn.functional.embedding(tgt, self.src_embed.weight, None)  # (batch, tgt_len, 512)
         tgt_scale = tgt_embed * 22.627416997969522
-        tgt_pos_pe = self.tgt_pos.pe
-        tgt_len = tgt_scale.size(1)
-        tgt_pos_table = tgt_pos_pe.narrow(0, 0, tgt_len)
+        tgt_pos_table = self.tgt_pos.pe.narrow(0, 0, tgt_scale.size(1))
         tgt_pos = tgt_scale + tgt_pos_table
         tgt_drop = self.tgt_drop(tgt_pos)
-        decoder_0_self_attn_in_proj_weight = getattr(self.decoder, "0").self_attn.in_proj_weight
-        decoder_0_self_attn_in_proj_bias = getattr(self.decoder, "0").self_attn.in_proj_bias
-        decoder_0_self_attn_out_proj_weight = getattr(self.decoder, "0").self_attn.out_proj.weight
-        decoder_0_self_attn_out_proj_bias = getattr(self.decoder, "0").self_attn.out_proj.bias
-        linear_12 = torch.nn.functional.linear(tgt_drop, decoder_0_self_attn_in_proj_weight, decoder_0_self_attn_in_proj_bias)
-        split_6 = linear_12.split(512, -1)
-        getitem_18 = split_6[0]
-        getitem_19 = split_6[1]
-        getitem_20 = split_6[2]
-        unflatten_18 = getitem_18.unflatten(-1, (8, 64))
-        decoder_0_self_attn_q = unflatten_18.transpose(1, 2)
-        unflatten_19 = getitem_19.unflatten(-1, (8, 64))
-        decoder_0_self_attn_k = unflatten_19.transpose(1, 2)
-        unflatten_20 = getitem_20.unflatten(-1, (8, 64))
-        decoder_0_self_attn_v = unflatten_20.transpose(1, 2)
-        logical_not_6 = tgt_pad.logical_not()
-        unsqueeze_12 = logical_not_6.unsqueeze(1)
-        unsqueeze_13 = unsqueeze_12.unsqueeze(1)
-        tgt_len_1 = tgt_drop.size(1)
-        new_ones = tgt_drop.new_ones((tgt_len_1, tgt_len_1), dtype=torch.bool)
-        causal_keep = new_ones.tril()
-        and_ = causal_keep & unsqueeze_13
-        training_6 = self.training
-        mul_8 = training_6 * 0.1
-        scaled_dot_product_attention_6 = torch.nn.functional.scaled_dot_product_attention(decoder_0_self_attn_q, decoder_0_self_attn_k, decoder_0_self_attn_v, attn_mask=and_, dropout_p=mul_8)
-        transpose_27 = scaled_dot_product_attention_6.transpose(1, 2)
-        flatten_6 = transpose_27.flatten(2)
-        decoder_0_self_attn = torch.nn.functional.linear(flatten_6, decoder_0_self_attn_out_proj_weight, decoder_0_self_attn_out_proj_bias)  # (batch, tgt_len, 512)
-        decoder_0_dropout1 = getattr(self.decoder, "0").dropout1(decoder_0_self_attn)
-        decoder_0_res1 = tgt_drop + decoder_0_dropout1
-        decoder_0_norm1 = getattr(self.decoder, "0").norm1(decoder_0_res1)
-        decoder_0_multihead_attn_in_proj_weight = getattr(self.decoder, "0").multihead_attn.in_proj_weight
-        decoder_0_multihead_attn_in_proj_bias = getattr(self.decoder, "0").multihead_attn.in_proj_bias
-        decoder_0_multihead_attn_out_proj_weight = getattr(self.decoder, "0").multihead_attn.out_proj.weight
-        decoder_0_multihead_attn_out_proj_bias = getattr(self.decoder, "0").multihead_attn.out_proj.bias
-        getitem_21 = decoder_0_multihead_attn_in_proj_weight[0:512]
-        getitem_22 = decoder_0_multihead_attn_in_proj_bias[0:512]
-        linear_14 = torch.nn.functional.linear(decoder_0_norm1, getitem_21, getitem_22)
-        getitem_23 = decoder_0_multihead_attn_in_proj_weight[512:1024]
-        getitem_24 = decoder_0_multihead_attn_in_proj_bias[512:1024]
-        linear_15 = torch.nn.functional.linear(encoder_norm, getitem_23, getitem_24)
-        getitem_25 = decoder_0_multihead_attn_in_proj_weight[1024:1536]
-        getitem_26 = decoder_0_multihead_attn_in_proj_bias[1024:1536]
-        linear_16 = torch.nn.functional.linear(encoder_norm, getitem_25, getitem_26)
-        unflatten_21 = linear_14.unflatten(-1, (8, 64))
-        decoder_0_multihead_attn_q = unflatten_21.transpose(1, 2)
-        unflatten_22 = linear_15.unflatten(-1, (8, 64))
-        decoder_0_multihead_attn_k = unflatten_22.transpose(1, 2)
-        unflatten_23 = linear_16.unflatten(-1, (8, 64))
-        decoder_0_multihead_attn_v = unflatten_23.transpose(1, 2)
-        logical_not_7 = src_pad.logical_not()
-        unsqueeze_14 = logical_not_7.unsqueeze(1)
-        unsqueeze_15 = unsqueeze_14.unsqueeze(1)
-        training_7 = self.training
-        mul_9 = training_7 * 0.1
-        scaled_dot_product_attention_7 = torch.nn.functional.scaled_dot_product_attention(decoder_0_multihead_attn_q, decoder_0_multihead_attn_k, decoder_0_multihead_attn_v, attn_mask=unsqueeze_15, dropout_p=mul_9)
-        transpose_31 = scaled_dot_product_attention_7.transpose(1, 2)
-        flatten_7 = transpose_31.flatten(2)
-        decoder_0_multihead_attn = torch.nn.functional.linear(flatten_7, decoder_0_multihead_attn_out_proj_weight, decoder_0_multihead_attn_out_proj_bias)  # (batch, tgt_len, 512)
-        decoder_0_dropout2 = getattr(self.decoder, "0").dropout2(decoder_0_multihead_attn)
-        decoder_0_res2 = decoder_0_norm1 + decoder_0_dropout2
-        decoder_0_norm2 = getattr(self.decoder, "0").norm2(decoder_0_res2)
-        decoder_0_linear1 = getattr(self.decoder, "0").linear1(decoder_0_norm2)  # (batch, tgt_len, 2048)
-        decoder_0_relu = torch.relu(decoder_0_linear1)
-        decoder_0_dropout = getattr(self.decoder, "0").dropout(decoder_0_relu)
-        decoder_0_linear2 = getattr(self.decoder, "0").linear2(decoder_0_dropout)  # (batch, tgt_len, 512)
-        decoder_0_dropout3 = getattr(self.decoder, "0").dropout3(decoder_0_linear2)
-        decoder_0_res3 = decoder_0_norm2 + decoder_0_dropout3
-        decoder_0_norm3 = getattr(self.decoder, "0").norm3(decoder_0_res3)
-        decoder_1_self_attn_in_proj_weight = getattr(self.decoder, "1").self_attn.in_proj_weight
-        decoder_1_self_attn_in_proj_bias = getattr(self.decoder, "1").self_attn.in_proj_bias
-        decoder_1_self_attn_out_proj_weight = getattr(self.decoder, "1").self_attn.out_proj.weight
-        decoder_1_self_attn_out_proj_bias = getattr(self.decoder, "1").self_attn.out_proj.bias
-        linear_18 = torch.nn.functional.linear(decoder_0_norm3, decoder_1_self_attn_in_proj_weight, decoder_1_self_attn_in_proj_bias)
-        split_7 = linear_18.split(512, -1)
-        getitem_27 = split_7[0]
-        getitem_28 = split_7[1]
-        getitem_29 = split_7[2]
-        unflatten_24 = getitem_27.unflatten(-1, (8, 64))
-        decoder_1_self_attn_q = unflatten_24.transpose(1, 2)
-        unflatten_25 = getitem_28.unflatten(-1, (8, 64))
-        decoder_1_self_attn_k = unflatten_25.transpose(1, 2)
-        unflatten_26 = getitem_29.unflatten(-1, (8, 64))
-        decoder_1_self_attn_v = unflatten_26.transpose(1, 2)
-        logical_not_8 = tgt_pad.logical_not()
-        unsqueeze_16 = logical_not_8.unsqueeze(1)
-        unsqueeze_17 = unsqueeze_16.unsqueeze(1)
-        tgt_len_2 = decoder_0_norm3.size(1)
-        new_ones_1 = decoder_0_norm3.new_ones((tgt_len_2, tgt_len_2), dtype=torch.bool)
-        causal_keep_1 = new_ones_1.tril()
-        and__1 = causal_keep_1 & unsqueeze_17
-        training_8 = self.training
-        mul_10 = training_8 * 0.1
-        scaled_dot_product_attention_8 = torch.nn.functional.scaled_dot_product_attention(decoder_1_self_attn_q, decoder_1_self_attn_k, decoder_1_self_attn_v, attn_mask=and__1, dropout_p=mul_10)
-        transpose_35 = scaled_dot_product_attention_8.transpose(1, 2)
-        flatten_8 = transpose_35.flatten(2)
-        decoder_1_self_attn = torch.nn.functional.linear(flatten_8, decoder_1_self_attn_out_proj_weight, decoder_1_self_attn_out_proj_bias)  # (batch, tgt_len, 512)
-        decoder_1_dropout1 = getattr(self.decoder, "1").dropout1(decoder_1_self_attn)
-        decoder_1_res1 = decoder_0_norm3 + decoder_1_dropout1
-        decoder_1_norm1 = getattr(self.decoder, "1").norm1(decoder_1_res1)
-        decoder_1_multihead_attn_in_proj_weight = getattr(self.decoder, "1").multihead_attn.in_proj_weight
-        decoder_1_multihead_attn_in_proj_bias = getattr(self.decoder, "1").multihead_attn.in_proj_bias
-        decoder_1_multihead_attn_out_proj_weight = getattr(self.decoder, "1").multihead_attn.out_proj.weight
-        decoder_1_multihead_attn_out_proj_bias = getattr(self.decoder, "1").multihead_attn.out_proj.bias
-        getitem_30 = decoder_1_multihead_attn_in_proj_weight[0:512]
-        getitem_31 = decoder_1_multihead_attn_in_proj_bias[0:512]
-        linear_20 = torch.nn.functional.linear(decoder_1_norm1, getitem_30, getitem_31)
-        getitem_32 = decoder_1_multihead_attn_in_proj_weight[512:1024]
-        getitem_33 = decoder_1_multihead_attn_in_proj_bias[512:1024]
-        linear_21 = torch.nn.functional.linear(encoder_norm, getitem_32, getitem_33)
-        getitem_34 = decoder_1_multihead_attn_in_proj_weight[1024:1536]
-        getitem_35 = decoder_1_multihead_attn_in_proj_bias[1024:1536]
-        linear_22 = torch.nn.functional.linear(encoder_norm, getitem_34, getitem_35)
-        unflatten_27 = linear_20.unflatten(-1, (8, 64))
-        decoder_1_multihead_attn_q = unflatten_27.transpose(1, 2)
-        unflatten_28 = linear_21.unflatten(-1, (8, 64))
-        decoder_1_multihead_attn_k = unflatten_28.transpose(1, 2)
-        unflatten_29 = linear_22.unflatten(-1, (8, 64))
-        decoder_1_multihead_attn_v = unflatten_29.transpose(1, 2)
-        logical_not_9 = src_pad.logical_not()
-        unsqueeze_18 = logical_not_9.unsqueeze(1)
-        unsqueeze_19 = unsqueeze_18.unsqueeze(1)
-        training_9 = self.training
-        mul_11 = training_9 * 0.1
-        scaled_dot_product_attention_9 = torch.nn.functional.scaled_dot_product_attention(decoder_1_multihead_attn_q, decoder_1_multihead_attn_k, decoder_1_multihead_attn_v, attn_mask=unsqueeze_19, dropout_p=mul_11)
-        transpose_39 = scaled_dot_product_attention_9.transpose(1, 2)
-        flatten_9 = transpose_39.flatten(2)
-        decoder_1_multihead_attn = torch.nn.functional.linear(flatten_9, decoder_1_multihead_attn_out_proj_weight, decoder_1_multihead_attn_out_proj_bias)  # (batch, tgt_len, 512)
-        decoder_1_dropout2 = getattr(self.decoder, "1").dropout2(decoder_1_multihead_attn)
-        decoder_1_res2 = decoder_1_norm1 + decoder_1_dropout2
-        decoder_1_norm2 = getattr(self.decoder, "1").norm2(decoder_1_res2)
-        decoder_1_linear1 = getattr(self.decoder, "1").linear1(decoder_1_norm2)  # (batch, tgt_len, 2048)
-        decoder_1_relu = torch.relu(decoder_1_linear1)
-        decoder_1_dropout = getattr(self.decoder, "1").dropout(decoder_1_relu)
-        decoder_1_linear2 = getattr(self.decoder, "1").linear2(decoder_1_dropout)  # (batch, tgt_len, 512)
-        decoder_1_dropout3 = getattr(self.decoder, "1").dropout3(decoder_1_linear2)
-        decoder_1_res3 = decoder_1_norm2 + decoder_1_dropout3
-        decoder_1_norm3 = getattr(self.decoder, "1").norm3(decoder_1_res3)
-        decoder_2_self_attn_in_proj_weight = getattr(self.decoder, "2").self_attn.in_proj_weight
-        decoder_2_self_attn_in_proj_bias = getattr(self.decoder, "2").self_attn.in_proj_bias
-        decoder_2_self_attn_out_proj_weight = getattr(self.decoder, "2").self_attn.out_proj.weight
-        decoder_2_self_attn_out_proj_bias = getattr(self.decoder, "2").self_attn.out_proj.bias
-        linear_24 = torch.nn.functional.linear(decoder_1_norm3, decoder_2_self_attn_in_proj_weight, decoder_2_self_attn_in_proj_bias)
-        split_8 = linear_24.split(512, -1)
-        getitem_36 = split_8[0]
-        getitem_37 = split_8[1]
-        getitem_38 = split_8[2]
-        unflatten_30 = getitem_36.unflatten(-1, (8, 64))
-        decoder_2_self_attn_q = unflatten_30.transpose(1, 2)
-        unflatten_31 = getitem_37.unflatten(-1, (8, 64))
-        decoder_2_self_attn_k = unflatten_31.transpose(1, 2)
-        unflatten_32 = getitem_38.unflatten(-1, (8, 64))
-        decoder_2_self_attn_v = unflatten_32.transpose(1, 2)
-        logical_not_10 = tgt_pad.logical_not()
-        unsqueeze_20 = logical_not_10.unsqueeze(1)
-        unsqueeze_21 = unsqueeze_20.unsqueeze(1)
-        tgt_len_3 = decoder_1_norm3.size(1)
-        new_ones_2 = decoder_1_norm3.new_ones((tgt_len_3, tgt_len_3), dtype=torch.bool)
-        causal_keep_2 = new_ones_2.tril()
-        and__2 = causal_keep_2 & unsqueeze_21
-        training_10 = self.training
-        mul_12 = training_10 * 0.1
-        scaled_dot_product_attention_10 = torch.nn.functional.scaled_dot_product_attention(decoder_2_self_attn_q, decoder_2_self_attn_k, decoder_2_self_attn_v, attn_mask=and__2, dropout_p=mul_12)
-        transpose_43 = scaled_dot_product_attention_10.transpose(1, 2)
-        flatten_10 = transpose_43.flatten(2)
-        decoder_2_self_attn = torch.nn.functional.linear(flatten_10, decoder_2_self_attn_out_proj_weight, decoder_2_self_attn_out_proj_bias)  # (batch, tgt_len, 512)
-        decoder_2_dropout1 = getattr(self.decoder, "2").dropout1(decoder_2_self_attn)
-        decoder_2_res1 = decoder_1_norm3 + decoder_2_dropout1
-        decoder_2_norm1 = getattr(self.decoder, "2").norm1(decoder_2_res1)
-        decoder_2_multihead_attn_in_proj_weight = getattr(self.decoder, "2").multihead_attn.in_proj_weight
-        decoder_2_multihead_attn_in_proj_bias = getattr(self.decoder, "2").multihead_attn.in_proj_bias
-        decoder_2_multihead_attn_out_proj_weight = getattr(self.decoder, "2").multihead_attn.out_proj.weight
-        decoder_2_multihead_attn_out_proj_bias = getattr(self.decoder, "2").multihead_attn.out_proj.bias
-        getitem_39 = decoder_2_multihead_attn_in_proj_weight[0:512]
-        getitem_40 = decoder_2_multihead_attn_in_proj_bias[0:512]
-        linear_26 = torch.nn.functional.linear(decoder_2_norm1, getitem_39, getitem_40)
-        getitem_41 = decoder_2_multihead_attn_in_proj_weight[512:1024]
-        getitem_42 = decoder_2_multihead_attn_in_proj_bias[512:1024]
-        linear_27 = torch.nn.functional.linear(encoder_norm, getitem_41, getitem_42)
-        getitem_43 = decoder_2_multihead_attn_in_proj_weight[1024:1536]
-        getitem_44 = decoder_2_multihead_attn_in_proj_bias[1024:1536]
-        linear_28 = torch.nn.functional.linear(encoder_norm, getitem_43, getitem_44)
-        unflatten_33 = linear_26.unflatten(-1, (8, 64))
-        decoder_2_multihead_attn_q = unflatten_33.transpose(1, 2)
-        unflatten_34 = linear_27.unflatten(-1, (8, 64))
-        decoder_2_multihead_attn_k = unflatten_34.transpose(1, 2)
-        unflatten_35 = linear_28.unflatten(-1, (8, 64))
-        decoder_2_multihead_attn_v = unflatten_35.transpose(1, 2)
-        logical_not_11 = src_pad.logical_not()
-        unsqueeze_22 = logical_not_11.unsqueeze(1)
-        unsqueeze_23 = unsqueeze_22.unsqueeze(1)
-        training_11 = self.training
-        mul_13 = training_11 * 0.1
-        scaled_dot_product_attention_11 = torch.nn.functional.scaled_dot_product_attention(decoder_2_multihead_attn_q, decoder_2_multihead_attn_k, decoder_2_multihead_attn_v, attn_mask=unsqueeze_23, dropout_p=mul_13)
-        transpose_47 = scaled_dot_product_attention_11.transpose(1, 2)
-        flatten_11 = transpose_47.flatten(2)
-        decoder_2_multihead_attn = torch.nn.functional.linear(flatten_11, decoder_2_multihead_attn_out_proj_weight, decoder_2_multihead_attn_out_proj_bias)  # (batch, tgt_len, 512)
-        decoder_2_dropout2 = getattr(self.decoder, "2").dropout2(decoder_2_multihead_attn)
-        decoder_2_res2 = decoder_2_norm1 + decoder_2_dropout2
-        decoder_2_norm2 = getattr(self.decoder, "2").norm2(decoder_2_res2)
-        decoder_2_linear1 = getattr(self.decoder, "2").linear1(decoder_2_norm2)  # (batch, tgt_len, 2048)
-        decoder_2_relu = torch.relu(decoder_2_linear1)
-        decoder_2_dropout = getattr(self.decoder, "2").dropout(decoder_2_relu)
-        decoder_2_linear2 = getattr(self.decoder, "2").linear2(decoder_2_dropout)  # (batch, tgt_len, 512)
-        decoder_2_dropout3 = getattr(self.decoder, "2").dropout3(decoder_2_linear2)
-        decoder_2_res3 = decoder_2_norm2 + decoder_2_dropout3
-        decoder_2_norm3 = getattr(self.decoder, "2").norm3(decoder_2_res3)
-        decoder_3_self_attn_in_proj_weight = getattr(self.decoder, "3").self_attn.in_proj_weight
-        decoder_3_self_attn_in_proj_bias = getattr(self.decoder, "3").self_attn.in_proj_bias
-        decoder_3_self_attn_out_proj_weight = getattr(self.decoder, "3").self_attn.out_proj.weight
-        decoder_3_self_attn_out_proj_bias = getattr(self.decoder, "3").self_attn.out_proj.bias
-        linear_30 = torch.nn.functional.linear(decoder_2_norm3, decoder_3_self_attn_in_proj_weight, decoder_3_self_attn_in_proj_bias)
-        split_9 = linear_30.split(512, -1)
-        getitem_45 = split_9[0]
-        getitem_46 = split_9[1]
-        getitem_47 = split_9[2]
-        unflatten_36 = getitem_45.unflatten(-1, (8, 64))
-        decoder_3_self_attn_q = unflatten_36.transpose(1, 2)
-        unflatten_37 = getitem_46.unflatten(-1, (8, 64))
-        decoder_3_self_attn_k = unflatten_37.transpose(1, 2)
-        unflatten_38 = getitem_47.unflatten(-1, (8, 64))
-        decoder_3_self_attn_v = unflatten_38.transpose(1, 2)
-        logical_not_12 = tgt_pad.logical_not()
-        unsqueeze_24 = logical_not_12.unsqueeze(1)
-        unsqueeze_25 = unsqueeze_24.unsqueeze(1)
-        tgt_len_4 = decoder_2_norm3.size(1)
-        new_ones_3 = decoder_2_norm3.new_ones((tgt_len_4, tgt_len_4), dtype=torch.bool)
-        causal_keep_3 = new_ones_3.tril()
-        and__3 = causal_keep_3 & unsqueeze_25
-        training_12 = self.training
-        mul_14 = training_12 * 0.1
-        scaled_dot_product_attention_12 = torch.nn.functional.scaled_dot_product_attention(decoder_3_self_attn_q, decoder_3_self_attn_k, decoder_3_self_attn_v, attn_mask=and__3, dropout_p=mul_14)
-        transpose_51 = scaled_dot_product_attention_12.transpose(1, 2)
-        flatten_12 = transpose_51.flatten(2)
-        decoder_3_self_attn = torch.nn.functional.linear(flatten_12, decoder_3_self_attn_out_proj_weight, decoder_3_self_attn_out_proj_bias)  # (batch, tgt_len, 512)
-        decoder_3_dropout1 = getattr(self.decoder, "3").dropout1(decoder_3_self_attn)
-        decoder_3_res1 = decoder_2_norm3 + decoder_3_dropout1
-        decoder_3_norm1 = getattr(self.decoder, "3").norm1(decoder_3_res1)
-        decoder_3_multihead_attn_in_proj_weight = getattr(self.decoder, "3").multihead_attn.in_proj_weight
-        decoder_3_multihead_attn_in_proj_bias = getattr(self.decoder, "3").multihead_attn.in_proj_bias
-        decoder_3_multihead_attn_out_proj_weight = getattr(self.decoder, "3").multihead_attn.out_proj.weight
-        decoder_3_multihead_attn_out_proj_bias = getattr(self.decoder, "3").multihead_attn.out_proj.bias
-        getitem_48 = decoder_3_multihead_attn_in_proj_weight[0:512]
-        getitem_49 = decoder_3_multihead_attn_in_proj_bias[0:512]
-        linear_32 = torch.nn.functional.linear(decoder_3_norm1, getitem_48, getitem_49)
-        getitem_50 = decoder_3_multihead_attn_in_proj_weight[512:1024]
-        getitem_51 = decoder_3_multihead_attn_in_proj_bias[512:1024]
-        linear_33 = torch.nn.functional.linear(encoder_norm, getitem_50, getitem_51)
-        getitem_52 = decoder_3_multihead_attn_in_proj_weight[1024:1536]
-        getitem_53 = decoder_3_multihead_attn_in_proj_bias[1024:1536]
-        linear_34 = torch.nn.functional.linear(encoder_norm, getitem_52, getitem_53)
-        unflatten_39 = linear_32.unflatten(-1, (8, 64))
-        decoder_3_multihead_attn_q = unflatten_39.transpose(1, 2)
-        unflatten_40 = linear_33.unflatten(-1, (8, 64))
-        decoder_3_multihead_attn_k = unflatten_40.transpose(1, 2)
-        unflatten_41 = linear_34.unflatten(-1, (8, 64))
-        decoder_3_multihead_attn_v = unflatten_41.transpose(1, 2)
-        logical_not_13 = src_pad.logical_not()
-        unsqueeze_26 = logical_not_13.unsqueeze(1)
-        unsqueeze_27 = unsqueeze_26.unsqueeze(1)
-        training_13 = self.training
-        mul_15 = training_13 * 0.1
-        scaled_dot_product_attention_13 = torch.nn.functional.scaled_dot_product_attention(decoder_3_multihead_attn_q, decoder_3_multihead_attn_k, decoder_3_multihead_attn_v, attn_mask=unsqueeze_27, dropout_p=mul_15)
-        transpose_55 = scaled_dot_product_attention_13.transpose(1, 2)
-        flatten_13 = transpose_55.flatten(2)
-        decoder_3_multihead_attn = torch.nn.functional.linear(flatten_13, decoder_3_multihead_attn_out_proj_weight, decoder_3_multihead_attn_out_proj_bias)  # (batch, tgt_len, 512)
-        decoder_3_dropout2 = getattr(self.decoder, "3").dropout2(decoder_3_multihead_attn)
-        decoder_3_res2 = decoder_3_norm1 + decoder_3_dropout2
-        decoder_3_norm2 = getattr(self.decoder, "3").norm2(decoder_3_res2)
-        decoder_3_linear1 = getattr(self.decoder, "3").linear1(decoder_3_norm2)  # (batch, tgt_len, 2048)
-        decoder_3_relu = torch.relu(decoder_3_linear1)
-        decoder_3_dropout = getattr(self.decoder, "3").dropout(decoder_3_relu)
-        decoder_3_linear2 = getattr(self.decoder, "3").linear2(decoder_3_dropout)  # (batch, tgt_len, 512)
-        decoder_3_dropout3 = getattr(self.decoder, "3").dropout3(decoder_3_linear2)
-        decoder_3_res3 = decoder_3_norm2 + decoder_3_dropout3
-        decoder_3_norm3 = getattr(self.decoder, "3").norm3(decoder_3_res3)
-        decoder_4_self_attn_in_proj_weight = getattr(self.decoder, "4").self_attn.in_proj_weight
-        decoder_4_self_attn_in_proj_bias = getattr(self.decoder, "4").self_attn.in_proj_bias
-        decoder_4_self_attn_out_proj_weight = getattr(self.decoder, "4").self_attn.out_proj.weight
-        decoder_4_self_attn_out_proj_bias = getattr(self.decoder, "4").self_attn.out_proj.bias
-        linear_36 = torch.nn.functional.linear(decoder_3_norm3, decoder_4_self_attn_in_proj_weight, decoder_4_self_attn_in_proj_bias)
-        split_10 = linear_36.split(512, -1)
-        getitem_54 = split_10[0]
-        getitem_55 = split_10[1]
-        getitem_56 = split_10[2]
-        unflatten_42 = getitem_54.unflatten(-1, (8, 64))
-        decoder_4_self_attn_q = unflatten_42.transpose(1, 2)
-        unflatten_43 = getitem_55.unflatten(-1, (8, 64))
-        decoder_4_self_attn_k = unflatten_43.transpose(1, 2)
-        unflatten_44 = getitem_56.unflatten(-1, (8, 64))
-        decoder_4_self_attn_v = unflatten_44.transpose(1, 2)
-        logical_not_14 = tgt_pad.logical_not()
-        unsqueeze_28 = logical_not_14.unsqueeze(1)
-        unsqueeze_29 = unsqueeze_28.unsqueeze(1)
-        tgt_len_5 = decoder_3_norm3.size(1)
-        new_ones_4 = decoder_3_norm3.new_ones((tgt_len_5, tgt_len_5), dtype=torch.bool)
-        causal_keep_4 = new_ones_4.tril()
-        and__4 = causal_keep_4 & unsqueeze_29
-        training_14 = self.training
-        mul_16 = training_14 * 0.1
-        scaled_dot_product_attention_14 = torch.nn.functional.scaled_dot_product_attention(decoder_4_self_attn_q, decoder_4_self_attn_k, decoder_4_self_attn_v, attn_mask=and__4, dropout_p=mul_16)
-        transpose_59 = scaled_dot_product_attention_14.transpose(1, 2)
-        flatten_14 = transpose_59.flatten(2)
-        decoder_4_self_attn = torch.nn.functional.linear(flatten_14, decoder_4_self_attn_out_proj_weight, decoder_4_self_attn_out_proj_bias)  # (batch, tgt_len, 512)
-        decoder_4_dropout1 = getattr(self.decoder, "4").dropout1(decoder_4_self_attn)
-        decoder_4_res1 = decoder_3_norm3 + decoder_4_dropout1
-        decoder_4_norm1 = getattr(self.decoder, "4").norm1(decoder_4_res1)
-        decoder_4_multihead_attn_in_proj_weight = getattr(self.decoder, "4").multihead_attn.in_proj_weight
-        decoder_4_multihead_attn_in_proj_bias = getattr(self.decoder, "4").multihead_attn.in_proj_bias
-        decoder_4_multihead_attn_out_proj_weight = getattr(self.decoder, "4").multihead_attn.out_proj.weight
-        decoder_4_multihead_attn_out_proj_bias = getattr(self.decoder, "4").multihead_attn.out_proj.bias
-        getitem_57 = decoder_4_multihead_attn_in_proj_weight[0:512]
-        getitem_58 = decoder_4_multihead_attn_in_proj_bias[0:512]
-        linear_38 = torch.nn.functional.linear(decoder_4_norm1, getitem_57, getitem_58)
-        getitem_59 = decoder_4_multihead_attn_in_proj_weight[512:1024]
-        getitem_60 = decoder_4_multihead_attn_in_proj_bias[512:1024]
-        linear_39 = torch.nn.functional.linear(encoder_norm, getitem_59, getitem_60)
-        getitem_61 = decoder_4_multihead_attn_in_proj_weight[1024:1536]
-        getitem_62 = decoder_4_multihead_attn_in_proj_bias[1024:1536]
-        linear_40 = torch.nn.functional.linear(encoder_norm, getitem_61, getitem_62)
-        unflatten_45 = linear_38.unflatten(-1, (8, 64))
-        decoder_4_multihead_attn_q = unflatten_45.transpose(1, 2)
-        unflatten_46 = linear_39.unflatten(-1, (8, 64))
-        decoder_4_multihead_attn_k = unflatten_46.transpose(1, 2)
-        unflatten_47 = linear_40.unflatten(-1, (8, 64))
-        decoder_4_multihead_attn_v = unflatten_47.transpose(1, 2)
-        logical_not_15 = src_pad.logical_not()
-        unsqueeze_30 = logical_not_15.unsqueeze(1)
-        unsqueeze_31 = unsqueeze_30.unsqueeze(1)
-        training_15 = self.training
-        mul_17 = training_15 * 0.1
-        scaled_dot_product_attention_15 = torch.nn.functional.scaled_dot_product_attention(decoder_4_multihead_attn_q, decoder_4_multihead_attn_k, decoder_4_multihead_attn_v, attn_mask=unsqueeze_31, dropout_p=mul_17)
-        transpose_63 = scaled_dot_product_attention_15.transpose(1, 2)
-        flatten_15 = transpose_63.flatten(2)
-        decoder_4_multihead_attn = torch.nn.functional.linear(flatten_15, decoder_4_multihead_attn_out_proj_weight, decoder_4_multihead_attn_out_proj_bias)  # (batch, tgt_len, 512)
-        decoder_4_dropout2 = getattr(self.decoder, "4").dropout2(decoder_4_multihead_attn)
-        decoder_4_res2 = decoder_4_norm1 + decoder_4_dropout2
-        decoder_4_norm2 = getattr(self.decoder, "4").norm2(decoder_4_res2)
-        decoder_4_linear1 = getattr(self.decoder, "4").linear1(decoder_4_norm2)  # (batch, tgt_len, 2048)
-        decoder_4_relu = torch.relu(decoder_4_linear1)
-        decoder_4_dropout = getattr(self.decoder, "4").dropout(decoder_4_relu)
-        decoder_4_linear2 = getattr(self.decoder, "4").linear2(decoder_4_dropout)  # (batch, tgt_len, 512)
-        decoder_4_dropout3 = getattr(self.decoder, "4").dropout3(decoder_4_linear2)
-        decoder_4_res3 = decoder_4_norm2 + decoder_4_dropout3
-        decoder_4_norm3 = getattr(self.decoder, "4").norm3(decoder_4_res3)
-        decoder_5_self_attn_in_proj_weight = getattr(self.decoder, "5").self_attn.in_proj_weight
-        decoder_5_self_attn_in_proj_bias = getattr(self.decoder, "5").self_attn.in_proj_bias
-        decoder_5_self_attn_out_proj_weight = getattr(self.decoder, "5").self_attn.out_proj.weight
-        decoder_5_self_attn_out_proj_bias = getattr(self.decoder, "5").self_attn.out_proj.bias
-        linear_42 = torch.nn.functional.linear(decoder_4_norm3, decoder_5_self_attn_in_proj_weight, decoder_5_self_attn_in_proj_bias)
-        split_11 = linear_42.split(512, -1)
-        getitem_63 = split_11[0]
-        getitem_64 = split_11[1]
-        getitem_65 = split_11[2]
-        unflatten_48 = getitem_63.unflatten(-1, (8, 64))
-        decoder_5_self_attn_q = unflatten_48.transpose(1, 2)
-        unflatten_49 = getitem_64.unflatten(-1, (8, 64))
-        decoder_5_self_attn_k = unflatten_49.transpose(1, 2)
-        unflatten_50 = getitem_65.unflatten(-1, (8, 64))
-        decoder_5_self_attn_v = unflatten_50.transpose(1, 2)
-        logical_not_16 = tgt_pad.logical_not()
-        unsqueeze_32 = logical_not_16.unsqueeze(1)
-        unsqueeze_33 = unsqueeze_32.unsqueeze(1)
-        tgt_len_6 = decoder_4_norm3.size(1)
-        new_ones_5 = decoder_4_norm3.new_ones((tgt_len_6, tgt_len_6), dtype=torch.bool)
-        causal_keep_5 = new_ones_5.tril()
-        and__5 = causal_keep_5 & unsqueeze_33
-        training_16 = self.training
-        mul_18 = training_16 * 0.1
-        scaled_dot_product_attention_16 = torch.nn.functional.scaled_dot_product_attention(decoder_5_self_attn_q, decoder_5_self_attn_k, decoder_5_self_attn_v, attn_mask=and__5, dropout_p=mul_18)
-        transpose_67 = scaled_dot_product_attention_16.transpose(1, 2)
-        flatten_16 = transpose_67.flatten(2)
-        decoder_5_self_attn = torch.nn.functional.linear(flatten_16, decoder_5_self_attn_out_proj_weight, decoder_5_self_attn_out_proj_bias)  # (batch, tgt_len, 512)
-        decoder_5_dropout1 = getattr(self.decoder, "5").dropout1(decoder_5_self_attn)
-        decoder_5_res1 = decoder_4_norm3 + decoder_5_dropout1
-        decoder_5_norm1 = getattr(self.decoder, "5").norm1(decoder_5_res1)
-        decoder_5_multihead_attn_in_proj_weight = getattr(self.decoder, "5").multihead_attn.in_proj_weight
-        decoder_5_multihead_attn_in_proj_bias = getattr(self.decoder, "5").multihead_attn.in_proj_bias
-        decoder_5_multihead_attn_out_proj_weight = getattr(self.decoder, "5").multihead_attn.out_proj.weight
-        decoder_5_multihead_attn_out_proj_bias = getattr(self.decoder, "5").multihead_attn.out_proj.bias
-        getitem_66 = decoder_5_multihead_attn_in_proj_weight[0:512]
-        getitem_67 = decoder_5_multihead_attn_in_proj_bias[0:512]
-        linear_44 = torch.nn.functional.linear(decoder_5_norm1, getitem_66, getitem_67)
-        getitem_68 = decoder_5_multihead_attn_in_proj_weight[512:1024]
-        getitem_69 = decoder_5_multihead_attn_in_proj_bias[512:1024]
-        linear_45 = torch.nn.functional.linear(encoder_norm, getitem_68, getitem_69)
-        getitem_70 = decoder_5_multihead_attn_in_proj_weight[1024:1536]
-        getitem_71 = decoder_5_multihead_attn_in_proj_bias[1024:1536]
-        linear_46 = torch.nn.functional.linear(encoder_norm, getitem_70, getitem_71)
-        unflatten_51 = linear_44.unflatten(-1, (8, 64))
-        decoder_5_multihead_attn_q = unflatten_51.transpose(1, 2)
-        unflatten_52 = linear_45.unflatten(-1, (8, 64))
-        decoder_5_multihead_attn_k = unflatten_52.transpose(1, 2)
-        unflatten_53 = linear_46.unflatten(-1, (8, 64))
-        decoder_5_multihead_attn_v = unflatten_53.transpose(1, 2)
-        logical_not_17 = src_pad.logical_not()
-        unsqueeze_34 = logical_not_17.unsqueeze(1)
-        unsqueeze_35 = unsqueeze_34.unsqueeze(1)
-        training_17 = self.training
-        mul_19 = training_17 * 0.1
-        scaled_dot_product_attention_17 = torch.nn.functional.scaled_dot_product_attention(decoder_5_multihead_attn_q, decoder_5_multihead_attn_k, decoder_5_multihead_attn_v, attn_mask=unsqueeze_35, dropout_p=mul_19)
-        transpose_71 = scaled_dot_product_attention_17.transpose(1, 2)
-        flatten_17 = transpose_71.flatten(2)
-        decoder_5_multihead_attn = torch.nn.functional.linear(flatten_17, decoder_5_multihead_attn_out_proj_weight, decoder_5_multihead_attn_out_proj_bias)  # (batch, tgt_len, 512)
-        decoder_5_dropout2 = getattr(self.decoder, "5").dropout2(decoder_5_multihead_attn)
-        decoder_5_res2 = decoder_5_norm1 + decoder_5_dropout2
-        decoder_5_norm2 = getattr(self.decoder, "5").norm2(decoder_5_res2)
-        decoder_5_linear1 = getattr(self.decoder, "5").linear1(decoder_5_norm2)  # (batch, tgt_len, 2048)
-        decoder_5_relu = torch.relu(decoder_5_linear1)
-        decoder_5_dropout = getattr(self.decoder, "5").dropout(decoder_5_relu)
-        decoder_5_linear2 = getattr(self.decoder, "5").linear2(decoder_5_dropout)  # (batch, tgt_len, 512)
-        decoder_5_dropout3 = getattr(self.decoder, "5").dropout3(decoder_5_linear2)
-        decoder_5_res3 = decoder_5_norm2 + decoder_5_dropout3
-        decoder_5_norm3 = getattr(self.decoder, "5").norm3(decoder_5_res3)
-        decoder_norm = self.decoder_norm(decoder_5_norm3)
-        src_embed_weight_1 = self.src_embed.weight
-        generator = torch.nn.functional.linear(decoder_norm, src_embed_weight_1, None)  # (batch, tgt_len, 37000)
+        decoder = tgt_drop
+        for layer in self.decoder:
+            decoder = layer(decoder, encoder_norm, src_pad, tgt_pad)
+        decoder_norm = self.decoder_norm(decoder)
+        generator = torch.nn.functional.linear(decoder_norm, self.src_embed.weight, None)  # (batch, tgt_len, 37000)
         return generator
 
     def encode(self, src: torch.Tensor, src_pad: torch.Tensor) -> torch.Tensor:
         """Signature 'encode': returns memory."""
         src_embed = self.src_embed(src)  # (batch, src_len, 512)
         src_scale = src_embed * 22.627416997969522
-        src_pos_pe = self.src_pos.pe
-        src_len = src_scale.size(1)
-        src_pos_table = src_pos_pe.narrow(0, 0, src_len)
+        src_pos_table = self.src_pos.pe.narrow(0, 0, src_scale.size(1))
         src_pos = src_scale + src_pos_table
         src_drop = self.src_drop(src_pos)
-        encoder_0_self_attn_in_proj_weight = getattr(self.encoder, "0").self_attn.in_proj_weight
-        encoder_0_self_attn_in_proj_bias = getattr(self.encoder, "0").self_attn.in_proj_bias
-        encoder_0_self_attn_out_proj_weight = getattr(self.encoder, "0").self_attn.out_proj.weight
-        encoder_0_self_attn_out_proj_bias = getattr(self.encoder, "0").self_attn.out_proj.bias
-        linear = torch.nn.functional.linear(src_drop, encoder_0_self_attn_in_proj_weight, encoder_0_self_attn_in_proj_bias)
-        split = linear.split(512, -1)
-        getitem = split[0]
-        getitem_1 = split[1]
-        getitem_2 = split[2]
-        unflatten = getitem.unflatten(-1, (8, 64))
-        encoder_0_self_attn_q = unflatten.transpose(1, 2)
-        unflatten_1 = getitem_1.unflatten(-1, (8, 64))
-        encoder_0_self_attn_k = unflatten_1.transpose(1, 2)
-        unflatten_2 = getitem_2.unflatten(-1, (8, 64))
-        encoder_0_self_attn_v = unflatten_2.transpose(1, 2)
-        logical_not = src_pad.logical_not()
-        unsqueeze = logical_not.unsqueeze(1)
-        unsqueeze_1 = unsqueeze.unsqueeze(1)
-        training = self.training
-        mul_1 = training * 0.1
-        scaled_dot_product_attention = torch.nn.functional.scaled_dot_product_attention(encoder_0_self_attn_q, encoder_0_self_attn_k, encoder_0_self_attn_v, attn_mask=unsqueeze_1, dropout_p=mul_1)
-        transpose_3 = scaled_dot_product_attention.transpose(1, 2)
-        flatten = transpose_3.flatten(2)
-        encoder_0_self_attn = torch.nn.functional.linear(flatten, encoder_0_self_attn_out_proj_weight, encoder_0_self_attn_out_proj_bias)  # (batch, src_len, 512)
-        encoder_0_dropout1 = getattr(self.encoder, "0").dropout1(encoder_0_self_attn)
-        encoder_0_res1 = src_drop + encoder_0_dropout1
-        encoder_0_norm1 = getattr(self.encoder, "0").norm1(encoder_0_res1)
-        encoder_0_linear1 = getattr(self.encoder, "0").linear1(encoder_0_norm1)  # (batch, src_len, 2048)
-        encoder_0_relu = torch.relu(encoder_0_linear1)
-        encoder_0_dropout = getattr(self.encoder, "0").dropout(encoder_0_relu)
-        encoder_0_linear2 = getattr(self.encoder, "0").linear2(encoder_0_dropout)  # (batch, src_len, 512)
-        encoder_0_dropout2 = getattr(self.encoder, "0").dropout2(encoder_0_linear2)
-        encoder_0_res2 = encoder_0_norm1 + encoder_0_dropout2
-        encoder_0_norm2 = getattr(self.encoder, "0").norm2(encoder_0_res2)
-        encoder_1_self_attn_in_proj_weight = getattr(self.encoder, "1").self_attn.in_proj_weight
-        encoder_1_self_attn_in_proj_bias = getattr(self.encoder, "1").self_attn.in_proj_bias
-        encoder_1_self_attn_out_proj_weight = getattr(self.encoder, "1").self_attn.out_proj.weight
-        encoder_1_self_attn_out_proj_bias = getattr(self.encoder, "1").self_attn.out_proj.bias
-        linear_2 = torch.nn.functional.linear(encoder_0_norm2, encoder_1_self_attn_in_proj_weight, encoder_1_self_attn_in_proj_bias)
-        split_1 = linear_2.split(512, -1)
-        getitem_3 = split_1[0]
-        getitem_4 = split_1[1]
-        getitem_5 = split_1[2]
-        unflatten_3 = getitem_3.unflatten(-1, (8, 64))
-        encoder_1_self_attn_q = unflatten_3.transpose(1, 2)
-        unflatten_4 = getitem_4.unflatten(-1, (8, 64))
-        encoder_1_self_attn_k = unflatten_4.transpose(1, 2)
-        unflatten_5 = getitem_5.unflatten(-1, (8, 64))
-        encoder_1_self_attn_v = unflatten_5.transpose(1, 2)
-        logical_not_1 = src_pad.logical_not()
-        unsqueeze_2 = logical_not_1.unsqueeze(1)
-        unsqueeze_3 = unsqueeze_2.unsqueeze(1)
-        training_1 = self.training
-        mul_2 = training_1 * 0.1
-        scaled_dot_product_attention_1 = torch.nn.functional.scaled_dot_product_attention(encoder_1_self_attn_q, encoder_1_self_attn_k, encoder_1_self_attn_v, attn_mask=unsqueeze_3, dropout_p=mul_2)
-        transpose_7 = scaled_dot_product_attention_1.transpose(1, 2)
-        flatten_1 = transpose_7.flatten(2)
-        encoder_1_self_attn = torch.nn.functional.linear(flatten_1, encoder_1_self_attn_out_proj_weight, encoder_1_self_attn_out_proj_bias)  # (batch, src_len, 512)
-        encoder_1_dropout1 = getattr(self.encoder, "1").dropout1(encoder_1_self_attn)
-        encoder_1_res1 = encoder_0_norm2 + encoder_1_dropout1
-        encoder_1_norm1 = getattr(self.encoder, "1").norm1(encoder_1_res1)
-        encoder_1_linear1 = getattr(self.encoder, "1").linear1(encoder_1_norm1)  # (batch, src_len, 2048)
-        encoder_1_relu = torch.relu(encoder_1_linear1)
-        encoder_1_dropout = getattr(self.encoder, "1").dropout(encoder_1_relu)
-        encoder_1_linear2 = getattr(self.encoder, "1").linear2(encoder_1_dropout)  # (batch, src_len, 512)
-        encoder_1_dropout2 = getattr(self.encoder, "1").dropout2(encoder_1_linear2)
-        encoder_1_res2 = encoder_1_norm1 + encoder_1_dropout2
-        encoder_1_norm2 = getattr(self.encoder, "1").norm2(encoder_1_res2)
-        encoder_2_self_attn_in_proj_weight = getattr(self.encoder, "2").self_attn.in_proj_weight
-        encoder_2_self_attn_in_proj_bias = getattr(self.encoder, "2").self_attn.in_proj_bias
-        encoder_2_self_attn_out_proj_weight = getattr(self.encoder, "2").self_attn.out_proj.weight
-        encoder_2_self_attn_out_proj_bias = getattr(self.encoder, "2").self_attn.out_proj.bias
-        linear_4 = torch.nn.functional.linear(encoder_1_norm2, encoder_2_self_attn_in_proj_weight, encoder_2_self_attn_in_proj_bias)
-        split_2 = linear_4.split(512, -1)
-        getitem_6 = split_2[0]
-        getitem_7 = split_2[1]
-        getitem_8 = split_2[2]
-        unflatten_6 = getitem_6.unflatten(-1, (8, 64))
-        encoder_2_self_attn_q = unflatten_6.transpose(1, 2)
-        unflatten_7 = getitem_7.unflatten(-1, (8, 64))
-        encoder_2_self_attn_k = unflatten_7.transpose(1, 2)
-        unflatten_8 = getitem_8.unflatten(-1, (8, 64))
-        encoder_2_self_attn_v = unflatten_8.transpose(1, 2)
-        logical_not_2 = src_pad.logical_not()
-        unsqueeze_4 = logical_not_2.unsqueeze(1)
-        unsqueeze_5 = unsqueeze_4.unsqueeze(1)
-        training_2 = self.training
-        mul_3 = training_2 * 0.1
-        scaled_dot_product_attention_2 = torch.nn.functional.scaled_dot_product_attention(encoder_2_self_attn_q, encoder_2_self_attn_k, encoder_2_self_attn_v, attn_mask=unsqueeze_5, dropout_p=mul_3)
-        transpose_11 = scaled_dot_product_attention_2.transpose(1, 2)
-        flatten_2 = transpose_11.flatten(2)
-        encoder_2_self_attn = torch.nn.functional.linear(flatten_2, encoder_2_self_attn_out_proj_weight, encoder_2_self_attn_out_proj_bias)  # (batch, src_len, 512)
-        encoder_2_dropout1 = getattr(self.encoder, "2").dropout1(encoder_2_self_attn)
-        encoder_2_res1 = encoder_1_norm2 + encoder_2_dropout1
-        encoder_2_norm1 = getattr(self.encoder, "2").norm1(encoder_2_res1)
-        encoder_2_linear1 = getattr(self.encoder, "2").linear1(encoder_2_norm1)  # (batch, src_len, 2048)
-        encoder_2_relu = torch.relu(encoder_2_linear1)
-        encoder_2_dropout = getattr(self.encoder, "2").dropout(encoder_2_relu)
-        encoder_2_linear2 = getattr(self.encoder, "2").linear2(encoder_2_dropout)  # (batch, src_len, 512)
-        encoder_2_dropout2 = getattr(self.encoder, "2").dropout2(encoder_2_linear2)
-        encoder_2_res2 = encoder_2_norm1 + encoder_2_dropout2
-        encoder_2_norm2 = getattr(self.encoder, "2").norm2(encoder_2_res2)
-        encoder_3_self_attn_in_proj_weight = getattr(self.encoder, "3").self_attn.in_proj_weight
-        encoder_3_self_attn_in_proj_bias = getattr(self.encoder, "3").self_attn.in_proj_bias
-        encoder_3_self_attn_out_proj_weight = getattr(self.encoder, "3").self_attn.out_proj.weight
-        encoder_3_self_attn_out_proj_bias = getattr(self.encoder, "3").self_attn.out_proj.bias
-        linear_6 = torch.nn.functional.linear(encoder_2_norm2, encoder_3_self_attn_in_proj_weight, encoder_3_self_attn_in_proj_bias)
-        split_3 = linear_6.split(512, -1)
-        getitem_9 = split_3[0]
-        getitem_10 = split_3[1]
-        getitem_11 = split_3[2]
-        unflatten_9 = getitem_9.unflatten(-1, (8, 64))
-        encoder_3_self_attn_q = unflatten_9.transpose(1, 2)
-        unflatten_10 = getitem_10.unflatten(-1, (8, 64))
-        encoder_3_self_attn_k = unflatten_10.transpose(1, 2)
-        unflatten_11 = getitem_11.unflatten(-1, (8, 64))
-        encoder_3_self_attn_v = unflatten_11.transpose(1, 2)
-        logical_not_3 = src_pad.logical_not()
-        unsqueeze_6 = logical_not_3.unsqueeze(1)
-        unsqueeze_7 = unsqueeze_6.unsqueeze(1)
-        training_3 = self.training
-        mul_4 = training_3 * 0.1
-        scaled_dot_product_attention_3 = torch.nn.functional.scaled_dot_product_attention(encoder_3_self_attn_q, encoder_3_self_attn_k, encoder_3_self_attn_v, attn_mask=unsqueeze_7, dropout_p=mul_4)
-        transpose_15 = scaled_dot_product_attention_3.transpose(1, 2)
-        flatten_3 = transpose_15.flatten(2)
-        encoder_3_self_attn = torch.nn.functional.linear(flatten_3, encoder_3_self_attn_out_proj_weight, encoder_3_self_attn_out_proj_bias)  # (batch, src_len, 512)
-        encoder_3_dropout1 = getattr(self.encoder, "3").dropout1(encoder_3_self_attn)
-        encoder_3_res1 = encoder_2_norm2 + encoder_3_dropout1
-        encoder_3_norm1 = getattr(self.encoder, "3").norm1(encoder_3_res1)
-        encoder_3_linear1 = getattr(self.encoder, "3").linear1(encoder_3_norm1)  # (batch, src_len, 2048)
-        encoder_3_relu = torch.relu(encoder_3_linear1)
-        encoder_3_dropout = getattr(self.encoder, "3").dropout(encoder_3_relu)
-        encoder_3_linear2 = getattr(self.encoder, "3").linear2(encoder_3_dropout)  # (batch, src_len, 512)
-        encoder_3_dropout2 = getattr(self.encoder, "3").dropout2(encoder_3_linear2)
-        encoder_3_res2 = encoder_3_norm1 + encoder_3_dropout2
-        encoder_3_norm2 = getattr(self.encoder, "3").norm2(encoder_3_res2)
-        encoder_4_self_attn_in_proj_weight = getattr(self.encoder, "4").self_attn.in_proj_weight
-        encoder_4_self_attn_in_proj_bias = getattr(self.encoder, "4").self_attn.in_proj_bias
-        encoder_4_self_attn_out_proj_weight = getattr(self.encoder, "4").self_attn.out_proj.weight
-        encoder_4_self_attn_out_proj_bias = getattr(self.encoder, "4").self_attn.out_proj.bias
-        linear_8 = torch.nn.functional.linear(encoder_3_norm2, encoder_4_self_attn_in_proj_weight, encoder_4_self_attn_in_proj_bias)
-        split_4 = linear_8.split(512, -1)
-        getitem_12 = split_4[0]
-        getitem_13 = split_4[1]
-        getitem_14 = split_4[2]
-        unflatten_12 = getitem_12.unflatten(-1, (8, 64))
-        encoder_4_self_attn_q = unflatten_12.transpose(1, 2)
-        unflatten_13 = getitem_13.unflatten(-1, (8, 64))
-        encoder_4_self_attn_k = unflatten_13.transpose(1, 2)
-        unflatten_14 = getitem_14.unflatten(-1, (8, 64))
-        encoder_4_self_attn_v = unflatten_14.transpose(1, 2)
-        logical_not_4 = src_pad.logical_not()
-        unsqueeze_8 = logical_not_4.unsqueeze(1)
-        unsqueeze_9 = unsqueeze_8.unsqueeze(1)
-        training_4 = self.training
-        mul_5 = training_4 * 0.1
-        scaled_dot_product_attention_4 = torch.nn.functional.scaled_dot_product_attention(encoder_4_self_attn_q, encoder_4_self_attn_k, encoder_4_self_attn_v, attn_mask=unsqueeze_9, dropout_p=mul_5)
-        transpose_19 = scaled_dot_product_attention_4.transpose(1, 2)
-        flatten_4 = transpose_19.flatten(2)
-        encoder_4_self_attn = torch.nn.functional.linear(flatten_4, encoder_4_self_attn_out_proj_weight, encoder_4_self_attn_out_proj_bias)  # (batch, src_len, 512)
-        encoder_4_dropout1 = getattr(self.encoder, "4").dropout1(encoder_4_self_attn)
-        encoder_4_res1 = encoder_3_norm2 + encoder_4_dropout1
-        encoder_4_norm1 = getattr(self.encoder, "4").norm1(encoder_4_res1)
-        encoder_4_linear1 = getattr(self.encoder, "4").linear1(encoder_4_norm1)  # (batch, src_len, 2048)
-        encoder_4_relu = torch.relu(encoder_4_linear1)
-        encoder_4_dropout = getattr(self.encoder, "4").dropout(encoder_4_relu)
-        encoder_4_linear2 = getattr(self.encoder, "4").linear2(encoder_4_dropout)  # (batch, src_len, 512)
-        encoder_4_dropout2 = getattr(self.encoder, "4").dropout2(encoder_4_linear2)
-        encoder_4_res2 = encoder_4_norm1 + encoder_4_dropout2
-        encoder_4_norm2 = getattr(self.encoder, "4").norm2(encoder_4_res2)
-        encoder_5_self_attn_in_proj_weight = getattr(self.encoder, "5").self_attn.in_proj_weight
-        encoder_5_self_attn_in_proj_bias = getattr(self.encoder, "5").self_attn.in_proj_bias
-        encoder_5_self_attn_out_proj_weight = getattr(self.encoder, "5").self_attn.out_proj.weight
-        encoder_5_self_attn_out_proj_bias = getattr(self.encoder, "5").self_attn.out_proj.bias
-        linear_10 = torch.nn.functional.linear(encoder_4_norm2, encoder_5_self_attn_in_proj_weight, encoder_5_self_attn_in_proj_bias)
-        split_5 = linear_10.split(512, -1)
-        getitem_15 = split_5[0]
-        getitem_16 = split_5[1]
-        getitem_17 = split_5[2]
-        unflatten_15 = getitem_15.unflatten(-1, (8, 64))
-        encoder_5_self_attn_q = unflatten_15.transpose(1, 2)
-        unflatten_16 = getitem_16.unflatten(-1, (8, 64))
-        encoder_5_self_attn_k = unflatten_16.transpose(1, 2)
-        unflatten_17 = getitem_17.unflatten(-1, (8, 64))
-        encoder_5_self_attn_v = unflatten_17.transpose(1, 2)
-        logical_not_5 = src_pad.logical_not()
-        unsqueeze_10 = logical_not_5.unsqueeze(1)
-        unsqueeze_11 = unsqueeze_10.unsqueeze(1)
-        training_5 = self.training
-        mul_6 = training_5 * 0.1
-        scaled_dot_product_attention_5 = torch.nn.functional.scaled_dot_product_attention(encoder_5_self_attn_q, encoder_5_self_attn_k, encoder_5_self_attn_v, attn_mask=unsqueeze_11, dropout_p=mul_6)
-        transpose_23 = scaled_dot_product_attention_5.transpose(1, 2)
-        flatten_5 = transpose_23.flatten(2)
-        encoder_5_self_attn = torch.nn.functional.linear(flatten_5, encoder_5_self_attn_out_proj_weight, encoder_5_self_attn_out_proj_bias)  # (batch, src_len, 512)
-        encoder_5_dropout1 = getattr(self.encoder, "5").dropout1(encoder_5_self_attn)
-        encoder_5_res1 = encoder_4_norm2 + encoder_5_dropout1
-        encoder_5_norm1 = getattr(self.encoder, "5").norm1(encoder_5_res1)
-        encoder_5_linear1 = getattr(self.encoder, "5").linear1(encoder_5_norm1)  # (batch, src_len, 2048)
-        encoder_5_relu = torch.relu(encoder_5_linear1)
-        encoder_5_dropout = getattr(self.encoder, "5").dropout(encoder_5_relu)
-        encoder_5_linear2 = getattr(self.encoder, "5").linear2(encoder_5_dropout)  # (batch, src_len, 512)
-        encoder_5_dropout2 = getattr(self.encoder, "5").dropout2(encoder_5_linear2)
-        encoder_5_res2 = encoder_5_norm1 + encoder_5_dropout2
-        encoder_5_norm2 = getattr(self.encoder, "5").norm2(encoder_5_res2)
-        encoder_norm = self.encoder_norm(encoder_5_norm2)
+        encoder = src_drop
+        for layer in self.encoder:
+            encoder = layer(encoder, src_pad)
+        encoder_norm = self.encoder_norm(encoder)
         return encoder_norm
 
-    def decode(self, tgt: torch.Tensor, memory: torch.Tensor, src_pad: torch.Tensor, tgt_pad: torch.Tensor) -> torch.Tensor:
+    def decode(
+        self, tgt: torch.Tensor, memory: torch.Tensor, src_pad: torch.Tensor, tgt_pad: torch.Tensor) -> torch.Tensor:
         """Signature 'decode': returns logits."""
-        src_embed_weight = self.src_embed.weight
-        tgt_embed = torch.nn.functional.embedding(tgt, src_embed_weight, None)  # (batch, tgt_len, 512)
+        tgt_embed = torch.nn.functional.embedding(tgt, self.src_embed.weight, None)  # (batch, tgt_len, 512)
         tgt_scale = tgt_embed * 22.627416997969522
-        tgt_pos_pe = self.tgt_pos.pe
-        tgt_len = tgt_scale.size(1)
-        tgt_pos_table = tgt_pos_pe.narrow(0, 0, tgt_len)
+        tgt_pos_table = self.tgt_pos.pe.narrow(0, 0, tgt_scale.size(1))
         tgt_pos = tgt_scale + tgt_pos_table
         tgt_drop = self.tgt_drop(tgt_pos)
-        decoder_0_self_attn_in_proj_weight = getattr(self.decoder, "0").self_attn.in_proj_weight
-        decoder_0_self_attn_in_proj_bias = getattr(self.decoder, "0").self_attn.in_proj_bias
-        decoder_0_self_attn_out_proj_weight = getattr(self.decoder, "0").self_attn.out_proj.weight
-        decoder_0_self_attn_out_proj_bias = getattr(self.decoder, "0").self_attn.out_proj.bias
-        linear = torch.nn.functional.linear(tgt_drop, decoder_0_self_attn_in_proj_weight, decoder_0_self_attn_in_proj_bias)
-        split = linear.split(512, -1)
-        getitem = split[0]
-        getitem_1 = split[1]
-        getitem_2 = split[2]
-        unflatten = getitem.unflatten(-1, (8, 64))
-        decoder_0_self_attn_q = unflatten.transpose(1, 2)
-        unflatten_1 = getitem_1.unflatten(-1, (8, 64))
-        decoder_0_self_attn_k = unflatten_1.transpose(1, 2)
-        unflatten_2 = getitem_2.unflatten(-1, (8, 64))
-        decoder_0_self_attn_v = unflatten_2.transpose(1, 2)
-        logical_not = tgt_pad.logical_not()
-        unsqueeze = logical_not.unsqueeze(1)
-        unsqueeze_1 = unsqueeze.unsqueeze(1)
-        tgt_len_1 = tgt_drop.size(1)
-        new_ones = tgt_drop.new_ones((tgt_len_1, tgt_len_1), dtype=torch.bool)
-        causal_keep = new_ones.tril()
-        and_ = causal_keep & unsqueeze_1
-        training = self.training
-        mul_1 = training * 0.1
-        scaled_dot_product_attention = torch.nn.functional.scaled_dot_product_attention(decoder_0_self_attn_q, decoder_0_self_attn_k, decoder_0_self_attn_v, attn_mask=and_, dropout_p=mul_1)
-        transpose_3 = scaled_dot_product_attention.transpose(1, 2)
-        flatten = transpose_3.flatten(2)
-        decoder_0_self_attn = torch.nn.functional.linear(flatten, decoder_0_self_attn_out_proj_weight, decoder_0_self_attn_out_proj_bias)  # (batch, tgt_len, 512)
-        decoder_0_dropout1 = getattr(self.decoder, "0").dropout1(decoder_0_self_attn)
-        decoder_0_res1 = tgt_drop + decoder_0_dropout1
-        decoder_0_norm1 = getattr(self.decoder, "0").norm1(decoder_0_res1)
-        decoder_0_multihead_attn_in_proj_weight = getattr(self.decoder, "0").multihead_attn.in_proj_weight
-        decoder_0_multihead_attn_in_proj_bias = getattr(self.decoder, "0").multihead_attn.in_proj_bias
-        decoder_0_multihead_attn_out_proj_weight = getattr(self.decoder, "0").multihead_attn.out_proj.weight
-        decoder_0_multihead_attn_out_proj_bias = getattr(self.decoder, "0").multihead_attn.out_proj.bias
-        getitem_3 = decoder_0_multihead_attn_in_proj_weight[0:512]
-        getitem_4 = decoder_0_multihead_attn_in_proj_bias[0:512]
-        linear_2 = torch.nn.functional.linear(decoder_0_norm1, getitem_3, getitem_4)
-        getitem_5 = decoder_0_multihead_attn_in_proj_weight[512:1024]
-        getitem_6 = decoder_0_multihead_attn_in_proj_bias[512:1024]
-        linear_3 = torch.nn.functional.linear(memory, getitem_5, getitem_6)
-        getitem_7 = decoder_0_multihead_attn_in_proj_weight[1024:1536]
-        getitem_8 = decoder_0_multihead_attn_in_proj_bias[1024:1536]
-        linear_4 = torch.nn.functional.linear(memory, getitem_7, getitem_8)
-        unflatten_3 = linear_2.unflatten(-1, (8, 64))
-        decoder_0_multihead_attn_q = unflatten_3.transpose(1, 2)
-        unflatten_4 = linear_3.unflatten(-1, (8, 64))
-        decoder_0_multihead_attn_k = unflatten_4.transpose(1, 2)
-        unflatten_5 = linear_4.unflatten(-1, (8, 64))
-        decoder_0_multihead_attn_v = unflatten_5.transpose(1, 2)
-        logical_not_1 = src_pad.logical_not()
-        unsqueeze_2 = logical_not_1.unsqueeze(1)
-        unsqueeze_3 = unsqueeze_2.unsqueeze(1)
-        training_1 = self.training
-        mul_2 = training_1 * 0.1
-        scaled_dot_product_attention_1 = torch.nn.functional.scaled_dot_product_attention(decoder_0_multihead_attn_q, decoder_0_multihead_attn_k, decoder_0_multihead_attn_v, attn_mask=unsqueeze_3, dropout_p=mul_2)
-        transpose_7 = scaled_dot_product_attention_1.transpose(1, 2)
-        flatten_1 = transpose_7.flatten(2)
-        decoder_0_multihead_attn = torch.nn.functional.linear(flatten_1, decoder_0_multihead_attn_out_proj_weight, decoder_0_multihead_attn_out_proj_bias)  # (batch, tgt_len, 512)
-        decoder_0_dropout2 = getattr(self.decoder, "0").dropout2(decoder_0_multihead_attn)
-        decoder_0_res2 = decoder_0_norm1 + decoder_0_dropout2
-        decoder_0_norm2 = getattr(self.decoder, "0").norm2(decoder_0_res2)
-        decoder_0_linear1 = getattr(self.decoder, "0").linear1(decoder_0_norm2)  # (batch, tgt_len, 2048)
-        decoder_0_relu = torch.relu(decoder_0_linear1)
-        decoder_0_dropout = getattr(self.decoder, "0").dropout(decoder_0_relu)
-        decoder_0_linear2 = getattr(self.decoder, "0").linear2(decoder_0_dropout)  # (batch, tgt_len, 512)
-        decoder_0_dropout3 = getattr(self.decoder, "0").dropout3(decoder_0_linear2)
-        decoder_0_res3 = decoder_0_norm2 + decoder_0_dropout3
-        decoder_0_norm3 = getattr(self.decoder, "0").norm3(decoder_0_res3)
-        decoder_1_self_attn_in_proj_weight = getattr(self.decoder, "1").self_attn.in_proj_weight
-        decoder_1_self_attn_in_proj_bias = getattr(self.decoder, "1").self_attn.in_proj_bias
-        decoder_1_self_attn_out_proj_weight = getattr(self.decoder, "1").self_attn.out_proj.weight
-        decoder_1_self_attn_out_proj_bias = getattr(self.decoder, "1").self_attn.out_proj.bias
-        linear_6 = torch.nn.functional.linear(decoder_0_norm3, decoder_1_self_attn_in_proj_weight, decoder_1_self_attn_in_proj_bias)
-        split_1 = linear_6.split(512, -1)
-        getitem_9 = split_1[0]
-        getitem_10 = split_1[1]
-        getitem_11 = split_1[2]
-        unflatten_6 = getitem_9.unflatten(-1, (8, 64))
-        decoder_1_self_attn_q = unflatten_6.transpose(1, 2)
-        unflatten_7 = getitem_10.unflatten(-1, (8, 64))
-        decoder_1_self_attn_k = unflatten_7.transpose(1, 2)
-        unflatten_8 = getitem_11.unflatten(-1, (8, 64))
-        decoder_1_self_attn_v = unflatten_8.transpose(1, 2)
-        logical_not_2 = tgt_pad.logical_not()
-        unsqueeze_4 = logical_not_2.unsqueeze(1)
-        unsqueeze_5 = unsqueeze_4.unsqueeze(1)
-        tgt_len_2 = decoder_0_norm3.size(1)
-        new_ones_1 = decoder_0_norm3.new_ones((tgt_len_2, tgt_len_2), dtype=torch.bool)
-        causal_keep_1 = new_ones_1.tril()
-        and__1 = causal_keep_1 & unsqueeze_5
-        training_2 = self.training
-        mul_3 = training_2 * 0.1
-        scaled_dot_product_attention_2 = torch.nn.functional.scaled_dot_product_attention(decoder_1_self_attn_q, decoder_1_self_attn_k, decoder_1_self_attn_v, attn_mask=and__1, dropout_p=mul_3)
-        transpose_11 = scaled_dot_product_attention_2.transpose(1, 2)
-        flatten_2 = transpose_11.flatten(2)
-        decoder_1_self_attn = torch.nn.functional.linear(flatten_2, decoder_1_self_attn_out_proj_weight, decoder_1_self_attn_out_proj_bias)  # (batch, tgt_len, 512)
-        decoder_1_dropout1 = getattr(self.decoder, "1").dropout1(decoder_1_self_attn)
-        decoder_1_res1 = decoder_0_norm3 + decoder_1_dropout1
-        decoder_1_norm1 = getattr(self.decoder, "1").norm1(decoder_1_res1)
-        decoder_1_multihead_attn_in_proj_weight = getattr(self.decoder, "1").multihead_attn.in_proj_weight
-        decoder_1_multihead_attn_in_proj_bias = getattr(self.decoder, "1").multihead_attn.in_proj_bias
-        decoder_1_multihead_attn_out_proj_weight = getattr(self.decoder, "1").multihead_attn.out_proj.weight
-        decoder_1_multihead_attn_out_proj_bias = getattr(self.decoder, "1").multihead_attn.out_proj.bias
-        getitem_12 = decoder_1_multihead_attn_in_proj_weight[0:512]
-        getitem_13 = decoder_1_multihead_attn_in_proj_bias[0:512]
-        linear_8 = torch.nn.functional.linear(decoder_1_norm1, getitem_12, getitem_13)
-        getitem_14 = decoder_1_multihead_attn_in_proj_weight[512:1024]
-        getitem_15 = decoder_1_multihead_attn_in_proj_bias[512:1024]
-        linear_9 = torch.nn.functional.linear(memory, getitem_14, getitem_15)
-        getitem_16 = decoder_1_multihead_attn_in_proj_weight[1024:1536]
-        getitem_17 = decoder_1_multihead_attn_in_proj_bias[1024:1536]
-        linear_10 = torch.nn.functional.linear(memory, getitem_16, getitem_17)
-        unflatten_9 = linear_8.unflatten(-1, (8, 64))
-        decoder_1_multihead_attn_q = unflatten_9.transpose(1, 2)
-        unflatten_10 = linear_9.unflatten(-1, (8, 64))
-        decoder_1_multihead_attn_k = unflatten_10.transpose(1, 2)
-        unflatten_11 = linear_10.unflatten(-1, (8, 64))
-        decoder_1_multihead_attn_v = unflatten_11.transpose(1, 2)
-        logical_not_3 = src_pad.logical_not()
-        unsqueeze_6 = logical_not_3.unsqueeze(1)
-        unsqueeze_7 = unsqueeze_6.unsqueeze(1)
-        training_3 = self.training
-        mul_4 = training_3 * 0.1
-        scaled_dot_product_attention_3 = torch.nn.functional.scaled_dot_product_attention(decoder_1_multihead_attn_q, decoder_1_multihead_attn_k, decoder_1_multihead_attn_v, attn_mask=unsqueeze_7, dropout_p=mul_4)
-        transpose_15 = scaled_dot_product_attention_3.transpose(1, 2)
-        flatten_3 = transpose_15.flatten(2)
-        decoder_1_multihead_attn = torch.nn.functional.linear(flatten_3, decoder_1_multihead_attn_out_proj_weight, decoder_1_multihead_attn_out_proj_bias)  # (batch, tgt_len, 512)
-        decoder_1_dropout2 = getattr(self.decoder, "1").dropout2(decoder_1_multihead_attn)
-        decoder_1_res2 = decoder_1_norm1 + decoder_1_dropout2
-        decoder_1_norm2 = getattr(self.decoder, "1").norm2(decoder_1_res2)
-        decoder_1_linear1 = getattr(self.decoder, "1").linear1(decoder_1_norm2)  # (batch, tgt_len, 2048)
-        decoder_1_relu = torch.relu(decoder_1_linear1)
-        decoder_1_dropout = getattr(self.decoder, "1").dropout(decoder_1_relu)
-        decoder_1_linear2 = getattr(self.decoder, "1").linear2(decoder_1_dropout)  # (batch, tgt_len, 512)
-        decoder_1_dropout3 = getattr(self.decoder, "1").dropout3(decoder_1_linear2)
-        decoder_1_res3 = decoder_1_norm2 + decoder_1_dropout3
-        decoder_1_norm3 = getattr(self.decoder, "1").norm3(decoder_1_res3)
-        decoder_2_self_attn_in_proj_weight = getattr(self.decoder, "2").self_attn.in_proj_weight
-        decoder_2_self_attn_in_proj_bias = getattr(self.decoder, "2").self_attn.in_proj_bias
-        decoder_2_self_attn_out_proj_weight = getattr(self.decoder, "2").self_attn.out_proj.weight
-        decoder_2_self_attn_out_proj_bias = getattr(self.decoder, "2").self_attn.out_proj.bias
-        linear_12 = torch.nn.functional.linear(decoder_1_norm3, decoder_2_self_attn_in_proj_weight, decoder_2_self_attn_in_proj_bias)
-        split_2 = linear_12.split(512, -1)
-        getitem_18 = split_2[0]
-        getitem_19 = split_2[1]
-        getitem_20 = split_2[2]
-        unflatten_12 = getitem_18.unflatten(-1, (8, 64))
-        decoder_2_self_attn_q = unflatten_12.transpose(1, 2)
-        unflatten_13 = getitem_19.unflatten(-1, (8, 64))
-        decoder_2_self_attn_k = unflatten_13.transpose(1, 2)
-        unflatten_14 = getitem_20.unflatten(-1, (8, 64))
-        decoder_2_self_attn_v = unflatten_14.transpose(1, 2)
-        logical_not_4 = tgt_pad.logical_not()
-        unsqueeze_8 = logical_not_4.unsqueeze(1)
-        unsqueeze_9 = unsqueeze_8.unsqueeze(1)
-        tgt_len_3 = decoder_1_norm3.size(1)
-        new_ones_2 = decoder_1_norm3.new_ones((tgt_len_3, tgt_len_3), dtype=torch.bool)
-        causal_keep_2 = new_ones_2.tril()
-        and__2 = causal_keep_2 & unsqueeze_9
-        training_4 = self.training
-        mul_5 = training_4 * 0.1
-        scaled_dot_product_attention_4 = torch.nn.functional.scaled_dot_product_attention(decoder_2_self_attn_q, decoder_2_self_attn_k, decoder_2_self_attn_v, attn_mask=and__2, dropout_p=mul_5)
-        transpose_19 = scaled_dot_product_attention_4.transpose(1, 2)
-        flatten_4 = transpose_19.flatten(2)
-        decoder_2_self_attn = torch.nn.functional.linear(flatten_4, decoder_2_self_attn_out_proj_weight, decoder_2_self_attn_out_proj_bias)  # (batch, tgt_len, 512)
-        decoder_2_dropout1 = getattr(self.decoder, "2").dropout1(decoder_2_self_attn)
-        decoder_2_res1 = decoder_1_norm3 + decoder_2_dropout1
-        decoder_2_norm1 = getattr(self.decoder, "2").norm1(decoder_2_res1)
-        decoder_2_multihead_attn_in_proj_weight = getattr(self.decoder, "2").multihead_attn.in_proj_weight
-        decoder_2_multihead_attn_in_proj_bias = getattr(self.decoder, "2").multihead_attn.in_proj_bias
-        decoder_2_multihead_attn_out_proj_weight = getattr(self.decoder, "2").multihead_attn.out_proj.weight
-        decoder_2_multihead_attn_out_proj_bias = getattr(self.decoder, "2").multihead_attn.out_proj.bias
-        getitem_21 = decoder_2_multihead_attn_in_proj_weight[0:512]
-        getitem_22 = decoder_2_multihead_attn_in_proj_bias[0:512]
-        linear_14 = torch.nn.functional.linear(decoder_2_norm1, getitem_21, getitem_22)
-        getitem_23 = decoder_2_multihead_attn_in_proj_weight[512:1024]
-        getitem_24 = decoder_2_multihead_attn_in_proj_bias[512:1024]
-        linear_15 = torch.nn.functional.linear(memory, getitem_23, getitem_24)
-        getitem_25 = decoder_2_multihead_attn_in_proj_weight[1024:1536]
-        getitem_26 = decoder_2_multihead_attn_in_proj_bias[1024:1536]
-        linear_16 = torch.nn.functional.linear(memory, getitem_25, getitem_26)
-        unflatten_15 = linear_14.unflatten(-1, (8, 64))
-        decoder_2_multihead_attn_q = unflatten_15.transpose(1, 2)
-        unflatten_16 = linear_15.unflatten(-1, (8, 64))
-        decoder_2_multihead_attn_k = unflatten_16.transpose(1, 2)
-        unflatten_17 = linear_16.unflatten(-1, (8, 64))
-        decoder_2_multihead_attn_v = unflatten_17.transpose(1, 2)
-        logical_not_5 = src_pad.logical_not()
-        unsqueeze_10 = logical_not_5.unsqueeze(1)
-        unsqueeze_11 = unsqueeze_10.unsqueeze(1)
-        training_5 = self.training
-        mul_6 = training_5 * 0.1
-        scaled_dot_product_attention_5 = torch.nn.functional.scaled_dot_product_attention(decoder_2_multihead_attn_q, decoder_2_multihead_attn_k, decoder_2_multihead_attn_v, attn_mask=unsqueeze_11, dropout_p=mul_6)
-        transpose_23 = scaled_dot_product_attention_5.transpose(1, 2)
-        flatten_5 = transpose_23.flatten(2)
-        decoder_2_multihead_attn = torch.nn.functional.linear(flatten_5, decoder_2_multihead_attn_out_proj_weight, decoder_2_multihead_attn_out_proj_bias)  # (batch, tgt_len, 512)
-        decoder_2_dropout2 = getattr(self.decoder, "2").dropout2(decoder_2_multihead_attn)
-        decoder_2_res2 = decoder_2_norm1 + decoder_2_dropout2
-        decoder_2_norm2 = getattr(self.decoder, "2").norm2(decoder_2_res2)
-        decoder_2_linear1 = getattr(self.decoder, "2").linear1(decoder_2_norm2)  # (batch, tgt_len, 2048)
-        decoder_2_relu = torch.relu(decoder_2_linear1)
-        decoder_2_dropout = getattr(self.decoder, "2").dropout(decoder_2_relu)
-        decoder_2_linear2 = getattr(self.decoder, "2").linear2(decoder_2_dropout)  # (batch, tgt_len, 512)
-        decoder_2_dropout3 = getattr(self.decoder, "2").dropout3(decoder_2_linear2)
-        decoder_2_res3 = decoder_2_norm2 + decoder_2_dropout3
-        decoder_2_norm3 = getattr(self.decoder, "2").norm3(decoder_2_res3)
-        decoder_3_self_attn_in_proj_weight = getattr(self.decoder, "3").self_attn.in_proj_weight
-        decoder_3_self_attn_in_proj_bias = getattr(self.decoder, "3").self_attn.in_proj_bias
-        decoder_3_self_attn_out_proj_weight = getattr(self.decoder, "3").self_attn.out_proj.weight
-        decoder_3_self_attn_out_proj_bias = getattr(self.decoder, "3").self_attn.out_proj.bias
-        linear_18 = torch.nn.functional.linear(decoder_2_norm3, decoder_3_self_attn_in_proj_weight, decoder_3_self_attn_in_proj_bias)
-        split_3 = linear_18.split(512, -1)
-        getitem_27 = split_3[0]
-        getitem_28 = split_3[1]
-        getitem_29 = split_3[2]
-        unflatten_18 = getitem_27.unflatten(-1, (8, 64))
-        decoder_3_self_attn_q = unflatten_18.transpose(1, 2)
-        unflatten_19 = getitem_28.unflatten(-1, (8, 64))
-        decoder_3_self_attn_k = unflatten_19.transpose(1, 2)
-        unflatten_20 = getitem_29.unflatten(-1, (8, 64))
-        decoder_3_self_attn_v = unflatten_20.transpose(1, 2)
-        logical_not_6 = tgt_pad.logical_not()
-        unsqueeze_12 = logical_not_6.unsqueeze(1)
-        unsqueeze_13 = unsqueeze_12.unsqueeze(1)
-        tgt_len_4 = decoder_2_norm3.size(1)
-        new_ones_3 = decoder_2_norm3.new_ones((tgt_len_4, tgt_len_4), dtype=torch.bool)
-        causal_keep_3 = new_ones_3.tril()
-        and__3 = causal_keep_3 & unsqueeze_13
-        training_6 = self.training
-        mul_7 = training_6 * 0.1
-        scaled_dot_product_attention_6 = torch.nn.functional.scaled_dot_product_attention(decoder_3_self_attn_q, decoder_3_self_attn_k, decoder_3_self_attn_v, attn_mask=and__3, dropout_p=mul_7)
-        transpose_27 = scaled_dot_product_attention_6.transpose(1, 2)
-        flatten_6 = transpose_27.flatten(2)
-        decoder_3_self_attn = torch.nn.functional.linear(flatten_6, decoder_3_self_attn_out_proj_weight, decoder_3_self_attn_out_proj_bias)  # (batch, tgt_len, 512)
-        decoder_3_dropout1 = getattr(self.decoder, "3").dropout1(decoder_3_self_attn)
-        decoder_3_res1 = decoder_2_norm3 + decoder_3_dropout1
-        decoder_3_norm1 = getattr(self.decoder, "3").norm1(decoder_3_res1)
-        decoder_3_multihead_attn_in_proj_weight = getattr(self.decoder, "3").multihead_attn.in_proj_weight
-        decoder_3_multihead_attn_in_proj_bias = getattr(self.decoder, "3").multihead_attn.in_proj_bias
-        decoder_3_multihead_attn_out_proj_weight = getattr(self.decoder, "3").multihead_attn.out_proj.weight
-        decoder_3_multihead_attn_out_proj_bias = getattr(self.decoder, "3").multihead_attn.out_proj.bias
-        getitem_30 = decoder_3_multihead_attn_in_proj_weight[0:512]
-        getitem_31 = decoder_3_multihead_attn_in_proj_bias[0:512]
-        linear_20 = torch.nn.functional.linear(decoder_3_norm1, getitem_30, getitem_31)
-        getitem_32 = decoder_3_multihead_attn_in_proj_weight[512:1024]
-        getitem_33 = decoder_3_multihead_attn_in_proj_bias[512:1024]
-        linear_21 = torch.nn.functional.linear(memory, getitem_32, getitem_33)
-        getitem_34 = decoder_3_multihead_attn_in_proj_weight[1024:1536]
-        getitem_35 = decoder_3_multihead_attn_in_proj_bias[1024:1536]
-        linear_22 = torch.nn.functional.linear(memory, getitem_34, getitem_35)
-        unflatten_21 = linear_20.unflatten(-1, (8, 64))
-        decoder_3_multihead_attn_q = unflatten_21.transpose(1, 2)
-        unflatten_22 = linear_21.unflatten(-1, (8, 64))
-        decoder_3_multihead_attn_k = unflatten_22.transpose(1, 2)
-        unflatten_23 = linear_22.unflatten(-1, (8, 64))
-        decoder_3_multihead_attn_v = unflatten_23.transpose(1, 2)
-        logical_not_7 = src_pad.logical_not()
-        unsqueeze_14 = logical_not_7.unsqueeze(1)
-        unsqueeze_15 = unsqueeze_14.unsqueeze(1)
-        training_7 = self.training
-        mul_8 = training_7 * 0.1
-        scaled_dot_product_attention_7 = torch.nn.functional.scaled_dot_product_attention(decoder_3_multihead_attn_q, decoder_3_multihead_attn_k, decoder_3_multihead_attn_v, attn_mask=unsqueeze_15, dropout_p=mul_8)
-        transpose_31 = scaled_dot_product_attention_7.transpose(1, 2)
-        flatten_7 = transpose_31.flatten(2)
-        decoder_3_multihead_attn = torch.nn.functional.linear(flatten_7, decoder_3_multihead_attn_out_proj_weight, decoder_3_multihead_attn_out_proj_bias)  # (batch, tgt_len, 512)
-        decoder_3_dropout2 = getattr(self.decoder, "3").dropout2(decoder_3_multihead_attn)
-        decoder_3_res2 = decoder_3_norm1 + decoder_3_dropout2
-        decoder_3_norm2 = getattr(self.decoder, "3").norm2(decoder_3_res2)
-        decoder_3_linear1 = getattr(self.decoder, "3").linear1(decoder_3_norm2)  # (batch, tgt_len, 2048)
-        decoder_3_relu = torch.relu(decoder_3_linear1)
-        decoder_3_dropout = getattr(self.decoder, "3").dropout(decoder_3_relu)
-        decoder_3_linear2 = getattr(self.decoder, "3").linear2(decoder_3_dropout)  # (batch, tgt_len, 512)
-        decoder_3_dropout3 = getattr(self.decoder, "3").dropout3(decoder_3_linear2)
-        decoder_3_res3 = decoder_3_norm2 + decoder_3_dropout3
-        decoder_3_norm3 = getattr(self.decoder, "3").norm3(decoder_3_res3)
-        decoder_4_self_attn_in_proj_weight = getattr(self.decoder, "4").self_attn.in_proj_weight
-        decoder_4_self_attn_in_proj_bias = getattr(self.decoder, "4").self_attn.in_proj_bias
-        decoder_4_self_attn_out_proj_weight = getattr(self.decoder, "4").self_attn.out_proj.weight
-        decoder_4_self_attn_out_proj_bias = getattr(self.decoder, "4").self_attn.out_proj.bias
-        linear_24 = torch.nn.functional.linear(decoder_3_norm3, decoder_4_self_attn_in_proj_weight, decoder_4_self_attn_in_proj_bias)
-        split_4 = linear_24.split(512, -1)
-        getitem_36 = split_4[0]
-        getitem_37 = split_4[1]
-        getitem_38 = split_4[2]
-        unflatten_24 = getitem_36.unflatten(-1, (8, 64))
-        decoder_4_self_attn_q = unflatten_24.transpose(1, 2)
-        unflatten_25 = getitem_37.unflatten(-1, (8, 64))
-        decoder_4_self_attn_k = unflatten_25.transpose(1, 2)
-        unflatten_26 = getitem_38.unflatten(-1, (8, 64))
-        decoder_4_self_attn_v = unflatten_26.transpose(1, 2)
-        logical_not_8 = tgt_pad.logical_not()
-        unsqueeze_16 = logical_not_8.unsqueeze(1)
-        unsqueeze_17 = unsqueeze_16.unsqueeze(1)
-        tgt_len_5 = decoder_3_norm3.size(1)
-        new_ones_4 = decoder_3_norm3.new_ones((tgt_len_5, tgt_len_5), dtype=torch.bool)
-        causal_keep_4 = new_ones_4.tril()
-        and__4 = causal_keep_4 & unsqueeze_17
-        training_8 = self.training
-        mul_9 = training_8 * 0.1
-        scaled_dot_product_attention_8 = torch.nn.functional.scaled_dot_product_attention(decoder_4_self_attn_q, decoder_4_self_attn_k, decoder_4_self_attn_v, attn_mask=and__4, dropout_p=mul_9)
-        transpose_35 = scaled_dot_product_attention_8.transpose(1, 2)
-        flatten_8 = transpose_35.flatten(2)
-        decoder_4_self_attn = torch.nn.functional.linear(flatten_8, decoder_4_self_attn_out_proj_weight, decoder_4_self_attn_out_proj_bias)  # (batch, tgt_len, 512)
-        decoder_4_dropout1 = getattr(self.decoder, "4").dropout1(decoder_4_self_attn)
-        decoder_4_res1 = decoder_3_norm3 + decoder_4_dropout1
-        decoder_4_norm1 = getattr(self.decoder, "4").norm1(decoder_4_res1)
-        decoder_4_multihead_attn_in_proj_weight = getattr(self.decoder, "4").multihead_attn.in_proj_weight
-        decoder_4_multihead_attn_in_proj_bias = getattr(self.decoder, "4").multihead_attn.in_proj_bias
-        decoder_4_multihead_attn_out_proj_weight = getattr(self.decoder, "4").multihead_attn.out_proj.weight
-        decoder_4_multihead_attn_out_proj_bias = getattr(self.decoder, "4").multihead_attn.out_proj.bias
-        getitem_39 = decoder_4_multihead_attn_in_proj_weight[0:512]
-        getitem_40 = decoder_4_multihead_attn_in_proj_bias[0:512]
-        linear_26 = torch.nn.functional.linear(decoder_4_norm1, getitem_39, getitem_40)
-        getitem_41 = decoder_4_multihead_attn_in_proj_weight[512:1024]
-        getitem_42 = decoder_4_multihead_attn_in_proj_bias[512:1024]
-        linear_27 = torch.nn.functional.linear(memory, getitem_41, getitem_42)
-        getitem_43 = decoder_4_multihead_attn_in_proj_weight[1024:1536]
-        getitem_44 = decoder_4_multihead_attn_in_proj_bias[1024:1536]
-        linear_28 = torch.nn.functional.linear(memory, getitem_43, getitem_44)
-        unflatten_27 = linear_26.unflatten(-1, (8, 64))
-        decoder_4_multihead_attn_q = unflatten_27.transpose(1, 2)
-        unflatten_28 = linear_27.unflatten(-1, (8, 64))
-        decoder_4_multihead_attn_k = unflatten_28.transpose(1, 2)
-        unflatten_29 = linear_28.unflatten(-1, (8, 64))
-        decoder_4_multihead_attn_v = unflatten_29.transpose(1, 2)
-        logical_not_9 = src_pad.logical_not()
-        unsqueeze_18 = logical_not_9.unsqueeze(1)
-        unsqueeze_19 = unsqueeze_18.unsqueeze(1)
-        training_9 = self.training
-        mul_10 = training_9 * 0.1
-        scaled_dot_product_attention_9 = torch.nn.functional.scaled_dot_product_attention(decoder_4_multihead_attn_q, decoder_4_multihead_attn_k, decoder_4_multihead_attn_v, attn_mask=unsqueeze_19, dropout_p=mul_10)
-        transpose_39 = scaled_dot_product_attention_9.transpose(1, 2)
-        flatten_9 = transpose_39.flatten(2)
-        decoder_4_multihead_attn = torch.nn.functional.linear(flatten_9, decoder_4_multihead_attn_out_proj_weight, decoder_4_multihead_attn_out_proj_bias)  # (batch, tgt_len, 512)
-        decoder_4_dropout2 = getattr(self.decoder, "4").dropout2(decoder_4_multihead_attn)
-        decoder_4_res2 = decoder_4_norm1 + decoder_4_dropout2
-        decoder_4_norm2 = getattr(self.decoder, "4").norm2(decoder_4_res2)
-        decoder_4_linear1 = getattr(self.decoder, "4").linear1(decoder_4_norm2)  # (batch, tgt_len, 2048)
-        decoder_4_relu = torch.relu(decoder_4_linear1)
-        decoder_4_dropout = getattr(self.decoder, "4").dropout(decoder_4_relu)
-        decoder_4_linear2 = getattr(self.decoder, "4").linear2(decoder_4_dropout)  # (batch, tgt_len, 512)
-        decoder_4_dropout3 = getattr(self.decoder, "4").dropout3(decoder_4_linear2)
-        decoder_4_res3 = decoder_4_norm2 + decoder_4_dropout3
-        decoder_4_norm3 = getattr(self.decoder, "4").norm3(decoder_4_res3)
-        decoder_5_self_attn_in_proj_weight = getattr(self.decoder, "5").self_attn.in_proj_weight
-        decoder_5_self_attn_in_proj_bias = getattr(self.decoder, "5").self_attn.in_proj_bias
-        decoder_5_self_attn_out_proj_weight = getattr(self.decoder, "5").self_attn.out_proj.weight
-        decoder_5_self_attn_out_proj_bias = getattr(self.decoder, "5").self_attn.out_proj.bias
-        linear_30 = torch.nn.functional.linear(decoder_4_norm3, decoder_5_self_attn_in_proj_weight, decoder_5_self_attn_in_proj_bias)
-        split_5 = linear_30.split(512, -1)
-        getitem_45 = split_5[0]
-        getitem_46 = split_5[1]
-        getitem_47 = split_5[2]
-        unflatten_30 = getitem_45.unflatten(-1, (8, 64))
-        decoder_5_self_attn_q = unflatten_30.transpose(1, 2)
-        unflatten_31 = getitem_46.unflatten(-1, (8, 64))
-        decoder_5_self_attn_k = unflatten_31.transpose(1, 2)
-        unflatten_32 = getitem_47.unflatten(-1, (8, 64))
-        decoder_5_self_attn_v = unflatten_32.transpose(1, 2)
-        logical_not_10 = tgt_pad.logical_not()
-        unsqueeze_20 = logical_not_10.unsqueeze(1)
-        unsqueeze_21 = unsqueeze_20.unsqueeze(1)
-        tgt_len_6 = decoder_4_norm3.size(1)
-        new_ones_5 = decoder_4_norm3.new_ones((tgt_len_6, tgt_len_6), dtype=torch.bool)
-        causal_keep_5 = new_ones_5.tril()
-        and__5 = causal_keep_5 & unsqueeze_21
-        training_10 = self.training
-        mul_11 = training_10 * 0.1
-        scaled_dot_product_attention_10 = torch.nn.functional.scaled_dot_product_attention(decoder_5_self_attn_q, decoder_5_self_attn_k, decoder_5_self_attn_v, attn_mask=and__5, dropout_p=mul_11)
-        transpose_43 = scaled_dot_product_attention_10.transpose(1, 2)
-        flatten_10 = transpose_43.flatten(2)
-        decoder_5_self_attn = torch.nn.functional.linear(flatten_10, decoder_5_self_attn_out_proj_weight, decoder_5_self_attn_out_proj_bias)  # (batch, tgt_len, 512)
-        decoder_5_dropout1 = getattr(self.decoder, "5").dropout1(decoder_5_self_attn)
-        decoder_5_res1 = decoder_4_norm3 + decoder_5_dropout1
-        decoder_5_norm1 = getattr(self.decoder, "5").norm1(decoder_5_res1)
-        decoder_5_multihead_attn_in_proj_weight = getattr(self.decoder, "5").multihead_attn.in_proj_weight
-        decoder_5_multihead_attn_in_proj_bias = getattr(self.decoder, "5").multihead_attn.in_proj_bias
-        decoder_5_multihead_attn_out_proj_weight = getattr(self.decoder, "5").multihead_attn.out_proj.weight
-        decoder_5_multihead_attn_out_proj_bias = getattr(self.decoder, "5").multihead_attn.out_proj.bias
-        getitem_48 = decoder_5_multihead_attn_in_proj_weight[0:512]
-        getitem_49 = decoder_5_multihead_attn_in_proj_bias[0:512]
-        linear_32 = torch.nn.functional.linear(decoder_5_norm1, getitem_48, getitem_49)
-        getitem_50 = decoder_5_multihead_attn_in_proj_weight[512:1024]
-        getitem_51 = decoder_5_multihead_attn_in_proj_bias[512:1024]
-        linear_33 = torch.nn.functional.linear(memory, getitem_50, getitem_51)
-        getitem_52 = decoder_5_multihead_attn_in_proj_weight[1024:1536]
-        getitem_53 = decoder_5_multihead_attn_in_proj_bias[1024:1536]
-        linear_34 = torch.nn.functional.linear(memory, getitem_52, getitem_53)
-        unflatten_33 = linear_32.unflatten(-1, (8, 64))
-        decoder_5_multihead_attn_q = unflatten_33.transpose(1, 2)
-        unflatten_34 = linear_33.unflatten(-1, (8, 64))
-        decoder_5_multihead_attn_k = unflatten_34.transpose(1, 2)
-        unflatten_35 = linear_34.unflatten(-1, (8, 64))
-        decoder_5_multihead_attn_v = unflatten_35.transpose(1, 2)
-        logical_not_11 = src_pad.logical_not()
-        unsqueeze_22 = logical_not_11.unsqueeze(1)
-        unsqueeze_23 = unsqueeze_22.unsqueeze(1)
-        training_11 = self.training
-        mul_12 = training_11 * 0.1
-        scaled_dot_product_attention_11 = torch.nn.functional.scaled_dot_product_attention(decoder_5_multihead_attn_q, decoder_5_multihead_attn_k, decoder_5_multihead_attn_v, attn_mask=unsqueeze_23, dropout_p=mul_12)
-        transpose_47 = scaled_dot_product_attention_11.transpose(1, 2)
-        flatten_11 = transpose_47.flatten(2)
-        decoder_5_multihead_attn = torch.nn.functional.linear(flatten_11, decoder_5_multihead_attn_out_proj_weight, decoder_5_multihead_attn_out_proj_bias)  # (batch, tgt_len, 512)
-        decoder_5_dropout2 = getattr(self.decoder, "5").dropout2(decoder_5_multihead_attn)
-        decoder_5_res2 = decoder_5_norm1 + decoder_5_dropout2
-        decoder_5_norm2 = getattr(self.decoder, "5").norm2(decoder_5_res2)
-        decoder_5_linear1 = getattr(self.decoder, "5").linear1(decoder_5_norm2)  # (batch, tgt_len, 2048)
-        decoder_5_relu = torch.relu(decoder_5_linear1)
-        decoder_5_dropout = getattr(self.decoder, "5").dropout(decoder_5_relu)
-        decoder_5_linear2 = getattr(self.decoder, "5").linear2(decoder_5_dropout)  # (batch, tgt_len, 512)
-        decoder_5_dropout3 = getattr(self.decoder, "5").dropout3(decoder_5_linear2)
-        decoder_5_res3 = decoder_5_norm2 + decoder_5_dropout3
-        decoder_5_norm3 = getattr(self.decoder, "5").norm3(decoder_5_res3)
-        decoder_norm = self.decoder_norm(decoder_5_norm3)
-        src_embed_weight_1 = self.src_embed.weight
-        generator = torch.nn.functional.linear(decoder_norm, src_embed_weight_1, None)  # (batch, tgt_len, 37000)
+        decoder = tgt_drop
+        for layer in self.decoder:
+            decoder = layer(decoder, memory, src_pad, tgt_pad)
+        decoder_norm = self.decoder_norm(decoder)
+        generator = torch.nn.functional.linear(decoder_norm, self.src_embed.weight, None)  # (batch, tgt_len, 37000)
         return generator
+
+    def with_past(
+        self, src: torch.Tensor, tgt: torch.Tensor, src_pad: torch.Tensor, tgt_pad: torch.Tensor,
+        position_ids: torch.Tensor, past_key_values_0_key: torch.Tensor,
+        past_key_values_0_value: torch.Tensor, past_key_values_1_key: torch.Tensor,
+        past_key_values_1_value: torch.Tensor, past_key_values_2_key: torch.Tensor,
+        past_key_values_2_value: torch.Tensor, past_key_values_3_key: torch.Tensor,
+        past_key_values_3_value: torch.Tensor, past_key_values_4_key: torch.Tensor,
+        past_key_values_4_value: torch.Tensor, past_key_values_5_key: torch.Tensor,
+        past_key_values_5_value: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Signature 'with_past': returns logits, present.0.key, present.0.value, present.1.key,
+        present.1.value, present.2.key, present.2.value, present.3.key, present.3.value, present.4.key,
+        present.4.value, present.5.key, present.5.value.
+        """
+        src_embed = self.src_embed(src)  # (batch, src_len, 512)
+        src_scale = src_embed * 22.627416997969522
+        src_pos_table = self.src_pos.pe.narrow(0, 0, src_scale.size(1))
+        src_pos = src_scale + src_pos_table
+        src_drop = self.src_drop(src_pos)
+        encoder = src_drop
+        for layer in self.encoder:
+            encoder = layer(encoder, src_pad)
+        encoder_norm = self.encoder_norm(encoder)
+        tgt_embed = torch.nn.functional.embedding(tgt, self.src_embed.weight, None)  # (batch, tgt_len, 512)
+        tgt_scale = tgt_embed * 22.627416997969522
+        tgt_pos_table = torch.nn.functional.embedding(position_ids, self.tgt_pos.pe)
+        tgt_pos = tgt_scale + tgt_pos_table
+        tgt_drop = self.tgt_drop(tgt_pos)
+        decoder_0 = self.decoder[0].with_past(
+            tgt_drop, encoder_norm, src_pad, tgt_pad, past_key_values_0_key, past_key_values_0_value)
+        decoder_0_norm3 = decoder_0[0]
+        decoder_0_self_attn_present_key = decoder_0[1]  # (batch, 8, past_sequence_length+tgt_len, 64)
+        decoder_0_self_attn_present_value = decoder_0[2]  # (batch, 8, past_sequence_length+tgt_len, 64)
+        decoder_1 = self.decoder[1].with_past(
+            decoder_0_norm3, encoder_norm, src_pad, tgt_pad, past_key_values_1_key,
+            past_key_values_1_value)
+        decoder_1_norm3 = decoder_1[0]
+        decoder_1_self_attn_present_key = decoder_1[1]  # (batch, 8, past_sequence_length+tgt_len, 64)
+        decoder_1_self_attn_present_value = decoder_1[2]  # (batch, 8, past_sequence_length+tgt_len, 64)
+        decoder_2 = self.decoder[2].with_past(
+            decoder_1_norm3, encoder_norm, src_pad, tgt_pad, past_key_values_2_key,
+            past_key_values_2_value)
+        decoder_2_norm3 = decoder_2[0]
+        decoder_2_self_attn_present_key = decoder_2[1]  # (batch, 8, past_sequence_length+tgt_len, 64)
+        decoder_2_self_attn_present_value = decoder_2[2]  # (batch, 8, past_sequence_length+tgt_len, 64)
+        decoder_3 = self.decoder[3].with_past(
+            decoder_2_norm3, encoder_norm, src_pad, tgt_pad, past_key_values_3_key,
+            past_key_values_3_value)
+        decoder_3_norm3 = decoder_3[0]
+        decoder_3_self_attn_present_key = decoder_3[1]  # (batch, 8, past_sequence_length+tgt_len, 64)
+        decoder_3_self_attn_present_value = decoder_3[2]  # (batch, 8, past_sequence_length+tgt_len, 64)
+        decoder_4 = self.decoder[4].with_past(
+            decoder_3_norm3, encoder_norm, src_pad, tgt_pad, past_key_values_4_key,
+            past_key_values_4_value)
+        decoder_4_norm3 = decoder_4[0]
+        decoder_4_self_attn_present_key = decoder_4[1]  # (batch, 8, past_sequence_length+tgt_len, 64)
+        decoder_4_self_attn_present_value = decoder_4[2]  # (batch, 8, past_sequence_length+tgt_len, 64)
+        decoder_5 = self.decoder[5].with_past(
+            decoder_4_norm3, encoder_norm, src_pad, tgt_pad, past_key_values_5_key,
+            past_key_values_5_value)
+        decoder_5_norm3 = decoder_5[0]
+        decoder_5_self_attn_present_key = decoder_5[1]  # (batch, 8, past_sequence_length+tgt_len, 64)
+        decoder_5_self_attn_present_value = decoder_5[2]  # (batch, 8, past_sequence_length+tgt_len, 64)
+        decoder_norm = self.decoder_norm(decoder_5_norm3)
+        generator = torch.nn.functional.linear(decoder_norm, self.src_embed.weight, None)  # (batch, tgt_len, 37000)
+        return (
+            generator, decoder_0_self_attn_present_key, decoder_0_self_attn_present_value,
+            decoder_1_self_attn_present_key, decoder_1_self_attn_present_value,
+            decoder_2_self_attn_present_key, decoder_2_self_attn_present_value,
+            decoder_3_self_attn_present_key, decoder_3_self_attn_present_value,
+            decoder_4_self_attn_present_key, decoder_4_self_attn_present_value,
+            decoder_5_self_attn_present_key, decoder_5_self_attn_present_value)
+
+    def decode_with_past(
+        self, tgt: torch.Tensor, memory: torch.Tensor, src_pad: torch.Tensor, tgt_pad: torch.Tensor,
+        position_ids: torch.Tensor, past_key_values_0_key: torch.Tensor,
+        past_key_values_0_value: torch.Tensor, past_key_values_1_key: torch.Tensor,
+        past_key_values_1_value: torch.Tensor, past_key_values_2_key: torch.Tensor,
+        past_key_values_2_value: torch.Tensor, past_key_values_3_key: torch.Tensor,
+        past_key_values_3_value: torch.Tensor, past_key_values_4_key: torch.Tensor,
+        past_key_values_4_value: torch.Tensor, past_key_values_5_key: torch.Tensor,
+        past_key_values_5_value: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Signature 'decode_with_past': returns logits, present.0.key, present.0.value, present.1.key,
+        present.1.value, present.2.key, present.2.value, present.3.key, present.3.value, present.4.key,
+        present.4.value, present.5.key, present.5.value.
+        """
+        tgt_embed = torch.nn.functional.embedding(tgt, self.src_embed.weight, None)  # (batch, tgt_len, 512)
+        tgt_scale = tgt_embed * 22.627416997969522
+        tgt_pos_table = torch.nn.functional.embedding(position_ids, self.tgt_pos.pe)
+        tgt_pos = tgt_scale + tgt_pos_table
+        tgt_drop = self.tgt_drop(tgt_pos)
+        decoder_0 = self.decoder[0].decode_with_past(
+            tgt_drop, memory, src_pad, tgt_pad, past_key_values_0_key, past_key_values_0_value)
+        decoder_0_norm3 = decoder_0[0]
+        decoder_0_self_attn_present_key = decoder_0[1]  # (batch, 8, past_sequence_length+tgt_len, 64)
+        decoder_0_self_attn_present_value = decoder_0[2]  # (batch, 8, past_sequence_length+tgt_len, 64)
+        decoder_1 = self.decoder[1].decode_with_past(
+            decoder_0_norm3, memory, src_pad, tgt_pad, past_key_values_1_key,
+            past_key_values_1_value)
+        decoder_1_norm3 = decoder_1[0]
+        decoder_1_self_attn_present_key = decoder_1[1]  # (batch, 8, past_sequence_length+tgt_len, 64)
+        decoder_1_self_attn_present_value = decoder_1[2]  # (batch, 8, past_sequence_length+tgt_len, 64)
+        decoder_2 = self.decoder[2].decode_with_past(
+            decoder_1_norm3, memory, src_pad, tgt_pad, past_key_values_2_key,
+            past_key_values_2_value)
+        decoder_2_norm3 = decoder_2[0]
+        decoder_2_self_attn_present_key = decoder_2[1]  # (batch, 8, past_sequence_length+tgt_len, 64)
+        decoder_2_self_attn_present_value = decoder_2[2]  # (batch, 8, past_sequence_length+tgt_len, 64)
+        decoder_3 = self.decoder[3].decode_with_past(
+            decoder_2_norm3, memory, src_pad, tgt_pad, past_key_values_3_key,
+            past_key_values_3_value)
+        decoder_3_norm3 = decoder_3[0]
+        decoder_3_self_attn_present_key = decoder_3[1]  # (batch, 8, past_sequence_length+tgt_len, 64)
+        decoder_3_self_attn_present_value = decoder_3[2]  # (batch, 8, past_sequence_length+tgt_len, 64)
+        decoder_4 = self.decoder[4].decode_with_past(
+            decoder_3_norm3, memory, src_pad, tgt_pad, past_key_values_4_key,
+            past_key_values_4_value)
+        decoder_4_norm3 = decoder_4[0]
+        decoder_4_self_attn_present_key = decoder_4[1]  # (batch, 8, past_sequence_length+tgt_len, 64)
+        decoder_4_self_attn_present_value = decoder_4[2]  # (batch, 8, past_sequence_length+tgt_len, 64)
+        decoder_5 = self.decoder[5].decode_with_past(
+            decoder_4_norm3, memory, src_pad, tgt_pad, past_key_values_5_key,
+            past_key_values_5_value)
+        decoder_5_norm3 = decoder_5[0]
+        decoder_5_self_attn_present_key = decoder_5[1]  # (batch, 8, past_sequence_length+tgt_len, 64)
+        decoder_5_self_attn_present_value = decoder_5[2]  # (batch, 8, past_sequence_length+tgt_len, 64)
+        decoder_norm = self.decoder_norm(decoder_5_norm3)
+        generator = torch.nn.functional.linear(decoder_norm, self.src_embed.weight, None)  # (batch, tgt_len, 37000)
+        return (
+            generator, decoder_0_self_attn_present_key, decoder_0_self_attn_present_value,
+            decoder_1_self_attn_present_key, decoder_1_self_attn_present_value,
+            decoder_2_self_attn_present_key, decoder_2_self_attn_present_value,
+            decoder_3_self_attn_present_key, decoder_3_self_attn_present_value,
+            decoder_4_self_attn_present_key, decoder_4_self_attn_present_value,
+            decoder_5_self_attn_present_key, decoder_5_self_attn_present_value)

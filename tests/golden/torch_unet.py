@@ -6,6 +6,370 @@ Standalone: needs only torch. The state_dict keys are the spec's node ids.
 import torch
 
 
+class DoubleConv(torch.nn.Module):
+    """(conv 3x3 => batch norm => ReLU) * 2, the convs without bias."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(64, 128, 3, stride=1, padding=1, dilation=1, groups=1, bias=False)
+        self.bn1 = torch.nn.BatchNorm2d(128, eps=1e-05, momentum=0.1, affine=True)
+        self.conv2 = torch.nn.Conv2d(128, 128, 3, stride=1, padding=1, dilation=1, groups=1, bias=False)
+        self.bn2 = torch.nn.BatchNorm2d(128, eps=1e-05, momentum=0.1, affine=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv1 = self.conv1(x)  # (batch, 128, 320, 479)
+        bn1 = self.bn1(conv1)
+        relu1 = torch.relu(bn1)
+        conv2 = self.conv2(relu1)
+        bn2 = self.bn2(conv2)
+        relu2 = torch.relu(bn2)
+        return relu2
+
+
+class DoubleConv2(torch.nn.Module):
+    """(conv 3x3 => batch norm => ReLU) * 2, the convs without bias."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(128, 256, 3, stride=1, padding=1, dilation=1, groups=1, bias=False)
+        self.bn1 = torch.nn.BatchNorm2d(256, eps=1e-05, momentum=0.1, affine=True)
+        self.conv2 = torch.nn.Conv2d(256, 256, 3, stride=1, padding=1, dilation=1, groups=1, bias=False)
+        self.bn2 = torch.nn.BatchNorm2d(256, eps=1e-05, momentum=0.1, affine=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv1 = self.conv1(x)  # (batch, 256, 160, 239)
+        bn1 = self.bn1(conv1)
+        relu1 = torch.relu(bn1)
+        conv2 = self.conv2(relu1)
+        bn2 = self.bn2(conv2)
+        relu2 = torch.relu(bn2)
+        return relu2
+
+
+class DoubleConv3(torch.nn.Module):
+    """(conv 3x3 => batch norm => ReLU) * 2, the convs without bias."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(256, 512, 3, stride=1, padding=1, dilation=1, groups=1, bias=False)
+        self.bn1 = torch.nn.BatchNorm2d(512, eps=1e-05, momentum=0.1, affine=True)
+        self.conv2 = torch.nn.Conv2d(512, 512, 3, stride=1, padding=1, dilation=1, groups=1, bias=False)
+        self.bn2 = torch.nn.BatchNorm2d(512, eps=1e-05, momentum=0.1, affine=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv1 = self.conv1(x)  # (batch, 512, 80, 119)
+        bn1 = self.bn1(conv1)
+        relu1 = torch.relu(bn1)
+        conv2 = self.conv2(relu1)
+        bn2 = self.bn2(conv2)
+        relu2 = torch.relu(bn2)
+        return relu2
+
+
+class DoubleConv4(torch.nn.Module):
+    """(conv 3x3 => batch norm => ReLU) * 2, the convs without bias."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(512, 1024, 3, stride=1, padding=1, dilation=1, groups=1, bias=False)
+        self.bn1 = torch.nn.BatchNorm2d(1024, eps=1e-05, momentum=0.1, affine=True)
+        self.conv2 = torch.nn.Conv2d(1024, 1024, 3, stride=1, padding=1, dilation=1, groups=1, bias=False)
+        self.bn2 = torch.nn.BatchNorm2d(1024, eps=1e-05, momentum=0.1, affine=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv1 = self.conv1(x)  # (batch, 1024, 40, 59)
+        bn1 = self.bn1(conv1)
+        relu1 = torch.relu(bn1)
+        conv2 = self.conv2(relu1)
+        bn2 = self.bn2(conv2)
+        relu2 = torch.relu(bn2)
+        return relu2
+
+
+class PadConcat(torch.nn.Module):
+    """Pad x1 (upsampled) to the size of x2 (the skip), half of the difference on each side and the odd
+    pixel after, then concatenate [x2, x1] over channels.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
+        pad = torch.nn.functional.pad(x1, [0, 1, 0, 0], value=0.0)  # (batch, 512, 80, 119)
+        cat = torch.cat([x2, pad], 1)  # (batch, 1024, 80, 119)
+        return cat
+
+
+class DoubleConv5(torch.nn.Module):
+    """(conv 3x3 => batch norm => ReLU) * 2, the convs without bias."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(1024, 512, 3, stride=1, padding=1, dilation=1, groups=1, bias=False)
+        self.bn1 = torch.nn.BatchNorm2d(512, eps=1e-05, momentum=0.1, affine=True)
+        self.conv2 = torch.nn.Conv2d(512, 512, 3, stride=1, padding=1, dilation=1, groups=1, bias=False)
+        self.bn2 = torch.nn.BatchNorm2d(512, eps=1e-05, momentum=0.1, affine=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv1 = self.conv1(x)  # (batch, 512, 80, 119)
+        bn1 = self.bn1(conv1)
+        relu1 = torch.relu(bn1)
+        conv2 = self.conv2(relu1)
+        bn2 = self.bn2(conv2)
+        relu2 = torch.relu(bn2)
+        return relu2
+
+
+class PadConcat2(torch.nn.Module):
+    """Pad x1 (upsampled) to the size of x2 (the skip), half of the difference on each side and the odd
+    pixel after, then concatenate [x2, x1] over channels.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
+        pad = torch.nn.functional.pad(x1, [0, 1, 0, 0], value=0.0)  # (batch, 256, 160, 239)
+        cat = torch.cat([x2, pad], 1)  # (batch, 512, 160, 239)
+        return cat
+
+
+class DoubleConv6(torch.nn.Module):
+    """(conv 3x3 => batch norm => ReLU) * 2, the convs without bias."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(512, 256, 3, stride=1, padding=1, dilation=1, groups=1, bias=False)
+        self.bn1 = torch.nn.BatchNorm2d(256, eps=1e-05, momentum=0.1, affine=True)
+        self.conv2 = torch.nn.Conv2d(256, 256, 3, stride=1, padding=1, dilation=1, groups=1, bias=False)
+        self.bn2 = torch.nn.BatchNorm2d(256, eps=1e-05, momentum=0.1, affine=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv1 = self.conv1(x)  # (batch, 256, 160, 239)
+        bn1 = self.bn1(conv1)
+        relu1 = torch.relu(bn1)
+        conv2 = self.conv2(relu1)
+        bn2 = self.bn2(conv2)
+        relu2 = torch.relu(bn2)
+        return relu2
+
+
+class PadConcat3(torch.nn.Module):
+    """Pad x1 (upsampled) to the size of x2 (the skip), half of the difference on each side and the odd
+    pixel after, then concatenate [x2, x1] over channels.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
+        pad = torch.nn.functional.pad(x1, [0, 1, 0, 0], value=0.0)  # (batch, 128, 320, 479)
+        cat = torch.cat([x2, pad], 1)  # (batch, 256, 320, 479)
+        return cat
+
+
+class DoubleConv7(torch.nn.Module):
+    """(conv 3x3 => batch norm => ReLU) * 2, the convs without bias."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(256, 128, 3, stride=1, padding=1, dilation=1, groups=1, bias=False)
+        self.bn1 = torch.nn.BatchNorm2d(128, eps=1e-05, momentum=0.1, affine=True)
+        self.conv2 = torch.nn.Conv2d(128, 128, 3, stride=1, padding=1, dilation=1, groups=1, bias=False)
+        self.bn2 = torch.nn.BatchNorm2d(128, eps=1e-05, momentum=0.1, affine=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv1 = self.conv1(x)  # (batch, 128, 320, 479)
+        bn1 = self.bn1(conv1)
+        relu1 = torch.relu(bn1)
+        conv2 = self.conv2(relu1)
+        bn2 = self.bn2(conv2)
+        relu2 = torch.relu(bn2)
+        return relu2
+
+
+class PadConcat4(torch.nn.Module):
+    """Pad x1 (upsampled) to the size of x2 (the skip), half of the difference on each side and the odd
+    pixel after, then concatenate [x2, x1] over channels.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
+        pad = torch.nn.functional.pad(x1, [0, 1, 0, 0], value=0.0)  # (batch, 64, 640, 959)
+        cat = torch.cat([x2, pad], 1)  # (batch, 128, 640, 959)
+        return cat
+
+
+class DoubleConv8(torch.nn.Module):
+    """(conv 3x3 => batch norm => ReLU) * 2, the convs without bias."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(128, 64, 3, stride=1, padding=1, dilation=1, groups=1, bias=False)
+        self.bn1 = torch.nn.BatchNorm2d(64, eps=1e-05, momentum=0.1, affine=True)
+        self.conv2 = torch.nn.Conv2d(64, 64, 3, stride=1, padding=1, dilation=1, groups=1, bias=False)
+        self.bn2 = torch.nn.BatchNorm2d(64, eps=1e-05, momentum=0.1, affine=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv1 = self.conv1(x)  # (batch, 64, 640, 959)
+        bn1 = self.bn1(conv1)
+        relu1 = torch.relu(bn1)
+        conv2 = self.conv2(relu1)
+        bn2 = self.bn2(conv2)
+        relu2 = torch.relu(bn2)
+        return relu2
+
+
+class DoubleConv9(torch.nn.Module):
+    """(conv 3x3 => batch norm => ReLU) * 2, the convs without bias."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(3, 64, 3, stride=1, padding=1, dilation=1, groups=1, bias=False)
+        self.bn1 = torch.nn.BatchNorm2d(64, eps=1e-05, momentum=0.1, affine=True)
+        self.conv2 = torch.nn.Conv2d(64, 64, 3, stride=1, padding=1, dilation=1, groups=1, bias=False)
+        self.bn2 = torch.nn.BatchNorm2d(64, eps=1e-05, momentum=0.1, affine=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv1 = self.conv1(x)  # (batch, 64, 640, 959)
+        bn1 = self.bn1(conv1)
+        relu1 = torch.relu(bn1)
+        conv2 = self.conv2(relu1)
+        bn2 = self.bn2(conv2)
+        relu2 = torch.relu(bn2)
+        return relu2
+
+
+class Down(torch.nn.Module):
+    """Downscaling with a 2x2 max pool, then a double conv."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = DoubleConv()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pool = torch.nn.functional.max_pool2d(x, 2, 2, 0, ceil_mode=False)  # (batch, 64, 320, 479)
+        conv = self.conv(pool)  # (batch, 128, 320, 479)
+        return conv
+
+
+class Down2(torch.nn.Module):
+    """Downscaling with a 2x2 max pool, then a double conv."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = DoubleConv2()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pool = torch.nn.functional.max_pool2d(x, 2, 2, 0, ceil_mode=False)  # (batch, 128, 160, 239)
+        conv = self.conv(pool)  # (batch, 256, 160, 239)
+        return conv
+
+
+class Down3(torch.nn.Module):
+    """Downscaling with a 2x2 max pool, then a double conv."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = DoubleConv3()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pool = torch.nn.functional.max_pool2d(x, 2, 2, 0, ceil_mode=False)  # (batch, 256, 80, 119)
+        conv = self.conv(pool)  # (batch, 512, 80, 119)
+        return conv
+
+
+class Down4(torch.nn.Module):
+    """Downscaling with a 2x2 max pool, then a double conv."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = DoubleConv4()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pool = torch.nn.functional.max_pool2d(x, 2, 2, 0, ceil_mode=False)  # (batch, 512, 40, 59)
+        conv = self.conv(pool)  # (batch, 1024, 40, 59)
+        return conv
+
+
+class Up(torch.nn.Module):
+    """Upscaling by a 2x2 stride-2 transposed conv to half the channels, joined to the skip, then a
+    double conv.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.up = torch.nn.ConvTranspose2d(
+            1024, 512, 2, stride=2, padding=0, output_padding=0, groups=1, bias=True, dilation=1)
+        self.conv = DoubleConv5()
+        self.join = PadConcat()
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        up = self.up(x)  # (batch, 512, 80, 118)
+        join = self.join(up, skip)  # (batch, 1024, 80, 119)
+        conv = self.conv(join)  # (batch, 512, 80, 119)
+        return conv
+
+
+class Up2(torch.nn.Module):
+    """Upscaling by a 2x2 stride-2 transposed conv to half the channels, joined to the skip, then a
+    double conv.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.up = torch.nn.ConvTranspose2d(
+            512, 256, 2, stride=2, padding=0, output_padding=0, groups=1, bias=True, dilation=1)
+        self.conv = DoubleConv6()
+        self.join = PadConcat2()
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        up = self.up(x)  # (batch, 256, 160, 238)
+        join = self.join(up, skip)  # (batch, 512, 160, 239)
+        conv = self.conv(join)  # (batch, 256, 160, 239)
+        return conv
+
+
+class Up3(torch.nn.Module):
+    """Upscaling by a 2x2 stride-2 transposed conv to half the channels, joined to the skip, then a
+    double conv.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.up = torch.nn.ConvTranspose2d(
+            256, 128, 2, stride=2, padding=0, output_padding=0, groups=1, bias=True, dilation=1)
+        self.conv = DoubleConv7()
+        self.join = PadConcat3()
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        up = self.up(x)  # (batch, 128, 320, 478)
+        join = self.join(up, skip)  # (batch, 256, 320, 479)
+        conv = self.conv(join)  # (batch, 128, 320, 479)
+        return conv
+
+
+class Up4(torch.nn.Module):
+    """Upscaling by a 2x2 stride-2 transposed conv to half the channels, joined to the skip, then a
+    double conv.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.up = torch.nn.ConvTranspose2d(
+            128, 64, 2, stride=2, padding=0, output_padding=0, groups=1, bias=True, dilation=1)
+        self.conv = DoubleConv8()
+        self.join = PadConcat4()
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        up = self.up(x)  # (batch, 64, 640, 958)
+        join = self.join(up, skip)  # (batch, 128, 640, 959)
+        conv = self.conv(join)  # (batch, 64, 640, 959)
+        return conv
+
+
 class Unet(torch.nn.Module):
     """U-Net (Ronneberger, Fischer, Brox, 2015, "U-Net: convolutional networks for biomedical image
     segmentation") as milesial/Pytorch-UNet writes it, with transposed-conv upsampling
@@ -19,136 +383,27 @@ class Unet(torch.nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.inc = torch.nn.Module()
-        self.inc.conv1 = torch.nn.Conv2d(3, 64, 3, stride=1, padding=1, dilation=1, groups=1, bias=False)
-        self.inc.bn1 = torch.nn.BatchNorm2d(64, eps=1e-05, momentum=0.1, affine=True)
-        self.inc.conv2 = torch.nn.Conv2d(64, 64, 3, stride=1, padding=1, dilation=1, groups=1, bias=False)
-        self.inc.bn2 = torch.nn.BatchNorm2d(64, eps=1e-05, momentum=0.1, affine=True)
-        self.down1 = torch.nn.Module()
-        self.down1.conv = torch.nn.Module()
-        self.down1.conv.conv1 = torch.nn.Conv2d(64, 128, 3, stride=1, padding=1, dilation=1, groups=1, bias=False)
-        self.down1.conv.bn1 = torch.nn.BatchNorm2d(128, eps=1e-05, momentum=0.1, affine=True)
-        self.down1.conv.conv2 = torch.nn.Conv2d(128, 128, 3, stride=1, padding=1, dilation=1, groups=1, bias=False)
-        self.down1.conv.bn2 = torch.nn.BatchNorm2d(128, eps=1e-05, momentum=0.1, affine=True)
-        self.down2 = torch.nn.Module()
-        self.down2.conv = torch.nn.Module()
-        self.down2.conv.conv1 = torch.nn.Conv2d(128, 256, 3, stride=1, padding=1, dilation=1, groups=1, bias=False)
-        self.down2.conv.bn1 = torch.nn.BatchNorm2d(256, eps=1e-05, momentum=0.1, affine=True)
-        self.down2.conv.conv2 = torch.nn.Conv2d(256, 256, 3, stride=1, padding=1, dilation=1, groups=1, bias=False)
-        self.down2.conv.bn2 = torch.nn.BatchNorm2d(256, eps=1e-05, momentum=0.1, affine=True)
-        self.down3 = torch.nn.Module()
-        self.down3.conv = torch.nn.Module()
-        self.down3.conv.conv1 = torch.nn.Conv2d(256, 512, 3, stride=1, padding=1, dilation=1, groups=1, bias=False)
-        self.down3.conv.bn1 = torch.nn.BatchNorm2d(512, eps=1e-05, momentum=0.1, affine=True)
-        self.down3.conv.conv2 = torch.nn.Conv2d(512, 512, 3, stride=1, padding=1, dilation=1, groups=1, bias=False)
-        self.down3.conv.bn2 = torch.nn.BatchNorm2d(512, eps=1e-05, momentum=0.1, affine=True)
-        self.down4 = torch.nn.Module()
-        self.down4.conv = torch.nn.Module()
-        self.down4.conv.conv1 = torch.nn.Conv2d(512, 1024, 3, stride=1, padding=1, dilation=1, groups=1, bias=False)
-        self.down4.conv.bn1 = torch.nn.BatchNorm2d(1024, eps=1e-05, momentum=0.1, affine=True)
-        self.down4.conv.conv2 = torch.nn.Conv2d(1024, 1024, 3, stride=1, padding=1, dilation=1, groups=1, bias=False)
-        self.down4.conv.bn2 = torch.nn.BatchNorm2d(1024, eps=1e-05, momentum=0.1, affine=True)
-        self.up1 = torch.nn.Module()
-        self.up1.up = torch.nn.ConvTranspose2d(1024, 512, 2, stride=2, padding=0, output_padding=0, groups=1, bias=True, dilation=1)
-        self.up1.conv = torch.nn.Module()
-        self.up1.conv.conv1 = torch.nn.Conv2d(1024, 512, 3, stride=1, padding=1, dilation=1, groups=1, bias=False)
-        self.up1.conv.bn1 = torch.nn.BatchNorm2d(512, eps=1e-05, momentum=0.1, affine=True)
-        self.up1.conv.conv2 = torch.nn.Conv2d(512, 512, 3, stride=1, padding=1, dilation=1, groups=1, bias=False)
-        self.up1.conv.bn2 = torch.nn.BatchNorm2d(512, eps=1e-05, momentum=0.1, affine=True)
-        self.up2 = torch.nn.Module()
-        self.up2.up = torch.nn.ConvTranspose2d(512, 256, 2, stride=2, padding=0, output_padding=0, groups=1, bias=True, dilation=1)
-        self.up2.conv = torch.nn.Module()
-        self.up2.conv.conv1 = torch.nn.Conv2d(512, 256, 3, stride=1, padding=1, dilation=1, groups=1, bias=False)
-        self.up2.conv.bn1 = torch.nn.BatchNorm2d(256, eps=1e-05, momentum=0.1, affine=True)
-        self.up2.conv.conv2 = torch.nn.Conv2d(256, 256, 3, stride=1, padding=1, dilation=1, groups=1, bias=False)
-        self.up2.conv.bn2 = torch.nn.BatchNorm2d(256, eps=1e-05, momentum=0.1, affine=True)
-        self.up3 = torch.nn.Module()
-        self.up3.up = torch.nn.ConvTranspose2d(256, 128, 2, stride=2, padding=0, output_padding=0, groups=1, bias=True, dilation=1)
-        self.up3.conv = torch.nn.Module()
-        self.up3.conv.conv1 = torch.nn.Conv2d(256, 128, 3, stride=1, padding=1, dilation=1, groups=1, bias=False)
-        self.up3.conv.bn1 = torch.nn.BatchNorm2d(128, eps=1e-05, momentum=0.1, affine=True)
-        self.up3.conv.conv2 = torch.nn.Conv2d(128, 128, 3, stride=1, padding=1, dilation=1, groups=1, bias=False)
-        self.up3.conv.bn2 = torch.nn.BatchNorm2d(128, eps=1e-05, momentum=0.1, affine=True)
-        self.up4 = torch.nn.Module()
-        self.up4.up = torch.nn.ConvTranspose2d(128, 64, 2, stride=2, padding=0, output_padding=0, groups=1, bias=True, dilation=1)
-        self.up4.conv = torch.nn.Module()
-        self.up4.conv.conv1 = torch.nn.Conv2d(128, 64, 3, stride=1, padding=1, dilation=1, groups=1, bias=False)
-        self.up4.conv.bn1 = torch.nn.BatchNorm2d(64, eps=1e-05, momentum=0.1, affine=True)
-        self.up4.conv.conv2 = torch.nn.Conv2d(64, 64, 3, stride=1, padding=1, dilation=1, groups=1, bias=False)
-        self.up4.conv.bn2 = torch.nn.BatchNorm2d(64, eps=1e-05, momentum=0.1, affine=True)
+        self.inc = DoubleConv9()
+        self.down1 = Down()
+        self.down2 = Down2()
+        self.down3 = Down3()
+        self.down4 = Down4()
+        self.up1 = Up()
+        self.up2 = Up2()
+        self.up3 = Up3()
+        self.up4 = Up4()
         self.outc = torch.nn.Conv2d(64, 2, 1, stride=1, padding=0, dilation=1, groups=1, bias=True)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """Returns logits."""
-        inc_conv1 = self.inc.conv1(image)  # (batch, 64, 640, 959)
-        inc_bn1 = self.inc.bn1(inc_conv1)
-        inc_relu1 = torch.relu(inc_bn1)
-        inc_conv2 = self.inc.conv2(inc_relu1)
-        inc_bn2 = self.inc.bn2(inc_conv2)
-        inc_relu2 = torch.relu(inc_bn2)
-        down1_pool = torch.nn.functional.max_pool2d(inc_relu2, 2, 2, 0, ceil_mode=False)  # (batch, 64, 320, 479)
-        down1_conv_conv1 = self.down1.conv.conv1(down1_pool)  # (batch, 128, 320, 479)
-        down1_conv_bn1 = self.down1.conv.bn1(down1_conv_conv1)
-        down1_conv_relu1 = torch.relu(down1_conv_bn1)
-        down1_conv_conv2 = self.down1.conv.conv2(down1_conv_relu1)
-        down1_conv_bn2 = self.down1.conv.bn2(down1_conv_conv2)
-        down1_conv_relu2 = torch.relu(down1_conv_bn2)
-        down2_pool = torch.nn.functional.max_pool2d(down1_conv_relu2, 2, 2, 0, ceil_mode=False)  # (batch, 128, 160, 239)
-        down2_conv_conv1 = self.down2.conv.conv1(down2_pool)  # (batch, 256, 160, 239)
-        down2_conv_bn1 = self.down2.conv.bn1(down2_conv_conv1)
-        down2_conv_relu1 = torch.relu(down2_conv_bn1)
-        down2_conv_conv2 = self.down2.conv.conv2(down2_conv_relu1)
-        down2_conv_bn2 = self.down2.conv.bn2(down2_conv_conv2)
-        down2_conv_relu2 = torch.relu(down2_conv_bn2)
-        down3_pool = torch.nn.functional.max_pool2d(down2_conv_relu2, 2, 2, 0, ceil_mode=False)  # (batch, 256, 80, 119)
-        down3_conv_conv1 = self.down3.conv.conv1(down3_pool)  # (batch, 512, 80, 119)
-        down3_conv_bn1 = self.down3.conv.bn1(down3_conv_conv1)
-        down3_conv_relu1 = torch.relu(down3_conv_bn1)
-        down3_conv_conv2 = self.down3.conv.conv2(down3_conv_relu1)
-        down3_conv_bn2 = self.down3.conv.bn2(down3_conv_conv2)
-        down3_conv_relu2 = torch.relu(down3_conv_bn2)
-        down4_pool = torch.nn.functional.max_pool2d(down3_conv_relu2, 2, 2, 0, ceil_mode=False)  # (batch, 512, 40, 59)
-        down4_conv_conv1 = self.down4.conv.conv1(down4_pool)  # (batch, 1024, 40, 59)
-        down4_conv_bn1 = self.down4.conv.bn1(down4_conv_conv1)
-        down4_conv_relu1 = torch.relu(down4_conv_bn1)
-        down4_conv_conv2 = self.down4.conv.conv2(down4_conv_relu1)
-        down4_conv_bn2 = self.down4.conv.bn2(down4_conv_conv2)
-        down4_conv_relu2 = torch.relu(down4_conv_bn2)
-        up1_up = self.up1.up(down4_conv_relu2)  # (batch, 512, 80, 118)
-        up1_join_pad = torch.nn.functional.pad(up1_up, [0, 1, 0, 0], value=0.0)  # (batch, 512, 80, 119)
-        up1_join_cat = torch.cat([down3_conv_relu2, up1_join_pad], 1)  # (batch, 1024, 80, 119)
-        up1_conv_conv1 = self.up1.conv.conv1(up1_join_cat)  # (batch, 512, 80, 119)
-        up1_conv_bn1 = self.up1.conv.bn1(up1_conv_conv1)
-        up1_conv_relu1 = torch.relu(up1_conv_bn1)
-        up1_conv_conv2 = self.up1.conv.conv2(up1_conv_relu1)
-        up1_conv_bn2 = self.up1.conv.bn2(up1_conv_conv2)
-        up1_conv_relu2 = torch.relu(up1_conv_bn2)
-        up2_up = self.up2.up(up1_conv_relu2)  # (batch, 256, 160, 238)
-        up2_join_pad = torch.nn.functional.pad(up2_up, [0, 1, 0, 0], value=0.0)  # (batch, 256, 160, 239)
-        up2_join_cat = torch.cat([down2_conv_relu2, up2_join_pad], 1)  # (batch, 512, 160, 239)
-        up2_conv_conv1 = self.up2.conv.conv1(up2_join_cat)  # (batch, 256, 160, 239)
-        up2_conv_bn1 = self.up2.conv.bn1(up2_conv_conv1)
-        up2_conv_relu1 = torch.relu(up2_conv_bn1)
-        up2_conv_conv2 = self.up2.conv.conv2(up2_conv_relu1)
-        up2_conv_bn2 = self.up2.conv.bn2(up2_conv_conv2)
-        up2_conv_relu2 = torch.relu(up2_conv_bn2)
-        up3_up = self.up3.up(up2_conv_relu2)  # (batch, 128, 320, 478)
-        up3_join_pad = torch.nn.functional.pad(up3_up, [0, 1, 0, 0], value=0.0)  # (batch, 128, 320, 479)
-        up3_join_cat = torch.cat([down1_conv_relu2, up3_join_pad], 1)  # (batch, 256, 320, 479)
-        up3_conv_conv1 = self.up3.conv.conv1(up3_join_cat)  # (batch, 128, 320, 479)
-        up3_conv_bn1 = self.up3.conv.bn1(up3_conv_conv1)
-        up3_conv_relu1 = torch.relu(up3_conv_bn1)
-        up3_conv_conv2 = self.up3.conv.conv2(up3_conv_relu1)
-        up3_conv_bn2 = self.up3.conv.bn2(up3_conv_conv2)
-        up3_conv_relu2 = torch.relu(up3_conv_bn2)
-        up4_up = self.up4.up(up3_conv_relu2)  # (batch, 64, 640, 958)
-        up4_join_pad = torch.nn.functional.pad(up4_up, [0, 1, 0, 0], value=0.0)  # (batch, 64, 640, 959)
-        up4_join_cat = torch.cat([inc_relu2, up4_join_pad], 1)  # (batch, 128, 640, 959)
-        up4_conv_conv1 = self.up4.conv.conv1(up4_join_cat)  # (batch, 64, 640, 959)
-        up4_conv_bn1 = self.up4.conv.bn1(up4_conv_conv1)
-        up4_conv_relu1 = torch.relu(up4_conv_bn1)
-        up4_conv_conv2 = self.up4.conv.conv2(up4_conv_relu1)
-        up4_conv_bn2 = self.up4.conv.bn2(up4_conv_conv2)
-        up4_conv_relu2 = torch.relu(up4_conv_bn2)
-        outc = self.outc(up4_conv_relu2)  # (batch, 2, 640, 959)
+        inc = self.inc(image)  # (batch, 64, 640, 959)
+        down1 = self.down1(inc)  # (batch, 128, 320, 479)
+        down2 = self.down2(down1)  # (batch, 256, 160, 239)
+        down3 = self.down3(down2)  # (batch, 512, 80, 119)
+        down4 = self.down4(down3)  # (batch, 1024, 40, 59)
+        up1 = self.up1(down4, down3)  # (batch, 512, 80, 119)
+        up2 = self.up2(up1, down2)  # (batch, 256, 160, 239)
+        up3 = self.up3(up2, down1)  # (batch, 128, 320, 479)
+        up4 = self.up4(up3, inc)  # (batch, 64, 640, 959)
+        outc = self.outc(up4)  # (batch, 2, 640, 959)
         return outc

@@ -6,6 +6,185 @@ Standalone: needs only torch. The state_dict keys are the spec's node ids.
 import torch
 
 
+class Conv(torch.nn.Module):
+    """A 3x3 convolution (padding 1), batch norm when `bn`, and ReLU."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 64, 3, stride=1, padding=1, dilation=1, groups=1, bias=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv = self.conv(x)  # (batch, 64, 224, 224)
+        relu = torch.relu(conv)
+        return relu
+
+
+class Conv2(torch.nn.Module):
+    """A 3x3 convolution (padding 1), batch norm when `bn`, and ReLU."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(64, 64, 3, stride=1, padding=1, dilation=1, groups=1, bias=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv = self.conv(x)
+        relu = torch.relu(conv)
+        return relu
+
+
+class Conv3(torch.nn.Module):
+    """A 3x3 convolution (padding 1), batch norm when `bn`, and ReLU."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(64, 128, 3, stride=1, padding=1, dilation=1, groups=1, bias=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv = self.conv(x)  # (batch, 128, 112, 112)
+        relu = torch.relu(conv)
+        return relu
+
+
+class Conv4(torch.nn.Module):
+    """A 3x3 convolution (padding 1), batch norm when `bn`, and ReLU."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(128, 128, 3, stride=1, padding=1, dilation=1, groups=1, bias=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv = self.conv(x)
+        relu = torch.relu(conv)
+        return relu
+
+
+class Conv5(torch.nn.Module):
+    """A 3x3 convolution (padding 1), batch norm when `bn`, and ReLU."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(128, 256, 3, stride=1, padding=1, dilation=1, groups=1, bias=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv = self.conv(x)  # (batch, 256, 56, 56)
+        relu = torch.relu(conv)
+        return relu
+
+
+class Conv6(torch.nn.Module):
+    """A 3x3 convolution (padding 1), batch norm when `bn`, and ReLU."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(256, 256, 3, stride=1, padding=1, dilation=1, groups=1, bias=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv = self.conv(x)
+        relu = torch.relu(conv)
+        return relu
+
+
+class Conv7(torch.nn.Module):
+    """A 3x3 convolution (padding 1), batch norm when `bn`, and ReLU."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(256, 512, 3, stride=1, padding=1, dilation=1, groups=1, bias=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv = self.conv(x)  # (batch, 512, 28, 28)
+        relu = torch.relu(conv)
+        return relu
+
+
+class Conv8(torch.nn.Module):
+    """A 3x3 convolution (padding 1), batch norm when `bn`, and ReLU."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(512, 512, 3, stride=1, padding=1, dilation=1, groups=1, bias=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv = self.conv(x)
+        relu = torch.relu(conv)
+        return relu
+
+
+class Stage(torch.nn.Module):
+    """`convs` 3x3 convolutions of `out_c` channels, then a 2x2 max pool that halves the size."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.convs = torch.nn.ModuleList([Conv(), Conv2()])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        convs = x
+        for layer in self.convs:
+            convs = layer(convs)  # (batch, 64, 224, 224)
+        pool = torch.nn.functional.max_pool2d(convs, 2, 2, 0, ceil_mode=False)  # (batch, 64, 112, 112)
+        return pool
+
+
+class Stage2(torch.nn.Module):
+    """`convs` 3x3 convolutions of `out_c` channels, then a 2x2 max pool that halves the size."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.convs = torch.nn.ModuleList([Conv3(), Conv4()])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        convs = x
+        for layer in self.convs:
+            convs = layer(convs)  # (batch, 128, 112, 112)
+        pool = torch.nn.functional.max_pool2d(convs, 2, 2, 0, ceil_mode=False)  # (batch, 128, 56, 56)
+        return pool
+
+
+class Stage3(torch.nn.Module):
+    """`convs` 3x3 convolutions of `out_c` channels, then a 2x2 max pool that halves the size."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.convs = torch.nn.ModuleList([Conv5(), Conv6(), Conv6()])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        convs = x
+        for layer in self.convs:
+            convs = layer(convs)  # (batch, 256, 56, 56)
+        pool = torch.nn.functional.max_pool2d(convs, 2, 2, 0, ceil_mode=False)  # (batch, 256, 28, 28)
+        return pool
+
+
+class Stage4(torch.nn.Module):
+    """`convs` 3x3 convolutions of `out_c` channels, then a 2x2 max pool that halves the size."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.convs = torch.nn.ModuleList([Conv7(), Conv8(), Conv8()])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        convs = x
+        for layer in self.convs:
+            convs = layer(convs)  # (batch, 512, 28, 28)
+        pool = torch.nn.functional.max_pool2d(convs, 2, 2, 0, ceil_mode=False)  # (batch, 512, 14, 14)
+        return pool
+
+
+class Stage5(torch.nn.Module):
+    """`convs` 3x3 convolutions of `out_c` channels, then a 2x2 max pool that halves the size."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.convs = torch.nn.ModuleList([Conv8() for _ in range(3)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        convs = x
+        for layer in self.convs:
+            convs = layer(convs)
+        pool = torch.nn.functional.max_pool2d(convs, 2, 2, 0, ceil_mode=False)  # (batch, 512, 7, 7)
+        return pool
+
+
 class Vgg16(torch.nn.Module):
     """VGG-16 (Simonyan & Zisserman 2015, "Very deep convolutional networks for large-scale image
     recognition", configuration D) in torchvision's layout: five stages of 3x3 convolutions (each
@@ -16,42 +195,11 @@ class Vgg16(torch.nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.stage1 = torch.nn.Module()
-        self.stage1.convs = torch.nn.Module()
-        self.stage1.convs.add_module("0", torch.nn.Module())
-        getattr(self.stage1.convs, "0").conv = torch.nn.Conv2d(3, 64, 3, stride=1, padding=1, dilation=1, groups=1, bias=True)
-        self.stage1.convs.add_module("1", torch.nn.Module())
-        getattr(self.stage1.convs, "1").conv = torch.nn.Conv2d(64, 64, 3, stride=1, padding=1, dilation=1, groups=1, bias=True)
-        self.stage2 = torch.nn.Module()
-        self.stage2.convs = torch.nn.Module()
-        self.stage2.convs.add_module("0", torch.nn.Module())
-        getattr(self.stage2.convs, "0").conv = torch.nn.Conv2d(64, 128, 3, stride=1, padding=1, dilation=1, groups=1, bias=True)
-        self.stage2.convs.add_module("1", torch.nn.Module())
-        getattr(self.stage2.convs, "1").conv = torch.nn.Conv2d(128, 128, 3, stride=1, padding=1, dilation=1, groups=1, bias=True)
-        self.stage3 = torch.nn.Module()
-        self.stage3.convs = torch.nn.Module()
-        self.stage3.convs.add_module("0", torch.nn.Module())
-        getattr(self.stage3.convs, "0").conv = torch.nn.Conv2d(128, 256, 3, stride=1, padding=1, dilation=1, groups=1, bias=True)
-        self.stage3.convs.add_module("1", torch.nn.Module())
-        getattr(self.stage3.convs, "1").conv = torch.nn.Conv2d(256, 256, 3, stride=1, padding=1, dilation=1, groups=1, bias=True)
-        self.stage3.convs.add_module("2", torch.nn.Module())
-        getattr(self.stage3.convs, "2").conv = torch.nn.Conv2d(256, 256, 3, stride=1, padding=1, dilation=1, groups=1, bias=True)
-        self.stage4 = torch.nn.Module()
-        self.stage4.convs = torch.nn.Module()
-        self.stage4.convs.add_module("0", torch.nn.Module())
-        getattr(self.stage4.convs, "0").conv = torch.nn.Conv2d(256, 512, 3, stride=1, padding=1, dilation=1, groups=1, bias=True)
-        self.stage4.convs.add_module("1", torch.nn.Module())
-        getattr(self.stage4.convs, "1").conv = torch.nn.Conv2d(512, 512, 3, stride=1, padding=1, dilation=1, groups=1, bias=True)
-        self.stage4.convs.add_module("2", torch.nn.Module())
-        getattr(self.stage4.convs, "2").conv = torch.nn.Conv2d(512, 512, 3, stride=1, padding=1, dilation=1, groups=1, bias=True)
-        self.stage5 = torch.nn.Module()
-        self.stage5.convs = torch.nn.Module()
-        self.stage5.convs.add_module("0", torch.nn.Module())
-        getattr(self.stage5.convs, "0").conv = torch.nn.Conv2d(512, 512, 3, stride=1, padding=1, dilation=1, groups=1, bias=True)
-        self.stage5.convs.add_module("1", torch.nn.Module())
-        getattr(self.stage5.convs, "1").conv = torch.nn.Conv2d(512, 512, 3, stride=1, padding=1, dilation=1, groups=1, bias=True)
-        self.stage5.convs.add_module("2", torch.nn.Module())
-        getattr(self.stage5.convs, "2").conv = torch.nn.Conv2d(512, 512, 3, stride=1, padding=1, dilation=1, groups=1, bias=True)
+        self.stage1 = Stage()
+        self.stage2 = Stage2()
+        self.stage3 = Stage3()
+        self.stage4 = Stage4()
+        self.stage5 = Stage5()
         self.fc1 = torch.nn.Linear(25088, 4096, bias=True)
         self.drop1 = torch.nn.Dropout(p=0.5)
         self.fc2 = torch.nn.Linear(4096, 4096, bias=True)
@@ -60,38 +208,12 @@ class Vgg16(torch.nn.Module):
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """Returns logits."""
-        stage1_convs_0_conv = getattr(self.stage1.convs, "0").conv(image)  # (batch, 64, 224, 224)
-        stage1_convs_0_relu = torch.relu(stage1_convs_0_conv)
-        stage1_convs_1_conv = getattr(self.stage1.convs, "1").conv(stage1_convs_0_relu)
-        stage1_convs_1_relu = torch.relu(stage1_convs_1_conv)
-        stage1_pool = torch.nn.functional.max_pool2d(stage1_convs_1_relu, 2, 2, 0, ceil_mode=False)  # (batch, 64, 112, 112)
-        stage2_convs_0_conv = getattr(self.stage2.convs, "0").conv(stage1_pool)  # (batch, 128, 112, 112)
-        stage2_convs_0_relu = torch.relu(stage2_convs_0_conv)
-        stage2_convs_1_conv = getattr(self.stage2.convs, "1").conv(stage2_convs_0_relu)
-        stage2_convs_1_relu = torch.relu(stage2_convs_1_conv)
-        stage2_pool = torch.nn.functional.max_pool2d(stage2_convs_1_relu, 2, 2, 0, ceil_mode=False)  # (batch, 128, 56, 56)
-        stage3_convs_0_conv = getattr(self.stage3.convs, "0").conv(stage2_pool)  # (batch, 256, 56, 56)
-        stage3_convs_0_relu = torch.relu(stage3_convs_0_conv)
-        stage3_convs_1_conv = getattr(self.stage3.convs, "1").conv(stage3_convs_0_relu)
-        stage3_convs_1_relu = torch.relu(stage3_convs_1_conv)
-        stage3_convs_2_conv = getattr(self.stage3.convs, "2").conv(stage3_convs_1_relu)
-        stage3_convs_2_relu = torch.relu(stage3_convs_2_conv)
-        stage3_pool = torch.nn.functional.max_pool2d(stage3_convs_2_relu, 2, 2, 0, ceil_mode=False)  # (batch, 256, 28, 28)
-        stage4_convs_0_conv = getattr(self.stage4.convs, "0").conv(stage3_pool)  # (batch, 512, 28, 28)
-        stage4_convs_0_relu = torch.relu(stage4_convs_0_conv)
-        stage4_convs_1_conv = getattr(self.stage4.convs, "1").conv(stage4_convs_0_relu)
-        stage4_convs_1_relu = torch.relu(stage4_convs_1_conv)
-        stage4_convs_2_conv = getattr(self.stage4.convs, "2").conv(stage4_convs_1_relu)
-        stage4_convs_2_relu = torch.relu(stage4_convs_2_conv)
-        stage4_pool = torch.nn.functional.max_pool2d(stage4_convs_2_relu, 2, 2, 0, ceil_mode=False)  # (batch, 512, 14, 14)
-        stage5_convs_0_conv = getattr(self.stage5.convs, "0").conv(stage4_pool)
-        stage5_convs_0_relu = torch.relu(stage5_convs_0_conv)
-        stage5_convs_1_conv = getattr(self.stage5.convs, "1").conv(stage5_convs_0_relu)
-        stage5_convs_1_relu = torch.relu(stage5_convs_1_conv)
-        stage5_convs_2_conv = getattr(self.stage5.convs, "2").conv(stage5_convs_1_relu)
-        stage5_convs_2_relu = torch.relu(stage5_convs_2_conv)
-        stage5_pool = torch.nn.functional.max_pool2d(stage5_convs_2_relu, 2, 2, 0, ceil_mode=False)  # (batch, 512, 7, 7)
-        avgpool = torch.nn.functional.adaptive_avg_pool2d(stage5_pool, (7, 7))
+        stage1 = self.stage1(image)  # (batch, 64, 112, 112)
+        stage2 = self.stage2(stage1)  # (batch, 128, 56, 56)
+        stage3 = self.stage3(stage2)  # (batch, 256, 28, 28)
+        stage4 = self.stage4(stage3)  # (batch, 512, 14, 14)
+        stage5 = self.stage5(stage4)  # (batch, 512, 7, 7)
+        avgpool = torch.nn.functional.adaptive_avg_pool2d(stage5, (7, 7))
         flat = torch.flatten(avgpool, 1, -1)  # (batch, 25088)
         fc1 = self.fc1(flat)  # (batch, 4096)
         relu1 = torch.relu(fc1)

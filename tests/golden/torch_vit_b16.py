@@ -6,6 +6,50 @@ Standalone: needs only torch. The state_dict keys are the spec's node ids.
 import torch
 
 
+class EncoderLayer(torch.nn.Module):
+    """torchvision's EncoderBlock: x + dropout(attn(ln_1(x))), then x + mlp(ln_2(x))."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ln_1 = torch.nn.LayerNorm(768, eps=1e-06, elementwise_affine=True)
+        self.self_attention = torch.nn.MultiheadAttention(768, 12, dropout=0.0, bias=True, batch_first=True)
+        self.dropout = torch.nn.Dropout(p=0.0)
+        self.ln_2 = torch.nn.LayerNorm(768, eps=1e-06, elementwise_affine=True)
+        self.fc1 = torch.nn.utils.skip_init(torch.nn.Linear, 768, 3072, bias=True)
+        torch.nn.init.xavier_uniform_(self.fc1.weight, gain=1.0)
+        torch.nn.init.normal_(self.fc1.bias, mean=0.0, std=1e-06)
+        self.fc1_dropout = torch.nn.Dropout(p=0.0)
+        self.fc2 = torch.nn.utils.skip_init(torch.nn.Linear, 3072, 768, bias=True)
+        torch.nn.init.xavier_uniform_(self.fc2.weight, gain=1.0)
+        torch.nn.init.normal_(self.fc2.bias, mean=0.0, std=1e-06)
+        self.fc2_dropout = torch.nn.Dropout(p=0.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ln_1 = self.ln_1(x)
+        self_attention_linear = torch.nn.functional.linear(
+            ln_1, self.self_attention.in_proj_weight, self.self_attention.in_proj_bias)
+        self_attention_split = self_attention_linear.split(768, -1)
+        self_attention_q = self_attention_split[0].unflatten(-1, (12, 64)).transpose(1, 2)
+        self_attention_k = self_attention_split[1].unflatten(-1, (12, 64)).transpose(1, 2)
+        self_attention_v = self_attention_split[2].unflatten(-1, (12, 64)).transpose(1, 2)
+        self_attention_scaled_dot_product_attention = torch.nn.functional.scaled_dot_product_attention(
+            self_attention_q, self_attention_k, self_attention_v)
+        self_attention_flatten = self_attention_scaled_dot_product_attention.transpose(1, 2).flatten(2)
+        self_attention = torch.nn.functional.linear(
+            self_attention_flatten, self.self_attention.out_proj.weight,
+            self.self_attention.out_proj.bias)  # (batch, 197, 768)
+        dropout = self.dropout(self_attention)
+        attn_res = x + dropout
+        ln_2 = self.ln_2(attn_res)
+        fc1 = self.fc1(ln_2)  # (batch, 197, 3072)
+        gelu = torch.nn.functional.gelu(fc1, approximate='none')
+        fc1_dropout = self.fc1_dropout(gelu)
+        fc2 = self.fc2(fc1_dropout)  # (batch, 197, 768)
+        fc2_dropout = self.fc2_dropout(fc2)
+        mlp_res = attn_res + fc2_dropout
+        return mlp_res
+
+
 class VitB16(torch.nn.Module):
     """ViT-B/16 (Dosovitskiy et al., 2021, "An image is worth 16x16 words: transformers for image
     recognition at scale") as torchvision's vit_b_16 computes it: 16x16 patches of a 224x224 image
@@ -20,7 +64,8 @@ class VitB16(torch.nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.conv_proj = torch.nn.utils.skip_init(torch.nn.Conv2d, 3, 768, 16, stride=16, padding=0, dilation=1, groups=1, bias=True)
+        self.conv_proj = torch.nn.utils.skip_init(
+            torch.nn.Conv2d, 3, 768, 16, stride=16, padding=0, dilation=1, groups=1, bias=True)
         torch.nn.init.trunc_normal_(self.conv_proj.weight, mean=0.0, std=0.03608439182435161, a=-2.0, b=2.0)
         torch.nn.init.zeros_(self.conv_proj.bias)
         self.class_token = torch.nn.Module()
@@ -30,163 +75,7 @@ class VitB16(torch.nn.Module):
         self.pos_embedding.register_parameter("weight", torch.nn.Parameter(torch.zeros(1, 197, 768)))
         torch.nn.init.normal_(self.pos_embedding.weight, mean=0.0, std=0.02)
         self.embed_dropout = torch.nn.Dropout(p=0.0)
-        self.encoder = torch.nn.Module()
-        self.encoder.add_module("0", torch.nn.Module())
-        getattr(self.encoder, "0").ln_1 = torch.nn.LayerNorm(768, eps=1e-06, elementwise_affine=True)
-        getattr(self.encoder, "0").self_attention = torch.nn.MultiheadAttention(768, 12, dropout=0.0, bias=True, batch_first=True)
-        getattr(self.encoder, "0").dropout = torch.nn.Dropout(p=0.0)
-        getattr(self.encoder, "0").ln_2 = torch.nn.LayerNorm(768, eps=1e-06, elementwise_affine=True)
-        getattr(self.encoder, "0").fc1 = torch.nn.utils.skip_init(torch.nn.Linear, 768, 3072, bias=True)
-        torch.nn.init.xavier_uniform_(getattr(self.encoder, "0").fc1.weight, gain=1.0)
-        torch.nn.init.normal_(getattr(self.encoder, "0").fc1.bias, mean=0.0, std=1e-06)
-        getattr(self.encoder, "0").fc1_dropout = torch.nn.Dropout(p=0.0)
-        getattr(self.encoder, "0").fc2 = torch.nn.utils.skip_init(torch.nn.Linear, 3072, 768, bias=True)
-        torch.nn.init.xavier_uniform_(getattr(self.encoder, "0").fc2.weight, gain=1.0)
-        torch.nn.init.normal_(getattr(self.encoder, "0").fc2.bias, mean=0.0, std=1e-06)
-        getattr(self.encoder, "0").fc2_dropout = torch.nn.Dropout(p=0.0)
-        self.encoder.add_module("1", torch.nn.Module())
-        getattr(self.encoder, "1").ln_1 = torch.nn.LayerNorm(768, eps=1e-06, elementwise_affine=True)
-        getattr(self.encoder, "1").self_attention = torch.nn.MultiheadAttention(768, 12, dropout=0.0, bias=True, batch_first=True)
-        getattr(self.encoder, "1").dropout = torch.nn.Dropout(p=0.0)
-        getattr(self.encoder, "1").ln_2 = torch.nn.LayerNorm(768, eps=1e-06, elementwise_affine=True)
-        getattr(self.encoder, "1").fc1 = torch.nn.utils.skip_init(torch.nn.Linear, 768, 3072, bias=True)
-        torch.nn.init.xavier_uniform_(getattr(self.encoder, "1").fc1.weight, gain=1.0)
-        torch.nn.init.normal_(getattr(self.encoder, "1").fc1.bias, mean=0.0, std=1e-06)
-        getattr(self.encoder, "1").fc1_dropout = torch.nn.Dropout(p=0.0)
-        getattr(self.encoder, "1").fc2 = torch.nn.utils.skip_init(torch.nn.Linear, 3072, 768, bias=True)
-        torch.nn.init.xavier_uniform_(getattr(self.encoder, "1").fc2.weight, gain=1.0)
-        torch.nn.init.normal_(getattr(self.encoder, "1").fc2.bias, mean=0.0, std=1e-06)
-        getattr(self.encoder, "1").fc2_dropout = torch.nn.Dropout(p=0.0)
-        self.encoder.add_module("2", torch.nn.Module())
-        getattr(self.encoder, "2").ln_1 = torch.nn.LayerNorm(768, eps=1e-06, elementwise_affine=True)
-        getattr(self.encoder, "2").self_attention = torch.nn.MultiheadAttention(768, 12, dropout=0.0, bias=True, batch_first=True)
-        getattr(self.encoder, "2").dropout = torch.nn.Dropout(p=0.0)
-        getattr(self.encoder, "2").ln_2 = torch.nn.LayerNorm(768, eps=1e-06, elementwise_affine=True)
-        getattr(self.encoder, "2").fc1 = torch.nn.utils.skip_init(torch.nn.Linear, 768, 3072, bias=True)
-        torch.nn.init.xavier_uniform_(getattr(self.encoder, "2").fc1.weight, gain=1.0)
-        torch.nn.init.normal_(getattr(self.encoder, "2").fc1.bias, mean=0.0, std=1e-06)
-        getattr(self.encoder, "2").fc1_dropout = torch.nn.Dropout(p=0.0)
-        getattr(self.encoder, "2").fc2 = torch.nn.utils.skip_init(torch.nn.Linear, 3072, 768, bias=True)
-        torch.nn.init.xavier_uniform_(getattr(self.encoder, "2").fc2.weight, gain=1.0)
-        torch.nn.init.normal_(getattr(self.encoder, "2").fc2.bias, mean=0.0, std=1e-06)
-        getattr(self.encoder, "2").fc2_dropout = torch.nn.Dropout(p=0.0)
-        self.encoder.add_module("3", torch.nn.Module())
-        getattr(self.encoder, "3").ln_1 = torch.nn.LayerNorm(768, eps=1e-06, elementwise_affine=True)
-        getattr(self.encoder, "3").self_attention = torch.nn.MultiheadAttention(768, 12, dropout=0.0, bias=True, batch_first=True)
-        getattr(self.encoder, "3").dropout = torch.nn.Dropout(p=0.0)
-        getattr(self.encoder, "3").ln_2 = torch.nn.LayerNorm(768, eps=1e-06, elementwise_affine=True)
-        getattr(self.encoder, "3").fc1 = torch.nn.utils.skip_init(torch.nn.Linear, 768, 3072, bias=True)
-        torch.nn.init.xavier_uniform_(getattr(self.encoder, "3").fc1.weight, gain=1.0)
-        torch.nn.init.normal_(getattr(self.encoder, "3").fc1.bias, mean=0.0, std=1e-06)
-        getattr(self.encoder, "3").fc1_dropout = torch.nn.Dropout(p=0.0)
-        getattr(self.encoder, "3").fc2 = torch.nn.utils.skip_init(torch.nn.Linear, 3072, 768, bias=True)
-        torch.nn.init.xavier_uniform_(getattr(self.encoder, "3").fc2.weight, gain=1.0)
-        torch.nn.init.normal_(getattr(self.encoder, "3").fc2.bias, mean=0.0, std=1e-06)
-        getattr(self.encoder, "3").fc2_dropout = torch.nn.Dropout(p=0.0)
-        self.encoder.add_module("4", torch.nn.Module())
-        getattr(self.encoder, "4").ln_1 = torch.nn.LayerNorm(768, eps=1e-06, elementwise_affine=True)
-        getattr(self.encoder, "4").self_attention = torch.nn.MultiheadAttention(768, 12, dropout=0.0, bias=True, batch_first=True)
-        getattr(self.encoder, "4").dropout = torch.nn.Dropout(p=0.0)
-        getattr(self.encoder, "4").ln_2 = torch.nn.LayerNorm(768, eps=1e-06, elementwise_affine=True)
-        getattr(self.encoder, "4").fc1 = torch.nn.utils.skip_init(torch.nn.Linear, 768, 3072, bias=True)
-        torch.nn.init.xavier_uniform_(getattr(self.encoder, "4").fc1.weight, gain=1.0)
-        torch.nn.init.normal_(getattr(self.encoder, "4").fc1.bias, mean=0.0, std=1e-06)
-        getattr(self.encoder, "4").fc1_dropout = torch.nn.Dropout(p=0.0)
-        getattr(self.encoder, "4").fc2 = torch.nn.utils.skip_init(torch.nn.Linear, 3072, 768, bias=True)
-        torch.nn.init.xavier_uniform_(getattr(self.encoder, "4").fc2.weight, gain=1.0)
-        torch.nn.init.normal_(getattr(self.encoder, "4").fc2.bias, mean=0.0, std=1e-06)
-        getattr(self.encoder, "4").fc2_dropout = torch.nn.Dropout(p=0.0)
-        self.encoder.add_module("5", torch.nn.Module())
-        getattr(self.encoder, "5").ln_1 = torch.nn.LayerNorm(768, eps=1e-06, elementwise_affine=True)
-        getattr(self.encoder, "5").self_attention = torch.nn.MultiheadAttention(768, 12, dropout=0.0, bias=True, batch_first=True)
-        getattr(self.encoder, "5").dropout = torch.nn.Dropout(p=0.0)
-        getattr(self.encoder, "5").ln_2 = torch.nn.LayerNorm(768, eps=1e-06, elementwise_affine=True)
-        getattr(self.encoder, "5").fc1 = torch.nn.utils.skip_init(torch.nn.Linear, 768, 3072, bias=True)
-        torch.nn.init.xavier_uniform_(getattr(self.encoder, "5").fc1.weight, gain=1.0)
-        torch.nn.init.normal_(getattr(self.encoder, "5").fc1.bias, mean=0.0, std=1e-06)
-        getattr(self.encoder, "5").fc1_dropout = torch.nn.Dropout(p=0.0)
-        getattr(self.encoder, "5").fc2 = torch.nn.utils.skip_init(torch.nn.Linear, 3072, 768, bias=True)
-        torch.nn.init.xavier_uniform_(getattr(self.encoder, "5").fc2.weight, gain=1.0)
-        torch.nn.init.normal_(getattr(self.encoder, "5").fc2.bias, mean=0.0, std=1e-06)
-        getattr(self.encoder, "5").fc2_dropout = torch.nn.Dropout(p=0.0)
-        self.encoder.add_module("6", torch.nn.Module())
-        getattr(self.encoder, "6").ln_1 = torch.nn.LayerNorm(768, eps=1e-06, elementwise_affine=True)
-        getattr(self.encoder, "6").self_attention = torch.nn.MultiheadAttention(768, 12, dropout=0.0, bias=True, batch_first=True)
-        getattr(self.encoder, "6").dropout = torch.nn.Dropout(p=0.0)
-        getattr(self.encoder, "6").ln_2 = torch.nn.LayerNorm(768, eps=1e-06, elementwise_affine=True)
-        getattr(self.encoder, "6").fc1 = torch.nn.utils.skip_init(torch.nn.Linear, 768, 3072, bias=True)
-        torch.nn.init.xavier_uniform_(getattr(self.encoder, "6").fc1.weight, gain=1.0)
-        torch.nn.init.normal_(getattr(self.encoder, "6").fc1.bias, mean=0.0, std=1e-06)
-        getattr(self.encoder, "6").fc1_dropout = torch.nn.Dropout(p=0.0)
-        getattr(self.encoder, "6").fc2 = torch.nn.utils.skip_init(torch.nn.Linear, 3072, 768, bias=True)
-        torch.nn.init.xavier_uniform_(getattr(self.encoder, "6").fc2.weight, gain=1.0)
-        torch.nn.init.normal_(getattr(self.encoder, "6").fc2.bias, mean=0.0, std=1e-06)
-        getattr(self.encoder, "6").fc2_dropout = torch.nn.Dropout(p=0.0)
-        self.encoder.add_module("7", torch.nn.Module())
-        getattr(self.encoder, "7").ln_1 = torch.nn.LayerNorm(768, eps=1e-06, elementwise_affine=True)
-        getattr(self.encoder, "7").self_attention = torch.nn.MultiheadAttention(768, 12, dropout=0.0, bias=True, batch_first=True)
-        getattr(self.encoder, "7").dropout = torch.nn.Dropout(p=0.0)
-        getattr(self.encoder, "7").ln_2 = torch.nn.LayerNorm(768, eps=1e-06, elementwise_affine=True)
-        getattr(self.encoder, "7").fc1 = torch.nn.utils.skip_init(torch.nn.Linear, 768, 3072, bias=True)
-        torch.nn.init.xavier_uniform_(getattr(self.encoder, "7").fc1.weight, gain=1.0)
-        torch.nn.init.normal_(getattr(self.encoder, "7").fc1.bias, mean=0.0, std=1e-06)
-        getattr(self.encoder, "7").fc1_dropout = torch.nn.Dropout(p=0.0)
-        getattr(self.encoder, "7").fc2 = torch.nn.utils.skip_init(torch.nn.Linear, 3072, 768, bias=True)
-        torch.nn.init.xavier_uniform_(getattr(self.encoder, "7").fc2.weight, gain=1.0)
-        torch.nn.init.normal_(getattr(self.encoder, "7").fc2.bias, mean=0.0, std=1e-06)
-        getattr(self.encoder, "7").fc2_dropout = torch.nn.Dropout(p=0.0)
-        self.encoder.add_module("8", torch.nn.Module())
-        getattr(self.encoder, "8").ln_1 = torch.nn.LayerNorm(768, eps=1e-06, elementwise_affine=True)
-        getattr(self.encoder, "8").self_attention = torch.nn.MultiheadAttention(768, 12, dropout=0.0, bias=True, batch_first=True)
-        getattr(self.encoder, "8").dropout = torch.nn.Dropout(p=0.0)
-        getattr(self.encoder, "8").ln_2 = torch.nn.LayerNorm(768, eps=1e-06, elementwise_affine=True)
-        getattr(self.encoder, "8").fc1 = torch.nn.utils.skip_init(torch.nn.Linear, 768, 3072, bias=True)
-        torch.nn.init.xavier_uniform_(getattr(self.encoder, "8").fc1.weight, gain=1.0)
-        torch.nn.init.normal_(getattr(self.encoder, "8").fc1.bias, mean=0.0, std=1e-06)
-        getattr(self.encoder, "8").fc1_dropout = torch.nn.Dropout(p=0.0)
-        getattr(self.encoder, "8").fc2 = torch.nn.utils.skip_init(torch.nn.Linear, 3072, 768, bias=True)
-        torch.nn.init.xavier_uniform_(getattr(self.encoder, "8").fc2.weight, gain=1.0)
-        torch.nn.init.normal_(getattr(self.encoder, "8").fc2.bias, mean=0.0, std=1e-06)
-        getattr(self.encoder, "8").fc2_dropout = torch.nn.Dropout(p=0.0)
-        self.encoder.add_module("9", torch.nn.Module())
-        getattr(self.encoder, "9").ln_1 = torch.nn.LayerNorm(768, eps=1e-06, elementwise_affine=True)
-        getattr(self.encoder, "9").self_attention = torch.nn.MultiheadAttention(768, 12, dropout=0.0, bias=True, batch_first=True)
-        getattr(self.encoder, "9").dropout = torch.nn.Dropout(p=0.0)
-        getattr(self.encoder, "9").ln_2 = torch.nn.LayerNorm(768, eps=1e-06, elementwise_affine=True)
-        getattr(self.encoder, "9").fc1 = torch.nn.utils.skip_init(torch.nn.Linear, 768, 3072, bias=True)
-        torch.nn.init.xavier_uniform_(getattr(self.encoder, "9").fc1.weight, gain=1.0)
-        torch.nn.init.normal_(getattr(self.encoder, "9").fc1.bias, mean=0.0, std=1e-06)
-        getattr(self.encoder, "9").fc1_dropout = torch.nn.Dropout(p=0.0)
-        getattr(self.encoder, "9").fc2 = torch.nn.utils.skip_init(torch.nn.Linear, 3072, 768, bias=True)
-        torch.nn.init.xavier_uniform_(getattr(self.encoder, "9").fc2.weight, gain=1.0)
-        torch.nn.init.normal_(getattr(self.encoder, "9").fc2.bias, mean=0.0, std=1e-06)
-        getattr(self.encoder, "9").fc2_dropout = torch.nn.Dropout(p=0.0)
-        self.encoder.add_module("10", torch.nn.Module())
-        getattr(self.encoder, "10").ln_1 = torch.nn.LayerNorm(768, eps=1e-06, elementwise_affine=True)
-        getattr(self.encoder, "10").self_attention = torch.nn.MultiheadAttention(768, 12, dropout=0.0, bias=True, batch_first=True)
-        getattr(self.encoder, "10").dropout = torch.nn.Dropout(p=0.0)
-        getattr(self.encoder, "10").ln_2 = torch.nn.LayerNorm(768, eps=1e-06, elementwise_affine=True)
-        getattr(self.encoder, "10").fc1 = torch.nn.utils.skip_init(torch.nn.Linear, 768, 3072, bias=True)
-        torch.nn.init.xavier_uniform_(getattr(self.encoder, "10").fc1.weight, gain=1.0)
-        torch.nn.init.normal_(getattr(self.encoder, "10").fc1.bias, mean=0.0, std=1e-06)
-        getattr(self.encoder, "10").fc1_dropout = torch.nn.Dropout(p=0.0)
-        getattr(self.encoder, "10").fc2 = torch.nn.utils.skip_init(torch.nn.Linear, 3072, 768, bias=True)
-        torch.nn.init.xavier_uniform_(getattr(self.encoder, "10").fc2.weight, gain=1.0)
-        torch.nn.init.normal_(getattr(self.encoder, "10").fc2.bias, mean=0.0, std=1e-06)
-        getattr(self.encoder, "10").fc2_dropout = torch.nn.Dropout(p=0.0)
-        self.encoder.add_module("11", torch.nn.Module())
-        getattr(self.encoder, "11").ln_1 = torch.nn.LayerNorm(768, eps=1e-06, elementwise_affine=True)
-        getattr(self.encoder, "11").self_attention = torch.nn.MultiheadAttention(768, 12, dropout=0.0, bias=True, batch_first=True)
-        getattr(self.encoder, "11").dropout = torch.nn.Dropout(p=0.0)
-        getattr(self.encoder, "11").ln_2 = torch.nn.LayerNorm(768, eps=1e-06, elementwise_affine=True)
-        getattr(self.encoder, "11").fc1 = torch.nn.utils.skip_init(torch.nn.Linear, 768, 3072, bias=True)
-        torch.nn.init.xavier_uniform_(getattr(self.encoder, "11").fc1.weight, gain=1.0)
-        torch.nn.init.normal_(getattr(self.encoder, "11").fc1.bias, mean=0.0, std=1e-06)
-        getattr(self.encoder, "11").fc1_dropout = torch.nn.Dropout(p=0.0)
-        getattr(self.encoder, "11").fc2 = torch.nn.utils.skip_init(torch.nn.Linear, 3072, 768, bias=True)
-        torch.nn.init.xavier_uniform_(getattr(self.encoder, "11").fc2.weight, gain=1.0)
-        torch.nn.init.normal_(getattr(self.encoder, "11").fc2.bias, mean=0.0, std=1e-06)
-        getattr(self.encoder, "11").fc2_dropout = torch.nn.Dropout(p=0.0)
+        self.encoder = torch.nn.ModuleList([EncoderLayer() for _ in range(12)])
         self.ln = torch.nn.LayerNorm(768, eps=1e-06, elementwise_affine=True)
         self.head = torch.nn.utils.skip_init(torch.nn.Linear, 768, 1000, bias=True)
         torch.nn.init.zeros_(self.head.weight)
@@ -197,362 +86,14 @@ class VitB16(torch.nn.Module):
         conv_proj = self.conv_proj(image)  # (batch, 768, 14, 14)
         patches = torch.flatten(conv_proj, 2, -1)  # (batch, 768, 196)
         tokens = torch.transpose(patches, 1, 2)  # (batch, 196, 768)
-        class_token = self.class_token.weight  # (1, 1, 768)
-        batch = image.size(0)
-        class_tokens = class_token.expand(batch, -1, -1)  # (batch, 1, 768)
+        class_tokens = self.class_token.weight.expand(image.size(0), -1, -1)  # (batch, 1, 768)
         sequence = torch.cat([class_tokens, tokens], 1)  # (batch, 197, 768)
-        pos_embedding = self.pos_embedding.weight  # (1, 197, 768)
-        positioned = sequence + pos_embedding
+        positioned = sequence + self.pos_embedding.weight
         embed_dropout = self.embed_dropout(positioned)
-        encoder_0_ln_1 = getattr(self.encoder, "0").ln_1(embed_dropout)
-        encoder_0_self_attention_in_proj_weight = getattr(self.encoder, "0").self_attention.in_proj_weight
-        encoder_0_self_attention_in_proj_bias = getattr(self.encoder, "0").self_attention.in_proj_bias
-        encoder_0_self_attention_out_proj_weight = getattr(self.encoder, "0").self_attention.out_proj.weight
-        encoder_0_self_attention_out_proj_bias = getattr(self.encoder, "0").self_attention.out_proj.bias
-        linear = torch.nn.functional.linear(encoder_0_ln_1, encoder_0_self_attention_in_proj_weight, encoder_0_self_attention_in_proj_bias)
-        split = linear.split(768, -1)
-        getitem = split[0]
-        getitem_1 = split[1]
-        getitem_2 = split[2]
-        unflatten = getitem.unflatten(-1, (12, 64))
-        encoder_0_self_attention_q = unflatten.transpose(1, 2)
-        unflatten_1 = getitem_1.unflatten(-1, (12, 64))
-        encoder_0_self_attention_k = unflatten_1.transpose(1, 2)
-        unflatten_2 = getitem_2.unflatten(-1, (12, 64))
-        encoder_0_self_attention_v = unflatten_2.transpose(1, 2)
-        scaled_dot_product_attention = torch.nn.functional.scaled_dot_product_attention(encoder_0_self_attention_q, encoder_0_self_attention_k, encoder_0_self_attention_v)
-        transpose_4 = scaled_dot_product_attention.transpose(1, 2)
-        flatten_1 = transpose_4.flatten(2)
-        encoder_0_self_attention = torch.nn.functional.linear(flatten_1, encoder_0_self_attention_out_proj_weight, encoder_0_self_attention_out_proj_bias)  # (batch, 197, 768)
-        encoder_0_dropout = getattr(self.encoder, "0").dropout(encoder_0_self_attention)
-        encoder_0_attn_res = embed_dropout + encoder_0_dropout
-        encoder_0_ln_2 = getattr(self.encoder, "0").ln_2(encoder_0_attn_res)
-        encoder_0_fc1 = getattr(self.encoder, "0").fc1(encoder_0_ln_2)  # (batch, 197, 3072)
-        encoder_0_gelu = torch.nn.functional.gelu(encoder_0_fc1, approximate='none')
-        encoder_0_fc1_dropout = getattr(self.encoder, "0").fc1_dropout(encoder_0_gelu)
-        encoder_0_fc2 = getattr(self.encoder, "0").fc2(encoder_0_fc1_dropout)  # (batch, 197, 768)
-        encoder_0_fc2_dropout = getattr(self.encoder, "0").fc2_dropout(encoder_0_fc2)
-        encoder_0_mlp_res = encoder_0_attn_res + encoder_0_fc2_dropout
-        encoder_1_ln_1 = getattr(self.encoder, "1").ln_1(encoder_0_mlp_res)
-        encoder_1_self_attention_in_proj_weight = getattr(self.encoder, "1").self_attention.in_proj_weight
-        encoder_1_self_attention_in_proj_bias = getattr(self.encoder, "1").self_attention.in_proj_bias
-        encoder_1_self_attention_out_proj_weight = getattr(self.encoder, "1").self_attention.out_proj.weight
-        encoder_1_self_attention_out_proj_bias = getattr(self.encoder, "1").self_attention.out_proj.bias
-        linear_2 = torch.nn.functional.linear(encoder_1_ln_1, encoder_1_self_attention_in_proj_weight, encoder_1_self_attention_in_proj_bias)
-        split_1 = linear_2.split(768, -1)
-        getitem_3 = split_1[0]
-        getitem_4 = split_1[1]
-        getitem_5 = split_1[2]
-        unflatten_3 = getitem_3.unflatten(-1, (12, 64))
-        encoder_1_self_attention_q = unflatten_3.transpose(1, 2)
-        unflatten_4 = getitem_4.unflatten(-1, (12, 64))
-        encoder_1_self_attention_k = unflatten_4.transpose(1, 2)
-        unflatten_5 = getitem_5.unflatten(-1, (12, 64))
-        encoder_1_self_attention_v = unflatten_5.transpose(1, 2)
-        scaled_dot_product_attention_1 = torch.nn.functional.scaled_dot_product_attention(encoder_1_self_attention_q, encoder_1_self_attention_k, encoder_1_self_attention_v)
-        transpose_8 = scaled_dot_product_attention_1.transpose(1, 2)
-        flatten_2 = transpose_8.flatten(2)
-        encoder_1_self_attention = torch.nn.functional.linear(flatten_2, encoder_1_self_attention_out_proj_weight, encoder_1_self_attention_out_proj_bias)  # (batch, 197, 768)
-        encoder_1_dropout = getattr(self.encoder, "1").dropout(encoder_1_self_attention)
-        encoder_1_attn_res = encoder_0_mlp_res + encoder_1_dropout
-        encoder_1_ln_2 = getattr(self.encoder, "1").ln_2(encoder_1_attn_res)
-        encoder_1_fc1 = getattr(self.encoder, "1").fc1(encoder_1_ln_2)  # (batch, 197, 3072)
-        encoder_1_gelu = torch.nn.functional.gelu(encoder_1_fc1, approximate='none')
-        encoder_1_fc1_dropout = getattr(self.encoder, "1").fc1_dropout(encoder_1_gelu)
-        encoder_1_fc2 = getattr(self.encoder, "1").fc2(encoder_1_fc1_dropout)  # (batch, 197, 768)
-        encoder_1_fc2_dropout = getattr(self.encoder, "1").fc2_dropout(encoder_1_fc2)
-        encoder_1_mlp_res = encoder_1_attn_res + encoder_1_fc2_dropout
-        encoder_2_ln_1 = getattr(self.encoder, "2").ln_1(encoder_1_mlp_res)
-        encoder_2_self_attention_in_proj_weight = getattr(self.encoder, "2").self_attention.in_proj_weight
-        encoder_2_self_attention_in_proj_bias = getattr(self.encoder, "2").self_attention.in_proj_bias
-        encoder_2_self_attention_out_proj_weight = getattr(self.encoder, "2").self_attention.out_proj.weight
-        encoder_2_self_attention_out_proj_bias = getattr(self.encoder, "2").self_attention.out_proj.bias
-        linear_4 = torch.nn.functional.linear(encoder_2_ln_1, encoder_2_self_attention_in_proj_weight, encoder_2_self_attention_in_proj_bias)
-        split_2 = linear_4.split(768, -1)
-        getitem_6 = split_2[0]
-        getitem_7 = split_2[1]
-        getitem_8 = split_2[2]
-        unflatten_6 = getitem_6.unflatten(-1, (12, 64))
-        encoder_2_self_attention_q = unflatten_6.transpose(1, 2)
-        unflatten_7 = getitem_7.unflatten(-1, (12, 64))
-        encoder_2_self_attention_k = unflatten_7.transpose(1, 2)
-        unflatten_8 = getitem_8.unflatten(-1, (12, 64))
-        encoder_2_self_attention_v = unflatten_8.transpose(1, 2)
-        scaled_dot_product_attention_2 = torch.nn.functional.scaled_dot_product_attention(encoder_2_self_attention_q, encoder_2_self_attention_k, encoder_2_self_attention_v)
-        transpose_12 = scaled_dot_product_attention_2.transpose(1, 2)
-        flatten_3 = transpose_12.flatten(2)
-        encoder_2_self_attention = torch.nn.functional.linear(flatten_3, encoder_2_self_attention_out_proj_weight, encoder_2_self_attention_out_proj_bias)  # (batch, 197, 768)
-        encoder_2_dropout = getattr(self.encoder, "2").dropout(encoder_2_self_attention)
-        encoder_2_attn_res = encoder_1_mlp_res + encoder_2_dropout
-        encoder_2_ln_2 = getattr(self.encoder, "2").ln_2(encoder_2_attn_res)
-        encoder_2_fc1 = getattr(self.encoder, "2").fc1(encoder_2_ln_2)  # (batch, 197, 3072)
-        encoder_2_gelu = torch.nn.functional.gelu(encoder_2_fc1, approximate='none')
-        encoder_2_fc1_dropout = getattr(self.encoder, "2").fc1_dropout(encoder_2_gelu)
-        encoder_2_fc2 = getattr(self.encoder, "2").fc2(encoder_2_fc1_dropout)  # (batch, 197, 768)
-        encoder_2_fc2_dropout = getattr(self.encoder, "2").fc2_dropout(encoder_2_fc2)
-        encoder_2_mlp_res = encoder_2_attn_res + encoder_2_fc2_dropout
-        encoder_3_ln_1 = getattr(self.encoder, "3").ln_1(encoder_2_mlp_res)
-        encoder_3_self_attention_in_proj_weight = getattr(self.encoder, "3").self_attention.in_proj_weight
-        encoder_3_self_attention_in_proj_bias = getattr(self.encoder, "3").self_attention.in_proj_bias
-        encoder_3_self_attention_out_proj_weight = getattr(self.encoder, "3").self_attention.out_proj.weight
-        encoder_3_self_attention_out_proj_bias = getattr(self.encoder, "3").self_attention.out_proj.bias
-        linear_6 = torch.nn.functional.linear(encoder_3_ln_1, encoder_3_self_attention_in_proj_weight, encoder_3_self_attention_in_proj_bias)
-        split_3 = linear_6.split(768, -1)
-        getitem_9 = split_3[0]
-        getitem_10 = split_3[1]
-        getitem_11 = split_3[2]
-        unflatten_9 = getitem_9.unflatten(-1, (12, 64))
-        encoder_3_self_attention_q = unflatten_9.transpose(1, 2)
-        unflatten_10 = getitem_10.unflatten(-1, (12, 64))
-        encoder_3_self_attention_k = unflatten_10.transpose(1, 2)
-        unflatten_11 = getitem_11.unflatten(-1, (12, 64))
-        encoder_3_self_attention_v = unflatten_11.transpose(1, 2)
-        scaled_dot_product_attention_3 = torch.nn.functional.scaled_dot_product_attention(encoder_3_self_attention_q, encoder_3_self_attention_k, encoder_3_self_attention_v)
-        transpose_16 = scaled_dot_product_attention_3.transpose(1, 2)
-        flatten_4 = transpose_16.flatten(2)
-        encoder_3_self_attention = torch.nn.functional.linear(flatten_4, encoder_3_self_attention_out_proj_weight, encoder_3_self_attention_out_proj_bias)  # (batch, 197, 768)
-        encoder_3_dropout = getattr(self.encoder, "3").dropout(encoder_3_self_attention)
-        encoder_3_attn_res = encoder_2_mlp_res + encoder_3_dropout
-        encoder_3_ln_2 = getattr(self.encoder, "3").ln_2(encoder_3_attn_res)
-        encoder_3_fc1 = getattr(self.encoder, "3").fc1(encoder_3_ln_2)  # (batch, 197, 3072)
-        encoder_3_gelu = torch.nn.functional.gelu(encoder_3_fc1, approximate='none')
-        encoder_3_fc1_dropout = getattr(self.encoder, "3").fc1_dropout(encoder_3_gelu)
-        encoder_3_fc2 = getattr(self.encoder, "3").fc2(encoder_3_fc1_dropout)  # (batch, 197, 768)
-        encoder_3_fc2_dropout = getattr(self.encoder, "3").fc2_dropout(encoder_3_fc2)
-        encoder_3_mlp_res = encoder_3_attn_res + encoder_3_fc2_dropout
-        encoder_4_ln_1 = getattr(self.encoder, "4").ln_1(encoder_3_mlp_res)
-        encoder_4_self_attention_in_proj_weight = getattr(self.encoder, "4").self_attention.in_proj_weight
-        encoder_4_self_attention_in_proj_bias = getattr(self.encoder, "4").self_attention.in_proj_bias
-        encoder_4_self_attention_out_proj_weight = getattr(self.encoder, "4").self_attention.out_proj.weight
-        encoder_4_self_attention_out_proj_bias = getattr(self.encoder, "4").self_attention.out_proj.bias
-        linear_8 = torch.nn.functional.linear(encoder_4_ln_1, encoder_4_self_attention_in_proj_weight, encoder_4_self_attention_in_proj_bias)
-        split_4 = linear_8.split(768, -1)
-        getitem_12 = split_4[0]
-        getitem_13 = split_4[1]
-        getitem_14 = split_4[2]
-        unflatten_12 = getitem_12.unflatten(-1, (12, 64))
-        encoder_4_self_attention_q = unflatten_12.transpose(1, 2)
-        unflatten_13 = getitem_13.unflatten(-1, (12, 64))
-        encoder_4_self_attention_k = unflatten_13.transpose(1, 2)
-        unflatten_14 = getitem_14.unflatten(-1, (12, 64))
-        encoder_4_self_attention_v = unflatten_14.transpose(1, 2)
-        scaled_dot_product_attention_4 = torch.nn.functional.scaled_dot_product_attention(encoder_4_self_attention_q, encoder_4_self_attention_k, encoder_4_self_attention_v)
-        transpose_20 = scaled_dot_product_attention_4.transpose(1, 2)
-        flatten_5 = transpose_20.flatten(2)
-        encoder_4_self_attention = torch.nn.functional.linear(flatten_5, encoder_4_self_attention_out_proj_weight, encoder_4_self_attention_out_proj_bias)  # (batch, 197, 768)
-        encoder_4_dropout = getattr(self.encoder, "4").dropout(encoder_4_self_attention)
-        encoder_4_attn_res = encoder_3_mlp_res + encoder_4_dropout
-        encoder_4_ln_2 = getattr(self.encoder, "4").ln_2(encoder_4_attn_res)
-        encoder_4_fc1 = getattr(self.encoder, "4").fc1(encoder_4_ln_2)  # (batch, 197, 3072)
-        encoder_4_gelu = torch.nn.functional.gelu(encoder_4_fc1, approximate='none')
-        encoder_4_fc1_dropout = getattr(self.encoder, "4").fc1_dropout(encoder_4_gelu)
-        encoder_4_fc2 = getattr(self.encoder, "4").fc2(encoder_4_fc1_dropout)  # (batch, 197, 768)
-        encoder_4_fc2_dropout = getattr(self.encoder, "4").fc2_dropout(encoder_4_fc2)
-        encoder_4_mlp_res = encoder_4_attn_res + encoder_4_fc2_dropout
-        encoder_5_ln_1 = getattr(self.encoder, "5").ln_1(encoder_4_mlp_res)
-        encoder_5_self_attention_in_proj_weight = getattr(self.encoder, "5").self_attention.in_proj_weight
-        encoder_5_self_attention_in_proj_bias = getattr(self.encoder, "5").self_attention.in_proj_bias
-        encoder_5_self_attention_out_proj_weight = getattr(self.encoder, "5").self_attention.out_proj.weight
-        encoder_5_self_attention_out_proj_bias = getattr(self.encoder, "5").self_attention.out_proj.bias
-        linear_10 = torch.nn.functional.linear(encoder_5_ln_1, encoder_5_self_attention_in_proj_weight, encoder_5_self_attention_in_proj_bias)
-        split_5 = linear_10.split(768, -1)
-        getitem_15 = split_5[0]
-        getitem_16 = split_5[1]
-        getitem_17 = split_5[2]
-        unflatten_15 = getitem_15.unflatten(-1, (12, 64))
-        encoder_5_self_attention_q = unflatten_15.transpose(1, 2)
-        unflatten_16 = getitem_16.unflatten(-1, (12, 64))
-        encoder_5_self_attention_k = unflatten_16.transpose(1, 2)
-        unflatten_17 = getitem_17.unflatten(-1, (12, 64))
-        encoder_5_self_attention_v = unflatten_17.transpose(1, 2)
-        scaled_dot_product_attention_5 = torch.nn.functional.scaled_dot_product_attention(encoder_5_self_attention_q, encoder_5_self_attention_k, encoder_5_self_attention_v)
-        transpose_24 = scaled_dot_product_attention_5.transpose(1, 2)
-        flatten_6 = transpose_24.flatten(2)
-        encoder_5_self_attention = torch.nn.functional.linear(flatten_6, encoder_5_self_attention_out_proj_weight, encoder_5_self_attention_out_proj_bias)  # (batch, 197, 768)
-        encoder_5_dropout = getattr(self.encoder, "5").dropout(encoder_5_self_attention)
-        encoder_5_attn_res = encoder_4_mlp_res + encoder_5_dropout
-        encoder_5_ln_2 = getattr(self.encoder, "5").ln_2(encoder_5_attn_res)
-        encoder_5_fc1 = getattr(self.encoder, "5").fc1(encoder_5_ln_2)  # (batch, 197, 3072)
-        encoder_5_gelu = torch.nn.functional.gelu(encoder_5_fc1, approximate='none')
-        encoder_5_fc1_dropout = getattr(self.encoder, "5").fc1_dropout(encoder_5_gelu)
-        encoder_5_fc2 = getattr(self.encoder, "5").fc2(encoder_5_fc1_dropout)  # (batch, 197, 768)
-        encoder_5_fc2_dropout = getattr(self.encoder, "5").fc2_dropout(encoder_5_fc2)
-        encoder_5_mlp_res = encoder_5_attn_res + encoder_5_fc2_dropout
-        encoder_6_ln_1 = getattr(self.encoder, "6").ln_1(encoder_5_mlp_res)
-        encoder_6_self_attention_in_proj_weight = getattr(self.encoder, "6").self_attention.in_proj_weight
-        encoder_6_self_attention_in_proj_bias = getattr(self.encoder, "6").self_attention.in_proj_bias
-        encoder_6_self_attention_out_proj_weight = getattr(self.encoder, "6").self_attention.out_proj.weight
-        encoder_6_self_attention_out_proj_bias = getattr(self.encoder, "6").self_attention.out_proj.bias
-        linear_12 = torch.nn.functional.linear(encoder_6_ln_1, encoder_6_self_attention_in_proj_weight, encoder_6_self_attention_in_proj_bias)
-        split_6 = linear_12.split(768, -1)
-        getitem_18 = split_6[0]
-        getitem_19 = split_6[1]
-        getitem_20 = split_6[2]
-        unflatten_18 = getitem_18.unflatten(-1, (12, 64))
-        encoder_6_self_attention_q = unflatten_18.transpose(1, 2)
-        unflatten_19 = getitem_19.unflatten(-1, (12, 64))
-        encoder_6_self_attention_k = unflatten_19.transpose(1, 2)
-        unflatten_20 = getitem_20.unflatten(-1, (12, 64))
-        encoder_6_self_attention_v = unflatten_20.transpose(1, 2)
-        scaled_dot_product_attention_6 = torch.nn.functional.scaled_dot_product_attention(encoder_6_self_attention_q, encoder_6_self_attention_k, encoder_6_self_attention_v)
-        transpose_28 = scaled_dot_product_attention_6.transpose(1, 2)
-        flatten_7 = transpose_28.flatten(2)
-        encoder_6_self_attention = torch.nn.functional.linear(flatten_7, encoder_6_self_attention_out_proj_weight, encoder_6_self_attention_out_proj_bias)  # (batch, 197, 768)
-        encoder_6_dropout = getattr(self.encoder, "6").dropout(encoder_6_self_attention)
-        encoder_6_attn_res = encoder_5_mlp_res + encoder_6_dropout
-        encoder_6_ln_2 = getattr(self.encoder, "6").ln_2(encoder_6_attn_res)
-        encoder_6_fc1 = getattr(self.encoder, "6").fc1(encoder_6_ln_2)  # (batch, 197, 3072)
-        encoder_6_gelu = torch.nn.functional.gelu(encoder_6_fc1, approximate='none')
-        encoder_6_fc1_dropout = getattr(self.encoder, "6").fc1_dropout(encoder_6_gelu)
-        encoder_6_fc2 = getattr(self.encoder, "6").fc2(encoder_6_fc1_dropout)  # (batch, 197, 768)
-        encoder_6_fc2_dropout = getattr(self.encoder, "6").fc2_dropout(encoder_6_fc2)
-        encoder_6_mlp_res = encoder_6_attn_res + encoder_6_fc2_dropout
-        encoder_7_ln_1 = getattr(self.encoder, "7").ln_1(encoder_6_mlp_res)
-        encoder_7_self_attention_in_proj_weight = getattr(self.encoder, "7").self_attention.in_proj_weight
-        encoder_7_self_attention_in_proj_bias = getattr(self.encoder, "7").self_attention.in_proj_bias
-        encoder_7_self_attention_out_proj_weight = getattr(self.encoder, "7").self_attention.out_proj.weight
-        encoder_7_self_attention_out_proj_bias = getattr(self.encoder, "7").self_attention.out_proj.bias
-        linear_14 = torch.nn.functional.linear(encoder_7_ln_1, encoder_7_self_attention_in_proj_weight, encoder_7_self_attention_in_proj_bias)
-        split_7 = linear_14.split(768, -1)
-        getitem_21 = split_7[0]
-        getitem_22 = split_7[1]
-        getitem_23 = split_7[2]
-        unflatten_21 = getitem_21.unflatten(-1, (12, 64))
-        encoder_7_self_attention_q = unflatten_21.transpose(1, 2)
-        unflatten_22 = getitem_22.unflatten(-1, (12, 64))
-        encoder_7_self_attention_k = unflatten_22.transpose(1, 2)
-        unflatten_23 = getitem_23.unflatten(-1, (12, 64))
-        encoder_7_self_attention_v = unflatten_23.transpose(1, 2)
-        scaled_dot_product_attention_7 = torch.nn.functional.scaled_dot_product_attention(encoder_7_self_attention_q, encoder_7_self_attention_k, encoder_7_self_attention_v)
-        transpose_32 = scaled_dot_product_attention_7.transpose(1, 2)
-        flatten_8 = transpose_32.flatten(2)
-        encoder_7_self_attention = torch.nn.functional.linear(flatten_8, encoder_7_self_attention_out_proj_weight, encoder_7_self_attention_out_proj_bias)  # (batch, 197, 768)
-        encoder_7_dropout = getattr(self.encoder, "7").dropout(encoder_7_self_attention)
-        encoder_7_attn_res = encoder_6_mlp_res + encoder_7_dropout
-        encoder_7_ln_2 = getattr(self.encoder, "7").ln_2(encoder_7_attn_res)
-        encoder_7_fc1 = getattr(self.encoder, "7").fc1(encoder_7_ln_2)  # (batch, 197, 3072)
-        encoder_7_gelu = torch.nn.functional.gelu(encoder_7_fc1, approximate='none')
-        encoder_7_fc1_dropout = getattr(self.encoder, "7").fc1_dropout(encoder_7_gelu)
-        encoder_7_fc2 = getattr(self.encoder, "7").fc2(encoder_7_fc1_dropout)  # (batch, 197, 768)
-        encoder_7_fc2_dropout = getattr(self.encoder, "7").fc2_dropout(encoder_7_fc2)
-        encoder_7_mlp_res = encoder_7_attn_res + encoder_7_fc2_dropout
-        encoder_8_ln_1 = getattr(self.encoder, "8").ln_1(encoder_7_mlp_res)
-        encoder_8_self_attention_in_proj_weight = getattr(self.encoder, "8").self_attention.in_proj_weight
-        encoder_8_self_attention_in_proj_bias = getattr(self.encoder, "8").self_attention.in_proj_bias
-        encoder_8_self_attention_out_proj_weight = getattr(self.encoder, "8").self_attention.out_proj.weight
-        encoder_8_self_attention_out_proj_bias = getattr(self.encoder, "8").self_attention.out_proj.bias
-        linear_16 = torch.nn.functional.linear(encoder_8_ln_1, encoder_8_self_attention_in_proj_weight, encoder_8_self_attention_in_proj_bias)
-        split_8 = linear_16.split(768, -1)
-        getitem_24 = split_8[0]
-        getitem_25 = split_8[1]
-        getitem_26 = split_8[2]
-        unflatten_24 = getitem_24.unflatten(-1, (12, 64))
-        encoder_8_self_attention_q = unflatten_24.transpose(1, 2)
-        unflatten_25 = getitem_25.unflatten(-1, (12, 64))
-        encoder_8_self_attention_k = unflatten_25.transpose(1, 2)
-        unflatten_26 = getitem_26.unflatten(-1, (12, 64))
-        encoder_8_self_attention_v = unflatten_26.transpose(1, 2)
-        scaled_dot_product_attention_8 = torch.nn.functional.scaled_dot_product_attention(encoder_8_self_attention_q, encoder_8_self_attention_k, encoder_8_self_attention_v)
-        transpose_36 = scaled_dot_product_attention_8.transpose(1, 2)
-        flatten_9 = transpose_36.flatten(2)
-        encoder_8_self_attention = torch.nn.functional.linear(flatten_9, encoder_8_self_attention_out_proj_weight, encoder_8_self_attention_out_proj_bias)  # (batch, 197, 768)
-        encoder_8_dropout = getattr(self.encoder, "8").dropout(encoder_8_self_attention)
-        encoder_8_attn_res = encoder_7_mlp_res + encoder_8_dropout
-        encoder_8_ln_2 = getattr(self.encoder, "8").ln_2(encoder_8_attn_res)
-        encoder_8_fc1 = getattr(self.encoder, "8").fc1(encoder_8_ln_2)  # (batch, 197, 3072)
-        encoder_8_gelu = torch.nn.functional.gelu(encoder_8_fc1, approximate='none')
-        encoder_8_fc1_dropout = getattr(self.encoder, "8").fc1_dropout(encoder_8_gelu)
-        encoder_8_fc2 = getattr(self.encoder, "8").fc2(encoder_8_fc1_dropout)  # (batch, 197, 768)
-        encoder_8_fc2_dropout = getattr(self.encoder, "8").fc2_dropout(encoder_8_fc2)
-        encoder_8_mlp_res = encoder_8_attn_res + encoder_8_fc2_dropout
-        encoder_9_ln_1 = getattr(self.encoder, "9").ln_1(encoder_8_mlp_res)
-        encoder_9_self_attention_in_proj_weight = getattr(self.encoder, "9").self_attention.in_proj_weight
-        encoder_9_self_attention_in_proj_bias = getattr(self.encoder, "9").self_attention.in_proj_bias
-        encoder_9_self_attention_out_proj_weight = getattr(self.encoder, "9").self_attention.out_proj.weight
-        encoder_9_self_attention_out_proj_bias = getattr(self.encoder, "9").self_attention.out_proj.bias
-        linear_18 = torch.nn.functional.linear(encoder_9_ln_1, encoder_9_self_attention_in_proj_weight, encoder_9_self_attention_in_proj_bias)
-        split_9 = linear_18.split(768, -1)
-        getitem_27 = split_9[0]
-        getitem_28 = split_9[1]
-        getitem_29 = split_9[2]
-        unflatten_27 = getitem_27.unflatten(-1, (12, 64))
-        encoder_9_self_attention_q = unflatten_27.transpose(1, 2)
-        unflatten_28 = getitem_28.unflatten(-1, (12, 64))
-        encoder_9_self_attention_k = unflatten_28.transpose(1, 2)
-        unflatten_29 = getitem_29.unflatten(-1, (12, 64))
-        encoder_9_self_attention_v = unflatten_29.transpose(1, 2)
-        scaled_dot_product_attention_9 = torch.nn.functional.scaled_dot_product_attention(encoder_9_self_attention_q, encoder_9_self_attention_k, encoder_9_self_attention_v)
-        transpose_40 = scaled_dot_product_attention_9.transpose(1, 2)
-        flatten_10 = transpose_40.flatten(2)
-        encoder_9_self_attention = torch.nn.functional.linear(flatten_10, encoder_9_self_attention_out_proj_weight, encoder_9_self_attention_out_proj_bias)  # (batch, 197, 768)
-        encoder_9_dropout = getattr(self.encoder, "9").dropout(encoder_9_self_attention)
-        encoder_9_attn_res = encoder_8_mlp_res + encoder_9_dropout
-        encoder_9_ln_2 = getattr(self.encoder, "9").ln_2(encoder_9_attn_res)
-        encoder_9_fc1 = getattr(self.encoder, "9").fc1(encoder_9_ln_2)  # (batch, 197, 3072)
-        encoder_9_gelu = torch.nn.functional.gelu(encoder_9_fc1, approximate='none')
-        encoder_9_fc1_dropout = getattr(self.encoder, "9").fc1_dropout(encoder_9_gelu)
-        encoder_9_fc2 = getattr(self.encoder, "9").fc2(encoder_9_fc1_dropout)  # (batch, 197, 768)
-        encoder_9_fc2_dropout = getattr(self.encoder, "9").fc2_dropout(encoder_9_fc2)
-        encoder_9_mlp_res = encoder_9_attn_res + encoder_9_fc2_dropout
-        encoder_10_ln_1 = getattr(self.encoder, "10").ln_1(encoder_9_mlp_res)
-        encoder_10_self_attention_in_proj_weight = getattr(self.encoder, "10").self_attention.in_proj_weight
-        encoder_10_self_attention_in_proj_bias = getattr(self.encoder, "10").self_attention.in_proj_bias
-        encoder_10_self_attention_out_proj_weight = getattr(self.encoder, "10").self_attention.out_proj.weight
-        encoder_10_self_attention_out_proj_bias = getattr(self.encoder, "10").self_attention.out_proj.bias
-        linear_20 = torch.nn.functional.linear(encoder_10_ln_1, encoder_10_self_attention_in_proj_weight, encoder_10_self_attention_in_proj_bias)
-        split_10 = linear_20.split(768, -1)
-        getitem_30 = split_10[0]
-        getitem_31 = split_10[1]
-        getitem_32 = split_10[2]
-        unflatten_30 = getitem_30.unflatten(-1, (12, 64))
-        encoder_10_self_attention_q = unflatten_30.transpose(1, 2)
-        unflatten_31 = getitem_31.unflatten(-1, (12, 64))
-        encoder_10_self_attention_k = unflatten_31.transpose(1, 2)
-        unflatten_32 = getitem_32.unflatten(-1, (12, 64))
-        encoder_10_self_attention_v = unflatten_32.transpose(1, 2)
-        scaled_dot_product_attention_10 = torch.nn.functional.scaled_dot_product_attention(encoder_10_self_attention_q, encoder_10_self_attention_k, encoder_10_self_attention_v)
-        transpose_44 = scaled_dot_product_attention_10.transpose(1, 2)
-        flatten_11 = transpose_44.flatten(2)
-        encoder_10_self_attention = torch.nn.functional.linear(flatten_11, encoder_10_self_attention_out_proj_weight, encoder_10_self_attention_out_proj_bias)  # (batch, 197, 768)
-        encoder_10_dropout = getattr(self.encoder, "10").dropout(encoder_10_self_attention)
-        encoder_10_attn_res = encoder_9_mlp_res + encoder_10_dropout
-        encoder_10_ln_2 = getattr(self.encoder, "10").ln_2(encoder_10_attn_res)
-        encoder_10_fc1 = getattr(self.encoder, "10").fc1(encoder_10_ln_2)  # (batch, 197, 3072)
-        encoder_10_gelu = torch.nn.functional.gelu(encoder_10_fc1, approximate='none')
-        encoder_10_fc1_dropout = getattr(self.encoder, "10").fc1_dropout(encoder_10_gelu)
-        encoder_10_fc2 = getattr(self.encoder, "10").fc2(encoder_10_fc1_dropout)  # (batch, 197, 768)
-        encoder_10_fc2_dropout = getattr(self.encoder, "10").fc2_dropout(encoder_10_fc2)
-        encoder_10_mlp_res = encoder_10_attn_res + encoder_10_fc2_dropout
-        encoder_11_ln_1 = getattr(self.encoder, "11").ln_1(encoder_10_mlp_res)
-        encoder_11_self_attention_in_proj_weight = getattr(self.encoder, "11").self_attention.in_proj_weight
-        encoder_11_self_attention_in_proj_bias = getattr(self.encoder, "11").self_attention.in_proj_bias
-        encoder_11_self_attention_out_proj_weight = getattr(self.encoder, "11").self_attention.out_proj.weight
-        encoder_11_self_attention_out_proj_bias = getattr(self.encoder, "11").self_attention.out_proj.bias
-        linear_22 = torch.nn.functional.linear(encoder_11_ln_1, encoder_11_self_attention_in_proj_weight, encoder_11_self_attention_in_proj_bias)
-        split_11 = linear_22.split(768, -1)
-        getitem_33 = split_11[0]
-        getitem_34 = split_11[1]
-        getitem_35 = split_11[2]
-        unflatten_33 = getitem_33.unflatten(-1, (12, 64))
-        encoder_11_self_attention_q = unflatten_33.transpose(1, 2)
-        unflatten_34 = getitem_34.unflatten(-1, (12, 64))
-        encoder_11_self_attention_k = unflatten_34.transpose(1, 2)
-        unflatten_35 = getitem_35.unflatten(-1, (12, 64))
-        encoder_11_self_attention_v = unflatten_35.transpose(1, 2)
-        scaled_dot_product_attention_11 = torch.nn.functional.scaled_dot_product_attention(encoder_11_self_attention_q, encoder_11_self_attention_k, encoder_11_self_attention_v)
-        transpose_48 = scaled_dot_product_attention_11.transpose(1, 2)
-        flatten_12 = transpose_48.flatten(2)
-        encoder_11_self_attention = torch.nn.functional.linear(flatten_12, encoder_11_self_attention_out_proj_weight, encoder_11_self_attention_out_proj_bias)  # (batch, 197, 768)
-        encoder_11_dropout = getattr(self.encoder, "11").dropout(encoder_11_self_attention)
-        encoder_11_attn_res = encoder_10_mlp_res + encoder_11_dropout
-        encoder_11_ln_2 = getattr(self.encoder, "11").ln_2(encoder_11_attn_res)
-        encoder_11_fc1 = getattr(self.encoder, "11").fc1(encoder_11_ln_2)  # (batch, 197, 3072)
-        encoder_11_gelu = torch.nn.functional.gelu(encoder_11_fc1, approximate='none')
-        encoder_11_fc1_dropout = getattr(self.encoder, "11").fc1_dropout(encoder_11_gelu)
-        encoder_11_fc2 = getattr(self.encoder, "11").fc2(encoder_11_fc1_dropout)  # (batch, 197, 768)
-        encoder_11_fc2_dropout = getattr(self.encoder, "11").fc2_dropout(encoder_11_fc2)
-        encoder_11_mlp_res = encoder_11_attn_res + encoder_11_fc2_dropout
-        ln = self.ln(encoder_11_mlp_res)
+        encoder = embed_dropout
+        for layer in self.encoder:
+            encoder = layer(encoder)
+        ln = self.ln(encoder)
         class_out = ln.select(1, 0)  # (batch, 768)
         head = self.head(class_out)  # (batch, 1000)
         return head
