@@ -16,8 +16,10 @@ merged decoder does:
   at padding: the attention's own mask input, lengthened, or a new input ``padding_mask``.
 
 The graph is named ``with_past`` when derived from the main graph and ``<signature>_with_past``
-from a signature. Nothing is special-cased by spec name: a graph qualifies when its decoded
-sequence (the query length of its causal self-attentions) meets no other attention over it.
+from a signature. Nothing is special-cased by spec name: a graph qualifies when nothing but
+its causal self-attention combines positions of the decoded sequence (the query length of
+those attentions): no other attention over it as keys, no convolution, pooling or recurrent
+layer over it, no reduction along it.
 """
 
 from __future__ import annotations
@@ -91,6 +93,37 @@ def _check_other_attention(g: nx.MultiDiGraph, sites: list[Node], length: sympy.
                              "(only causal multi_head_attention self-attention is cached)")
 
 
+_MIXING_FAMILIES = frozenset({"conv", "pool", "recurrent"})
+"""Op families that combine neighbouring positions along every axis they read."""
+_ALONG_DIM = frozenset({"mean", "sum", "max", "min", "softmax", "log_softmax", "glu"})
+"""Ops that combine positions along their `dim` argument (every axis when it is None)."""
+
+
+def _check_sequence_mixing(g: nx.MultiDiGraph, sites: list[Node], length: sympy.Expr) -> None:
+    """Incremental decoding is exact only if nothing but the cached attention combines positions:
+    refuse convolutions, pooling, recurrent layers over the decoded sequence, reductions along it,
+    and layers (linear, norms) whose feature axis it is."""
+    cached = {n.id for n in sites}
+    for n in nodes(g):
+        if n.model is None or n.id in cached or n.model.FAMILY == "attention":
+            continue
+        axes = {(port, i % t.rank) for port, t in n.inputs.items() for i, d in enumerate(t.shape) if same_dim(d, length)}
+        if not axes:
+            continue
+        why = None
+        if n.model.FAMILY in _MIXING_FAMILIES:
+            why = "reads across the decoded sequence"
+        elif n.op in _ALONG_DIM:
+            dim = getattr(n.model, "dim", None)
+            dims = None if dim is None else [dim] if isinstance(dim, int) else list(dim)
+            if any(dims is None or any(d % n.inputs[port].rank == i for d in dims) for port, i in axes):
+                why = "reduces along the decoded sequence"
+        elif (n.op == "linear" or n.model.FAMILY == "norm") and any(i == n.inputs[p].rank - 1 for p, i in axes):
+            why = "has the decoded sequence as its feature axis"
+        if why:
+            raise CacheError(f"node '{n.id}' ({n.op}) {why}; a key/value cache would change its result")
+
+
 def _position_nodes(g: nx.MultiDiGraph, length: sympy.Expr) -> list[Node]:
     """Position ops over the decoded sequence that count positions themselves (no positions input)."""
     out = []
@@ -145,6 +178,7 @@ def with_kv_cache(g: nx.MultiDiGraph) -> nx.MultiDiGraph:
     if sites[0].inputs["query"].dtype == "bool":  # pragma: no cover - the op's shape rule refuses it
         raise CacheError("attention over bool values")
     _check_other_attention(g, sites, length)
+    _check_sequence_mixing(g, sites, length)
     past = symbol(PAST_LENGTH)
     total = past + length
     masks = _mask_inputs(g, sites)

@@ -313,3 +313,23 @@ def test_prompt_ids_outside_the_embedding_are_refused() -> None:
         generate(model, prompt=torch.tensor([[1, 40]]), max_new_tokens=2)
     with pytest.raises(ValueError, match="token id 40 is outside the 40 ids"):
         generate_onnx(_onnx_models("gpt", model), prompt=np.array([[1, 40]]), max_new_tokens=2)
+
+
+@pytest.mark.parametrize(("change", "node"), [
+    ("  r2: {op: add, in: [r1, a2]}\n", None),  # unchanged: a cache
+    ("  r2: {op: lstm, in: a2, hidden_size: 16}\n", "r2"),
+    ("  tr: {op: transpose, in: a2, dim0: 1, dim1: 2}\n  cv: {op: conv1d, in: tr, out_channels: 16, kernel_size: 3, "
+     "padding: 1}\n  r2: {op: transpose, in: cv, dim0: 1, dim1: 2}\n", "cv"),
+    ("  r2: {op: softmax, in: a2, dim: 1}\n", "r2"),
+    ("  r2: {op: add, in: [r1, a2]}\n  m: {op: mean, in: r2, dim: 1, keepdim: true}\n", "m"),
+])
+def test_a_graph_that_mixes_positions_otherwise_has_no_cache(change: str, node: str | None) -> None:
+    text = ODD.replace("  r2: {op: add, in: [r1, a2]}\n", change)
+    if node == "m":
+        text = text.replace("outputs: {logits: head}", "outputs: {logits: head, avg: m}")
+    g = compile_graph(load_spec(text))
+    if node is None:
+        assert "past_key_values.1.key" in graph_inputs(with_kv_cache(g))
+        return
+    with pytest.raises(CacheError, match=f"node '{node}'"):
+        with_kv_cache(g)
