@@ -333,3 +333,11 @@ def test_a_graph_that_mixes_positions_otherwise_has_no_cache(change: str, node: 
         return
     with pytest.raises(CacheError, match=f"node '{node}'"):
         with_kv_cache(g)
+
+
+def test_the_cache_signature_renders() -> None:
+    from backends.graphviz import to_graphviz
+
+    dot = to_graphviz(_load("llama"), signature="with_past").source
+    for name in ("past_key_values.0.key", "present.1.value", "position_ids", "padding_mask"):
+        assert name in dot
