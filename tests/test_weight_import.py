@@ -289,3 +289,36 @@ def test_cli_errors_exit_1_and_write_nothing(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["import-weights", "specs/gpt.yaml", str(ckpt), "--map", GPT_MAP, "-o",
                                       str(tmp_path / "w.pt"), *sets])
     assert result.exit_code == 2 and "FILE.safetensors" in result.output
+
+
+def test_torchvision_resnet50_map_gives_the_reference_outputs(tmp_path: Path) -> None:
+    """A torchvision-layout ResNet-50 (the zoo's reference, at reduced width), batch-norm statistics
+    and all, through specs/maps/resnet50_torchvision.yaml."""
+    import zoo_references as refs
+    from op_cases import SMALL_SPECS
+    from test_zoo_vision import randomise
+
+    ref = randomise(refs.ResNet(num_classes=10, width=8))
+    ckpt = tmp_path / "resnet50.pt"
+    torch.save(ref.state_dict(), ckpt)
+    spec = load_spec("specs/resnet50.yaml", SMALL_SPECS["resnet50"])
+    state = import_weights(spec, ckpt, "specs/maps/resnet50_torchvision.yaml").state_dict
+    ours = to_torch(spec).eval()
+    ours.load_state_dict(state)
+    x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        want, got = ref(x).numpy(), ours(image=x).numpy()
+    assert _rel(got, want) <= 1e-5
+    assert _rel(run_onnx(to_onnx(spec, state), {"image": x.numpy()})["logits"], want) <= 1e-5
+
+
+def test_the_most_specific_rule_wins_and_ties_are_errors() -> None:
+    spec = load_spec("specs/gpt.yaml", {**GPT_SETS, "layers": 1})
+    want = to_torch(spec).state_dict()
+    ckpt = {f"m.{k}": v for k, v in want.items()}
+    wmap: dict[str, Any] = {"name": "m", "weights": {"{*}": "m.{*}", "ln_f.weight": "m.ln_f.weight"}}
+    assert import_weights(spec, ckpt, wmap).state_dict.keys() == want.keys()
+    wmap["weights"]["h.0.{*}"] = "m.h.0.{*}"
+    wmap["weights"]["{*}bias"] = "m.{*}bias"  # 4 literal characters, as "h.0.": h.0.ln_1.bias is ambiguous
+    with pytest.raises(WeightImportError, match=r"several rules of the map give it"):
+        import_weights(spec, ckpt, wmap)

@@ -13,7 +13,7 @@ from builder import Spec, compile_graph, load_spec
 from builder.errors import did_you_mean
 
 from .checkpoint import read_checkpoint
-from .mapfile import Rule, WeightMap, load_map, substitute
+from .mapfile import Rule, WeightMap, load_map, specificity, substitute
 
 __all__ = ["ImportResult", "WeightImportError", "expected_weights", "import_weights"]
 
@@ -115,8 +115,11 @@ def import_weights(spec: Spec | str | Path | Mapping[str, Any], checkpoint: str 
 
 
 def _rules_for(wmap: WeightMap, key: str) -> list[tuple[str, Rule, dict[str, str]]]:
-    """(pattern, rule, indices) of every rule whose spec-key pattern matches `key`."""
-    return [(pattern, rule, m.groupdict()) for regex, pattern, rule in wmap.target_patterns if (m := regex.match(key))]
+    """(pattern, rule, indices) of the most specific rules whose spec-key pattern matches `key` (one,
+    unless the map is ambiguous)."""
+    hits = [(pattern, rule, m.groupdict()) for regex, pattern, rule in wmap.target_patterns if (m := regex.match(key))]
+    best = max((specificity(h[0]) for h in hits), default=0)
+    return [h for h in hits if specificity(h[0]) == best]
 
 
 def _hint(name: str, source: Mapping[str, Any]) -> str:

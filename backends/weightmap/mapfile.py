@@ -14,7 +14,10 @@ indices), the checkpoint tensor(s) it comes from and the transforms on the way::
 
 A rule's transforms run in a fixed order: take (``from``, or ``concat`` along ``dim``), then
 ``split``, then ``transpose``, then ``reshape``. A source pattern's index may be shifted
-(``layer{i+1}``) where the checkpoint counts from another number.
+(``layer{i+1}``) where the checkpoint counts from another number. ``{*}`` renames a whole
+module (``layer{i}.rest.{j}.{*}: layer{i}.{j+1}.{*}``); where several rules match a key, the
+one with the most literal text wins (``layer{i}.first.downsample.conv.{*}`` over
+``layer{i}.first.{*}``), and a tie is an error.
 """
 
 from __future__ import annotations
@@ -30,7 +33,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 __all__ = ["MapError", "Rule", "Split", "WeightMap", "load_map"]
 
-_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)([+-][0-9]+)?\}")
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*|\*)([+-][0-9]+)?\}")
+REST = "*"
+"""``{*}`` stands for the rest of a key (``bn1.{*}``: every tensor of bn1, buffers included)."""
 
 
 class MapError(ValueError):
@@ -105,8 +110,9 @@ class WeightMap(BaseModel):
     def _placeholders(self) -> WeightMap:
         for target, rule in self.weights.items():
             names = {m.group(1) for m in _PLACEHOLDER.finditer(target)}
-            if any(m.group(2) for m in _PLACEHOLDER.finditer(target)):
-                raise ValueError(f"weights['{target}']: a spec key's index cannot be shifted; shift it in the source")
+            if any(m.group(2) for m in _PLACEHOLDER.finditer(target)) or target.count("{*}") > 1:
+                raise ValueError(f"weights['{target}']: a spec key's index cannot be shifted (shift it in the "
+                                 "source), and it holds at most one {*}")
             for src in rule.sources:
                 extra = {m.group(1) for m in _PLACEHOLDER.finditer(src)} - names
                 if extra:
@@ -130,7 +136,10 @@ def pattern_regex(pattern: str, capture: bool = False) -> re.Pattern[str]:
     for m in _PLACEHOLDER.finditer(pattern):
         out.append(re.escape(pattern[pos:m.start()]))
         name = m.group(1)
-        if capture and name not in seen:
+        if name == REST:
+            out.append("(?P<_rest>.+)" if capture and name not in seen else "(?:.+)")
+            seen.add(name)
+        elif capture and name not in seen:
             out.append(f"(?P<{name}>0|[1-9][0-9]*)")
             seen.add(name)
         elif capture:
@@ -142,9 +151,16 @@ def pattern_regex(pattern: str, capture: bool = False) -> re.Pattern[str]:
     return re.compile("".join(out) + r"\Z")
 
 
+def specificity(pattern: str) -> int:
+    """How much literal text a pattern has: the most specific matching rule wins."""
+    return len(_PLACEHOLDER.sub("", pattern))
+
+
 def substitute(pattern: str, index: Mapping[str, str]) -> str:
     """`pattern` with each ``{name}`` / ``{name+k}`` replaced by its (shifted) index."""
     def one(m: re.Match[str]) -> str:
+        if m.group(1) == REST:
+            return index["_rest"]
         value = int(index[m.group(1)]) + int(m.group(2) or 0)
         if value < 0:
             raise MapError(f"index {{{m.group(1)}{m.group(2)}}} in '{pattern}' is negative for {m.group(1)}={index[m.group(1)]}")
