@@ -52,12 +52,14 @@ def transformer_page(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_page_shows_the_svg_and_wires_every_node(transformer_page: Path) -> None:
     dom = dump_dom(transformer_page.as_uri())
     assert re.search(r"<svg[^>]*>", dom)
-    nodes = re.findall(r'<g id="(nn-[^"]+)" class="node"', dom)
+    nodes = re.findall(r'<g id="(nn-[^"]+)" class="node(?: block)?"', dom)  # every depth's drawing
     details = re.findall(r'<section class="detail[^"]*" id="detail-(nn-[^"]+)"', dom)
-    assert "nn-encoder.0.self_attn" in nodes and "nn-output/logits" in nodes
+    assert "nn-encoder.0.self_attn" in nodes and "nn-output/logits" in nodes and "nn-block/encoder" in nodes
     assert set(details) == set(nodes) - {"nn-legend/families"}
+    shown = dom.split('<div id="diagram"', 1)[1].split("</svg>", 1)[0]
+    live = set(re.findall(r'<g id="(nn-[^"]+)" class="node(?: block)?"', shown)) - {"nn-legend/families"}
     bound = re.search(r'<body[^>]*data-bound="(\d+)"', dom)
-    assert bound and int(bound.group(1)) == len(details)  # the script ran and wired each node
+    assert bound and int(bound.group(1)) == len(live) > 0  # the script ran and wired each node shown
     assert 'class="js"' in dom
     assert 'class="detail shown"' not in dom  # nothing selected yet
 
@@ -71,6 +73,51 @@ def test_selected_node_shows_its_full_arguments(transformer_page: Path) -> None:
                      "1536×512", "drawn once for 6 copies", "params", "1,050,624"):
         assert expected in text, expected
     assert re.search(r'<g id="nn-decoder.0.multihead_attn" class="node selected"', dom)
+
+
+def _drive(page: Path, tmp_path: Path, actions: str) -> dict[str, str]:
+    """Run `actions` (JavaScript over the page's `nnspec` API) after the page's own script; what they
+    `note`d, and any error the page raised, as headless Chromium leaves them."""
+    text = page.read_text()
+    catch = "<head><script>window.addEventListener('error', function (e) { document.documentElement.dataset.jserror = " \
+            "String(e.message); });</script>"
+    probe = ("<script>var notes = {}; function note(k, v) { notes[k] = String(v); "
+             "document.body.dataset.notes = JSON.stringify(notes); }\n"
+             f"try {{ {actions} }} catch (e) {{ note('error', e); }}</script></body>")
+    driven = tmp_path / "driven.html"
+    driven.write_text(text.replace("<head>", catch, 1).replace("</body>", probe, 1))
+    dom = dump_dom(driven.as_uri())
+    assert "data-jserror" not in dom, re.search(r'data-jserror="([^"]*)"', dom)
+    found = re.search(r'<body[^>]*data-notes="([^"]*)"', dom)
+    assert found, dom[-2000:]
+    notes: dict[str, str] = json.loads(found.group(1).replace("&quot;", '"').replace("&amp;", "&"))
+    assert "error" not in notes, notes["error"]
+    return notes
+
+
+def test_viewer_searches_collapses_and_expands(transformer_page: Path, tmp_path: Path) -> None:
+    notes = _drive(transformer_page, tmp_path, """
+      note("depth", document.body.dataset.depth); note("bound", document.body.dataset.bound);
+      nnspec.search("multi_head_attention"); note("matches", nnspec.matches().join(","));
+      nnspec.next(); note("selected", document.querySelector(".detail.shown").dataset.node);
+      note("box", document.querySelector("#diagram svg").getAttribute("viewBox"));
+      nnspec.step(-1); note("collapsed", document.body.dataset.depth + " " + document.body.dataset.bound);
+      note("folded", document.querySelectorAll("#diagram g.node.block").length);
+      nnspec.search("self_attn"); note("folded_matches", nnspec.matches().length);
+      nnspec.openBlock("nn-block/encoder"); note("opened", document.body.dataset.depth);
+      note("cluster", !!document.getElementById("nn-cluster/encoder"));
+      nnspec.search("encoder.0.self"); note("open_matches", nnspec.matches().join(","));
+      nnspec.fit(); nnspec.zoom(2); note("zoomed", document.querySelector("#diagram svg").getAttribute("viewBox"));
+    """)
+    assert notes["depth"] == "1" and int(notes["bound"]) > 30
+    assert sorted(notes["matches"].split(",")) == ["nn-decoder.0.multihead_attn", "nn-decoder.0.self_attn",
+                                                   "nn-encoder.0.self_attn"]
+    assert notes["selected"] == notes["matches"].split(",")[0] and notes["box"] != notes["zoomed"]
+    depth, bound = notes["collapsed"].split()
+    assert depth == "0" and 0 < int(bound) < int(notes["bound"]) and int(notes["folded"]) >= 2  # encoder, decoder
+    assert notes["folded_matches"] == "0"  # folded: the attention nodes are inside the block nodes
+    assert notes["opened"] == "1" and notes["cluster"] == "true"
+    assert notes["open_matches"] == "nn-encoder.0.self_attn"
 
 
 def test_page_is_self_contained(transformer_page: Path) -> None:

@@ -31,7 +31,7 @@ def _depth(ctx: click.Context, param: click.Parameter, value: str | None) -> Dep
 @click.command("render")
 @click.argument("spec", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), metavar="FILE",
-              help="The file to write; its suffix picks the format: .svg .png .pdf .dot .mmd .html.")
+              help="The file to write; its suffix picks the format: .svg .png .pdf .dot .mmd .html (a viewer).")
 @click.option("--depth", callback=_depth, default=None, metavar="N|all",
               help="Draw block calls open down to level N and fold deeper ones into one node each "
                    "(0: every top-level call is one node). Default: the deepest level that stays legible.")
@@ -49,7 +49,8 @@ def render(spec: str, output: str, depth: Depth, rankdir: str, unroll: bool, no_
     """Draw SPEC into FILE: blocks as clusters, shapes on the edges, a colour per op family.
 
     .dot and .mmd need nothing else; .svg, .png, .pdf and .html are laid out by Graphviz's
-    `dot` program. The .html page is self-contained and shows each node's full arguments.
+    `dot` program. The .html page is a self-contained viewer (no network): pan, zoom and fit,
+    search by node id or op, blocks expanded and collapsed in the page, each node's details.
     """
     from .render import FORMATS, NEEDS_DOT, GraphvizNotFound, dot_program
     from .render import render as render_file

@@ -10,6 +10,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import networkx as nx
+
 from backends.clikit import atomic_output
 
 from .dot import Options, Rankdir, dot_of
@@ -74,7 +76,11 @@ def _suffix(path: Path) -> str:
     return suffix
 
 
-def diagram_bytes(view: View, opt: Options, suffix: str) -> bytes:
+MAX_PAGE_LEVELS = 8
+"""At most this many depths of one drawing go into an .html page (each is laid out by ``dot``)."""
+
+
+def diagram_bytes(view: View, opt: Options, suffix: str, graph: nx.MultiDiGraph | None = None) -> bytes:
     """The file contents for `suffix` (one of `FORMATS`)."""
     if suffix == ".mmd":
         return to_mermaid(view, opt).encode("utf-8")
@@ -83,8 +89,18 @@ def diagram_bytes(view: View, opt: Options, suffix: str) -> bytes:
         return source.encode("utf-8")
     if suffix == ".html":
         svg = run_dot(source, "svg").decode("utf-8")
-        return html_page(view, svg).encode("utf-8")
+        return html_page(view, svg, _levels(graph, view, opt) if graph is not None else ()).encode("utf-8")
     return run_dot(source, suffix[1:])
+
+
+def _levels(graph: nx.MultiDiGraph, view: View, opt: Options) -> list[tuple[View, str]]:
+    """The drawing at every depth but `view`'s (to expand and collapse blocks in the page)."""
+    out = []
+    for depth in range(min(view.max_depth, MAX_PAGE_LEVELS - 1) + 1):
+        if depth != view.depth:
+            other = build_view(graph, depth, view.unroll)
+            out.append((other, run_dot(dot_of(other, opt).source, "svg").decode("utf-8")))
+    return out
 
 
 def render(spec_or_graph: object, path: str | Path, depth: Depth = None, rankdir: Rankdir = "TB",
@@ -112,8 +128,9 @@ def render(spec_or_graph: object, path: str | Path, depth: Depth = None, rankdir
     if suffix in NEEDS_DOT:
         dot_program(suffix)
     opt = Options(rankdir, shapes, params)
-    view = build_view(as_graph(spec_or_graph, signature), depth, unroll)
-    data = diagram_bytes(view, opt, suffix)
+    graph = as_graph(spec_or_graph, signature)
+    view = build_view(graph, depth, unroll)
+    data = diagram_bytes(view, opt, suffix, graph)
     with atomic_output(target) as tmp:
         tmp.write_bytes(data)
         _readable(tmp)
