@@ -153,3 +153,15 @@ def test_cli_export_and_check_variants(tmp_path: Path) -> None:
     assert result.exit_code == 1 and "differ on" in result.stderr
     result = _invoke("check", "specs/lenet5.yaml", "--opset", "11")
     assert result.exit_code == 0, result.output
+
+
+def test_cli_says_when_it_casts_fp16_weights(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    module, _ = _small("gpt")
+    half = tmp_path / "half.safetensors"
+    save_file({k: v.half().contiguous() for k, v in module.state_dict().items()}, str(half))
+    sets = [a for k, v in SMALL_SPECS["gpt"].items() for a in ("--set", f"{k}={v}")]
+    result = _invoke("export", "specs/gpt.yaml", "--weights", str(half), "-o", str(tmp_path / "m.onnx"), *sets)
+    assert result.exit_code == 0, result.output
+    assert "note: the weights are float16; they are cast to the model's float32 (export with --dtype float16" in result.stderr

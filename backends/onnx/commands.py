@@ -102,15 +102,26 @@ def _native_options(fn: Any) -> Any:
 
 def _prepare(graph: nx.MultiDiGraph, weights: str | None, opset: int | None, seed: int, native_gelu: bool,
              native_attention: bool) -> tuple[Any, dict[str, np.ndarray]]:
+    import warnings
+
     from .export import prepare
     from .opsets import OpsetError
     from .table import LoweringError
-    from .weights import WeightError
+    from .weights import WeightDtypeWarning, WeightError
 
     try:
-        return prepare(graph, weights, opset, seed=seed, native_gelu=native_gelu, native_attention=native_attention)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", WeightDtypeWarning)
+            prepared = prepare(graph, weights, opset, seed=seed, native_gelu=native_gelu,
+                               native_attention=native_attention)
     except (OpsetError, WeightError, LoweringError) as exc:
         fail(str(exc))
+    for w in caught:  # a cast is said, as a note (--dtype float16 keeps half precision)
+        if issubclass(w.category, WeightDtypeWarning):
+            click.echo("note: " + str(w.message).replace("dtype='float16'", "--dtype float16"), err=True)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return prepared
 
 
 @click.command("export")
