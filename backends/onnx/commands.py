@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from backends import progress
 from backends.clikit import (
     atomic_output,
     fail,
@@ -21,7 +22,7 @@ from backends.clikit import (
     signature_option,
 )
 from backends.jsonout import emit, json_output
-from builder import SpecError
+from builder import SpecError, param_count
 from builder.dims import sized_graph, unknown_dims
 from builder.errors import did_you_mean
 
@@ -150,7 +151,10 @@ def export(spec: str, output: str, weights: str | None, opset: int | None, exter
     _, graph = load_graph(spec, sets, signature, limits)  # a bad spec is refused before onnx is imported
     from .writer import needs_external, write_prepared
 
-    lowered, arrays = _prepare(graph, weights, opset, seed, native_gelu, native_attention)
+    show = progress.enabled(as_json)
+    with progress.initialising(4 * param_count(graph), show and weights is None):
+        lowered, arrays = _prepare(graph, weights, opset, seed, native_gelu, native_attention)
+    total = sum(a.nbytes for a in arrays.values())
     target = Path(output)
     if quantize is not None or dtype != "float32":
         _export_variant(lowered, arrays, target, quantize, dtype, [spec, weights])
@@ -159,10 +163,12 @@ def export(spec: str, output: str, weights: str | None, opset: int | None, exter
     location = target.name + ".data"
     with atomic_output(target) as tmp:
         if external:
-            with atomic_output(target.with_name(location)) as tmp_data:
+            with atomic_output(target.with_name(location)) as tmp_data, \
+                    progress.writing(tmp_data, total, "writing weights", show):
                 write_prepared(lowered, arrays, tmp, True, location, tmp_data)
         else:
-            write_prepared(lowered, arrays, tmp, False)
+            with progress.writing(tmp, total, "writing model", show):
+                write_prepared(lowered, arrays, tmp, False)
     size = sum(a.nbytes for a in arrays.values())
     extra = f" + {location}" if external else ""
     emit({"wrote": [str(target), *([str(target.with_name(location))] if external else [])],

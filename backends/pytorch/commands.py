@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import click
 
+from backends import progress
 from backends.clikit import atomic_output, fail, limit_option, load_graph, set_option, signature_option, write_text_atomic
 from backends.jsonout import emit, json_output
+from builder import param_count
 
 __all__ = ["build"]
 
@@ -32,7 +34,7 @@ def build(spec: str, emit_python_to: str | None, weights_to: str | None, seed: i
     built module's; with --weights, save its initial weights as safetensors. Files are written
     atomically: a failure leaves no partial file.
     """
-    loaded, _ = load_graph(spec, sets, signature, limits)
+    loaded, graph = load_graph(spec, sets, signature, limits)
     import torch
 
     from . import LoweringError, emit_python, save_weights, to_torch
@@ -40,7 +42,8 @@ def build(spec: str, emit_python_to: str | None, weights_to: str | None, seed: i
     try:  # build everything first: a node that cannot be lowered leaves no file behind
         if seed is not None:
             torch.manual_seed(seed)
-        model = to_torch(loaded, signature, device=None if weights_to else "meta")
+        with progress.initialising(4 * param_count(graph), progress.enabled(as_json) and weights_to is not None):
+            model = to_torch(loaded, signature, device=None if weights_to else "meta")
         source = emit_python(loaded, signature) if emit_python_to is not None else None
     except LoweringError as exc:
         fail(str(exc))
@@ -48,7 +51,9 @@ def build(spec: str, emit_python_to: str | None, weights_to: str | None, seed: i
         write_text_atomic(emit_python_to, source)
     if weights_to is not None:
         with atomic_output(weights_to) as tmp:
-            save_weights(model, tmp, metadata={"spec": loaded.name, "signature": signature})
+            total = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+            with progress.writing(tmp, total, "writing weights", progress.enabled(as_json)):
+                save_weights(model, tmp, metadata={"spec": loaded.name, "signature": signature})
     params = sum(p.numel() for p in model.parameters())
     tensors = len(model.state_dict())
     what = loaded.name if signature is None else f"{loaded.name} (signature {signature})"
