@@ -322,3 +322,29 @@ def test_the_most_specific_rule_wins_and_ties_are_errors() -> None:
     wmap["weights"]["{*}bias"] = "m.{*}bias"  # 4 literal characters, as "h.0.": h.0.ln_1.bias is ambiguous
     with pytest.raises(WeightImportError, match=r"several rules of the map give it"):
         import_weights(spec, ckpt, wmap)
+
+
+def test_llama_import_matches_hugging_face(tmp_path: Path) -> None:
+    """LlamaForCausalLM with grouped-query attention (4 heads, 2 kv heads), RMSNorm weights perturbed."""
+    sets = {"vocab_size": 61, "hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 2,
+            "num_attention_heads": 4, "num_key_value_heads": 2}
+    torch.manual_seed(0)
+    cfg = transformers.LlamaConfig(**sets, rms_norm_eps=1e-5, rope_theta=10000.0, max_position_embeddings=64,
+                                   tie_word_embeddings=False, bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    hf = transformers.LlamaForCausalLM(cfg).eval()
+    with torch.no_grad():
+        for name, p in hf.named_parameters():
+            if "norm" in name:
+                p.add_(0.3 * torch.randn(p.shape, generator=torch.Generator().manual_seed(5)))
+    ckpt = _save(hf, tmp_path / "model.safetensors")
+    spec = load_spec("specs/llama.yaml", sets)
+    state = import_weights(spec, ckpt, "specs/maps/llama_hf.yaml").state_dict
+    ours = to_torch(spec).eval()
+    ours.load_state_dict(state)
+    ids = torch.randint(0, 61, (2, 9), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        want, got = hf(ids).logits.numpy(), ours(ids).numpy()
+    assert _rel(got, want) <= 1e-5
+    inputs = {i.name for i in to_onnx(spec, state).graph.input}
+    feed = {name: ids.numpy() for name in inputs}
+    assert _rel(next(iter(run_onnx(to_onnx(spec, state), feed).values())), want) <= 1e-5
