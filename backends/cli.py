@@ -22,6 +22,7 @@ import click
 from builder import OPS, PluginError, SpecError, check_spec, compile_graph, load_spec, param_count, plugin_of
 from builder.errors import did_you_mean
 from builder.ops import FAMILIES
+from builder.text import printable
 
 from .clikit import (
     limit_option,
@@ -241,19 +242,23 @@ def schema(output: str | None) -> None:
 
     text = json.dumps(json_schema(), indent=2, sort_keys=True) + "\n"
     if output:
-        write_text_atomic(output, text)
+        write_text_atomic(output, text, (".json",))
     else:
         click.echo(text, nl=False)
 
 
 def main() -> None:
     """Entry point: run the CLI; an unexpected exception is reported as a bug, without a traceback."""
+    from .outputs import install_signal_cleanup
+
+    install_signal_cleanup()  # SIGTERM and SIGHUP remove temporary files, as SIGINT does
     try:
         cli.main(standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
     except click.ClickException as exc:
+        vars(exc)["message"] = printable(exc.message)  # it may quote a --set value or a file name
         exc.show()
         sys.exit(exc.exit_code)
     except SpecError as exc:
@@ -266,10 +271,10 @@ def main() -> None:
     except Exception as exc:  # the last line of defence: a bug, reported as one
         user = _user_error(exc)
         if user is not None:
-            click.echo(f"error: {user}", err=True)
+            click.echo(f"error: {printable(user)}", err=True)
             sys.exit(1)
         frame = traceback.extract_tb(exc.__traceback__)[-1]
-        click.echo(f"internal error: {type(exc).__name__}: {exc}\n"
+        click.echo(f"internal error: {type(exc).__name__}: {printable(str(exc))}\n"
                    f"  at {Path(frame.filename).name}:{frame.lineno}\n"
                    f"This is a bug in nnspec, not in your spec; please report it at {ISSUES_URL} "
                    "with the command and the spec. No output was written.", err=True)
@@ -280,13 +285,16 @@ def _user_error(exc: BaseException) -> str | None:
     """The message of a fault in the input anywhere in the chain of `exc`: a plugin that fails, an op
     without a lowering, a spec a backend cannot express. Backends wrap it with the node it stopped at,
     but it is not nnspec's bug."""
+    from .outputs import InputFileError, OutputError
     from .table import LoweringError, MissingLoweringError
 
     seen: set[int] = set()
     cur: BaseException | None = exc
     while cur is not None and id(cur) not in seen:
         seen.add(id(cur))
-        if isinstance(cur, PluginError | MissingLoweringError | LoweringError):
+        if isinstance(cur, MemoryError):  # an input that asks for more than the machine has
+            return f"out of memory ({printable(str(cur)) or 'an allocation failed'}); the input is too large for this machine"
+        if isinstance(cur, PluginError | MissingLoweringError | LoweringError | InputFileError | OutputError):
             return str(exc) if str(cur) in str(exc) else str(cur)  # the outer one adds the node
         cur = cur.__cause__ or cur.__context__
     return None

@@ -9,9 +9,7 @@ Command modules import torch and onnx inside their functions, never at import ti
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
-import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -21,11 +19,13 @@ import networkx as nx
 
 from builder import Diagnostic, Limits, PluginError, Spec, SpecError, check_spec, compile_graph, load_plugins, load_spec
 from builder.params import parse_override
+from builder.text import printable
 
-from . import jsonout
+from . import jsonout, outputs
 
 __all__ = [
-    "atomic_output", "fail", "json_option", "limit_option", "load_graph", "load_or_exit", "parse_limits", "parse_overrides",
+    "atomic_output", "check_output", "fail",
+    "json_option", "limit_option", "load_graph", "load_or_exit", "parse_limits", "parse_overrides",
     "load_plugins_or_exit", "plugin_option", "print_diagnostics",
     "set_option", "signature_option", "spec_source", "write_text_atomic",
 ]
@@ -63,7 +63,7 @@ plugin_option = click.option(
 def fail(message: str, code: int = 1) -> NoReturn:
     """Print one error line to stderr and exit (with --json, the error is in the JSON document too)."""
     jsonout.record_error(message, code)
-    click.echo(f"error: {message}", err=True)
+    click.echo(f"error: {printable(message)}", err=True)
     sys.exit(code)
 
 
@@ -138,39 +138,31 @@ def load_graph(path: str, sets: Sequence[str] = (), signature: str | None = None
     return spec, graph
 
 
-@contextlib.contextmanager
-def atomic_output(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; on success it replaces `path`, on failure it is removed.
+def check_output(path: str | Path, suffixes: Sequence[str] = (), inputs: Sequence[str | Path | None] = (),
+                 what: str = "output") -> None:
+    """Refuse an output path before the work that fills it (the policy of `backends.outputs`)."""
+    try:
+        outputs.resolve_output(path, suffixes, inputs, what)
+    except outputs.OutputError as exc:
+        fail(str(exc), exc.exit_code)
 
-    >>> with atomic_output("model.onnx") as tmp:
+
+@contextlib.contextmanager
+def atomic_output(path: str | Path, suffixes: Sequence[str] = (), inputs: Sequence[str | Path | None] = (),
+                  what: str = "output") -> Iterator[Path]:
+    """`backends.outputs.atomic_output` for a command: a refused path or write exits 1 (2 for usage).
+
+    >>> with atomic_output("model.onnx", (".onnx",), inputs=[spec]) as tmp:
     ...     onnx.save(model, tmp)
     """
-    target = Path(path)
-    if target.is_dir():
-        fail(f"'{target}' is a directory; give a file name")
-    if not target.parent.is_dir():
-        fail(f"directory '{target.parent}' does not exist")
     try:
-        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    except OSError as exc:  # no permission, a read-only or full file system
-        fail(f"cannot write '{target}': {exc.strerror or exc}")
-    os.close(fd)
-    tmp = Path(name)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the permissions open() would
-    try:
-        yield tmp
-        try:
-            os.replace(tmp, target)
-        except OSError as exc:
-            fail(f"cannot write '{target}': {exc.strerror or exc}")
-    finally:
-        tmp.unlink(missing_ok=True)
+        with outputs.atomic_output(path, suffixes, inputs, what) as tmp:
+            yield tmp
+    except outputs.OutputError as exc:
+        fail(str(exc), exc.exit_code)
 
 
-def write_text_atomic(path: str | Path, text: str) -> None:
-    with atomic_output(path) as tmp:
+def write_text_atomic(path: str | Path, text: str, suffixes: Sequence[str] = (),
+                      inputs: Sequence[str | Path | None] = ()) -> None:
+    with atomic_output(path, suffixes, inputs) as tmp:
         tmp.write_text(text, encoding="utf-8")
-
-

@@ -16,6 +16,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
+from .text import printable
+
 __all__ = ["Diagnostic", "SourcePos", "SpecError", "did_you_mean"]
 
 
@@ -55,8 +57,8 @@ class Diagnostic:
 
     def __str__(self) -> str:
         where = f"node '{self.node}': " if self.node else ""
-        head = f"{self.pos}: {self.severity}[{self.code}]: {where}{self.message}"
-        return "\n".join([head, *(f"  hint: {h}" for h in self.hints)])
+        head = printable(f"{self.pos}: {self.severity}[{self.code}]: {where}{self.message}")
+        return "\n".join([head, *(f"  hint: {printable(h)}" for h in self.hints)])
 
     def to_json(self) -> dict[str, object]:
         return {

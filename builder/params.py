@@ -9,23 +9,39 @@ import yaml
 
 from .errors import Diagnostic, SourcePos, did_you_mean
 from .expr import ExprError, substitute
-from .source import DataPath, Source
+from .source import DataPath, Source, _plain_scalar
+from .text import printable
 
 __all__ = ["has_expr", "parse_override", "resolve_params", "substitute_tree"]
 
 
 def parse_override(item: str) -> tuple[str, Any]:
-    """``key=value`` from the command line; the value is read as a YAML scalar (``256``, ``0.1``, ``true``)."""
+    """``key=value`` from the command line; the value is typed as a plain scalar in a spec file is
+    (``256``, ``0.1``, ``1e1``, ``true``), a quoted one is text, and anything else (``[1, 2]``)
+    stays the text it is.
+
+    Raises:
+        ValueError: no ``=``, no key, or a number too long to read.
+    """
     key, sep, text = item.partition("=")
     if not sep or not key.strip():
-        raise ValueError(f"expected key=value, got '{item}'")
+        raise ValueError(f"expected key=value, got '{printable(item[:60])}'")
+    value = text.strip()
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+        try:
+            loaded = yaml.safe_load(value)
+        except (yaml.YAMLError, ValueError):
+            loaded = None
+        return key.strip(), loaded if isinstance(loaded, str) else text
     try:
-        value = yaml.safe_load(text) if text.strip() else ""
-    except yaml.YAMLError:
-        value = text
-    if not isinstance(value, bool | int | float | str):
-        value = text
-    return key.strip(), value
+        typed = _plain_scalar(value) if value else ""
+    except ValueError:  # Python reads integers of at most 4300 digits
+        raise ValueError(f"{key.strip()}: the number {value[:12]}... has {len(value):,} digits, too many to read") from None
+    return key.strip(), text if typed is None else typed
+
+
+CALL_KEYS = ("in", "repeat", "when", "doc")
+"""The keys of a block call that are not params: a misspelt one (``repat``) is offered back."""
 
 
 def resolve_params(declared: Mapping[str, Any], overrides: Mapping[str, Any], outer: Mapping[str, Any],
@@ -40,7 +56,8 @@ def resolve_params(declared: Mapping[str, Any], overrides: Mapping[str, Any], ou
         if key not in declared:
             diags.append(Diagnostic(
                 "unknown-param", f"there is no param '{key}' to set", override_pos or source.pos(base), node,
-                (*did_you_mean(key, declared), f"params: {', '.join(declared) or '(none)'}")))
+                (*did_you_mean(key, [*declared, *(CALL_KEYS if node else ())]),
+                 f"params: {', '.join(declared) or '(none)'}")))
     pending = {k: overrides.get(k, v) for k, v in declared.items()}
     resolved: dict[str, Any] = dict(outer)
     for key in declared:

@@ -12,7 +12,7 @@ import re
 from collections.abc import Sequence
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, ValidationError
 from pydantic_core import ErrorDetails
 
 from .errors import Diagnostic, did_you_mean
@@ -52,6 +52,13 @@ def check_identifier(name: str) -> str:
 
 Name = Annotated[str, AfterValidator(check_identifier)]
 Dim = Annotated[str, AfterValidator(check_identifier)]
+
+
+def _not_bool(value: Any) -> Any:
+    """A size must be a number: ``true`` would otherwise pass as 1."""
+    if isinstance(value, bool):
+        raise ValueError(f"{str(value).lower()} is not a number; a size is an integer or a name")
+    return value
 """A symbolic size (``batch``, ``seq``); fixed sizes are integers >= 1."""
 Scalar = bool | int | float | str
 
@@ -83,7 +90,7 @@ class _Model(BaseModel):
 class InputSpec(_Model):
     """A graph input: its shape (fixed sizes and named symbolic sizes) and dtype."""
 
-    shape: list[Annotated[int, Field(ge=1)] | Dim] = Field(
+    shape: list[Annotated[int, BeforeValidator(_not_bool), Field(ge=1)] | Dim] = Field(
         description="Sizes: integers, or names such as batch and seq that stay symbolic.")
     dtype: str = Field(default="float32", json_schema_extra={"enum": list(DTYPES)})
     doc: str | None = None

@@ -60,8 +60,12 @@ def run_dot(source: str, fmt: str) -> bytes:
         RuntimeError: when ``dot`` fails (its message included).
     """
     exe = dot_program(f".{fmt}")
-    proc = subprocess.run([exe, f"-T{fmt}"], input=source.encode("utf-8"), capture_output=True,
-                          timeout=DOT_TIMEOUT_S, check=False)
+    try:
+        proc = subprocess.run([exe, f"-T{fmt}"], input=source.encode("utf-8"), capture_output=True,
+                              timeout=DOT_TIMEOUT_S, check=False)
+    except subprocess.TimeoutExpired:  # a dense graph: a bounded layout, not a hang or a traceback
+        raise RuntimeError(f"Graphviz `dot` took more than {DOT_TIMEOUT_S:g} s to lay out this diagram; draw it "
+                           "folded (--depth 0 or 1), or write .dot or .mmd, which need no layout") from None
     if proc.returncode != 0:
         raise RuntimeError(f"Graphviz `dot -T{fmt}` failed (exit {proc.returncode}): "
                            f"{proc.stderr.decode('utf-8', 'replace').strip()}")

@@ -14,6 +14,7 @@ import click
 from backends import progress
 from backends.clikit import (
     atomic_output,
+    check_output,
     fail,
     limit_option,
     load_graph,
@@ -25,6 +26,7 @@ from backends.jsonout import emit, json_output
 from builder import SpecError, param_count
 from builder.dims import sized_graph, unknown_dims
 from builder.errors import did_you_mean
+from builder.limits import DEFAULT_LIMITS
 
 if TYPE_CHECKING:
     import networkx as nx
@@ -148,6 +150,7 @@ def export(spec: str, output: str, weights: str | None, opset: int | None, exter
     Inputs and outputs carry the spec's names, initializers the PyTorch state_dict keys, and
     symbolic dims stay dynamic. The file is written only when the export succeeds.
     """
+    check_output(output, (".onnx",), [spec, weights], "--output")  # before anything is built
     _, graph = load_graph(spec, sets, signature, limits)  # a bad spec is refused before onnx is imported
     from .writer import needs_external, write_prepared
 
@@ -161,9 +164,11 @@ def export(spec: str, output: str, weights: str | None, opset: int | None, exter
         return
     external = external_data or needs_external(lowered, arrays)
     location = target.name + ".data"
-    with atomic_output(target) as tmp:
+    if external and (output == "-" or (Path(output).exists() and not Path(output).is_file())):
+        fail(f"'{output}' is not a regular file; a model with external data needs one (its weights go beside it)")
+    with atomic_output(target, (".onnx",), [spec, weights], "--output") as tmp:
         if external:
-            with atomic_output(target.with_name(location)) as tmp_data, \
+            with atomic_output(target.with_name(location), (".data",), [spec, weights], "--output") as tmp_data, \
                     progress.writing(tmp_data, total, "writing weights", show):
                 write_prepared(lowered, arrays, tmp, True, location, tmp_data)
         else:
@@ -190,7 +195,7 @@ def _export_variant(lowered: Any, arrays: dict[str, np.ndarray], target: Path, q
         fail(str(exc))
     if model.ByteSize() > 2**31 - 1:
         fail(f"the {quantize or dtype} model is over 2 GiB; onnxruntime's tools need it inline")
-    with atomic_output(target) as tmp:
+    with atomic_output(target, (".onnx",), sources, "--output") as tmp:
         save_onnx(model, tmp, external_data=False)
     emit({"wrote": [str(target)], "variant": quantize or dtype, "nodes": len(model.graph.node),
           "weights": len(model.graph.initializer), "opset": lowered.options.opset})
@@ -199,7 +204,7 @@ def _export_variant(lowered: Any, arrays: dict[str, np.ndarray], target: Path, q
 
 
 def _load_inputs(items: Sequence[str]) -> dict[str, np.ndarray]:
-    import numpy as np
+    from .files import FileError, read_npy
 
     out = {}
     for item in items:
@@ -207,9 +212,9 @@ def _load_inputs(items: Sequence[str]) -> dict[str, np.ndarray]:
         if not sep or not name or not file:
             raise click.UsageError(f"--input expects NAME=FILE.npy, got '{item}'")
         try:
-            out[name] = np.load(file, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            fail(f"input '{name}': cannot read '{file}': {exc}")
+            out[name] = read_npy(file, DEFAULT_LIMITS.max_tensor_bytes, name)
+        except FileError as exc:
+            fail(str(exc))
     return out
 
 
@@ -266,8 +271,6 @@ def _model_for(source: str, weights: str | None, opset: int | None, seed: int, s
     if source.endswith(".onnx"):
         if sets or signature or weights or limits:
             raise click.UsageError("--set, --signature, --limit and --weights apply to a spec, not to an .onnx file")
-        if not Path(source).is_file():
-            fail(f"model file '{source}' does not exist")
         return source
     from .export import assemble
 
@@ -275,6 +278,41 @@ def _model_for(source: str, weights: str | None, opset: int | None, seed: int, s
     if sizes is not None:
         _check_sizes(loaded, sizes, signature)
     return assemble(*_prepare(graph, weights, opset, seed, False, False))
+
+
+def _model_file(path: str) -> onnx.ModelProto:
+    """A user's .onnx file, checked to be a model nnspec can feed; a broken one exits 1."""
+    from .files import FileError, load_model_file
+
+    try:
+        return load_model_file(path)
+    except FileError as exc:
+        fail(str(exc))
+
+
+def _session(source: onnx.ModelProto | str) -> Any:
+    """An onnxruntime session; a user's model file that onnxruntime refuses exits 1."""
+    from .files import FileError, model_session
+
+    try:
+        return model_session(source, user_file=isinstance(source, str))
+    except FileError as exc:
+        fail(str(exc))
+
+
+def _save_outputs(folder: str, outputs: Mapping[str, np.ndarray], inputs: Sequence[str | None]) -> None:
+    """Each output as a .npy file inside `folder`, under a safe name; a refused place exits 1."""
+    from backends.outputs import OutputError
+
+    from .files import save_outputs
+
+    try:
+        files = save_outputs(folder, outputs, inputs)
+    except OutputError as exc:
+        fail(str(exc), exc.exit_code)
+    renamed = [f"{name} -> {path.name}" for name, path in files.items() if path.name != f"{name}.npy"]
+    if renamed:
+        click.echo(f"output names made safe as file names: {', '.join(renamed)}", err=True)
 
 
 @click.command("run")
@@ -298,7 +336,6 @@ def run(model: str, inputs: tuple[str, ...], use_random: bool, dims: tuple[str, 
 
     Prints each output's name, shape, dtype and first values; --output-dir saves them.
     """
-    import numpy as np
     import onnx
 
     from .runtime import InputError, random_inputs, run_onnx
@@ -306,7 +343,7 @@ def run(model: str, inputs: tuple[str, ...], use_random: bool, dims: tuple[str, 
     sizes = _dims(dims)
     given = _load_inputs(inputs)
     source = _model_for(model, weights, opset, seed, sets, signature, limits, sizes if use_random else None)
-    proto = source if isinstance(source, onnx.ModelProto) else onnx.load(source, load_external_data=False)
+    proto = source if isinstance(source, onnx.ModelProto) else _model_file(source)
     _check_onnx_dims(proto, sizes)
     names = [i.name for i in proto.graph.input]
     for name in given:
@@ -317,9 +354,12 @@ def run(model: str, inputs: tuple[str, ...], use_random: bool, dims: tuple[str, 
     missing = [n for n in names if n not in given]
     if missing and not use_random:
         fail(f"no value for input(s) {', '.join(missing)}: give --input NAME=FILE.npy, or --random")
-    feed = {**{k: v for k, v in random_inputs(proto, sizes, seed).items() if k in missing}, **given}
     try:
-        outputs = run_onnx(source, feed)
+        feed = {**{k: v for k, v in random_inputs(proto, sizes, seed).items() if k in missing}, **given}
+    except InputError as exc:
+        fail(str(exc))
+    try:
+        outputs = run_onnx(_session(source), feed)
     except InputError as exc:
         fail(str(exc))
     except Exception as exc:
@@ -328,10 +368,7 @@ def run(model: str, inputs: tuple[str, ...], use_random: bool, dims: tuple[str, 
         sizes_fed = ", ".join(f"{k}: {v.dtype} {list(v.shape)}" for k, v in feed.items())
         fail(f"onnxruntime cannot run '{source}' on these inputs ({sizes_fed}): {_first_line(exc)}")
     if output_dir is not None:
-        Path(output_dir).mkdir(parents=True, exist_ok=True)
-        for name, arr in outputs.items():
-            with atomic_output(Path(output_dir) / f"{name}.npy") as tmp, open(tmp, "wb") as f:
-                np.save(f, arr, allow_pickle=False)
+        _save_outputs(output_dir, outputs, [model, weights, *(i.partition("=")[2] for i in inputs)])
     if as_json:
         emit({"outputs": {k: {"shape": list(v.shape), "dtype": str(v.dtype), "preview": v.reshape(-1)[:6].tolist()}
                           for k, v in outputs.items()}})

@@ -8,6 +8,7 @@ leave at least one key visible).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,7 +17,9 @@ import numpy as np
 import onnx
 
 from builder.errors import did_you_mean
+from builder.limits import DEFAULT_LIMITS
 from builder.tensor import dim_size
+from builder.text import printable
 
 if TYPE_CHECKING:
     import onnxruntime as ort
@@ -25,6 +28,8 @@ __all__ = ["InputError", "ModelSource", "input_specs", "random_inputs", "run_onn
 
 ModelSource = onnx.ModelProto | str | Path
 DEFAULT_DIM = 2
+MAX_RANK = 64
+"""numpy's limit on the number of dimensions of an array."""
 
 _ORT_TYPES = {
     "tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
@@ -54,8 +59,28 @@ def session(model: ModelSource, optimization: str = "all", threads: int = 0, spi
     if not spin:
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.log_severity_level = 3
+    if isinstance(model, onnx.ModelProto) and model.ByteSize() >= _PROTOBUF_LIMIT:
+        return _large_session(model, opts)
     source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model)
     return ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
+
+
+_PROTOBUF_LIMIT = 2**31 - 2**20
+"""A model this large cannot be serialised in one protobuf message (2 GiB), with some headroom."""
+
+
+def _large_session(model: onnx.ModelProto, opts: ort.SessionOptions) -> ort.InferenceSession:
+    """A session for a model over protobuf's 2 GiB: saved with its weights as external data in a
+    private temporary folder (removed at once, and on every signal), then loaded from there."""
+    import onnxruntime as ort
+
+    from backends.outputs import temporary_folder
+
+    with temporary_folder() as folder:
+        path = folder / "model.onnx"
+        onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                        location="model.onnx.data", size_threshold=1024)
+        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
 def input_specs(sess: ort.InferenceSession) -> dict[str, tuple[list[int | str | None], str]]:
@@ -130,6 +155,28 @@ def _id_bounds(model: onnx.ModelProto) -> dict[str, int]:
     return bounds
 
 
+def _check_sizes(model: onnx.ModelProto, sizes: Mapping[str, int], max_bytes: int) -> None:
+    """Refuse inputs that are not tensors, and sizes that would allocate more than `max_bytes` per input."""
+    for vi in model.graph.input:
+        if vi.type.WhichOneof("value") != "tensor_type":
+            raise InputError(f"input '{printable(vi.name)}' is not a tensor; random inputs are tensors only")
+        t = vi.type.tensor_type
+        try:
+            itemsize = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(t.elem_type)).itemsize
+        except (KeyError, TypeError, ValueError):
+            raise InputError(f"input '{printable(vi.name)}' has an element type ({t.elem_type}) nnspec cannot "
+                             "make random values of") from None
+        if len(t.shape.dim) > MAX_RANK:
+            raise InputError(f"input '{printable(vi.name)}' has rank {len(t.shape.dim)}; numpy holds at most {MAX_RANK}")
+        shape = [d.dim_value if d.HasField("dim_value") else dim_size(d.dim_param, sizes, DEFAULT_DIM)
+                 for d in t.shape.dim]
+        need = math.prod(shape) * itemsize
+        if need > max_bytes:
+            dims = ", ".join(f"{d.dim_param}={n}" if d.dim_param else str(n) for d, n in zip(t.shape.dim, shape, strict=True))
+            raise InputError(f"input '{printable(vi.name)}' would take {need:,} bytes [{dims}]; the limit is "
+                             f"{max_bytes:,} (--limit max_tensor_bytes)")
+
+
 _RECURRENT = ("RNN", "GRU", "LSTM")
 
 
@@ -154,11 +201,17 @@ def _length_inputs(model: onnx.ModelProto, sizes: Mapping[str, int]) -> dict[str
     return steps
 
 
-def random_inputs(model: onnx.ModelProto, sizes: Mapping[str, int] | None = None, seed: int = 0) -> dict[str, np.ndarray]:
+def random_inputs(model: onnx.ModelProto, sizes: Mapping[str, int] | None = None, seed: int = 0,
+                  max_bytes: int = DEFAULT_LIMITS.max_tensor_bytes) -> dict[str, np.ndarray]:
     """Random inputs for `model`: symbolic dims from `sizes` (default 2), floats ~ N(0, 1),
     integer ids below the size of the table they index, sequence lengths from 1 to the number of
-    steps, bool masks True on a random tail (padding) that leaves position 0 False."""
+    steps, bool masks True on a random tail (padding) that leaves position 0 False.
+
+    Raises:
+        InputError: an input is not a tensor, or would take more than `max_bytes`.
+    """
     sizes = dict(sizes or {})
+    _check_sizes(model, sizes, max_bytes)
     rng = np.random.default_rng(seed)
     bounds = _id_bounds(model)
     lengths = _length_inputs(model, sizes)

@@ -168,9 +168,14 @@ def load_state_dict(source: StateDict) -> Mapping[str, Any]:
     """A mapping of name to tensor: `source` itself, or the tensors of a safetensors file."""
     if isinstance(source, str | Path):
         path = Path(source)
-        if not path.is_file():
-            raise WeightError(f"weights file '{path}' does not exist")
         from safetensors.numpy import load_file
+
+        from backends.weightfiles import WeightsFileError, check_safetensors
+
+        try:
+            check_safetensors(path)  # a device, a truncated file, an F8 dtype: named, before safetensors reads it
+        except WeightsFileError as exc:
+            raise WeightError(str(exc)) from None
 
         try:
             return load_file(str(path))
@@ -208,6 +213,9 @@ def resolve_weights(uses: Mapping[str, WeightUse], state_dict: StateDict | None,
             problems.append(f"weight '{name}' is {list(arr.shape)}, node '{use.node}' needs {list(use.shape)}")
             continue
         want = np.dtype(np_dtype(use.dtype))
+        if want.kind == "f" and arr.dtype.kind in "biu":  # a cast would hide a wrong file, not fix it
+            problems.append(f"weight '{name}' is {arr.dtype} in the file, node '{use.node}' needs {want}")
+            continue
         if arr.dtype != want and arr.dtype.kind == "f" and arr.itemsize < want.itemsize:
             narrow.add(str(arr.dtype))
         out[name] = _laid_out(arr.astype(want, copy=False), use)

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import fx
 
 from builder.tensor import fmt_dim
+from builder.text import docstring_body
 
 from .blocks import Folded, block_of, class_name, fold
 from .emitter import RESERVED_NAMES, Ctor, Emitter, ModuleTree, init_calls, skips_default_init
@@ -79,7 +80,7 @@ def _docstring(doc: str, indent: str = "    ") -> str:
     """The spec's doc wrapped at about 100 columns, indented for a class body (or as `indent` says)."""
     out: list[str] = []
     line = ""
-    for word in doc.replace('"' * 3, "'" * 3).split():
+    for word in docstring_body(doc).split():  # escaped: any doc gives source that parses
         if line and len(line) + len(word) > 95:
             out.append(line)
             line = word

@@ -5,10 +5,21 @@ torch is imported inside the command, so that other commands start without it.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from backends import progress
-from backends.clikit import atomic_output, fail, limit_option, load_graph, set_option, signature_option, write_text_atomic
+from backends.clikit import (
+    atomic_output,
+    check_output,
+    fail,
+    limit_option,
+    load_graph,
+    set_option,
+    signature_option,
+    write_text_atomic,
+)
 from backends.jsonout import emit, json_output
 from builder import param_count
 
@@ -34,6 +45,10 @@ def build(spec: str, emit_python_to: str | None, weights_to: str | None, seed: i
     built module's; with --weights, save its initial weights as safetensors. Files are written
     atomically: a failure leaves no partial file.
     """
+    if emit_python_to is not None:
+        check_output(emit_python_to, (".py",), [spec, weights_to], "--emit-python")  # before anything is built
+    if weights_to is not None:
+        check_output(weights_to, (".safetensors",), [spec, emit_python_to], "--weights")
     loaded, graph = load_graph(spec, sets, signature, limits)
     import torch
 
@@ -47,10 +62,12 @@ def build(spec: str, emit_python_to: str | None, weights_to: str | None, seed: i
         source = emit_python(loaded, signature) if emit_python_to is not None else None
     except LoweringError as exc:
         fail(str(exc))
+    if emit_python_to is not None and weights_to is not None and Path(emit_python_to) == Path(weights_to):
+        fail(f"--emit-python and --weights both name '{emit_python_to}'; give two files", 2)
     if emit_python_to is not None and source is not None:
-        write_text_atomic(emit_python_to, source)
+        write_text_atomic(emit_python_to, source, (".py",), [spec, weights_to])
     if weights_to is not None:
-        with atomic_output(weights_to) as tmp:
+        with atomic_output(weights_to, (".safetensors",), [spec, emit_python_to], "--weights") as tmp:
             total = sum(t.numel() * t.element_size() for t in model.state_dict().values())
             with progress.writing(tmp, total, "writing weights", progress.enabled(as_json)):
                 save_weights(model, tmp, metadata={"spec": loaded.name, "signature": signature})

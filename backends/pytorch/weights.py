@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from backends.outputs import InputFileError, temporary_beside
 from builder.errors import did_you_mean
 
 from .module import spec_info
@@ -24,7 +25,7 @@ from .module import spec_info
 __all__ = ["WeightsError", "load_weights", "save_weights"]
 
 
-class WeightsError(ValueError):
+class WeightsError(InputFileError):
     """A weights file that does not fit the module: one line per missing, unexpected or mis-shaped tensor."""
 
 
@@ -60,6 +61,7 @@ def save_weights(module_or_state: nn.Module | Mapping[str, torch.Tensor], path: 
         path: the file to write; it is replaced only once the new file is complete.
         metadata: JSON-serialisable values to record under ``nnspec`` in the header.
     """
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
 
     state = module_or_state.state_dict() if isinstance(module_or_state, nn.Module) else dict(module_or_state)
@@ -70,20 +72,15 @@ def save_weights(module_or_state: nn.Module | Mapping[str, torch.Tensor], path: 
         info["shared"] = shared  # key -> the key it is stored under
     meta = {"nnspec": json.dumps(info, sort_keys=True)}
     target = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent or ".")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=meta)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the usual mode
+    with temporary_beside(target) as tmp:  # removed on failure and on SIGTERM/SIGHUP
+        try:
+            save_file(tensors, str(tmp), metadata=meta)
+        except SafetensorError as exc:  # a full disk arrives as text: give it back its errno
+            code = re.search(r"os error (\d+)", str(exc))
+            if code is None:
+                raise
+            raise OSError(int(code.group(1)), os.strerror(int(code.group(1))), str(target)) from None
         os.replace(tmp, target)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def load_weights(module: nn.Module, path: str | Path, strict: bool = True) -> nn.Module:
@@ -102,8 +99,14 @@ def load_weights(module: nn.Module, path: str | Path, strict: bool = True) -> nn
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"{path}: no such weights file")
+    from backends.weightfiles import WeightsFileError, check_safetensors
+
+    try:
+        check_safetensors(path)  # a device, a truncated file, an unknown dtype: named, before safetensors reads it
+    except WeightsFileError as exc:
+        if not Path(path).exists():
+            raise FileNotFoundError(f"{path}: no such weights file") from None
+        raise WeightsError(str(exc)) from None
     try:
         loaded = load_file(str(path))
     except SafetensorError as exc:
@@ -117,6 +120,9 @@ def load_weights(module: nn.Module, path: str | Path, strict: bool = True) -> nn
             problems.append(f"missing tensor '{key}' {list(want.shape)}")
         elif tuple(got.shape) != tuple(want.shape):
             problems.append(f"tensor '{key}' is {list(got.shape)} in the file, the module needs {list(want.shape)}")
+        elif want.is_floating_point() and not got.is_floating_point():  # a cast would hide a wrong file
+            problems.append(f"tensor '{key}' is {str(got.dtype).removeprefix('torch.')} in the file, the module "
+                            f"needs {str(want.dtype).removeprefix('torch.')}")
     if strict:
         for key in loaded:
             if key not in expected and key not in used:
