@@ -15,6 +15,7 @@ from .graph import Node, compile_graph, nodes, without_gc
 from .limits import DEFAULT_LIMITS, Limits
 from .params import resolve_params, substitute_tree
 from .plugins import load_plugins
+from .precheck import node_key_errors
 from .source import Source, parse_text, read_source
 from .spec import Spec, validation_diagnostics
 
@@ -82,6 +83,9 @@ def _load_spec(source: SpecSource | Spec, overrides: Mapping[str, Any] | None, l
     except ValidationError as exc:
         reported = {d.pos for d in diags}  # a `${...}` that failed above is not also a bad value
         diags.extend(d for d in validation_diagnostics(exc, data, src, model=Spec) if d.pos not in reported)
+        # the graph pass that checks each node's arguments will not run: report the keys no op takes now
+        reported |= {d.pos for d in diags}
+        diags.extend(d for d in node_key_errors(data, src) if d.pos not in reported)
     if diags:
         raise SpecError(diags)
     spec._source = src
