@@ -54,6 +54,12 @@ Name = Annotated[str, AfterValidator(check_identifier)]
 Dim = Annotated[str, AfterValidator(check_identifier)]
 
 
+MAX_RANK = 64
+"""The most dimensions a tensor may have (numpy's and PyTorch's limit)."""
+MAX_SIZE = 2**63 - 1
+"""The largest size of one dimension (ONNX and PyTorch hold sizes as int64)."""
+
+
 def _not_bool(value: Any) -> Any:
     """A size must be a number: ``true`` would otherwise pass as 1."""
     if isinstance(value, bool):
@@ -90,8 +96,8 @@ class _Model(BaseModel):
 class InputSpec(_Model):
     """A graph input: its shape (fixed sizes and named symbolic sizes) and dtype."""
 
-    shape: list[Annotated[int, BeforeValidator(_not_bool), Field(ge=1)] | Dim] = Field(
-        description="Sizes: integers, or names such as batch and seq that stay symbolic.")
+    shape: list[Annotated[int, BeforeValidator(_not_bool), Field(ge=1, le=MAX_SIZE)] | Dim] = Field(
+        max_length=MAX_RANK, description="Sizes: integers, or names such as batch and seq that stay symbolic.")
     dtype: str = Field(default="float32", json_schema_extra={"enum": list(DTYPES)})
     doc: str | None = None
 

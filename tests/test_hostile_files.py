@@ -511,3 +511,17 @@ def test_graphviz_timeout_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.M
     code, _, err = nnspec(["render", str(SPEC), "-o", str(tmp_path / "d.svg")], monkeypatch, capsys)
     assert_user_error(code, err, "took more than", "--depth")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(("shape", "words"), [
+    ("[batch, 100000000000000000000000000]", "less than or equal to 9223372036854775807"),
+    ("[" + ", ".join(["2"] * 2000) + "]", "at most 64 items"),
+])
+def test_sizes_the_backends_cannot_hold_are_refused(shape: str, words: str, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    spec = tmp_path / "s.yaml"
+    spec.write_text(TINY.replace("[batch, 4]", shape))
+    for command in (["validate", str(spec)], ["run", str(spec), "--random"]):
+        code, _, err = nnspec(command, monkeypatch, capsys)
+        assert_user_error(code, err, "error[bad-value]", words)
