@@ -146,3 +146,12 @@ def test_cli_entry_point_exit_statuses(tmp_path: Path) -> None:
     assert run.returncode == 1 and "error[unknown-op]" in run.stderr and "Traceback" not in run.stderr
     run = subprocess.run([str(nnspec), "summary"], capture_output=True, text=True, check=False)
     assert run.returncode == 2
+
+
+def test_readme_summary_example_is_the_output() -> None:
+    """The README's `nnspec summary specs/lenet5.yaml` block is the command's output, line for line."""
+    readme = Path("README.md").read_text()
+    shown = readme.split("$ nnspec summary specs/lenet5.yaml\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    code, out, _ = _run("summary", "specs/lenet5.yaml")
+    assert code == 0
+    assert shown == [line.rstrip() for line in out.splitlines()]
