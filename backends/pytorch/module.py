@@ -6,10 +6,15 @@ a tied weight is one Parameter, stored under its owner's name only. ``forward`` 
 spec's inputs (by position or by name) and returns its one output, or a tuple of its
 outputs in declared order.
 
+Each block call is a module of its own (`blocks.BlockModule`, named after its block, with its own
+``forward``) and each repeat an ``nn.ModuleList`` that loops over its copies, so FSDP2,
+activation checkpointing (``checkpoint=True``), hooks and ``torch.compile`` work per block.
+
 Signatures share the weights of the main graph: the module built for the main graph
 exposes each as a method (``model.decode_step(token, h, c)``, also ``model.signature(name)``),
-generated from its own fx graph over the same submodules. ``to_torch(spec, signature=name)``
-builds that entry point alone, with the subset of the state_dict it needs.
+generated from its own fx graph over the same submodules (flat: it calls the layers inside the
+blocks directly). ``to_torch(spec, signature=name)`` builds that entry point alone, with the
+subset of the state_dict it needs.
 """
 
 from __future__ import annotations
