@@ -216,6 +216,8 @@ def _parse_text(text: str, file: str = "<spec>", *, json_only: bool = False,
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         pos = SourcePos(file, mark.line + 1, mark.column + 1) if mark else SourcePos(file)
+        if json_only:  # valid JSON (checked above) that the YAML reader behind positions cannot take
+            raise SpecError.single("limit", _json_beyond_yaml(text), pos) from None
         problem = " ".join(str(exc.problem or exc.context or "invalid YAML").split())
         raise SpecError.single("syntax", f"invalid YAML: {problem}", pos) from None
     except yaml.reader.ReaderError as exc:
@@ -264,6 +266,19 @@ def _offset_pos(text: str, offset: int, file: str) -> SourcePos:
     else:
         before = text.encode("utf-8")[:offset].decode("utf-8", "replace")
     return SourcePos(file, before.count("\n") + 1, len(before) - (before.rfind("\n") + 1) + 1)
+
+
+_YAML_KEY_CHARS = 1024
+"""YAML reads a key written inline (as JSON writes every key) of at most this many characters."""
+
+
+def _json_beyond_yaml(text: str) -> str:
+    """Why valid JSON text could not be read with positions: a key too long, as far as can be told."""
+    longest = max((len(k) for k in re.findall(r'"((?:[^"\\]|\\.)*)"\s*:', text)), default=0)
+    if longest > _YAML_KEY_CHARS:
+        return (f"a key of {longest:,} characters: nnspec reads keys of at most {_YAML_KEY_CHARS:,} "
+                "(ids and names are meant to be short)")
+    return "this JSON is valid but nnspec's reader (YAML 1.2, which holds JSON) cannot take it"
 
 
 def _check_json(text: str, file: str) -> None:

@@ -525,3 +525,14 @@ def test_sizes_the_backends_cannot_hold_are_refused(shape: str, words: str, tmp_
     for command in (["validate", str(spec)], ["run", str(spec), "--random"]):
         code, _, err = nnspec(command, monkeypatch, capsys)
         assert_user_error(code, err, "error[bad-value]", words)
+
+
+def test_valid_json_with_a_very_long_id_is_not_called_invalid_yaml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    long = "a" * 1101
+    spec = tmp_path / "s.json"
+    spec.write_text(json.dumps({"name": "t", "inputs": {"x": {"shape": ["batch", 4]}},
+                                "nodes": {long: {"op": "relu", "in": "x"}}, "outputs": {"y": long}}))
+    code, _, err = nnspec(["validate", str(spec)], monkeypatch, capsys)
+    assert_user_error(code, err, "error[limit]", "1,101 characters")
+    assert "invalid YAML" not in err
