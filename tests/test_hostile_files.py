@@ -536,3 +536,16 @@ def test_valid_json_with_a_very_long_id_is_not_called_invalid_yaml(tmp_path: Pat
     code, _, err = nnspec(["validate", str(spec)], monkeypatch, capsys)
     assert_user_error(code, err, "error[limit]", "1,101 characters")
     assert "invalid YAML" not in err
+
+
+def test_model_and_data_of_two_exports_are_told_apart(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    for name, seed in (("a", "0"), ("b", "3")):
+        code, _, err = nnspec(["export", str(SPEC), "-o", str(tmp_path / f"{name}.onnx"), "--external-data",
+                               "--seed", seed], monkeypatch, capsys)
+        assert code == 0, err
+    code, _, err = nnspec(["run", str(tmp_path / "a.onnx"), "--random"], monkeypatch, capsys)
+    assert code == 0, err
+    (tmp_path / "a.onnx.data").write_bytes((tmp_path / "b.onnx.data").read_bytes())  # as a lost race leaves them
+    code, _, err = nnspec(["run", str(tmp_path / "a.onnx"), "--random"], monkeypatch, capsys)
+    assert_user_error(code, err, "does not belong to", "another export")

@@ -171,6 +171,7 @@ def export(spec: str, output: str, weights: str | None, opset: int | None, exter
             with atomic_output(target.with_name(location), (".data",), [spec, weights], "--output") as tmp_data, \
                     progress.writing(tmp_data, total, "writing weights", show):
                 write_prepared(lowered, arrays, tmp, True, location, tmp_data)
+                _stamp(tmp, tmp_data)  # the pair is renamed one by one: `run` tells a mixed pair
         else:
             with progress.writing(tmp, total, "writing model", show):
                 write_prepared(lowered, arrays, tmp, False)
@@ -201,6 +202,12 @@ def _export_variant(lowered: Any, arrays: dict[str, np.ndarray], target: Path, q
           "weights": len(model.graph.initializer), "opset": lowered.options.opset})
     click.echo(f"wrote {target}: {quantize or dtype} ({target.stat().st_size / 1e6:.1f} MB), "
                f"opset {lowered.options.opset}", err=True)
+
+
+def _stamp(model: Path, data: Path) -> None:
+    from .files import stamp_data_digest
+
+    stamp_data_digest(model, data)
 
 
 def _load_inputs(items: Sequence[str]) -> dict[str, np.ndarray]:

@@ -31,7 +31,12 @@ if TYPE_CHECKING:
     import onnx
     import onnxruntime as ort
 
-__all__ = ["FileError", "load_model_file", "model_session", "read_npy", "save_outputs", "tensor_bytes"]
+__all__ = ["DATA_DIGEST_KEY", "FileError", "check_data_digest", "load_model_file", "model_session", "read_npy",
+           "save_outputs", "stamp_data_digest", "tensor_bytes"]
+
+DATA_DIGEST_KEY = "nnspec.external_data.sha256"
+"""Model metadata: the SHA-256 of the external-data file written with it, so that a model and a
+data file from two different exports (two writers racing to the same path) are told apart."""
 
 _NPY_MAGIC = b"\x93NUMPY"
 _ONNX_TYPES = ("tensor_type", "sequence_type", "map_type", "optional_type", "sparse_tensor_type")
@@ -129,7 +134,44 @@ def load_model_file(path: str | Path) -> onnx.ModelProto:
         if kind != "tensor_type":
             what = kind.replace("_type", "") if kind else "untyped"
             raise FileError(f"{_q(file)}: input '{printable(vi.name)}' is a {what}; nnspec run feeds tensors only")
+    check_data_digest(model, file)
     return model
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def stamp_data_digest(model_path: Path, data_path: Path) -> None:
+    """Record `data_path`'s digest in the model at `model_path` (both still temporary files)."""
+    import onnx
+
+    model = onnx.load(str(model_path), load_external_data=False)
+    entry = next((p for p in model.metadata_props if p.key == DATA_DIGEST_KEY), None) or model.metadata_props.add()
+    entry.key, entry.value = DATA_DIGEST_KEY, _sha256(data_path)
+    onnx.save(model, str(model_path))
+
+
+def check_data_digest(model: onnx.ModelProto, path: str | Path) -> None:
+    """Refuse a model whose external-data file is not the one exported with it.
+
+    Raises:
+        FileError: the data file's digest differs from the one the model records.
+    """
+    want = next((p.value for p in model.metadata_props if p.key == DATA_DIGEST_KEY), None)
+    locations = {e.value for t in model.graph.initializer for e in t.external_data if e.key == "location"}
+    if want is None or len(locations) != 1:
+        return
+    data = Path(path).parent / locations.pop()
+    if data.is_file() and _sha256(data) != want:
+        raise FileError(f"{_q(data)} does not belong to {_q(path)}: it comes from another export (two exports "
+                        "to the same path at once?); export again")
 
 
 def model_session(source: onnx.ModelProto | str | Path, user_file: bool) -> ort.InferenceSession:
