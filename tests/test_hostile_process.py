@@ -64,9 +64,10 @@ def _interrupt(cmd: list[str], folder: Path, signum: int) -> subprocess.Complete
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT], ids=["SIGTERM", "SIGHUP", "SIGINT"])
-@pytest.mark.parametrize("extra", [[], ["--external-data"]], ids=["inline", "external-data"])
+@pytest.mark.parametrize("signum", [signal.SIGTERM, pytest.param(signal.SIGHUP, marks=pytest.mark.slow),
+                                    pytest.param(signal.SIGINT, marks=pytest.mark.slow)], ids=["SIGTERM", "SIGHUP", "SIGINT"])
+@pytest.mark.parametrize("extra", [[], pytest.param(["--external-data"], marks=pytest.mark.slow)],
+                         ids=["inline", "external-data"])
 def test_signal_during_export_leaves_no_temporary_file(signum: int, extra: list[str], tmp_path: Path) -> None:
     spec = tmp_path / "big.yaml"
     spec.write_text(BIG)
