@@ -138,6 +138,24 @@ def _with_ancestors(roots: list[str], edges: list[tuple[str, str]]) -> set[str]:
     return found
 
 
+MAX_SIZE_TERMS = 2_000
+"""The most terms a symbolic size may hold (ceil-mode pooling concatenated with its input doubles
+it at each level; 40 levels would take sympy longer than anyone waits)."""
+
+
+def _grown(size: Any) -> bool:
+    """Whether `size` holds more than `MAX_SIZE_TERMS` terms, counted up to that bound only."""
+    if getattr(size, "is_Integer", False) or getattr(size, "is_Symbol", False):
+        return False
+    todo, seen = [size], 0
+    while todo:
+        seen += 1
+        if seen > MAX_SIZE_TERMS:
+            return True
+        todo.extend(getattr(todo.pop(), "args", ()))
+    return False
+
+
 class _Expander(Conditionals):
     def __init__(self, spec: Spec, limits: Limits) -> None:
         self.spec = spec
@@ -411,6 +429,12 @@ class _Expander(Conditionals):
                 self.diags.append(Diagnostic("shape-mismatch", f"output '{port}': size '{unknown[0]}' is no dim of the "
                                              f"graph's inputs, so nothing gives its value (their dims: {have})",
                                              p.pos, p.id, did_you_mean(unknown[0], self.symbols)))
+                return
+        for port, t in outs.items():
+            if any(_grown(d) for d in t.shape):  # each level may double it: checking would never end
+                self.diags.append(Diagnostic(
+                    "limit", f"output '{port}': a size expression has grown past {MAX_SIZE_TERMS:,} terms, too large "
+                    "to check", p.pos, p.id, ("give the input fixed sizes (or --set them) where the sizes compound",)))
                 return
         for port, t in outs.items():
             self.types[TensorRef(p.id, port)] = t

@@ -549,3 +549,25 @@ def test_model_and_data_of_two_exports_are_told_apart(tmp_path: Path, monkeypatc
     (tmp_path / "a.onnx.data").write_bytes((tmp_path / "b.onnx.data").read_bytes())  # as a lost race leaves them
     code, _, err = nnspec(["run", str(tmp_path / "a.onnx"), "--random"], monkeypatch, capsys)
     assert_user_error(code, err, "does not belong to", "another export")
+
+
+def test_compounding_symbolic_sizes_reach_a_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    import time
+
+    lines = ["name: ceil", "inputs: {x: {shape: [batch, 2, h]}}", "nodes:"]
+    prev = "x"
+    for i in range(40):  # each level's size holds the last one twice: 2^40 terms unchecked
+        lines.append(f"  p{i}: {{op: max_pool1d, in: {prev}, kernel_size: 3, stride: 2, ceil_mode: true, padding: 1}}")
+        lines.append(f"  c{i}: {{op: concat, in: [p{i}, {prev}], dim: 2}}")
+        prev = f"c{i}"
+    spec = tmp_path / "ceil.yaml"
+    spec.write_text("\n".join([*lines, f"outputs: {{y: {prev}}}"]) + "\n")
+    start = time.process_time()
+    code, _, err = nnspec(["validate", str(spec)], monkeypatch, capsys)
+    assert_user_error(code, err, "error[limit]", "size expression")
+    assert time.process_time() - start < 10
+    fixed = spec.read_text().replace("[batch, 2, h]", "[batch, 2, 1000]")
+    spec.write_text(fixed)  # with a fixed size the same spec is fine
+    code, _, err = nnspec(["validate", str(spec)], monkeypatch, capsys)
+    assert code == 0, err
