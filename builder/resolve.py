@@ -17,13 +17,14 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 import networkx as nx
 from pydantic import ValidationError
 
 from .conditions import Conditionals, _Entry
-from .errors import Diagnostic, SourcePos, SpecError, did_you_mean
+from .errors import Diagnostic, SpecError, did_you_mean
+from .expanded import BlockCall, Frame, Pending, TensorRef
 from .expr import SIZES as _SIZES
 from .expr import TensorSizes
 from .limits import Limits
@@ -34,58 +35,10 @@ from .source import DataPath, Source
 from .spec import BlockSpec, Spec, validation_diagnostics
 from .tensor import ShapeError, TensorType
 
-__all__ = ["BlockCall", "Frame", "Pending", "TensorRef", "expand"]
+__all__ = ["BlockCall", "Frame", "Pending", "TensorRef", "expand"]  # the first four from .expanded
 
 _HINTS = 20
 """Did-you-mean hints given per graph (see `_Expander.hint`)."""
-
-
-class TensorRef(NamedTuple):
-    """One tensor of the graph: output `port` of node `node` (full dotted id).
-
-    A named tuple rather than a dataclass: it keys the type table of every edge, and tuple
-    hashing is done in C.
-    """
-
-    node: str
-    port: str
-
-    def __str__(self) -> str:
-        return f"{self.node}.{self.port}"
-
-
-@dataclass(frozen=True)
-class Frame:
-    """One level of block nesting around a node (a call, or one copy of a repeated call)."""
-
-    path: str
-    block: str
-    repeat: int | None = None
-    index: int | None = None
-
-
-@dataclass(frozen=True)
-class BlockCall:
-    """One call of a block (one copy of a repeated call): the tensors bound to its inputs and the
-    tensors it produces for its outputs, by name, in the block's declared order."""
-
-    block: str
-    inputs: dict[str, TensorRef]
-    outputs: dict[str, TensorRef]
-
-
-@dataclass
-class Pending:
-    """An op node after expansion: validated arguments, resolved inputs, inferred types and weights."""
-
-    id: str
-    model: Op
-    bindings: dict[str, TensorRef]
-    scope: tuple[Frame, ...]
-    pos: SourcePos
-    inputs: dict[str, TensorType] = field(default_factory=dict)
-    outputs: dict[str, TensorType] = field(default_factory=dict)
-    weights: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
 
 @dataclass

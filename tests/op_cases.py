@@ -374,7 +374,7 @@ SMALL_SPECS: dict[str, dict[str, Any]] = {
     "mobilenet_v2": {"width_mult": 0.25, "last_channel": 64, "num_classes": 10, "conv_init": "kaiming_normal(mode=fan_in)"},
     "resnet50": {"width": 8, "num_classes": 10},
     "unet": {"base": 4, "height": 37, "width": 30, "n_classes": 3},
-    "vgg16": {"num_classes": 10, "batch_norm": True},
+    "vgg16": {"num_classes": 10, "batch_norm": True, "width": 4, "hidden": 32},
     "vit_b16": {"image_size": 32, "patch_size": 8, "num_layers": 2, "num_heads": 2, "hidden_dim": 16, "mlp_dim": 24,
                 "num_classes": 10, "head_init": "normal(std=0.02)"},
 }

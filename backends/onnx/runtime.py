@@ -190,14 +190,22 @@ def _length_inputs(model: onnx.ModelProto, sizes: Mapping[str, int]) -> dict[str
         return {}
     known = {vi.name: vi for vi in onnx.shape_inference.infer_shapes(model).graph.value_info}
     known.update({vi.name: vi for vi in model.graph.input})
+    named = {d.dim_param for vi in model.graph.input for d in vi.type.tensor_type.shape.dim if d.dim_param}
     steps: dict[str, int] = {}
     for node in layers:
         name = casts.get(node.input[4], node.input[4])
-        x = known.get(node.input[0])
-        if name not in inputs or x is None or not x.type.tensor_type.shape.dim:
+        if name not in inputs:
             continue
-        d = x.type.tensor_type.shape.dim[0]  # X is (seq_length, batch, input_size)
-        steps[name] = d.dim_value if d.HasField("dim_value") else int(sizes.get(d.dim_param, DEFAULT_DIM))
+        x = known.get(node.input[0])
+        dims = x.type.tensor_type.shape.dim if x is not None else ()
+        d = dims[0] if dims else None  # X is (seq_length, batch, input_size)
+        if d is not None and d.HasField("dim_value"):
+            n = d.dim_value
+        elif d is not None and d.dim_param in named:  # a dim of the inputs (not inference's unk__N)
+            n = int(sizes.get(d.dim_param, DEFAULT_DIM))
+        else:
+            n = 1  # shape inference lost the steps (a Shape/Gather chain before X): 1 is always valid
+        steps[name] = min(steps.get(name, n), n)
     return steps
 
 
