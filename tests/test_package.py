@@ -92,3 +92,15 @@ def test_the_wheel_imports_as_nnspec_in_a_fresh_environment(wheel: Path, tmp_pat
     for command in ([str(venv / "bin" / "nnspec"), "--version"], [str(python), "-m", "nnspec", "--version"]):
         run = subprocess.run(command, capture_output=True, text=True, check=False, cwd=tmp_path, timeout=300, env=env)
         assert run.returncode == 0 and nnspec.__version__ in run.stdout, run.stderr
+
+
+def test_the_readme_python_example_runs_as_written(tmp_path: Path) -> None:
+    """The README's Python API block, executed as it stands (files it writes land in a temp dir)."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## The Python API"):]
+    code = section[section.index("```python\n") + len("```python\n"):section.index("```\n", section.index("```python"))]
+    code = code.replace('"specs/gpt.yaml"', repr(str(ROOT / "specs" / "gpt.yaml")))
+    run = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=False)
+    assert run.returncode == 0, run.stderr
+    assert "batch×seq×128" in run.stdout
+    assert {p.name for p in tmp_path.iterdir()} >= {"gpt.onnx", "gpt.svg"}
