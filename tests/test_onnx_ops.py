@@ -464,6 +464,15 @@ def test_lowest_opset_matches_torch(case_id: str) -> None:
             to_onnx(case_graph(case), opset=lowest - 1)
 
 
+@pytest.mark.parametrize("case_id", CASE_IDS)
+def test_highest_opset_matches_torch(case_id: str) -> None:
+    """Every case at the newest opset the installed onnxruntime runs, where lowerings take their other
+    branches (reduction axes and Split sizes as inputs from 18, and so on)."""
+    from backends.onnx.opsets import max_opset
+
+    _run_case_with(next(c for c in CASES if c.id == case_id), opset=max_opset())
+
+
 @pytest.mark.parametrize("case_id", [c.id for c in CASES if c.op in ("gelu", "attention", "multi_head_attention")])
 def test_native_ops_match_torch(case_id: str) -> None:
     """The opset-20 Gelu and opset-23 Attention options compute the same as the formulas."""
