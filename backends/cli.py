@@ -37,7 +37,7 @@ from .clikit import (
     spec_source,
     write_text_atomic,
 )
-from .jsonout import emit, json_output
+from .jsonout import emit, emit_parse_error, json_output
 
 ISSUES_URL = "https://github.com/nnspec/nnspec/issues"
 
@@ -259,6 +259,7 @@ def main() -> None:
         sys.exit(130)
     except click.ClickException as exc:
         vars(exc)["message"] = printable(exc.message)  # it may quote a --set value or a file name
+        emit_parse_error(exc, sys.argv[1:], cli.list_commands(click.Context(cli)))
         exc.show()
         sys.exit(exc.exit_code)
     except SpecError as exc:

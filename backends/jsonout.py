@@ -22,7 +22,7 @@ import click
 
 from builder import Diagnostic
 
-__all__ = ["SCHEMA_PATH", "active", "emit", "json_output", "record", "record_error"]
+__all__ = ["SCHEMA_PATH", "active", "emit", "emit_parse_error", "json_output", "record", "record_error"]
 
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "docs" / "cli-json.schema.json"
 
@@ -37,6 +37,7 @@ class _Run:
 
 
 _RUN: _Run | None = None
+_EMITTED = False  # whether this process printed a document (a command's, or its error's)
 
 
 def active() -> bool:
@@ -60,10 +61,11 @@ def record_error(message: str, exit_code: int = 1) -> None:
 
 def emit(fields: dict[str, Any], ok: bool = True, exit_code: int | None = None) -> None:
     """Print the run's one JSON document: `fields` with command, ok, exit_code and diagnostics."""
+    global _EMITTED
     run = _RUN
     if run is None or run.emitted:
         return
-    run.emitted = True
+    run.emitted = _EMITTED = True
     code = exit_code if exit_code is not None else (0 if ok else 1)
     doc = {"command": run.command, "ok": ok, "exit_code": code, **fields, "diagnostics": run.diagnostics}
     click.echo(json.dumps(doc, indent=2))
@@ -108,3 +110,20 @@ def json_output(fn: F) -> F:
 
     return click.option("--json", "as_json", is_flag=True,
                         help="Print the result, or the errors, as one JSON document on stdout.")(wrapper)  # type: ignore[return-value]
+
+
+def emit_parse_error(exc: click.ClickException, argv: list[str], commands: Iterable[str]) -> None:
+    """The JSON document of a usage error that click raised while parsing a command's arguments (an
+    unknown option, a missing argument), before the command could print one itself: given ``--json``,
+    the error is data too. Errors of the command group itself (no such command) have no document."""
+    global _RUN
+    ctx = getattr(exc, "ctx", None)
+    command = ctx.info_name if ctx is not None else None
+    if _EMITTED or "--json" not in argv or command not in set(commands):
+        return
+    _RUN = _Run(command)
+    try:
+        record_error(exc.format_message(), exc.exit_code)
+        emit({}, ok=False, exit_code=exc.exit_code)
+    finally:
+        _RUN = None

@@ -95,3 +95,30 @@ def test_summary_json_is_data_not_text() -> None:
     assert (encoder["op"], encoder["repeat"], encoder["shape"], encoder["dtype"]) == (
         "layer", 12, ["batch", "seq", 768], "float32")
     assert "batch" in doc["macs"] and "seq" in doc["macs"]
+
+
+@pytest.mark.parametrize("args", [["check", "--bogus"], ["check"], ["summary", LENET, "--depth", "x"],
+                                  ["run", LENET, "--random", "--dim", "bach=3"]],
+                         ids=["unknown-option", "missing-argument", "bad-value", "usage-in-command"])
+def test_a_usage_error_from_parsing_is_one_json_document_too(args: list[str]) -> None:
+    """Errors click raises while parsing, before the command runs, through the real entry point:
+    exactly one schema-valid document on stdout (none twice), exit 2, the message on stderr as well."""
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-m", "backends.cli", *args, "--json"], capture_output=True, text=True,
+                         check=False, cwd=ROOT)
+    assert run.returncode == 2, run.stderr
+    doc = json.loads(run.stdout)  # one document: a second would not parse
+    VALIDATOR.validate(doc)
+    assert (doc["command"], doc["ok"], doc["exit_code"]) == (args[0], False, 2)
+    assert doc["diagnostics"][0]["code"] == "usage" and "Error:" in run.stderr
+
+
+def test_an_unknown_command_has_no_document_only_the_usage_error() -> None:
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-m", "backends.cli", "nosuch", "--json"], capture_output=True, text=True,
+                         check=False, cwd=ROOT)
+    assert run.returncode == 2 and run.stdout == "" and "No such command 'nosuch'" in run.stderr
