@@ -34,7 +34,7 @@ demo: setup
 	$(BIN)/python scripts/demo.py
 
 lint: $(STAMP)
-	$(BIN)/ruff check builder backends tests bench scripts examples
+	$(BIN)/ruff check nnspec builder backends tests bench scripts examples
 	$(BIN)/mypy
 
 # The default suite (lint, types, every test not marked slow) fits CI's 10 minutes on 2 cores;
@@ -57,7 +57,7 @@ bench: setup
 	$(BIN)/python bench/graphviz_bench.py --repeat 5
 
 docs: $(STAMP) system
-	$(BIN)/python -m backends.graphviz.docs
+	$(BIN)/python -m nnspec.backends.graphviz.docs
 
 golden: $(STAMP)
 	NNSPEC_UPDATE_GOLDEN=1 $(BIN)/pytest -q -k golden

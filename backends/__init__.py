@@ -14,16 +14,16 @@ __all__ = [
 ]
 
 _LAZY = {
-    "to_torch": "backends.pytorch",
-    "generate": "backends.pytorch",
-    "emit_python": "backends.pytorch",
-    "save_weights": "backends.pytorch",
-    "load_weights": "backends.pytorch",
-    "to_onnx": "backends.onnx",
-    "export_onnx": "backends.onnx",
-    "run_onnx": "backends.onnx",
-    "generate_onnx": "backends.onnx",
-    "to_graphviz": "backends.graphviz",
+    "to_torch": "nnspec.backends.pytorch",
+    "generate": "nnspec.backends.pytorch",
+    "emit_python": "nnspec.backends.pytorch",
+    "save_weights": "nnspec.backends.pytorch",
+    "load_weights": "nnspec.backends.pytorch",
+    "to_onnx": "nnspec.backends.onnx",
+    "export_onnx": "nnspec.backends.onnx",
+    "run_onnx": "nnspec.backends.onnx",
+    "generate_onnx": "nnspec.backends.onnx",
+    "to_graphviz": "nnspec.backends.graphviz",
 }
 
 

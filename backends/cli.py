@@ -19,10 +19,10 @@ from typing import Any, ClassVar
 
 import click
 
-from builder import OPS, PluginError, SpecError, check_spec, compile_graph, load_spec, param_count, plugin_of
-from builder.errors import did_you_mean
-from builder.ops import FAMILIES
-from builder.text import printable
+from nnspec.builder import OPS, PluginError, SpecError, check_spec, compile_graph, load_spec, param_count, plugin_of
+from nnspec.builder.errors import did_you_mean
+from nnspec.builder.ops import FAMILIES
+from nnspec.builder.text import printable
 
 from .clikit import (
     limit_option,
@@ -47,13 +47,13 @@ class _LazyGroup(click.Group):
     `nnspec validate` never pays for importing torch or onnx."""
 
     LAZY: ClassVar[dict[str, str]] = {
-        "build": "backends.pytorch.commands:build",
-        "export": "backends.onnx.commands:export",
-        "run": "backends.onnx.commands:run",
-        "check": "backends.onnx.commands:check",
-        "generate": "backends.onnx.generate_command:generate_command",
-        "render": "backends.graphviz.commands:render",
-        "import-weights": "backends.weightmap.commands:import_weights_command",
+        "build": "nnspec.backends.pytorch.commands:build",
+        "export": "nnspec.backends.onnx.commands:export",
+        "run": "nnspec.backends.onnx.commands:run",
+        "check": "nnspec.backends.onnx.commands:check",
+        "generate": "nnspec.backends.onnx.generate_command:generate_command",
+        "render": "nnspec.backends.graphviz.commands:render",
+        "import-weights": "nnspec.backends.weightmap.commands:import_weights_command",
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:
@@ -238,7 +238,7 @@ def _type_name(ann: Any) -> str:
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="Write to FILE instead of stdout.")
 def schema(output: str | None) -> None:
     """Print the JSON Schema of spec files (for editor completion and checking)."""
-    from builder.schema import json_schema
+    from nnspec.builder.schema import json_schema
 
     text = json.dumps(json_schema(), indent=2, sort_keys=True) + "\n"
     if output:

@@ -17,9 +17,9 @@ from typing import Any, NoReturn
 import click
 import networkx as nx
 
-from builder import Diagnostic, Limits, PluginError, Spec, SpecError, check_spec, compile_graph, load_plugins, load_spec
-from builder.params import parse_override
-from builder.text import printable
+from nnspec.builder import Diagnostic, Limits, PluginError, Spec, SpecError, check_spec, compile_graph, load_plugins, load_spec
+from nnspec.builder.params import parse_override
+from nnspec.builder.text import printable
 
 from . import jsonout, outputs
 
@@ -69,7 +69,7 @@ def fail(message: str, code: int = 1) -> NoReturn:
 
 def print_diagnostics(diags: Sequence[Diagnostic], as_json: bool = False) -> None:
     """Print diagnostics to stderr; with --json they go into the run's JSON document as well
-    (`as_json` is kept for callers; the document is `backends.jsonout`'s)."""
+    (`as_json` is kept for callers; the document is `nnspec.backends.jsonout`'s)."""
     jsonout.record(diags)
     for d in diags:
         click.secho(str(d), err=True, fg="red" if d.severity == "error" else "yellow")
@@ -140,7 +140,7 @@ def load_graph(path: str, sets: Sequence[str] = (), signature: str | None = None
 
 def check_output(path: str | Path, suffixes: Sequence[str] = (), inputs: Sequence[str | Path | None] = (),
                  what: str = "output") -> None:
-    """Refuse an output path before the work that fills it (the policy of `backends.outputs`)."""
+    """Refuse an output path before the work that fills it (the policy of `nnspec.backends.outputs`)."""
     try:
         outputs.resolve_output(path, suffixes, inputs, what)
     except outputs.OutputError as exc:
@@ -150,7 +150,7 @@ def check_output(path: str | Path, suffixes: Sequence[str] = (), inputs: Sequenc
 @contextlib.contextmanager
 def atomic_output(path: str | Path, suffixes: Sequence[str] = (), inputs: Sequence[str | Path | None] = (),
                   what: str = "output") -> Iterator[Path]:
-    """`backends.outputs.atomic_output` for a command: a refused path or write exits 1 (2 for usage).
+    """`nnspec.backends.outputs.atomic_output` for a command: a refused path or write exits 1 (2 for usage).
 
     >>> with atomic_output("model.onnx", (".onnx",), inputs=[spec]) as tmp:
     ...     onnx.save(model, tmp)

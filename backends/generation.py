@@ -1,6 +1,6 @@
 """What both back ends' `generate` share: choosing the next token (greedy, or temperature /
 top-k / top-p sampling from a seeded generator), stop tokens, and the decoding loop over a
-key/value cache (the derived ``with_past`` signature, see `builder.kv_cache`).
+key/value cache (the derived ``with_past`` signature, see `nnspec.builder.kv_cache`).
 
 Choices are made in numpy on the last position's logits, so that the PyTorch and the
 onnxruntime paths pick the same tokens from the same logits, also when sampling.

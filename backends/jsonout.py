@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 import click
 
-from builder import Diagnostic
+from nnspec.builder import Diagnostic
 
 __all__ = ["SCHEMA_PATH", "active", "emit", "emit_parse_error", "json_output", "record", "record_error"]
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from builder.text import printable
+from nnspec.builder.text import printable
 
 __all__ = [
     "STDOUT", "InputFileError", "OutputError", "OutputTarget", "atomic_output", "file_in", "install_signal_cleanup",

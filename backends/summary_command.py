@@ -13,8 +13,8 @@ import click
 import networkx as nx
 import sympy
 
-from builder.dims import dim_names, unknown_dims
-from builder.summary import Row, summary_rows, totals, value
+from nnspec.builder.dims import dim_names, unknown_dims
+from nnspec.builder.summary import Row, summary_rows, totals, value
 
 __all__ = ["parse_dims", "print_summary", "summary_json"]
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Generic, TypeVar
 
-from builder import OPS
-from builder.errors import did_you_mean
-from builder.plugins import import_lowerings, plugin_of
+from nnspec.builder import OPS
+from nnspec.builder.errors import did_you_mean
+from nnspec.builder.plugins import import_lowerings, plugin_of
 
 __all__ = ["BACKEND_NAMES", "LoweringError", "LoweringTable", "MissingLoweringError"]
 

@@ -15,7 +15,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from builder.text import printable
+from nnspec.builder.text import printable
 
 from .outputs import InputFileError
 

@@ -20,8 +20,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from backends.pytorch import to_torch
-from backends.pytorch.blocks import BlockModule
+from nnspec.backends.pytorch import to_torch
+from nnspec.backends.pytorch.blocks import BlockModule
 
 
 def activation_bytes(checkpoint: bool, batch: int, seq: int, backward: bool) -> tuple[int, float]:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from builder import compile_graph, load_spec
+from nnspec.builder import compile_graph, load_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -29,12 +29,12 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from backends.generation import Chooser, cached_loop  # noqa: E402
-from backends.onnx import to_onnx  # noqa: E402
-from backends.onnx.generate import OnnxSignature, generate_onnx  # noqa: E402
-from backends.pytorch import generate, to_torch  # noqa: E402
-from backends.pytorch.decoding import _torch_step  # noqa: E402
-from builder import load_spec  # noqa: E402
+from nnspec.backends.generation import Chooser, cached_loop  # noqa: E402
+from nnspec.backends.onnx import to_onnx  # noqa: E402
+from nnspec.backends.onnx.generate import OnnxSignature, generate_onnx  # noqa: E402
+from nnspec.backends.pytorch import generate, to_torch  # noqa: E402
+from nnspec.backends.pytorch.decoding import _torch_step  # noqa: E402
+from nnspec.builder import load_spec  # noqa: E402
 
 VOCAB = 50257
 

@@ -20,9 +20,9 @@ from typing import TypeVar
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from backends.graphviz import build_view, render, to_graphviz  # noqa: E402
-from backends.graphviz.render import run_dot  # noqa: E402
-from builder import compile_graph, load_spec  # noqa: E402
+from nnspec.backends.graphviz import build_view, render, to_graphviz  # noqa: E402
+from nnspec.backends.graphviz.render import run_dot  # noqa: E402
+from nnspec.builder import compile_graph, load_spec  # noqa: E402
 
 SPECS = {"BERT-base": "specs/bert.yaml", "GPT-2 small": "specs/gpt.yaml"}
 

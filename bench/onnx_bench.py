@@ -38,11 +38,11 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-from backends.onnx import export_onnx, random_inputs, save_onnx, session, to_onnx  # noqa: E402
-from backends.onnx.export import light_model, lower_graph  # noqa: E402
-from backends.onnx.lowering import Options  # noqa: E402
-from backends.onnx.opsets import default_opset  # noqa: E402
-from builder import compile_graph, graph_inputs, load_spec  # noqa: E402
+from nnspec.backends.onnx import export_onnx, random_inputs, save_onnx, session, to_onnx  # noqa: E402
+from nnspec.backends.onnx.export import light_model, lower_graph  # noqa: E402
+from nnspec.backends.onnx.lowering import Options  # noqa: E402
+from nnspec.backends.onnx.opsets import default_opset  # noqa: E402
+from nnspec.builder import compile_graph, graph_inputs, load_spec  # noqa: E402
 
 SPECS = ["lenet5", "rnn_intent", "lstm_sentiment", "lstm_seq2seq", "transformer", "bert", "gpt"]
 DIMS: dict[str, dict[str, int]] = {
@@ -114,7 +114,7 @@ def dynamo_child(name: str, path: str) -> None:
     """In a fresh process: build the module, then time the dynamo exporter's first call."""
     import torch
 
-    from backends.pytorch import to_torch
+    from nnspec.backends.pytorch import to_torch
 
     torch.manual_seed(0)
     graph = compile_graph(load_spec(ROOT / "specs" / f"{name}.yaml"))
@@ -142,7 +142,7 @@ def export_row(name: str, repeat: int, skip_dynamo: bool, tmp: Path) -> tuple[di
     import torch
     from safetensors.torch import save_file
 
-    from backends.pytorch import to_torch
+    from nnspec.backends.pytorch import to_torch
 
     torch.manual_seed(0)
     graph = compile_graph(load_spec(ROOT / "specs" / f"{name}.yaml"))

@@ -23,13 +23,13 @@ import onnxruntime as ort
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from backends.onnx.deploy import quantize_int8, to_float16
-from backends.onnx.export import assemble, lower_graph
-from backends.onnx.opsets import default_opset
-from backends.onnx.runtime import random_inputs
-from backends.onnx.table import Options
-from backends.onnx.weights import resolve_weights
-from builder import INPUT, compile_graph, load_spec, nodes
+from nnspec.backends.onnx.deploy import quantize_int8, to_float16
+from nnspec.backends.onnx.export import assemble, lower_graph
+from nnspec.backends.onnx.opsets import default_opset
+from nnspec.backends.onnx.runtime import random_inputs
+from nnspec.backends.onnx.table import Options
+from nnspec.backends.onnx.weights import resolve_weights
+from nnspec.builder import INPUT, compile_graph, load_spec, nodes
 
 SPECS = {"bert": ("specs/bert.yaml", "mlm_logits"), "gpt": ("specs/gpt.yaml", "logits")}
 

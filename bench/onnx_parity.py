@@ -24,9 +24,9 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from op_cases import SMALL_SPECS  # noqa: E402
 
-from backends.onnx.commands import TOLERANCE, compare  # noqa: E402
-from backends.onnx.writer import export_onnx  # noqa: E402
-from builder import compile_graph, graph_inputs, load_spec  # noqa: E402
+from nnspec.backends.onnx.commands import TOLERANCE, compare  # noqa: E402
+from nnspec.backends.onnx.writer import export_onnx  # noqa: E402
+from nnspec.builder import compile_graph, graph_inputs, load_spec  # noqa: E402
 
 SIZES = (1, 4, 9)
 

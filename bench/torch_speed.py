@@ -28,8 +28,8 @@ from torch import nn
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from backends.pytorch import to_torch  # noqa: E402
-from backends.pytorch.emitter import sinusoid_table  # noqa: E402
+from nnspec.backends.pytorch import to_torch  # noqa: E402
+from nnspec.backends.pytorch.emitter import sinusoid_table  # noqa: E402
 
 # --- hand-written references (named so that their state_dicts load from ours) ------------
 

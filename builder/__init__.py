@@ -1,6 +1,6 @@
 """nnspec's front end: spec text to a checked, shape-annotated graph. Imports neither torch nor onnx.
 
-    >>> from builder import load_spec, compile_graph
+    >>> from nnspec.builder import load_spec, compile_graph
     >>> spec = load_spec("specs/lenet5.yaml", overrides={"num_classes": 10})
     >>> graph = compile_graph(spec)            # networkx.MultiDiGraph of `Node` payloads
 """

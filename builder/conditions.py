@@ -2,7 +2,7 @@
 with ``repeat: 0``, is left out, and refs to it (or to its first port) stand for its first input.
 An op (or block) may also be chosen by a param (``op: '${norm}'``).
 
-`Conditionals` is the part of the block expander (`builder.resolve`) that decides this; it
+`Conditionals` is the part of the block expander (`nnspec.builder.resolve`) that decides this; it
 needs only the spec, the limits and the expander's `error`.
 """
 

@@ -1,5 +1,5 @@
 """What block expansion produces: tensors named by node and port, the block frames around each
-node, the block calls, and the expanded op nodes with their inferred types (see `builder.resolve`)."""
+node, the block calls, and the expanded op nodes with their inferred types (see `nnspec.builder.resolve`)."""
 
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ A plugin is a module that, when imported, registers its ops the way nnspec's own
 registered (`register_op`, the `Op` model with its arguments, shape rule, weights and doc)
 and says where its backend lowerings live (`plugin_lowerings`)::
 
-    from builder import Op, plugin_lowerings, register_op
+    from nnspec.builder import Op, plugin_lowerings, register_op
 
     @register_op
     class SquaredRelu(Op):
@@ -13,8 +13,8 @@ and says where its backend lowerings live (`plugin_lowerings`)::
     plugin_lowerings(pytorch="my_ops.torch_lowering", onnx="my_ops.onnx_lowering",
                      shapes={"squared_relu": "box"})
 
-The lowering modules register into the backend tables (``backends.pytorch.TABLE.register``,
-``backends.onnx.LOWERINGS.register``); they are imported when that backend first looks an op up,
+The lowering modules register into the backend tables (``nnspec.backends.pytorch.TABLE.register``,
+``nnspec.backends.onnx.LOWERINGS.register``); they are imported when that backend first looks an op up,
 so that ``nnspec validate`` never imports torch or onnx for a plugin.
 
 Plugins come from the entry-point group ``nnspec.ops`` of installed packages and from the
@@ -84,9 +84,9 @@ def plugin_lowerings(*, pytorch: Target | None = None, onnx: Target | None = Non
     """Declare, from a plugin module, where its lowerings are and how its ops are drawn.
 
     Args:
-        pytorch: the module registering the plugin's ops into ``backends.pytorch.TABLE``
+        pytorch: the module registering the plugin's ops into ``nnspec.backends.pytorch.TABLE``
             (or a function that does), imported when the PyTorch backend is first used.
-        onnx: the same for ``backends.onnx.LOWERINGS``.
+        onnx: the same for ``nnspec.backends.onnx.LOWERINGS``.
         shapes: a Graphviz node shape per op (default: a rounded box, as for built-in layers).
 
     Raises:

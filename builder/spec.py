@@ -2,7 +2,7 @@
 
 Node bodies stay plain mappings here: their arguments may hold ``${...}`` expressions over
 params (a block's params are known only where it is called), so each node is validated
-against its op's model during expansion (`builder.resolve`).
+against its op's model during expansion (`nnspec.builder.resolve`).
 """
 
 from __future__ import annotations
@@ -148,7 +148,7 @@ class Spec(_Model):
     nodes: dict[Name, dict[str, Any]] = Field(min_length=1)
     outputs: dict[Name, str] = Field(min_length=1, description="Output name to the node (or node.port) it returns.")
     imports: list[str | ImportSpec] = Field(
-        default_factory=list, description="Spec files whose blocks become available here (see `builder.imports`).")
+        default_factory=list, description="Spec files whose blocks become available here (see `nnspec.builder.imports`).")
     blocks: dict[BlockName, BlockSpec] = Field(default_factory=dict)
     signatures: dict[Name, SignatureSpec] = Field(default_factory=dict)
     init: dict[OpName, dict[str, InitText]] = Field(

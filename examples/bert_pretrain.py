@@ -22,7 +22,7 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from backends.pytorch import to_torch  # noqa: E402
+from nnspec.backends.pytorch import to_torch  # noqa: E402
 
 PAD, CLS, SEP, MASK, FIRST = 0, 1, 2, 3, 4
 CONTENT, RUN = 28, 6  # content tokens FIRST .. FIRST + CONTENT - 1; each sentence has RUN tokens

@@ -24,8 +24,8 @@ from torch.distributed.fsdp import fully_shard
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from backends.pytorch import to_torch
-from backends.pytorch.blocks import BlockModule
+from nnspec.backends.pytorch import to_torch
+from nnspec.backends.pytorch.blocks import BlockModule
 
 SMALL = {"vocab": 64, "n_ctx": 32, "d_model": 32, "layers": 2, "heads": 2, "dropout": 0.0}
 """A reduced GPT that trains in seconds on CPU; --full builds GPT-2 small."""

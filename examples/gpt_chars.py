@@ -27,7 +27,7 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from backends.pytorch import generate, to_torch  # noqa: E402
+from nnspec.backends.pytorch import generate, to_torch  # noqa: E402
 
 CONTEXT = 64
 OVERRIDES = {"n_ctx": CONTEXT, "d_model": 64, "layers": 2, "heads": 4, "dropout": 0.0,

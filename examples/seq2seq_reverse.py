@@ -2,7 +2,7 @@
 
 The spec (``lstm_seq2seq`` or ``transformer``) is scaled down with overrides, trained with
 teacher forcing on random sequences, and decoded greedily through its signatures
-(`backends.pytorch.generate`, in decoding.py): ``encode`` once, then ``decode_step`` / ``decode`` per token.
+(`nnspec.backends.pytorch.generate`, in decoding.py): ``encode`` once, then ``decode_step`` / ``decode`` per token.
 
     python examples/seq2seq_reverse.py --spec transformer [--steps 1500] [--seed 0]
 """
@@ -21,7 +21,7 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from backends.pytorch import generate, to_torch  # noqa: E402
+from nnspec.backends.pytorch import generate, to_torch  # noqa: E402
 
 PAD, BOS, EOS, FIRST = 0, 1, 2, 3  # token ids; content tokens are FIRST .. FIRST + symbols - 1
 SYMBOLS, LENGTH = 10, 6

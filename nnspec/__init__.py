@@ -7,8 +7,9 @@
     >>> onnx_model = nnspec.to_onnx(spec, state_dict=model.state_dict())
     >>> nnspec.render(spec, "lenet5.svg")        # the suffix picks the format
 
-The names come from the repository's two packages, `builder` (spec to checked graph; no torch
-or onnx) and `backends` (PyTorch, ONNX, Graphviz). Back-end names are imported on first use,
+The names come from two subpackages, `nnspec.builder` (spec to checked graph; no torch or onnx)
+and `nnspec.backends` (PyTorch, ONNX, Graphviz): the repository's builder/ and backends/ folders,
+linked here in a source tree and installed here by the wheel. Back-end names are imported on first use,
 so `import nnspec` does not pay for torch or onnx.
 """
 
@@ -16,8 +17,8 @@ from __future__ import annotations
 
 from importlib import metadata
 
-from backends._lazy import lazy_exports
-from builder import (
+from nnspec.backends._lazy import lazy_exports
+from nnspec.builder import (
     Diagnostic,
     Limits,
     PluginError,
@@ -34,8 +35,8 @@ from builder import (
     param_count,
     register_op,
 )
-from builder.schema import json_schema
-from builder.summary import summary_rows
+from nnspec.builder.schema import json_schema
+from nnspec.builder.summary import summary_rows
 
 __all__ = [
     "Diagnostic", "Limits", "PluginError", "ShapeError", "Spec", "SpecError", "__version__", "check_spec",
@@ -50,18 +51,18 @@ except metadata.PackageNotFoundError:  # a source tree that was never installed
     __version__ = "0+unknown"
 
 _LAZY = {
-    "to_torch": "backends.pytorch",
-    "generate": "backends.pytorch",
-    "emit_python": "backends.pytorch",
-    "save_weights": "backends.pytorch",
-    "load_weights": "backends.pytorch",
-    "to_onnx": "backends.onnx",
-    "export_onnx": "backends.onnx",
-    "run_onnx": "backends.onnx",
-    "generate_onnx": "backends.onnx",
-    "to_graphviz": "backends.graphviz",
-    "to_mermaid": "backends.graphviz",
-    "render": "backends.graphviz",
+    "to_torch": "nnspec.backends.pytorch",
+    "generate": "nnspec.backends.pytorch",
+    "emit_python": "nnspec.backends.pytorch",
+    "save_weights": "nnspec.backends.pytorch",
+    "load_weights": "nnspec.backends.pytorch",
+    "to_onnx": "nnspec.backends.onnx",
+    "export_onnx": "nnspec.backends.onnx",
+    "run_onnx": "nnspec.backends.onnx",
+    "generate_onnx": "nnspec.backends.onnx",
+    "to_graphviz": "nnspec.backends.graphviz",
+    "to_mermaid": "nnspec.backends.graphviz",
+    "render": "nnspec.backends.graphviz",
 }
 
 __getattr__ = lazy_exports(__name__, _LAZY)

@@ -1,6 +1,6 @@
 """``python -m nnspec``: the command line, as the ``nnspec`` script runs it."""
 
-from backends.cli import main
+from nnspec.backends.cli import main
 
 if __name__ == "__main__":
     main()

@@ -22,9 +22,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from builder import SpecError, check_spec, load_spec, param_count  # noqa: E402
-from builder.params import parse_override  # noqa: E402
-from builder.summary import summary_rows  # noqa: E402
+from nnspec.builder import SpecError, check_spec, load_spec, param_count  # noqa: E402
+from nnspec.builder.params import parse_override  # noqa: E402
+from nnspec.builder.summary import summary_rows  # noqa: E402
 
 OUT = ROOT / "out"
 SIZES = {"batch": 2, "seq": 8, "src_len": 7, "tgt_len": 5, "height": 64, "width": 64}
@@ -57,10 +57,10 @@ def _summary_text(graph: Any) -> str:
 def demo_one(path: Path, overrides: dict[str, Any]) -> dict[str, str]:
     import torch
 
-    from backends.graphviz import render
-    from backends.onnx import export_onnx
-    from backends.onnx.commands import compare
-    from backends.pytorch import emit_python, to_torch
+    from nnspec.backends.graphviz import render
+    from nnspec.backends.onnx import export_onnx
+    from nnspec.backends.onnx.commands import compare
+    from nnspec.backends.pytorch import emit_python, to_torch
 
     row: dict[str, str] = {"spec": path.stem}
     spec = load_spec(path, overrides)

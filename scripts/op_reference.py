@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT))
 
 from op_cases import CASES  # noqa: E402
 
-from builder import FAMILIES, OPS  # noqa: E402
+from nnspec.builder import FAMILIES, OPS  # noqa: E402
 
 OUT = ROOT / "docs" / "ops.md"
 HEADER = """# Op reference

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 from click.testing import CliRunner
 
-from backends.cli import _user_error, cli
-from builder import SpecError
+from nnspec.backends.cli import _user_error, cli
+from nnspec.builder import SpecError
 
 __all__ = ["FAMILIES", "HostileCase", "hostile_case", "run_hostile"]
 

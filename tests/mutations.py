@@ -27,8 +27,8 @@ from typing import Any
 import yaml
 from click.testing import CliRunner
 
-from backends.cli import cli
-from builder import SpecError
+from nnspec.backends.cli import cli
+from nnspec.builder import SpecError
 
 SPECS = Path(__file__).resolve().parent.parent / "specs"
 SEEDS: dict[str, Any] = {p.stem: yaml.safe_load(p.read_text()) for p in sorted(SPECS.glob("*.yaml"))}
@@ -251,9 +251,9 @@ def text_case(rng: random.Random, seed: str | None = None) -> Case:
 # -- running a case ----------------------------------------------------------------------------
 
 WRITERS: dict[str, tuple[str, list[str]]] = {
-    "render": ("backends.graphviz.commands", ["render", "{spec}", "-o", "{out}/diagram.dot"]),
-    "export": ("backends.onnx.commands", ["export", "{spec}", "-o", "{out}/model.onnx"]),
-    "build": ("backends.pytorch.commands", ["build", "{spec}", "--emit-python", "{out}/model.py"]),
+    "render": ("nnspec.backends.graphviz.commands", ["render", "{spec}", "-o", "{out}/diagram.dot"]),
+    "export": ("nnspec.backends.onnx.commands", ["export", "{spec}", "-o", "{out}/model.onnx"]),
+    "build": ("nnspec.backends.pytorch.commands", ["build", "{spec}", "--emit-python", "{out}/model.py"]),
 }
 """Commands that write a file, with the module that provides each (they are optional)."""
 

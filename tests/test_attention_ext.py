@@ -18,9 +18,9 @@ import torch
 import torch.nn.functional as F
 from onnx.reference import ReferenceEvaluator
 
-from backends.onnx import MIN_OPSET, run_onnx, to_onnx
-from backends.pytorch import emit_python, to_torch
-from builder import SpecError, compile_graph, load_spec
+from nnspec.backends.onnx import MIN_OPSET, run_onnx, to_onnx
+from nnspec.backends.pytorch import emit_python, to_torch
+from nnspec.builder import SpecError, compile_graph, load_spec
 
 # --- Hugging Face's Llama attention, in plain torch ---------------------------------------------
 
@@ -276,7 +276,7 @@ def test_bad_arguments_and_inputs_are_located_errors(spec: dict[str, Any], messa
 
 def test_random_inputs_give_valid_sequence_lengths() -> None:
     """`nnspec run --random` and `check` draw lengths from 1 to the steps, never 0 (packing refuses 0)."""
-    from backends.onnx import random_inputs, to_onnx
+    from nnspec.backends.onnx import random_inputs, to_onnx
 
     spec = {"name": "tagger", "inputs": {"x": {"shape": ["batch", "seq", 3]}, "lengths": {"shape": ["batch"], "dtype": "int64"}},
             "nodes": {"rnn": {"op": "gru", "in": {"x": "x", "lengths": "lengths"}, "hidden_size": 4}},

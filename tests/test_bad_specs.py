@@ -27,12 +27,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from backends.cli import cli
-from builder import DEFAULT_LIMITS, SpecError, load_spec
+from nnspec.backends.cli import cli
+from nnspec.builder import DEFAULT_LIMITS, SpecError, load_spec
 
 CORPUS = Path(__file__).parent / "bad_specs"
 EDGE = Path(__file__).parent / "edge_specs"
-HAS_RENDER = importlib.util.find_spec("backends.graphviz.commands") is not None
+HAS_RENDER = importlib.util.find_spec("nnspec.backends.graphviz.commands") is not None
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,8 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from backends.cli import cli
-from builder import OPS
+from nnspec.backends.cli import cli
+from nnspec.builder import OPS
 
 SPECS = sorted(Path("specs").glob("*.yaml"))
 
@@ -44,7 +44,7 @@ def test_readme_unknown_op_example_is_what_validate_prints(tmp_path: Path) -> No
         "name: broken\ninputs: {x: {shape: [batch, 3, 32, 32]}}\nnodes:\n"
         "  c1: {op: conv2d, in: x, out_channels: 8, kernel_size: 3}\n"
         "  up: {op: deconv2d, in: c1, out_channels: 3, kernel_size: 2, stride: 2}\noutputs: {y: up}\n")
-    run = subprocess.run([sys.executable, "-m", "backends.cli", "validate", "broken.yaml"], cwd=tmp_path,
+    run = subprocess.run([sys.executable, "-m", "nnspec", "validate", "broken.yaml"], cwd=tmp_path,
                          capture_output=True, text=True, check=False)
     assert run.returncode == 1
     assert run.stderr.strip() == shown

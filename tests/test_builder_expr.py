@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from builder import SpecError, load_spec
-from builder.expr import ExprError, evaluate, substitute
+from nnspec.builder import SpecError, load_spec
+from nnspec.builder.expr import ExprError, evaluate, substitute
 
 PARAMS = {"d_model": 512, "heads": 8, "p": 0.1}
 

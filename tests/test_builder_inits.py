@@ -10,9 +10,9 @@ import pytest
 import torch
 from onnx import numpy_helper
 
-from backends import emit_python, to_onnx, to_torch
-from builder import SpecError, compile_graph, load_spec, nodes
-from builder.initialisers import Init, distribution, parse_init
+from nnspec.backends import emit_python, to_onnx, to_torch
+from nnspec.builder import SpecError, compile_graph, load_spec, nodes
+from nnspec.builder.initialisers import Init, distribution, parse_init
 
 
 @pytest.mark.parametrize(("text", "fn", "args"), [

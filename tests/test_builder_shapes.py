@@ -7,7 +7,7 @@ import pytest
 import sympy
 from op_cases import CASES, SIZES, OpCase
 
-from builder import OPS, compile_graph, load_spec, symbol
+from nnspec.builder import OPS, compile_graph, load_spec, symbol
 
 
 def _dims(shape: list[int | str]) -> tuple[sympy.Expr, ...]:

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from builder import check_spec, compile_graph, graph_outputs, load_spec, param_count
+from nnspec.builder import check_spec, compile_graph, graph_outputs, load_spec, param_count
 
 SPECS = sorted(Path("specs").glob("*.yaml"))
 

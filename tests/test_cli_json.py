@@ -11,8 +11,8 @@ import jsonschema
 import pytest
 from click.testing import CliRunner
 
-from backends.cli import cli
-from backends.jsonout import SCHEMA_PATH
+from nnspec.backends.cli import cli
+from nnspec.backends.jsonout import SCHEMA_PATH
 
 ROOT = Path(__file__).resolve().parents[1]
 LENET = str(ROOT / "specs" / "lenet5.yaml")
@@ -106,7 +106,7 @@ def test_a_usage_error_from_parsing_is_one_json_document_too(args: list[str]) ->
     import subprocess
     import sys
 
-    run = subprocess.run([sys.executable, "-m", "backends.cli", *args, "--json"], capture_output=True, text=True,
+    run = subprocess.run([sys.executable, "-m", "nnspec", *args, "--json"], capture_output=True, text=True,
                          check=False, cwd=ROOT)
     assert run.returncode == 2, run.stderr
     doc = json.loads(run.stdout)  # one document: a second would not parse
@@ -119,6 +119,6 @@ def test_an_unknown_command_has_no_document_only_the_usage_error() -> None:
     import subprocess
     import sys
 
-    run = subprocess.run([sys.executable, "-m", "backends.cli", "nosuch", "--json"], capture_output=True, text=True,
+    run = subprocess.run([sys.executable, "-m", "nnspec", "nosuch", "--json"], capture_output=True, text=True,
                          check=False, cwd=ROOT)
     assert run.returncode == 2 and run.stdout == "" and "No such command 'nosuch'" in run.stderr

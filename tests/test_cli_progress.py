@@ -17,7 +17,7 @@ SPEC = str(ROOT / "specs" / "lstm_sentiment.yaml")  # 6.3M parameters: 25 MB of 
 
 def _nnspec(*args: str, progress: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "NNSPEC_PROGRESS": progress, "COLUMNS": "120"}
-    return subprocess.run([sys.executable, "-m", "backends.cli", *args], capture_output=True, text=True, cwd=cwd,
+    return subprocess.run([sys.executable, "-m", "nnspec", *args], capture_output=True, text=True, cwd=cwd,
                           env=env, check=False, timeout=300)
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from backends.cli import cli
+from nnspec.backends.cli import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 

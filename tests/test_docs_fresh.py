@@ -1,4 +1,4 @@
-"""The diagrams committed in docs/ are what `python -m backends.graphviz.docs` draws today: a
+"""The diagrams committed in docs/ are what `python -m nnspec.backends.graphviz.docs` draws today: a
 change to the drawing (labels, tooltips, layout options) comes with the regenerated files."""
 
 from __future__ import annotations
@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from backends.graphviz.docs import DIAGRAMS, render_docs
+from nnspec.backends.graphviz.docs import DIAGRAMS, render_docs
 
 ROOT = Path(__file__).resolve().parents[1]
-HOW = ".venv/bin/python -m backends.graphviz.docs"
+HOW = ".venv/bin/python -m nnspec.backends.graphviz.docs"
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from backends.cli import cli
+from nnspec.backends.cli import cli
 
 CASES = sorted((Path(__file__).resolve().parent / "multi_error_specs").glob("*.yaml"))
 _EXPECT = re.compile(r"# expect: (\d+):(\d+) (\S+) (\S+)")

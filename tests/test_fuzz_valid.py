@@ -23,11 +23,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from op_cases import CASES, SIZES, OpCase
 
-from builder import check_spec, compile_graph, graph_outputs, load_spec
-from builder.tensor import same_dim, symbol
+from nnspec.builder import check_spec, compile_graph, graph_outputs, load_spec
+from nnspec.builder.tensor import same_dim, symbol
 
 Dim = int | str
-HAS_BACKENDS = all(importlib.util.find_spec(m) is not None for m in ("backends.pytorch", "backends.onnx"))
+HAS_BACKENDS = all(importlib.util.find_spec(m) is not None for m in ("nnspec.backends.pytorch", "nnspec.backends.onnx"))
 TOLERANCE = 1e-4
 """Largest allowed max |onnx - torch| / max(1, max |torch|) on a chain."""
 
@@ -182,14 +182,14 @@ def test_random_chain_validates_with_the_predicted_shape(chain: Chain) -> None:
     assert same, f"{' -> '.join(chain.steps)}: predicted {chain.shape}, inferred {out}"
 
 
-@pytest.mark.skipif(not HAS_BACKENDS, reason="backends.pytorch and backends.onnx are not both here yet")
+@pytest.mark.skipif(not HAS_BACKENDS, reason="nnspec.backends.pytorch and backends.onnx are not both here yet")
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(chains(max_length=4), st.sampled_from(SIZES), st.integers(0, 2**16))
 def test_random_chain_agrees_in_both_backends(chain: Chain, sizes: dict[str, int], seed: int) -> None:
     import torch
 
-    from backends.onnx import random_inputs, run_onnx, to_onnx
-    from backends.pytorch import to_torch
+    from nnspec.backends.onnx import random_inputs, run_onnx, to_onnx
+    from nnspec.backends.pytorch import to_torch
 
     graph = compile_graph(load_spec(chain.spec()))
     torch.manual_seed(seed)

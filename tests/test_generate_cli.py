@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from backends.cli import cli
-from backends.jsonout import SCHEMA_PATH
-from backends.onnx import to_onnx
-from backends.onnx.generate import generate_onnx
-from builder import load_spec
+from nnspec.backends.cli import cli
+from nnspec.backends.jsonout import SCHEMA_PATH
+from nnspec.backends.onnx import to_onnx
+from nnspec.backends.onnx.generate import generate_onnx
+from nnspec.builder import load_spec
 
 SETS = {"vocab": 60, "n_ctx": 48, "d_model": 16, "layers": 2, "heads": 2}
 SET_ARGS = [a for k, v in SETS.items() for a in ("--set", f"{k}={v}")]

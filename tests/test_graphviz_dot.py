@@ -1,5 +1,5 @@
 """The DOT drawing: labels, colours, legend, options, determinism, and the op table's
-coverage of the registry (`backends.graphviz.to_graphviz`)."""
+coverage of the registry (`nnspec.backends.graphviz.to_graphviz`)."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ import pytest
 from op_cases import CASES, OpCase
 from test_graphviz_view import MINI
 
-from backends.graphviz import SHAPES, to_graphviz
-from backends.graphviz.style import COLORS, fmt_count
-from builder import FAMILIES, OPS, compile_graph, load_spec, nodes
+from nnspec.backends.graphviz import SHAPES, to_graphviz
+from nnspec.backends.graphviz.style import COLORS, fmt_count
+from nnspec.builder import FAMILIES, OPS, compile_graph, load_spec, nodes
 
 ROOT = Path(__file__).resolve().parents[1]
 LENET = ROOT / "specs" / "lenet5.yaml"
@@ -152,7 +152,7 @@ def test_stacks_beside_each_other_start_on_one_rank() -> None:
 
 
 def test_dot_text_is_the_same_bytes_in_another_process() -> None:
-    code = ("import sys; from backends.graphviz import to_graphviz; "
+    code = ("import sys; from nnspec.backends.graphviz import to_graphviz; "
             "sys.stdout.write(to_graphviz(sys.argv[1], depth=sys.argv[2] if sys.argv[2] == 'all' else None).source)")
     outs = set()
     for seed, depth in (("1", "auto"), ("2", "auto")):
@@ -172,8 +172,8 @@ def test_signature_is_drawn_when_asked() -> None:
 
 
 def test_public_name_and_no_heavy_imports() -> None:
-    code = ("import sys; from backends import to_graphviz; import backends.graphviz.commands; "
-            "assert to_graphviz.__module__ == 'backends.graphviz'; "
+    code = ("import sys; from nnspec.backends import to_graphviz; import nnspec.backends.graphviz.commands; "
+            "assert to_graphviz.__module__ == 'nnspec.backends.graphviz'; "
             "print(sorted(m for m in ('torch', 'onnx', 'onnxruntime') if m in sys.modules))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert proc.stdout.strip() == "[]"

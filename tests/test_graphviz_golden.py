@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from backends.graphviz import to_graphviz
+from nnspec.backends.graphviz import to_graphviz
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = ROOT / "tests" / "golden"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from backends.graphviz import render
+from nnspec.backends.graphviz import render
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = next((p for p in (os.environ.get("NNSPEC_CHROMIUM"), shutil.which("chromium"),

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from backends.graphviz import Depth, to_graphviz
-from backends.graphviz.dot import Rankdir
-from backends.graphviz.render import run_dot
+from nnspec.backends.graphviz import Depth, to_graphviz
+from nnspec.backends.graphviz.dot import Rankdir
+from nnspec.backends.graphviz.render import run_dot
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECS = sorted(p.name for p in (ROOT / "specs").glob("*.y*ml"))

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from backends.graphviz import FORMATS, GraphvizNotFound, render
-from backends.graphviz.commands import render as render_command
-from backends.graphviz.docs import DIAGRAMS, render_docs
+from nnspec.backends.graphviz import FORMATS, GraphvizNotFound, render
+from nnspec.backends.graphviz.commands import render as render_command
+from nnspec.backends.graphviz.docs import DIAGRAMS, render_docs
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECS = sorted((ROOT / "specs").glob("*.y*ml"))
@@ -135,7 +135,7 @@ def test_readme_diagrams_come_from_one_command(tmp_path: Path) -> None:
     written = render_docs(tmp_path / "docs")
     assert [p.name for p in written] == [d.file for d in DIAGRAMS] == ["lenet5.svg", "transformer.svg", "bert.svg", "llama.svg"]
     assert all(p.read_bytes().lstrip().startswith(b"<?xml") for p in written)
-    proc = subprocess.run([sys.executable, "-m", "backends.graphviz.docs", str(tmp_path / "again")], cwd=ROOT,
+    proc = subprocess.run([sys.executable, "-m", "nnspec.backends.graphviz.docs", str(tmp_path / "again")], cwd=ROOT,
                           capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr
     assert sorted(p.name for p in (tmp_path / "again").iterdir()) == ["bert.svg", "lenet5.svg", "llama.svg", "transformer.svg"]
@@ -145,10 +145,10 @@ def test_readme_diagrams_come_from_one_command(tmp_path: Path) -> None:
 def test_nnspec_render_end_to_end(tmp_path: Path) -> None:
     """Through the `nnspec` command line (the lead's backends.cli wires the command in)."""
     out = tmp_path / "lenet.svg"
-    proc = subprocess.run([sys.executable, "-m", "backends.cli", "render", str(LENET), "-o", str(out)], cwd=ROOT,
+    proc = subprocess.run([sys.executable, "-m", "nnspec", "render", str(LENET), "-o", str(out)], cwd=ROOT,
                           capture_output=True, text=True, check=False)
     if proc.returncode == 2 and "No such command" in proc.stderr:
-        pytest.skip("backends.cli does not have the render command yet")
+        pytest.skip("nnspec.backends.cli does not have the render command yet")
     assert proc.returncode == 0, proc.stderr
     assert b"<svg" in out.read_bytes()[:1000]
 

@@ -1,5 +1,5 @@
 """What the diagram shows: block folding by depth, repeats drawn once with ×N or unrolled,
-edges between copies, parameter totals, ties and ports (`backends.graphviz.view`)."""
+edges between copies, parameter totals, ties and ports (`nnspec.backends.graphviz.view`)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from pathlib import Path
 import networkx as nx
 import pytest
 
-from backends.graphviz import view as view_mod
-from backends.graphviz.view import ALL, Depth, View, build_view, max_depth
-from builder import compile_graph, load_spec, nodes, param_count
+from nnspec.backends.graphviz import view as view_mod
+from nnspec.backends.graphviz.view import ALL, Depth, View, build_view, max_depth
+from nnspec.builder import compile_graph, load_spec, nodes, param_count
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECS = sorted((ROOT / "specs").glob("*.y*ml"))

@@ -16,15 +16,15 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from backends.cli import cli, main
+from nnspec.backends.cli import cli, main
 
 SPEC = "specs/lenet5.yaml"
 
 WRITERS = {
     "schema": (None, ["schema", "-o", "{out}"], ".json"),
-    "render": ("backends.graphviz.commands", ["render", SPEC, "-o", "{out}"], ".dot"),
-    "export": ("backends.onnx.commands", ["export", SPEC, "-o", "{out}"], ".onnx"),
-    "build": ("backends.pytorch.commands", ["build", SPEC, "--emit-python", "{out}"], ".py"),
+    "render": ("nnspec.backends.graphviz.commands", ["render", SPEC, "-o", "{out}"], ".dot"),
+    "export": ("nnspec.backends.onnx.commands", ["export", SPEC, "-o", "{out}"], ".onnx"),
+    "build": ("nnspec.backends.pytorch.commands", ["build", SPEC, "--emit-python", "{out}"], ".py"),
 }
 """Each writing command: the module that provides it (None: always there), its arguments, a suffix."""
 
@@ -100,7 +100,7 @@ def test_internal_failure_in_a_check_is_reported_as_a_bug(monkeypatch: pytest.Mo
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise ZeroDivisionError("a bug")
 
-    monkeypatch.setattr("backends.cli.check_spec", broken)
+    monkeypatch.setattr("nnspec.backends.cli.check_spec", broken)
     code, err = _run_main(["validate", SPEC], monkeypatch, capsys)
     assert code == 3 and "internal error: ZeroDivisionError: a bug" in err and "Traceback" not in err
 

@@ -1,7 +1,7 @@
 """Hostile files and values other than specs: ONNX models, ``.npy`` inputs, weights files,
 output paths, ``--set``/``--dim``/``--limit`` values.
 
-Every case runs the real command (`backends.cli.main`, as the ``nnspec`` script does) and
+Every case runs the real command (`nnspec.backends.cli.main`, as the ``nnspec`` script does) and
 asserts the exit status (1 or 2, never 3), a message that names the problem, and that nothing
 was written outside the target or left behind.
 """
@@ -21,7 +21,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from backends.cli import main
+from nnspec.backends.cli import main
 
 SPEC = Path("specs/lenet5.yaml").resolve()
 TINY = "name: tiny\ninputs: {x: {shape: [batch, 4]}}\nnodes: {fc: {op: linear, in: x, out_features: 3}}\noutputs: {y: fc}\n"
@@ -253,7 +253,7 @@ def test_limit_values_have_a_ceiling(value: str, status: int, words: str, monkey
 
 def test_limit_at_its_ceiling_still_works(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
                                           tmp_path: Path) -> None:
-    from builder.limits import CEILINGS
+    from nnspec.builder.limits import CEILINGS
 
     deep = tmp_path / "deep.yaml"
     deep.write_text(TINY.replace("outputs: {y: fc}", "outputs: {y: fc}\ndoc: x\nparams: {p: " + "[" * 400 + "]" * 400
@@ -277,7 +277,7 @@ def test_set_values(value: str, status: int, words: str, tmp_path: Path, monkeyp
 
 
 def test_set_value_is_typed_as_in_the_file() -> None:
-    from builder.params import parse_override
+    from nnspec.builder.params import parse_override
 
     assert parse_override("w=1e1") == ("w", 10.0)
     assert parse_override("w=0x10") == ("w", 16)
@@ -334,8 +334,8 @@ def test_bad_weights_file_is_a_clear_error(case: str, command: str, tmp_path: Pa
 
 @pytest.mark.parametrize("case", BAD_WEIGHTS)
 def test_bad_weights_file_in_pytorch(case: str, tmp_path: Path) -> None:
-    from backends.pytorch import WeightsError, load_weights, to_torch
-    from builder import load_spec
+    from nnspec.backends.pytorch import WeightsError, load_weights, to_torch
+    from nnspec.builder import load_spec
 
     data, words = BAD_WEIGHTS[case]
     weights = Path("/dev/zero") if data is None else tmp_path / "w.safetensors"
@@ -444,7 +444,7 @@ def test_escape_sequences_in_a_spec_are_shown_not_sent(tmp_path: Path, monkeypat
 
 
 def test_printable_keeps_text_and_escapes_controls() -> None:
-    from builder.text import printable
+    from nnspec.builder.text import printable
 
     assert printable("conv2d é 中 ✓") == "conv2d é 中 ✓"
     assert printable("a\x1b[31mb\x00\x7f\u200f") == "a\\x1b[31mb\\x00\\x7f\\u200f"
@@ -502,7 +502,7 @@ def test_graphviz_timeout_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.M
     import importlib
     import subprocess
 
-    render = importlib.import_module("backends.graphviz.render")
+    render = importlib.import_module("nnspec.backends.graphviz.render")
 
     def slow_dot(*args: object, **kwargs: object) -> subprocess.CompletedProcess[bytes]:
         raise subprocess.TimeoutExpired("dot", render.DOT_TIMEOUT_S)

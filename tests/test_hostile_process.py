@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-NNSPEC = [sys.executable, "-c", "from backends.cli import main; main()"]
+NNSPEC = [sys.executable, "-c", "from nnspec.backends.cli import main; main()"]
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = ROOT / "specs/lenet5.yaml"
 BIG = """name: big

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from builder import OPS
+from nnspec.builder import OPS
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_import_builder_pulls_in_neither_torch_nor_onnx() -> None:
-    code = ("import sys, builder, builder.schema, builder.summary, backends, backends.cli; "
+    code = ("import sys, nnspec.builder, nnspec.builder.schema, nnspec.builder.summary, nnspec.backends, nnspec.backends.cli; "
             "bad = [m for m in ('torch', 'onnx', 'onnxruntime') if m in sys.modules]; "
             "print(bad); sys.exit(1 if bad else 0)")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=False)
@@ -27,7 +27,7 @@ def test_import_builder_pulls_in_neither_torch_nor_onnx() -> None:
 def test_backend_commands_refuse_a_bad_spec_before_importing_their_backend(args: list[str]) -> None:
     """A bad spec is reported in a second, not after the seconds torch or onnx take to import."""
     argv = [args[0], "tests/bad_specs/bad_tie.yaml", *args[1:]]
-    code = ("import sys; from click.testing import CliRunner; from backends.cli import cli; "
+    code = ("import sys; from click.testing import CliRunner; from nnspec.backends.cli import cli; "
             f"r = CliRunner().invoke(cli, {argv!r}); "
             "bad = [m for m in ('torch', 'onnx', 'onnxruntime') if m in sys.modules]; "
             "print(r.exit_code, r.output, bad); sys.exit(0 if r.exit_code == 1 and not bad else 1)")

@@ -1,4 +1,4 @@
-"""The derived key/value-cache signature (`builder.kv_cache`): which graphs get one and what it
+"""The derived key/value-cache signature (`nnspec.builder.kv_cache`): which graphs get one and what it
 looks like, its logits against the full graph in PyTorch and onnxruntime, and generation with
 it (cache against no cache, padded batches, sampling, stop tokens) in both back ends."""
 
@@ -12,13 +12,13 @@ import pytest
 import torch
 from test_torch_specs import SMALL, small
 
-from backends import to_onnx
-from backends.onnx.generate import generate_onnx
-from backends.onnx.runtime import run_onnx, session
-from backends.pytorch import generate, to_torch
-from builder import SpecError, check_spec, compile_graph, graph_inputs, graph_outputs, load_spec, nodes
-from builder.kv_cache import CacheError, with_kv_cache
-from builder.ops.attention import MultiHeadAttention
+from nnspec.backends import to_onnx
+from nnspec.backends.onnx.generate import generate_onnx
+from nnspec.backends.onnx.runtime import run_onnx, session
+from nnspec.backends.pytorch import generate, to_torch
+from nnspec.builder import SpecError, check_spec, compile_graph, graph_inputs, graph_outputs, load_spec, nodes
+from nnspec.builder.kv_cache import CacheError, with_kv_cache
+from nnspec.builder.ops.attention import MultiHeadAttention
 
 SPECS = sorted(p.stem for p in Path("specs").glob("*.yaml"))
 
@@ -273,7 +273,7 @@ def test_sampling_is_seeded_and_the_same_in_both_backends() -> None:
 
 
 def test_top_k_and_top_p_keep_to_their_tokens() -> None:
-    from backends.generation import Chooser, Sampling
+    from nnspec.backends.generation import Chooser, Sampling
 
     logits = np.log(np.array([[0.5, 0.3, 0.15, 0.05]] * 2000))
     top_k = Chooser(2000, Sampling(temperature=1.0, top_k=2, seed=0))(logits)
@@ -336,7 +336,7 @@ def test_a_graph_that_mixes_positions_otherwise_has_no_cache(change: str, node: 
 
 
 def test_the_cache_signature_renders() -> None:
-    from backends.graphviz import to_graphviz
+    from nnspec.backends.graphviz import to_graphviz
 
     dot = to_graphviz(_load("llama"), signature="with_past").source
     for name in ("past_key_values.0.key", "present.1.value", "position_ids", "padding_mask"):

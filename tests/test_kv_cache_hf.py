@@ -12,11 +12,11 @@ import pytest
 import torch
 from test_zoo_transformers import llama_map
 
-from backends import to_onnx
-from backends.onnx.generate import generate_onnx
-from backends.pytorch import generate, to_torch
-from backends.weightmap import import_weights
-from builder import load_spec
+from nnspec.backends import to_onnx
+from nnspec.backends.onnx.generate import generate_onnx
+from nnspec.backends.pytorch import generate, to_torch
+from nnspec.backends.weightmap import import_weights
+from nnspec.builder import load_spec
 
 transformers = pytest.importorskip("transformers")  # the test extras install it
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from builder import Diagnostic, SpecError, compile_graph, load_spec, nodes, param_count
+from nnspec.builder import Diagnostic, SpecError, compile_graph, load_spec, nodes, param_count
 
 SPECS = Path(__file__).resolve().parents[1] / "specs"
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from builder import SpecError, compile_graph, load_spec, nodes, param_count
+from nnspec.builder import SpecError, compile_graph, load_spec, nodes, param_count
 
 SPECS = Path(__file__).resolve().parents[1] / "specs"
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from builder import SpecError, compile_graph, load_spec, nodes
-from builder.expr import ExprError, TensorSizes, evaluate
+from nnspec.builder import SpecError, compile_graph, load_spec, nodes
+from nnspec.builder.expr import ExprError, TensorSizes, evaluate
 
 
 def _block_spec(out: str, shape: list[Any], repeat: int | None = None, extra: dict[str, Any] | None = None

@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 import pytest
 
-from backends.onnx import (
+from nnspec.backends.onnx import (
     MIN_OPSET,
     InputError,
     OpsetError,
@@ -26,10 +26,10 @@ from backends.onnx import (
     save_onnx,
     to_onnx,
 )
-from backends.onnx.export import light_model, lower_graph, prepare
-from backends.onnx.lowering import Options
-from backends.onnx.writer import write_prepared
-from builder import compile_graph, load_spec
+from nnspec.backends.onnx.export import light_model, lower_graph, prepare
+from nnspec.backends.onnx.lowering import Options
+from nnspec.backends.onnx.writer import write_prepared
+from nnspec.builder import compile_graph, load_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 LENET = ROOT / "specs" / "lenet5.yaml"
@@ -116,7 +116,7 @@ def test_initialisation_follows_pytorch_defaults() -> None:
 
 
 def test_opset_errors_are_clear() -> None:
-    from backends.onnx.opsets import check_forms, check_model_ops
+    from nnspec.backends.onnx.opsets import check_forms, check_model_ops
 
     with pytest.raises(OpsetError, match=r"opset 10 is not supported: nnspec emits opsets 11 and newer"):
         to_onnx(LENET, opset=10)
@@ -210,7 +210,7 @@ def test_save_onnx_writes_what_protobuf_serialises(tmp_path: Path) -> None:
 
 
 def test_large_models_switch_to_external_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from backends.onnx import writer
+    from nnspec.backends.onnx import writer
 
     monkeypatch.setattr(writer, "PROTOBUF_LIMIT", 100_000)  # lenet's 247 kB of weights count as "over 2 GB"
     assert [p.name for p in export_onnx(LENET, tmp_path / "m.onnx")] == ["m.onnx", "m.onnx.data"]
@@ -261,8 +261,8 @@ def test_random_inputs_respect_tables_and_masks() -> None:
 
 _SCRIPT = """
 import hashlib, json, sys
-from backends.onnx import to_onnx
-from builder import load_spec
+from nnspec.backends.onnx import to_onnx
+from nnspec.builder import load_spec
 data = to_onnx(load_spec(sys.argv[1], json.loads(sys.argv[2]))).SerializeToString()
 print(hashlib.sha256(data).hexdigest(), 'torch' in sys.modules)
 """

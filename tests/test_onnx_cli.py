@@ -11,8 +11,8 @@ import onnx
 import pytest
 from click.testing import CliRunner
 
-from backends.cli import cli
-from backends.onnx import to_onnx
+from nnspec.backends.cli import cli
+from nnspec.backends.onnx import to_onnx
 
 LENET = "specs/lenet5.yaml"
 SMALL_GPT = ["specs/gpt.yaml", "--set", "vocab=40", "--set", "d_model=16", "--set", "heads=2", "--set", "layers=1",
@@ -46,7 +46,7 @@ def test_export_signature_set_and_opset(tmp_path: Path) -> None:
 
 def test_export_with_weights_file(tmp_path: Path) -> None:
     torch = pytest.importorskip("torch")
-    from backends.pytorch import save_weights, to_torch
+    from nnspec.backends.pytorch import save_weights, to_torch
 
     torch.manual_seed(3)
     module = to_torch(LENET)
@@ -98,7 +98,7 @@ def test_run_model_with_inputs_and_output_dir(tmp_path: Path) -> None:
     result = invoke("run", str(model_path), "--input", f"image={tmp_path / 'x.npy'}", "--output-dir", str(tmp_path / "o"))
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith("logits: float32 [3, 10] [")
-    from backends.onnx import run_onnx
+    from nnspec.backends.onnx import run_onnx
 
     np.testing.assert_array_equal(np.load(tmp_path / "o" / "logits.npy"), run_onnx(model_path, {"image": x})["logits"])
 
@@ -156,7 +156,7 @@ def test_a_spec_onnx_cannot_express_is_a_located_error_not_a_bug(tmp_path: Path,
     spec.write_text("name: adapt\ninputs: {x: {shape: [batch, 3, h, w]}}\n"
                     "nodes:\n  p: {op: adaptive_avg_pool2d, in: x, output_size: 7}\noutputs: {y: p}\n")
     extra = {"export": ["-o", str(tmp_path / "m.onnx")], "check": [], "run": ["--random"]}[command]
-    run = subprocess.run([sys.executable, "-m", "backends.cli", command, str(spec), *extra],
+    run = subprocess.run([sys.executable, "-m", "nnspec", command, str(spec), *extra],
                          capture_output=True, text=True, check=False)
     assert run.returncode == 1, run.stderr
     assert "node 'p'" in run.stderr and "internal error" not in run.stderr

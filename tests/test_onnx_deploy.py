@@ -16,14 +16,14 @@ import torch
 from click.testing import CliRunner
 from op_cases import SMALL_SPECS
 
-from backends import pytorch
-from backends.cli import cli
-from backends.onnx import random_inputs, run_onnx, session, to_onnx
-from backends.onnx.deploy import TOLERANCES
-from backends.onnx.export import minimum_opset
-from backends.onnx.opsets import FLOOR, MIN_OPSET
-from backends.onnx.weights import WeightDtypeWarning
-from builder import compile_graph, load_spec
+from nnspec.backends import pytorch
+from nnspec.backends.cli import cli
+from nnspec.backends.onnx import random_inputs, run_onnx, session, to_onnx
+from nnspec.backends.onnx.deploy import TOLERANCES
+from nnspec.backends.onnx.export import minimum_opset
+from nnspec.backends.onnx.opsets import FLOOR, MIN_OPSET
+from nnspec.backends.onnx.weights import WeightDtypeWarning
+from nnspec.builder import compile_graph, load_spec
 
 SPECS = Path(__file__).resolve().parents[1] / "specs"
 SPEC_NAMES = sorted(p.stem for p in SPECS.glob("*.yaml"))

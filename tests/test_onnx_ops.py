@@ -20,14 +20,14 @@ import pytest
 from onnx.reference import ReferenceEvaluator
 from op_cases import CASES, SIZES, OpCase
 
-from backends.onnx import LOWERINGS, run_onnx, session, to_onnx
-from backends.onnx.export import lower_graph
-from backends.onnx.lowering import EMITTED_OPS, Options
-from backends.onnx.opsets import default_opset
-from backends.onnx.table import LoweringTable
-from builder import OPS, TensorType, compile_graph, load_spec, nodes
-from builder.ops import Op
-from builder.tensor import fmt_dim
+from nnspec.backends.onnx import LOWERINGS, run_onnx, session, to_onnx
+from nnspec.backends.onnx.export import lower_graph
+from nnspec.backends.onnx.lowering import EMITTED_OPS, Options
+from nnspec.backends.onnx.opsets import default_opset
+from nnspec.backends.onnx.table import LoweringTable
+from nnspec.builder import OPS, TensorType, compile_graph, load_spec, nodes
+from nnspec.builder.ops import Op
+from nnspec.builder.tensor import fmt_dim
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
@@ -451,9 +451,9 @@ def _run_case_with(case: OpCase, **options: Any) -> None:
 def test_lowest_opset_matches_torch(case_id: str) -> None:
     """Every case at the lowest opset it can be emitted at (layer norm decomposed below 17, axes as
     attributes below 13), which is never above the default floor; one below it is a clear error."""
-    from backends.onnx import MIN_OPSET, OpsetError
-    from backends.onnx.export import minimum_opset
-    from backends.onnx.opsets import FLOOR
+    from nnspec.backends.onnx import MIN_OPSET, OpsetError
+    from nnspec.backends.onnx.export import minimum_opset
+    from nnspec.backends.onnx.opsets import FLOOR
 
     case = next(c for c in CASES if c.id == case_id)
     lowest = minimum_opset(case_graph(case))
@@ -468,7 +468,7 @@ def test_lowest_opset_matches_torch(case_id: str) -> None:
 def test_highest_opset_matches_torch(case_id: str) -> None:
     """Every case at the newest opset the installed onnxruntime runs, where lowerings take their other
     branches (reduction axes and Split sizes as inputs from 18, and so on)."""
-    from backends.onnx.opsets import max_opset
+    from nnspec.backends.onnx.opsets import max_opset
 
     _run_case_with(next(c for c in CASES if c.id == case_id), opset=max_opset())
 

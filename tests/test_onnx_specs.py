@@ -19,13 +19,13 @@ from onnx.reference import ReferenceEvaluator
 from op_cases import SMALL_SPECS
 from test_onnx_ops import assert_shapes_agree
 
-from backends.onnx import export_onnx, random_inputs, run_onnx, session, to_onnx
-from backends.onnx.generate import generate_onnx
-from backends.onnx.opsets import default_opset
-from builder import compile_graph, graph_inputs, load_spec, nodes
+from nnspec.backends.onnx import export_onnx, random_inputs, run_onnx, session, to_onnx
+from nnspec.backends.onnx.generate import generate_onnx
+from nnspec.backends.onnx.opsets import default_opset
+from nnspec.builder import compile_graph, graph_inputs, load_spec, nodes
 
 torch = pytest.importorskip("torch")
-pytorch = pytest.importorskip("backends.pytorch")
+pytorch = pytest.importorskip("nnspec.backends.pytorch")
 
 SPECS = Path(__file__).resolve().parents[1] / "specs"
 

@@ -32,8 +32,7 @@ def test_the_front_door_names_the_api_without_importing_torch() -> None:
 
 
 def test_the_front_door_is_the_same_api() -> None:
-    import backends
-    import builder
+    from nnspec import backends, builder
 
     assert nnspec.load_spec is builder.load_spec and nnspec.compile_graph is builder.compile_graph
     assert nnspec.to_torch is backends.to_torch and nnspec.to_onnx is backends.to_onnx
@@ -49,8 +48,8 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     src.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, src / name)
-    for name in ("nnspec", "builder", "backends"):
-        shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("nnspec", "builder", "backends"):  # nnspec/builder and nnspec/backends stay links
+        shutil.copytree(ROOT / name, src / name, symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q",
                     "-w", str(root / "dist"), str(src)], check=True, capture_output=True, timeout=300)
     (found,) = (root / "dist").glob("nnspec-*.whl")
@@ -60,10 +59,11 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_the_wheel_holds_the_front_door(wheel: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     top = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
-    assert top == {"nnspec", "builder", "backends"}
-    assert "nnspec/__init__.py" in names and "nnspec/__main__.py" in names
+    assert top == {"nnspec"}  # no generic top-level names (builder, backends) that other distributions use
+    assert {"nnspec/__init__.py", "nnspec/__main__.py", "nnspec/builder/spec.py", "nnspec/backends/cli.py"} <= set(names)
+    assert {"nnspec/backends/onnx/ops_attention.py", "nnspec/backends/graphviz/viewer.js"} & set(names)
     entry = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
-    assert "nnspec = backends.cli:main" in entry
+    assert "nnspec = nnspec.backends.cli:main" in entry
 
 
 def test_the_wheel_imports_as_nnspec_in_a_fresh_environment(wheel: Path, tmp_path: Path) -> None:
@@ -104,3 +104,13 @@ def test_the_readme_python_example_runs_as_written(tmp_path: Path) -> None:
     assert run.returncode == 0, run.stderr
     assert "batch×seq×128" in run.stdout
     assert {p.name for p in tmp_path.iterdir()} >= {"gpt.onnx", "gpt.svg"}
+
+
+def test_nothing_imports_the_folders_under_their_own_names() -> None:
+    """Everything goes through nnspec.builder / nnspec.backends: a stray `import builder` would load
+    a second copy of every module (two SpecError classes), and the wheel has no such name."""
+    code = ("import sys, nnspec, nnspec.backends.cli, nnspec.backends.pytorch, nnspec.backends.onnx, "
+            "nnspec.backends.graphviz, nnspec.backends.weightmap; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('builder', 'backends')))")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, cwd=ROOT)
+    assert run.returncode == 0 and run.stdout.strip() == "[]", run.stdout + run.stderr

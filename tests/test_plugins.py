@@ -11,12 +11,12 @@ from typing import ClassVar, Literal
 
 import pytest
 
-from backends.graphviz.style import look_of
-from backends.table import LoweringTable, MissingLoweringError
-from builder import OPS, SpecError, TensorType, load_spec
-from builder.errors import did_you_mean
-from builder.ops.base import Op, RegistryError, register, registering_for, unregister
-from builder.schema import json_schema
+from nnspec.backends.graphviz.style import look_of
+from nnspec.backends.table import LoweringTable, MissingLoweringError
+from nnspec.builder import OPS, SpecError, TensorType, load_spec
+from nnspec.builder.errors import did_you_mean
+from nnspec.builder.ops.base import Op, RegistryError, register, registering_for, unregister
+from nnspec.builder.schema import json_schema
 
 
 class _Cube(Op):
@@ -137,7 +137,7 @@ def test_a_family_word_lists_the_family() -> None:
 
 def test_a_spec_with_an_alias_gets_the_hint() -> None:
     with pytest.raises(SpecError) as info:
-        from builder import check_spec
+        from nnspec.builder import check_spec
 
         check_spec(load_spec({"name": "m", "inputs": {"x": {"shape": [2, 3]}},
                               "nodes": {"a": {"op": "swish", "in": "x"}}, "outputs": {"y": "a"}}))

@@ -23,9 +23,9 @@ SPEC = EXAMPLE / "squared_mlp.yaml"
 
 
 def _run(python: str | Path, *args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """``nnspec ARGS`` as the console script runs it (``backends.cli:main``), under `python`."""
+    """``nnspec ARGS`` as the console script runs it (``nnspec.backends.cli:main``), under `python`."""
     environ = {k: v for k, v in os.environ.items() if k not in ("NNSPEC_PLUGINS", "PYTHONPATH")}
-    return subprocess.run([str(python), "-m", "backends.cli", *args], cwd=cwd, env={**environ, **(env or {})},
+    return subprocess.run([str(python), "-m", "nnspec", *args], cwd=cwd, env={**environ, **(env or {})},
                           capture_output=True, text=True, check=False, timeout=300)
 
 
@@ -92,7 +92,7 @@ def test_installed_plugin_works_with_every_command(fresh_python: Path, tmp_path:
 
 
 def test_load_spec_sees_installed_plugins(fresh_python: Path, tmp_path: Path) -> None:
-    code = ("from builder import OPS, load_spec, check_spec\nassert 'swiglu' not in OPS\n"
+    code = ("from nnspec.builder import OPS, load_spec, check_spec\nassert 'swiglu' not in OPS\n"
             f"g, _ = check_spec(load_spec({str(SPEC)!r}))\nprint(sorted(n for n in ('swiglu', 'squared_relu') if n in OPS))")
     run = subprocess.run([str(fresh_python), "-c", code], capture_output=True, text=True, check=False, timeout=300)
     assert run.returncode == 0 and run.stdout.strip() == "['squared_relu', 'swiglu']", run.stderr
@@ -109,7 +109,7 @@ def _plugin(op: str = "cube", cls: str = "Cube", lowerings: Sequence[str] = ("py
     given = ", ".join(f"{b}=_{b}" for b in lowerings)
     return f'''
 from typing import ClassVar, Literal
-from builder import Op, TensorType, plugin_lowerings, register_op
+from nnspec.builder import Op, TensorType, plugin_lowerings, register_op
 
 @register_op
 class {cls}(Op):
@@ -126,14 +126,14 @@ class {cls}(Op):
 
 def _pytorch():
     import torch
-    from backends.pytorch import TABLE
+    from nnspec.backends.pytorch import TABLE
 
     @TABLE.register("{op}")
     def lower(e, n):
         return {{"y": e.fn(torch.pow, e.x(), 3)}}
 
 def _onnx():
-    from backends.onnx import LOWERINGS
+    from nnspec.backends.onnx import LOWERINGS
 
     @LOWERINGS.register("{op}")
     def lower(e, n):

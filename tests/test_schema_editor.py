@@ -11,7 +11,7 @@ import jsonschema
 import pytest
 import yaml
 
-from builder.schema import json_schema
+from nnspec.builder.schema import json_schema
 
 ROOT = Path(__file__).resolve().parents[1]
 VALIDATOR = jsonschema.Draft202012Validator(json_schema())

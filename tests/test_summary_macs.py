@@ -19,9 +19,9 @@ import sympy
 import torch
 import torchinfo
 
-from backends import to_torch
-from builder import compile_graph, graph_inputs, load_spec, nodes
-from builder.summary import macs, summary_rows, totals, value
+from nnspec.backends import to_torch
+from nnspec.builder import compile_graph, graph_inputs, load_spec, nodes
+from nnspec.builder.summary import macs, summary_rows, totals, value
 
 ROOT = Path(__file__).resolve().parents[1]
 CASES: dict[str, dict[str, Any]] = {

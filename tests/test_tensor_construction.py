@@ -15,9 +15,9 @@ import onnx
 import pytest
 import torch
 
-from backends.onnx import run_onnx, to_onnx
-from backends.pytorch import emit_python, to_torch
-from builder import SpecError, compile_graph, load_spec
+from nnspec.backends.onnx import run_onnx, to_onnx
+from nnspec.backends.pytorch import emit_python, to_torch
+from nnspec.builder import SpecError, compile_graph, load_spec
 
 SYMBOLIC = {
     "name": "symbolic",

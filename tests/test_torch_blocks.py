@@ -19,10 +19,10 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from op_cases import SMALL_SPECS
 
-from backends.pytorch import to_torch
-from backends.pytorch.blocks import BlockModule, Repeat
-from backends.pytorch.inputs import example_inputs
-from builder import compile_graph, load_spec
+from nnspec.backends.pytorch import to_torch
+from nnspec.backends.pytorch.blocks import BlockModule, Repeat
+from nnspec.backends.pytorch.inputs import example_inputs
+from nnspec.builder import compile_graph, load_spec
 
 GPT = {"vocab": 40, "n_ctx": 32, "d_model": 16, "layers": 3, "heads": 2}
 BERT = {"vocab": 40, "hidden": 16, "heads": 2, "layers": 2, "intermediate": 32, "max_len": 32}

@@ -15,10 +15,10 @@ import pytest
 import torch
 from test_torch_specs import DIMS, SMALL, SPECS, small
 
-from backends.pytorch import emit_python, to_torch
-from backends.pytorch.codegen import class_name
-from backends.pytorch.inputs import example_inputs
-from builder import load_spec
+from nnspec.backends.pytorch import emit_python, to_torch
+from nnspec.backends.pytorch.codegen import class_name
+from nnspec.backends.pytorch.inputs import example_inputs
+from nnspec.builder import load_spec
 
 GOLDEN = Path("tests/golden")
 

@@ -13,7 +13,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel
 
-from backends.pytorch import to_torch
+from nnspec.backends.pytorch import to_torch
 
 SPEC = "specs/lenet5.yaml"
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from test_torch_specs import small
 
-from backends.pytorch import generate
+from nnspec.backends.pytorch import generate
 
 BOS, EOS = 1, 2
 

@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 from op_cases import CASES, SIZES, OpCase
 
-from backends.pytorch import TABLE, LoweringError, to_torch
-from backends.pytorch.table import LoweringTable
-from builder import OPS, TensorType, compile_graph, graph_outputs, load_spec
+from nnspec.backends.pytorch import TABLE, LoweringError, to_torch
+from nnspec.backends.pytorch.table import LoweringTable
+from nnspec.builder import OPS, TensorType, compile_graph, graph_outputs, load_spec
 
 Ref = Callable[[torch.nn.Module, dict[str, Any], dict[str, torch.Tensor]], dict[str, torch.Tensor]]
 
@@ -449,8 +449,8 @@ def test_softmax_over_any_dim(op: str, dim: int) -> None:
 
 
 def test_one_node_id_cannot_be_a_prefix_of_another_with_a_submodule() -> None:
-    from backends.pytorch.emitter import Ctor, ModuleTree
-    from builder import Node
+    from nnspec.backends.pytorch.emitter import Ctor, ModuleTree
+    from nnspec.builder import Node
 
     tree = ModuleTree(build=False)
     tree.add(Node("a.b.c", "relu", None, {}, {}, {}), Ctor.of("ReLU"))

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import torch
 
-from backends.pytorch import to_torch
+from nnspec.backends.pytorch import to_torch
 
 CONFIGS: list[dict[str, Any]] = [
     {"num_layers": 1, "bidirectional": False},

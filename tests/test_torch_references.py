@@ -14,8 +14,8 @@ from test_torch_specs import SPECS
 from torch import nn
 from zoo_references import LlamaForCausalLM, MobileNetV2, ResNet, UNet, VisionTransformer
 
-from backends.pytorch import to_torch
-from backends.pytorch.inputs import example_inputs
+from nnspec.backends.pytorch import to_torch
+from nnspec.backends.pytorch.inputs import example_inputs
 
 
 def _count(module: nn.Module) -> int:

@@ -16,10 +16,10 @@ import torch
 from op_cases import SMALL_SPECS
 from torch.fx.passes.shape_prop import ShapeProp
 
-from backends.pytorch import SpecModule, to_torch
-from backends.pytorch.blocks import BlockModule
-from backends.pytorch.inputs import example_inputs
-from builder import check_spec, load_spec, nodes
+from nnspec.backends.pytorch import SpecModule, to_torch
+from nnspec.backends.pytorch.blocks import BlockModule
+from nnspec.backends.pytorch.inputs import example_inputs
+from nnspec.builder import check_spec, load_spec, nodes
 
 SMALL: dict[str, dict[str, Any]] = {
     **SMALL_SPECS,
@@ -327,7 +327,7 @@ def test_meta_device_builds_no_storage() -> None:
 
 
 def test_public_names_from_backends() -> None:
-    import backends
+    from nnspec import backends
 
     assert backends.to_torch is to_torch
     for name in ("generate", "save_weights", "load_weights"):

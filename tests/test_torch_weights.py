@@ -11,9 +11,9 @@ from click.testing import CliRunner
 from safetensors import safe_open
 from test_torch_specs import DIMS, SMALL, small
 
-from backends.pytorch import WeightsError, load_weights, save_weights, to_torch
-from backends.pytorch.commands import build
-from backends.pytorch.inputs import example_inputs
+from nnspec.backends.pytorch import WeightsError, load_weights, save_weights, to_torch
+from nnspec.backends.pytorch.commands import build
+from nnspec.backends.pytorch.inputs import example_inputs
 
 
 def _keys(path: Path) -> list[str]:

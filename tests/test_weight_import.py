@@ -16,10 +16,10 @@ import torch
 from click.testing import CliRunner
 from safetensors.torch import save_file
 
-from backends import load_weights, run_onnx, to_onnx, to_torch
-from backends.cli import cli
-from backends.weightmap import CheckpointError, MapError, WeightImportError, import_weights, load_map, read_checkpoint
-from builder import load_spec
+from nnspec.backends import load_weights, run_onnx, to_onnx, to_torch
+from nnspec.backends.cli import cli
+from nnspec.backends.weightmap import CheckpointError, MapError, WeightImportError, import_weights, load_map, read_checkpoint
+from nnspec.builder import load_spec
 
 transformers = pytest.importorskip("transformers")  # the test extras install it; there is no hub
 

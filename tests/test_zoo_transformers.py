@@ -20,11 +20,11 @@ from click.testing import CliRunner
 from torch import nn
 from zoo_references import LlamaForCausalLM, VisionTransformer, param_count
 
-from backends.graphviz.commands import render as render_command
-from backends.onnx import run_onnx, to_onnx
-from backends.pytorch import to_torch
-from builder import compile_graph, load_spec
-from builder import param_count as spec_param_count
+from nnspec.backends.graphviz.commands import render as render_command
+from nnspec.backends.onnx import run_onnx, to_onnx
+from nnspec.backends.pytorch import to_torch
+from nnspec.builder import compile_graph, load_spec
+from nnspec.builder import param_count as spec_param_count
 
 VIT = "specs/vit_b16.yaml"
 LLAMA = "specs/llama.yaml"

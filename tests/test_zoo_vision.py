@@ -20,10 +20,10 @@ import zoo_references as refs
 from click.testing import CliRunner
 from torch import nn
 
-from backends.graphviz.commands import render as render_command
-from backends.onnx import random_inputs, run_onnx, session, to_onnx
-from backends.pytorch import to_torch
-from builder import compile_graph, load_spec, param_count
+from nnspec.backends.graphviz.commands import render as render_command
+from nnspec.backends.onnx import random_inputs, run_onnx, session, to_onnx
+from nnspec.backends.pytorch import to_torch
+from nnspec.builder import compile_graph, load_spec, param_count
 
 SPECS = Path(__file__).resolve().parents[1] / "specs"
 TOL = 1e-4

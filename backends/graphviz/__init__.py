@@ -1,6 +1,6 @@
 """The Graphviz back end: architecture diagrams from the checked graph.
 
-    >>> from backends.graphviz import to_graphviz, render
+    >>> from nnspec.backends.graphviz import to_graphviz, render
     >>> dg = to_graphviz("specs/lenet5.yaml", rankdir="LR")   # graphviz.Digraph
     >>> render("specs/transformer.yaml", "transformer.svg")   # the suffix picks the format
 
@@ -28,8 +28,8 @@ def to_graphviz(spec_or_graph: object, depth: Depth = None, rankdir: Rankdir = "
     """Draw a spec's checked graph as a Graphviz digraph.
 
     Args:
-        spec_or_graph: a checked graph (`builder.compile_graph`), a `Spec`, or what
-            `builder.load_spec` reads (a path, spec text or a mapping).
+        spec_or_graph: a checked graph (`nnspec.builder.compile_graph`), a `Spec`, or what
+            `nnspec.builder.load_spec` reads (a path, spec text or a mapping).
         depth: how many levels of block calls are drawn open (0: every top-level call is one
             node); ``"all"`` opens every call; None picks the deepest level that stays legible
             (at most `view.AUTO_MAX_ITEMS` op and block nodes).

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from backends.clikit import fail, limit_option, load_graph, set_option, signature_option
-from backends.jsonout import emit, json_output
+from nnspec.backends.clikit import fail, limit_option, load_graph, set_option, signature_option
+from nnspec.backends.jsonout import emit, json_output
 
 from .view import ALL, Depth
 

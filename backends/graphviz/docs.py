@@ -1,4 +1,4 @@
-"""Render the README's diagrams into docs/: ``python -m backends.graphviz.docs [OUT_DIR]``.
+"""Render the README's diagrams into docs/: ``python -m nnspec.backends.graphviz.docs [OUT_DIR]``.
 
 Each diagram is one row of `DIAGRAMS` (spec, file name, options), so the README's pictures
 always come from the seed specs and this one command.

@@ -228,7 +228,7 @@ def _asap_ranks(view: View) -> list[list[str]]:
 
 
 def dot_of(view: View, opt: Options) -> graphviz.Digraph:
-    """Draw `view` as a Graphviz digraph (see `backends.graphviz.to_graphviz`)."""
+    """Draw `view` as a Graphviz digraph (see `nnspec.backends.graphviz.to_graphviz`)."""
     dg = graphviz.Digraph(name=view.name, comment=f"nnspec diagram of {view.name} (depth {view.depth})")
     dg.attr("graph", rankdir=opt.rankdir, newrank="true", fontname=FONT, fontsize="13", label=_title(view, opt),
             labelloc="t", nodesep="0.3", ranksep="0.35", bgcolor="white", pad="0.2")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import networkx as nx
 
-from backends.clikit import atomic_output
+from nnspec.backends.clikit import atomic_output
 
 from .dot import Options, Rankdir, dot_of
 from .mermaid import to_mermaid

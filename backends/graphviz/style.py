@@ -90,7 +90,7 @@ def look_of(kind: str, op: str, family: str, repeat: int | None = None) -> Look:
     """The look of an item of `kind` (input, output, op, block).
 
     An op's shape is its row in `SHAPES`, else the shape its plugin gave it
-    (`builder.plugin_lowerings`), else a box (rounded, as for every layer, unless it is a tensor op).
+    (`nnspec.builder.plugin_lowerings`), else a box (rounded, as for every layer, unless it is a tensor op).
     """
     if kind == "input":
         return Look("ellipse", "filled,bold", COLORS["input"])
@@ -101,7 +101,7 @@ def look_of(kind: str, op: str, family: str, repeat: int | None = None) -> Look:
         return Look("box3d" if repeat else "box", "filled", COLORS["block"], peripheries=1 if repeat else 2)
     shape = SHAPES.get(op)
     if shape is None:
-        from builder.plugins import plugin_shape
+        from nnspec.builder.plugins import plugin_shape
 
         shape = plugin_shape(op) or _BOX
     style = "rounded,filled" if shape == _BOX and family != "tensor" else "filled"

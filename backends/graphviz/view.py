@@ -18,7 +18,7 @@ from typing import Final, Literal
 
 import networkx as nx
 
-from builder import INPUT, Node, Spec, TensorType, compile_graph, load_spec, nodes
+from nnspec.builder import INPUT, Node, Spec, TensorType, compile_graph, load_spec, nodes
 
 __all__ = [
     "ALL", "AUTO_MAX_ITEMS", "Depth", "Edge", "Group", "Item", "View", "as_graph", "build_view", "max_depth", "shown",

@@ -1,6 +1,6 @@
 """The ONNX backend: the checked graph emitted directly as an ONNX model, and run in onnxruntime.
 
-    >>> from backends.onnx import export_onnx, run_onnx, save_onnx, to_onnx
+    >>> from nnspec.backends.onnx import export_onnx, run_onnx, save_onnx, to_onnx
     >>> model = to_onnx("specs/lenet5.yaml")             # weights initialised as PyTorch would
     >>> save_onnx(model, "lenet5.onnx")
     >>> run_onnx(model, {"image": x})["logits"].shape    # x: float32 (batch, 1, 32, 32)
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from backends._lazy import lazy_exports
+from nnspec.backends._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from .export import lower_graph, to_onnx

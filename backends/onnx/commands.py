@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from backends import progress
-from backends.clikit import (
+from nnspec.backends import progress
+from nnspec.backends.clikit import (
     atomic_output,
     check_output,
     fail,
@@ -22,18 +22,18 @@ from backends.clikit import (
     set_option,
     signature_option,
 )
-from backends.jsonout import emit, json_output
-from builder import SpecError, param_count
-from builder.dims import sized_graph, unknown_dims
-from builder.errors import did_you_mean
-from builder.limits import DEFAULT_LIMITS
+from nnspec.backends.jsonout import emit, json_output
+from nnspec.builder import SpecError, param_count
+from nnspec.builder.dims import sized_graph, unknown_dims
+from nnspec.builder.errors import did_you_mean
+from nnspec.builder.limits import DEFAULT_LIMITS
 
 if TYPE_CHECKING:
     import networkx as nx
     import numpy as np
     import onnx
 
-    from builder import Spec
+    from nnspec.builder import Spec
 
 __all__ = ["check", "export", "run"]
 
@@ -309,7 +309,7 @@ def _session(source: onnx.ModelProto | str) -> Any:
 
 def _save_outputs(folder: str, outputs: Mapping[str, np.ndarray], inputs: Sequence[str | None]) -> None:
     """Each output as a .npy file inside `folder`, under a safe name; a refused place exits 1."""
-    from backends.outputs import OutputError
+    from nnspec.backends.outputs import OutputError
 
     from .files import save_outputs
 
@@ -395,7 +395,7 @@ def compare(graph: nx.MultiDiGraph, sizes: Mapping[str, int], seed: int = 0, **o
     import numpy as np
     import torch
 
-    from backends.pytorch import to_torch
+    from nnspec.backends.pytorch import to_torch
 
     from .export import to_onnx
     from .runtime import random_inputs, run_onnx

@@ -21,8 +21,8 @@ import onnx
 import sympy
 from onnx import NodeProto, helper
 
-from builder import INPUT, Node, Spec, TensorRef, TensorType, compile_graph, graph_inputs, graph_outputs, load_spec, nodes
-from builder.tensor import fmt_dim
+from nnspec.builder import INPUT, Node, Spec, TensorRef, TensorType, compile_graph, graph_inputs, graph_outputs, load_spec, nodes
+from nnspec.builder.tensor import fmt_dim
 
 from .dtypes import DTYPES
 from .lowering import LOWERINGS, Emitter, Options

@@ -9,7 +9,7 @@ the file and says what is wrong (exit 1), never onnxruntime's or protobuf's inte
 - a ``.npy`` file that is not one (pickles, text, ``.npz``), whose header claims more values
   than the file holds or than the limits allow, or whose dtype is an object.
 
-Outputs are saved under names made safe (`backends.outputs.file_in`): an output called
+Outputs are saved under names made safe (`nnspec.backends.outputs.file_in`): an output called
 ``../escaped`` or ``/etc/x`` stays inside the folder.
 """
 
@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.lib.format as npy_format
 
-from backends.outputs import InputFileError, OutputError, atomic_output, file_in
-from builder.text import printable
+from nnspec.backends.outputs import InputFileError, OutputError, atomic_output, file_in
+from nnspec.builder.text import printable
 
 if TYPE_CHECKING:
     import onnx

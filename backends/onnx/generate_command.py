@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from backends.clikit import fail, limit_option, load_graph, set_option
-from backends.jsonout import emit, json_output
+from nnspec.backends.clikit import fail, limit_option, load_graph, set_option
+from nnspec.backends.jsonout import emit, json_output
 
 if TYPE_CHECKING:
     import numpy as np
@@ -40,8 +40,8 @@ def _model(source: str, weights: str | None, seed: int, sets: tuple[str, ...], l
         if sets or weights or limits:
             raise click.UsageError("--set, --limit and --weights apply to a spec, not to an .onnx file")
         return source
-    from builder import compile_graph
-    from builder.kv_cache import CacheError, with_kv_cache
+    from nnspec.builder import compile_graph
+    from nnspec.builder.kv_cache import CacheError, with_kv_cache
 
     from .commands import _prepare
     from .export import assemble

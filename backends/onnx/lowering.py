@@ -1,6 +1,6 @@
 """The ONNX backend's lowering table: every op of `builder.OPS` to a function emitting ONNX nodes.
 
-The table lives in `backends.onnx.table`; the ``ops_*`` modules register into it explicitly
+The table lives in `nnspec.backends.onnx.table`; the ``ops_*`` modules register into it explicitly
 (``@LOWERINGS.register("linear")``), and importing this module imports all of them.
 """
 

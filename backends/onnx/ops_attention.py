@@ -17,8 +17,8 @@ import math
 import numpy as np
 import sympy
 
-from builder import Node
-from builder.ops.attention import Attention, MultiHeadAttention, Rope, Rotary
+from nnspec.builder import Node
+from nnspec.builder.ops.attention import Attention, MultiHeadAttention, Rope, Rotary
 
 from .ops_layers import linear
 from .table import LOWERINGS, Emitter

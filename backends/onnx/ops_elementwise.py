@@ -12,10 +12,10 @@ from collections.abc import Sequence
 import numpy as np
 import sympy
 
-from builder import Node, TensorRef
-from builder.ops.elementwise import MaskedFill
-from builder.ops.operands import ConstantOperand
-from builder.ops.shaping import (
+from nnspec.builder import Node, TensorRef
+from nnspec.builder.ops.elementwise import MaskedFill
+from nnspec.builder.ops.operands import ConstantOperand
+from nnspec.builder.ops.shaping import (
     Constant,
     Expand,
     Gather,
@@ -27,8 +27,8 @@ from builder.ops.shaping import (
     Unsqueeze,
     dim_sources,
 )
-from builder.ops.tensor import Mean
-from builder.tensor import same_dim
+from nnspec.builder.ops.tensor import Mean
+from nnspec.builder.tensor import same_dim
 
 from .dtypes import np_dtype
 from .table import DTYPES, LOWERINGS, Emitter, Init

@@ -11,8 +11,8 @@ import math
 
 import numpy as np
 
-from builder import Node
-from builder.ops.layers import (
+from nnspec.builder import Node
+from nnspec.builder.ops.layers import (
     AvgPool1d,
     AvgPool2d,
     BatchNorm,

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from builder import Node
-from builder.ops.activations import Clamp, Elu, Glu, Hardtanh, LeakyRelu, Prelu, Softplus
-from builder.ops.norms import GroupNorm, InstanceNorm, LayerNorm2d, RmsNorm
+from nnspec.builder import Node
+from nnspec.builder.ops.activations import Clamp, Elu, Glu, Hardtanh, LeakyRelu, Prelu, Softplus
+from nnspec.builder.ops.norms import GroupNorm, InstanceNorm, LayerNorm2d, RmsNorm
 
 from .ops_layers import layer_norm
 from .table import LOWERINGS, Emitter

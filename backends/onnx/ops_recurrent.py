@@ -20,8 +20,8 @@ import math
 
 import numpy as np
 
-from builder import Node
-from builder.ops.sequence import Gru, Lstm, Rnn
+from nnspec.builder import Node
+from nnspec.builder.ops.sequence import Gru, Lstm, Rnn
 
 from .table import LOWERINGS, Emitter
 from .weights import Init

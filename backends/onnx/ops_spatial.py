@@ -15,8 +15,8 @@ from collections.abc import Sequence
 import numpy as np
 import sympy
 
-from builder import Node
-from builder.ops.spatial import (
+from nnspec.builder import Node
+from nnspec.builder.ops.spatial import (
     AdaptiveAvgPool1d,
     AdaptiveAvgPool2d,
     AdaptiveMaxPool1d,
@@ -31,7 +31,7 @@ from builder.ops.spatial import (
     PixelShuffle,
     PixelUnshuffle,
 )
-from builder.tensor import fmt_dim
+from nnspec.builder.tensor import fmt_dim
 
 from .table import LOWERINGS, Emitter, LoweringError
 from .weights import Init

@@ -6,10 +6,10 @@ import math
 
 import numpy as np
 
-from builder import Node
-from builder.ops.activations import Gelu, Softmax
-from builder.ops.operands import ConstantOperand
-from builder.ops.tensor import Concat, Flatten, Mean, Permute, Reshape, Scale, Select, Slice, Split, Transpose
+from nnspec.builder import Node
+from nnspec.builder.ops.activations import Gelu, Softmax
+from nnspec.builder.ops.operands import ConstantOperand
+from nnspec.builder.ops.tensor import Concat, Flatten, Mean, Permute, Reshape, Scale, Select, Slice, Split, Transpose
 
 from .table import DTYPES, LOWERINGS, Emitter
 

@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import onnx
 
-from builder.errors import did_you_mean
-from builder.limits import DEFAULT_LIMITS
-from builder.tensor import dim_size
-from builder.text import printable
+from nnspec.builder.errors import did_you_mean
+from nnspec.builder.limits import DEFAULT_LIMITS
+from nnspec.builder.tensor import dim_size
+from nnspec.builder.text import printable
 
 if TYPE_CHECKING:
     import onnxruntime as ort
@@ -74,7 +74,7 @@ def _large_session(model: onnx.ModelProto, opts: ort.SessionOptions) -> ort.Infe
     private temporary folder (removed at once, and on every signal), then loaded from there."""
     import onnxruntime as ort
 
-    from backends.outputs import temporary_folder
+    from nnspec.backends.outputs import temporary_folder
 
     with temporary_folder() as folder:
         path = folder / "model.onnx"

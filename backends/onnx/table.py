@@ -17,9 +17,9 @@ from typing import Any, NamedTuple, TypeVar
 import numpy as np
 from onnx import AttributeProto, NodeProto
 
-from backends.table import LoweringError as BackendLoweringError
-from backends.table import LoweringTable
-from builder import Node, Op, TensorRef, TensorType
+from nnspec.backends.table import LoweringError as BackendLoweringError
+from nnspec.backends.table import LoweringTable
+from nnspec.builder import Node, Op, TensorRef, TensorType
 
 from .dtypes import DTYPES, np_dtype
 from .weights import Init, WeightUse
@@ -31,7 +31,7 @@ Lowering = Callable[["Emitter", Node], None]
 M = TypeVar("M", bound=Op)
 
 LOWERINGS: LoweringTable[Lowering] = LoweringTable("onnx")
-"""The ONNX backend's table; the ``ops_*`` modules register into it (see `backends.onnx.lowering`)."""
+"""The ONNX backend's table; the ``ops_*`` modules register into it (see `nnspec.backends.onnx.lowering`)."""
 
 
 def model_of(node: Node, cls: type[M]) -> M:

@@ -16,9 +16,9 @@ from typing import Any, Literal, NamedTuple, TypeAlias
 
 import numpy as np
 
-from builder import Node
-from builder.errors import did_you_mean
-from builder.initialisers import Distribution, distribution
+from nnspec.builder import Node
+from nnspec.builder.errors import did_you_mean
+from nnspec.builder.initialisers import Distribution, distribution
 
 from .dtypes import np_dtype
 
@@ -121,7 +121,7 @@ def initialise(use: WeightUse, seed: int = 0, node: Node | None = None) -> np.nd
 
 
 def _draw(dist: Distribution, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
-    """Numbers from `dist` (see `builder.initialisers.distribution`), as torch.nn.init draws them."""
+    """Numbers from `dist` (see `nnspec.builder.initialisers.distribution`), as torch.nn.init draws them."""
     if dist.kind == "constant":
         return np.full(shape, dist.a, dtype=np.float32)
     if dist.kind == "uniform":
@@ -170,7 +170,7 @@ def load_state_dict(source: StateDict) -> Mapping[str, Any]:
         path = Path(source)
         from safetensors.numpy import load_file
 
-        from backends.weightfiles import WeightsFileError, check_safetensors
+        from nnspec.backends.weightfiles import WeightsFileError, check_safetensors
 
         try:
             check_safetensors(path)  # a device, a truncated file, an F8 dtype: named, before safetensors reads it

@@ -1,6 +1,6 @@
 """The PyTorch backend: a checked spec becomes a trainable `torch.nn.Module` (a torch.fx GraphModule).
 
-    >>> from backends.pytorch import to_torch
+    >>> from nnspec.backends.pytorch import to_torch
     >>> model = to_torch("specs/lenet5.yaml")
     >>> logits = model(torch.randn(8, 1, 32, 32))     # (8, 10)
 
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from backends._lazy import lazy_exports
+from nnspec.backends._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from .codegen import emit_python

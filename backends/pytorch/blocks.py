@@ -27,8 +27,8 @@ import torch
 import torch.utils.checkpoint
 from torch import fx, nn
 
-from builder import TensorRef
-from builder.resolve import BlockCall, Frame
+from nnspec.builder import TensorRef
+from nnspec.builder.resolve import BlockCall, Frame
 
 from .emitter import RESERVED_NAMES
 

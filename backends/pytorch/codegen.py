@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import fx
 
-from builder.tensor import fmt_dim
-from builder.text import docstring_body
+from nnspec.builder.tensor import fmt_dim
+from nnspec.builder.text import docstring_body
 
 from .blocks import Folded, block_of, class_name, fold
 from .emitter import RESERVED_NAMES, Ctor, Emitter, ModuleTree, init_calls, skips_default_init

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import click
 
-from backends import progress
-from backends.clikit import (
+from nnspec.backends import progress
+from nnspec.backends.clikit import (
     atomic_output,
     check_output,
     fail,
@@ -20,8 +20,8 @@ from backends.clikit import (
     signature_option,
     write_text_atomic,
 )
-from backends.jsonout import emit, json_output
-from builder import param_count
+from nnspec.backends.jsonout import emit, json_output
+from nnspec.builder import param_count
 
 __all__ = ["build"]
 

@@ -2,7 +2,7 @@
 driven by their signatures (an ``encode`` signature and one decoder signature).
 
 Where the decoder has a key/value-cache signature (``with_past``, ``decode_with_past``: derived
-from every causal decoder by `builder.kv_cache`), the prompt is run once and then one token per
+from every causal decoder by `nnspec.builder.kv_cache`), the prompt is run once and then one token per
 step, with the cache; otherwise the whole prefix is fed each step, as before. The roles of a
 signature's inputs come from their names and types:
 
@@ -13,7 +13,7 @@ signature's inputs come from their names and types:
 - a decoder output named like one of its inputs (``h``, ``c``) is recurrent state: the decoder
   is then fed one token per step.
 
-Tokens are chosen by `backends.generation` (greedy, or seeded temperature / top-k / top-p
+Tokens are chosen by `nnspec.backends.generation` (greedy, or seeded temperature / top-k / top-p
 sampling), in numpy, so that onnxruntime's `generate_onnx` picks the same ones.
 """
 
@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from builder.kv_cache import cache_name
+from nnspec.builder.kv_cache import cache_name
 
 from ..generation import POSITIONS, CacheStep, Chooser, Sampling, cache_layout, cached_loop, pad_prompts
 from .module import SpecModule, spec_info

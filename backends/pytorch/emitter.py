@@ -22,8 +22,8 @@ import sympy
 import torch
 from torch import fx, nn
 
-from backends.table import LoweringError as BackendLoweringError
-from builder import INPUT, Node, TensorRef, TensorType, nodes
+from nnspec.backends.table import LoweringError as BackendLoweringError
+from nnspec.builder import INPUT, Node, TensorRef, TensorType, nodes
 
 from .table import LoweringTable
 

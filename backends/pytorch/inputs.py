@@ -12,8 +12,8 @@ import networkx as nx
 import torch
 from torch import nn
 
-from builder import graph_inputs
-from builder.tensor import dim_size, fmt_dim
+from nnspec.builder import graph_inputs
+from nnspec.builder.tensor import dim_size, fmt_dim
 
 from .module import spec_info
 

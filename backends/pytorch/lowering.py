@@ -20,9 +20,9 @@ import torch.nn.functional as F
 from torch import fx
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from builder import Node, Op
-from builder.ops.activations import Gelu, LogSoftmax, Softmax
-from builder.ops.layers import (
+from nnspec.builder import Node, Op
+from nnspec.builder.ops.activations import Gelu, LogSoftmax, Softmax
+from nnspec.builder.ops.layers import (
     AvgPool1d,
     AvgPool2d,
     BatchNorm,
@@ -37,9 +37,9 @@ from builder.ops.layers import (
     PositionEmbedding,
     SinusoidalPosition,
 )
-from builder.ops.operands import ConstantOperand
-from builder.ops.sequence import Gru, Lstm, Rnn
-from builder.ops.tensor import Concat, Flatten, Mean, Permute, Reshape, Scale, Select, Slice, Split, Transpose
+from nnspec.builder.ops.operands import ConstantOperand
+from nnspec.builder.ops.sequence import Gru, Lstm, Rnn
+from nnspec.builder.ops.tensor import Concat, Flatten, Mean, Permute, Reshape, Scale, Select, Slice, Split, Transpose
 
 from .emitter import Ctor, Emitter, LowerFn, Outputs, TensorInit
 from .table import LoweringTable

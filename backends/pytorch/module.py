@@ -27,11 +27,11 @@ import networkx as nx
 import torch
 from torch import fx, nn
 
-from builder import Spec, check_spec, compile_graph, graph_inputs, load_spec, nodes
-from builder.errors import did_you_mean
-from builder.kv_cache import derived_graphs
-from builder.ops.layers import Embedding, PositionEmbedding, SinusoidalPosition
-from builder.tensor import fmt_dim
+from nnspec.builder import Spec, check_spec, compile_graph, graph_inputs, load_spec, nodes
+from nnspec.builder.errors import did_you_mean
+from nnspec.builder.kv_cache import derived_graphs
+from nnspec.builder.ops.layers import Embedding, PositionEmbedding, SinusoidalPosition
+from nnspec.builder.tensor import fmt_dim
 
 from .blocks import GraphState, graph_from_state, graph_state, nest, set_checkpoint
 from .emitter import Emitter, LoweringError, ModuleTree

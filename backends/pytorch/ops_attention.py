@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import fx
 
-from builder import Node
-from builder.ops.attention import Attention, MultiHeadAttention, Rope, Rotary
+from nnspec.builder import Node
+from nnspec.builder.ops.attention import Attention, MultiHeadAttention, Rope, Rotary
 
 from .emitter import Ctor, Emitter, LoweringError, Outputs, TensorInit
 from .lowering import TABLE, _args, _features

@@ -16,10 +16,10 @@ import sympy
 import torch
 from torch import fx
 
-from builder import Node, TensorRef, graph_inputs
-from builder.ops.elementwise import MaskedFill
-from builder.ops.operands import ConstantOperand
-from builder.ops.shaping import (
+from nnspec.builder import Node, TensorRef, graph_inputs
+from nnspec.builder.ops.elementwise import MaskedFill
+from nnspec.builder.ops.operands import ConstantOperand
+from nnspec.builder.ops.shaping import (
     Constant,
     Expand,
     Gather,
@@ -31,8 +31,8 @@ from builder.ops.shaping import (
     Unsqueeze,
     dim_sources,
 )
-from builder.ops.tensor import Mean
-from builder.tensor import same_dim
+from nnspec.builder.ops.tensor import Mean
+from nnspec.builder.tensor import same_dim
 
 from .emitter import Ctor, Emitter, LoweringError, Outputs, TensorInit
 from .lowering import TABLE, _args

@@ -10,9 +10,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from builder import Node
-from builder.ops.activations import Clamp, Elu, Glu, Hardtanh, LeakyRelu, Prelu, Softplus
-from builder.ops.norms import GroupNorm, InstanceNorm, LayerNorm2d, RmsNorm
+from nnspec.builder import Node
+from nnspec.builder.ops.activations import Clamp, Elu, Glu, Hardtanh, LeakyRelu, Prelu, Softplus
+from nnspec.builder.ops.norms import GroupNorm, InstanceNorm, LayerNorm2d, RmsNorm
 
 from .emitter import Ctor, Emitter, Outputs
 from .lowering import TABLE, _args, _features

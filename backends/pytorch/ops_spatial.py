@@ -10,8 +10,8 @@ from typing import Any, TypeVar
 
 import torch.nn.functional as F
 
-from builder import Node, Op
-from builder.ops.spatial import (
+from nnspec.builder import Node, Op
+from nnspec.builder.ops.spatial import (
     AdaptiveAvgPool1d,
     AdaptiveAvgPool2d,
     AdaptiveMaxPool1d,

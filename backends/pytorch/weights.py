@@ -17,8 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from backends.outputs import InputFileError, temporary_beside
-from builder.errors import did_you_mean
+from nnspec.backends.outputs import InputFileError, temporary_beside
+from nnspec.builder.errors import did_you_mean
 
 from .module import spec_info
 
@@ -99,7 +99,7 @@ def load_weights(module: nn.Module, path: str | Path, strict: bool = True) -> nn
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from backends.weightfiles import WeightsFileError, check_safetensors
+    from nnspec.backends.weightfiles import WeightsFileError, check_safetensors
 
     try:
         check_safetensors(path)  # a device, a truncated file, an unknown dtype: named, before safetensors reads it

@@ -1,7 +1,7 @@
 """Weight import: a foreign checkpoint (Hugging Face, torchvision, a training run) mapped onto a
 spec's weights by a declarative map file (see `mapfile`), every key accounted for.
 
-    from backends.weightmap import import_weights
+    from nnspec.backends.weightmap import import_weights
     result = import_weights("specs/gpt.yaml", "model.safetensors", "specs/maps/gpt2_hf.yaml")
     save_weights(result.state_dict, "gpt2.safetensors")
 """

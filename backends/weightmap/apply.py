@@ -9,8 +9,8 @@ from typing import Any
 
 import torch
 
-from builder import Spec, compile_graph, load_spec
-from builder.errors import did_you_mean
+from nnspec.builder import Spec, compile_graph, load_spec
+from nnspec.builder.errors import did_you_mean
 
 from .checkpoint import read_checkpoint
 from .mapfile import Rule, WeightMap, load_map, specificity, substitute
@@ -41,7 +41,7 @@ class ImportResult:
 
 def expected_weights(spec: Spec | str | Path | Mapping[str, Any], signature: str | None = None) -> dict[str, torch.Tensor]:
     """The spec's state_dict as meta tensors: every key with its shape and dtype, nothing allocated."""
-    from backends.pytorch import to_torch
+    from nnspec.backends.pytorch import to_torch
 
     g = compile_graph(spec if isinstance(spec, Spec) else load_spec(spec), signature)  # type: ignore[arg-type]
     module = to_torch(g, device="meta")

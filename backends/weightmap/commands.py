@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from backends.clikit import atomic_output, fail, limit_option, load_graph, set_option, signature_option
+from nnspec.backends.clikit import atomic_output, fail, limit_option, load_graph, set_option, signature_option
 
 __all__ = ["import_weights_command"]
 
@@ -39,7 +39,7 @@ def import_weights_command(spec: str, checkpoint: str, map_path: str, output: st
     if not output.endswith(".safetensors"):
         raise click.UsageError(f"-o/--output writes safetensors; name it FILE.safetensors, not '{output}'")
     loaded, _ = load_graph(spec, sets, signature, limits)
-    from backends.pytorch import save_weights
+    from nnspec.backends.pytorch import save_weights
 
     from . import CheckpointError, MapError, WeightImportError, import_weights
 

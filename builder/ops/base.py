@@ -36,7 +36,7 @@ def _valid_init(text: str) -> str:
 
 InitText = Annotated[str, AfterValidator(_valid_init), Field(
     description="A torch.nn.init function and its arguments: normal(std=0.02), zeros, xavier_uniform(gain=1).")]
-"""An initialiser call, checked (see `builder.initialisers`)."""
+"""An initialiser call, checked (see `nnspec.builder.initialisers`)."""
 
 VARIADIC = "*"
 """`Op.INPUTS` value for ops that take any number of positional inputs (ports 0, 1, ...)."""
@@ -154,7 +154,7 @@ class RegistryError(ValueError):
 def register(cls: type[Op]) -> type[Op]:
     """Add an op class to `OPS` under the name in its `op` Literal; duplicates fail at import.
 
-    Built-in ops and plugin ops register the same way (plugins call it as `builder.register_op`);
+    Built-in ops and plugin ops register the same way (plugins call it as `nnspec.builder.register_op`);
     an op registered while a plugin is being imported is credited to that plugin.
     """
     name = cls.name()

@@ -11,8 +11,8 @@ from typing import ClassVar, Literal
 import sympy
 from pydantic import PositiveInt
 
-from builder import Op, TensorType, plugin_lowerings, register_op
-from builder.ops.base import WeightShapes, expect_float, last_dim
+from nnspec.builder import Op, TensorType, plugin_lowerings, register_op
+from nnspec.builder.ops.base import WeightShapes, expect_float, last_dim
 
 __all__ = ["SquaredRelu", "SwiGLU"]
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import math
 
-from backends.onnx import LOWERINGS
-from backends.onnx.table import Emitter, Init
-from builder import Node
+from nnspec.backends.onnx import LOWERINGS
+from nnspec.backends.onnx.table import Emitter, Init
+from nnspec.builder import Node
 
 from . import SwiGLU
 

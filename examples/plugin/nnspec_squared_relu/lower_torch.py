@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import fx
 
-from backends.pytorch import TABLE
-from backends.pytorch.emitter import Ctor, Emitter, Outputs, TensorInit
-from builder import Node
+from nnspec.backends.pytorch import TABLE
+from nnspec.backends.pytorch.emitter import Ctor, Emitter, Outputs, TensorInit
+from nnspec.builder import Node
 
 from . import SwiGLU
 
