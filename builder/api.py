@@ -11,6 +11,7 @@ import networkx as nx
 from pydantic import ValidationError
 
 from .errors import Diagnostic, SourcePos, SpecError
+from .expr import Expressions
 from .graph import Node, compile_graph, nodes, without_gc
 from .limits import DEFAULT_LIMITS, Limits
 from .params import resolve_params, substitute_tree
@@ -73,11 +74,12 @@ def _load_spec(source: SpecSource | Spec, overrides: Mapping[str, Any] | None, l
     params: dict[str, Any] = {}
     diags: list[Diagnostic] = []
     if isinstance(raw_params, dict):
-        params, diags = resolve_params(raw_params, dict(overrides or {}), {}, src, ("params",), limits.max_int_bits,
+        exprs = Expressions(limits.max_int_bits, limits.max_expr_chars)
+        params, diags = resolve_params(raw_params, dict(overrides or {}), {}, src, ("params",), exprs,
                                        override_pos=SourcePos("--set"))
-        data = _substitute_input_shapes(data, params, src, limits, diags)
+        data = _substitute_input_shapes(data, params, src, exprs, diags)
         if isinstance(data.get("init"), dict):  # initialiser arguments may use params
-            data["init"] = substitute_tree(data["init"], params, ("init",), src, limits.max_int_bits, None, diags)
+            data["init"] = substitute_tree(data["init"], params, ("init",), src, exprs, None, diags)
     try:
         spec = Spec.model_validate(data)
     except ValidationError as exc:
@@ -94,17 +96,17 @@ def _load_spec(source: SpecSource | Spec, overrides: Mapping[str, Any] | None, l
     return spec
 
 
-def _substitute_input_shapes(data: dict[str, Any], params: dict[str, Any], src: Source, limits: Limits,
+def _substitute_input_shapes(data: dict[str, Any], params: dict[str, Any], src: Source, exprs: Expressions,
                              diags: list[Diagnostic]) -> dict[str, Any]:
     """Evaluate ``${...}`` in the inputs of the main graph and of each signature (sizes may use params)."""
     data = dict(data)
     if isinstance(data.get("inputs"), dict):
-        data["inputs"] = substitute_tree(data["inputs"], params, ("inputs",), src, limits.max_int_bits, None, diags)
+        data["inputs"] = substitute_tree(data["inputs"], params, ("inputs",), src, exprs, None, diags)
     sigs = data.get("signatures")
     if isinstance(sigs, dict):
         data["signatures"] = {
-            k: {**v, "inputs": substitute_tree(v["inputs"], params, ("signatures", k, "inputs"), src,
-                                               limits.max_int_bits, None, diags)}
+            k: {**v, "inputs": substitute_tree(v["inputs"], params, ("signatures", k, "inputs"), src, exprs, None,
+                                               diags)}
             if isinstance(v, dict) and "inputs" in v else v
             for k, v in sigs.items()}
     return data

@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from .errors import did_you_mean
-from .expr import ExprError, substitute
+from .errors import Diagnostic, did_you_mean
+from .expr import ExprError, Expressions, ExprLimitError
 from .limits import Limits
 from .ops import OPS, VARIADIC, Op
-from .params import has_expr
+from .params import expr_limit_error, has_expr
 from .source import DataPath
 from .spec import Spec
 
@@ -49,6 +49,20 @@ class Conditionals:
 
     spec: Spec
     limits: Limits
+    exprs: Expressions
+    diags: list[Diagnostic]
+
+    def substitute(self, value: Any, params: Mapping[str, Any], path: DataPath, node: str | None) -> Any:
+        """`value` with ``${...}`` substituted; past the expressions' limit the expansion stops, located at `path`.
+
+        Raises:
+            ExprError: a bad expression, for the caller to report.
+            SpecError: the limit (`expr_limit_error`).
+        """
+        try:
+            return self.exprs.substitute(value, params)
+        except ExprLimitError as exc:
+            raise expr_limit_error(exc, self.spec.source.pos(path), node, self.diags) from None
 
     def error(self, code: str, message: str, path: DataPath, node: str | None, hints: tuple[str, ...] = ()) -> None:
         raise NotImplementedError  # the expander reports located diagnostics
@@ -81,7 +95,8 @@ class Conditionals:
                     absent[nid] = _Absent("when: false" if when is False else None, self.first_ref(entry, params))
                     continue
             repeat = raw.get("repeat")
-            if (type(repeat) is int and repeat == 0) or (isinstance(repeat, str) and self.zero(repeat, params)):
+            zero = isinstance(repeat, str) and self.zero(repeat, params, (*entry.path, "repeat"), prefix + nid)
+            if (type(repeat) is int and repeat == 0) or zero:
                 op = self.op_name(entry, params, None)
                 block = self.spec.blocks.get(op) if isinstance(op, str) else None
                 if block is None:
@@ -100,7 +115,7 @@ class Conditionals:
         path = (*entry.path, "when")
         if isinstance(value, str) and "${" in value:
             try:
-                value = substitute(value, params, self.limits.max_int_bits)
+                value = self.substitute(value, params, path, node)
             except ExprError as exc:
                 self.error("unknown-param" if exc.unknown else "bad-expr", f"when: {exc}", path, node,
                            did_you_mean(exc.unknown, params) if exc.unknown else ())
@@ -110,12 +125,12 @@ class Conditionals:
             return None
         return value
 
-    def zero(self, text: str, params: Mapping[str, Any]) -> bool:
+    def zero(self, text: str, params: Mapping[str, Any], path: DataPath, node: str) -> bool:
         """Whether a `repeat` expression is 0 (its errors are reported where the call is expanded)."""
         if "${" not in text:
             return False
         try:
-            value = substitute(text, params, self.limits.max_int_bits)
+            value = self.substitute(text, params, path, node)
             return type(value) is int and value == 0
         except ExprError:
             return False
@@ -126,7 +141,7 @@ class Conditionals:
         if not (isinstance(op, str) and "${" in op):
             return op
         try:
-            chosen = substitute(op, params, self.limits.max_int_bits)
+            chosen = self.substitute(op, params, (*entry.path, "op"), node)
         except ExprError as exc:
             if node is not None:
                 self.error("unknown-param" if exc.unknown else "bad-expr", f"op: {exc}", (*entry.path, "op"), node,

@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["ExprError", "TensorSizes", "evaluate", "substitute"]
+__all__ = ["ExprError", "ExprLimitError", "Expressions", "TensorSizes", "evaluate", "substitute"]
 
 Number = int | float | bool
 
@@ -84,14 +84,32 @@ class ExprError(ValueError):
         self.unknown = unknown
 
 
+class ExprLimitError(Exception):
+    """The expressions of one spec need more work than `Limits.max_expr_chars` allows.
+
+    Not an `ExprError`: it stops the whole load or expansion (every later expression would fail
+    the same way), where an `ExprError` is one bad expression among others.
+    """
+
+
 def evaluate(text: str, params: Mapping[str, Any], max_int_bits: int = 64) -> Number:
     """Evaluate one expression (the text inside ``${...}``) over `params`."""
+    return _run(_tree(text), text, params, max_int_bits)
+
+
+def _tree(text: str) -> ast.expr:
     try:
-        tree = _parse(text) if len(text) > _CACHED_TEXT else _parse_cached(text)
-        return _Evaluator(params, max_int_bits).visit(tree)
+        return _parse(text) if len(text) > _CACHED_TEXT else _parse_cached(text)
     except SyntaxError as exc:
         raise ExprError(f"invalid expression '{_shorten(text)}': {exc.msg}") from None
     except (RecursionError, MemoryError):  # `1+1+...` or `------1`, thousands deep
+        raise ExprError(f"expression '{_shorten(text)}' is nested too deeply") from None
+
+
+def _run(tree: ast.expr, text: str, params: Mapping[str, Any], max_int_bits: int) -> Number:
+    try:
+        return _Evaluator(params, max_int_bits).visit(tree)
+    except (RecursionError, MemoryError):
         raise ExprError(f"expression '{_shorten(text)}' is nested too deeply") from None
 
 
@@ -114,21 +132,98 @@ def _shorten(text: str, size: int = 60) -> str:
 
 def substitute(value: Any, params: Mapping[str, Any], max_int_bits: int = 64) -> Any:
     """Replace ``${...}`` in a string value; a string that is one whole expression becomes its value."""
-    if not isinstance(value, str) or "${" not in value:
-        return value
-    whole = _FULL.match(value)
-    if whole and "${" not in whole.group(1):
-        return _value(whole.group(1), params, max_int_bits)
-    return _PART.sub(lambda m: str(_value(m.group(1), params, max_int_bits)), value)
+    return Expressions(max_int_bits).substitute(value, params)
 
 
-def _value(text: str, params: Mapping[str, Any], max_int_bits: int) -> Any:
-    """A lone param name is its value (text too: ``op: ${norm}``); anything else is evaluated as arithmetic."""
-    name = text.strip()
-    value = params.get(name) if name.isidentifier() else None
-    if isinstance(value, str):
-        return value
-    return evaluate(text, params, max_int_bits)
+class Expressions:
+    """The ``${...}`` evaluator of one spec's load, or of one expansion of its graph.
+
+    A spec repeats its expressions in every copy of a block, so each result is remembered by its
+    text and the values of the names the text reads: 100,000 copies with the same params cost one
+    evaluation. What is evaluated afresh counts against `max_chars` (the characters of each text
+    evaluated), so that copies which each need new work (a block reading its input's sizes, which
+    change from copy to copy) stop at a limit instead of running for minutes. Within one instance
+    the count is the same for the same spec, run after run. `max_chars` None counts without a limit.
+    """
+
+    def __init__(self, max_int_bits: int = 64, max_chars: int | None = None) -> None:
+        self.max_int_bits = max_int_bits
+        self.max_chars = max_chars
+        self.spent = 0
+        """Characters of the texts evaluated afresh so far."""
+        self._templates: dict[str, tuple[Any, ...]] = {}  # value -> (True, expression) or (False, text, expr, ...)
+        self._names: dict[str, tuple[str, ...]] = {}  # expression -> the names it reads, once parsed
+        self._results: dict[tuple[Any, ...], Number] = {}
+        self._trees: dict[str, ast.expr] = {}  # parsing takes 4-10 times longer than evaluating
+        self._tree_chars = 0
+
+    def substitute(self, value: Any, params: Mapping[str, Any]) -> Any:
+        """Replace ``${...}`` in a string value; a string that is one whole expression becomes its value."""
+        if not isinstance(value, str) or "${" not in value:
+            return value
+        template = self._templates.get(value)
+        if template is None:  # split once: a 60 KB text is not scanned again in each copy of its block
+            whole = _FULL.match(value)
+            template = (True, whole.group(1)) if whole and "${" not in whole.group(1) else (False, *_PART.split(value))
+            self._templates[value] = template
+        if template[0]:
+            return self.value(template[1], params)
+        parts = template[1:]  # text, expression, text, ..., text
+        return "".join(p if i % 2 == 0 else str(self.value(p, params)) for i, p in enumerate(parts))
+
+    def value(self, text: str, params: Mapping[str, Any]) -> Any:
+        """A lone param name is its value (text too: ``op: ${norm}``); anything else is evaluated as arithmetic."""
+        name = text.strip()
+        value = params.get(name) if name.isidentifier() else None
+        if isinstance(value, str):
+            return value
+        return self.evaluate(text, params)
+
+    def evaluate(self, text: str, params: Mapping[str, Any]) -> Number:
+        """Evaluate one expression over `params`, or give back the result it had with the same values.
+
+        Raises:
+            ExprError: the expression is malformed, unsafe, or names an unknown param.
+            ExprLimitError: evaluating it would pass `max_chars`.
+        """
+        names = self._names.get(text)
+        key = None if names is None else _key(text, names, params)
+        if key is not None and key in self._results:
+            return self._results[key]
+        self.spent += len(text)
+        if self.max_chars is not None and self.spent > self.max_chars:
+            raise ExprLimitError(f"the spec's expressions take more than {self.max_chars:,} characters of evaluation "
+                                 f"(each text counted once per distinct set of values it reads)")
+        tree = self._trees.get(text)
+        if tree is None:
+            tree = _tree(text)
+            if self._tree_chars + len(text) <= _KEPT_TREE_CHARS:  # a tree takes 100-400 bytes per character
+                self._trees[text] = tree
+                self._tree_chars += len(text)
+        if names is None:
+            names = self._names[text] = tuple(sorted({n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}))
+            key = _key(text, names, params)
+        result = _run(tree, text, params, self.max_int_bits)
+        if key is not None:
+            self._results[key] = result
+        return result
+
+
+_ABSENT = object()
+_KEPT_TREE_CHARS = 2**18
+"""The characters of expression text whose parsed trees one `Expressions` keeps (tens of MB of trees)."""
+
+
+def _key(text: str, names: tuple[str, ...], params: Mapping[str, Any]) -> tuple[Any, ...] | None:
+    """What a result is remembered by: the text and the type and value of each name it reads (``2`` and
+    ``2.0`` differ in what they make); None when a value cannot be hashed (a list param)."""
+    values = [params.get(n, _ABSENT) for n in names]
+    key = (text, *((type(v), v) for v in values))
+    try:
+        hash(key)
+    except TypeError:
+        return None
+    return key
 
 
 class _Evaluator:

@@ -46,6 +46,9 @@ class Limits:
     hold the weights once and need room for the rest)."""
     max_int_bits: int = 64
     """Largest magnitude of an integer produced by a ``${...}`` expression."""
+    max_expr_chars: int = 2**20
+    """Characters of ``${...}`` expressions evaluated while loading and expanding a spec, each text counted
+    once per distinct set of values it reads (so once for all the copies of a block that agree)."""
     max_tensor_bytes: int = min(4 * 2**30, _MEMORY // 4)
     """Largest single array a command allocates or reads: a random or ``.npy`` input."""
 
@@ -70,6 +73,7 @@ CEILINGS: dict[str, int] = {
     "max_weight_bytes": _MEMORY,
     "max_int_bits": 1 << 16,  # 65,536-bit integers: sympy stays fast; beyond, one expression takes minutes
     "max_tensor_bytes": _MEMORY,
+    "max_expr_chars": 2**28,  # 0.5-4 s per million characters (parsing is the slow part): minutes, not hours
 }
 """The largest value each limit may be raised to."""
 

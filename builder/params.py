@@ -7,12 +7,12 @@ from typing import Any
 
 import yaml
 
-from .errors import Diagnostic, SourcePos, did_you_mean
-from .expr import ExprError, substitute
+from .errors import Diagnostic, SourcePos, SpecError, did_you_mean
+from .expr import ExprError, Expressions, ExprLimitError
 from .source import DataPath, Source, _plain_scalar
 from .text import printable
 
-__all__ = ["has_expr", "parse_override", "resolve_params", "substitute_tree"]
+__all__ = ["expr_limit_error", "has_expr", "parse_override", "resolve_params", "substitute_tree"]
 
 
 def parse_override(item: str) -> tuple[str, Any]:
@@ -45,11 +45,14 @@ CALL_KEYS = ("in", "repeat", "when", "doc")
 
 
 def resolve_params(declared: Mapping[str, Any], overrides: Mapping[str, Any], outer: Mapping[str, Any],
-                   source: Source, base: DataPath, max_int_bits: int,
+                   source: Source, base: DataPath, exprs: Expressions,
                    node: str | None = None, override_pos: SourcePos | None = None) -> tuple[dict[str, Any], list[Diagnostic]]:
     """Evaluate `declared` params (expressions may name each other and `outer` ones), with `overrides` applied.
 
     Returns the resolved params (outer ones included, own ones shadowing) and diagnostics.
+
+    Raises:
+        SpecError: the expressions went past their limit (`expr_limit_error`).
     """
     diags: list[Diagnostic] = []
     for key in overrides:
@@ -68,11 +71,13 @@ def resolve_params(declared: Mapping[str, Any], overrides: Mapping[str, Any], ou
         progress = False
         for key, value in list(pending.items()):
             try:
-                resolved[key] = substitute(value, resolved, max_int_bits)
-            except ExprError as exc:
+                resolved[key] = exprs.substitute(value, resolved)
+            except (ExprError, ExprLimitError) as exc:
+                pos = override_pos if key in overrides and override_pos else source.pos((*base, key))
+                if isinstance(exc, ExprLimitError):
+                    raise expr_limit_error(exc, pos, node, diags) from None
                 if exc.unknown is not None and exc.unknown in pending and exc.unknown != key:
                     continue  # depends on a param not evaluated yet
-                pos = override_pos if key in overrides and override_pos else source.pos((*base, key))
                 if exc.unknown == key:
                     diags.append(Diagnostic("bad-expr", f"param '{key}' refers to itself", pos, node))
                 elif exc.unknown not in failed:  # else it fails with a param reported already
@@ -89,24 +94,36 @@ def resolve_params(declared: Mapping[str, Any], overrides: Mapping[str, Any], ou
     return resolved, diags
 
 
-def substitute_tree(value: Any, params: Mapping[str, Any], path: DataPath, source: Source, max_int_bits: int,
+def substitute_tree(value: Any, params: Mapping[str, Any], path: DataPath, source: Source, exprs: Expressions,
                     node: str | None, diags: list[Diagnostic]) -> Any:
-    """Substitute ``${...}`` everywhere in a node's arguments, reporting each failure at its key."""
+    """Substitute ``${...}`` everywhere in a node's arguments, reporting each failure at its key.
+
+    Raises:
+        SpecError: the expressions went past their limit, with `diags` so far (`expr_limit_error`).
+    """
     if isinstance(value, dict):
         if not has_expr(value):
             return value  # the common case: nothing to substitute
-        return {k: substitute_tree(v, params, (*path, k), source, max_int_bits, node, diags) for k, v in value.items()}
+        return {k: substitute_tree(v, params, (*path, k), source, exprs, node, diags) for k, v in value.items()}
     if isinstance(value, list):
-        return [substitute_tree(v, params, (*path, i), source, max_int_bits, node, diags) for i, v in enumerate(value)]
+        return [substitute_tree(v, params, (*path, i), source, exprs, node, diags) for i, v in enumerate(value)]
     if not isinstance(value, str) or "${" not in value:
         return value
     try:
-        return substitute(value, params, max_int_bits)
+        return exprs.substitute(value, params)
+    except ExprLimitError as exc:
+        raise expr_limit_error(exc, source.pos(path), node, diags) from None
     except ExprError as exc:
         hints = did_you_mean(exc.unknown, params) if exc.unknown else ()
         code = "unknown-param" if exc.unknown else "bad-expr"
         diags.append(Diagnostic(code, str(exc), source.pos(path), node, hints))
         return value
+
+
+def expr_limit_error(exc: ExprLimitError, pos: SourcePos, node: str | None, diags: list[Diagnostic]) -> SpecError:
+    """The error that stops a load or an expansion whose expressions went past their limit, located at the
+    expression that did, after the problems found so far."""
+    return SpecError([*diags, Diagnostic("limit", str(exc), pos, node, ("raise it with --limit max_expr_chars=N",))])
 
 
 def has_expr(value: Any) -> bool:

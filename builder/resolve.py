@@ -26,7 +26,7 @@ from .conditions import Conditionals, _Entry
 from .errors import Diagnostic, SpecError, did_you_mean
 from .expanded import BlockCall, Frame, Pending, TensorRef
 from .expr import SIZES as _SIZES
-from .expr import TensorSizes
+from .expr import Expressions, TensorSizes
 from .limits import Limits
 from .ops import OPS, VARIADIC, Op
 from .ops.base import PLUGIN_OF
@@ -114,6 +114,7 @@ class _Expander(Conditionals):
         self.spec = spec
         self.source: Source = spec.source
         self.limits = limits
+        self.exprs = Expressions(limits.max_int_bits, limits.max_expr_chars)  # one count for the whole expansion
         self.params = spec.resolved_params
         self.nodes: list[Pending] = []
         self.diags: list[Diagnostic] = []
@@ -327,7 +328,7 @@ class _Expander(Conditionals):
         if has_expr(data):  # params in the arguments; `in` and `tie` are refs, left as written
             args = {k: v for k, v in data.items() if k not in ("in", "tie")}
             before = len(self.diags)
-            data = substitute_tree(args, params, entry.path, self.source, self.limits.max_int_bits, full, self.diags)
+            data = substitute_tree(args, params, entry.path, self.source, self.exprs, full, self.diags)
             if len(self.diags) > before:
                 return None
             data = {**data, **{k: entry.raw[k] for k in ("in", "tie") if k in entry.raw}}
@@ -445,7 +446,7 @@ class _Expander(Conditionals):
             return None
         before = len(self.diags)
         call = {k: v for k, v in entry.raw.items() if k not in ("op", "in", "doc", "when")}
-        call = substitute_tree(call, params, entry.path, self.source, self.limits.max_int_bits, full, self.diags)
+        call = substitute_tree(call, params, entry.path, self.source, self.exprs, full, self.diags)
         repeat = call.pop("repeat", None)
         if repeat is not None and (isinstance(repeat, bool) or not isinstance(repeat, int) or repeat < 0):
             self.error("bad-arg", f"repeat: expected an integer >= 0, got {repeat!r}", (*entry.path, "repeat"), full)
@@ -493,9 +494,11 @@ class _Expander(Conditionals):
         the sizes of its inputs, and the spec's params; None when one fails (reported)."""
         block = self.spec.blocks[name]
         outer = {**self.params, **sizes} if sizes else self.params
-        block_params, diags = resolve_params(
-            block.params, call, outer, self.source, ("blocks", name, "params"), self.limits.max_int_bits,
-            full, self.source.pos(entry.path))
+        try:
+            block_params, diags = resolve_params(block.params, call, outer, self.source, ("blocks", name, "params"),
+                                                 self.exprs, full, self.source.pos(entry.path))
+        except SpecError as exc:  # the expressions' limit: the problems found so far come first
+            raise SpecError([*self.diags, *exc.errors]) from None
         self.diags.extend(diags)
         missing = [key for key in block.params if block_params.get(key) is None]
         for key in missing:
