@@ -5,7 +5,8 @@ onnx, onnxruntime and torch are imported inside the commands, never when the CLI
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -97,6 +98,34 @@ def variant_options(fn: Any) -> Any:
                         help="int8: dynamic quantisation of the MatMul weights by onnxruntime.quantization.")(fn)
 
 
+fused_option = click.option(
+    "--fused-attention", is_flag=True,
+    help="Lower multi_head_attention to onnxruntime's fused com.microsoft.MultiHeadAttention (a node it cannot "
+         "express keeps the standard lowering, with a note saying why).")
+
+
+@contextmanager
+def _notes() -> Iterator[None]:
+    """Say the export's warnings as ``note:`` lines on stderr: weights cast to another dtype, nodes that
+    kept the standard lowering although an option asked for another."""
+    import warnings
+
+    from .table import FallbackWarning
+    from .weights import WeightDtypeWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", WeightDtypeWarning)
+        warnings.simplefilter("always", FallbackWarning)
+        yield
+    for w in caught:  # a cast is said, as a note (--dtype float16 keeps half precision)
+        if issubclass(w.category, WeightDtypeWarning):
+            click.echo("note: " + str(w.message).replace("dtype='float16'", "--dtype float16"), err=True)
+        elif issubclass(w.category, FallbackWarning):
+            click.echo(f"note: {w.message}", err=True)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+
+
 def _native_options(fn: Any) -> Any:
     fn = click.option("--native-attention", is_flag=True,
                       help="Lower attention to the opset-23 Attention op instead of MatMul/Softmax.")(fn)
@@ -104,27 +133,18 @@ def _native_options(fn: Any) -> Any:
 
 
 def _prepare(graph: nx.MultiDiGraph, weights: str | None, opset: int | None, seed: int, native_gelu: bool,
-             native_attention: bool) -> tuple[Any, dict[str, np.ndarray]]:
-    import warnings
-
+             native_attention: bool, fused_attention: bool = False) -> tuple[Any, dict[str, np.ndarray]]:
     from .export import prepare
     from .opsets import OpsetError
     from .table import LoweringError
-    from .weights import WeightDtypeWarning, WeightError
+    from .weights import WeightError
 
     try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", WeightDtypeWarning)
-            prepared = prepare(graph, weights, opset, seed=seed, native_gelu=native_gelu,
-                               native_attention=native_attention)
+        with _notes():
+            return prepare(graph, weights, opset, seed=seed, native_gelu=native_gelu,
+                           native_attention=native_attention, fused_attention=fused_attention)
     except (OpsetError, WeightError, LoweringError) as exc:
         fail(str(exc))
-    for w in caught:  # a cast is said, as a note (--dtype float16 keeps half precision)
-        if issubclass(w.category, WeightDtypeWarning):
-            click.echo("note: " + str(w.message).replace("dtype='float16'", "--dtype float16"), err=True)
-        else:
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    return prepared
 
 
 @click.command("export")
@@ -137,14 +157,15 @@ def _prepare(graph: nx.MultiDiGraph, weights: str | None, opset: int | None, see
 @click.option("--external-data", is_flag=True, help="Write the weights to FILE.onnx.data even under 2 GB.")
 @seed_option
 @_native_options
+@fused_option
 @variant_options
 @set_option
 @signature_option
 @limit_option
 @json_output
 def export(spec: str, output: str, weights: str | None, opset: int | None, external_data: bool, seed: int,
-           native_gelu: bool, native_attention: bool, quantize: str | None, dtype: str, sets: tuple[str, ...],
-           signature: str | None, limits: tuple[str, ...], as_json: bool = False) -> None:
+           native_gelu: bool, native_attention: bool, fused_attention: bool, quantize: str | None, dtype: str,
+           sets: tuple[str, ...], signature: str | None, limits: tuple[str, ...], as_json: bool = False) -> None:
     """Export SPEC (or one signature) as an ONNX model, emitted directly from the checked graph.
 
     Inputs and outputs carry the spec's names, initializers the PyTorch state_dict keys, and
@@ -156,7 +177,7 @@ def export(spec: str, output: str, weights: str | None, opset: int | None, exter
 
     show = progress.enabled(as_json)
     with progress.initialising(4 * param_count(graph), show and weights is None):
-        lowered, arrays = _prepare(graph, weights, opset, seed, native_gelu, native_attention)
+        lowered, arrays = _prepare(graph, weights, opset, seed, native_gelu, native_attention, fused_attention)
     total = sum(a.nbytes for a in arrays.values())
     target = Path(output)
     if quantize is not None or dtype != "float32":
@@ -425,13 +446,15 @@ def compare(graph: nx.MultiDiGraph, sizes: Mapping[str, int], seed: int = 0, **o
                    "2e-2 for --dtype float16, 0.15 for --quantize int8).")
 @seed_option
 @click.option("--opset", type=int, default=None, help="The opset to export at (default: as export).")
+@fused_option
 @variant_options
 @set_option
 @signature_option
 @limit_option
 @json_output
-def check(spec: str, dims: tuple[str, ...], tolerance: float | None, seed: int, opset: int | None, quantize: str | None,
-          dtype: str, sets: tuple[str, ...], signature: str | None, limits: tuple[str, ...], as_json: bool) -> None:
+def check(spec: str, dims: tuple[str, ...], tolerance: float | None, seed: int, opset: int | None,
+          fused_attention: bool, quantize: str | None, dtype: str, sets: tuple[str, ...], signature: str | None,
+          limits: tuple[str, ...], as_json: bool) -> None:
     """Build SPEC with both backends (same weights), run both on random inputs, compare.
 
     Prints the max abs difference per output; exits 1 if one is above the tolerance.
@@ -446,7 +469,9 @@ def check(spec: str, dims: tuple[str, ...], tolerance: float | None, seed: int, 
     if tolerance is None:
         tolerance = TOLERANCES[variant]
     try:
-        result = compare(graph, sizes, seed, opset=opset, quantize=quantize, dtype=dtype)
+        with _notes():
+            result = compare(graph, sizes, seed, opset=opset, quantize=quantize, dtype=dtype,
+                             fused_attention=fused_attention)
     except (OpsetError, DeployError) as exc:
         fail(str(exc))
     bad = [name for name, r in result.items() if not r["diff"] <= tolerance * r["scale"]]

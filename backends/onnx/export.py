@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import functools
 import json
+import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeAlias
 
@@ -27,7 +28,7 @@ from nnspec.builder.tensor import fmt_dim
 from .dtypes import DTYPES
 from .lowering import LOWERINGS, Emitter, Options
 from .opsets import MIN_OPSET, OpsetError, check_forms, check_model_ops, check_opset, default_opset, lowest_opset
-from .table import OnnxNode, encode_attrs, make_node
+from .table import FallbackWarning, OnnxNode, encode_attrs, make_node
 from .weights import StateDict, WeightUse, resolve_weights
 
 __all__ = ["GraphSource", "Lowered", "assemble", "initializers", "light_model", "lower_graph", "minimum_opset", "op_types",
@@ -50,6 +51,8 @@ class Lowered:
         weights: the weights and buffers read, by initializer name, in first-use order.
         outputs: ONNX output name to the spec's output name (they differ only where an input
             has the same name).
+        fallbacks: (node id, reason) for each node that kept the standard lowering although an
+            option asked for another (`Options.fused_attention`).
     """
 
     graph: nx.MultiDiGraph
@@ -59,6 +62,7 @@ class Lowered:
     consts: dict[str, np.ndarray]
     weights: dict[str, WeightUse]
     outputs: dict[str, str]
+    fallbacks: list[tuple[str, str]] = field(default_factory=list)
 
 
 def _graph(source: GraphSource, signature: str | None) -> nx.MultiDiGraph:
@@ -139,7 +143,7 @@ def lower_graph(g: nx.MultiDiGraph, options: Options) -> Lowered:
         reads = {i for n in kept for i in n.inputs}
         consts = {k: v for k, v in consts.items() if k in reads}
     return Lowered(g, options, {r: v for r, v in values.items() if v in used or r.node in inputs}, kept, consts,
-                   weights, outputs)
+                   weights, outputs, e.fallbacks)
 
 
 _AXES_INPUTS = {"Unsqueeze": "axes", "Squeeze": "axes", "ReduceSum": "axes", "Split": "split"}
@@ -233,7 +237,7 @@ def _prune(nodes: list[OnnxNode], outputs: set[str]) -> tuple[list[OnnxNode], se
     kept = []
     reads, isdisjoint = used.update, used.isdisjoint
     for node in reversed(nodes):  # consumers come after producers: every reader is seen first
-        op_type, _, node_in, node_out, _ = node
+        op_type, _, node_in, node_out, *_ = node
         if not isdisjoint(node_out):
             reads(node_in)
             if op_type in OPTIONAL_OUTPUTS:
@@ -284,9 +288,11 @@ def _version() -> str:
 
 
 def _forms(lowered: Lowered) -> list[tuple[str, str, int, tuple[str, ...]]]:
-    """(op type, node id, input count, attribute names) of each distinct way the model uses an op."""
+    """(op type, node id, input count, attribute names) of each distinct way the model uses an ai.onnx op."""
     seen: dict[tuple[str, int, bytes], tuple[str, str, int, tuple[str, ...]]] = {}
     for node in lowered.nodes:
+        if node.domain:
+            continue
         key = (node.op_type, len(node.inputs), node.attrs)
         if key not in seen:
             names = tuple(a.name for a in NodeProto.FromString(node.attrs).attribute) if node.attrs else ()
@@ -295,11 +301,19 @@ def _forms(lowered: Lowered) -> list[tuple[str, str, int, tuple[str, ...]]]:
 
 
 def op_types(lowered: Lowered) -> dict[str, str]:
-    """Each ai.onnx op type the lowered model uses, with the id of the first node that emits it."""
+    """Each ai.onnx op type the lowered model uses, with the id of the first node that emits it
+    (onnxruntime's contrib ops, outside the ai.onnx opset, are not counted)."""
     out: dict[str, str] = {}
     for node in lowered.nodes:
-        out.setdefault(node.op_type, node.name.partition("/")[0])
+        if not node.domain:
+            out.setdefault(node.op_type, node.name.partition("/")[0])
     return out
+
+
+def _opset_imports(lowered: Lowered) -> list[onnx.OperatorSetIdProto]:
+    """The ai.onnx opset, and version 1 of each other domain the nodes use (onnxruntime's contrib ops)."""
+    domains = sorted({node.domain for node in lowered.nodes if node.domain})
+    return [helper.make_opsetid("", lowered.options.opset), *(helper.make_opsetid(d, 1) for d in domains)]
 
 
 def light_model(lowered: Lowered) -> onnx.ModelProto:
@@ -308,13 +322,13 @@ def light_model(lowered: Lowered) -> onnx.ModelProto:
     in_types = {name: g.nodes[name]["node"].outputs["y"] for name in g.graph["inputs"]}
     out_types = graph_outputs(g)
     sig = g.graph.get("signature")
-    opset = helper.make_opsetid("", lowered.options.opset)
+    opsets = _opset_imports(lowered)
     model = onnx.ModelProto(
-        ir_version=helper.find_min_ir_version_for([opset]),
+        ir_version=helper.find_min_ir_version_for(opsets, ignore_unknown=True),
         producer_name=PRODUCER,
         producer_version=_version(),
         doc_string=g.graph.get("doc") or "",
-        opset_import=[opset],
+        opset_import=opsets,
     )
     graph = model.graph  # filled in place: ModelProto(graph=...) would copy every node
     graph.name = g.graph["name"] if sig is None else f"{g.graph['name']}.{sig}"
@@ -342,12 +356,14 @@ def light_model(lowered: Lowered) -> onnx.ModelProto:
 def _add_nodes(graph: onnx.GraphProto, records: list[OnnxNode]) -> None:
     """Build the nodes in place (no copy), each field set once; attributes come pre-encoded."""
     add = graph.node.add
-    for op_type, name, inputs, outputs, attrs in records:
+    for op_type, name, inputs, outputs, attrs, domain in records:
         node = add()
         node.input.extend(inputs)
         node.output.extend(outputs)
         node.name = name
         node.op_type = op_type
+        if domain:
+            node.domain = domain
         if attrs:
             node.MergeFromString(attrs)
 
@@ -380,7 +396,7 @@ def tensor_type(arr: np.ndarray) -> int:
 
 def to_onnx(spec_or_graph: GraphSource, state_dict: StateDict | None = None, opset: int | None = None,
             signature: str | None = None, *, seed: int = 0, native_gelu: bool = False,
-            native_attention: bool = False, quantize: Literal["int8"] | None = None,
+            native_attention: bool = False, fused_attention: bool = False, quantize: Literal["int8"] | None = None,
             dtype: Literal["float32", "float16"] = "float32") -> onnx.ModelProto:
     """Emit an ONNX model for a spec (or a checked graph) directly, without tracing.
 
@@ -396,6 +412,10 @@ def to_onnx(spec_or_graph: GraphSource, state_dict: StateDict | None = None, ops
         seed: seeds the initial weights when no state_dict is given.
         native_gelu: lower gelu to the opset-20 Gelu op instead of its formula.
         native_attention: lower attention to the opset-23 Attention op instead of MatMul/Softmax.
+        fused_attention: lower multi_head_attention to onnxruntime's contrib op
+            ``com.microsoft.MultiHeadAttention`` (one fused kernel; the ``com.microsoft`` opset is
+            imported). A node the op cannot express (grouped-query attention, a key/value cache)
+            keeps the standard lowering, with a `FallbackWarning` that says why.
         quantize: ``"int8"``: dynamic int8 quantisation of the MatMul weights (`deploy.quantize_int8`).
         dtype: ``"float16"``: half-precision weights and compute (`deploy.to_float16`).
 
@@ -408,7 +428,7 @@ def to_onnx(spec_or_graph: GraphSource, state_dict: StateDict | None = None, ops
         WeightError: the state_dict misses a weight or has one of the wrong shape.
     """
     model = assemble(*prepare(spec_or_graph, state_dict, opset, signature, seed=seed, native_gelu=native_gelu,
-                              native_attention=native_attention))
+                              native_attention=native_attention, fused_attention=fused_attention))
     if quantize is None and dtype == "float32":
         return model
     from .deploy import deploy
@@ -417,7 +437,7 @@ def to_onnx(spec_or_graph: GraphSource, state_dict: StateDict | None = None, ops
 
 
 def minimum_opset(spec_or_graph: GraphSource, signature: str | None = None, *, native_gelu: bool = False,
-                  native_attention: bool = False) -> int:
+                  native_attention: bool = False, fused_attention: bool = False) -> int:
     """The lowest opset at which nnspec can emit the model and onnxruntime run it.
 
     Raises:
@@ -429,7 +449,7 @@ def minimum_opset(spec_or_graph: GraphSource, signature: str | None = None, *, n
     for opset in range(MIN_OPSET, onnx.defs.onnx_opset_version() + 1):
         try:
             check_opset(opset, **flags)
-            lowered = lower_graph(g, Options(opset, **flags))
+            lowered = lower_graph(g, Options(opset, **flags, fused_attention=fused_attention))
             check_model_ops(opset, op_types(lowered))
             check_forms(opset, _forms(lowered))
         except OpsetError as exc:
@@ -442,23 +462,35 @@ def minimum_opset(spec_or_graph: GraphSource, signature: str | None = None, *, n
 
 def prepare(spec_or_graph: GraphSource, state_dict: StateDict | None = None, opset: int | None = None,
             signature: str | None = None, *, seed: int = 0, native_gelu: bool = False,
-            native_attention: bool = False) -> tuple[Lowered, dict[str, np.ndarray]]:
+            native_attention: bool = False, fused_attention: bool = False) -> tuple[Lowered, dict[str, np.ndarray]]:
     """`to_onnx` up to the point of building the proto: the lowered graph and its weight arrays."""
     g = _graph(spec_or_graph, signature)
     flags = {"native_gelu": native_gelu, "native_attention": native_attention}
     if opset is None:  # the floor, or the first opset that has every op the model emits
         opset = default_opset(**flags)
-        lowered = lower_graph(g, Options(opset, **flags))
+        lowered = lower_graph(g, Options(opset, **flags, fused_attention=fused_attention))
         need = lowest_opset(op_types(lowered))
         if need > opset:
             opset = need
-            lowered = lower_graph(g, Options(opset, **flags))
+            lowered = lower_graph(g, Options(opset, **flags, fused_attention=fused_attention))
     else:
         check_opset(opset, **flags)
-        lowered = lower_graph(g, Options(opset, **flags))
+        lowered = lower_graph(g, Options(opset, **flags, fused_attention=fused_attention))
     check_model_ops(opset, op_types(lowered))
     check_forms(opset, _forms(lowered))
+    _warn_fallbacks(lowered.fallbacks)
     owners: dict[str, Node] = {n.id: n for n in nodes(g) if n.op != INPUT}
     return lowered, resolve_weights(lowered.weights, state_dict, owners, seed)
+
+
+def _warn_fallbacks(fallbacks: list[tuple[str, str]]) -> None:
+    """One `FallbackWarning` per reason, naming the nodes it kept on the standard lowering."""
+    by_reason: dict[str, list[str]] = {}
+    for node_id, reason in fallbacks:
+        by_reason.setdefault(reason, []).append(node_id)
+    for reason, ids in by_reason.items():
+        shown = ", ".join(f"'{i}'" for i in ids[:3]) + (f" and {len(ids) - 3} more" if len(ids) > 3 else "")
+        noun = "node" if len(ids) == 1 else "nodes"
+        warnings.warn(f"{noun} {shown}: {reason}; kept the standard lowering", FallbackWarning, stacklevel=3)
 
 

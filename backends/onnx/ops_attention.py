@@ -4,7 +4,10 @@ The default is the plain formula, which onnxruntime runs with its fast MatMul an
 kernels at every opset: scores = (q * scale) @ k^T, masked positions set to -inf with
 ``Where``, an additive attn_mask added, softmax over keys, @ v. Grouped-query attention
 repeats each key/value head (Unsqueeze, Expand, Reshape: Llama's repeat_kv). With
-``Options.native_attention`` (opset >= 23) the core is the ``Attention`` op instead.
+``Options.native_attention`` (opset >= 23) the core is the ``Attention`` op instead. With
+``Options.fused_attention``, multi_head_attention after its in-projection is onnxruntime's
+contrib op ``com.microsoft.MultiHeadAttention`` (one fused kernel for scores, masks, softmax
+and values), where the op can express the node (`_fused_obstacle` says why not).
 
 Rotary embedding is decomposed (Cos, Sin, Mul, Sub, Add, Split/Slice, Concat) at every opset:
 ai.onnx's RotaryEmbedding exists only from opset 23.
@@ -230,14 +233,15 @@ def lower_rotary(e: Emitter, node: Node) -> None:
 
 # --- multi-head attention --------------------------------------------------------------------
 
-def _project(e: Emitter, node: Node, m: MultiHeadAttention, sizes: list[int]) -> tuple[str, str, str]:
-    """q (B, Lq, E), k and v (B, Lk, kv*hd) through the packed in-projection."""
+def _project(e: Emitter, node: Node, m: MultiHeadAttention, sizes: list[int], add_bias: bool = True) -> tuple[str, str, str]:
+    """q (B, Lq, E), k and v (B, Lk, kv*hd) through the packed in-projection (without its bias
+    unless `add_bias`: com.microsoft.MultiHeadAttention adds it itself)."""
     embed = sizes[0]
     rows = sum(sizes)
     b = node.bindings
     self_attention = b.get("key", b["query"]) == b["query"] and b.get("value", b.get("key", b["query"])) == b["query"]
     weight = e.weight("in_proj_weight", Init.uniform(math.sqrt(6 / (rows + embed))))  # xavier_uniform on (rows, E)
-    bias = e.weight("in_proj_bias", Init.constant(0.0)) if m.bias else None
+    bias = e.weight("in_proj_bias", Init.constant(0.0)) if m.bias and add_bias else None
     query = e.input("query")
     key = e.input("key") if e.has("key") else query
     value = e.input("value") if e.has("value") else key
@@ -308,13 +312,66 @@ def _cached_attention(e: Emitter, node: Node, m: MultiHeadAttention, q: str, k: 
                    node.inputs["query"].dtype, None)
 
 
-@LOWERINGS.register("multi_head_attention")
-def lower_multi_head_attention(e: Emitter, node: Node) -> None:
-    m = e.model(MultiHeadAttention)
+def _key_value_projection(e: Emitter, node: Node, m: MultiHeadAttention) -> None:
+    """The node's keys and values alone, projected and split into heads (B, Hkv, Lk, hd): a cross-attention's,
+    computed once (see `nnspec.builder.kv_cache`)."""
+    embed, kv = int(node.inputs["key"].shape[-1]), m.kv_heads
+    head = embed // m.num_heads
+    rows = embed + 2 * kv * head
+    weight = e.weight("in_proj_weight", Init.uniform(math.sqrt(6 / (rows + embed))))
+    bias = e.weight("in_proj_bias", Init.constant(0.0)) if m.bias else None
+    thirds = e.ints([embed, kv * head, kv * head], "thirds")
+    _, wk, wv = e.op("Split", [weight, thirds], 3, axis=0)
+    _, bk, bv = e.op("Split", [bias, thirds], 3, axis=0) if bias else [None] * 3
+    for x, w, b, port in ((e.input("key"), wk, bk, "projected_key"), (e.input("value"), wv, bv, "projected_value")):
+        y = e.op1("Reshape", [linear(e, x, 3, w, b), e.ints([0, 0, kv, head], "heads")])
+        e.op1("Transpose", [y], e.output(port), perm=[0, 2, 1, 3])
+
+
+def _projected_attention(e: Emitter, node: Node, m: MultiHeadAttention) -> None:
+    """Attention over keys and values given projected (B, Hkv, Lk, hd): only the query is projected here."""
     dtype = node.inputs["query"].dtype
     embed, heads, kv = int(node.inputs["query"].shape[-1]), m.num_heads, m.kv_heads
     head = embed // heads
-    q, k, v = _project(e, node, m, [embed, kv * head, kv * head])
+    rows = embed + 2 * kv * head
+    weight = e.weight("in_proj_weight", Init.uniform(math.sqrt(6 / (rows + embed))))
+    bias = e.weight("in_proj_bias", Init.constant(0.0)) if m.bias else None
+    thirds = e.ints([embed, kv * head, kv * head], "thirds")
+    wq = e.op("Split", [weight, thirds], 3, axis=0)[0]
+    bq = e.op("Split", [bias, thirds], 3, axis=0)[0] if bias else None
+    q = e.op1("Mul", [linear(e, e.input("query"), 3, wq, bq), e.const(1 / math.sqrt(head), "scale", dtype)])
+    q = e.op1("Transpose", [e.op1("Reshape", [q, e.ints([0, 0, heads, head], "heads")])], perm=[0, 2, 1, 3])
+    k = _repeat_kv(e, e.op1("Transpose", [e.input("projected_key")], perm=[0, 1, 3, 2]), heads // kv, heads,
+                   [head, -1])  # (B, H, hd, Lk)
+    v = _repeat_kv(e, e.input("projected_value"), heads // kv, heads, [-1, head])  # (B, H, Lk, hd)
+    hidden = _hidden(e, node, False, q, v, [1, 2])
+    y = _attend(e, q, k, v, hidden, _attn_mask(e, node, heads_axis=True), _mask_is_bool(node), dtype, None)
+    y = e.op1("Reshape", [e.op1("Transpose", [y], perm=[0, 2, 1, 3]), e.ints([0, 0, embed], "merge")])  # (B, Lq, E)
+    out_w = e.weight("out_proj.weight", Init.uniform(1 / math.sqrt(embed)))
+    out_b = e.weight("out_proj.bias", Init.constant(0.0)) if m.bias else None
+    linear(e, y, 3, out_w, out_b, e.output())
+
+
+@LOWERINGS.register("multi_head_attention")
+def lower_multi_head_attention(e: Emitter, node: Node) -> None:
+    m = e.model(MultiHeadAttention)
+    if m.projection_only:  # a cross-attention's keys and values, computed once (the derived cross_kv graph)
+        _key_value_projection(e, node, m)
+        return
+    if e.has("projected_key"):  # keys and values projected once, before decoding (the derived with_past graph)
+        _projected_attention(e, node, m)
+        return
+    dtype = node.inputs["query"].dtype
+    embed, heads, kv = int(node.inputs["query"].shape[-1]), m.num_heads, m.kv_heads
+    head = embed // heads
+    fused = False
+    if e.options.fused_attention and e.has("query"):
+        why = _fused_obstacle(node, m)
+        fused = why is None
+        if why is not None:
+            e.fallbacks.append((node.id, why))
+    # the fused op adds the in-projection bias itself, but before rotary it must be added here
+    q, k, v = _project(e, node, m, [embed, kv * head, kv * head], add_bias=not fused or m.rotary)
     out_w = e.weight("out_proj.weight", Init.uniform(1 / math.sqrt(embed)))
     out_b = e.weight("out_proj.bias", Init.constant(0.0)) if m.bias else None
     query = e.input("query")
@@ -322,6 +379,8 @@ def lower_multi_head_attention(e: Emitter, node: Node) -> None:
     if e.has("past_key"):  # a key/value cache (the derived with_past signature)
         y = _cached_attention(e, node, m, q, k, v)  # (B, H, Lq, hd)
         y = e.op1("Reshape", [e.op1("Transpose", [y], perm=[0, 2, 1, 3]), e.ints([0, 0, embed], "merge")])
+    elif fused:
+        y = _fused(e, node, m, q, k, v)  # (B, Lq, E)
     elif e.options.native_attention and not m.rotary:
         y = _native(e, node, q, k, v, m.causal, 1 / math.sqrt(head), heads, e.fresh("attention"), kv)
     elif e.options.native_attention:
@@ -348,3 +407,86 @@ def lower_multi_head_attention(e: Emitter, node: Node) -> None:
         y = e.op1("Transpose", [y], perm=[0, 2, 1, 3])
         y = e.op1("Reshape", [y, e.ints([0, 0, embed], "merge")])  # (B, Lq, E)
     linear(e, y, 3, out_w, out_b, e.output())
+
+
+# --- onnxruntime's fused MultiHeadAttention (Options.fused_attention) --------------------------
+
+_FUSED_PORTS = frozenset({"query", "key", "value", "key_padding_mask", "attn_mask", "positions"})
+"""The inputs the fused lowering maps onto com.microsoft.MultiHeadAttention's."""
+
+
+def _fused_obstacle(node: Node, m: MultiHeadAttention) -> str | None:
+    """Why com.microsoft.MultiHeadAttention cannot compute `node`, or None when it can."""
+    q = node.inputs["query"]
+    if m.kv_heads != m.num_heads:
+        return (f"com.microsoft.MultiHeadAttention has no grouped-query attention ({m.kv_heads} key/value heads "
+                f"for {m.num_heads} query heads)")
+    other = sorted(set(node.inputs) - _FUSED_PORTS)
+    if other:  # a key/value cache (past_key, past_value): the cached path keeps its own masks
+        return f"the fused lowering does not take {' or '.join(other)}"
+    if q.dtype not in ("float32", "float16"):  # the CPU kernel is float32; onnxruntime casts float16 to it
+        return f"onnxruntime's CPU provider runs com.microsoft.MultiHeadAttention in float32 and float16, not {q.dtype}"
+    mask = node.inputs.get("attn_mask")
+    if mask is not None and tuple(mask.shape[-2:]) != (q.shape[1], node.inputs.get("key", q).shape[1]):
+        return (f"attn_mask {tuple(mask.shape)} broadcasts over queries or keys, which the op's attention_bias "
+                "(B|1, H|1, Lq, Lk) does not")
+    return None
+
+
+def _fused(e: Emitter, node: Node, m: MultiHeadAttention, q: str, k: str, v: str) -> str:
+    """com.microsoft.MultiHeadAttention on the projected q, k, v (B, L, E), whose in-projection bias
+    the op adds, unless rotary (its fused CPU kernel); returns (B, Lq, E).
+
+    Self-attention's causal mask is the op's `unidirectional`; the key padding mask its int32
+    key_padding_mask (1 = attend); attn_mask and a causal mask between different lengths its
+    additive attention_bias (B|1, H|1, Lq, Lk).
+    """
+    q_t = node.inputs["query"]
+    embed, heads = int(q_t.shape[-1]), m.num_heads
+    head = embed // heads
+    bias = ""
+    if m.rotary:  # rotated per head: q back to (B, Lq, E), k and v in as (B, H, Lk, hd), which the op takes
+        q, k, v = _mha_heads(e, node, m, q, k, v)
+        q = e.op1("Reshape", [e.op1("Transpose", [q], perm=[0, 2, 1, 3]), e.ints([0, 0, embed], "merge")])
+    elif m.bias:
+        bias = e.weight("in_proj_bias", Init.constant(0.0))
+    # equal lengths: PyTorch's top-left causal mask is the op's (which aligns the last query with the last key)
+    unidirectional = m.causal and node.inputs.get("key", q_t).shape[1] == q_t.shape[1]
+    pad = ""
+    if e.has("key_padding_mask"):  # bool (B, Lk), True = padding -> int32, 1 = attend; one for every layer
+        mask = e.input("key_padding_mask")
+        key = ("fused_padding", mask)
+        pad = e.memo.get(key) or e.memo.setdefault(key, e.op1("Where", [
+            mask, e.const(np.asarray(0, dtype=np.int32), "zero_i32"), e.const(np.asarray(1, dtype=np.int32), "one_i32")]))
+    inputs = [q, k, v, bias, pad, _fused_bias(e, node, m.causal and not unidirectional)]
+    while not inputs[-1]:
+        inputs.pop()
+    return e.contrib("MultiHeadAttention", inputs, [e.fresh("attention")], num_heads=heads, scale=1 / math.sqrt(head),
+                     unidirectional=1 if unidirectional else None)[0]
+
+
+def _fused_bias(e: Emitter, node: Node, causal: bool) -> str:
+    """The additive attention_bias (B|1, H|1, Lq, Lk): attn_mask (a bool one as 0 / -inf), plus -inf on
+    the keys a causal mask hides; "" when there is neither. Built once for layers that share it."""
+    q_t = node.inputs["query"]
+    k_t = node.inputs.get("key", q_t)
+    key = ("fused_bias", e.input("attn_mask") if e.has("attn_mask") else "", causal, q_t.shape[1], k_t.shape[1])
+    if key in e.memo:
+        return e.memo[key]
+    dtype = q_t.dtype
+    zero, neg_inf = e.const(0.0, "zero_f", dtype), e.const(-np.inf, "neg_inf", dtype)
+    out = ""
+    if e.has("attn_mask"):  # (Lq, Lk), (B, Lq, Lk) or (B|1, H|1, Lq, Lk)
+        out = e.input("attn_mask")
+        if _mask_is_bool(node):  # True = may attend
+            out = e.op1("Where", [out, zero, neg_inf])
+        rank = node.inputs["attn_mask"].rank
+        if rank < 4:
+            out = e.op1("Unsqueeze", [out, e.ints([0, 1] if rank == 2 else [1], "mask_axes")])
+    if causal:  # query and key lengths may differ: PyTorch's top-left mask, (1, 1, Lq, Lk)
+        query = e.input("query")
+        hidden = _future(e, query, e.input("key") if e.has("key") else query, q_t.shape[1], k_t.shape[1])
+        causal_bias = e.op1("Unsqueeze", [e.op1("Where", [hidden, neg_inf, zero]), e.ints([0, 1], "mask_axes")])
+        out = e.op1("Add", [out, causal_bias]) if out else causal_bias
+    e.memo[key] = out
+    return out

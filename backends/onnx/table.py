@@ -24,11 +24,14 @@ from nnspec.builder import Node, Op, TensorRef, TensorType
 from .dtypes import DTYPES, np_dtype
 from .weights import Init, WeightUse
 
-__all__ = ["DTYPES", "LOWERINGS", "Emitter", "Init", "Lowering", "LoweringError", "LoweringTable", "OnnxNode", "Options",
-           "make_node", "model_of"]
+__all__ = ["DTYPES", "LOWERINGS", "MS_DOMAIN", "Emitter", "FallbackWarning", "Init", "Lowering", "LoweringError",
+           "LoweringTable", "OnnxNode", "Options", "make_node", "model_of"]
 
 Lowering = Callable[["Emitter", Node], None]
 M = TypeVar("M", bound=Op)
+
+MS_DOMAIN = "com.microsoft"
+"""The operator set of onnxruntime's contrib ops (its fused kernels, ``MultiHeadAttention``)."""
 
 LOWERINGS: LoweringTable[Lowering] = LoweringTable("onnx")
 """The ONNX backend's table; the ``ops_*`` modules register into it (see `nnspec.backends.onnx.lowering`)."""
@@ -45,6 +48,10 @@ class LoweringError(BackendLoweringError):
     """A checked spec that ONNX cannot express as written (the message names the node and the fix)."""
 
 
+class FallbackWarning(UserWarning):
+    """Nodes that an export option could not apply to: they keep the standard lowering (the message says why)."""
+
+
 @dataclass(frozen=True)
 class Options:
     """Choices of lowering that do not change what the model computes.
@@ -53,6 +60,8 @@ class Options:
         opset: the ai.onnx opset the model is stamped with.
         native_gelu: emit the opset-20 ``Gelu`` op instead of its Erf/Tanh formula.
         native_attention: emit the opset-23 ``Attention`` op instead of MatMul/Softmax.
+        fused_attention: emit onnxruntime's contrib op ``com.microsoft.MultiHeadAttention`` for
+            multi_head_attention (its fused CPU kernel), where the op can express the node.
         fold_transposes: store a weight that only a transpose reads (a linear layer's) already
             transposed, so that onnxruntime's tools see MatMul weights; False keeps every
             initializer in the state_dict's layout.
@@ -61,6 +70,7 @@ class Options:
     opset: int
     native_gelu: bool = False
     native_attention: bool = False
+    fused_attention: bool = False
     fold_transposes: bool = True
 
 
@@ -69,7 +79,9 @@ class Emitter:
     """Collects ONNX nodes, constants and weight uses while lowerings run, one graph node at a time.
 
     `memo` lets lowerings share a value that depends only on its key across nodes (the causal
-    mask of every layer of a decoder, built once from the sequence length).
+    mask of every layer of a decoder, built once from the sequence length). `fallbacks` records
+    (node id, reason) for each node that an option asked for (`Options.fused_attention`) could
+    not take, and that kept the standard lowering.
     """
 
     options: Options
@@ -81,6 +93,7 @@ class Emitter:
     consts: dict[str, np.ndarray] = field(default_factory=dict)
     weights: dict[str, WeightUse] = field(default_factory=dict)
     memo: dict[Hashable, str] = field(default_factory=dict)
+    fallbacks: list[tuple[str, str]] = field(default_factory=list)
     _const_names: dict[Hashable, str] = field(default_factory=dict)
     _taken: set[str] = field(default_factory=set)
     _node_names: set[str] = field(default_factory=set)
@@ -141,6 +154,11 @@ class Emitter:
         self._emit(op_type, inputs, tuple(outs), attrs)
         return outs
 
+    def contrib(self, op_type: str, inputs: Sequence[str], outputs: Sequence[str], **attrs: Any) -> list[str]:
+        """Emit one of onnxruntime's contrib ops (`MS_DOMAIN`): a fused kernel outside ai.onnx."""
+        self._emit(op_type, inputs, tuple(outputs), attrs, MS_DOMAIN)
+        return list(outputs)
+
     def op1(self, op_type: str, inputs: Sequence[str], output: str | None = None, **attrs: Any) -> str:
         """Emit a one-output ONNX node and return its output name."""
         # _emit inlined: this is the hot path of every lowering, and most nodes have one output
@@ -153,10 +171,11 @@ class Emitter:
         name = _numbered(base, names, self._next_node) if base in names else base
         names.add(name)
         self.nodes.append(_new_node(OnnxNode, (op_type, name, tuple(inputs), (output,),
-                                               encode_attrs(attrs) if attrs else b"")))
+                                               encode_attrs(attrs) if attrs else b"", "")))
         return output
 
-    def _emit(self, op_type: str, inputs: Sequence[str], outputs: tuple[str, ...], attrs: dict[str, Any]) -> None:
+    def _emit(self, op_type: str, inputs: Sequence[str], outputs: tuple[str, ...], attrs: dict[str, Any],
+              domain: str = "") -> None:
         # one record of tuples and strings, no proto (see OnnxNode); op1 has its own copy of this
         names = self._node_names
         name = self._prefix + op_type
@@ -164,7 +183,7 @@ class Emitter:
             name = _numbered(name, names, self._next_node)
         names.add(name)
         self.nodes.append(_new_node(OnnxNode, (op_type, name, tuple(inputs), outputs,
-                                               encode_attrs(attrs) if attrs else b"")))
+                                               encode_attrs(attrs) if attrs else b"", domain)))
 
     # -- constants and weights -----------------------------------------------------------
 
@@ -268,12 +287,13 @@ class OnnxNode(NamedTuple):
     it has seen them (lists it would scan at every collection).
 
     Attributes:
-        op_type: the ai.onnx op type.
+        op_type: the op type, in `domain`.
         name: the node name, ``<node id>/<op type>`` (numbered when taken).
         inputs: the input value names; "" marks an omitted optional input.
         outputs: the output value names.
         attrs: the attributes sorted by name, wire-encoded as NodeProto field 5 (`proto` appends
             them with one ``MergeFromString``).
+        domain: the operator set: "" for ai.onnx, `MS_DOMAIN` for onnxruntime's contrib ops.
     """
 
     op_type: str
@@ -281,10 +301,13 @@ class OnnxNode(NamedTuple):
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
     attrs: bytes = b""
+    domain: str = ""
 
     def proto(self) -> NodeProto:
         """The NodeProto, standalone (`export.light_model` builds them in place, inside the graph)."""
         node = NodeProto(op_type=self.op_type, name=self.name, input=self.inputs, output=self.outputs)
+        if self.domain:  # proto2: an explicit "" would be serialised
+            node.domain = self.domain
         node.MergeFromString(self.attrs)
         return node
 

@@ -191,7 +191,8 @@ def _write_model(path: Path, model: onnx.ModelProto, plan: _Plan) -> None:
 
 def export_onnx(spec_or_graph: GraphSource, path: str | Path, state_dict: StateDict | None = None,
                 opset: int | None = None, signature: str | None = None, *, external_data: bool | None = None,
-                seed: int = 0, native_gelu: bool = False, native_attention: bool = False) -> list[Path]:
+                seed: int = 0, native_gelu: bool = False, native_attention: bool = False,
+                fused_attention: bool = False) -> list[Path]:
     """`to_onnx` straight to a file, the weights written from their arrays (no copy in memory).
 
     Takes the arguments of `to_onnx`; `external_data` forces (True) or forbids (False)
@@ -201,7 +202,7 @@ def export_onnx(spec_or_graph: GraphSource, path: str | Path, state_dict: StateD
         The files written: the model, and ``<path>.data`` with external data.
     """
     lowered, arrays = prepare(spec_or_graph, state_dict, opset, signature, seed=seed, native_gelu=native_gelu,
-                              native_attention=native_attention)
+                              native_attention=native_attention, fused_attention=fused_attention)
     return write_prepared(lowered, arrays, Path(path), external_data)
 
 
