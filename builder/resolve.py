@@ -31,6 +31,7 @@ from .limits import Limits
 from .ops import OPS, VARIADIC, Op
 from .ops.base import PLUGIN_OF
 from .params import has_expr, resolve_params, substitute_tree
+from .recursion import recursion_errors
 from .source import DataPath, Source
 from .spec import BlockSpec, Spec, validation_diagnostics
 from .tensor import ShapeError, TensorType
@@ -557,4 +558,5 @@ def expand(spec: Spec, limits: Limits, signature: str | None = None, calls: dict
         ex.symbols |= ex.types[env[name]].symbols
     params = {**(ex.sizes(env) or {}), **ex.params}  # the graph's inputs' sizes may be read too; params win
     result = ex.body(entries, outputs, env, params, "", (), ())
+    ex.diags.extend(recursion_errors(spec, ex.diags))  # calls in nodes that were never expanded
     return ex.nodes, result, ex.diags
