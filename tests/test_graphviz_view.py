@@ -300,3 +300,44 @@ def test_a_repeat_of_equal_copies_stays_stacked() -> None:
     assert sum(i.params * i.stack for i in v.items) == param_count(g)
     assert "same.1.conv" not in {i.full_id for i in v.items}
     assert next(i for i in v.items if i.full_id == "same.0.conv").stack == 2
+
+
+# --- folding one call or copy by its path (what the .html page does block by block) ---------
+
+
+def test_folding_a_path_draws_what_the_depth_draws_for_that_call(mini: nx.MultiDiGraph) -> None:
+    # folded one by one, each call is the node (and edges) its depth would draw; the other stays open
+    deep, shallow = build_view(mini, depth=1), build_view(mini, depth=0)
+    v = build_view(mini, depth=1, folded=["encoder"])
+    assert v.item("block/encoder") == shallow.item("block/encoder")
+    assert [g.key for g in v.groups] == ["cluster/decoder"]
+    assert v.item("block/decoder.0.ff") == deep.item("block/decoder.0.ff")
+    assert not any(k.startswith("encoder.") or k == "block/encoder.0.ff" for k in keys(v))
+    assert ("block/encoder", "decoder.0.cross") in edges(v) and ("src_emb", "block/encoder") in edges(v)
+    into = [e for e in v.edges if e.tail == "src_emb" and e.head == "block/encoder"]
+    assert len(into) == 1 and into[0].head_ports == ()  # one edge for the tensor, however many use it inside
+
+
+def test_folding_a_nested_call_inside_a_stacked_repeat(mini: nx.MultiDiGraph) -> None:
+    v = build_view(mini, depth=ALL, folded=["encoder.0.ff"])
+    assert v.item("block/encoder.0.ff") == build_view(mini, depth=1).item("block/encoder.0.ff")
+    assert "decoder.0.ff.up" in keys(v) and "encoder.0.ff.up" not in keys(v)
+    assert {e.tensor for e in v.edges if e.head == "block/encoder.0.ff"} == {"encoder.0.norm1:y"}
+
+
+def test_folding_one_unrolled_copy(mini: nx.MultiDiGraph) -> None:
+    v = build_view(mini, depth=1, unroll=True, folded=["encoder.1"])
+    copy = v.item("block/encoder.1")
+    assert copy.title == "encoder.1" and copy.repeat is None and copy.group == "cluster/encoder"
+    assert copy.params == sum(n.params for n in nodes(mini) if n.id.startswith("encoder.1."))
+    assert copy.inputs == copy.outputs == ("batch×seq×16",)
+    assert edges(v) >= {("encoder.0.norm2", "block/encoder.1"), ("block/encoder.1", "encoder.2.attn")}
+    assert [g.key for g in v.groups if g.parent == "cluster/encoder"] == ["cluster/encoder.0", "cluster/encoder.2"]
+
+
+def test_folding_an_unknown_path_is_an_error_with_a_hint(mini: nx.MultiDiGraph) -> None:
+    with pytest.raises(ValueError, match=r"'encodr' is no block call drawn as a cluster; did you mean 'encoder'\?"):
+        build_view(mini, folded=["encodr"])
+    with pytest.raises(ValueError, match=r"'encoder\.1'"):  # stacked: only copy 0 is drawn
+        build_view(mini, folded=["encoder.1"])
+    assert view_mod.foldable(mini) == ["encoder", "encoder.0.ff", "decoder", "decoder.0.ff"]

@@ -8,10 +8,15 @@ level 1, a node of ``encoder.ff`` at level 2. With ``depth=d`` every call at lev
 is folded into one node that stands for everything inside it. A repeated call is one level:
 folded, it is one node marked ``×N``; drawn, it is one copy (copy 0) in a cluster marked
 ``×N``, the way papers draw the Transformer's stacks, unless ``unroll`` draws every copy.
+
+Besides the depth, any one call (or, unrolled, any one copy) can be drawn folded by its path
+(``folded``): the interactive page folds and opens blocks one by one this way.
 """
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Final, Literal
@@ -21,7 +26,8 @@ import networkx as nx
 from nnspec.builder import INPUT, Node, Spec, TensorType, compile_graph, load_spec, nodes
 
 __all__ = [
-    "ALL", "AUTO_MAX_ITEMS", "Depth", "Edge", "Group", "Item", "View", "as_graph", "build_view", "max_depth", "shown",
+    "ALL", "AUTO_MAX_ITEMS", "Depth", "Edge", "Group", "Item", "View", "as_graph", "build_view", "foldable", "max_depth",
+    "shown",
 ]
 
 ALL: Final = "all"
@@ -111,6 +117,8 @@ class Edge:
         type: the tensor type.
         tail_port: the producer's output port, where it has several.
         head_ports: the consumer's input ports, where it has several named ones.
+        tensor: which tensor it is, ``producer:port`` (the producer's id as drawn: copy 0's where
+            copies are stacked); several edges carry one tensor to several consumers.
     """
 
     tail: str
@@ -118,6 +126,7 @@ class Edge:
     type: TensorType
     tail_port: str | None = None
     head_ports: tuple[str, ...] = ()
+    tensor: str = ""
 
 
 @dataclass(frozen=True)
@@ -176,7 +185,7 @@ class _Place:
     groups: tuple[tuple[_GroupSpec, bool], ...]  # outermost first, and whether the node counts toward its total
     copies: dict[str, int] = field(default_factory=dict)  # stacked repeat path -> which copy holds the node
     counts: bool = True  # whether the node counts toward its item's total (copy 0 of stacked repeats)
-    fold: tuple[str, str, int | None] | None = None  # folded call: (path, block, repeat)
+    fold: tuple[str, str, int | None, str] | None = None  # folded call or copy: (path, block, repeat, title)
     stack: int = 1
 
     @property
@@ -184,9 +193,11 @@ class _Place:
         return self.groups[-1][0].prefix if self.groups else ""
 
 
-def _place(n: Node, depth: int, unroll: bool, mixed: frozenset[str] = frozenset()) -> _Place:
+def _place(n: Node, depth: int, unroll: bool, mixed: frozenset[str] = frozenset(),
+           folded: frozenset[str] = frozenset()) -> _Place:
     """Where `n` lands; repeats are stacked (copy 0 drawn for all) unless `unroll`, or their call
-    path is in `mixed` (copies that differ, which one drawing would misstate)."""
+    path is in `mixed` (copies that differ, which one drawing would misstate). A call below
+    `depth`, or one whose path is in `folded` (or an unrolled copy whose path is), is one node."""
 
     def unrolled(call: str) -> bool:
         return unroll or call in mixed
@@ -209,6 +220,10 @@ def _place(n: Node, depth: int, unroll: bool, mixed: frozenset[str] = frozenset(
             call = f.path.rpartition(".")[0]
             if unrolled(call):
                 path = rep(f.path)
+                if path in folded:  # one copy folded: titled with its call (encoder.3), like its cluster
+                    title = _strip(path, groups[-2][0].prefix if len(groups) > 1 else "")
+                    return _Place(f"block/{path}", rep_id, tuple(groups), copies, counts, (path, f.block, None, title),
+                                  stack)
                 spec = _GroupSpec(f"cluster/{path}", path, f.block, None, f.index, path + ".", parent, len(groups) + 1)
                 groups.append((spec, counts))
                 parent = spec.key
@@ -218,8 +233,10 @@ def _place(n: Node, depth: int, unroll: bool, mixed: frozenset[str] = frozenset(
             continue
         level += 1
         path = rep(f.path)
-        if level > depth:
-            return _Place(f"block/{path}", rep_id, tuple(groups), copies, counts, (path, f.block, f.repeat), stack)
+        if level > depth or path in folded:
+            title = _strip(path, groups[-1][0].prefix if groups else "")
+            return _Place(f"block/{path}", rep_id, tuple(groups), copies, counts, (path, f.block, f.repeat, title),
+                          stack)
         stacked = f.repeat is not None and not unrolled(f.path)
         spec = _GroupSpec(f"cluster/{path}", path, f.block, f.repeat, None, path + (".0." if stacked else "."),
                           parent, len(groups) + 1)
@@ -335,11 +352,13 @@ def shown(t: TensorType) -> str:
 
 
 class _Builder:
-    def __init__(self, g: nx.MultiDiGraph, depth: int, unroll: bool, mixed: frozenset[str]) -> None:
+    def __init__(self, g: nx.MultiDiGraph, depth: int, unroll: bool, mixed: frozenset[str],
+                 folded: frozenset[str] = frozenset()) -> None:
         self.g = g
         self.depth = depth
         self.unroll = unroll
         self.mixed = mixed
+        self.folded = folded
         self.places: dict[str, _Place] = {}
         self.drafts: dict[str, _Draft] = {}  # in node order, so items come out topologically sorted
         self.groups: dict[str, tuple[_GroupSpec, int]] = {}
@@ -351,7 +370,7 @@ class _Builder:
 
     def place_all(self) -> None:
         for n in nodes(self.g):
-            p = _place(n, self.depth, self.unroll, self.mixed) if n.op != INPUT else _Place(n.id, n.id, ())
+            p = _place(n, self.depth, self.unroll, self.mixed, self.folded) if n.op != INPUT else _Place(n.id, n.id, ())
             self.places[n.id] = p
             for spec, counts in p.groups:
                 _, total = self.groups.get(spec.key, (spec, 0))
@@ -369,8 +388,8 @@ class _Builder:
         if n.op == INPUT:
             return _Draft(n.id, "input", n.id, n.id, INPUT, "input", shown(n.outputs["y"]), node=n)
         if p.fold is not None:
-            path, block, repeat = p.fold
-            return _Draft(p.target, "block", _strip(path, p.prefix), path, block, "block", "", group, repeat, p.stack)
+            path, block, repeat, title = p.fold
+            return _Draft(p.target, "block", title, path, block, "block", "", group, repeat, p.stack)
         assert n.model is not None
         return _Draft(p.target, "op", _strip(p.rep_id, p.prefix), p.rep_id, n.op, type(n.model).FAMILY,
                       n.model.label(), group, None, p.stack, n)
@@ -411,7 +430,7 @@ class _Builder:
         old = self.edges.get(key)
         if old is not None:
             ports = tuple(dict.fromkeys((*old.head_ports, *ports)))
-        self.edges[key] = Edge(tail, head, t, tail_port, ports)
+        self.edges[key] = Edge(tail, head, t, tail_port, ports, f"{pu.rep_id}:{port}")
 
     def group_list(self) -> tuple[Group, ...]:
         specs = {k: s for k, (s, _) in self.groups.items()}
@@ -427,15 +446,39 @@ class _Builder:
                      for key, (s, total) in self.groups.items())
 
 
-def build_view(g: nx.MultiDiGraph, depth: Depth = None, unroll: bool = False) -> View:
-    """What a diagram of `g` shows at `depth` (see the module docstring).
+def foldable(g: nx.MultiDiGraph, unroll: bool = False) -> list[str]:
+    """The paths `build_view` can fold: every block call drawn (copy 0's inside stacked repeats)
+    and, unrolled, every copy of a repeated call; parents before what they hold."""
+    return _foldable(g, unroll, frozenset() if unroll else _mixed_repeats(g))
+
+
+def _foldable(g: nx.MultiDiGraph, unroll: bool, mixed: frozenset[str]) -> list[str]:
+    deepest = max_depth(g)
+    paths: dict[str, None] = {}
+    for n in nodes(g):
+        for spec, _ in _place(n, deepest, unroll, mixed).groups:
+            paths[spec.path] = None
+    return list(paths)
+
+
+def build_view(g: nx.MultiDiGraph, depth: Depth = None, unroll: bool = False, folded: Iterable[str] = ()) -> View:
+    """What a diagram of `g` shows at `depth` (see the module docstring), with the calls or copies
+    whose paths are in `folded` (see `foldable`) folded too, whatever their level.
 
     Raises:
-        ValueError: for a depth that is not a level, ``"all"`` or None.
+        ValueError: for a depth that is not a level, ``"all"`` or None, or a path in `folded` that
+            names no block call (or unrolled copy) of the drawing.
     """
     mixed = frozenset() if unroll else _mixed_repeats(g)
     level = _resolve_depth(g, depth, unroll, mixed)
-    b = _Builder(g, level, unroll, mixed)
+    fold = frozenset(folded)
+    if fold:
+        known = _foldable(g, unroll, mixed)
+        unknown = sorted(fold - set(known))
+        if unknown:
+            hint = "".join(f"; did you mean '{m}'?" for m in difflib.get_close_matches(unknown[0], known, 1))
+            raise ValueError(f"'{unknown[0]}' is no block call drawn as a cluster{hint}")
+    b = _Builder(g, level, unroll, mixed, fold)
     b.place_all()
     b.connect()
     total = sum(n.params for n in nodes(g))
