@@ -7,6 +7,7 @@ from __future__ import annotations
 import html
 import itertools
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import PurePath
 from typing import Any, Literal
@@ -16,7 +17,7 @@ import graphviz
 from .style import BORDER, CLUSTER_FILLS, COLORS, FONT, fmt_count, look_of
 from .view import Edge, Group, Item, View, shown
 
-__all__ = ["MAX_BOUNDARY", "Options", "details", "dot_of", "node_id", "ties"]
+__all__ = ["MAX_BOUNDARY", "Options", "details", "dot_of", "edge_id", "node_id", "nodes_dot", "ties"]
 
 Rankdir = Literal["TB", "LR"]
 TIE_COLOR = "#AA3377"
@@ -46,6 +47,11 @@ class Options:
 def node_id(item: Item) -> str:
     """The element id the node gets in SVG (Graphviz numbers its own ``node1``…, so prefix ours)."""
     return f"nn-{item.key}"
+
+
+def edge_id(index: int) -> str:
+    """The element id of the `index`-th edge of a view in SVG drawn with ``edge_ids``."""
+    return f"nn-edge/{index}"
 
 
 def _e(text: str) -> str:
@@ -176,7 +182,7 @@ def _body(dg: graphviz.Digraph, view: View, parent: str | None, opt: Options) ->
         _cluster(dg, view, group, opt)
 
 
-def _edge(dg: graphviz.Digraph, view: View, edge: Edge, opt: Options) -> None:
+def _edge(dg: graphviz.Digraph, view: View, edge: Edge, opt: Options, eid: str | None) -> None:
     head = view.item(edge.head)
     parts = []
     if opt.shapes and head.kind != "output":  # an output node shows its type itself
@@ -186,7 +192,7 @@ def _edge(dg: graphviz.Digraph, view: View, edge: Edge, opt: Options) -> None:
     text = " ".join(parts)
     if edge.head_ports:
         text += ("<br/>" if text else "") + f"<i>→ {_e(', '.join(edge.head_ports))}</i>"
-    dg.edge(edge.tail, edge.head, label=f"<{text}>" if text else "")
+    dg.edge(edge.tail, edge.head, label=f"<{text}>" if text else "", **({"id": eid} if eid else {}))
 
 
 def _legend(view: View) -> str | None:
@@ -227,16 +233,32 @@ def _asap_ranks(view: View) -> list[list[str]]:
     return [keys for _, keys in sorted(ranks.items()) if len(keys) > 1]
 
 
-def dot_of(view: View, opt: Options) -> graphviz.Digraph:
-    """Draw `view` as a Graphviz digraph (see `nnspec.backends.graphviz.to_graphviz`)."""
-    dg = graphviz.Digraph(name=view.name, comment=f"nnspec diagram of {view.name} (depth {view.depth})")
-    dg.attr("graph", rankdir=opt.rankdir, newrank="true", fontname=FONT, fontsize="13", label=_title(view, opt),
-            labelloc="t", nodesep="0.3", ranksep="0.35", bgcolor="white", pad="0.2")
+def _digraph(name: str, comment: str, opt: Options, title: str | None = None) -> graphviz.Digraph:
+    dg = graphviz.Digraph(name=name, comment=comment)
+    label = {"label": title, "labelloc": "t"} if title else {}
+    dg.attr("graph", rankdir=opt.rankdir, newrank="true", fontname=FONT, fontsize="13", **label, nodesep="0.3",
+            ranksep="0.35", bgcolor="white", pad="0.2")
     dg.attr("node", fontname=FONT, fontsize="11", color=BORDER, margin="0.12,0.04", height="0.3", penwidth="1")
     dg.attr("edge", fontname=FONT, fontsize="9", color="#666666", fontcolor="#333333", arrowsize="0.7")
+    return dg
+
+
+def nodes_dot(name: str, items: Sequence[Item], opt: Options) -> graphviz.Digraph:
+    """The nodes of `items` alone, drawn as in a diagram but with no edges or clusters: where the
+    interactive page takes the drawing of a block it folds."""
+    dg = _digraph(name, f"nnspec nodes of {name}", opt)
+    for item in items:
+        _node(dg, item, opt)
+    return dg
+
+
+def dot_of(view: View, opt: Options, *, edge_ids: bool = False) -> graphviz.Digraph:
+    """Draw `view` as a Graphviz digraph (see `nnspec.backends.graphviz.to_graphviz`); with
+    `edge_ids`, the `i`-th edge of the view gets the SVG id `edge_id(i)`."""
+    dg = _digraph(view.name, f"nnspec diagram of {view.name} (depth {view.depth})", opt, _title(view, opt))
     _body(dg, view, None, opt)
-    for edge in view.edges:
-        _edge(dg, view, edge, opt)
+    for i, edge in enumerate(view.edges):
+        _edge(dg, view, edge, opt, edge_id(i) if edge_ids else None)
     for same in _asap_ranks(view):
         with dg.subgraph() as rank:
             rank.attr(rank="same")
