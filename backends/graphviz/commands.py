@@ -50,7 +50,7 @@ def render(spec: str, output: str, depth: Depth, rankdir: str, unroll: bool, no_
 
     .dot and .mmd need nothing else; .svg, .png, .pdf and .html are laid out by Graphviz's
     `dot` program. The .html page is a self-contained viewer (no network): pan, zoom and fit,
-    search by node id or op, blocks expanded and collapsed in the page, each node's details.
+    search by node id or op, blocks folded and opened one by one with a click, each node's details.
     """
     from .render import FORMATS, NEEDS_DOT, GraphvizNotFound, dot_program
     from .render import render as render_file

@@ -14,10 +14,10 @@ import networkx as nx
 
 from nnspec.backends.clikit import atomic_output
 
-from .dot import Options, Rankdir, dot_of
+from .dot import Options, Rankdir, dot_of, nodes_dot
 from .mermaid import to_mermaid
-from .page import html_page
-from .view import Depth, View, as_graph, build_view
+from .page import Drawing, html_page
+from .view import Depth, Item, View, as_graph, build_view
 
 __all__ = ["FORMATS", "GraphvizNotFound", "NEEDS_DOT", "diagram_bytes", "dot_program", "render", "run_dot"]
 
@@ -92,18 +92,37 @@ def diagram_bytes(view: View, opt: Options, suffix: str, graph: nx.MultiDiGraph 
     if suffix == ".dot":
         return source.encode("utf-8")
     if suffix == ".html":
-        svg = run_dot(source, "svg").decode("utf-8")
-        return html_page(view, svg, _levels(graph, view, opt) if graph is not None else ()).encode("utf-8")
+        return _page(view, opt, graph).encode("utf-8")
     return run_dot(source, suffix[1:])
 
 
-def _levels(graph: nx.MultiDiGraph, view: View, opt: Options) -> list[tuple[View, str]]:
-    """The drawing at every depth but `view`'s (to expand and collapse blocks in the page)."""
-    out = []
-    for depth in range(min(view.max_depth, MAX_PAGE_LEVELS - 1) + 1):
-        if depth != view.depth:
-            other = build_view(graph, depth, view.unroll)
-            out.append((other, run_dot(dot_of(other, opt).source, "svg").decode("utf-8")))
+def _svg(view: View, opt: Options) -> str:
+    return run_dot(dot_of(view, opt, edge_ids=True).source, "svg").decode("utf-8")
+
+
+def _page(view: View, opt: Options, graph: nx.MultiDiGraph | None) -> str:
+    """The .html page: the drawing at every depth (up to `MAX_PAGE_LEVELS`), and the node of each
+    block folded on its own, so that the page folds and opens blocks one by one."""
+    if graph is None:  # one drawing, its depth only
+        svg = _svg(view, opt)
+        return html_page(view, svg, [Drawing(view, svg)], opt=opt)
+    depths = sorted({*range(min(view.max_depth, MAX_PAGE_LEVELS - 1) + 1), view.depth})
+    levels = [Drawing(v, _svg(v, opt)) for v in
+              (view if d == view.depth else build_view(graph, d, view.unroll) for d in depths)]
+    blocks = _folded_blocks(graph, levels[-1].view)
+    blocks_svg = run_dot(nodes_dot(view.name, blocks, opt).source, "svg").decode("utf-8") if blocks else ""
+    return html_page(view, next(d.svg for d in levels if d.view is view), levels, blocks, blocks_svg, opt)
+
+
+def _folded_blocks(graph: nx.MultiDiGraph, deepest: View) -> list[Item]:
+    """The folded node of every cluster of `deepest`: one view per nesting level, with every
+    cluster of that level folded (a cluster's node does not depend on what else is folded)."""
+    out: list[Item] = []
+    for level in sorted({g.level for g in deepest.groups}):
+        paths = [g.path for g in deepest.groups if g.level == level]
+        folded = build_view(graph, deepest.depth, deepest.unroll, folded=paths)
+        keys = {f"block/{p}" for p in paths}
+        out.extend(i for i in folded.items if i.key in keys)
     return out
 
 
