@@ -7,6 +7,7 @@ from __future__ import annotations
 import ast
 import importlib.util
 import os
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -112,28 +113,54 @@ def test_golden_emit_python(name: str) -> None:
     assert source == path.read_text(), f"{path} differs; if the change is intended, refresh with NNSPEC_UPDATE_GOLDEN=1"
 
 
-@pytest.mark.parametrize(("name", "most"), [("gpt", 150), ("transformer", 250)])
-def test_emitted_source_reads_like_hand_written_pytorch(name: str, most: int) -> None:
-    """One class per block, a ModuleList and a loop for each repeat, names from the spec, no fx
-    temporaries; GPT-2 small and the Transformer base fit nanoGPT-like line budgets (forward only)."""
+@pytest.mark.parametrize("name", ["gpt", "transformer"])
+def test_emitted_source_reads_like_hand_written_pytorch(name: str) -> None:
+    """One class per block, a ModuleList and a loop for each repeat, names from the spec, no fx temporaries."""
     source = emit_python(f"specs/{name}.yaml")
     assert "getattr(" not in source and "getitem" not in source and "unflatten_" not in source
     assert "torch.nn.ModuleList([" in source and "for layer in self." in source
-    forward_only = _forward_only(source)
-    assert len(forward_only.splitlines()) <= most, forward_only
 
 
-def _forward_only(source: str) -> str:
-    """`source` without the signature methods (each class keeps __init__ and forward)."""
-    out, skipping = [], False
-    for line in source.splitlines():
-        if line.startswith("    def "):
-            skipping = not (line.startswith("    def forward(") or line.startswith("    def __init__("))
-        elif line and not line.startswith(" "):
-            skipping = False
-        if not skipping:
-            out.append(line)
-    return "\n".join(out)
+@pytest.mark.parametrize("name", ["gpt", "transformer", "llama"])
+def test_cache_signature_loops_over_the_layers(name: str) -> None:
+    """The key/value-cache signature loops too: the layers zipped with their past, taken as
+    ``*past_key_values`` and returned as ``*present``, not one argument and one call per layer."""
+    source = emit_python(f"specs/{name}.yaml")
+    assert "past_key_values_0" not in source and "*past_key_values: torch.Tensor" in source
+    assert "for layer, key, value in zip(self." in source and ", *present" in source
+
+
+@pytest.mark.parametrize(("name", "most"), [
+    ("gpt", 150),
+    pytest.param("transformer", 250, marks=pytest.mark.xfail(
+        strict=True, reason="260 lines: DecoderLayer.with_past repeats its forward but for the cache; "
+        "one forward with an optional past is not written yet")),
+])
+def test_emitted_line_budget(name: str, most: int) -> None:
+    """The whole file, signatures included: nanoGPT-like budgets for GPT-2 small and the Transformer base."""
+    lines = emit_python(f"specs/{name}.yaml").splitlines()
+    assert len(lines) <= most, len(lines)
+
+
+def test_signatures_call_each_other_and_blocks_share_methods() -> None:
+    """A signature inside another is called (forward = decode(encode)); a block method that would
+    repeat another is not written twice."""
+    source = emit_python("specs/transformer.yaml")
+    classes = {c.name: c for c in ast.parse(source).body if isinstance(c, ast.ClassDef)}
+    methods = {f.name: ast.get_source_segment(source, f) or "" for f in classes["Transformer"].body
+               if isinstance(f, ast.FunctionDef)}
+    assert "self.encode(src, src_pad)" in methods["forward"] and "return self.decode(tgt, " in methods["forward"]
+    assert "return self.decode_with_past(tgt, " in methods["with_past"]
+    layer = [f.name for f in classes["DecoderLayer"].body if isinstance(f, ast.FunctionDef)]
+    assert layer == ["__init__", "forward", "with_past"]  # decode_with_past would be with_past again
+
+
+def test_emitted_files_are_ruff_clean() -> None:
+    """The golden files (the emitted source of every seed spec, see above) pass the repository's ruff rules."""
+    ruff = Path(sys.executable).with_name("ruff")
+    paths = [str(GOLDEN / f"torch_{name}.py") for name in SPECS]
+    done = subprocess.run([str(ruff), "check", "--no-cache", *paths], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_emit_python_is_deterministic() -> None:

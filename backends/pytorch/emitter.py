@@ -27,8 +27,8 @@ from nnspec.builder import INPUT, Node, TensorRef, TensorType, nodes
 
 from .table import LoweringTable
 
-__all__ = ["Ctor", "Emitter", "InitCall", "LoweringError", "ModuleTree", "TensorInit", "init_calls", "sinusoid_table",
-           "skips_default_init"]
+__all__ = ["SINUSOID_SOURCE", "Ctor", "Emitter", "InitCall", "LoweringError", "ModuleTree", "TensorInit", "init_calls",
+           "sinusoid_table", "skips_default_init"]
 
 RESERVED_NAMES = frozenset({"self", "torch", "inf", "nan", "NoneType", "device", "fx_pytree", "pytree"})
 """Names the generated code uses (`self`, globals): no forward argument or local variable may take them."""
@@ -54,6 +54,16 @@ def sinusoid_table(max_len: int, d: int) -> torch.Tensor:
 
 def _log_step(d: int) -> float:
     return -math.log(10000.0) / d
+
+
+SINUSOID_SOURCE = f'''def sinusoid_table(max_len: int, d: int) -> torch.Tensor:
+    """The fixed position encoding of Vaswani et al.: PE[t, 2i] = sin(t w_i), PE[t, 2i+1] = cos(t w_i)."""
+    position = torch.arange(max_len, dtype=torch.float32).unsqueeze(1)  # (max_len, 1)
+    freq = torch.exp(torch.arange(0, d, 2, dtype=torch.float32) * ({-math.log(10000.0)!r} / d))  # (d/2,)
+    angles = position * freq  # (max_len, d/2)
+    return torch.stack((angles.sin(), angles.cos()), dim=-1).flatten(1)  # interleaved: (max_len, d)
+'''
+"""Generated code's copy of `sinusoid_table` (torch only; the same floats)."""
 
 
 @dataclass(frozen=True)
@@ -93,13 +103,11 @@ class TensorInit:
         return t
 
     def source(self) -> str:
-        """A torch-only expression that builds the same tensor."""
+        """A torch-only expression that builds the same tensor (``sinusoid``: a call of the function
+        that `SINUSOID_SOURCE` defines)."""
         shape = ", ".join(map(str, self.shape))
         if self.kind == "sinusoid":
-            n, d = self.shape
-            angles = (f"torch.arange({n}, dtype=torch.float32).unsqueeze(1) * torch.exp(torch.arange(0, {d}, 2, "
-                      f"dtype=torch.float32) * {_log_step(d)!r})")
-            return f"torch.stack(((a := {angles}).sin(), a.cos()), dim=-1).flatten(1)"
+            return f"sinusoid_table({shape})"
         if self.kind == "uniform":
             return f"torch.empty({shape}).uniform_({-self.bound!r}, {self.bound!r})"
         if self.kind == "normal":

@@ -32,8 +32,8 @@ class Layer(torch.nn.Module):
         attention_k = attention_split[1].unflatten(-1, (12, 64)).transpose(1, 2)
         attention_v = attention_split[2].unflatten(-1, (12, 64)).transpose(1, 2)
         attention_scaled_dot_product_attention = torch.nn.functional.scaled_dot_product_attention(
-            attention_q, attention_k, attention_v,
-            attn_mask=pad.logical_not().unsqueeze(1).unsqueeze(1), dropout_p=(self.training * 0.1))
+            attention_q, attention_k, attention_v, attn_mask=pad.logical_not().unsqueeze(1).unsqueeze(1),
+            dropout_p=(self.training * 0.1))
         attention_flatten = attention_scaled_dot_product_attention.transpose(1, 2).flatten(2)
         attention = torch.nn.functional.linear(
             attention_flatten, self.attention.out_proj.weight, self.attention.out_proj.bias)  # (batch, seq, 768)
@@ -80,15 +80,15 @@ class Bert(torch.nn.Module):
         self.mlm_norm = torch.nn.LayerNorm(768, eps=1e-12, elementwise_affine=True)
         self.mlm_decoder = torch.nn.Module()
         self.mlm_decoder.register_parameter(
-            "bias",
-            torch.nn.Parameter(torch.empty(30522).uniform_(-0.036084391824351615, 0.036084391824351615)))
+            "bias", torch.nn.Parameter(torch.empty(30522).uniform_(-0.036084391824351615, 0.036084391824351615)))
         torch.nn.init.zeros_(self.mlm_decoder.bias)
         self.nsp = torch.nn.utils.skip_init(torch.nn.Linear, 768, 2, bias=True)
         torch.nn.init.normal_(self.nsp.weight, mean=0.0, std=0.02)
         torch.nn.init.zeros_(self.nsp.bias)
 
     def forward(
-        self, input_ids: torch.Tensor, token_type_ids: torch.Tensor, padding_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            self, input_ids: torch.Tensor, token_type_ids: torch.Tensor,
+            padding_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns mlm_logits, nsp_logits."""
         word_embeddings = self.word_embeddings(input_ids)  # (batch, seq, 768)
         token_type_embeddings = self.token_type_embeddings(token_type_ids)  # (batch, seq, 768)
@@ -107,7 +107,7 @@ class Bert(torch.nn.Module):
         mlm_transform = self.mlm_transform(encoder)
         mlm_gelu = torch.nn.functional.gelu(mlm_transform, approximate='none')
         mlm_norm = self.mlm_norm(mlm_gelu)
-        mlm_decoder = torch.nn.functional.linear(
-            mlm_norm, self.word_embeddings.weight, self.mlm_decoder.bias)  # (batch, seq, 30522)
+        # (batch, seq, 30522)
+        mlm_decoder = torch.nn.functional.linear(mlm_norm, self.word_embeddings.weight, self.mlm_decoder.bias)
         nsp = self.nsp(pooler_tanh)  # (batch, 2)
         return mlm_decoder, nsp

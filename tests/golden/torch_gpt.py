@@ -48,8 +48,8 @@ class Block(torch.nn.Module):
         return res_2
 
     def with_past(
-        self, x: torch.Tensor, past_key_values_key: torch.Tensor,
-        past_key_values_value: torch.Tensor, padding_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            self, x: torch.Tensor, past_key_values_key: torch.Tensor, past_key_values_value: torch.Tensor,
+            padding_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
         ln_1 = self.ln_1(x)
         attn_linear = torch.nn.functional.linear(ln_1, self.attn.in_proj_weight, self.attn.in_proj_bias)
         attn_split = attn_linear.split(768, -1)
@@ -64,8 +64,7 @@ class Block(torch.nn.Module):
         attn_and = attn_causal_keep & padding_mask.logical_not().unsqueeze(1).unsqueeze(1)
         attn_scaled_dot_product_attention = torch.nn.functional.scaled_dot_product_attention(
             attn_q, attn_present_key, attn_present_value,
-            attn_mask=(attn_and | attn_causal_keep.triu(attn_past_sequence_length)),
-            dropout_p=(self.training * 0.1))
+            attn_mask=(attn_and | attn_causal_keep.triu(attn_past_sequence_length)), dropout_p=(self.training * 0.1))
         attn = torch.nn.functional.linear(
             attn_scaled_dot_product_attention.transpose(1, 2).flatten(2), self.attn.out_proj.weight,
             self.attn.out_proj.bias)  # (batch, seq, 768)
@@ -113,85 +112,18 @@ class Gpt(torch.nn.Module):
         return lm_head
 
     def with_past(
-        self, tokens: torch.Tensor, position_ids: torch.Tensor, padding_mask: torch.Tensor,
-        past_key_values_0_key: torch.Tensor, past_key_values_0_value: torch.Tensor,
-        past_key_values_1_key: torch.Tensor, past_key_values_1_value: torch.Tensor,
-        past_key_values_2_key: torch.Tensor, past_key_values_2_value: torch.Tensor,
-        past_key_values_3_key: torch.Tensor, past_key_values_3_value: torch.Tensor,
-        past_key_values_4_key: torch.Tensor, past_key_values_4_value: torch.Tensor,
-        past_key_values_5_key: torch.Tensor, past_key_values_5_value: torch.Tensor,
-        past_key_values_6_key: torch.Tensor, past_key_values_6_value: torch.Tensor,
-        past_key_values_7_key: torch.Tensor, past_key_values_7_value: torch.Tensor,
-        past_key_values_8_key: torch.Tensor, past_key_values_8_value: torch.Tensor,
-        past_key_values_9_key: torch.Tensor, past_key_values_9_value: torch.Tensor,
-        past_key_values_10_key: torch.Tensor, past_key_values_10_value: torch.Tensor,
-        past_key_values_11_key: torch.Tensor, past_key_values_11_value: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Signature 'with_past': returns logits, present.0.key, present.0.value, present.1.key,
-        present.1.value, present.2.key, present.2.value, present.3.key, present.3.value, present.4.key,
-        present.4.value, present.5.key, present.5.value, present.6.key, present.6.value, present.7.key,
-        present.7.value, present.8.key, present.8.value, present.9.key, present.9.value, present.10.key,
-        present.10.value, present.11.key, present.11.value.
-        """
+            self, tokens: torch.Tensor, position_ids: torch.Tensor, padding_mask: torch.Tensor,
+            *past_key_values: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Signature 'with_past': returns logits, present.0.key, present.0.value, ..., present.11.value."""
         wte = self.wte(tokens)  # (batch, seq, 768)
         wpe_call = self.wpe(position_ids)
         wpe = wte + wpe_call
         drop = self.drop(wpe)
-        h_0 = self.h[0].with_past(drop, past_key_values_0_key, past_key_values_0_value, padding_mask)
-        h_0_res_2 = h_0[0]
-        h_0_attn_present_key = h_0[1]  # (batch, 12, past_sequence_length+seq, 64)
-        h_0_attn_present_value = h_0[2]  # (batch, 12, past_sequence_length+seq, 64)
-        h_1 = self.h[1].with_past(h_0_res_2, past_key_values_1_key, past_key_values_1_value, padding_mask)
-        h_1_res_2 = h_1[0]
-        h_1_attn_present_key = h_1[1]  # (batch, 12, past_sequence_length+seq, 64)
-        h_1_attn_present_value = h_1[2]  # (batch, 12, past_sequence_length+seq, 64)
-        h_2 = self.h[2].with_past(h_1_res_2, past_key_values_2_key, past_key_values_2_value, padding_mask)
-        h_2_res_2 = h_2[0]
-        h_2_attn_present_key = h_2[1]  # (batch, 12, past_sequence_length+seq, 64)
-        h_2_attn_present_value = h_2[2]  # (batch, 12, past_sequence_length+seq, 64)
-        h_3 = self.h[3].with_past(h_2_res_2, past_key_values_3_key, past_key_values_3_value, padding_mask)
-        h_3_res_2 = h_3[0]
-        h_3_attn_present_key = h_3[1]  # (batch, 12, past_sequence_length+seq, 64)
-        h_3_attn_present_value = h_3[2]  # (batch, 12, past_sequence_length+seq, 64)
-        h_4 = self.h[4].with_past(h_3_res_2, past_key_values_4_key, past_key_values_4_value, padding_mask)
-        h_4_res_2 = h_4[0]
-        h_4_attn_present_key = h_4[1]  # (batch, 12, past_sequence_length+seq, 64)
-        h_4_attn_present_value = h_4[2]  # (batch, 12, past_sequence_length+seq, 64)
-        h_5 = self.h[5].with_past(h_4_res_2, past_key_values_5_key, past_key_values_5_value, padding_mask)
-        h_5_res_2 = h_5[0]
-        h_5_attn_present_key = h_5[1]  # (batch, 12, past_sequence_length+seq, 64)
-        h_5_attn_present_value = h_5[2]  # (batch, 12, past_sequence_length+seq, 64)
-        h_6 = self.h[6].with_past(h_5_res_2, past_key_values_6_key, past_key_values_6_value, padding_mask)
-        h_6_res_2 = h_6[0]
-        h_6_attn_present_key = h_6[1]  # (batch, 12, past_sequence_length+seq, 64)
-        h_6_attn_present_value = h_6[2]  # (batch, 12, past_sequence_length+seq, 64)
-        h_7 = self.h[7].with_past(h_6_res_2, past_key_values_7_key, past_key_values_7_value, padding_mask)
-        h_7_res_2 = h_7[0]
-        h_7_attn_present_key = h_7[1]  # (batch, 12, past_sequence_length+seq, 64)
-        h_7_attn_present_value = h_7[2]  # (batch, 12, past_sequence_length+seq, 64)
-        h_8 = self.h[8].with_past(h_7_res_2, past_key_values_8_key, past_key_values_8_value, padding_mask)
-        h_8_res_2 = h_8[0]
-        h_8_attn_present_key = h_8[1]  # (batch, 12, past_sequence_length+seq, 64)
-        h_8_attn_present_value = h_8[2]  # (batch, 12, past_sequence_length+seq, 64)
-        h_9 = self.h[9].with_past(h_8_res_2, past_key_values_9_key, past_key_values_9_value, padding_mask)
-        h_9_res_2 = h_9[0]
-        h_9_attn_present_key = h_9[1]  # (batch, 12, past_sequence_length+seq, 64)
-        h_9_attn_present_value = h_9[2]  # (batch, 12, past_sequence_length+seq, 64)
-        h_10 = self.h[10].with_past(h_9_res_2, past_key_values_10_key, past_key_values_10_value, padding_mask)
-        h_10_res_2 = h_10[0]
-        h_10_attn_present_key = h_10[1]  # (batch, 12, past_sequence_length+seq, 64)
-        h_10_attn_present_value = h_10[2]  # (batch, 12, past_sequence_length+seq, 64)
-        h_11 = self.h[11].with_past(h_10_res_2, past_key_values_11_key, past_key_values_11_value, padding_mask)
-        h_11_res_2 = h_11[0]
-        h_11_attn_present_key = h_11[1]  # (batch, 12, past_sequence_length+seq, 64)
-        h_11_attn_present_value = h_11[2]  # (batch, 12, past_sequence_length+seq, 64)
-        ln_f = self.ln_f(h_11_res_2)
+        h = drop
+        present: list[torch.Tensor] = []
+        for layer, key, value in zip(self.h, past_key_values[::2], past_key_values[1::2]):
+            h, attn_present_key, attn_present_value = layer.with_past(h, key, value, padding_mask)
+            present += [attn_present_key, attn_present_value]
+        ln_f = self.ln_f(h)
         lm_head = torch.nn.functional.linear(ln_f, self.wte.weight, None)  # (batch, seq, 50257)
-        return (
-            lm_head, h_0_attn_present_key, h_0_attn_present_value, h_1_attn_present_key,
-            h_1_attn_present_value, h_2_attn_present_key, h_2_attn_present_value,
-            h_3_attn_present_key, h_3_attn_present_value, h_4_attn_present_key,
-            h_4_attn_present_value, h_5_attn_present_key, h_5_attn_present_value,
-            h_6_attn_present_key, h_6_attn_present_value, h_7_attn_present_key,
-            h_7_attn_present_value, h_8_attn_present_key, h_8_attn_present_value,
-            h_9_attn_present_key, h_9_attn_present_value, h_10_attn_present_key,
-            h_10_attn_present_value, h_11_attn_present_key, h_11_attn_present_value)
+        return lm_head, *present

@@ -20,8 +20,7 @@ class DecoderLayer(torch.nn.Module):
             torch.nn.Parameter(torch.empty(2560, 2048).uniform_(-0.03608439182435161, 0.03608439182435161)))
         self.self_attn.out_proj = torch.nn.Module()
         self.self_attn.out_proj.register_parameter(
-            "weight",
-            torch.nn.Parameter(torch.empty(2048, 2048).uniform_(-0.022097086912079608, 0.022097086912079608)))
+            "weight", torch.nn.Parameter(torch.empty(2048, 2048).uniform_(-0.022097086912079608, 0.022097086912079608)))
         torch.nn.init.normal_(self.self_attn.in_proj_weight, mean=0.0, std=0.02)
         torch.nn.init.normal_(self.self_attn.out_proj.weight, mean=0.0, std=0.02)
         self.post_attention_layernorm = torch.nn.RMSNorm(2048, eps=1e-05, elementwise_affine=True)
@@ -57,12 +56,11 @@ class DecoderLayer(torch.nn.Module):
         self_attn_sub_2 = (self_attn_getitem_3 * self_attn_rope_cos) - (self_attn_getitem_4 * self_attn_rope_sin)
         self_attn_add_2 = (self_attn_getitem_4 * self_attn_rope_cos) + (self_attn_getitem_3 * self_attn_rope_sin)
         self_attn_scaled_dot_product_attention = torch.nn.functional.scaled_dot_product_attention(
-            torch.cat([self_attn_sub, self_attn_add], -1),
-            torch.cat([self_attn_sub_2, self_attn_add_2], -1), self_attn_v, is_causal=True,
-            enable_gqa=True)
+            torch.cat([self_attn_sub, self_attn_add], -1), torch.cat([self_attn_sub_2, self_attn_add_2], -1),
+            self_attn_v, is_causal=True, enable_gqa=True)
         self_attn_flatten = self_attn_scaled_dot_product_attention.transpose(1, 2).flatten(2)
-        self_attn = torch.nn.functional.linear(
-            self_attn_flatten, self.self_attn.out_proj.weight, None)  # (batch, seq, 2048)
+        # (batch, seq, 2048)
+        self_attn = torch.nn.functional.linear(self_attn_flatten, self.self_attn.out_proj.weight, None)
         attn_res = x + self_attn
         post_attention_layernorm = self.post_attention_layernorm(attn_res)
         gate_proj = self.gate_proj(post_attention_layernorm)  # (batch, seq, 5632)
@@ -74,8 +72,8 @@ class DecoderLayer(torch.nn.Module):
         return mlp_res
 
     def with_past(
-        self, x: torch.Tensor, position_ids: torch.Tensor, past_key_values_key: torch.Tensor,
-        past_key_values_value: torch.Tensor, padding_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            self, x: torch.Tensor, position_ids: torch.Tensor, past_key_values_key: torch.Tensor,
+            past_key_values_value: torch.Tensor, padding_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
         input_layernorm = self.input_layernorm(x)
         self_attn_linear = torch.nn.functional.linear(input_layernorm, self.self_attn.in_proj_weight, None)
         self_attn_split = self_attn_linear.split([2048, 256, 256], -1)
@@ -98,10 +96,10 @@ class DecoderLayer(torch.nn.Module):
         self_attn_getitem_4 = self_attn_chunk_2[1]
         self_attn_sub_2 = (self_attn_getitem_3 * self_attn_rope_cos) - (self_attn_getitem_4 * self_attn_rope_sin)
         self_attn_add_2 = (self_attn_getitem_4 * self_attn_rope_cos) + (self_attn_getitem_3 * self_attn_rope_sin)
-        self_attn_present_key = torch.cat(
-            [past_key_values_key, torch.cat([self_attn_sub_2, self_attn_add_2], -1)], 2)  # (batch, 4, past_sequence_length+seq, 64)
-        self_attn_present_value = torch.cat(
-            [past_key_values_value, self_attn_v], 2)  # (batch, 4, past_sequence_length+seq, 64)
+        # (batch, 4, past_sequence_length+seq, 64)
+        self_attn_present_key = torch.cat([past_key_values_key, torch.cat([self_attn_sub_2, self_attn_add_2], -1)], 2)
+        # (batch, 4, past_sequence_length+seq, 64)
+        self_attn_present_value = torch.cat([past_key_values_value, self_attn_v], 2)
         self_attn_past_sequence_length = past_key_values_key.size(2)
         self_attn_new_ones = self_attn_cat.new_ones(
             (input_layernorm.size(1), self_attn_present_key.size(2)), dtype=torch.bool)
@@ -109,11 +107,10 @@ class DecoderLayer(torch.nn.Module):
         self_attn_and = self_attn_causal_keep & padding_mask.logical_not().unsqueeze(1).unsqueeze(1)
         self_attn_or = self_attn_and | self_attn_causal_keep.triu(self_attn_past_sequence_length)
         self_attn_scaled_dot_product_attention = torch.nn.functional.scaled_dot_product_attention(
-            self_attn_cat, self_attn_present_key, self_attn_present_value, attn_mask=self_attn_or,
-            enable_gqa=True)
+            self_attn_cat, self_attn_present_key, self_attn_present_value, attn_mask=self_attn_or, enable_gqa=True)
         self_attn_flatten = self_attn_scaled_dot_product_attention.transpose(1, 2).flatten(2)
-        self_attn = torch.nn.functional.linear(
-            self_attn_flatten, self.self_attn.out_proj.weight, None)  # (batch, seq, 2048)
+        # (batch, seq, 2048)
+        self_attn = torch.nn.functional.linear(self_attn_flatten, self.self_attn.out_proj.weight, None)
         attn_res = x + self_attn
         post_attention_layernorm = self.post_attention_layernorm(attn_res)
         gate_proj = self.gate_proj(post_attention_layernorm)  # (batch, seq, 5632)
@@ -156,193 +153,16 @@ class Llama(torch.nn.Module):
         return lm_head
 
     def with_past(
-        self, input_ids: torch.Tensor, position_ids: torch.Tensor, padding_mask: torch.Tensor,
-        past_key_values_0_key: torch.Tensor, past_key_values_0_value: torch.Tensor,
-        past_key_values_1_key: torch.Tensor, past_key_values_1_value: torch.Tensor,
-        past_key_values_2_key: torch.Tensor, past_key_values_2_value: torch.Tensor,
-        past_key_values_3_key: torch.Tensor, past_key_values_3_value: torch.Tensor,
-        past_key_values_4_key: torch.Tensor, past_key_values_4_value: torch.Tensor,
-        past_key_values_5_key: torch.Tensor, past_key_values_5_value: torch.Tensor,
-        past_key_values_6_key: torch.Tensor, past_key_values_6_value: torch.Tensor,
-        past_key_values_7_key: torch.Tensor, past_key_values_7_value: torch.Tensor,
-        past_key_values_8_key: torch.Tensor, past_key_values_8_value: torch.Tensor,
-        past_key_values_9_key: torch.Tensor, past_key_values_9_value: torch.Tensor,
-        past_key_values_10_key: torch.Tensor, past_key_values_10_value: torch.Tensor,
-        past_key_values_11_key: torch.Tensor, past_key_values_11_value: torch.Tensor,
-        past_key_values_12_key: torch.Tensor, past_key_values_12_value: torch.Tensor,
-        past_key_values_13_key: torch.Tensor, past_key_values_13_value: torch.Tensor,
-        past_key_values_14_key: torch.Tensor, past_key_values_14_value: torch.Tensor,
-        past_key_values_15_key: torch.Tensor, past_key_values_15_value: torch.Tensor,
-        past_key_values_16_key: torch.Tensor, past_key_values_16_value: torch.Tensor,
-        past_key_values_17_key: torch.Tensor, past_key_values_17_value: torch.Tensor,
-        past_key_values_18_key: torch.Tensor, past_key_values_18_value: torch.Tensor,
-        past_key_values_19_key: torch.Tensor, past_key_values_19_value: torch.Tensor,
-        past_key_values_20_key: torch.Tensor, past_key_values_20_value: torch.Tensor,
-        past_key_values_21_key: torch.Tensor, past_key_values_21_value: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Signature 'with_past': returns logits, present.0.key, present.0.value, present.1.key,
-        present.1.value, present.2.key, present.2.value, present.3.key, present.3.value, present.4.key,
-        present.4.value, present.5.key, present.5.value, present.6.key, present.6.value, present.7.key,
-        present.7.value, present.8.key, present.8.value, present.9.key, present.9.value, present.10.key,
-        present.10.value, present.11.key, present.11.value, present.12.key, present.12.value,
-        present.13.key, present.13.value, present.14.key, present.14.value, present.15.key,
-        present.15.value, present.16.key, present.16.value, present.17.key, present.17.value,
-        present.18.key, present.18.value, present.19.key, present.19.value, present.20.key,
-        present.20.value, present.21.key, present.21.value.
-        """
+            self, input_ids: torch.Tensor, position_ids: torch.Tensor, padding_mask: torch.Tensor,
+            *past_key_values: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Signature 'with_past': returns logits, present.0.key, present.0.value, ..., present.21.value."""
         embed_tokens = self.embed_tokens(input_ids)  # (batch, seq, 2048)
-        layers_0 = self.layers[0].with_past(
-            embed_tokens, position_ids, past_key_values_0_key, past_key_values_0_value, padding_mask)
-        layers_0_mlp_res = layers_0[0]
-        layers_0_self_attn_present_key = layers_0[1]  # (batch, 4, past_sequence_length+seq, 64)
-        layers_0_self_attn_present_value = layers_0[2]  # (batch, 4, past_sequence_length+seq, 64)
-        layers_1 = self.layers[1].with_past(
-            layers_0_mlp_res, position_ids, past_key_values_1_key, past_key_values_1_value,
-            padding_mask)
-        layers_1_mlp_res = layers_1[0]
-        layers_1_self_attn_present_key = layers_1[1]  # (batch, 4, past_sequence_length+seq, 64)
-        layers_1_self_attn_present_value = layers_1[2]  # (batch, 4, past_sequence_length+seq, 64)
-        layers_2 = self.layers[2].with_past(
-            layers_1_mlp_res, position_ids, past_key_values_2_key, past_key_values_2_value,
-            padding_mask)
-        layers_2_mlp_res = layers_2[0]
-        layers_2_self_attn_present_key = layers_2[1]  # (batch, 4, past_sequence_length+seq, 64)
-        layers_2_self_attn_present_value = layers_2[2]  # (batch, 4, past_sequence_length+seq, 64)
-        layers_3 = self.layers[3].with_past(
-            layers_2_mlp_res, position_ids, past_key_values_3_key, past_key_values_3_value,
-            padding_mask)
-        layers_3_mlp_res = layers_3[0]
-        layers_3_self_attn_present_key = layers_3[1]  # (batch, 4, past_sequence_length+seq, 64)
-        layers_3_self_attn_present_value = layers_3[2]  # (batch, 4, past_sequence_length+seq, 64)
-        layers_4 = self.layers[4].with_past(
-            layers_3_mlp_res, position_ids, past_key_values_4_key, past_key_values_4_value,
-            padding_mask)
-        layers_4_mlp_res = layers_4[0]
-        layers_4_self_attn_present_key = layers_4[1]  # (batch, 4, past_sequence_length+seq, 64)
-        layers_4_self_attn_present_value = layers_4[2]  # (batch, 4, past_sequence_length+seq, 64)
-        layers_5 = self.layers[5].with_past(
-            layers_4_mlp_res, position_ids, past_key_values_5_key, past_key_values_5_value,
-            padding_mask)
-        layers_5_mlp_res = layers_5[0]
-        layers_5_self_attn_present_key = layers_5[1]  # (batch, 4, past_sequence_length+seq, 64)
-        layers_5_self_attn_present_value = layers_5[2]  # (batch, 4, past_sequence_length+seq, 64)
-        layers_6 = self.layers[6].with_past(
-            layers_5_mlp_res, position_ids, past_key_values_6_key, past_key_values_6_value,
-            padding_mask)
-        layers_6_mlp_res = layers_6[0]
-        layers_6_self_attn_present_key = layers_6[1]  # (batch, 4, past_sequence_length+seq, 64)
-        layers_6_self_attn_present_value = layers_6[2]  # (batch, 4, past_sequence_length+seq, 64)
-        layers_7 = self.layers[7].with_past(
-            layers_6_mlp_res, position_ids, past_key_values_7_key, past_key_values_7_value,
-            padding_mask)
-        layers_7_mlp_res = layers_7[0]
-        layers_7_self_attn_present_key = layers_7[1]  # (batch, 4, past_sequence_length+seq, 64)
-        layers_7_self_attn_present_value = layers_7[2]  # (batch, 4, past_sequence_length+seq, 64)
-        layers_8 = self.layers[8].with_past(
-            layers_7_mlp_res, position_ids, past_key_values_8_key, past_key_values_8_value,
-            padding_mask)
-        layers_8_mlp_res = layers_8[0]
-        layers_8_self_attn_present_key = layers_8[1]  # (batch, 4, past_sequence_length+seq, 64)
-        layers_8_self_attn_present_value = layers_8[2]  # (batch, 4, past_sequence_length+seq, 64)
-        layers_9 = self.layers[9].with_past(
-            layers_8_mlp_res, position_ids, past_key_values_9_key, past_key_values_9_value,
-            padding_mask)
-        layers_9_mlp_res = layers_9[0]
-        layers_9_self_attn_present_key = layers_9[1]  # (batch, 4, past_sequence_length+seq, 64)
-        layers_9_self_attn_present_value = layers_9[2]  # (batch, 4, past_sequence_length+seq, 64)
-        layers_10 = self.layers[10].with_past(
-            layers_9_mlp_res, position_ids, past_key_values_10_key, past_key_values_10_value,
-            padding_mask)
-        layers_10_mlp_res = layers_10[0]
-        layers_10_self_attn_present_key = layers_10[1]  # (batch, 4, past_sequence_length+seq, 64)
-        layers_10_self_attn_present_value = layers_10[2]  # (batch, 4, past_sequence_length+seq, 64)
-        layers_11 = self.layers[11].with_past(
-            layers_10_mlp_res, position_ids, past_key_values_11_key, past_key_values_11_value,
-            padding_mask)
-        layers_11_mlp_res = layers_11[0]
-        layers_11_self_attn_present_key = layers_11[1]  # (batch, 4, past_sequence_length+seq, 64)
-        layers_11_self_attn_present_value = layers_11[2]  # (batch, 4, past_sequence_length+seq, 64)
-        layers_12 = self.layers[12].with_past(
-            layers_11_mlp_res, position_ids, past_key_values_12_key, past_key_values_12_value,
-            padding_mask)
-        layers_12_mlp_res = layers_12[0]
-        layers_12_self_attn_present_key = layers_12[1]  # (batch, 4, past_sequence_length+seq, 64)
-        layers_12_self_attn_present_value = layers_12[2]  # (batch, 4, past_sequence_length+seq, 64)
-        layers_13 = self.layers[13].with_past(
-            layers_12_mlp_res, position_ids, past_key_values_13_key, past_key_values_13_value,
-            padding_mask)
-        layers_13_mlp_res = layers_13[0]
-        layers_13_self_attn_present_key = layers_13[1]  # (batch, 4, past_sequence_length+seq, 64)
-        layers_13_self_attn_present_value = layers_13[2]  # (batch, 4, past_sequence_length+seq, 64)
-        layers_14 = self.layers[14].with_past(
-            layers_13_mlp_res, position_ids, past_key_values_14_key, past_key_values_14_value,
-            padding_mask)
-        layers_14_mlp_res = layers_14[0]
-        layers_14_self_attn_present_key = layers_14[1]  # (batch, 4, past_sequence_length+seq, 64)
-        layers_14_self_attn_present_value = layers_14[2]  # (batch, 4, past_sequence_length+seq, 64)
-        layers_15 = self.layers[15].with_past(
-            layers_14_mlp_res, position_ids, past_key_values_15_key, past_key_values_15_value,
-            padding_mask)
-        layers_15_mlp_res = layers_15[0]
-        layers_15_self_attn_present_key = layers_15[1]  # (batch, 4, past_sequence_length+seq, 64)
-        layers_15_self_attn_present_value = layers_15[2]  # (batch, 4, past_sequence_length+seq, 64)
-        layers_16 = self.layers[16].with_past(
-            layers_15_mlp_res, position_ids, past_key_values_16_key, past_key_values_16_value,
-            padding_mask)
-        layers_16_mlp_res = layers_16[0]
-        layers_16_self_attn_present_key = layers_16[1]  # (batch, 4, past_sequence_length+seq, 64)
-        layers_16_self_attn_present_value = layers_16[2]  # (batch, 4, past_sequence_length+seq, 64)
-        layers_17 = self.layers[17].with_past(
-            layers_16_mlp_res, position_ids, past_key_values_17_key, past_key_values_17_value,
-            padding_mask)
-        layers_17_mlp_res = layers_17[0]
-        layers_17_self_attn_present_key = layers_17[1]  # (batch, 4, past_sequence_length+seq, 64)
-        layers_17_self_attn_present_value = layers_17[2]  # (batch, 4, past_sequence_length+seq, 64)
-        layers_18 = self.layers[18].with_past(
-            layers_17_mlp_res, position_ids, past_key_values_18_key, past_key_values_18_value,
-            padding_mask)
-        layers_18_mlp_res = layers_18[0]
-        layers_18_self_attn_present_key = layers_18[1]  # (batch, 4, past_sequence_length+seq, 64)
-        layers_18_self_attn_present_value = layers_18[2]  # (batch, 4, past_sequence_length+seq, 64)
-        layers_19 = self.layers[19].with_past(
-            layers_18_mlp_res, position_ids, past_key_values_19_key, past_key_values_19_value,
-            padding_mask)
-        layers_19_mlp_res = layers_19[0]
-        layers_19_self_attn_present_key = layers_19[1]  # (batch, 4, past_sequence_length+seq, 64)
-        layers_19_self_attn_present_value = layers_19[2]  # (batch, 4, past_sequence_length+seq, 64)
-        layers_20 = self.layers[20].with_past(
-            layers_19_mlp_res, position_ids, past_key_values_20_key, past_key_values_20_value,
-            padding_mask)
-        layers_20_mlp_res = layers_20[0]
-        layers_20_self_attn_present_key = layers_20[1]  # (batch, 4, past_sequence_length+seq, 64)
-        layers_20_self_attn_present_value = layers_20[2]  # (batch, 4, past_sequence_length+seq, 64)
-        layers_21 = self.layers[21].with_past(
-            layers_20_mlp_res, position_ids, past_key_values_21_key, past_key_values_21_value,
-            padding_mask)
-        layers_21_mlp_res = layers_21[0]
-        layers_21_self_attn_present_key = layers_21[1]  # (batch, 4, past_sequence_length+seq, 64)
-        layers_21_self_attn_present_value = layers_21[2]  # (batch, 4, past_sequence_length+seq, 64)
-        norm = self.norm(layers_21_mlp_res)
+        layers = embed_tokens
+        present: list[torch.Tensor] = []
+        for layer, key, value in zip(self.layers, past_key_values[::2], past_key_values[1::2]):
+            layers, self_attn_present_key, self_attn_present_value = layer.with_past(
+                layers, position_ids, key, value, padding_mask)
+            present += [self_attn_present_key, self_attn_present_value]
+        norm = self.norm(layers)
         lm_head = self.lm_head(norm)  # (batch, seq, 32000)
-        return (
-            lm_head, layers_0_self_attn_present_key, layers_0_self_attn_present_value,
-            layers_1_self_attn_present_key, layers_1_self_attn_present_value,
-            layers_2_self_attn_present_key, layers_2_self_attn_present_value,
-            layers_3_self_attn_present_key, layers_3_self_attn_present_value,
-            layers_4_self_attn_present_key, layers_4_self_attn_present_value,
-            layers_5_self_attn_present_key, layers_5_self_attn_present_value,
-            layers_6_self_attn_present_key, layers_6_self_attn_present_value,
-            layers_7_self_attn_present_key, layers_7_self_attn_present_value,
-            layers_8_self_attn_present_key, layers_8_self_attn_present_value,
-            layers_9_self_attn_present_key, layers_9_self_attn_present_value,
-            layers_10_self_attn_present_key, layers_10_self_attn_present_value,
-            layers_11_self_attn_present_key, layers_11_self_attn_present_value,
-            layers_12_self_attn_present_key, layers_12_self_attn_present_value,
-            layers_13_self_attn_present_key, layers_13_self_attn_present_value,
-            layers_14_self_attn_present_key, layers_14_self_attn_present_value,
-            layers_15_self_attn_present_key, layers_15_self_attn_present_value,
-            layers_16_self_attn_present_key, layers_16_self_attn_present_value,
-            layers_17_self_attn_present_key, layers_17_self_attn_present_value,
-            layers_18_self_attn_present_key, layers_18_self_attn_present_value,
-            layers_19_self_attn_present_key, layers_19_self_attn_present_value,
-            layers_20_self_attn_present_key, layers_20_self_attn_present_value,
-            layers_21_self_attn_present_key, layers_21_self_attn_present_value)
+        return lm_head, *present

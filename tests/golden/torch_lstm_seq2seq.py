@@ -26,11 +26,7 @@ class LstmSeq2seq(torch.nn.Module):
 
     def forward(self, src: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
         """Returns logits."""
-        src_embed = self.src_embed(src)  # (batch, src_len, 1000)
-        encoder_call = self.encoder(src_embed)
-        encoder_getitem = encoder_call[1]
-        encoder_h = encoder_getitem[0]  # (4, batch, 1000)
-        encoder_c = encoder_getitem[1]  # (4, batch, 1000)
+        encoder_h, encoder_c = self.encode(src)
         tgt_embed = self.tgt_embed(tgt_in)  # (batch, tgt_len, 1000)
         decoder_call = self.decoder(tgt_embed, (encoder_h, encoder_c))
         decoder_output = decoder_call[0]  # (batch, tgt_len, 1000)

@@ -51,8 +51,8 @@ class ConvBnRelu63(torch.nn.Module):
         self.bn = torch.nn.BatchNorm2d(192, eps=1e-05, momentum=0.1, affine=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        conv = self.conv(
-            x)  # (batch, 192, floor(floor(floor(height/2-1/2)/2)/2)+1, floor(floor(floor(width/2-1/2)/2)/2)+1)
+        # (batch, 192, floor(floor(floor(height/2-1/2)/2)/2)+1, floor(floor(floor(width/2-1/2)/2)/2)+1)
+        conv = self.conv(x)
         bn = self.bn(conv)
         act = torch.nn.functional.relu6(bn)
         return act
@@ -86,8 +86,9 @@ class ConvBnRelu65(torch.nn.Module):
         self.bn = torch.nn.BatchNorm2d(384, eps=1e-05, momentum=0.1, affine=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        conv = self.conv(
-            x)  # (batch, 384, floor(floor(floor(floor(height/2-1/2)/2)/2)/2)+1, floor(floor(floor(floor(width/2-1/2)/2)/2)/2)+1)
+        # (batch, 384, floor(floor(floor(floor(height/2-1/2)/2)/2)/2)+1,
+        # floor(floor(floor(floor(width/2-1/2)/2)/2)/2)+1)
+        conv = self.conv(x)
         bn = self.bn(conv)
         act = torch.nn.functional.relu6(bn)
         return act
@@ -121,8 +122,9 @@ class ConvBnRelu67(torch.nn.Module):
         self.bn = torch.nn.BatchNorm2d(576, eps=1e-05, momentum=0.1, affine=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        conv = self.conv(
-            x)  # (batch, 576, floor(floor(floor(floor(height/2-1/2)/2)/2)/2)+1, floor(floor(floor(floor(width/2-1/2)/2)/2)/2)+1)
+        # (batch, 576, floor(floor(floor(floor(height/2-1/2)/2)/2)/2)+1,
+        # floor(floor(floor(floor(width/2-1/2)/2)/2)/2)+1)
+        conv = self.conv(x)
         bn = self.bn(conv)
         act = torch.nn.functional.relu6(bn)
         return act
@@ -156,8 +158,9 @@ class ConvBnRelu69(torch.nn.Module):
         self.bn = torch.nn.BatchNorm2d(960, eps=1e-05, momentum=0.1, affine=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        conv = self.conv(
-            x)  # (batch, 960, floor(floor(floor(floor(floor(height/2-1/2)/2)/2)/2)/2)+1, floor(floor(floor(floor(floor(width/2-1/2)/2)/2)/2)/2)+1)
+        # (batch, 960, floor(floor(floor(floor(floor(height/2-1/2)/2)/2)/2)/2)+1,
+        # floor(floor(floor(floor(floor(width/2-1/2)/2)/2)/2)/2)+1)
+        conv = self.conv(x)
         bn = self.bn(conv)
         act = torch.nn.functional.relu6(bn)
         return act
@@ -266,8 +269,8 @@ class ConvBnRelu614(torch.nn.Module):
         self.bn = torch.nn.BatchNorm2d(144, eps=1e-05, momentum=0.1, affine=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        conv = self.conv(
-            x)  # (batch, 144, floor(floor(floor(height/2-1/2)/2)/2)+1, floor(floor(floor(width/2-1/2)/2)/2)+1)
+        # (batch, 144, floor(floor(floor(height/2-1/2)/2)/2)+1, floor(floor(floor(width/2-1/2)/2)/2)+1)
+        conv = self.conv(x)
         bn = self.bn(conv)
         act = torch.nn.functional.relu6(bn)
         return act
@@ -289,11 +292,11 @@ class InvertedResidual2(torch.nn.Module):
         self.project_bn = torch.nn.BatchNorm2d(32, eps=1e-05, momentum=0.1, affine=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        expand = self.expand(
-            x)  # (batch, 192, floor(floor(floor(height/2-1/2)/2)/2)+1, floor(floor(floor(width/2-1/2)/2)/2)+1)
+        # (batch, 192, floor(floor(floor(height/2-1/2)/2)/2)+1, floor(floor(floor(width/2-1/2)/2)/2)+1)
+        expand = self.expand(x)
         depthwise = self.depthwise(expand)
-        project = self.project(
-            depthwise)  # (batch, 32, floor(floor(floor(height/2-1/2)/2)/2)+1, floor(floor(floor(width/2-1/2)/2)/2)+1)
+        # (batch, 32, floor(floor(floor(height/2-1/2)/2)/2)+1, floor(floor(floor(width/2-1/2)/2)/2)+1)
+        project = self.project(depthwise)
         project_bn = self.project_bn(project)
         res = project_bn + x
         return res
@@ -310,8 +313,9 @@ class ConvBnRelu615(torch.nn.Module):
         self.bn = torch.nn.BatchNorm2d(192, eps=1e-05, momentum=0.1, affine=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        conv = self.conv(
-            x)  # (batch, 192, floor(floor(floor(floor(height/2-1/2)/2)/2)/2)+1, floor(floor(floor(floor(width/2-1/2)/2)/2)/2)+1)
+        # (batch, 192, floor(floor(floor(floor(height/2-1/2)/2)/2)/2)+1,
+        # floor(floor(floor(floor(width/2-1/2)/2)/2)/2)+1)
+        conv = self.conv(x)
         bn = self.bn(conv)
         act = torch.nn.functional.relu6(bn)
         return act
@@ -333,11 +337,12 @@ class InvertedResidual3(torch.nn.Module):
         self.project_bn = torch.nn.BatchNorm2d(64, eps=1e-05, momentum=0.1, affine=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        expand = self.expand(
-            x)  # (batch, 384, floor(floor(floor(floor(height/2-1/2)/2)/2)/2)+1, floor(floor(floor(floor(width/2-1/2)/2)/2)/2)+1)
+        # (batch, 384, floor(floor(floor(floor(height/2-1/2)/2)/2)/2)+1,
+        # floor(floor(floor(floor(width/2-1/2)/2)/2)/2)+1)
+        expand = self.expand(x)
         depthwise = self.depthwise(expand)
-        project = self.project(
-            depthwise)  # (batch, 64, floor(floor(floor(floor(height/2-1/2)/2)/2)/2)+1, floor(floor(floor(floor(width/2-1/2)/2)/2)/2)+1)
+        # (batch, 64, floor(floor(floor(floor(height/2-1/2)/2)/2)/2)+1, floor(floor(floor(floor(width/2-1/2)/2)/2)/2)+1)
+        project = self.project(depthwise)
         project_bn = self.project_bn(project)
         res = project_bn + x
         return res
@@ -359,11 +364,12 @@ class InvertedResidual4(torch.nn.Module):
         self.project_bn = torch.nn.BatchNorm2d(96, eps=1e-05, momentum=0.1, affine=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        expand = self.expand(
-            x)  # (batch, 576, floor(floor(floor(floor(height/2-1/2)/2)/2)/2)+1, floor(floor(floor(floor(width/2-1/2)/2)/2)/2)+1)
+        # (batch, 576, floor(floor(floor(floor(height/2-1/2)/2)/2)/2)+1,
+        # floor(floor(floor(floor(width/2-1/2)/2)/2)/2)+1)
+        expand = self.expand(x)
         depthwise = self.depthwise(expand)
-        project = self.project(
-            depthwise)  # (batch, 96, floor(floor(floor(floor(height/2-1/2)/2)/2)/2)+1, floor(floor(floor(floor(width/2-1/2)/2)/2)/2)+1)
+        # (batch, 96, floor(floor(floor(floor(height/2-1/2)/2)/2)/2)+1, floor(floor(floor(floor(width/2-1/2)/2)/2)/2)+1)
+        project = self.project(depthwise)
         project_bn = self.project_bn(project)
         res = project_bn + x
         return res
@@ -380,8 +386,9 @@ class ConvBnRelu616(torch.nn.Module):
         self.bn = torch.nn.BatchNorm2d(576, eps=1e-05, momentum=0.1, affine=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        conv = self.conv(
-            x)  # (batch, 576, floor(floor(floor(floor(floor(height/2-1/2)/2)/2)/2)/2)+1, floor(floor(floor(floor(floor(width/2-1/2)/2)/2)/2)/2)+1)
+        # (batch, 576, floor(floor(floor(floor(floor(height/2-1/2)/2)/2)/2)/2)+1,
+        # floor(floor(floor(floor(floor(width/2-1/2)/2)/2)/2)/2)+1)
+        conv = self.conv(x)
         bn = self.bn(conv)
         act = torch.nn.functional.relu6(bn)
         return act
@@ -403,11 +410,13 @@ class InvertedResidual5(torch.nn.Module):
         self.project_bn = torch.nn.BatchNorm2d(160, eps=1e-05, momentum=0.1, affine=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        expand = self.expand(
-            x)  # (batch, 960, floor(floor(floor(floor(floor(height/2-1/2)/2)/2)/2)/2)+1, floor(floor(floor(floor(floor(width/2-1/2)/2)/2)/2)/2)+1)
+        # (batch, 960, floor(floor(floor(floor(floor(height/2-1/2)/2)/2)/2)/2)+1,
+        # floor(floor(floor(floor(floor(width/2-1/2)/2)/2)/2)/2)+1)
+        expand = self.expand(x)
         depthwise = self.depthwise(expand)
-        project = self.project(
-            depthwise)  # (batch, 160, floor(floor(floor(floor(floor(height/2-1/2)/2)/2)/2)/2)+1, floor(floor(floor(floor(floor(width/2-1/2)/2)/2)/2)/2)+1)
+        # (batch, 160, floor(floor(floor(floor(floor(height/2-1/2)/2)/2)/2)/2)+1,
+        # floor(floor(floor(floor(floor(width/2-1/2)/2)/2)/2)/2)+1)
+        project = self.project(depthwise)
         project_bn = self.project_bn(project)
         res = project_bn + x
         return res
@@ -474,10 +483,10 @@ class InvertedResidual8(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         expand = self.expand(x)  # (batch, 144, floor(floor(height/2-1/2)/2)+1, floor(floor(width/2-1/2)/2)+1)
-        depthwise = self.depthwise(
-            expand)  # (batch, 144, floor(floor(floor(height/2-1/2)/2)/2)+1, floor(floor(floor(width/2-1/2)/2)/2)+1)
-        project = self.project(
-            depthwise)  # (batch, 32, floor(floor(floor(height/2-1/2)/2)/2)+1, floor(floor(floor(width/2-1/2)/2)/2)+1)
+        # (batch, 144, floor(floor(floor(height/2-1/2)/2)/2)+1, floor(floor(floor(width/2-1/2)/2)/2)+1)
+        depthwise = self.depthwise(expand)
+        # (batch, 32, floor(floor(floor(height/2-1/2)/2)/2)+1, floor(floor(floor(width/2-1/2)/2)/2)+1)
+        project = self.project(depthwise)
         project_bn = self.project_bn(project)
         return project_bn
 
@@ -498,12 +507,13 @@ class InvertedResidual9(torch.nn.Module):
         self.project_bn = torch.nn.BatchNorm2d(64, eps=1e-05, momentum=0.1, affine=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        expand = self.expand(
-            x)  # (batch, 192, floor(floor(floor(height/2-1/2)/2)/2)+1, floor(floor(floor(width/2-1/2)/2)/2)+1)
-        depthwise = self.depthwise(
-            expand)  # (batch, 192, floor(floor(floor(floor(height/2-1/2)/2)/2)/2)+1, floor(floor(floor(floor(width/2-1/2)/2)/2)/2)+1)
-        project = self.project(
-            depthwise)  # (batch, 64, floor(floor(floor(floor(height/2-1/2)/2)/2)/2)+1, floor(floor(floor(floor(width/2-1/2)/2)/2)/2)+1)
+        # (batch, 192, floor(floor(floor(height/2-1/2)/2)/2)+1, floor(floor(floor(width/2-1/2)/2)/2)+1)
+        expand = self.expand(x)
+        # (batch, 192, floor(floor(floor(floor(height/2-1/2)/2)/2)/2)+1,
+        # floor(floor(floor(floor(width/2-1/2)/2)/2)/2)+1)
+        depthwise = self.depthwise(expand)
+        # (batch, 64, floor(floor(floor(floor(height/2-1/2)/2)/2)/2)+1, floor(floor(floor(floor(width/2-1/2)/2)/2)/2)+1)
+        project = self.project(depthwise)
         project_bn = self.project_bn(project)
         return project_bn
 
@@ -524,11 +534,12 @@ class InvertedResidual10(torch.nn.Module):
         self.project_bn = torch.nn.BatchNorm2d(96, eps=1e-05, momentum=0.1, affine=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        expand = self.expand(
-            x)  # (batch, 384, floor(floor(floor(floor(height/2-1/2)/2)/2)/2)+1, floor(floor(floor(floor(width/2-1/2)/2)/2)/2)+1)
+        # (batch, 384, floor(floor(floor(floor(height/2-1/2)/2)/2)/2)+1,
+        # floor(floor(floor(floor(width/2-1/2)/2)/2)/2)+1)
+        expand = self.expand(x)
         depthwise = self.depthwise(expand)
-        project = self.project(
-            depthwise)  # (batch, 96, floor(floor(floor(floor(height/2-1/2)/2)/2)/2)+1, floor(floor(floor(floor(width/2-1/2)/2)/2)/2)+1)
+        # (batch, 96, floor(floor(floor(floor(height/2-1/2)/2)/2)/2)+1, floor(floor(floor(floor(width/2-1/2)/2)/2)/2)+1)
+        project = self.project(depthwise)
         project_bn = self.project_bn(project)
         return project_bn
 
@@ -549,12 +560,15 @@ class InvertedResidual11(torch.nn.Module):
         self.project_bn = torch.nn.BatchNorm2d(160, eps=1e-05, momentum=0.1, affine=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        expand = self.expand(
-            x)  # (batch, 576, floor(floor(floor(floor(height/2-1/2)/2)/2)/2)+1, floor(floor(floor(floor(width/2-1/2)/2)/2)/2)+1)
-        depthwise = self.depthwise(
-            expand)  # (batch, 576, floor(floor(floor(floor(floor(height/2-1/2)/2)/2)/2)/2)+1, floor(floor(floor(floor(floor(width/2-1/2)/2)/2)/2)/2)+1)
-        project = self.project(
-            depthwise)  # (batch, 160, floor(floor(floor(floor(floor(height/2-1/2)/2)/2)/2)/2)+1, floor(floor(floor(floor(floor(width/2-1/2)/2)/2)/2)/2)+1)
+        # (batch, 576, floor(floor(floor(floor(height/2-1/2)/2)/2)/2)+1,
+        # floor(floor(floor(floor(width/2-1/2)/2)/2)/2)+1)
+        expand = self.expand(x)
+        # (batch, 576, floor(floor(floor(floor(floor(height/2-1/2)/2)/2)/2)/2)+1,
+        # floor(floor(floor(floor(floor(width/2-1/2)/2)/2)/2)/2)+1)
+        depthwise = self.depthwise(expand)
+        # (batch, 160, floor(floor(floor(floor(floor(height/2-1/2)/2)/2)/2)/2)+1,
+        # floor(floor(floor(floor(floor(width/2-1/2)/2)/2)/2)/2)+1)
+        project = self.project(depthwise)
         project_bn = self.project_bn(project)
         return project_bn
 
@@ -575,11 +589,13 @@ class InvertedResidual12(torch.nn.Module):
         self.project_bn = torch.nn.BatchNorm2d(320, eps=1e-05, momentum=0.1, affine=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        expand = self.expand(
-            x)  # (batch, 960, floor(floor(floor(floor(floor(height/2-1/2)/2)/2)/2)/2)+1, floor(floor(floor(floor(floor(width/2-1/2)/2)/2)/2)/2)+1)
+        # (batch, 960, floor(floor(floor(floor(floor(height/2-1/2)/2)/2)/2)/2)+1,
+        # floor(floor(floor(floor(floor(width/2-1/2)/2)/2)/2)/2)+1)
+        expand = self.expand(x)
         depthwise = self.depthwise(expand)
-        project = self.project(
-            depthwise)  # (batch, 320, floor(floor(floor(floor(floor(height/2-1/2)/2)/2)/2)/2)+1, floor(floor(floor(floor(floor(width/2-1/2)/2)/2)/2)/2)+1)
+        # (batch, 320, floor(floor(floor(floor(floor(height/2-1/2)/2)/2)/2)/2)+1,
+        # floor(floor(floor(floor(floor(width/2-1/2)/2)/2)/2)/2)+1)
+        project = self.project(depthwise)
         project_bn = self.project_bn(project)
         return project_bn
 
@@ -644,8 +660,8 @@ class Stage3(torch.nn.Module):
         self.rest = torch.nn.ModuleList([InvertedResidual2() for _ in range(2)])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        first = self.first(
-            x)  # (batch, 32, floor(floor(floor(height/2-1/2)/2)/2)+1, floor(floor(floor(width/2-1/2)/2)/2)+1)
+        # (batch, 32, floor(floor(floor(height/2-1/2)/2)/2)+1, floor(floor(floor(width/2-1/2)/2)/2)+1)
+        first = self.first(x)
         rest = first
         for layer in self.rest:
             rest = layer(rest)
@@ -663,8 +679,8 @@ class Stage4(torch.nn.Module):
         self.rest = torch.nn.ModuleList([InvertedResidual3() for _ in range(3)])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        first = self.first(
-            x)  # (batch, 64, floor(floor(floor(floor(height/2-1/2)/2)/2)/2)+1, floor(floor(floor(floor(width/2-1/2)/2)/2)/2)+1)
+        # (batch, 64, floor(floor(floor(floor(height/2-1/2)/2)/2)/2)+1, floor(floor(floor(floor(width/2-1/2)/2)/2)/2)+1)
+        first = self.first(x)
         rest = first
         for layer in self.rest:
             rest = layer(rest)
@@ -682,8 +698,8 @@ class Stage5(torch.nn.Module):
         self.rest = torch.nn.ModuleList([InvertedResidual4() for _ in range(2)])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        first = self.first(
-            x)  # (batch, 96, floor(floor(floor(floor(height/2-1/2)/2)/2)/2)+1, floor(floor(floor(floor(width/2-1/2)/2)/2)/2)+1)
+        # (batch, 96, floor(floor(floor(floor(height/2-1/2)/2)/2)/2)+1, floor(floor(floor(floor(width/2-1/2)/2)/2)/2)+1)
+        first = self.first(x)
         rest = first
         for layer in self.rest:
             rest = layer(rest)
@@ -701,8 +717,9 @@ class Stage6(torch.nn.Module):
         self.rest = torch.nn.ModuleList([InvertedResidual5() for _ in range(2)])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        first = self.first(
-            x)  # (batch, 160, floor(floor(floor(floor(floor(height/2-1/2)/2)/2)/2)/2)+1, floor(floor(floor(floor(floor(width/2-1/2)/2)/2)/2)/2)+1)
+        # (batch, 160, floor(floor(floor(floor(floor(height/2-1/2)/2)/2)/2)/2)+1,
+        # floor(floor(floor(floor(floor(width/2-1/2)/2)/2)/2)/2)+1)
+        first = self.first(x)
         rest = first
         for layer in self.rest:
             rest = layer(rest)
@@ -719,8 +736,9 @@ class Stage7(torch.nn.Module):
         self.first = InvertedResidual12()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        first = self.first(
-            x)  # (batch, 320, floor(floor(floor(floor(floor(height/2-1/2)/2)/2)/2)/2)+1, floor(floor(floor(floor(floor(width/2-1/2)/2)/2)/2)/2)+1)
+        # (batch, 320, floor(floor(floor(floor(floor(height/2-1/2)/2)/2)/2)/2)+1,
+        # floor(floor(floor(floor(floor(width/2-1/2)/2)/2)/2)/2)+1)
+        first = self.first(x)
         return first
 
 
@@ -735,8 +753,9 @@ class ConvBnRelu618(torch.nn.Module):
         self.bn = torch.nn.BatchNorm2d(1280, eps=1e-05, momentum=0.1, affine=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        conv = self.conv(
-            x)  # (batch, 1280, floor(floor(floor(floor(floor(height/2-1/2)/2)/2)/2)/2)+1, floor(floor(floor(floor(floor(width/2-1/2)/2)/2)/2)/2)+1)
+        # (batch, 1280, floor(floor(floor(floor(floor(height/2-1/2)/2)/2)/2)/2)+1,
+        # floor(floor(floor(floor(floor(width/2-1/2)/2)/2)/2)/2)+1)
+        conv = self.conv(x)
         bn = self.bn(conv)
         act = torch.nn.functional.relu6(bn)
         return act
@@ -777,18 +796,21 @@ class MobilenetV2(torch.nn.Module):
         stem = self.stem(image)  # (batch, 32, floor(height/2-1/2)+1, floor(width/2-1/2)+1)
         stage1 = self.stage1(stem)  # (batch, 16, floor(height/2-1/2)+1, floor(width/2-1/2)+1)
         stage2 = self.stage2(stage1)  # (batch, 24, floor(floor(height/2-1/2)/2)+1, floor(floor(width/2-1/2)/2)+1)
-        stage3 = self.stage3(
-            stage2)  # (batch, 32, floor(floor(floor(height/2-1/2)/2)/2)+1, floor(floor(floor(width/2-1/2)/2)/2)+1)
-        stage4 = self.stage4(
-            stage3)  # (batch, 64, floor(floor(floor(floor(height/2-1/2)/2)/2)/2)+1, floor(floor(floor(floor(width/2-1/2)/2)/2)/2)+1)
-        stage5 = self.stage5(
-            stage4)  # (batch, 96, floor(floor(floor(floor(height/2-1/2)/2)/2)/2)+1, floor(floor(floor(floor(width/2-1/2)/2)/2)/2)+1)
-        stage6 = self.stage6(
-            stage5)  # (batch, 160, floor(floor(floor(floor(floor(height/2-1/2)/2)/2)/2)/2)+1, floor(floor(floor(floor(floor(width/2-1/2)/2)/2)/2)/2)+1)
-        stage7 = self.stage7(
-            stage6)  # (batch, 320, floor(floor(floor(floor(floor(height/2-1/2)/2)/2)/2)/2)+1, floor(floor(floor(floor(floor(width/2-1/2)/2)/2)/2)/2)+1)
-        head = self.head(
-            stage7)  # (batch, 1280, floor(floor(floor(floor(floor(height/2-1/2)/2)/2)/2)/2)+1, floor(floor(floor(floor(floor(width/2-1/2)/2)/2)/2)/2)+1)
+        # (batch, 32, floor(floor(floor(height/2-1/2)/2)/2)+1, floor(floor(floor(width/2-1/2)/2)/2)+1)
+        stage3 = self.stage3(stage2)
+        # (batch, 64, floor(floor(floor(floor(height/2-1/2)/2)/2)/2)+1, floor(floor(floor(floor(width/2-1/2)/2)/2)/2)+1)
+        stage4 = self.stage4(stage3)
+        # (batch, 96, floor(floor(floor(floor(height/2-1/2)/2)/2)/2)+1, floor(floor(floor(floor(width/2-1/2)/2)/2)/2)+1)
+        stage5 = self.stage5(stage4)
+        # (batch, 160, floor(floor(floor(floor(floor(height/2-1/2)/2)/2)/2)/2)+1,
+        # floor(floor(floor(floor(floor(width/2-1/2)/2)/2)/2)/2)+1)
+        stage6 = self.stage6(stage5)
+        # (batch, 320, floor(floor(floor(floor(floor(height/2-1/2)/2)/2)/2)/2)+1,
+        # floor(floor(floor(floor(floor(width/2-1/2)/2)/2)/2)/2)+1)
+        stage7 = self.stage7(stage6)
+        # (batch, 1280, floor(floor(floor(floor(floor(height/2-1/2)/2)/2)/2)/2)+1,
+        # floor(floor(floor(floor(floor(width/2-1/2)/2)/2)/2)/2)+1)
+        head = self.head(stage7)
         pool = torch.nn.functional.adaptive_avg_pool2d(head, 1)  # (batch, 1280, 1, 1)
         flat = torch.flatten(pool, 1, -1)  # (batch, 1280)
         drop = self.drop(flat)

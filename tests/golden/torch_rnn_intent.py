@@ -18,8 +18,7 @@ class RnnIntent(torch.nn.Module):
         super().__init__()
         self.embed = torch.nn.Embedding(10000, 100, padding_idx=None)
         self.rnn = torch.nn.RNN(
-            100, 128, num_layers=1, bias=True, batch_first=True, dropout=0.0, bidirectional=False,
-            nonlinearity='tanh')
+            100, 128, num_layers=1, bias=True, batch_first=True, dropout=0.0, bidirectional=False, nonlinearity='tanh')
         self.classify = torch.nn.Linear(128, 26, bias=True)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:

@@ -6,6 +6,14 @@ Standalone: needs only torch. The state_dict keys are the spec's node ids.
 import torch
 
 
+def sinusoid_table(max_len: int, d: int) -> torch.Tensor:
+    """The fixed position encoding of Vaswani et al.: PE[t, 2i] = sin(t w_i), PE[t, 2i+1] = cos(t w_i)."""
+    position = torch.arange(max_len, dtype=torch.float32).unsqueeze(1)  # (max_len, 1)
+    freq = torch.exp(torch.arange(0, d, 2, dtype=torch.float32) * (-9.210340371976184 / d))  # (d/2,)
+    angles = position * freq  # (max_len, d/2)
+    return torch.stack((angles.sin(), angles.cos()), dim=-1).flatten(1)  # interleaved: (max_len, d)
+
+
 class EncoderLayer(torch.nn.Module):
     """Self-attention and a feed-forward network, each in a residual and LayerNorm."""
 
@@ -27,8 +35,8 @@ class EncoderLayer(torch.nn.Module):
         self_attn_k = self_attn_split[1].unflatten(-1, (8, 64)).transpose(1, 2)
         self_attn_v = self_attn_split[2].unflatten(-1, (8, 64)).transpose(1, 2)
         self_attn_scaled_dot_product_attention = torch.nn.functional.scaled_dot_product_attention(
-            self_attn_q, self_attn_k, self_attn_v,
-            attn_mask=pad.logical_not().unsqueeze(1).unsqueeze(1), dropout_p=(self.training * 0.1))
+            self_attn_q, self_attn_k, self_attn_v, attn_mask=pad.logical_not().unsqueeze(1).unsqueeze(1),
+            dropout_p=(self.training * 0.1))
         self_attn_flatten = self_attn_scaled_dot_product_attention.transpose(1, 2).flatten(2)
         self_attn = torch.nn.functional.linear(
             self_attn_flatten, self.self_attn.out_proj.weight, self.self_attn.out_proj.bias)  # (batch, src_len, 512)
@@ -63,16 +71,16 @@ class DecoderLayer(torch.nn.Module):
         self.norm3 = torch.nn.LayerNorm(512, eps=1e-05, elementwise_affine=True)
 
     def forward(
-        self, x: torch.Tensor, memory: torch.Tensor, src_pad: torch.Tensor, tgt_pad: torch.Tensor) -> torch.Tensor:
+            self, x: torch.Tensor, memory: torch.Tensor, src_pad: torch.Tensor, tgt_pad: torch.Tensor) -> torch.Tensor:
         self_attn_linear = torch.nn.functional.linear(x, self.self_attn.in_proj_weight, self.self_attn.in_proj_bias)
         self_attn_split = self_attn_linear.split(512, -1)
         self_attn_q = self_attn_split[0].unflatten(-1, (8, 64)).transpose(1, 2)
         self_attn_k = self_attn_split[1].unflatten(-1, (8, 64)).transpose(1, 2)
         self_attn_v = self_attn_split[2].unflatten(-1, (8, 64)).transpose(1, 2)
-        self_attn_and = x.new_ones((x.size(1), x.size(1)), dtype=torch.bool).tril() & tgt_pad.logical_not().unsqueeze(1).unsqueeze(1)
+        self_attn_causal_keep = x.new_ones((x.size(1), x.size(1)), dtype=torch.bool).tril()
+        self_attn_and = self_attn_causal_keep & tgt_pad.logical_not().unsqueeze(1).unsqueeze(1)
         self_attn_scaled_dot_product_attention = torch.nn.functional.scaled_dot_product_attention(
-            self_attn_q, self_attn_k, self_attn_v, attn_mask=self_attn_and,
-            dropout_p=(self.training * 0.1))
+            self_attn_q, self_attn_k, self_attn_v, attn_mask=self_attn_and, dropout_p=(self.training * 0.1))
         self_attn_flatten = self_attn_scaled_dot_product_attention.transpose(1, 2).flatten(2)
         self_attn = torch.nn.functional.linear(
             self_attn_flatten, self.self_attn.out_proj.weight, self.self_attn.out_proj.bias)  # (batch, tgt_len, 512)
@@ -80,25 +88,21 @@ class DecoderLayer(torch.nn.Module):
         res1 = x + dropout1
         norm1 = self.norm1(res1)
         multihead_attn_linear = torch.nn.functional.linear(
-            norm1, self.multihead_attn.in_proj_weight[0:512],
-            self.multihead_attn.in_proj_bias[0:512])
+            norm1, self.multihead_attn.in_proj_weight[0:512], self.multihead_attn.in_proj_bias[0:512])
         multihead_attn_linear_2 = torch.nn.functional.linear(
-            memory, self.multihead_attn.in_proj_weight[512:1024],
-            self.multihead_attn.in_proj_bias[512:1024])
+            memory, self.multihead_attn.in_proj_weight[512:1024], self.multihead_attn.in_proj_bias[512:1024])
         multihead_attn_linear_3 = torch.nn.functional.linear(
-            memory, self.multihead_attn.in_proj_weight[1024:1536],
-            self.multihead_attn.in_proj_bias[1024:1536])
+            memory, self.multihead_attn.in_proj_weight[1024:1536], self.multihead_attn.in_proj_bias[1024:1536])
         multihead_attn_q = multihead_attn_linear.unflatten(-1, (8, 64)).transpose(1, 2)
         multihead_attn_k = multihead_attn_linear_2.unflatten(-1, (8, 64)).transpose(1, 2)
         multihead_attn_v = multihead_attn_linear_3.unflatten(-1, (8, 64)).transpose(1, 2)
         multihead_attn_scaled_dot_product_attention = torch.nn.functional.scaled_dot_product_attention(
             multihead_attn_q, multihead_attn_k, multihead_attn_v,
-            attn_mask=src_pad.logical_not().unsqueeze(1).unsqueeze(1),
-            dropout_p=(self.training * 0.1))
+            attn_mask=src_pad.logical_not().unsqueeze(1).unsqueeze(1), dropout_p=(self.training * 0.1))
         multihead_attn_flatten = multihead_attn_scaled_dot_product_attention.transpose(1, 2).flatten(2)
+        # (batch, tgt_len, 512)
         multihead_attn = torch.nn.functional.linear(
-            multihead_attn_flatten, self.multihead_attn.out_proj.weight,
-            self.multihead_attn.out_proj.bias)  # (batch, tgt_len, 512)
+            multihead_attn_flatten, self.multihead_attn.out_proj.weight, self.multihead_attn.out_proj.bias)
         dropout2 = self.dropout2(multihead_attn)
         res2 = norm1 + dropout2
         norm2 = self.norm2(res2)
@@ -112,17 +116,17 @@ class DecoderLayer(torch.nn.Module):
         return norm3
 
     def with_past(
-        self, x: torch.Tensor, memory: torch.Tensor, src_pad: torch.Tensor, tgt_pad: torch.Tensor,
-        past_key_values_key: torch.Tensor, past_key_values_value: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            self, x: torch.Tensor, memory: torch.Tensor, src_pad: torch.Tensor, tgt_pad: torch.Tensor,
+            past_key_values_key: torch.Tensor, past_key_values_value: torch.Tensor) -> tuple[torch.Tensor, ...]:
         self_attn_linear = torch.nn.functional.linear(x, self.self_attn.in_proj_weight, self.self_attn.in_proj_bias)
         self_attn_split = self_attn_linear.split(512, -1)
         self_attn_q = self_attn_split[0].unflatten(-1, (8, 64)).transpose(1, 2)
         self_attn_k = self_attn_split[1].unflatten(-1, (8, 64)).transpose(1, 2)
         self_attn_v = self_attn_split[2].unflatten(-1, (8, 64)).transpose(1, 2)
-        self_attn_present_key = torch.cat(
-            [past_key_values_key, self_attn_k], 2)  # (batch, 8, past_sequence_length+tgt_len, 64)
-        self_attn_present_value = torch.cat(
-            [past_key_values_value, self_attn_v], 2)  # (batch, 8, past_sequence_length+tgt_len, 64)
+        # (batch, 8, past_sequence_length+tgt_len, 64)
+        self_attn_present_key = torch.cat([past_key_values_key, self_attn_k], 2)
+        # (batch, 8, past_sequence_length+tgt_len, 64)
+        self_attn_present_value = torch.cat([past_key_values_value, self_attn_v], 2)
         self_attn_past_sequence_length = past_key_values_key.size(2)
         self_attn_new_ones = self_attn_q.new_ones((x.size(1), self_attn_present_key.size(2)), dtype=torch.bool)
         self_attn_causal_keep = self_attn_new_ones.tril(self_attn_past_sequence_length)
@@ -138,83 +142,21 @@ class DecoderLayer(torch.nn.Module):
         res1 = x + dropout1
         norm1 = self.norm1(res1)
         multihead_attn_linear = torch.nn.functional.linear(
-            norm1, self.multihead_attn.in_proj_weight[0:512],
-            self.multihead_attn.in_proj_bias[0:512])
+            norm1, self.multihead_attn.in_proj_weight[0:512], self.multihead_attn.in_proj_bias[0:512])
         multihead_attn_linear_2 = torch.nn.functional.linear(
-            memory, self.multihead_attn.in_proj_weight[512:1024],
-            self.multihead_attn.in_proj_bias[512:1024])
+            memory, self.multihead_attn.in_proj_weight[512:1024], self.multihead_attn.in_proj_bias[512:1024])
         multihead_attn_linear_3 = torch.nn.functional.linear(
-            memory, self.multihead_attn.in_proj_weight[1024:1536],
-            self.multihead_attn.in_proj_bias[1024:1536])
+            memory, self.multihead_attn.in_proj_weight[1024:1536], self.multihead_attn.in_proj_bias[1024:1536])
         multihead_attn_q = multihead_attn_linear.unflatten(-1, (8, 64)).transpose(1, 2)
         multihead_attn_k = multihead_attn_linear_2.unflatten(-1, (8, 64)).transpose(1, 2)
         multihead_attn_v = multihead_attn_linear_3.unflatten(-1, (8, 64)).transpose(1, 2)
         multihead_attn_scaled_dot_product_attention = torch.nn.functional.scaled_dot_product_attention(
             multihead_attn_q, multihead_attn_k, multihead_attn_v,
-            attn_mask=src_pad.logical_not().unsqueeze(1).unsqueeze(1),
-            dropout_p=(self.training * 0.1))
+            attn_mask=src_pad.logical_not().unsqueeze(1).unsqueeze(1), dropout_p=(self.training * 0.1))
         multihead_attn_flatten = multihead_attn_scaled_dot_product_attention.transpose(1, 2).flatten(2)
+        # (batch, tgt_len, 512)
         multihead_attn = torch.nn.functional.linear(
-            multihead_attn_flatten, self.multihead_attn.out_proj.weight,
-            self.multihead_attn.out_proj.bias)  # (batch, tgt_len, 512)
-        dropout2 = self.dropout2(multihead_attn)
-        res2 = norm1 + dropout2
-        norm2 = self.norm2(res2)
-        linear1 = self.linear1(norm2)  # (batch, tgt_len, 2048)
-        relu = torch.relu(linear1)
-        dropout = self.dropout(relu)
-        linear2 = self.linear2(dropout)  # (batch, tgt_len, 512)
-        dropout3 = self.dropout3(linear2)
-        res3 = norm2 + dropout3
-        norm3 = self.norm3(res3)
-        return norm3, self_attn_present_key, self_attn_present_value
-
-    def decode_with_past(
-        self, x: torch.Tensor, memory: torch.Tensor, src_pad: torch.Tensor, tgt_pad: torch.Tensor,
-        past_key_values_key: torch.Tensor, past_key_values_value: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        self_attn_linear = torch.nn.functional.linear(x, self.self_attn.in_proj_weight, self.self_attn.in_proj_bias)
-        self_attn_split = self_attn_linear.split(512, -1)
-        self_attn_q = self_attn_split[0].unflatten(-1, (8, 64)).transpose(1, 2)
-        self_attn_k = self_attn_split[1].unflatten(-1, (8, 64)).transpose(1, 2)
-        self_attn_v = self_attn_split[2].unflatten(-1, (8, 64)).transpose(1, 2)
-        self_attn_present_key = torch.cat(
-            [past_key_values_key, self_attn_k], 2)  # (batch, 8, past_sequence_length+tgt_len, 64)
-        self_attn_present_value = torch.cat(
-            [past_key_values_value, self_attn_v], 2)  # (batch, 8, past_sequence_length+tgt_len, 64)
-        self_attn_past_sequence_length = past_key_values_key.size(2)
-        self_attn_new_ones = self_attn_q.new_ones((x.size(1), self_attn_present_key.size(2)), dtype=torch.bool)
-        self_attn_causal_keep = self_attn_new_ones.tril(self_attn_past_sequence_length)
-        self_attn_and = self_attn_causal_keep & tgt_pad.logical_not().unsqueeze(1).unsqueeze(1)
-        self_attn_or = self_attn_and | self_attn_causal_keep.triu(self_attn_past_sequence_length)
-        self_attn_scaled_dot_product_attention = torch.nn.functional.scaled_dot_product_attention(
-            self_attn_q, self_attn_present_key, self_attn_present_value, attn_mask=self_attn_or,
-            dropout_p=(self.training * 0.1))
-        self_attn_flatten = self_attn_scaled_dot_product_attention.transpose(1, 2).flatten(2)
-        self_attn = torch.nn.functional.linear(
-            self_attn_flatten, self.self_attn.out_proj.weight, self.self_attn.out_proj.bias)  # (batch, tgt_len, 512)
-        dropout1 = self.dropout1(self_attn)
-        res1 = x + dropout1
-        norm1 = self.norm1(res1)
-        multihead_attn_linear = torch.nn.functional.linear(
-            norm1, self.multihead_attn.in_proj_weight[0:512],
-            self.multihead_attn.in_proj_bias[0:512])
-        multihead_attn_linear_2 = torch.nn.functional.linear(
-            memory, self.multihead_attn.in_proj_weight[512:1024],
-            self.multihead_attn.in_proj_bias[512:1024])
-        multihead_attn_linear_3 = torch.nn.functional.linear(
-            memory, self.multihead_attn.in_proj_weight[1024:1536],
-            self.multihead_attn.in_proj_bias[1024:1536])
-        multihead_attn_q = multihead_attn_linear.unflatten(-1, (8, 64)).transpose(1, 2)
-        multihead_attn_k = multihead_attn_linear_2.unflatten(-1, (8, 64)).transpose(1, 2)
-        multihead_attn_v = multihead_attn_linear_3.unflatten(-1, (8, 64)).transpose(1, 2)
-        multihead_attn_scaled_dot_product_attention = torch.nn.functional.scaled_dot_product_attention(
-            multihead_attn_q, multihead_attn_k, multihead_attn_v,
-            attn_mask=src_pad.logical_not().unsqueeze(1).unsqueeze(1),
-            dropout_p=(self.training * 0.1))
-        multihead_attn_flatten = multihead_attn_scaled_dot_product_attention.transpose(1, 2).flatten(2)
-        multihead_attn = torch.nn.functional.linear(
-            multihead_attn_flatten, self.multihead_attn.out_proj.weight,
-            self.multihead_attn.out_proj.bias)  # (batch, tgt_len, 512)
+            multihead_attn_flatten, self.multihead_attn.out_proj.weight, self.multihead_attn.out_proj.bias)
         dropout2 = self.dropout2(multihead_attn)
         res2 = norm1 + dropout2
         norm2 = self.norm2(res2)
@@ -244,45 +186,21 @@ class Transformer(torch.nn.Module):
         self.src_embed = torch.nn.utils.skip_init(torch.nn.Embedding, 37000, 512, padding_idx=None)
         torch.nn.init.normal_(self.src_embed.weight, mean=0.0, std=0.04419417382415922)
         self.src_pos = torch.nn.Module()
-        self.src_pos.register_buffer(
-            "pe",
-            torch.stack(((a := torch.arange(5000, dtype=torch.float32).unsqueeze(1) * torch.exp(torch.arange(0, 512, 2, dtype=torch.float32) * -0.017988946039015984)).sin(), a.cos()), dim=-1).flatten(1),
-            persistent=False)
+        self.src_pos.register_buffer("pe", sinusoid_table(5000, 512), persistent=False)
         self.src_drop = torch.nn.Dropout(p=0.1)
         self.encoder = torch.nn.ModuleList([EncoderLayer() for _ in range(6)])
         self.encoder_norm = torch.nn.LayerNorm(512, eps=1e-05, elementwise_affine=True)
         self.tgt_pos = torch.nn.Module()
-        self.tgt_pos.register_buffer(
-            "pe",
-            torch.stack(((a := torch.arange(5000, dtype=torch.float32).unsqueeze(1) * torch.exp(torch.arange(0, 512, 2, dtype=torch.float32) * -0.017988946039015984)).sin(), a.cos()), dim=-1).flatten(1),
-            persistent=False)
+        self.tgt_pos.register_buffer("pe", sinusoid_table(5000, 512), persistent=False)
         self.tgt_drop = torch.nn.Dropout(p=0.1)
         self.decoder = torch.nn.ModuleList([DecoderLayer() for _ in range(6)])
         self.decoder_norm = torch.nn.LayerNorm(512, eps=1e-05, elementwise_affine=True)
 
     def forward(
-        self, src: torch.Tensor, tgt: torch.Tensor, src_pad: torch.Tensor, tgt_pad: torch.Tensor) -> torch.Tensor:
+            self, src: torch.Tensor, tgt: torch.Tensor, src_pad: torch.Tensor, tgt_pad: torch.Tensor) -> torch.Tensor:
         """Returns logits."""
-        src_embed = self.src_embed(src)  # (batch, src_len, 512)
-        src_scale = src_embed * 22.627416997969522
-        src_pos_table = self.src_pos.pe.narrow(0, 0, src_scale.size(1))
-        src_pos = src_scale + src_pos_table
-        src_drop = self.src_drop(src_pos)
-        encoder = src_drop
-        for layer in self.encoder:
-            encoder = layer(encoder, src_pad)
-        encoder_norm = self.encoder_norm(encoder)
-        tgt_embed = torch.nn.functional.embedding(tgt, self.src_embed.weight, None)  # (batch, tgt_len, 512)
-        tgt_scale = tgt_embed * 22.627416997969522
-        tgt_pos_table = self.tgt_pos.pe.narrow(0, 0, tgt_scale.size(1))
-        tgt_pos = tgt_scale + tgt_pos_table
-        tgt_drop = self.tgt_drop(tgt_pos)
-        decoder = tgt_drop
-        for layer in self.decoder:
-            decoder = layer(decoder, encoder_norm, src_pad, tgt_pad)
-        decoder_norm = self.decoder_norm(decoder)
-        generator = torch.nn.functional.linear(decoder_norm, self.src_embed.weight, None)  # (batch, tgt_len, 37000)
-        return generator
+        encoder_norm = self.encode(src, src_pad)  # (batch, src_len, 512)
+        return self.decode(tgt, encoder_norm, src_pad, tgt_pad)
 
     def encode(self, src: torch.Tensor, src_pad: torch.Tensor) -> torch.Tensor:
         """Signature 'encode': returns memory."""
@@ -298,7 +216,8 @@ class Transformer(torch.nn.Module):
         return encoder_norm
 
     def decode(
-        self, tgt: torch.Tensor, memory: torch.Tensor, src_pad: torch.Tensor, tgt_pad: torch.Tensor) -> torch.Tensor:
+            self, tgt: torch.Tensor, memory: torch.Tensor, src_pad: torch.Tensor,
+            tgt_pad: torch.Tensor) -> torch.Tensor:
         """Signature 'decode': returns logits."""
         tgt_embed = torch.nn.functional.embedding(tgt, self.src_embed.weight, None)  # (batch, tgt_len, 512)
         tgt_scale = tgt_embed * 22.627416997969522
@@ -313,136 +232,29 @@ class Transformer(torch.nn.Module):
         return generator
 
     def with_past(
-        self, src: torch.Tensor, tgt: torch.Tensor, src_pad: torch.Tensor, tgt_pad: torch.Tensor,
-        position_ids: torch.Tensor, past_key_values_0_key: torch.Tensor,
-        past_key_values_0_value: torch.Tensor, past_key_values_1_key: torch.Tensor,
-        past_key_values_1_value: torch.Tensor, past_key_values_2_key: torch.Tensor,
-        past_key_values_2_value: torch.Tensor, past_key_values_3_key: torch.Tensor,
-        past_key_values_3_value: torch.Tensor, past_key_values_4_key: torch.Tensor,
-        past_key_values_4_value: torch.Tensor, past_key_values_5_key: torch.Tensor,
-        past_key_values_5_value: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Signature 'with_past': returns logits, present.0.key, present.0.value, present.1.key,
-        present.1.value, present.2.key, present.2.value, present.3.key, present.3.value, present.4.key,
-        present.4.value, present.5.key, present.5.value.
-        """
-        src_embed = self.src_embed(src)  # (batch, src_len, 512)
-        src_scale = src_embed * 22.627416997969522
-        src_pos_table = self.src_pos.pe.narrow(0, 0, src_scale.size(1))
-        src_pos = src_scale + src_pos_table
-        src_drop = self.src_drop(src_pos)
-        encoder = src_drop
-        for layer in self.encoder:
-            encoder = layer(encoder, src_pad)
-        encoder_norm = self.encoder_norm(encoder)
-        tgt_embed = torch.nn.functional.embedding(tgt, self.src_embed.weight, None)  # (batch, tgt_len, 512)
-        tgt_scale = tgt_embed * 22.627416997969522
-        tgt_pos_table = torch.nn.functional.embedding(position_ids, self.tgt_pos.pe)
-        tgt_pos = tgt_scale + tgt_pos_table
-        tgt_drop = self.tgt_drop(tgt_pos)
-        decoder_0 = self.decoder[0].with_past(
-            tgt_drop, encoder_norm, src_pad, tgt_pad, past_key_values_0_key, past_key_values_0_value)
-        decoder_0_norm3 = decoder_0[0]
-        decoder_0_self_attn_present_key = decoder_0[1]  # (batch, 8, past_sequence_length+tgt_len, 64)
-        decoder_0_self_attn_present_value = decoder_0[2]  # (batch, 8, past_sequence_length+tgt_len, 64)
-        decoder_1 = self.decoder[1].with_past(
-            decoder_0_norm3, encoder_norm, src_pad, tgt_pad, past_key_values_1_key,
-            past_key_values_1_value)
-        decoder_1_norm3 = decoder_1[0]
-        decoder_1_self_attn_present_key = decoder_1[1]  # (batch, 8, past_sequence_length+tgt_len, 64)
-        decoder_1_self_attn_present_value = decoder_1[2]  # (batch, 8, past_sequence_length+tgt_len, 64)
-        decoder_2 = self.decoder[2].with_past(
-            decoder_1_norm3, encoder_norm, src_pad, tgt_pad, past_key_values_2_key,
-            past_key_values_2_value)
-        decoder_2_norm3 = decoder_2[0]
-        decoder_2_self_attn_present_key = decoder_2[1]  # (batch, 8, past_sequence_length+tgt_len, 64)
-        decoder_2_self_attn_present_value = decoder_2[2]  # (batch, 8, past_sequence_length+tgt_len, 64)
-        decoder_3 = self.decoder[3].with_past(
-            decoder_2_norm3, encoder_norm, src_pad, tgt_pad, past_key_values_3_key,
-            past_key_values_3_value)
-        decoder_3_norm3 = decoder_3[0]
-        decoder_3_self_attn_present_key = decoder_3[1]  # (batch, 8, past_sequence_length+tgt_len, 64)
-        decoder_3_self_attn_present_value = decoder_3[2]  # (batch, 8, past_sequence_length+tgt_len, 64)
-        decoder_4 = self.decoder[4].with_past(
-            decoder_3_norm3, encoder_norm, src_pad, tgt_pad, past_key_values_4_key,
-            past_key_values_4_value)
-        decoder_4_norm3 = decoder_4[0]
-        decoder_4_self_attn_present_key = decoder_4[1]  # (batch, 8, past_sequence_length+tgt_len, 64)
-        decoder_4_self_attn_present_value = decoder_4[2]  # (batch, 8, past_sequence_length+tgt_len, 64)
-        decoder_5 = self.decoder[5].with_past(
-            decoder_4_norm3, encoder_norm, src_pad, tgt_pad, past_key_values_5_key,
-            past_key_values_5_value)
-        decoder_5_norm3 = decoder_5[0]
-        decoder_5_self_attn_present_key = decoder_5[1]  # (batch, 8, past_sequence_length+tgt_len, 64)
-        decoder_5_self_attn_present_value = decoder_5[2]  # (batch, 8, past_sequence_length+tgt_len, 64)
-        decoder_norm = self.decoder_norm(decoder_5_norm3)
-        generator = torch.nn.functional.linear(decoder_norm, self.src_embed.weight, None)  # (batch, tgt_len, 37000)
-        return (
-            generator, decoder_0_self_attn_present_key, decoder_0_self_attn_present_value,
-            decoder_1_self_attn_present_key, decoder_1_self_attn_present_value,
-            decoder_2_self_attn_present_key, decoder_2_self_attn_present_value,
-            decoder_3_self_attn_present_key, decoder_3_self_attn_present_value,
-            decoder_4_self_attn_present_key, decoder_4_self_attn_present_value,
-            decoder_5_self_attn_present_key, decoder_5_self_attn_present_value)
+            self, src: torch.Tensor, tgt: torch.Tensor, src_pad: torch.Tensor, tgt_pad: torch.Tensor,
+            position_ids: torch.Tensor, *past_key_values: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Signature 'with_past': returns logits, present.0.key, present.0.value, ..., present.5.value."""
+        encoder_norm = self.encode(src, src_pad)  # (batch, src_len, 512)
+        return self.decode_with_past(tgt, encoder_norm, src_pad, tgt_pad, position_ids, *past_key_values)
 
     def decode_with_past(
-        self, tgt: torch.Tensor, memory: torch.Tensor, src_pad: torch.Tensor, tgt_pad: torch.Tensor,
-        position_ids: torch.Tensor, past_key_values_0_key: torch.Tensor,
-        past_key_values_0_value: torch.Tensor, past_key_values_1_key: torch.Tensor,
-        past_key_values_1_value: torch.Tensor, past_key_values_2_key: torch.Tensor,
-        past_key_values_2_value: torch.Tensor, past_key_values_3_key: torch.Tensor,
-        past_key_values_3_value: torch.Tensor, past_key_values_4_key: torch.Tensor,
-        past_key_values_4_value: torch.Tensor, past_key_values_5_key: torch.Tensor,
-        past_key_values_5_value: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Signature 'decode_with_past': returns logits, present.0.key, present.0.value, present.1.key,
-        present.1.value, present.2.key, present.2.value, present.3.key, present.3.value, present.4.key,
-        present.4.value, present.5.key, present.5.value.
+            self, tgt: torch.Tensor, memory: torch.Tensor, src_pad: torch.Tensor, tgt_pad: torch.Tensor,
+            position_ids: torch.Tensor, *past_key_values: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Signature 'decode_with_past': returns logits, present.0.key, present.0.value, ...,
+        present.5.value.
         """
         tgt_embed = torch.nn.functional.embedding(tgt, self.src_embed.weight, None)  # (batch, tgt_len, 512)
         tgt_scale = tgt_embed * 22.627416997969522
         tgt_pos_table = torch.nn.functional.embedding(position_ids, self.tgt_pos.pe)
         tgt_pos = tgt_scale + tgt_pos_table
         tgt_drop = self.tgt_drop(tgt_pos)
-        decoder_0 = self.decoder[0].decode_with_past(
-            tgt_drop, memory, src_pad, tgt_pad, past_key_values_0_key, past_key_values_0_value)
-        decoder_0_norm3 = decoder_0[0]
-        decoder_0_self_attn_present_key = decoder_0[1]  # (batch, 8, past_sequence_length+tgt_len, 64)
-        decoder_0_self_attn_present_value = decoder_0[2]  # (batch, 8, past_sequence_length+tgt_len, 64)
-        decoder_1 = self.decoder[1].decode_with_past(
-            decoder_0_norm3, memory, src_pad, tgt_pad, past_key_values_1_key,
-            past_key_values_1_value)
-        decoder_1_norm3 = decoder_1[0]
-        decoder_1_self_attn_present_key = decoder_1[1]  # (batch, 8, past_sequence_length+tgt_len, 64)
-        decoder_1_self_attn_present_value = decoder_1[2]  # (batch, 8, past_sequence_length+tgt_len, 64)
-        decoder_2 = self.decoder[2].decode_with_past(
-            decoder_1_norm3, memory, src_pad, tgt_pad, past_key_values_2_key,
-            past_key_values_2_value)
-        decoder_2_norm3 = decoder_2[0]
-        decoder_2_self_attn_present_key = decoder_2[1]  # (batch, 8, past_sequence_length+tgt_len, 64)
-        decoder_2_self_attn_present_value = decoder_2[2]  # (batch, 8, past_sequence_length+tgt_len, 64)
-        decoder_3 = self.decoder[3].decode_with_past(
-            decoder_2_norm3, memory, src_pad, tgt_pad, past_key_values_3_key,
-            past_key_values_3_value)
-        decoder_3_norm3 = decoder_3[0]
-        decoder_3_self_attn_present_key = decoder_3[1]  # (batch, 8, past_sequence_length+tgt_len, 64)
-        decoder_3_self_attn_present_value = decoder_3[2]  # (batch, 8, past_sequence_length+tgt_len, 64)
-        decoder_4 = self.decoder[4].decode_with_past(
-            decoder_3_norm3, memory, src_pad, tgt_pad, past_key_values_4_key,
-            past_key_values_4_value)
-        decoder_4_norm3 = decoder_4[0]
-        decoder_4_self_attn_present_key = decoder_4[1]  # (batch, 8, past_sequence_length+tgt_len, 64)
-        decoder_4_self_attn_present_value = decoder_4[2]  # (batch, 8, past_sequence_length+tgt_len, 64)
-        decoder_5 = self.decoder[5].decode_with_past(
-            decoder_4_norm3, memory, src_pad, tgt_pad, past_key_values_5_key,
-            past_key_values_5_value)
-        decoder_5_norm3 = decoder_5[0]
-        decoder_5_self_attn_present_key = decoder_5[1]  # (batch, 8, past_sequence_length+tgt_len, 64)
-        decoder_5_self_attn_present_value = decoder_5[2]  # (batch, 8, past_sequence_length+tgt_len, 64)
-        decoder_norm = self.decoder_norm(decoder_5_norm3)
+        decoder = tgt_drop
+        present: list[torch.Tensor] = []
+        for layer, key, value in zip(self.decoder, past_key_values[::2], past_key_values[1::2]):
+            decoder, self_attn_present_key, self_attn_present_value = layer.with_past(
+                decoder, memory, src_pad, tgt_pad, key, value)
+            present += [self_attn_present_key, self_attn_present_value]
+        decoder_norm = self.decoder_norm(decoder)
         generator = torch.nn.functional.linear(decoder_norm, self.src_embed.weight, None)  # (batch, tgt_len, 37000)
-        return (
-            generator, decoder_0_self_attn_present_key, decoder_0_self_attn_present_value,
-            decoder_1_self_attn_present_key, decoder_1_self_attn_present_value,
-            decoder_2_self_attn_present_key, decoder_2_self_attn_present_value,
-            decoder_3_self_attn_present_key, decoder_3_self_attn_present_value,
-            decoder_4_self_attn_present_key, decoder_4_self_attn_present_value,
-            decoder_5_self_attn_present_key, decoder_5_self_attn_present_value)
+        return generator, *present

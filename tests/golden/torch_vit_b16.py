@@ -35,9 +35,9 @@ class EncoderLayer(torch.nn.Module):
         self_attention_scaled_dot_product_attention = torch.nn.functional.scaled_dot_product_attention(
             self_attention_q, self_attention_k, self_attention_v)
         self_attention_flatten = self_attention_scaled_dot_product_attention.transpose(1, 2).flatten(2)
+        # (batch, 197, 768)
         self_attention = torch.nn.functional.linear(
-            self_attention_flatten, self.self_attention.out_proj.weight,
-            self.self_attention.out_proj.bias)  # (batch, 197, 768)
+            self_attention_flatten, self.self_attention.out_proj.weight, self.self_attention.out_proj.bias)
         dropout = self.dropout(self_attention)
         attn_res = x + dropout
         ln_2 = self.ln_2(attn_res)
