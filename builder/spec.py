@@ -115,6 +115,9 @@ class BlockSpec(_Model):
     inputs: list[Name] = Field(min_length=1, description="Input names; the first is chained by repeat.")
     nodes: dict[Name, dict[str, Any]] = Field(min_length=1)
     outputs: dict[Name, str] = Field(min_length=1, description="Output name to ref; the first is chained by repeat.")
+    checkpoint: bool = Field(
+        default=False, description="Recompute the activations of this block's calls in backward instead of keeping "
+        "them (activation checkpointing in PyTorch; ONNX and diagrams are unaffected).")
 
 
 class SignatureSpec(_Model):

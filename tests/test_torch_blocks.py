@@ -17,12 +17,14 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+import yaml
 from op_cases import SMALL_SPECS
 
 from nnspec.backends.pytorch import to_torch
 from nnspec.backends.pytorch.blocks import BlockModule, Repeat
 from nnspec.backends.pytorch.inputs import example_inputs
-from nnspec.builder import compile_graph, load_spec
+from nnspec.builder import SpecError, compile_graph, load_spec
+from nnspec.builder.schema import json_schema
 
 GPT = {"vocab": 40, "n_ctx": 32, "d_model": 16, "layers": 3, "heads": 2}
 BERT = {"vocab": 40, "hidden": 16, "heads": 2, "layers": 2, "intermediate": 32, "max_len": 32}
@@ -137,6 +139,67 @@ def test_checkpoint_by_block_name_and_per_call() -> None:
     assert flags == {"EncoderLayer": False, "DecoderLayer": True}
     _block(model, "encoder.0").checkpoint_activations = True
     assert _block(model, "encoder.0").checkpoint_activations and not _block(model, "encoder.1").checkpoint_activations
+
+
+def _transformer(**marks: bool) -> dict[str, Any]:
+    """The seed Transformer as data, with ``checkpoint:`` set on the named blocks."""
+    spec = yaml.safe_load(Path("specs/transformer.yaml").read_text())
+    for block, on in marks.items():
+        spec["blocks"][block]["checkpoint"] = on
+    return spec
+
+
+def test_checkpoint_key_of_a_block_checkpoints_its_calls_only() -> None:
+    """``checkpoint: true`` on the decoder layer: its calls recompute their layers in backward (a
+    layer inside runs twice per step, one of the encoder once), and gradients stay the same."""
+    overrides = SMALL_SPECS["transformer"]
+    torch.manual_seed(0)
+    plain = to_torch(_transformer(), overrides=overrides)
+    torch.manual_seed(0)
+    marked = to_torch(_transformer(decoder_layer=True), overrides=overrides)
+    flags = {type(m).__name__: m.checkpoint_activations for m in marked.modules() if isinstance(m, BlockModule)}
+    assert flags == {"EncoderLayer": False, "DecoderLayer": True}
+    x = example_inputs(plain, {"batch": 2, "src_len": 6, "tgt_len": 5})
+    grads, runs = [], []
+    for model in (plain, marked):
+        calls = {"encoder": 0, "decoder": 0}
+        for stack in calls:
+            def count(*_: Any, stack: str = stack, calls: dict[str, int] = calls) -> None:
+                calls[stack] += 1
+
+            model.get_submodule(f"{stack}.0.norm1").register_forward_hook(count)
+        torch.manual_seed(1)  # train mode: dropout must draw the same masks when recomputed
+        _loss(model, x).backward()
+        grads.append({k: p.grad for k, p in model.named_parameters() if p.grad is not None})
+        runs.append(calls)
+    assert runs == [{"encoder": 1, "decoder": 1}, {"encoder": 1, "decoder": 2}]
+    assert grads[0].keys() == grads[1].keys() and grads[0]
+    for k in grads[0]:
+        torch.testing.assert_close(grads[1][k], grads[0][k], atol=1e-6, rtol=1e-5, msg=k)
+
+
+def test_checkpoint_argument_overrides_the_spec() -> None:
+    spec = _transformer(decoder_layer=True)
+    overrides = SMALL_SPECS["transformer"]
+    off = to_torch(spec, overrides=overrides, checkpoint=False)
+    assert not any(isinstance(m, BlockModule) and m.checkpoint_activations for m in off.modules())
+    other = to_torch(spec, overrides=overrides, checkpoint=["encoder_layer"])
+    flags = {type(m).__name__: m.checkpoint_activations for m in other.modules() if isinstance(m, BlockModule)}
+    assert flags == {"EncoderLayer": True, "DecoderLayer": False}
+    with pytest.raises(ValueError, match=r"calls no block 'encoder_layr'.*did you mean 'encoder_layer'"):
+        to_torch(spec, overrides=overrides, checkpoint=["encoder_layr"], device="meta")
+
+
+def test_checkpoint_key_is_validated_and_in_the_schema() -> None:
+    spec = _transformer()
+    spec["blocks"]["decoder_layer"]["checkpoint"] = "sometimes"
+    with pytest.raises(SpecError, match="checkpoint"):
+        load_spec(spec)
+    block = json_schema()["$defs"]["Block"]["properties"]
+    assert block["checkpoint"]["type"] == "boolean" and "activations" in block["checkpoint"]["description"]
+    # ONNX and the graph do not change: the key only asks PyTorch to recompute
+    marked = compile_graph(load_spec(_transformer(decoder_layer=True), SMALL_SPECS["transformer"]))
+    assert marked.graph["checkpoint_blocks"] == ["decoder_layer"]
 
 
 # dynamo reads .grad of a block's input (an activation, not a leaf) while it guards on it

@@ -44,7 +44,7 @@ SpecSource = Spec | str | Path | Mapping[str, Any]
 
 def to_torch(source: SpecSource | nx.MultiDiGraph, signature: str | None = None, *,
              overrides: Mapping[str, Any] | None = None, device: torch.device | str | None = None,
-             checkpoint: bool | Iterable[str] = False) -> SpecModule:
+             checkpoint: bool | Iterable[str] | None = None) -> SpecModule:
     """Build a spec as a PyTorch module.
 
     Args:
@@ -53,7 +53,8 @@ def to_torch(source: SpecSource | nx.MultiDiGraph, signature: str | None = None,
         overrides: param values replacing the spec's (``{"d_model": 256}``).
         device: where to create the weights (``"meta"`` allocates none).
         checkpoint: recompute the activations of every outermost block call in backward instead of
-            keeping them (True), or of the calls of the named blocks (``["block"]``); see
+            keeping them (True), of the calls of the named blocks (``["block"]``), of none (False),
+            or of the calls of the blocks the spec marks ``checkpoint: true`` (None); see
             `BlockModule.checkpoint_activations`, which can also be set per call afterwards.
 
     Returns:
@@ -71,8 +72,11 @@ def to_torch(source: SpecSource | nx.MultiDiGraph, signature: str | None = None,
     _check_weights(tree)
     (_, first), *rest = lowered.items()
     nest(first.fx, first.source, first.values, tree.root)  # blocks become modules with their own forward
-    if checkpoint:
-        set_checkpoint(tree.root, checkpoint)
+    if checkpoint is None:
+        checkpoint = first.source.graph.get("checkpoint_blocks", [])
+    elif not isinstance(checkpoint, bool):
+        checkpoint = _known_blocks(first.source, checkpoint)
+    set_checkpoint(tree.root, checkpoint)
     model = SpecModule(tree.root, first.fx, first.source.graph["name"])
     model.meta["nnspec"] = _info(first)  # before _attach, which reads it
     sigs = {}
@@ -97,6 +101,18 @@ def _graphs(source: SpecSource | nx.MultiDiGraph, signature: str | None,
         return {signature: compile_graph(spec, signature)}
     graphs, _ = check_spec(spec)  # the main graph and every signature, shared weights checked
     return {**graphs, **derived_graphs(graphs)}  # and the key/value-cache signature of each causal decoder
+
+
+def _known_blocks(g: nx.MultiDiGraph, names: Iterable[str]) -> list[str]:
+    """`names`, each the name of a block that the graph calls (else ValueError with a did-you-mean)."""
+    names = [names] if isinstance(names, str) else list(names)
+    called = {call.block for call in g.graph.get("calls", {}).values()}
+    for name in names:
+        if name not in called:
+            hints = "".join(f"; {h}" for h in did_you_mean(name, called))
+            raise ValueError(f"checkpoint: spec '{g.graph['name']}' calls no block '{name}'{hints} "
+                             f"(blocks: {', '.join(sorted(called)) or 'none'})")
+    return names
 
 
 def lower(graphs: Mapping[str | None, nx.MultiDiGraph], tree: ModuleTree) -> dict[str | None, Emitter]:
