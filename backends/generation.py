@@ -14,7 +14,10 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["CacheStep", "Chooser", "Sampling", "cache_layout", "cached_loop", "pad_prompts", "start_positions"]
+__all__ = [
+    "CacheStep", "Chooser", "Sampling", "cache_layout", "cached_loop", "cross_inputs", "pad_prompts", "past_to_present",
+    "start_positions",
+]
 
 PAST_PREFIX, PRESENT_PREFIX = "past_key_values.", "present."
 POSITIONS = "position_ids"
@@ -118,14 +121,30 @@ def start_positions(padding: np.ndarray) -> np.ndarray:
 
 
 def cache_layout(inputs: Sequence[str], outputs: Sequence[str]) -> tuple[list[str], dict[str, str], str]:
-    """The past inputs, present output -> past input, and the logits output of a cache signature."""
-    past = [n for n in inputs if n.startswith(PAST_PREFIX)]
-    feeds = {f"{PRESENT_PREFIX}{n.removeprefix(PAST_PREFIX)}": n for n in past}
-    missing = sorted(set(feeds) - set(outputs))
-    if missing:
-        raise ValueError(f"generate: the cache signature has no output(s) {', '.join(missing)}")
+    """The growing past inputs, present output -> past input, and the logits output of a cache signature.
+
+    Past inputs without a present output (``past_key_values.{i}.encoder.*``: cross-attention keys and
+    values) are fixed: see `cross_inputs`.
+    """
+    present = set(outputs)
+    past = [n for n in inputs if n.startswith(PAST_PREFIX) and past_to_present(n) in present]
+    feeds = {past_to_present(n): n for n in past}
+    if not past:
+        raise ValueError("generate: the cache signature has no present.* output for any past_key_values.* input")
     logits = next(n for n in outputs if not n.startswith(PRESENT_PREFIX))
     return past, feeds, logits
+
+
+def past_to_present(name: str) -> str:
+    """``past_key_values.0.key`` -> ``present.0.key``."""
+    return f"{PRESENT_PREFIX}{name.removeprefix(PAST_PREFIX)}"
+
+
+def cross_inputs(inputs: Sequence[str], outputs: Sequence[str]) -> list[str]:
+    """The past inputs of a cache signature that stay fixed while decoding (cross-attention keys and values,
+    computed once by the ``cross_kv`` graph, whose outputs are named ``present.*`` like them)."""
+    present = set(outputs)
+    return [n for n in inputs if n.startswith(PAST_PREFIX) and past_to_present(n) not in present]
 
 
 def cached_loop(step: CacheStep, prompt: np.ndarray, padding: np.ndarray, max_new: int, chooser: Chooser,

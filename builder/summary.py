@@ -140,15 +140,22 @@ def _elementwise_affine(n: Node) -> Count:
 
 
 def _attention(n: Node) -> Count:
-    q = n.inputs["query"]
-    k = n.inputs.get("key", q)
-    b, t, e = q.shape
-    s = k.shape[1] + (n.inputs["past_key"].shape[2] if "past_key" in n.inputs else 0)
     w = n.weights
-    rows, cols = w.get("in_proj_weight", (e, e))
     bias = 1 if "in_proj_bias" in w else 0
+    if "query" not in n.inputs:  # the key/value projection alone (a derived cross_kv graph)
+        k = n.inputs["key"]
+        rows, cols = w["in_proj_weight"]
+        return (rows - cols) * (cols + bias) * k.shape[0] * k.shape[1]
+    q = n.inputs["query"]
+    b, t, e = q.shape
+    rows, cols = w.get("in_proj_weight", (e, e))
+    if "projected_key" in n.inputs:  # keys and values projected before: the query's projection only
+        s, kv_part = n.inputs["projected_key"].shape[2], 0
+    else:
+        k = n.inputs.get("key", q)
+        s = k.shape[1] + (n.inputs["past_key"].shape[2] if "past_key" in n.inputs else 0)
+        kv_part = (rows - e) * (cols + bias) * b * k.shape[1]
     q_part = e * (cols + bias) * b * t
-    kv_part = (rows - e) * (cols + bias) * b * k.shape[1]
     out_part = (math.prod(w.get("out_proj.weight", (0,))) + math.prod(w.get("out_proj.bias", (0,)))) * b * t
     return q_part + kv_part + out_part + 2 * b * t * s * e
 

@@ -17,7 +17,7 @@ from nnspec.backends.onnx.generate import generate_onnx
 from nnspec.backends.onnx.runtime import run_onnx, session
 from nnspec.backends.pytorch import generate, to_torch
 from nnspec.builder import SpecError, check_spec, compile_graph, graph_inputs, graph_outputs, load_spec, nodes
-from nnspec.builder.kv_cache import CacheError, with_kv_cache
+from nnspec.builder.kv_cache import CacheError, is_derived, with_kv_cache
 from nnspec.builder.ops.attention import MultiHeadAttention
 
 SPECS = sorted(p.stem for p in Path("specs").glob("*.yaml"))
@@ -66,6 +66,14 @@ def _causal_self_attention(g: Any) -> list[str]:
             and "key" not in n.bindings]
 
 
+def _cross_attention(g: Any, site: str) -> list[str]:
+    """Attention from the decoded sequence (the query length of causal self-attention `site`) to keys of
+    another length (specs/ has no cross-attention whose keys grow with the decoded sequence)."""
+    length = g.nodes[site]["node"].inputs["query"].shape[1]
+    return [n.id for n in nodes(g) if isinstance(n.model, MultiHeadAttention) and "key" in n.bindings
+            and n.inputs["query"].shape[1] == length and n.inputs["key"].shape[1] != length]
+
+
 @pytest.mark.parametrize("name", SPECS)
 def test_every_causal_decoder_graph_gets_a_cache_signature(name: str) -> None:
     spec = load_spec(f"specs/{name}.yaml", SMALL[name])
@@ -82,13 +90,26 @@ def test_every_causal_decoder_graph_gets_a_cache_signature(name: str) -> None:
             continue
         cached = compile_graph(spec, derived)
         ins, outs = graph_inputs(cached), graph_outputs(cached)
+        cross = _cross_attention(g, sites[0])
+        self_kind = "decoder." if cross else ""  # Optimum's seq2seq names
         assert [k for k in ins if k.startswith("past_key_values.")] == [
-            f"past_key_values.{i}.{w}" for i in range(len(sites)) for w in ("key", "value")]
+            *(f"past_key_values.{i}.{self_kind}{w}" for i in range(len(sites)) for w in ("key", "value")),
+            *(f"past_key_values.{i}.encoder.{w}" for i in range(len(cross)) for w in ("key", "value"))]
         assert list(outs)[:1] == list(graph_outputs(g))[:1]
+        assert not [k for k in outs if ".encoder." in k]  # the cross keys stay as they are: no present output
         for i, node_id in enumerate(sites):
-            past, present = ins[f"past_key_values.{i}.key"], outs[f"present.{i}.key"]
+            past, present = ins[f"past_key_values.{i}.{self_kind}key"], outs[f"present.{i}.{self_kind}key"]
             assert str(past.shape[2]) == "past_sequence_length"
             assert str(present.shape[2] - past.shape[2]) == str(g.nodes[node_id]["node"].inputs["query"].shape[1])
+        cross_sig = "cross_kv" if sig is None else f"{sig}_cross_kv"
+        assert (cross_sig in model.signatures) == bool(cross)
+        if cross:
+            computed = graph_outputs(compile_graph(spec, cross_sig))
+            assert list(computed) == [f"present.{i}.encoder.{w}" for i in range(len(cross)) for w in ("key", "value")]
+            for i, node_id in enumerate(cross):
+                key = g.nodes[node_id]["node"].inputs["key"]  # (batch, src_len, E) -> (batch, heads, src_len, E/H)
+                assert computed[f"present.{i}.encoder.key"].shape[2] == key.shape[1]
+                assert ins[f"past_key_values.{i}.encoder.key"] == computed[f"present.{i}.encoder.key"]
 
 
 def test_the_derived_graph_keeps_every_weight() -> None:
@@ -168,7 +189,7 @@ def test_prefill_then_steps_give_the_full_graph_logits(name: str) -> None:
 
 
 @pytest.mark.parametrize(("name", "sig"), [("gpt", "with_past"), ("llama", "with_past"), ("odd", "with_past"),
-                                           ("transformer", "decode_with_past")])
+                                           ("transformer", "decode_with_past"), ("transformer", "decode_cross_kv")])
 def test_onnx_cache_signature_matches_pytorch(name: str, sig: str) -> None:
     model = _small(name)
     module = model.signature(sig)
@@ -194,7 +215,7 @@ def test_onnx_cache_signature_matches_pytorch(name: str, sig: str) -> None:
 
 def _onnx_models(name: str, model: Any) -> dict[str | None, Any]:
     spec = _load(name)
-    sigs = [None, *spec.signatures, *(s for s in model.signatures if s.endswith("with_past"))]
+    sigs = [None, *spec.signatures, *(s for s in model.signatures if is_derived(s))]
     return {s: to_onnx(spec, model.state_dict(), signature=s) for s in sigs}
 
 

@@ -2,7 +2,9 @@
 backend's `generate` (backends/pytorch/decoding.py), so that both give the same tokens:
 
 - a model with ``past_key_values.*`` inputs (the derived ``with_past`` / ``decode_with_past``
-  signatures) is run once over the prompt, then one token per step, with the cache;
+  signatures) is run once over the prompt, then one token per step, with the cache; the
+  cross-attention keys and values it takes (``past_key_values.{i}.encoder.*``) come once from
+  the derived ``decode_cross_kv`` model, run on the encoder's output;
 - a decoder input named like an output of ``encode`` (``memory``; ``h``, ``c``) takes that output;
 - a decoder input named like an input of ``encode`` (``src_pad``) takes the same array;
 - the one remaining integer input (besides ``position_ids``) is the target tokens;
@@ -13,7 +15,7 @@ backend's `generate` (backends/pytorch/decoding.py), so that both give the same 
 Output names are the spec's: an output that ONNX had to rename (``h_out``, because an input is
 named ``h``) is read back under its spec name from the model's metadata.
 
-    >>> models = {s: to_onnx(spec, state, signature=s) for s in ("encode", "decode_with_past")}
+    >>> models = {s: to_onnx(spec, state, signature=s) for s in ("encode", "decode_cross_kv", "decode_with_past")}
     >>> tokens = generate_onnx(models, src, start_token=1, max_new_tokens=20)
 """
 
@@ -26,6 +28,8 @@ from typing import Any
 import numpy as np
 import onnx
 
+from nnspec.builder.kv_cache import CACHE_SUFFIX, cross_name, is_derived
+
 from ..generation import (
     PAST_LENGTH,
     PAST_PREFIX,
@@ -35,7 +39,9 @@ from ..generation import (
     Sampling,
     cache_layout,
     cached_loop,
+    cross_inputs,
     pad_prompts,
+    past_to_present,
 )
 from .runtime import ModelSource, _id_bounds, run_onnx, session
 
@@ -150,8 +156,9 @@ def generate_onnx(models: Model | Mapping[str | None, Model], source: np.ndarray
     Args:
         models: a decoder-only model (with or without a cache; a ModelProto, a path, or an
             `OnnxSignature` whose session is reused), or the exported signatures by
-            name (``encode`` and a decoder signature, ``decode`` and/or ``decode_with_past``; for
-            a decoder-only model the main graph under None and/or ``with_past``).
+            name (``encode`` and a decoder signature, ``decode`` and/or ``decode_with_past``, with
+            ``decode_cross_kv`` where that takes cross-attention keys and values; for a
+            decoder-only model the main graph under None and/or ``with_past``).
         source: for an encoder-decoder, the encoder's token ids or its inputs by name.
         prompt: the tokens to continue (batch, t0), or prompts of different lengths (lists of
             ids), left-padded into one batch; by default `start_token` alone.
@@ -243,8 +250,8 @@ def _encoder_decoder(table: Mapping[str | None, Model], source: np.ndarray | Map
                      sampling: Sampling, stops: list[int], encode: str, step: str | None,
                      use_cache: bool, on_token: Stream | None) -> np.ndarray:
     if step is None:
-        others = [s for s in table if s != encode and s is not None]
-        plain = [s for s in others if not s.endswith("with_past")]
+        others = [s for s in table if s != encode and s is not None and not s.endswith(cross_name(None))]
+        plain = [s for s in others if not is_derived(s)]
         if len(plain) > 1 or not others or (not plain and len(others) > 1):
             raise ValueError(f"generate: name the decoder signature with step= (signatures: {others})")
         step = plain[0] if plain else others[0]
@@ -261,7 +268,8 @@ def _encoder_decoder(table: Mapping[str | None, Model], source: np.ndarray | Map
     names: list[str | None] = [step] if step.endswith("with_past") else [f"{step}_with_past", step]
     cached = _pick_cached(table, names, use_cache, prompt.shape[1] + max_new)
     if cached is not None:
-        return cached_loop(cached.step(known), prompt, np.zeros(prompt.shape, dtype=bool), max_new, chooser, on_token)
+        fixed = {**known, **_cross_keys(table, step.removesuffix(f"_{CACHE_SUFFIX}"), cached, known)}
+        return cached_loop(cached.step(fixed), prompt, np.zeros(prompt.shape, dtype=bool), max_new, chooser, on_token)
     dec = _signature(table[step])
     token = dec.token_input(set(known))
     recurrent = [n for n in dec.outputs if n in dec.inputs]
@@ -284,6 +292,22 @@ def _encoder_decoder(table: Mapping[str | None, Model], source: np.ndarray | Map
         if chooser.done:
             break
     return tokens
+
+
+def _cross_keys(table: Mapping[str | None, Model], base: str, sig: OnnxSignature,
+                known: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The cross-attention keys and values `sig` takes, computed once by the cross_kv model of `base` from the
+    encoder's output (`known`); none when `sig` takes none."""
+    names = cross_inputs(list(sig.inputs), sig.outputs)
+    if not names:
+        return {}
+    name = cross_name(base)
+    if name not in table:
+        raise ValueError(f"generate: '{sig.name}' takes cross-attention keys and values ({names[0]}, ...); "
+                         f"give the '{name}' model too")
+    cross = _signature(table[name])
+    outs = cross({k: v for k, v in known.items() if k in cross.inputs})
+    return {n: outs[past_to_present(n)] for n in names}
 
 
 def _decoder_only(model: OnnxSignature, prompt: np.ndarray, max_new: int, chooser: Chooser,

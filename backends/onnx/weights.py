@@ -226,7 +226,9 @@ def resolve_weights(uses: Mapping[str, WeightUse], state_dict: StateDict | None,
             owner, _, rest = owner.rpartition(".")
             leaf = f"{rest}.{leaf}"
         node = nodes.get(owner)
-        if node is not None and key not in known and leaf not in IGNORED_BUFFERS and leaf not in node.ties:
+        # a weight the node declares but this graph does not read (a key/value projection alone) is no error
+        if (node is not None and key not in known and leaf not in IGNORED_BUFFERS and leaf not in node.ties
+                and leaf not in node.weights):
             hint = "".join(f" ({h})" for h in did_you_mean(key, uses))
             problems.append(f"unexpected weight '{key}': node '{owner}' has no weight '{leaf}'{hint}")
     if problems:

@@ -3,7 +3,9 @@ driven by their signatures (an ``encode`` signature and one decoder signature).
 
 Where the decoder has a key/value-cache signature (``with_past``, ``decode_with_past``: derived
 from every causal decoder by `nnspec.builder.kv_cache`), the prompt is run once and then one token per
-step, with the cache; otherwise the whole prefix is fed each step, as before. The roles of a
+step, with the cache; otherwise the whole prefix is fed each step, as before. A cache signature
+that takes cross-attention keys and values (``past_key_values.{i}.encoder.*``) gets them once,
+from its ``cross_kv`` graph (``decode_cross_kv``) run on the encoder's output. The roles of a
 signature's inputs come from their names and types:
 
 - a decoder input named like an output of ``encode`` (``memory``; ``h``, ``c``) takes that output;
@@ -26,9 +28,19 @@ import numpy as np
 import torch
 from torch import nn
 
-from nnspec.builder.kv_cache import cache_name
+from nnspec.builder.kv_cache import cache_name, cross_name, is_derived
 
-from ..generation import POSITIONS, CacheStep, Chooser, Sampling, cache_layout, cached_loop, pad_prompts
+from ..generation import (
+    POSITIONS,
+    CacheStep,
+    Chooser,
+    Sampling,
+    cache_layout,
+    cached_loop,
+    cross_inputs,
+    pad_prompts,
+    past_to_present,
+)
 from .module import SpecModule, spec_info
 
 __all__ = ["generate"]
@@ -253,10 +265,22 @@ def _decoder_only(model: SpecModule, prompt: torch.Tensor, padding: torch.Tensor
     return tokens
 
 
+def _cross_keys(model: SpecModule, base: str, sig: nn.Module, known: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The cross-attention keys and values cache signature `sig` takes, computed once by the cross_kv graph of
+    `base` from the encoder's output (`known`); none when `sig` takes none."""
+    info = _info(sig)
+    names = cross_inputs(info["inputs"], info["outputs"])
+    if not names:
+        return {}
+    cross = model.signature(cross_name(base))
+    outs = _outputs(cross, cross(*_bind(cross, {k: v for k, v in known.items() if k in _info(cross)["inputs"]})))
+    return {n: outs[past_to_present(n)] for n in names}
+
+
 def _decoder_signature(model: SpecModule, encode: str, step: str | None) -> str:
     if step is not None:
         return step
-    others = [s for s in model.signatures if s != encode and not s.endswith("with_past")]
+    others = [s for s in model.signatures if s != encode and not is_derived(s)]
     if len(others) != 1:
         raise ValueError(f"generate: name the decoder signature with step= (signatures: {others})")
     return others[0]
@@ -280,7 +304,7 @@ def _encoder_decoder(model: SpecModule, source: torch.Tensor | Mapping[str, torc
     chooser = Chooser(batch, sampling, stops)
     cached = _cache_signature(model, step, prompt.shape[1] + max_new, use_cache)
     if cached is not None:
-        fixed = _fixed_inputs(cached, known)
+        fixed = _fixed_inputs(cached, {**known, **_cross_keys(model, step, cached, known)})
         out = cached_loop(_torch_step(cached, fixed, device), prompt.cpu().numpy().astype(np.int64),
                           np.zeros(prompt.shape, dtype=bool), max_new, chooser,
                           None if on_token is None else lambda c: on_token(torch.from_numpy(c)))

@@ -238,7 +238,7 @@ def _multi_head_attention(e: Emitter, n: Node) -> Outputs:
     cannot hold them).
     """
     m = _args(n, MultiHeadAttention)
-    embed, heads, kv_heads = _features(e, "query"), m.num_heads, m.kv_heads
+    embed, heads, kv_heads = _features(e, "key" if m.projection_only else "query"), m.num_heads, m.kv_heads
     head = embed // heads
     sizes = (embed, kv_heads * head, kv_heads * head)  # q, k, v rows of the in-projection
     if kv_heads == heads:
@@ -265,17 +265,27 @@ def _multi_head_attention(e: Emitter, n: Node) -> Outputs:
         chunks = e.method("split", y, group[0] if len(set(group)) == 1 else list(group), -1)
         return [e.item(chunks, i) for i in range(parts)]
 
+    def split(t: fx.Node, name: str, h: int) -> fx.Node:  # (batch, L, h * hd) -> (batch, h, L, hd)
+        return e.named(e.method("transpose", e.method("unflatten", t, -1, (h, head)), 1, 2),
+                       f"{n.id}_{name}".replace(".", "_"))
+
+    if m.projection_only:  # the keys and values alone, computed once (a cross-attention's, see kv_cache)
+        key = e.x("key")
+        (k, v) = project(key, 1, 2) if e.x("value") is key else (*project(key, 1, 1), *project(e.x("value"), 2, 1))
+        return {"projected_key": split(k, "k", kv_heads), "projected_value": split(v, "v", kv_heads)}
     query = e.x("query")
     key = e.x("key") if e.has("key") else query
-    if not e.has("key"):  # self-attention: one (batch, L, E + 2 kv) projection
-        q, k, v = project(query, 0, 3)
-    elif not e.has("value"):  # value = key: one (batch, Lk, 2 kv) projection
-        (q,), (k, v) = project(query, 0, 1), project(key, 1, 2)
+    if e.has("projected_key"):  # keys and values projected once, before decoding: the query alone here
+        (q,) = project(query, 0, 1)
+        q, k, v = split(q, "q", heads), e.x("projected_key"), e.x("projected_value")
     else:
-        (q,), (k,), (v,) = project(query, 0, 1), project(key, 1, 1), project(e.x("value"), 2, 1)
-    q, k, v = (e.named(e.method("transpose", e.method("unflatten", t, -1, (h, head)), 1, 2),
-                       f"{n.id}_{name}".replace(".", "_"))
-               for t, name, h in ((q, "q", heads), (k, "k", kv_heads), (v, "v", kv_heads)))  # (batch, h, L, hd)
+        if not e.has("key"):  # self-attention: one (batch, L, E + 2 kv) projection
+            q, k, v = project(query, 0, 3)
+        elif not e.has("value"):  # value = key: one (batch, Lk, 2 kv) projection
+            (q,), (k, v) = project(query, 0, 1), project(key, 1, 2)
+        else:
+            (q,), (k,), (v,) = project(query, 0, 1), project(key, 1, 1), project(e.x("value"), 2, 1)
+        q, k, v = split(q, "q", heads), split(k, "k", kv_heads), split(v, "v", kv_heads)  # (batch, h, L, hd)
     if m.rotary:
         q, k = _mha_rope(e, n, m, q, k, query, key)
     outs: Outputs = {}

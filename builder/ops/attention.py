@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import ClassVar, Literal, NamedTuple
 
 import sympy
-from pydantic import Field, PositiveFloat, PositiveInt, model_validator
+from pydantic import Field, PositiveFloat, PositiveInt, PrivateAttr, model_validator
 
 from ..tensor import ShapeError, TensorType, fmt_dim, same_dim
 from .base import Op, WeightShapes, broadcast, expect_float, expect_rank, last_dim, register
@@ -164,9 +164,15 @@ class MultiHeadAttention(Op):
     int64 positions (Lq,) or (B, Lq) for rotary self-attention; optional past_key and
     past_value (B, Hkv, P, E/H), the projected (and rotated) keys and values of P earlier
     positions, for cached causal self-attention (masks then cover P + Lq keys, query i sits at
-    position P + i, and rotary needs the new tokens' positions).
+    position P + i, and rotary needs the new tokens' positions); optional projected_key and
+    projected_value (B, Hkv, Lk, E/H) in place of key and value: keys and values already
+    projected into heads (a cross-attention's, computed once from the encoder's memory).
     Output shape: y (B, Lq, E); with past_key, also present_key and present_value
     (B, Hkv, P + Lq, E/H): the past with this call's keys and values appended.
+
+    A derived graph (`nnspec.builder.kv_cache`) may hold the node reduced to its key/value
+    projection (`key_value_projection`): key (and value) in, projected_key and projected_value
+    out, with the same weights.
     """
 
     op: Literal["multi_head_attention"]
@@ -185,17 +191,38 @@ class MultiHeadAttention(Op):
     rope_scaling: PositiveFloat | None = Field(default=None,
                                                description="Linear position interpolation: positions / factor.")
     INPUTS: ClassVar[tuple[str, ...]] = ("query", "key", "value", "key_padding_mask", "attn_mask", "positions",
-                                         "past_key", "past_value")
+                                         "past_key", "past_value", "projected_key", "projected_value")
     OPTIONAL: ClassVar[frozenset[str]] = frozenset({"key", "value", "key_padding_mask", "attn_mask", "positions",
-                                                    "past_key", "past_value"})
+                                                    "past_key", "past_value", "projected_key", "projected_value"})
     FAMILY: ClassVar[str] = "attention"
     CACHE_OUTPUTS: ClassVar[tuple[str, ...]] = ("present_key", "present_value")
+    PROJECTED: ClassVar[tuple[str, ...]] = ("projected_key", "projected_value")
+    _projection: bool = PrivateAttr(default=False)  # set by key_value_projection() only: no spec can ask for it
 
     def cached(self) -> bool:
         """Whether the node takes a key/value cache (its `in` binds past_key)."""
         return isinstance(self.in_, dict) and "past_key" in self.in_
 
+    @property
+    def projection_only(self) -> bool:
+        """Whether this is the node's key/value projection alone (see `key_value_projection`)."""
+        return self._projection
+
+    def key_value_projection(self, key: str, value: str) -> MultiHeadAttention:
+        """This attention reduced to its key and value projections, over the refs `key` and `value`.
+
+        Its outputs are projected_key and projected_value (B, Hkv, Lk, E/H), which the attention
+        takes in place of key and value: a cross-attention's keys and values computed once.
+        """
+        if self.rotary:  # rotated keys would need the key positions here and the query's there
+            raise ValueError("a rotary attention's keys and values are not projected alone")
+        out = self.model_copy(update={"in_": {"key": key, "value": value}})
+        out._projection = True
+        return out
+
     def output_ports(self) -> tuple[str, ...]:
+        if self._projection:
+            return self.PROJECTED
         return ("y", *self.CACHE_OUTPUTS) if self.cached() else self.OUTPUTS
 
     @model_validator(mode="after")
@@ -218,13 +245,53 @@ class MultiHeadAttention(Op):
         return Rope(self.rope_theta, self.rotary_fraction, self.rotary_interleaved, self.rope_scaling)
 
     def _embed(self, ins: dict[str, TensorType]) -> int:
-        q = ins["query"]
-        expect_rank(q, 3, "query", "(batch, len, embed)")
-        expect_float(q, "query")
-        e = last_dim(q, "query", "embedding size")
+        port = "key" if self._projection else "query"  # the projection alone has no query
+        q = ins[port]
+        expect_rank(q, 3, port, "(batch, len, embed)")
+        expect_float(q, port)
+        e = last_dim(q, port, "embedding size")
         if e % self.num_heads:
-            raise ShapeError(f"embedding size {e} is not divisible by num_heads {self.num_heads}", "query")
+            raise ShapeError(f"embedding size {e} is not divisible by num_heads {self.num_heads}", port)
         return e
+
+    def _heads(self, x: TensorType, port: str) -> TensorType:
+        """The type of `x` (B, L, E) projected and split into key/value heads: (B, Hkv, L, E/H)."""
+        expect_rank(x, 3, port, "(batch, len, embed)")
+        e = int(x.shape[2])
+        return x.with_shape((x.shape[0], sympy.Integer(self.kv_heads), x.shape[1], sympy.Integer(e // self.num_heads)))
+
+    def _infer_projection(self, ins: dict[str, TensorType]) -> dict[str, TensorType]:
+        e = self._embed(ins)
+        k = ins["key"]
+        v = ins.get("value", k)
+        pk, pv = self._heads(k, "key"), self._heads(v, "value")
+        if not same_dim(v.shape[0], k.shape[0]) or not same_dim(v.shape[1], k.shape[1]) or v.shape[2] != e:
+            raise ShapeError(f"value must be (batch, len, embed) like the key [{k}], got [{v}]", "value")
+        return {"projected_key": pk, "projected_value": pv}
+
+    def _projected(self, ins: dict[str, TensorType], e: int) -> TensorType | None:
+        """The given projected keys' type (B, Hkv, Lk, hd), checked, or None when key/value are projected here."""
+        if "projected_key" not in ins and "projected_value" not in ins:
+            return None
+        q = ins["query"]
+        if "projected_key" not in ins or "projected_value" not in ins:
+            raise ShapeError("projected_key and projected_value come together",
+                             "projected_value" if "projected_key" in ins else "projected_key")
+        clash = [p for p in ("key", "value", "past_key") if p in ins]
+        if clash:
+            raise ShapeError(f"projected_key and projected_value take the place of key and value; {clash[0]} is "
+                             "given too", "projected_key")
+        if self.causal or self.rotary:
+            raise ShapeError("projected keys and values are a cross-attention's (causal and rotary false)",
+                             "projected_key")
+        pk = ins["projected_key"]
+        want = f"(batch, {self.kv_heads}, len, {e // self.num_heads})"
+        for port, t in (("projected_key", pk), ("projected_value", ins["projected_value"])):
+            ok = (t.rank == 4 and same_dim(t.shape[0], q.shape[0]) and same_dim(t.shape[1], sympy.Integer(self.kv_heads))
+                  and same_dim(t.shape[3], sympy.Integer(e // self.num_heads)) and same_dim(t.shape[2], pk.shape[2]))
+            if not ok or t.dtype != q.dtype:
+                raise ShapeError(f"{port} must be {want} of {q.dtype} like the query [{q}], got [{t}]", port)
+        return pk
 
     def _past(self, ins: dict[str, TensorType], e: int) -> TensorType | None:
         """The past keys' type (B, Hkv, P, hd), checked, or None without a cache."""
@@ -248,9 +315,12 @@ class MultiHeadAttention(Op):
         return pk
 
     def infer(self, ins: dict[str, TensorType]) -> dict[str, TensorType]:
+        if self._projection:
+            return self._infer_projection(ins)
         q = ins["query"]
         e = self._embed(ins)
         past = self._past(ins, e)
+        projected = self._projected(ins, e)
         k = ins.get("key", q)
         v = ins.get("value", k)
         for port, t in (("key", k), ("value", v)):
@@ -260,7 +330,8 @@ class MultiHeadAttention(Op):
                                  f"got [{t}]", port)
         if not same_dim(k.shape[1], v.shape[1]):
             raise ShapeError(f"key and value lengths differ: [{k}] vs [{v}]", "value")
-        keys = k.shape[1] if past is None else past.shape[2] + k.shape[1]
+        keys = (projected.shape[2] if projected is not None else k.shape[1] if past is None
+                else past.shape[2] + k.shape[1])
         if "key_padding_mask" in ins:
             _check_padding_mask(ins["key_padding_mask"], q.shape[0], keys)
         if "attn_mask" in ins:
@@ -296,6 +367,8 @@ class MultiHeadAttention(Op):
 
     def label(self) -> str:
         parts = [f"{self.num_heads} heads" + (f" ({self.kv_heads} kv)" if self.kv_heads != self.num_heads else "")]
+        if self._projection:
+            return f"{parts[0]}, keys and values only"
         rope = self.rope()
         if rope is not None:
             parts.append(rope.label())
