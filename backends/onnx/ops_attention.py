@@ -84,8 +84,13 @@ def _attn_mask(e: Emitter, node: Node, heads_axis: bool) -> str | None:
 
 
 def _attend(e: Emitter, q: str, k_t: str, v: str, hidden: str | None, extra: str | None, extra_bool: bool,
-            dtype: str, output: str | None) -> str:
-    """softmax(q @ k_t, hidden -> -inf, + attn_mask) @ v, for q already scaled and k already transposed."""
+            dtype: str, output: str | None, unattended: bool = False) -> str:
+    """softmax(q @ k_t, hidden -> -inf, + attn_mask) @ v, for q already scaled and k already transposed.
+
+    With `unattended` (a key padding mask may hide every key of a row: a left-padded query under a
+    causal mask), such a row gives 0, as PyTorch's scaled_dot_product_attention does, not NaN,
+    which the next layer would spread to every row through its values.
+    """
     scores = e.op1("MatMul", [q, k_t])
     if hidden is not None:
         scores = e.op1("Where", [hidden, e.const(-np.inf, "neg_inf", dtype), scores])
@@ -93,7 +98,10 @@ def _attend(e: Emitter, q: str, k_t: str, v: str, hidden: str | None, extra: str
         scores = e.op1("Where", [extra, scores, e.const(-np.inf, "neg_inf", dtype)])
     elif extra is not None:  # additive
         scores = e.op1("Add", [scores, extra])
-    return e.op1("MatMul", [e.op1("Softmax", [scores], axis=-1), v], output)
+    weights = e.op1("Softmax", [scores], axis=-1)
+    if unattended and hidden is not None:  # a row with every key hidden: NaN -> 0
+        weights = e.op1("Where", [hidden, e.const(0.0, "zero_f", dtype), weights])
+    return e.op1("MatMul", [weights, v], output)
 
 
 def _repeat_kv(e: Emitter, x: str, groups: int, heads: int, tail: list[int]) -> str:
@@ -312,9 +320,56 @@ def _cached_attention(e: Emitter, node: Node, m: MultiHeadAttention, q: str, k: 
                    node.inputs["query"].dtype, None)
 
 
+def _key_value_projection(e: Emitter, node: Node, m: MultiHeadAttention) -> None:
+    """The node's keys and values alone, projected and split into heads (B, Hkv, Lk, hd): a cross-attention's,
+    computed once (see `nnspec.builder.kv_cache`)."""
+    embed, kv = int(node.inputs["key"].shape[-1]), m.kv_heads
+    head = embed // m.num_heads
+    rows = embed + 2 * kv * head
+    weight = e.weight("in_proj_weight", Init.uniform(math.sqrt(6 / (rows + embed))))
+    bias = e.weight("in_proj_bias", Init.constant(0.0)) if m.bias else None
+    thirds = e.ints([embed, kv * head, kv * head], "thirds")
+    _, wk, wv = e.op("Split", [weight, thirds], 3, axis=0)
+    _, bk, bv = e.op("Split", [bias, thirds], 3, axis=0) if bias else [None] * 3
+    for x, w, b, port in ((e.input("key"), wk, bk, "projected_key"), (e.input("value"), wv, bv, "projected_value")):
+        y = e.op1("Reshape", [linear(e, x, 3, w, b), e.ints([0, 0, kv, head], "heads")])
+        e.op1("Transpose", [y], e.output(port), perm=[0, 2, 1, 3])
+
+
+def _projected_attention(e: Emitter, node: Node, m: MultiHeadAttention) -> None:
+    """Attention over keys and values given projected (B, Hkv, Lk, hd): only the query is projected here."""
+    dtype = node.inputs["query"].dtype
+    embed, heads, kv = int(node.inputs["query"].shape[-1]), m.num_heads, m.kv_heads
+    head = embed // heads
+    rows = embed + 2 * kv * head
+    weight = e.weight("in_proj_weight", Init.uniform(math.sqrt(6 / (rows + embed))))
+    bias = e.weight("in_proj_bias", Init.constant(0.0)) if m.bias else None
+    thirds = e.ints([embed, kv * head, kv * head], "thirds")
+    wq = e.op("Split", [weight, thirds], 3, axis=0)[0]
+    bq = e.op("Split", [bias, thirds], 3, axis=0)[0] if bias else None
+    q = e.op1("Mul", [linear(e, e.input("query"), 3, wq, bq), e.const(1 / math.sqrt(head), "scale", dtype)])
+    q = e.op1("Transpose", [e.op1("Reshape", [q, e.ints([0, 0, heads, head], "heads")])], perm=[0, 2, 1, 3])
+    k = _repeat_kv(e, e.op1("Transpose", [e.input("projected_key")], perm=[0, 1, 3, 2]), heads // kv, heads,
+                   [head, -1])  # (B, H, hd, Lk)
+    v = _repeat_kv(e, e.input("projected_value"), heads // kv, heads, [-1, head])  # (B, H, Lk, hd)
+    hidden = _hidden(e, node, False, q, v, [1, 2])
+    y = _attend(e, q, k, v, hidden, _attn_mask(e, node, heads_axis=True), _mask_is_bool(node), dtype, None,
+                e.has("key_padding_mask"))
+    y = e.op1("Reshape", [e.op1("Transpose", [y], perm=[0, 2, 1, 3]), e.ints([0, 0, embed], "merge")])  # (B, Lq, E)
+    out_w = e.weight("out_proj.weight", Init.uniform(1 / math.sqrt(embed)))
+    out_b = e.weight("out_proj.bias", Init.constant(0.0)) if m.bias else None
+    linear(e, y, 3, out_w, out_b, e.output())
+
+
 @LOWERINGS.register("multi_head_attention")
 def lower_multi_head_attention(e: Emitter, node: Node) -> None:
     m = e.model(MultiHeadAttention)
+    if m.projection_only:  # a cross-attention's keys and values, computed once (the derived cross_kv graph)
+        _key_value_projection(e, node, m)
+        return
+    if e.has("projected_key"):  # keys and values projected once, before decoding (the derived with_past graph)
+        _projected_attention(e, node, m)
+        return
     dtype = node.inputs["query"].dtype
     embed, heads, kv = int(node.inputs["query"].shape[-1]), m.num_heads, m.kv_heads
     head = embed // heads
@@ -357,7 +412,8 @@ def lower_multi_head_attention(e: Emitter, node: Node) -> None:
         v = _repeat_kv(e, v, heads // kv, heads, [-1, head])  # (B, H, Lk, hd)
         hidden = _hidden(e, node, m.causal, query, key, [1, 2])
         extra = _attn_mask(e, node, heads_axis=True)
-        y = _attend(e, q, k, v, hidden, extra, _mask_is_bool(node), dtype, None)  # (B, H, Lq, hd)
+        y = _attend(e, q, k, v, hidden, extra, _mask_is_bool(node), dtype, None,
+                    e.has("key_padding_mask"))  # (B, H, Lq, hd)
         y = e.op1("Transpose", [y], perm=[0, 2, 1, 3])
         y = e.op1("Reshape", [y, e.ints([0, 0, embed], "merge")])  # (B, Lq, E)
     linear(e, y, 3, out_w, out_b, e.output())
