@@ -102,12 +102,12 @@ def compile_graph(spec: Spec, signature: str | None = None, limits: Limits | Non
     """
     limits = limits or spec._limits
     if signature is not None and signature not in spec.signatures:
-        from . import kv_cache  # a derived signature (the key/value cache of a causal decoder)
+        from . import kv_cache  # a derived signature (the key/value cache of a causal decoder, its cross keys)
 
         derived, base_sig = kv_cache.base_signature(signature, spec.signatures)
         if derived:
             try:
-                return kv_cache.with_kv_cache(compile_graph(spec, base_sig, limits, warnings))
+                return kv_cache.derive(signature, compile_graph(spec, base_sig, limits, warnings))
             except kv_cache.CacheError as exc:
                 raise kv_cache.cache_error(spec.name, signature, exc, spec.source.pos(())) from None
         known = ", ".join(spec.signatures) or "(none)"
@@ -145,6 +145,7 @@ def compile_graph(spec: Spec, signature: str | None = None, limits: Limits | Non
     g.graph["aliases"] = aliases
     g.graph["calls"] = calls  # block calls by path: their blocks, input and output tensors
     g.graph["block_docs"] = {name: block.doc for name, block in spec.blocks.items()}
+    g.graph["checkpoint_blocks"] = sorted(name for name, block in spec.blocks.items() if block.checkpoint)
     _dedupe_into(diags, warnings)
     errors = [d for d in diags if d.severity == "error"]
     if errors:
