@@ -51,6 +51,9 @@ class Limits:
     once per distinct set of values it reads (so once for all the copies of a block that agree)."""
     max_tensor_bytes: int = min(4 * 2**30, _MEMORY // 4)
     """Largest single array a command allocates or reads: a random or ``.npy`` input."""
+    max_layout_seconds: int = 30
+    """Seconds Graphviz may take to lay out the drawings of one ``render``: half for ``dot``'s full layout,
+    the rest for cheaper ones when it runs out (`nnspec.backends.graphviz.layout`)."""
 
     def with_overrides(self, items: dict[str, str]) -> Limits:
         """These limits with some replaced by text values (``--limit NAME=N``), each checked
@@ -73,6 +76,7 @@ CEILINGS: dict[str, int] = {
     "max_weight_bytes": _MEMORY,
     "max_int_bits": 1 << 16,  # 65,536-bit integers: sympy stays fast; beyond, one expression takes minutes
     "max_tensor_bytes": _MEMORY,
+    "max_layout_seconds": 3600,
     "max_expr_chars": 2**28,  # 0.5-4 s per million characters (parsing is the slow part): minutes, not hours
 }
 """The largest value each limit may be raised to."""

@@ -91,3 +91,86 @@ def test_copies_that_each_need_new_work_reach_the_expression_limit(tmp_path: Pat
     assert code == 0, err
     code, _, err = nnspec(["validate", str(spec), "--limit", "max_expr_chars=100000"], monkeypatch, capsys)
     assert_user_error(code, err, "node 't.1.r'", "more than 100,000 characters")
+
+
+# ---------------------------------------------------------------- diagram layout
+
+
+def dense_spec(nodes: int, fan_in: int) -> str:
+    """A chain of `nodes` adds, each also of up to `fan_in` earlier nodes picked at random (seeded):
+    ``dot``'s full layout of 120 nodes with 8 inputs each takes minutes, the cheaper ones seconds."""
+    import random
+
+    rng = random.Random(0)
+    lines = ["name: dense", "inputs: {x: {shape: [batch, 4]}}", "nodes:", "  n0: {op: relu, in: x}"]
+    for i in range(1, nodes):
+        ins = sorted({f"n{rng.randrange(i)}" for _ in range(min(i, fan_in))} | {f"n{i - 1}"})
+        op = f"add, in: [{', '.join(ins)}]" if len(ins) > 1 else f"relu, in: {ins[0]}"
+        lines.append(f"  n{i}: {{op: {op}}}")
+    return "\n".join([*lines, f"outputs: {{y: n{nodes - 1}}}"]) + "\n"
+
+
+@pytest.fixture
+def dot_installed() -> None:
+    import shutil
+
+    if shutil.which("dot") is None:
+        pytest.skip("Graphviz's dot is not installed")
+
+
+@pytest.mark.usefixtures("dot_installed")
+def test_a_dense_diagram_gets_a_cheaper_layout_within_the_budget(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    spec = tmp_path / "dense.yaml"
+    spec.write_text(dense_spec(120, 8))
+    out = tmp_path / "dense.svg"
+    start = time.monotonic()
+    code, stdout, err = nnspec(["render", str(spec), "-o", str(out), "--limit", "max_layout_seconds=6", "--json"],
+                               monkeypatch, capsys)
+    elapsed = time.monotonic() - start
+    assert code == 0, err
+    assert "note: Graphviz ran out of time for the full layout (3 s" in err
+    notes = [line.removeprefix("note: ") for line in err.splitlines() if line.startswith("note: ")]
+    assert json.loads(stdout)["notes"] == notes and len(notes) == 1
+    assert out.read_bytes().startswith(b"<?xml") and b'id="nn&#45;n119"' in out.read_bytes()
+    assert elapsed < 6 + 5  # the layouts, and loading the spec
+
+
+@pytest.mark.usefixtures("dot_installed")
+def test_a_layout_past_the_whole_budget_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    spec = tmp_path / "dense.yaml"
+    spec.write_text(dense_spec(400, 10))  # even sfdp takes a second
+    start = time.monotonic()
+    code, _, err = nnspec(["render", str(spec), "-o", str(tmp_path / "d.svg"), "--limit", "max_layout_seconds=1"],
+                          monkeypatch, capsys)
+    assert_user_error(code, err, "took more than 1 s (--limit max_layout_seconds)", "--depth 0")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dense.yaml"]
+    assert time.monotonic() - start < 1 + 5
+
+
+def test_layouts_fall_back_in_turn_and_the_next_drawing_starts_where_the_last_ended(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import subprocess
+
+    from nnspec.backends.graphviz import layout
+
+    commands: list[list[str]] = []
+
+    def dot(command: list[str], **kwargs: object) -> subprocess.CompletedProcess[bytes]:
+        commands.append(command)
+        if "-Ksfdp" not in command:
+            raise subprocess.TimeoutExpired(command, float(str(kwargs["timeout"])))
+        return subprocess.CompletedProcess(command, 0, b"<svg/>", b"")
+
+    monkeypatch.setattr(layout.subprocess, "run", dot)
+    monkeypatch.setattr(layout, "dot_program", lambda suffix=".svg": "dot")
+    budget = layout.LayoutBudget(30)
+    assert layout.run_dot("digraph {}", "svg", budget) == b"<svg/>"
+    assert layout.run_dot("digraph {}", "svg", budget) == b"<svg/>"
+    assert [c[2:] for c in commands] == [list(x.options) for x in (*layout.LAYOUTS, layout.LAYOUTS[-1])]
+    assert len(budget.notes) == 1
+    assert "for the full layout (15 s) and the cheaper dot layout (" in budget.notes[0]
+    assert "so the diagram has the force-directed layout" in budget.notes[0]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from nnspec.backends.clikit import fail, limit_option, load_graph, set_option, signature_option
+from nnspec.backends.clikit import fail, limit_option, load_graph, parse_limits, set_option, signature_option
 from nnspec.backends.jsonout import emit, json_output
 
 from .view import ALL, Depth
@@ -52,7 +52,7 @@ def render(spec: str, output: str, depth: Depth, rankdir: str, unroll: bool, no_
     `dot` program. The .html page is a self-contained viewer (no network): pan, zoom and fit,
     search by node id or op, blocks folded and opened one by one with a click, each node's details.
     """
-    from .render import FORMATS, NEEDS_DOT, GraphvizNotFound, dot_program
+    from .render import FORMATS, NEEDS_DOT, GraphvizNotFound, LayoutBudget, dot_program
     from .render import render as render_file
 
     suffix = Path(output).suffix.lower()
@@ -63,9 +63,12 @@ def render(spec: str, output: str, depth: Depth, rankdir: str, unroll: bool, no_
         if suffix in NEEDS_DOT:
             dot_program(suffix)  # before the spec is read: fail fast, write nothing
         _, graph = load_graph(spec, sets, signature, limits)
+        layout = LayoutBudget(parse_limits(limits).max_layout_seconds)
         path = render_file(graph, output, depth, "LR" if rankdir.upper() == "LR" else "TB", not no_shapes,
-                           not no_params, unroll=unroll)
-    except (GraphvizNotFound, RuntimeError, ValueError) as exc:
+                           not no_params, unroll=unroll, layout=layout)
+    except (GraphvizNotFound, RuntimeError, ValueError) as exc:  # LayoutTimeout is a RuntimeError
         fail(str(exc))
-    emit({"wrote": [str(path)], "format": FORMATS[suffix]})
+    for note in layout.notes:
+        click.echo(f"note: {note}", err=True)
+    emit({"wrote": [str(path)], "format": FORMATS[suffix], "notes": layout.notes})
     click.echo(f"wrote {path} ({FORMATS[suffix]})", err=True)

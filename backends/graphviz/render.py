@@ -6,8 +6,6 @@ self-contained page around the SVG). ``.dot`` and ``.mmd`` need no Graphviz.
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 from pathlib import Path
 
 import networkx as nx
@@ -15,11 +13,13 @@ import networkx as nx
 from nnspec.backends.clikit import atomic_output
 
 from .dot import Options, Rankdir, dot_of, nodes_dot
+from .layout import GraphvizNotFound, LayoutBudget, LayoutTimeout, dot_program, layout_budget, run_dot
 from .mermaid import to_mermaid
 from .page import Drawing, html_page
 from .view import Depth, Item, View, as_graph, build_view
 
-__all__ = ["FORMATS", "GraphvizNotFound", "NEEDS_DOT", "diagram_bytes", "dot_program", "render", "run_dot"]
+__all__ = ["FORMATS", "NEEDS_DOT", "GraphvizNotFound", "LayoutBudget", "LayoutTimeout", "diagram_bytes",
+           "dot_program", "render", "run_dot"]  # the layout names from .layout
 
 FORMATS = {".svg": "SVG image", ".png": "PNG image", ".pdf": "PDF document", ".dot": "Graphviz DOT text",
            ".mmd": "Mermaid flowchart", ".html": "web page with the SVG and each node's details"}
@@ -27,50 +27,6 @@ FORMATS = {".svg": "SVG image", ".png": "PNG image", ".pdf": "PDF document", ".d
 
 NEEDS_DOT = frozenset({".svg", ".png", ".pdf", ".html"})
 """Suffixes laid out by Graphviz's ``dot`` program."""
-
-DOT_TIMEOUT_S = 300
-
-INSTALL_HINT = ("install Graphviz: `apt-get install graphviz` (Debian, Ubuntu), `brew install graphviz` (macOS), "
-                "`conda install graphviz`, or see https://graphviz.org/download/")
-
-
-class GraphvizNotFound(RuntimeError):
-    """Graphviz's ``dot`` program is not on PATH, and the format needs it."""
-
-
-def dot_program(suffix: str = ".svg") -> str:
-    """The path of Graphviz's ``dot`` program.
-
-    Raises:
-        GraphvizNotFound: when ``dot`` is not on PATH; the message says how to install it.
-    """
-    exe = shutil.which("dot")
-    if exe is None:
-        raise GraphvizNotFound(
-            f"writing {suffix} needs Graphviz's `dot` program, which is not on PATH; {INSTALL_HINT}. "
-            "(.dot and .mmd files are written without it.)")
-    return exe
-
-
-def run_dot(source: str, fmt: str) -> bytes:
-    """Lay out DOT `source` with ``dot -T<fmt>`` and return what it writes.
-
-    Raises:
-        GraphvizNotFound: without ``dot``.
-        RuntimeError: when ``dot`` fails (its message included).
-    """
-    exe = dot_program(f".{fmt}")
-    try:
-        proc = subprocess.run([exe, f"-T{fmt}"], input=source.encode("utf-8"), capture_output=True,
-                              timeout=DOT_TIMEOUT_S, check=False)
-    except subprocess.TimeoutExpired:  # a dense graph: a bounded layout, not a hang or a traceback
-        raise RuntimeError(f"Graphviz `dot` took more than {DOT_TIMEOUT_S:g} s to lay out this diagram; draw it "
-                           "folded (--depth 0 or 1), or write .dot or .mmd, which need no layout") from None
-    if proc.returncode != 0:
-        raise RuntimeError(f"Graphviz `dot -T{fmt}` failed (exit {proc.returncode}): "
-                           f"{proc.stderr.decode('utf-8', 'replace').strip()}")
-    return bytes(proc.stdout)
-
 
 def _suffix(path: Path) -> str:
     suffix = path.suffix.lower()
@@ -127,11 +83,14 @@ def _folded_blocks(graph: nx.MultiDiGraph, deepest: View) -> list[Item]:
 
 
 def render(spec_or_graph: object, path: str | Path, depth: Depth = None, rankdir: Rankdir = "TB",
-           shapes: bool = True, params: bool = True, *, unroll: bool = False, signature: str | None = None) -> Path:
+           shapes: bool = True, params: bool = True, *, unroll: bool = False, signature: str | None = None,
+           layout: LayoutBudget | None = None) -> Path:
     """Draw a spec's graph into `path`, the format picked by its suffix (see `FORMATS`).
 
     The file is written through a temporary file and renamed, so a failure leaves no
-    half-written file and never replaces a good one. Arguments are those of `to_graphviz`.
+    half-written file and never replaces a good one. Arguments are those of `to_graphviz`, and
+    `layout`: the seconds every ``dot`` layout of this render may take together (default
+    `Limits.max_layout_seconds`); its ``notes`` say where the cheaper layout was drawn instead.
 
     Returns:
         The path written.
@@ -140,6 +99,7 @@ def render(spec_or_graph: object, path: str | Path, depth: Depth = None, rankdir
         ValueError: for an unknown suffix or a path in no directory (before anything is read), a bad
             depth or rankdir.
         GraphvizNotFound: for a format that needs ``dot`` when it is missing (before anything is read).
+        LayoutTimeout: when even the cheapest layout runs past the budget.
         SpecError: when the spec does not check.
     """
     target = Path(path)
@@ -153,7 +113,8 @@ def render(spec_or_graph: object, path: str | Path, depth: Depth = None, rankdir
     opt = Options(rankdir, shapes, params)
     graph = as_graph(spec_or_graph, signature)
     view = build_view(graph, depth, unroll)
-    data = diagram_bytes(view, opt, suffix, graph)
+    with layout_budget(layout or LayoutBudget()):
+        data = diagram_bytes(view, opt, suffix, graph)
     with atomic_output(target) as tmp:
         tmp.write_bytes(data)
         _readable(tmp)
