@@ -49,7 +49,7 @@ WIDTH = 120
 
 
 def emit_python(source: SpecSource | nx.MultiDiGraph, signature: str | None = None, *,
-                overrides: Mapping[str, Any] | None = None, name: str | None = None) -> str:
+                overrides: Mapping[str, Any] | None = None, name: str | None = None, with_past: bool = False) -> str:
     """The standalone module source for a spec (or one signature of it).
 
     Args:
@@ -57,12 +57,15 @@ def emit_python(source: SpecSource | nx.MultiDiGraph, signature: str | None = No
         signature: write this signature as ``forward`` instead of the main graph.
         overrides: param values replacing the spec's.
         name: the class name (default: the spec name in CamelCase).
+        with_past: also write the derived key/value-cache methods (``with_past``, ``cross_kv``, ...)
+            that `to_torch` attaches, for a file that generates with a cache. The default file holds
+            what the spec declares: ``forward`` and one method per signature.
 
     Returns:
         Python source whose model class, constructed with no arguments, has the same state_dict
         keys as ``to_torch(source, signature)`` and computes the same outputs.
     """
-    graphs = _graphs(source, signature, overrides)
+    graphs = _graphs(source, signature, overrides, derived=with_past)
     tree = ModuleTree(build=False)
     lowered = lower(graphs, tree)
     first = next(iter(lowered.values()))

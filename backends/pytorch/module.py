@@ -90,8 +90,9 @@ def to_torch(source: SpecSource | nx.MultiDiGraph, signature: str | None = None,
 
 
 def _graphs(source: SpecSource | nx.MultiDiGraph, signature: str | None,
-            overrides: Mapping[str, Any] | None) -> dict[str | None, nx.MultiDiGraph]:
-    """The checked graphs to build, the entry point (`forward`) first."""
+            overrides: Mapping[str, Any] | None, derived: bool = True) -> dict[str | None, nx.MultiDiGraph]:
+    """The checked graphs to build, the entry point (`forward`) first; with `derived`, also the
+    key/value-cache signatures derived from them."""
     if isinstance(source, nx.MultiDiGraph):
         if signature is not None or overrides:
             raise ValueError("signature and overrides apply to a spec, not to an already checked graph")
@@ -100,6 +101,8 @@ def _graphs(source: SpecSource | nx.MultiDiGraph, signature: str | None,
     if signature is not None:
         return {signature: compile_graph(spec, signature)}
     graphs, _ = check_spec(spec)  # the main graph and every signature, shared weights checked
+    if not derived:
+        return graphs
     return {**graphs, **derived_graphs(graphs)}  # and the key/value-cache signature of each causal decoder
 
 

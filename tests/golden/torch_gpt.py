@@ -47,24 +47,17 @@ class Block(torch.nn.Module):
         res_2 = res_1 + mlp_dropout
         return res_2
 
-    def with_past(
-            self, x: torch.Tensor, past_key_values_key: torch.Tensor, past_key_values_value: torch.Tensor,
-            padding_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def padded(self, x: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
         ln_1 = self.ln_1(x)
         attn_linear = torch.nn.functional.linear(ln_1, self.attn.in_proj_weight, self.attn.in_proj_bias)
         attn_split = attn_linear.split(768, -1)
         attn_q = attn_split[0].unflatten(-1, (12, 64)).transpose(1, 2)
         attn_k = attn_split[1].unflatten(-1, (12, 64)).transpose(1, 2)
         attn_v = attn_split[2].unflatten(-1, (12, 64)).transpose(1, 2)
-        attn_present_key = torch.cat([past_key_values_key, attn_k], 2)  # (batch, 12, past_sequence_length+seq, 64)
-        attn_present_value = torch.cat([past_key_values_value, attn_v], 2)  # (batch, 12, past_sequence_length+seq, 64)
-        attn_past_sequence_length = past_key_values_key.size(2)
-        attn_new_ones = attn_q.new_ones((ln_1.size(1), attn_present_key.size(2)), dtype=torch.bool)
-        attn_causal_keep = attn_new_ones.tril(attn_past_sequence_length)
-        attn_and = attn_causal_keep & padding_mask.logical_not().unsqueeze(1).unsqueeze(1)
+        attn_new_ones = ln_1.new_ones((ln_1.size(1), ln_1.size(1)), dtype=torch.bool)
+        attn_and = attn_new_ones.tril() & pad.logical_not().unsqueeze(1).unsqueeze(1)
         attn_scaled_dot_product_attention = torch.nn.functional.scaled_dot_product_attention(
-            attn_q, attn_present_key, attn_present_value,
-            attn_mask=(attn_and | attn_causal_keep.triu(attn_past_sequence_length)), dropout_p=(self.training * 0.1))
+            attn_q, attn_k, attn_v, attn_mask=attn_and, dropout_p=(self.training * 0.1))
         attn = torch.nn.functional.linear(
             attn_scaled_dot_product_attention.transpose(1, 2).flatten(2), self.attn.out_proj.weight,
             self.attn.out_proj.bias)  # (batch, seq, 768)
@@ -76,7 +69,7 @@ class Block(torch.nn.Module):
         c_proj = self.c_proj(gelu)  # (batch, seq, 768)
         mlp_dropout = self.mlp_dropout(c_proj)
         res_2 = res_1 + mlp_dropout
-        return res_2, attn_present_key, attn_present_value
+        return res_2
 
 
 class Gpt(torch.nn.Module):
@@ -85,7 +78,9 @@ class Gpt(torch.nn.Module):
     context, 50,257-token byte-level BPE vocabulary, GELU (tanh approximation), a final LayerNorm
     and an LM head tied to the token embedding; 124,439,808 parameters, as the released checkpoint.
     Initialised as GPT-2: N(0, 0.02) weights (init_std), zero biases, and the residual projections'
-    std divided by sqrt(2 * layers).
+    std divided by sqrt(2 * layers). The signature `padded` runs a left-padded batch of prompts of
+    different lengths over the same weights, with a padding mask and each token's position, as
+    Hugging Face's GPT-2 takes them.
     """
 
     def __init__(self) -> None:
@@ -111,19 +106,15 @@ class Gpt(torch.nn.Module):
         lm_head = torch.nn.functional.linear(ln_f, self.wte.weight, None)  # (batch, seq, 50257)
         return lm_head
 
-    def with_past(
-            self, tokens: torch.Tensor, position_ids: torch.Tensor, padding_mask: torch.Tensor,
-            *past_key_values: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Signature 'with_past': returns logits, present.0.key, present.0.value, ..., present.11.value."""
+    def padded(self, tokens: torch.Tensor, padding_mask: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
+        """Signature 'padded': returns logits."""
         wte = self.wte(tokens)  # (batch, seq, 768)
         wpe_call = self.wpe(position_ids)
         wpe = wte + wpe_call
         drop = self.drop(wpe)
         h = drop
-        present: list[torch.Tensor] = []
-        for layer, key, value in zip(self.h, past_key_values[::2], past_key_values[1::2]):
-            h, attn_present_key, attn_present_value = layer.with_past(h, key, value, padding_mask)
-            present += [attn_present_key, attn_present_value]
+        for layer in self.h:
+            h = layer.padded(h, padding_mask)
         ln_f = self.ln_f(h)
         lm_head = torch.nn.functional.linear(ln_f, self.wte.weight, None)  # (batch, seq, 50257)
-        return lm_head, *present
+        return lm_head

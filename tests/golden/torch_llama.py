@@ -71,56 +71,6 @@ class DecoderLayer(torch.nn.Module):
         mlp_res = attn_res + down_proj
         return mlp_res
 
-    def with_past(
-            self, x: torch.Tensor, position_ids: torch.Tensor, past_key_values_key: torch.Tensor,
-            past_key_values_value: torch.Tensor, padding_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        input_layernorm = self.input_layernorm(x)
-        self_attn_linear = torch.nn.functional.linear(input_layernorm, self.self_attn.in_proj_weight, None)
-        self_attn_split = self_attn_linear.split([2048, 256, 256], -1)
-        self_attn_q = self_attn_split[0].unflatten(-1, (32, 64)).transpose(1, 2)
-        self_attn_k = self_attn_split[1].unflatten(-1, (4, 64)).transpose(1, 2)
-        self_attn_v = self_attn_split[2].unflatten(-1, (4, 64)).transpose(1, 2)
-        self_attn_arange = torch.arange(0, 64, 2, dtype=torch.float32, device=input_layernorm.device)
-        self_attn_mul = position_ids.float().unsqueeze(-1) * torch.pow(10000.0, self_attn_arange.div(64)).reciprocal()
-        self_attn_unsqueeze = self_attn_mul.unsqueeze(1)
-        self_attn_rope_cos = self_attn_unsqueeze.cos()
-        self_attn_rope_sin = self_attn_unsqueeze.sin()
-        self_attn_chunk = self_attn_q.chunk(2, -1)
-        self_attn_getitem = self_attn_chunk[0]
-        self_attn_getitem_2 = self_attn_chunk[1]
-        self_attn_sub = (self_attn_getitem * self_attn_rope_cos) - (self_attn_getitem_2 * self_attn_rope_sin)
-        self_attn_add = (self_attn_getitem_2 * self_attn_rope_cos) + (self_attn_getitem * self_attn_rope_sin)
-        self_attn_cat = torch.cat([self_attn_sub, self_attn_add], -1)
-        self_attn_chunk_2 = self_attn_k.chunk(2, -1)
-        self_attn_getitem_3 = self_attn_chunk_2[0]
-        self_attn_getitem_4 = self_attn_chunk_2[1]
-        self_attn_sub_2 = (self_attn_getitem_3 * self_attn_rope_cos) - (self_attn_getitem_4 * self_attn_rope_sin)
-        self_attn_add_2 = (self_attn_getitem_4 * self_attn_rope_cos) + (self_attn_getitem_3 * self_attn_rope_sin)
-        # (batch, 4, past_sequence_length+seq, 64)
-        self_attn_present_key = torch.cat([past_key_values_key, torch.cat([self_attn_sub_2, self_attn_add_2], -1)], 2)
-        # (batch, 4, past_sequence_length+seq, 64)
-        self_attn_present_value = torch.cat([past_key_values_value, self_attn_v], 2)
-        self_attn_past_sequence_length = past_key_values_key.size(2)
-        self_attn_new_ones = self_attn_cat.new_ones(
-            (input_layernorm.size(1), self_attn_present_key.size(2)), dtype=torch.bool)
-        self_attn_causal_keep = self_attn_new_ones.tril(self_attn_past_sequence_length)
-        self_attn_and = self_attn_causal_keep & padding_mask.logical_not().unsqueeze(1).unsqueeze(1)
-        self_attn_or = self_attn_and | self_attn_causal_keep.triu(self_attn_past_sequence_length)
-        self_attn_scaled_dot_product_attention = torch.nn.functional.scaled_dot_product_attention(
-            self_attn_cat, self_attn_present_key, self_attn_present_value, attn_mask=self_attn_or, enable_gqa=True)
-        self_attn_flatten = self_attn_scaled_dot_product_attention.transpose(1, 2).flatten(2)
-        # (batch, seq, 2048)
-        self_attn = torch.nn.functional.linear(self_attn_flatten, self.self_attn.out_proj.weight, None)
-        attn_res = x + self_attn
-        post_attention_layernorm = self.post_attention_layernorm(attn_res)
-        gate_proj = self.gate_proj(post_attention_layernorm)  # (batch, seq, 5632)
-        up_proj = self.up_proj(post_attention_layernorm)  # (batch, seq, 5632)
-        act = torch.nn.functional.silu(gate_proj)
-        gated = act * up_proj
-        down_proj = self.down_proj(gated)  # (batch, seq, 2048)
-        mlp_res = attn_res + down_proj
-        return mlp_res, self_attn_present_key, self_attn_present_value
-
 
 class Llama(torch.nn.Module):
     """A Llama decoder (Touvron et al., 2023, "Llama 2: open foundation and fine-tuned chat models"),
@@ -151,18 +101,3 @@ class Llama(torch.nn.Module):
         norm = self.norm(layers)
         lm_head = self.lm_head(norm)  # (batch, seq, 32000)
         return lm_head
-
-    def with_past(
-            self, input_ids: torch.Tensor, position_ids: torch.Tensor, padding_mask: torch.Tensor,
-            *past_key_values: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Signature 'with_past': returns logits, present.0.key, present.0.value, ..., present.21.value."""
-        embed_tokens = self.embed_tokens(input_ids)  # (batch, seq, 2048)
-        layers = embed_tokens
-        present: list[torch.Tensor] = []
-        for layer, key, value in zip(self.layers, past_key_values[::2], past_key_values[1::2]):
-            layers, self_attn_present_key, self_attn_present_value = layer.with_past(
-                layers, position_ids, key, value, padding_mask)
-            present += [self_attn_present_key, self_attn_present_value]
-        norm = self.norm(layers)
-        lm_head = self.lm_head(norm)  # (batch, seq, 32000)
-        return lm_head, *present

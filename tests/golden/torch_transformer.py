@@ -115,60 +115,6 @@ class DecoderLayer(torch.nn.Module):
         norm3 = self.norm3(res3)
         return norm3
 
-    def with_past(
-            self, x: torch.Tensor, memory: torch.Tensor, src_pad: torch.Tensor, tgt_pad: torch.Tensor,
-            past_key_values_key: torch.Tensor, past_key_values_value: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        self_attn_linear = torch.nn.functional.linear(x, self.self_attn.in_proj_weight, self.self_attn.in_proj_bias)
-        self_attn_split = self_attn_linear.split(512, -1)
-        self_attn_q = self_attn_split[0].unflatten(-1, (8, 64)).transpose(1, 2)
-        self_attn_k = self_attn_split[1].unflatten(-1, (8, 64)).transpose(1, 2)
-        self_attn_v = self_attn_split[2].unflatten(-1, (8, 64)).transpose(1, 2)
-        # (batch, 8, past_sequence_length+tgt_len, 64)
-        self_attn_present_key = torch.cat([past_key_values_key, self_attn_k], 2)
-        # (batch, 8, past_sequence_length+tgt_len, 64)
-        self_attn_present_value = torch.cat([past_key_values_value, self_attn_v], 2)
-        self_attn_past_sequence_length = past_key_values_key.size(2)
-        self_attn_new_ones = self_attn_q.new_ones((x.size(1), self_attn_present_key.size(2)), dtype=torch.bool)
-        self_attn_causal_keep = self_attn_new_ones.tril(self_attn_past_sequence_length)
-        self_attn_and = self_attn_causal_keep & tgt_pad.logical_not().unsqueeze(1).unsqueeze(1)
-        self_attn_or = self_attn_and | self_attn_causal_keep.triu(self_attn_past_sequence_length)
-        self_attn_scaled_dot_product_attention = torch.nn.functional.scaled_dot_product_attention(
-            self_attn_q, self_attn_present_key, self_attn_present_value, attn_mask=self_attn_or,
-            dropout_p=(self.training * 0.1))
-        self_attn_flatten = self_attn_scaled_dot_product_attention.transpose(1, 2).flatten(2)
-        self_attn = torch.nn.functional.linear(
-            self_attn_flatten, self.self_attn.out_proj.weight, self.self_attn.out_proj.bias)  # (batch, tgt_len, 512)
-        dropout1 = self.dropout1(self_attn)
-        res1 = x + dropout1
-        norm1 = self.norm1(res1)
-        multihead_attn_linear = torch.nn.functional.linear(
-            norm1, self.multihead_attn.in_proj_weight[0:512], self.multihead_attn.in_proj_bias[0:512])
-        multihead_attn_linear_2 = torch.nn.functional.linear(
-            memory, self.multihead_attn.in_proj_weight[512:1024], self.multihead_attn.in_proj_bias[512:1024])
-        multihead_attn_linear_3 = torch.nn.functional.linear(
-            memory, self.multihead_attn.in_proj_weight[1024:1536], self.multihead_attn.in_proj_bias[1024:1536])
-        multihead_attn_q = multihead_attn_linear.unflatten(-1, (8, 64)).transpose(1, 2)
-        multihead_attn_k = multihead_attn_linear_2.unflatten(-1, (8, 64)).transpose(1, 2)
-        multihead_attn_v = multihead_attn_linear_3.unflatten(-1, (8, 64)).transpose(1, 2)
-        multihead_attn_scaled_dot_product_attention = torch.nn.functional.scaled_dot_product_attention(
-            multihead_attn_q, multihead_attn_k, multihead_attn_v,
-            attn_mask=src_pad.logical_not().unsqueeze(1).unsqueeze(1), dropout_p=(self.training * 0.1))
-        multihead_attn_flatten = multihead_attn_scaled_dot_product_attention.transpose(1, 2).flatten(2)
-        # (batch, tgt_len, 512)
-        multihead_attn = torch.nn.functional.linear(
-            multihead_attn_flatten, self.multihead_attn.out_proj.weight, self.multihead_attn.out_proj.bias)
-        dropout2 = self.dropout2(multihead_attn)
-        res2 = norm1 + dropout2
-        norm2 = self.norm2(res2)
-        linear1 = self.linear1(norm2)  # (batch, tgt_len, 2048)
-        relu = torch.relu(linear1)
-        dropout = self.dropout(relu)
-        linear2 = self.linear2(dropout)  # (batch, tgt_len, 512)
-        dropout3 = self.dropout3(linear2)
-        res3 = norm2 + dropout3
-        norm3 = self.norm3(res3)
-        return norm3, self_attn_present_key, self_attn_present_value
-
 
 class Transformer(torch.nn.Module):
     """The base Transformer of Vaswani et al. (2017, "Attention is all you need"): 6 encoder and 6
@@ -230,31 +176,3 @@ class Transformer(torch.nn.Module):
         decoder_norm = self.decoder_norm(decoder)
         generator = torch.nn.functional.linear(decoder_norm, self.src_embed.weight, None)  # (batch, tgt_len, 37000)
         return generator
-
-    def with_past(
-            self, src: torch.Tensor, tgt: torch.Tensor, src_pad: torch.Tensor, tgt_pad: torch.Tensor,
-            position_ids: torch.Tensor, *past_key_values: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Signature 'with_past': returns logits, present.0.key, present.0.value, ..., present.5.value."""
-        encoder_norm = self.encode(src, src_pad)  # (batch, src_len, 512)
-        return self.decode_with_past(tgt, encoder_norm, src_pad, tgt_pad, position_ids, *past_key_values)
-
-    def decode_with_past(
-            self, tgt: torch.Tensor, memory: torch.Tensor, src_pad: torch.Tensor, tgt_pad: torch.Tensor,
-            position_ids: torch.Tensor, *past_key_values: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Signature 'decode_with_past': returns logits, present.0.key, present.0.value, ...,
-        present.5.value.
-        """
-        tgt_embed = torch.nn.functional.embedding(tgt, self.src_embed.weight, None)  # (batch, tgt_len, 512)
-        tgt_scale = tgt_embed * 22.627416997969522
-        tgt_pos_table = torch.nn.functional.embedding(position_ids, self.tgt_pos.pe)
-        tgt_pos = tgt_scale + tgt_pos_table
-        tgt_drop = self.tgt_drop(tgt_pos)
-        decoder = tgt_drop
-        present: list[torch.Tensor] = []
-        for layer, key, value in zip(self.decoder, past_key_values[::2], past_key_values[1::2]):
-            decoder, self_attn_present_key, self_attn_present_value = layer.with_past(
-                decoder, memory, src_pad, tgt_pad, key, value)
-            present += [self_attn_present_key, self_attn_present_value]
-        decoder_norm = self.decoder_norm(decoder)
-        generator = torch.nn.functional.linear(decoder_norm, self.src_embed.weight, None)  # (batch, tgt_len, 37000)
-        return generator, *present
