@@ -9,12 +9,14 @@ between a weight and its MatMul.
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Collection
 from pathlib import Path
 from typing import Literal
 
 import onnx
 
-__all__ = ["FP32_OPS", "QUANTIZED_OPS", "TOLERANCES", "DeployError", "deploy", "quantize_int8", "to_float16"]
+__all__ = ["FP32_OPS", "QUANTIZED_OPS", "TOLERANCES", "DeployError", "deploy", "head_matmuls", "quantize_int8",
+           "to_float16"]
 
 QUANTIZED_OPS = ("MatMul",)
 """What int8 quantises: the weight matmuls, where the time goes (embeddings stay float, so
@@ -35,15 +37,42 @@ class DeployError(ValueError):
     """A variant onnxruntime's tools cannot make from this model."""
 
 
-def quantize_int8(model: onnx.ModelProto, per_channel: bool = True) -> onnx.ModelProto:
+def head_matmuls(model: onnx.ModelProto) -> list[str]:
+    """The weight MatMul/Gemm nodes of a model's heads: outside every repeated block, in a model
+    whose other weight MatMuls are inside one (none in a model without a repeated trunk).
+
+    A head's quantisation error reaches the outputs unattenuated (BERT's MLM transform feeds the
+    logits through only GELU and LayerNorm), while it is a small share of the work: the usual
+    rule of keeping the first and last layers in higher precision. Repeat copies are told apart
+    by the numeric segment the exporter gives their node ids (``encoder.3.output/MatMul``).
+    """
+    weights = {t.name for t in model.graph.initializer}
+    names = [n.name for n in model.graph.node if n.op_type in ("MatMul", "Gemm") and n.input[1] in weights]
+    trunk = [name for name in names if any(seg.isdigit() for seg in name.partition("/")[0].split("."))]
+    return [name for name in names if name not in trunk] if trunk else []
+
+
+def quantize_int8(model: onnx.ModelProto, per_channel: bool = True, reduce_range: bool = False,
+                  exclude: Collection[str] | None = None) -> onnx.ModelProto:
     """Dynamic int8 quantisation of the MatMul weights (``onnxruntime.quantization.quantize_dynamic``).
 
-    Activations are quantised at run time, per batch; weights once, per output channel.
+    Activations are quantised at run time, per batch; weights once, per output channel. The
+    heads (`head_matmuls`) stay float: on BERT-base that raises MLM argmax agreement with
+    float32 from 93.2% to 94.4% at no measurable cost in speed (bench/README.md).
+
+    Args:
+        model: the float32 model.
+        per_channel: one scale per output column of each weight (False: one per weight).
+        reduce_range: 7-bit weights (for CPUs without VNNI, whose 8-bit products can saturate).
+        exclude: names of MatMul/Gemm nodes to leave in float (default: `head_matmuls`).
     """
     import logging
 
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    kept = set(head_matmuls(model) if exclude is None else exclude)
+    # the quantizer first rewrites a Gemm as a MatMul named <name>_MatMul (and an Add): keep that too
+    kept |= {f"{n.name}_MatMul" for n in model.graph.node if n.op_type == "Gemm" and n.name in kept}
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)  # the quantizer logs advice (pre-processing) that nnspec's export already follows
@@ -53,6 +82,7 @@ def quantize_int8(model: onnx.ModelProto, per_channel: bool = True) -> onnx.Mode
         onnx.save(model, str(src), save_as_external_data=big, location="fp32.onnx.data" if big else None)
         try:
             quantize_dynamic(src, dst, op_types_to_quantize=list(QUANTIZED_OPS), per_channel=per_channel,
+                             reduce_range=reduce_range, nodes_to_exclude=sorted(kept),
                              weight_type=QuantType.QInt8, use_external_data_format=big,
                              extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})  # past fused ops
         except Exception as exc:  # the quantizer raises plain exceptions of many types
