@@ -1,10 +1,16 @@
-"""A safetensors file checked before either backend reads it.
+"""A weights file checked before either backend reads it, and what both say when they cast one.
 
 Both backends load weights with the safetensors library, which trusts the file: a header that
 claims more data than the file holds, a dtype numpy has no type for (F8), or a device given as
 the file give errors that say nothing of the file. `check_safetensors` reads only the header and
 checks every tensor's dtype, shape and byte range against the file, so that every bad weights
 file is one `WeightsFileError` naming the file (exit 1).
+
+A PyTorch state_dict (``.pt``/``.bin``, written by ``torch.save``) is told apart by its first
+bytes (`weights_format`) and read only through ``torch.load(weights_only=True)``
+(`read_torch_weights`), the reader ``import-weights`` uses: no arbitrary object is unpickled.
+Weights of another floating-point dtype than the model's are cast with a `WeightDtypeWarning`
+never silently; the CLI prints it as a note.
 """
 
 from __future__ import annotations
@@ -12,14 +18,17 @@ from __future__ import annotations
 import json
 import math
 import stat
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal
 
 from nnspec.builder.text import printable
 
 from .outputs import InputFileError
 
-__all__ = ["DTYPE_BYTES", "FLOAT_DTYPES", "TensorInfo", "WeightsFileError", "check_safetensors"]
+__all__ = ["DTYPE_BYTES", "FLOAT_DTYPES", "TORCH_SUFFIXES", "TensorInfo", "WeightDtypeWarning", "WeightsFileError",
+           "check_safetensors", "read_torch_weights", "weights_format"]
 
 DTYPE_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2, "I32": 4, "U32": 4, "F32": 4,
                "I64": 8, "U64": 8, "F64": 8}
@@ -28,12 +37,38 @@ DTYPE_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "I16": 2, "U16": 2, "F16": 2, "BF16"
 FLOAT_DTYPES = frozenset({"F16", "BF16", "F32", "F64"})
 """The dtypes a floating-point weight may be stored in."""
 
+TORCH_SUFFIXES = (".pt", ".pth", ".bin")
+"""Weights files written with ``torch.save`` (a plain state_dict) rather than safetensors."""
+
 MAX_HEADER_BYTES = 100 * 2**20
 """safetensors' own bound on the JSON header."""
 
 
 class WeightsFileError(InputFileError):
     """A weights file that is missing, not a regular file, or not a well-formed safetensors file."""
+
+
+class WeightDtypeWarning(UserWarning):
+    """Floating-point weights of another dtype than the model's were cast to the model's.
+
+    Attributes:
+        given: the file's dtypes that were cast.
+        model: the dtypes they were cast to.
+    """
+
+    def __init__(self, given: Iterable[str], model: Iterable[str], what: str = "model", keep: str | None = None):
+        self.given, self.model, self.what = tuple(sorted(set(given))), tuple(sorted(set(model))), what
+        super().__init__(self.note(keep))
+
+    @property
+    def half(self) -> bool:
+        """Whether a half-precision file (float16, bfloat16) was cast up."""
+        return any(d in ("float16", "bfloat16") for d in self.given)
+
+    def note(self, keep: str | None = None) -> str:
+        """The one wording of a cast, for both backends and the CLI; `keep` says how to keep the file's dtype."""
+        return (f"the weights are {'/'.join(self.given)}; they are cast to the {self.what}'s {'/'.join(self.model)}"
+                + (f" ({keep})" if keep else ""))
 
 
 @dataclass(frozen=True)
@@ -111,3 +146,35 @@ def check_safetensors(path: str | Path) -> dict[str, TensorInfo]:
     size = _file_size(file)
     header, data_bytes = _header(file, size)
     return {key: _tensor(file, key, entry, data_bytes) for key, entry in header.items() if key != "__metadata__"}
+
+
+def weights_format(path: str | Path) -> Literal["safetensors", "torch"]:
+    """How a weights file is stored, by its first bytes: a ``torch.save`` file (a zip archive,
+    or a legacy pickle) or, anything else, safetensors (which `check_safetensors` then checks).
+
+    Raises:
+        WeightsFileError: a missing file, or a device or folder.
+    """
+    file = Path(path)
+    _file_size(file)  # a regular file: a pipe or a device is never opened to be sniffed
+    with open(file, "rb") as f:
+        head = f.read(2)
+    return "torch" if head.startswith(b"PK") or head[:1] == b"\x80" else "safetensors"
+
+
+def read_torch_weights(path: str | Path) -> dict[str, Any]:
+    """The tensors of a PyTorch state_dict file, by name, as saved (torch tensors).
+
+    Read through ``torch.load(weights_only=True)`` only; a state_dict nested under
+    ``state_dict``/``model`` in a training checkpoint is found there (see `read_checkpoint`).
+
+    Raises:
+        WeightsFileError: a pickle that holds anything but names and tensors, or that needs
+            more than tensors to load (a whole pickled module), naming the file.
+    """
+    from .weightmap.checkpoint import CheckpointError, read_torch_state_dict
+
+    try:
+        return read_torch_state_dict(Path(path))
+    except CheckpointError as exc:
+        raise WeightsFileError(str(exc)) from None

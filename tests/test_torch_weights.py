@@ -1,8 +1,10 @@
-"""Safetensors weights (keyed by state_dict names, tied weights stored once, clear errors) and the
-``build`` command (``--emit-python``, ``--weights``, ``--set``, ``--signature``)."""
+"""Safetensors weights (keyed by state_dict names, tied weights stored once, clear errors), PyTorch
+``.pt``/``.bin`` state_dicts (read with ``torch.load(weights_only=True)`` only), casts that are said,
+and the ``build`` command (``--emit-python``, ``--weights``, ``--set``, ``--signature``)."""
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,7 @@ from test_torch_specs import DIMS, SMALL, small
 from nnspec.backends.pytorch import WeightsError, load_weights, save_weights, to_torch
 from nnspec.backends.pytorch.commands import build
 from nnspec.backends.pytorch.inputs import example_inputs
+from nnspec.backends.weightfiles import WeightDtypeWarning
 
 
 def _keys(path: Path) -> list[str]:
@@ -110,6 +113,66 @@ def test_did_you_mean_for_a_renamed_tensor(tmp_path: Path) -> None:
         load_weights(model, tmp_path / "renamed.safetensors")
 
 
+def _same(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    return all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".bin"])
+def test_pytorch_state_dict_files_load(tmp_path: Path, suffix: str) -> None:
+    a, b, c = small("gpt", seed=1), small("gpt", seed=2), small("gpt", seed=3)
+    assert not _same(a, b)
+    torch.save(a.state_dict(), tmp_path / f"w{suffix}")  # the tied LM head is listed under both keys
+    assert _same(load_weights(b, tmp_path / f"w{suffix}"), a)
+    torch.save({"model": a.state_dict(), "step": 3}, tmp_path / f"ckpt{suffix}")  # a training checkpoint
+    assert _same(load_weights(c, tmp_path / f"ckpt{suffix}"), a)
+
+
+class _Payload:
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (print, ("arbitrary code ran",))
+
+
+def test_a_pickle_that_is_not_a_state_dict_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    model = small("lenet5")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    torch.save(model, tmp_path / "module.pt")
+    with pytest.raises(WeightsError, match=r"module.pt: not a PyTorch state_dict nnspec will load \(only tensors are "
+                                           r"unpickled.*save model.state_dict\(\), not the model\): Unsupported global"):
+        load_weights(model, tmp_path / "module.pt")
+    torch.save({"c1.weight": _Payload()}, tmp_path / "payload.pt")
+    with pytest.raises(WeightsError, match="only tensors are unpickled"):
+        load_weights(model, tmp_path / "payload.pt")
+    assert "arbitrary code ran" not in capsys.readouterr().out
+    torch.save({"c1.weight": 1.0}, tmp_path / "scalar.pt")
+    with pytest.raises(WeightsError, match=r"'c1\.weight' is a float, not a tensor"):
+        load_weights(model, tmp_path / "scalar.pt")
+    whole = (tmp_path / "payload.pt").read_bytes()
+    for name, data in (("cut.pt", whole[: len(whole) // 2]), ("pop.pt", b"\x80\x020.")):  # damaged: any error type
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(WeightsError, match=f"{name}: not a PyTorch state_dict nnspec will load"):
+            load_weights(model, tmp_path / name)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # nothing was loaded
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pt"])
+def test_half_precision_weights_are_cast_with_a_warning_or_kept(tmp_path: Path, suffix: str) -> None:
+    source = small("gpt", seed=1)
+    half = tmp_path / f"half{suffix}"
+    save_weights({k: v.half() for k, v in source.state_dict().items()}, half)
+    model = small("gpt", seed=2)
+    with pytest.warns(WeightDtypeWarning, match=r"the weights are float16; they are cast to the module's float32 "
+                                                r"\(convert the module first, module.to\(torch.float16\), to keep them\)"):
+        load_weights(model, half)
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    assert all(torch.equal(p, q.half().float()) for p, q in zip(model.parameters(), source.parameters(), strict=True))
+    save_weights(source, tmp_path / f"full{suffix}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        kept = load_weights(small("gpt", seed=2).half(), half)  # a half module: nothing is cast
+        assert {p.dtype for p in kept.parameters()} == {torch.float16}
+        load_weights(small("gpt", seed=2), tmp_path / f"full{suffix}")  # float32 into float32: nothing to say
+
+
 # --- nnspec build ----------------------------------------------------------------------
 
 def test_build_writes_source_and_weights(tmp_path: Path) -> None:
@@ -154,3 +217,23 @@ def test_build_refuses_what_torch_cannot_lower(tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert "cannot tie weight(s) weight of op 'layer_norm'" in result.output
     assert not out.exists()
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".bin"])
+def test_build_writes_a_torch_state_dict_for_pt_and_bin(tmp_path: Path, suffix: str) -> None:
+    pt, st = tmp_path / f"lenet5{suffix}", tmp_path / "lenet5.safetensors"
+    for out in (pt, st):
+        result = CliRunner().invoke(build, ["specs/lenet5.yaml", "--weights", str(out), "--seed", "3"])
+        assert result.exit_code == 0, result.output
+    assert pt.read_bytes()[:2] == b"PK"  # torch.save's zip archive, not safetensors under a .pt name
+    state = torch.load(pt, weights_only=True)
+    model = to_torch("specs/lenet5.yaml")
+    model.load_state_dict(state)
+    assert _same(model, load_weights(to_torch("specs/lenet5.yaml"), st))
+
+
+def test_build_refuses_a_weights_suffix_it_does_not_write(tmp_path: Path) -> None:
+    result = CliRunner().invoke(build, ["specs/lenet5.yaml", "--weights", str(tmp_path / "w.npz")])
+    assert result.exit_code == 2
+    assert "--weights" in result.output and "must end in .safetensors" in result.output and ".pt" in result.output
+    assert list(tmp_path.iterdir()) == []

@@ -21,9 +21,12 @@ from nnspec.backends.clikit import (
     write_text_atomic,
 )
 from nnspec.backends.jsonout import emit, json_output
+from nnspec.backends.weightfiles import TORCH_SUFFIXES
 from nnspec.builder import param_count
 
 __all__ = ["build"]
+
+WEIGHT_SUFFIXES = (".safetensors", *TORCH_SUFFIXES)
 
 
 @click.command("build")
@@ -31,7 +34,8 @@ __all__ = ["build"]
 @click.option("--emit-python", "emit_python_to", type=click.Path(dir_okay=False), metavar="FILE",
               help="Write a standalone PyTorch module (one class, importing only torch) to FILE.")
 @click.option("--weights", "weights_to", type=click.Path(dir_okay=False), metavar="FILE.safetensors",
-              help="Save the module's initial weights (the spec's init:, else PyTorch's defaults) to FILE.")
+              help="Save the module's initial weights (the spec's init:, else PyTorch's defaults) to FILE: "
+                   "safetensors, or a torch.save state_dict for FILE.pt, .pth or .bin.")
 @click.option("--seed", type=int, default=None, help="Seed torch's generator before initialising the weights.")
 @set_option
 @limit_option
@@ -42,13 +46,13 @@ def build(spec: str, emit_python_to: str | None, weights_to: str | None, seed: i
     """Build SPEC as a PyTorch module (torch.fx) and print its size.
 
     With --emit-python, write it as standalone source whose state_dict keys and outputs are the
-    built module's; with --weights, save its initial weights as safetensors. Files are written
-    atomically: a failure leaves no partial file.
+    built module's; with --weights, save its initial weights as safetensors (a torch.save
+    state_dict for .pt, .pth and .bin). Files are written atomically: a failure leaves no partial file.
     """
     if emit_python_to is not None:
         check_output(emit_python_to, (".py",), [spec, weights_to], "--emit-python")  # before anything is built
     if weights_to is not None:
-        check_output(weights_to, (".safetensors",), [spec, emit_python_to], "--weights")
+        check_output(weights_to, WEIGHT_SUFFIXES, [spec, emit_python_to], "--weights")
     loaded, graph = load_graph(spec, sets, signature, limits)
     import torch
 
@@ -67,10 +71,12 @@ def build(spec: str, emit_python_to: str | None, weights_to: str | None, seed: i
     if emit_python_to is not None and source is not None:
         write_text_atomic(emit_python_to, source, (".py",), [spec, weights_to])
     if weights_to is not None:
-        with atomic_output(weights_to, (".safetensors",), [spec, emit_python_to], "--weights") as tmp:
+        as_torch = Path(weights_to).suffix.lower() in TORCH_SUFFIXES
+        with atomic_output(weights_to, WEIGHT_SUFFIXES, [spec, emit_python_to], "--weights") as tmp:
             total = sum(t.numel() * t.element_size() for t in model.state_dict().values())
             with progress.writing(tmp, total, "writing weights", progress.enabled(as_json)):
-                save_weights(model, tmp, metadata={"spec": loaded.name, "signature": signature})
+                save_weights(model, tmp, metadata={"spec": loaded.name, "signature": signature},
+                             file_format="torch" if as_torch else "safetensors")
     params = sum(p.numel() for p in model.parameters())
     tensors = len(model.state_dict())
     what = loaded.name if signature is None else f"{loaded.name} (signature {signature})"

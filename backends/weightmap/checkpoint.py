@@ -9,6 +9,7 @@ then JSON), a sharded safetensors index (``*.safetensors.index.json``), and PyTo
 from __future__ import annotations
 
 import json
+import re
 import struct
 from collections.abc import Mapping
 from pathlib import Path
@@ -16,7 +17,9 @@ from typing import Any
 
 import torch
 
-__all__ = ["CheckpointError", "read_checkpoint"]
+from nnspec.builder.text import printable
+
+__all__ = ["CheckpointError", "read_checkpoint", "read_torch_state_dict"]
 
 NESTED_KEYS = ("state_dict", "model", "module", "model_state_dict")
 """Where training scripts commonly keep the weights inside a saved dict."""
@@ -47,7 +50,7 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     if _looks_like_safetensors(head):
         return _read_safetensors(p)
     if head.startswith(b"PK") or head[:1] == b"\x80":
-        return _read_torch(p)
+        return read_torch_state_dict(p)
     raise CheckpointError(f"{p}: not a checkpoint nnspec can read (safetensors, a safetensors index, "
                           "or a PyTorch .bin/.pt state_dict)")
 
@@ -97,16 +100,34 @@ def _read_index(path: Path) -> dict[str, torch.Tensor]:
     return out
 
 
-def _read_torch(path: Path) -> dict[str, torch.Tensor]:
-    import pickle
+def read_torch_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """A ``torch.save`` file's state_dict, through ``torch.load(weights_only=True)`` only.
+
+    Raises:
+        CheckpointError: the pickle needs more than tensors, or holds more than a state_dict.
+    """
+    import warnings
 
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=False)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError, AttributeError, TypeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        with warnings.catch_warnings():  # a damaged file's odd pickle protocol: the error below says it
+            warnings.simplefilter("ignore", UserWarning)
+            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=False)
+    except Exception as exc:  # a damaged file raises any type (IndexError, BadZipFile, ...); all mean "not loadable"
+        reason = _refusal(exc)
+        advice = "; save model.state_dict(), not the model" if reason.startswith("Unsupported global") else ""
         raise CheckpointError(f"{path}: not a PyTorch state_dict nnspec will load (only tensors are unpickled, "
-                              f"never arbitrary objects): {first}") from None
+                              f"never arbitrary objects{advice}): {reason}") from None
     return _tensors_of(obj, path)
+
+
+def _refusal(exc: BaseException) -> str:
+    """What torch.load refused, in one printable line: the unpickler's reason (``Unsupported global:
+    GLOBAL mymodule.Net ...``) rather than the advice on loading untrusted files around it."""
+    text = str(exc)
+    found = re.search(r"WeightsUnpickler error:\s*(.+?)(?= Please use|\n|$)", text)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    reason = found.group(1) if found else lines[0] if lines else type(exc).__name__
+    return printable(reason.split(". ")[0])[:300]  # the first sentence: the rest is torch's advice
 
 
 def _tensors_of(obj: Any, path: Path) -> dict[str, torch.Tensor]:
