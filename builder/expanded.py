@@ -4,7 +4,7 @@ node, the block calls, and the expanded op nodes with their inferred types (see 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from .errors import SourcePos
 from .ops import Op
@@ -40,11 +40,13 @@ class Frame:
 @dataclass(frozen=True)
 class BlockCall:
     """One call of a block (one copy of a repeated call): the tensors bound to its inputs and the
-    tensors it produces for its outputs, by name, in the block's declared order."""
+    tensors it produces for its outputs, by name, in the block's declared order, and the values of
+    the block's own params in this call (what generated code passes to the block's constructor)."""
 
     block: str
     inputs: dict[str, TensorRef]
     outputs: dict[str, TensorRef]
+    params: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

@@ -485,7 +485,8 @@ class _Expander(Conditionals):
             if any(v is None for v in produced.values()):
                 return None
             self.calls[path] = BlockCall(name, {k: v for k, v in current.items() if v is not None},
-                                         {k: v for k, v in produced.items() if v is not None})
+                                         {k: v for k, v in produced.items() if v is not None},
+                                         {k: block_params[k] for k in block.params})
             current = {**current, block.inputs[0]: next(iter(produced.values()))}
         return _Result(outputs={k: v for k, v in produced.items() if v is not None})
 
