@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 import torch
@@ -20,7 +21,7 @@ from test_torch_specs import DIMS, SMALL, SPECS, small
 from nnspec.backends.pytorch import emit_python, to_torch
 from nnspec.backends.pytorch.codegen import class_name
 from nnspec.backends.pytorch.inputs import example_inputs
-from nnspec.builder import load_spec
+from nnspec.builder import compile_graph, load_spec
 
 GOLDEN = Path("tests/golden")
 
@@ -165,3 +166,96 @@ def test_emitted_files_are_ruff_clean() -> None:
 
 def test_emit_python_is_deterministic() -> None:
     assert emit_python("specs/bert.yaml") == emit_python("specs/bert.yaml")
+
+
+def _classes(source: str) -> list[str]:
+    return [n.name for n in ast.parse(source).body if isinstance(n, ast.ClassDef)]
+
+
+def _blocks_used(source: Any) -> set[str]:
+    """The names of the block definitions the spec's main graph calls (nested calls included)."""
+    return {call.block for call in compile_graph(load_spec(source)).graph["calls"].values()}
+
+
+@pytest.mark.parametrize("name", ["resnet50", "mobilenet_v2", "vgg16", "unet"])
+def test_one_class_per_block_definition(name: str) -> None:
+    """Calls of a block at other widths and strides share one class whose constructor takes what
+    differs (torchvision's ``Bottleneck(inplanes, planes, stride)``), not one class per configuration."""
+    source = emit_python(f"specs/{name}.yaml")
+    blocks = _blocks_used(f"specs/{name}.yaml")
+    assert len(blocks) > 1
+    assert sorted(_classes(source)) == sorted([*map(class_name, blocks), class_name(name)])
+
+
+def test_bottleneck_takes_its_widths_and_stride() -> None:
+    """The arguments are named after the block's params (``${out_c}``) or the width of its input, the
+    projection shortcut that only some calls have is a flag, and a repeat of equal copies is one loop."""
+    source = emit_python("specs/resnet50.yaml")
+    assert "def __init__(self, in_channels: int, out_c: int, stride: int, downsample: bool = False) -> None:" in source
+    assert "self.downsample = Projection(in_channels, out_c * 4, stride) if downsample else None" in source
+    assert "if self.downsample is not None:" in source
+    assert "self.layer2 = BottleneckStage(256, 128, 2, 4)" in source
+    assert "for _ in range(blocks - 1)" in source
+
+
+RES1D = {
+    "name": "res1d_net",
+    "doc": "A small 1-D residual network over a multichannel signal.",
+    "inputs": {"wave": {"shape": ["batch", 4, 64]}},
+    "blocks": {
+        "res1d": {
+            "doc": "Two convolutions and a shortcut, projected where the width or the stride changes.",
+            "params": {"c": None, "stride": 1, "k": 3},
+            "inputs": ["x"],
+            "nodes": {
+                "conv1": {"op": "conv1d", "in": "x", "out_channels": "${c}", "kernel_size": "${k}",
+                          "stride": "${stride}", "padding": "${k // 2}"},
+                "act": {"op": "gelu", "in": "conv1"},
+                "conv2": {"op": "conv1d", "in": "act", "out_channels": "${c}", "kernel_size": "${k}",
+                          "padding": "${k // 2}"},
+                "skip": {"op": "conv1d", "in": "x", "out_channels": "${c}", "kernel_size": 1, "stride": "${stride}",
+                         "when": "${stride != 1 or x.channels != c}"},
+                "add": {"op": "add", "in": ["conv2", "skip"]},
+            },
+            "outputs": {"y": "add"},
+        },
+        "stage": {
+            "doc": "`n` blocks of width `c`; the first one strides.",
+            "params": {"c": None, "n": None, "stride": 2},
+            "inputs": ["x"],
+            "nodes": {"blocks": {"op": "res1d", "in": "x", "c": "${c}", "stride": "${stride}", "repeat": "${n}"},
+                      "norm": {"op": "batch_norm", "in": "blocks"}},
+            "outputs": {"y": "norm"},
+        },
+    },
+    "nodes": {
+        "b1": {"op": "res1d", "in": "wave", "c": 8, "k": 5},
+        "b2": {"op": "res1d", "in": "b1", "c": 16, "stride": 2},
+        "b3": {"op": "res1d", "in": "b2", "c": 16, "repeat": 2},
+        "s1": {"op": "stage", "in": "b3", "c": 24, "n": 1, "stride": 1},
+        "s2": {"op": "stage", "in": "s1", "c": 32, "n": 3},
+        "pool": {"op": "mean", "in": "s2", "dim": [2]},
+        "head": {"op": "linear", "in": "pool", "out_features": 3},
+    },
+    "outputs": {"logits": "head"},
+}
+"""A spec of another family: one block at three widths, two kernel sizes and two strides, its shortcut
+projection present in some calls only, and a stage block whose repeat holds one to three copies."""
+
+
+def test_block_at_other_widths_and_strides_is_one_class(tmp_path: Path) -> None:
+    source = emit_python(RES1D)
+    assert _classes(source) == ["Res1d", "Stage", "Res1dNet"]
+    cls = _load(source, tmp_path, "gen_res1d").Res1dNet
+    torch.manual_seed(0)
+    built = to_torch(RES1D).eval()
+    emitted = cls().eval()
+    assert list(emitted.state_dict()) == list(built.state_dict())
+    with torch.no_grad():  # running statistics other than their initial 0 and 1 too (variances stay positive)
+        for tensor in built.state_dict().values():
+            if tensor.is_floating_point():
+                tensor.copy_(torch.rand_like(tensor) + 0.5)
+    emitted.load_state_dict(built.state_dict())
+    x = torch.randn(2, 4, 64)
+    assert torch.allclose(emitted(x), built(x), atol=1e-6, rtol=0)
+    assert "skip: bool = False" in source and "if self.skip is not None:" in source

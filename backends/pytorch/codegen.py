@@ -17,16 +17,19 @@ zipped with those values, which the method takes as ``*args`` and returns as ``*
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import networkx as nx
+import sympy
 from torch import fx
 
 from .blocks import block_of, class_name, fold
 from .emitter import SINUSOID_SOURCE, Ctor, ModuleTree, init_calls, skips_default_init
-from .layout import docstring, render
+from .generalize import BlockClass, Instance, generalize, torch_signature
+from .layout import docstring, matching, render, split_top
 from .methods import Entry, MethodWriter, module_ref
 from .module import SpecSource, _graphs, lower
 from .subgraph import Occurrence, find_occurrence
@@ -73,7 +76,7 @@ def emit_python(source: SpecSource | nx.MultiDiGraph, signature: str | None = No
     if any(t.kind == "sinusoid" for ctor in tree.ctors.values() for t in ctor.tensors):
         lines.extend(["", "", *SINUSOID_SOURCE.splitlines()])
     for text in [*writer.classes, top]:
-        lines.extend(["", "", *render(text)])
+        lines.extend(["", "", *render(writer.leave_defaults_out(text))])
     return "\n".join(lines) + "\n"
 
 
@@ -87,7 +90,7 @@ class _Writer:
     g: nx.MultiDiGraph
     classes: list[list[str]] = field(default_factory=list)
     names: dict[str, str] = field(default_factory=dict)  # block call path -> its class name
-    _bodies: dict[tuple[str, ...], str] = field(default_factory=dict)  # class text -> class name
+    made: dict[str, BlockClass] = field(default_factory=dict)  # class name -> the class
     _used: set[str] = field(default_factory=set)
     served: dict[tuple[str, str], str] = field(default_factory=dict)  # (block call, graph) -> the method that runs it
     _packed: dict[str, int] = field(default_factory=dict)  # graph -> how many last arguments its method packs
@@ -95,23 +98,81 @@ class _Writer:
     def __post_init__(self) -> None:
         self.blocks = list(dict.fromkeys(p for e in self.entries for p in e.folded.blocks))  # in graph order
         self.repeats = list(dict.fromkeys(p for e in self.entries for p in e.folded.repeats))
+        self.by_block: dict[str, list[str]] = {}  # block name -> its calls, in graph order
+        for path in self.blocks:
+            self.by_block.setdefault(self._block(path), []).append(path)
         docs: dict[str, str | None] = self.g.graph.get("block_docs", {})
-        for path in sorted(self.blocks, key=lambda p: -p.count(".")):  # inner classes first
-            entry = next(e for e in self.entries if path in e.folded.blocks)
-            block = block_of(entry.folded, path)
+        for block in sorted(self.by_block, key=self._height):  # a class after the classes it uses
             doc = (docs.get(block) or "").strip() or f"Block '{block}'."
-            text = self.write_class(path, "@@NAME@@", doc)
-            key = tuple(text)
-            if key not in self._bodies:
+            calls = [Instance(path, self.write_class(path, "@@NAME@@", doc), self._known(path))
+                     for path in self.by_block[block]]
+            for made in generalize(calls, self._signature):
                 base = class_name(block)
                 name, k = base, 1
                 while name in self._used:
                     k += 1
                     name = f"{base}{k}"
                 self._used.add(name)
-                self._bodies[key] = name
-                self.classes.append([line.replace("@@NAME@@", name) for line in text])
-            self.names[path] = self._bodies[key]
+                self.made[name] = made
+                self.classes.append([line.replace("@@NAME@@", name) for line in made.lines])
+                self.names.update(dict.fromkeys(made.paths, name))
+
+    def leave_defaults_out(self, lines: list[str]) -> list[str]:
+        """`lines` with the keyword arguments that repeat a default left out of the calls of the classes
+        written here (``Bottleneck(256, 64, 1, downsample=False)`` -> ``Bottleneck(256, 64, 1)``)."""
+        defaults = {name: made.defaults() for name, made in self.made.items() if made.defaults()}
+        if not defaults:
+            return lines
+        pattern = re.compile(rf"\b({'|'.join(map(re.escape, defaults))})\(")
+        out = []
+        for line in lines:
+            start = 0
+            while (found := pattern.search(line, start)) is not None:
+                close = matching(line, found.end() - 1)
+                if close < 0:
+                    break
+                drop = {f"{k}={v}" for k, v in defaults[found.group(1)].items()}
+                args = [a for a in split_top(line[found.end():close]) if a not in drop]
+                line = f"{line[:found.end()]}{', '.join(args)}{line[close:]}"
+                start = found.end()
+            out.append(line)
+        return out
+
+    def _block(self, path: str) -> str:
+        entry = next(e for e in self.entries if path in e.folded.blocks)
+        return block_of(entry.folded, path)
+
+    def _height(self, block: str) -> int:
+        """1 for a block that calls none, else one more than the highest block it calls."""
+        def height(path: str) -> int:
+            inner = [p for p in self.blocks if p.startswith(f"{path}.")]
+            return 1 + max(map(height, inner), default=0)
+
+        return max(height(p) for p in self.by_block[block])
+
+    def _known(self, path: str) -> dict[str, Any]:
+        """The named values of the call at `path` that its class's arguments may take their names from:
+        the block's params as the call sets them, then its inputs' widths (``in_channels``)."""
+        entry = next(e for e in self.entries if path in e.folded.blocks)
+        call = entry.folded.calls.get(path)
+        if call is None:
+            return {}
+        known = {k: v for k, v in call.params.items() if isinstance(v, int | float)}
+        for i, (name, ref) in enumerate(call.inputs.items()):
+            shape = entry.em.source.nodes[ref.node]["node"].outputs[ref.port].shape
+            dims = {"channels": shape[1], "features": shape[-1]} if len(shape) > 2 else \
+                {"features": shape[-1]} if len(shape) == 2 else {}
+            for what, dim in dims.items():
+                if isinstance(dim, int | sympy.Integer):
+                    known.setdefault(f"in_{what}" if i == 0 else f"{name}_{what}", int(dim))
+        return known
+
+    def _signature(self, callee: str) -> list[str] | None:
+        """The positional argument names of a class the source calls (a torch layer, or one written here)."""
+        made = self.made.get(callee)
+        if made is not None:
+            return [p.name for p in made.params if p.kind == "value"]
+        return torch_signature(callee) if callee.startswith("torch.") else None
 
     def packed_count(self, entry: Entry) -> int:
         """How many last arguments the top-level method for `entry` takes as ``*args``."""
@@ -187,13 +248,52 @@ class _Writer:
 
     def _block_ctor(self, path: str) -> str:
         if path in self.blocks:
-            return f"{self.names[path]}()"
+            return f"{self.names[path]}({self.made[self.names[path]].arguments(path)})"
+        copies = self._copies(path)
+        kinds = {name for name, _ in copies}
+        form = self._repeat_form(path)
+        if form is None or len(kinds) != 1:  # copies that differ beyond their first: each written out
+            listed = ", ".join(f"{k}({', '.join(a)})" for k, a in copies)
+            return f"torch.nn.ModuleList([{listed}])"
+        (kind,) = kinds
+        first = copies[0][1]
+        rest = copies[1][1] if len(copies) > 1 else [f"{a.partition('=')[0]}=..." if "=" in a else "..." for a in first]
+        args = [a if j not in form else _first_else(a, b) for j, (a, b) in enumerate(zip(first, rest, strict=True))]
+        index = "i" if form else "_"
+        return f"torch.nn.ModuleList([{kind}({', '.join(args)}) for {index} in range({len(copies)})])"
+
+    def _copies(self, path: str) -> list[tuple[str, list[str]]]:
+        """The class and the constructor arguments of each copy of the repeat at `path`."""
         copies = sorted((p for p in self.blocks if p.rpartition(".")[0] == path and p.rpartition(".")[2].isdigit()),
                         key=lambda p: int(p.rpartition(".")[2]))
-        kinds = [self.names[p] for p in copies]
-        if len(set(kinds)) == 1:
-            return f"torch.nn.ModuleList([{kinds[0]}() for _ in range({len(kinds)})])"
-        return f"torch.nn.ModuleList([{', '.join(k + '()' for k in kinds)}])"
+        out = []
+        for p in copies:
+            made = self.made[self.names[p]]
+            index = made.paths.index(p)
+            out.append((self.names[p], [param.argument(index) for param in made.params]))
+        return out
+
+    def _repeat_form(self, path: str) -> set[int] | None:
+        """How the copies of the repeat at `path` are written, the same way in every call of the block
+        around it: the argument positions where the first copy differs from the others (which agree), or
+        None where copies differ beyond that (then they are listed)."""
+        parent = max((p for p in self.blocks if path.startswith(f"{p}.")), key=len, default="")
+        rel = path[len(parent) + 1:] if parent else path
+        peers = [f"{q}.{rel}" for q in self.by_block[self._block(parent)]] if parent else [path]
+        first: set[int] = set()
+        for peer in peers:
+            copies = self._copies(peer)
+            if not copies:  # a call where the repeat has no copies (repeat: 0)
+                continue
+            if len({name for name, _ in copies}) != 1:
+                return None
+            for j in range(len(copies[0][1])):
+                column = [args[j] for _, args in copies]
+                if len(set(column[1:])) > 1:
+                    return None
+                if len(set(column)) > 1:
+                    first.add(j)
+        return first
 
     def _leaf_lines(self, full: str, rel: str, ctor: Ctor, made: set[str]) -> list[str]:
         lines: list[str] = []
@@ -220,6 +320,16 @@ class _Writer:
             args = "".join(f", {k}={v!r}" for k, v in call.kwargs.items())
             lines.append(f"        torch.nn.init.{call.fn}({module_ref(rel)}.{call.weight}{row}{args})")
         return lines
+
+
+def _first_else(first: str, rest: str) -> str:
+    """A constructor argument that the first copy of a repeat sets apart: ``a if i == 0 else b``
+    (b is ``...`` where there is one copy: a value nothing reads, which another call of the block
+    around it sets)."""
+    name, sep, value = first.partition("=")
+    if sep and name.isidentifier():  # by keyword
+        return f"{name}={value} if i == 0 else {rest.partition('=')[2]}"
+    return f"{first} if i == 0 else {rest}"
 
 
 def _assign(path: str, value: str) -> str:

@@ -9,13 +9,13 @@ import torch
 class Projection(torch.nn.Module):
     """The projection shortcut (torchvision's `downsample`) - a strided 1x1 convolution and batch norm."""
 
-    def __init__(self) -> None:
+    def __init__(self, in_channels: int, out_c: int, stride: int) -> None:
         super().__init__()
-        self.conv = torch.nn.Conv2d(64, 256, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
-        self.bn = torch.nn.BatchNorm2d(256, eps=1e-05, momentum=0.1, affine=True)
+        self.conv = torch.nn.Conv2d(in_channels, out_c, 1, stride=stride, padding=0, dilation=1, groups=1, bias=False)
+        self.bn = torch.nn.BatchNorm2d(out_c, eps=1e-05, momentum=0.1, affine=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        conv = self.conv(x)  # (batch, 256, 56, 56)
+        conv = self.conv(x)
         bn = self.bn(conv)
         return bn
 
@@ -25,169 +25,15 @@ class Bottleneck(torch.nn.Module):
     (ResNet-50/101/152).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, in_channels: int, out_c: int, stride: int, downsample: bool = False) -> None:
         super().__init__()
-        self.conv1 = torch.nn.Conv2d(256, 64, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
-        self.bn1 = torch.nn.BatchNorm2d(64, eps=1e-05, momentum=0.1, affine=True)
-        self.conv2 = torch.nn.Conv2d(64, 64, 3, stride=1, padding=1, dilation=1, groups=1, bias=False)
-        self.bn2 = torch.nn.BatchNorm2d(64, eps=1e-05, momentum=0.1, affine=True)
-        self.conv3 = torch.nn.Conv2d(64, 256, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
-        self.bn3 = torch.nn.BatchNorm2d(256, eps=1e-05, momentum=0.1, affine=True)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        conv1 = self.conv1(x)  # (batch, 64, 56, 56)
-        bn1 = self.bn1(conv1)
-        relu1 = torch.relu(bn1)
-        conv2 = self.conv2(relu1)
-        bn2 = self.bn2(conv2)
-        relu2 = torch.relu(bn2)
-        conv3 = self.conv3(relu2)  # (batch, 256, 56, 56)
-        bn3 = self.bn3(conv3)
-        add = bn3 + x
-        relu = torch.relu(add)
-        return relu
-
-
-class Projection2(torch.nn.Module):
-    """The projection shortcut (torchvision's `downsample`) - a strided 1x1 convolution and batch norm."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = torch.nn.Conv2d(256, 512, 1, stride=2, padding=0, dilation=1, groups=1, bias=False)
-        self.bn = torch.nn.BatchNorm2d(512, eps=1e-05, momentum=0.1, affine=True)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        conv = self.conv(x)  # (batch, 512, 28, 28)
-        bn = self.bn(conv)
-        return bn
-
-
-class Bottleneck2(torch.nn.Module):
-    """1x1 reduce to `out_c`, 3x3 (strided), 1x1 expand to `out_c * 4`, each with batch norm
-    (ResNet-50/101/152).
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = torch.nn.Conv2d(512, 128, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
-        self.bn1 = torch.nn.BatchNorm2d(128, eps=1e-05, momentum=0.1, affine=True)
-        self.conv2 = torch.nn.Conv2d(128, 128, 3, stride=1, padding=1, dilation=1, groups=1, bias=False)
-        self.bn2 = torch.nn.BatchNorm2d(128, eps=1e-05, momentum=0.1, affine=True)
-        self.conv3 = torch.nn.Conv2d(128, 512, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
-        self.bn3 = torch.nn.BatchNorm2d(512, eps=1e-05, momentum=0.1, affine=True)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        conv1 = self.conv1(x)  # (batch, 128, 28, 28)
-        bn1 = self.bn1(conv1)
-        relu1 = torch.relu(bn1)
-        conv2 = self.conv2(relu1)
-        bn2 = self.bn2(conv2)
-        relu2 = torch.relu(bn2)
-        conv3 = self.conv3(relu2)  # (batch, 512, 28, 28)
-        bn3 = self.bn3(conv3)
-        add = bn3 + x
-        relu = torch.relu(add)
-        return relu
-
-
-class Projection3(torch.nn.Module):
-    """The projection shortcut (torchvision's `downsample`) - a strided 1x1 convolution and batch norm."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = torch.nn.Conv2d(512, 1024, 1, stride=2, padding=0, dilation=1, groups=1, bias=False)
-        self.bn = torch.nn.BatchNorm2d(1024, eps=1e-05, momentum=0.1, affine=True)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        conv = self.conv(x)  # (batch, 1024, 14, 14)
-        bn = self.bn(conv)
-        return bn
-
-
-class Bottleneck3(torch.nn.Module):
-    """1x1 reduce to `out_c`, 3x3 (strided), 1x1 expand to `out_c * 4`, each with batch norm
-    (ResNet-50/101/152).
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = torch.nn.Conv2d(1024, 256, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
-        self.bn1 = torch.nn.BatchNorm2d(256, eps=1e-05, momentum=0.1, affine=True)
-        self.conv2 = torch.nn.Conv2d(256, 256, 3, stride=1, padding=1, dilation=1, groups=1, bias=False)
-        self.bn2 = torch.nn.BatchNorm2d(256, eps=1e-05, momentum=0.1, affine=True)
-        self.conv3 = torch.nn.Conv2d(256, 1024, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
-        self.bn3 = torch.nn.BatchNorm2d(1024, eps=1e-05, momentum=0.1, affine=True)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        conv1 = self.conv1(x)  # (batch, 256, 14, 14)
-        bn1 = self.bn1(conv1)
-        relu1 = torch.relu(bn1)
-        conv2 = self.conv2(relu1)
-        bn2 = self.bn2(conv2)
-        relu2 = torch.relu(bn2)
-        conv3 = self.conv3(relu2)  # (batch, 1024, 14, 14)
-        bn3 = self.bn3(conv3)
-        add = bn3 + x
-        relu = torch.relu(add)
-        return relu
-
-
-class Projection4(torch.nn.Module):
-    """The projection shortcut (torchvision's `downsample`) - a strided 1x1 convolution and batch norm."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = torch.nn.Conv2d(1024, 2048, 1, stride=2, padding=0, dilation=1, groups=1, bias=False)
-        self.bn = torch.nn.BatchNorm2d(2048, eps=1e-05, momentum=0.1, affine=True)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        conv = self.conv(x)  # (batch, 2048, 7, 7)
-        bn = self.bn(conv)
-        return bn
-
-
-class Bottleneck4(torch.nn.Module):
-    """1x1 reduce to `out_c`, 3x3 (strided), 1x1 expand to `out_c * 4`, each with batch norm
-    (ResNet-50/101/152).
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = torch.nn.Conv2d(2048, 512, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
-        self.bn1 = torch.nn.BatchNorm2d(512, eps=1e-05, momentum=0.1, affine=True)
-        self.conv2 = torch.nn.Conv2d(512, 512, 3, stride=1, padding=1, dilation=1, groups=1, bias=False)
-        self.bn2 = torch.nn.BatchNorm2d(512, eps=1e-05, momentum=0.1, affine=True)
-        self.conv3 = torch.nn.Conv2d(512, 2048, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
-        self.bn3 = torch.nn.BatchNorm2d(2048, eps=1e-05, momentum=0.1, affine=True)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        conv1 = self.conv1(x)  # (batch, 512, 7, 7)
-        bn1 = self.bn1(conv1)
-        relu1 = torch.relu(bn1)
-        conv2 = self.conv2(relu1)
-        bn2 = self.bn2(conv2)
-        relu2 = torch.relu(bn2)
-        conv3 = self.conv3(relu2)  # (batch, 2048, 7, 7)
-        bn3 = self.bn3(conv3)
-        add = bn3 + x
-        relu = torch.relu(add)
-        return relu
-
-
-class Bottleneck5(torch.nn.Module):
-    """1x1 reduce to `out_c`, 3x3 (strided), 1x1 expand to `out_c * 4`, each with batch norm
-    (ResNet-50/101/152).
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = torch.nn.Conv2d(64, 64, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
-        self.bn1 = torch.nn.BatchNorm2d(64, eps=1e-05, momentum=0.1, affine=True)
-        self.conv2 = torch.nn.Conv2d(64, 64, 3, stride=1, padding=1, dilation=1, groups=1, bias=False)
-        self.bn2 = torch.nn.BatchNorm2d(64, eps=1e-05, momentum=0.1, affine=True)
-        self.conv3 = torch.nn.Conv2d(64, 256, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
-        self.bn3 = torch.nn.BatchNorm2d(256, eps=1e-05, momentum=0.1, affine=True)
-        self.downsample = Projection()
+        self.conv1 = torch.nn.Conv2d(in_channels, out_c, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
+        self.bn1 = torch.nn.BatchNorm2d(out_c, eps=1e-05, momentum=0.1, affine=True)
+        self.conv2 = torch.nn.Conv2d(out_c, out_c, 3, stride=stride, padding=1, dilation=1, groups=1, bias=False)
+        self.bn2 = torch.nn.BatchNorm2d(out_c, eps=1e-05, momentum=0.1, affine=True)
+        self.conv3 = torch.nn.Conv2d(out_c, out_c * 4, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
+        self.bn3 = torch.nn.BatchNorm2d(out_c * 4, eps=1e-05, momentum=0.1, affine=True)
+        self.downsample = Projection(in_channels, out_c * 4, stride) if downsample else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         conv1 = self.conv1(x)
@@ -196,99 +42,11 @@ class Bottleneck5(torch.nn.Module):
         conv2 = self.conv2(relu1)
         bn2 = self.bn2(conv2)
         relu2 = torch.relu(bn2)
-        conv3 = self.conv3(relu2)  # (batch, 256, 56, 56)
+        conv3 = self.conv3(relu2)
         bn3 = self.bn3(conv3)
-        downsample = self.downsample(x)  # (batch, 256, 56, 56)
-        add = bn3 + downsample
-        relu = torch.relu(add)
-        return relu
-
-
-class Bottleneck6(torch.nn.Module):
-    """1x1 reduce to `out_c`, 3x3 (strided), 1x1 expand to `out_c * 4`, each with batch norm
-    (ResNet-50/101/152).
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = torch.nn.Conv2d(256, 128, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
-        self.bn1 = torch.nn.BatchNorm2d(128, eps=1e-05, momentum=0.1, affine=True)
-        self.conv2 = torch.nn.Conv2d(128, 128, 3, stride=2, padding=1, dilation=1, groups=1, bias=False)
-        self.bn2 = torch.nn.BatchNorm2d(128, eps=1e-05, momentum=0.1, affine=True)
-        self.conv3 = torch.nn.Conv2d(128, 512, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
-        self.bn3 = torch.nn.BatchNorm2d(512, eps=1e-05, momentum=0.1, affine=True)
-        self.downsample = Projection2()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        conv1 = self.conv1(x)  # (batch, 128, 56, 56)
-        bn1 = self.bn1(conv1)
-        relu1 = torch.relu(bn1)
-        conv2 = self.conv2(relu1)  # (batch, 128, 28, 28)
-        bn2 = self.bn2(conv2)
-        relu2 = torch.relu(bn2)
-        conv3 = self.conv3(relu2)  # (batch, 512, 28, 28)
-        bn3 = self.bn3(conv3)
-        downsample = self.downsample(x)  # (batch, 512, 28, 28)
-        add = bn3 + downsample
-        relu = torch.relu(add)
-        return relu
-
-
-class Bottleneck7(torch.nn.Module):
-    """1x1 reduce to `out_c`, 3x3 (strided), 1x1 expand to `out_c * 4`, each with batch norm
-    (ResNet-50/101/152).
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = torch.nn.Conv2d(512, 256, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
-        self.bn1 = torch.nn.BatchNorm2d(256, eps=1e-05, momentum=0.1, affine=True)
-        self.conv2 = torch.nn.Conv2d(256, 256, 3, stride=2, padding=1, dilation=1, groups=1, bias=False)
-        self.bn2 = torch.nn.BatchNorm2d(256, eps=1e-05, momentum=0.1, affine=True)
-        self.conv3 = torch.nn.Conv2d(256, 1024, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
-        self.bn3 = torch.nn.BatchNorm2d(1024, eps=1e-05, momentum=0.1, affine=True)
-        self.downsample = Projection3()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        conv1 = self.conv1(x)  # (batch, 256, 28, 28)
-        bn1 = self.bn1(conv1)
-        relu1 = torch.relu(bn1)
-        conv2 = self.conv2(relu1)  # (batch, 256, 14, 14)
-        bn2 = self.bn2(conv2)
-        relu2 = torch.relu(bn2)
-        conv3 = self.conv3(relu2)  # (batch, 1024, 14, 14)
-        bn3 = self.bn3(conv3)
-        downsample = self.downsample(x)  # (batch, 1024, 14, 14)
-        add = bn3 + downsample
-        relu = torch.relu(add)
-        return relu
-
-
-class Bottleneck8(torch.nn.Module):
-    """1x1 reduce to `out_c`, 3x3 (strided), 1x1 expand to `out_c * 4`, each with batch norm
-    (ResNet-50/101/152).
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = torch.nn.Conv2d(1024, 512, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
-        self.bn1 = torch.nn.BatchNorm2d(512, eps=1e-05, momentum=0.1, affine=True)
-        self.conv2 = torch.nn.Conv2d(512, 512, 3, stride=2, padding=1, dilation=1, groups=1, bias=False)
-        self.bn2 = torch.nn.BatchNorm2d(512, eps=1e-05, momentum=0.1, affine=True)
-        self.conv3 = torch.nn.Conv2d(512, 2048, 1, stride=1, padding=0, dilation=1, groups=1, bias=False)
-        self.bn3 = torch.nn.BatchNorm2d(2048, eps=1e-05, momentum=0.1, affine=True)
-        self.downsample = Projection4()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        conv1 = self.conv1(x)  # (batch, 512, 14, 14)
-        bn1 = self.bn1(conv1)
-        relu1 = torch.relu(bn1)
-        conv2 = self.conv2(relu1)  # (batch, 512, 7, 7)
-        bn2 = self.bn2(conv2)
-        relu2 = torch.relu(bn2)
-        conv3 = self.conv3(relu2)  # (batch, 2048, 7, 7)
-        bn3 = self.bn3(conv3)
-        downsample = self.downsample(x)  # (batch, 2048, 7, 7)
+        downsample = x
+        if self.downsample is not None:
+            downsample = self.downsample(x)
         add = bn3 + downsample
         relu = torch.relu(add)
         return relu
@@ -297,61 +55,13 @@ class Bottleneck8(torch.nn.Module):
 class BottleneckStage(torch.nn.Module):
     """A stage of `blocks` bottleneck blocks; the first one strides."""
 
-    def __init__(self) -> None:
+    def __init__(self, in_channels: int, out_c: int, stride: int, blocks: int) -> None:
         super().__init__()
-        self.first = Bottleneck5()
-        self.rest = torch.nn.ModuleList([Bottleneck() for _ in range(2)])
+        self.first = Bottleneck(in_channels, out_c, stride, downsample=True)
+        self.rest = torch.nn.ModuleList([Bottleneck(out_c * 4, out_c, 1) for _ in range(blocks - 1)])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        first = self.first(x)  # (batch, 256, 56, 56)
-        rest = first
-        for layer in self.rest:
-            rest = layer(rest)
-        return rest
-
-
-class BottleneckStage2(torch.nn.Module):
-    """A stage of `blocks` bottleneck blocks; the first one strides."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.first = Bottleneck6()
-        self.rest = torch.nn.ModuleList([Bottleneck2() for _ in range(3)])
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        first = self.first(x)  # (batch, 512, 28, 28)
-        rest = first
-        for layer in self.rest:
-            rest = layer(rest)
-        return rest
-
-
-class BottleneckStage3(torch.nn.Module):
-    """A stage of `blocks` bottleneck blocks; the first one strides."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.first = Bottleneck7()
-        self.rest = torch.nn.ModuleList([Bottleneck3() for _ in range(5)])
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        first = self.first(x)  # (batch, 1024, 14, 14)
-        rest = first
-        for layer in self.rest:
-            rest = layer(rest)
-        return rest
-
-
-class BottleneckStage4(torch.nn.Module):
-    """A stage of `blocks` bottleneck blocks; the first one strides."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.first = Bottleneck8()
-        self.rest = torch.nn.ModuleList([Bottleneck4() for _ in range(2)])
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        first = self.first(x)  # (batch, 2048, 7, 7)
+        first = self.first(x)
         rest = first
         for layer in self.rest:
             rest = layer(rest)
@@ -370,10 +80,10 @@ class Resnet50(torch.nn.Module):
         super().__init__()
         self.conv1 = torch.nn.Conv2d(3, 64, 7, stride=2, padding=3, dilation=1, groups=1, bias=False)
         self.bn1 = torch.nn.BatchNorm2d(64, eps=1e-05, momentum=0.1, affine=True)
-        self.layer1 = BottleneckStage()
-        self.layer2 = BottleneckStage2()
-        self.layer3 = BottleneckStage3()
-        self.layer4 = BottleneckStage4()
+        self.layer1 = BottleneckStage(64, 64, 1, 3)
+        self.layer2 = BottleneckStage(256, 128, 2, 4)
+        self.layer3 = BottleneckStage(512, 256, 2, 6)
+        self.layer4 = BottleneckStage(1024, 512, 2, 3)
         self.fc = torch.nn.Linear(2048, 1000, bias=True)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:

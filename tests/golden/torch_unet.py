@@ -9,75 +9,15 @@ import torch
 class DoubleConv(torch.nn.Module):
     """(conv 3x3 => batch norm => ReLU) * 2, the convs without bias."""
 
-    def __init__(self) -> None:
+    def __init__(self, in_channels: int, c: int) -> None:
         super().__init__()
-        self.conv1 = torch.nn.Conv2d(64, 128, 3, stride=1, padding=1, dilation=1, groups=1, bias=False)
-        self.bn1 = torch.nn.BatchNorm2d(128, eps=1e-05, momentum=0.1, affine=True)
-        self.conv2 = torch.nn.Conv2d(128, 128, 3, stride=1, padding=1, dilation=1, groups=1, bias=False)
-        self.bn2 = torch.nn.BatchNorm2d(128, eps=1e-05, momentum=0.1, affine=True)
+        self.conv1 = torch.nn.Conv2d(in_channels, c, 3, stride=1, padding=1, dilation=1, groups=1, bias=False)
+        self.bn1 = torch.nn.BatchNorm2d(c, eps=1e-05, momentum=0.1, affine=True)
+        self.conv2 = torch.nn.Conv2d(c, c, 3, stride=1, padding=1, dilation=1, groups=1, bias=False)
+        self.bn2 = torch.nn.BatchNorm2d(c, eps=1e-05, momentum=0.1, affine=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        conv1 = self.conv1(x)  # (batch, 128, 320, 479)
-        bn1 = self.bn1(conv1)
-        relu1 = torch.relu(bn1)
-        conv2 = self.conv2(relu1)
-        bn2 = self.bn2(conv2)
-        relu2 = torch.relu(bn2)
-        return relu2
-
-
-class DoubleConv2(torch.nn.Module):
-    """(conv 3x3 => batch norm => ReLU) * 2, the convs without bias."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = torch.nn.Conv2d(128, 256, 3, stride=1, padding=1, dilation=1, groups=1, bias=False)
-        self.bn1 = torch.nn.BatchNorm2d(256, eps=1e-05, momentum=0.1, affine=True)
-        self.conv2 = torch.nn.Conv2d(256, 256, 3, stride=1, padding=1, dilation=1, groups=1, bias=False)
-        self.bn2 = torch.nn.BatchNorm2d(256, eps=1e-05, momentum=0.1, affine=True)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        conv1 = self.conv1(x)  # (batch, 256, 160, 239)
-        bn1 = self.bn1(conv1)
-        relu1 = torch.relu(bn1)
-        conv2 = self.conv2(relu1)
-        bn2 = self.bn2(conv2)
-        relu2 = torch.relu(bn2)
-        return relu2
-
-
-class DoubleConv3(torch.nn.Module):
-    """(conv 3x3 => batch norm => ReLU) * 2, the convs without bias."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = torch.nn.Conv2d(256, 512, 3, stride=1, padding=1, dilation=1, groups=1, bias=False)
-        self.bn1 = torch.nn.BatchNorm2d(512, eps=1e-05, momentum=0.1, affine=True)
-        self.conv2 = torch.nn.Conv2d(512, 512, 3, stride=1, padding=1, dilation=1, groups=1, bias=False)
-        self.bn2 = torch.nn.BatchNorm2d(512, eps=1e-05, momentum=0.1, affine=True)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        conv1 = self.conv1(x)  # (batch, 512, 80, 119)
-        bn1 = self.bn1(conv1)
-        relu1 = torch.relu(bn1)
-        conv2 = self.conv2(relu1)
-        bn2 = self.bn2(conv2)
-        relu2 = torch.relu(bn2)
-        return relu2
-
-
-class DoubleConv4(torch.nn.Module):
-    """(conv 3x3 => batch norm => ReLU) * 2, the convs without bias."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = torch.nn.Conv2d(512, 1024, 3, stride=1, padding=1, dilation=1, groups=1, bias=False)
-        self.bn1 = torch.nn.BatchNorm2d(1024, eps=1e-05, momentum=0.1, affine=True)
-        self.conv2 = torch.nn.Conv2d(1024, 1024, 3, stride=1, padding=1, dilation=1, groups=1, bias=False)
-        self.bn2 = torch.nn.BatchNorm2d(1024, eps=1e-05, momentum=0.1, affine=True)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        conv1 = self.conv1(x)  # (batch, 1024, 40, 59)
+        conv1 = self.conv1(x)
         bn1 = self.bn1(conv1)
         relu1 = torch.relu(bn1)
         conv2 = self.conv2(relu1)
@@ -95,202 +35,21 @@ class PadConcat(torch.nn.Module):
         super().__init__()
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
-        pad = torch.nn.functional.pad(x1, [0, 1, 0, 0], value=0.0)  # (batch, 512, 80, 119)
-        cat = torch.cat([x2, pad], 1)  # (batch, 1024, 80, 119)
+        pad = torch.nn.functional.pad(x1, [0, 1, 0, 0], value=0.0)
+        cat = torch.cat([x2, pad], 1)
         return cat
-
-
-class DoubleConv5(torch.nn.Module):
-    """(conv 3x3 => batch norm => ReLU) * 2, the convs without bias."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = torch.nn.Conv2d(1024, 512, 3, stride=1, padding=1, dilation=1, groups=1, bias=False)
-        self.bn1 = torch.nn.BatchNorm2d(512, eps=1e-05, momentum=0.1, affine=True)
-        self.conv2 = torch.nn.Conv2d(512, 512, 3, stride=1, padding=1, dilation=1, groups=1, bias=False)
-        self.bn2 = torch.nn.BatchNorm2d(512, eps=1e-05, momentum=0.1, affine=True)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        conv1 = self.conv1(x)  # (batch, 512, 80, 119)
-        bn1 = self.bn1(conv1)
-        relu1 = torch.relu(bn1)
-        conv2 = self.conv2(relu1)
-        bn2 = self.bn2(conv2)
-        relu2 = torch.relu(bn2)
-        return relu2
-
-
-class PadConcat2(torch.nn.Module):
-    """Pad x1 (upsampled) to the size of x2 (the skip), half of the difference on each side and the odd
-    pixel after, then concatenate [x2, x1] over channels.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-
-    def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
-        pad = torch.nn.functional.pad(x1, [0, 1, 0, 0], value=0.0)  # (batch, 256, 160, 239)
-        cat = torch.cat([x2, pad], 1)  # (batch, 512, 160, 239)
-        return cat
-
-
-class DoubleConv6(torch.nn.Module):
-    """(conv 3x3 => batch norm => ReLU) * 2, the convs without bias."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = torch.nn.Conv2d(512, 256, 3, stride=1, padding=1, dilation=1, groups=1, bias=False)
-        self.bn1 = torch.nn.BatchNorm2d(256, eps=1e-05, momentum=0.1, affine=True)
-        self.conv2 = torch.nn.Conv2d(256, 256, 3, stride=1, padding=1, dilation=1, groups=1, bias=False)
-        self.bn2 = torch.nn.BatchNorm2d(256, eps=1e-05, momentum=0.1, affine=True)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        conv1 = self.conv1(x)  # (batch, 256, 160, 239)
-        bn1 = self.bn1(conv1)
-        relu1 = torch.relu(bn1)
-        conv2 = self.conv2(relu1)
-        bn2 = self.bn2(conv2)
-        relu2 = torch.relu(bn2)
-        return relu2
-
-
-class PadConcat3(torch.nn.Module):
-    """Pad x1 (upsampled) to the size of x2 (the skip), half of the difference on each side and the odd
-    pixel after, then concatenate [x2, x1] over channels.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-
-    def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
-        pad = torch.nn.functional.pad(x1, [0, 1, 0, 0], value=0.0)  # (batch, 128, 320, 479)
-        cat = torch.cat([x2, pad], 1)  # (batch, 256, 320, 479)
-        return cat
-
-
-class DoubleConv7(torch.nn.Module):
-    """(conv 3x3 => batch norm => ReLU) * 2, the convs without bias."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = torch.nn.Conv2d(256, 128, 3, stride=1, padding=1, dilation=1, groups=1, bias=False)
-        self.bn1 = torch.nn.BatchNorm2d(128, eps=1e-05, momentum=0.1, affine=True)
-        self.conv2 = torch.nn.Conv2d(128, 128, 3, stride=1, padding=1, dilation=1, groups=1, bias=False)
-        self.bn2 = torch.nn.BatchNorm2d(128, eps=1e-05, momentum=0.1, affine=True)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        conv1 = self.conv1(x)  # (batch, 128, 320, 479)
-        bn1 = self.bn1(conv1)
-        relu1 = torch.relu(bn1)
-        conv2 = self.conv2(relu1)
-        bn2 = self.bn2(conv2)
-        relu2 = torch.relu(bn2)
-        return relu2
-
-
-class PadConcat4(torch.nn.Module):
-    """Pad x1 (upsampled) to the size of x2 (the skip), half of the difference on each side and the odd
-    pixel after, then concatenate [x2, x1] over channels.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-
-    def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
-        pad = torch.nn.functional.pad(x1, [0, 1, 0, 0], value=0.0)  # (batch, 64, 640, 959)
-        cat = torch.cat([x2, pad], 1)  # (batch, 128, 640, 959)
-        return cat
-
-
-class DoubleConv8(torch.nn.Module):
-    """(conv 3x3 => batch norm => ReLU) * 2, the convs without bias."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = torch.nn.Conv2d(128, 64, 3, stride=1, padding=1, dilation=1, groups=1, bias=False)
-        self.bn1 = torch.nn.BatchNorm2d(64, eps=1e-05, momentum=0.1, affine=True)
-        self.conv2 = torch.nn.Conv2d(64, 64, 3, stride=1, padding=1, dilation=1, groups=1, bias=False)
-        self.bn2 = torch.nn.BatchNorm2d(64, eps=1e-05, momentum=0.1, affine=True)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        conv1 = self.conv1(x)  # (batch, 64, 640, 959)
-        bn1 = self.bn1(conv1)
-        relu1 = torch.relu(bn1)
-        conv2 = self.conv2(relu1)
-        bn2 = self.bn2(conv2)
-        relu2 = torch.relu(bn2)
-        return relu2
-
-
-class DoubleConv9(torch.nn.Module):
-    """(conv 3x3 => batch norm => ReLU) * 2, the convs without bias."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = torch.nn.Conv2d(3, 64, 3, stride=1, padding=1, dilation=1, groups=1, bias=False)
-        self.bn1 = torch.nn.BatchNorm2d(64, eps=1e-05, momentum=0.1, affine=True)
-        self.conv2 = torch.nn.Conv2d(64, 64, 3, stride=1, padding=1, dilation=1, groups=1, bias=False)
-        self.bn2 = torch.nn.BatchNorm2d(64, eps=1e-05, momentum=0.1, affine=True)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        conv1 = self.conv1(x)  # (batch, 64, 640, 959)
-        bn1 = self.bn1(conv1)
-        relu1 = torch.relu(bn1)
-        conv2 = self.conv2(relu1)
-        bn2 = self.bn2(conv2)
-        relu2 = torch.relu(bn2)
-        return relu2
 
 
 class Down(torch.nn.Module):
     """Downscaling with a 2x2 max pool, then a double conv."""
 
-    def __init__(self) -> None:
+    def __init__(self, in_channels: int, c: int) -> None:
         super().__init__()
-        self.conv = DoubleConv()
+        self.conv = DoubleConv(in_channels, c)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pool = torch.nn.functional.max_pool2d(x, 2, 2, 0, ceil_mode=False)  # (batch, 64, 320, 479)
-        conv = self.conv(pool)  # (batch, 128, 320, 479)
-        return conv
-
-
-class Down2(torch.nn.Module):
-    """Downscaling with a 2x2 max pool, then a double conv."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = DoubleConv2()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pool = torch.nn.functional.max_pool2d(x, 2, 2, 0, ceil_mode=False)  # (batch, 128, 160, 239)
-        conv = self.conv(pool)  # (batch, 256, 160, 239)
-        return conv
-
-
-class Down3(torch.nn.Module):
-    """Downscaling with a 2x2 max pool, then a double conv."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = DoubleConv3()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pool = torch.nn.functional.max_pool2d(x, 2, 2, 0, ceil_mode=False)  # (batch, 256, 80, 119)
-        conv = self.conv(pool)  # (batch, 512, 80, 119)
-        return conv
-
-
-class Down4(torch.nn.Module):
-    """Downscaling with a 2x2 max pool, then a double conv."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = DoubleConv4()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pool = torch.nn.functional.max_pool2d(x, 2, 2, 0, ceil_mode=False)  # (batch, 512, 40, 59)
-        conv = self.conv(pool)  # (batch, 1024, 40, 59)
+        pool = torch.nn.functional.max_pool2d(x, 2, 2, 0, ceil_mode=False)
+        conv = self.conv(pool)
         return conv
 
 
@@ -299,74 +58,17 @@ class Up(torch.nn.Module):
     double conv.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, in_channels: int, c: int) -> None:
         super().__init__()
         self.up = torch.nn.ConvTranspose2d(
-            1024, 512, 2, stride=2, padding=0, output_padding=0, groups=1, bias=True, dilation=1)
-        self.conv = DoubleConv5()
+            in_channels, c, 2, stride=2, padding=0, output_padding=0, groups=1, bias=True, dilation=1)
+        self.conv = DoubleConv(in_channels, c)
         self.join = PadConcat()
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
-        up = self.up(x)  # (batch, 512, 80, 118)
-        join = self.join(up, skip)  # (batch, 1024, 80, 119)
-        conv = self.conv(join)  # (batch, 512, 80, 119)
-        return conv
-
-
-class Up2(torch.nn.Module):
-    """Upscaling by a 2x2 stride-2 transposed conv to half the channels, joined to the skip, then a
-    double conv.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.up = torch.nn.ConvTranspose2d(
-            512, 256, 2, stride=2, padding=0, output_padding=0, groups=1, bias=True, dilation=1)
-        self.conv = DoubleConv6()
-        self.join = PadConcat2()
-
-    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
-        up = self.up(x)  # (batch, 256, 160, 238)
-        join = self.join(up, skip)  # (batch, 512, 160, 239)
-        conv = self.conv(join)  # (batch, 256, 160, 239)
-        return conv
-
-
-class Up3(torch.nn.Module):
-    """Upscaling by a 2x2 stride-2 transposed conv to half the channels, joined to the skip, then a
-    double conv.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.up = torch.nn.ConvTranspose2d(
-            256, 128, 2, stride=2, padding=0, output_padding=0, groups=1, bias=True, dilation=1)
-        self.conv = DoubleConv7()
-        self.join = PadConcat3()
-
-    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
-        up = self.up(x)  # (batch, 128, 320, 478)
-        join = self.join(up, skip)  # (batch, 256, 320, 479)
-        conv = self.conv(join)  # (batch, 128, 320, 479)
-        return conv
-
-
-class Up4(torch.nn.Module):
-    """Upscaling by a 2x2 stride-2 transposed conv to half the channels, joined to the skip, then a
-    double conv.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.up = torch.nn.ConvTranspose2d(
-            128, 64, 2, stride=2, padding=0, output_padding=0, groups=1, bias=True, dilation=1)
-        self.conv = DoubleConv8()
-        self.join = PadConcat4()
-
-    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
-        up = self.up(x)  # (batch, 64, 640, 958)
-        join = self.join(up, skip)  # (batch, 128, 640, 959)
-        conv = self.conv(join)  # (batch, 64, 640, 959)
+        up = self.up(x)
+        join = self.join(up, skip)
+        conv = self.conv(join)
         return conv
 
 
@@ -383,15 +85,15 @@ class Unet(torch.nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.inc = DoubleConv9()
-        self.down1 = Down()
-        self.down2 = Down2()
-        self.down3 = Down3()
-        self.down4 = Down4()
-        self.up1 = Up()
-        self.up2 = Up2()
-        self.up3 = Up3()
-        self.up4 = Up4()
+        self.inc = DoubleConv(3, 64)
+        self.down1 = Down(64, 128)
+        self.down2 = Down(128, 256)
+        self.down3 = Down(256, 512)
+        self.down4 = Down(512, 1024)
+        self.up1 = Up(1024, 512)
+        self.up2 = Up(512, 256)
+        self.up3 = Up(256, 128)
+        self.up4 = Up(128, 64)
         self.outc = torch.nn.Conv2d(64, 2, 1, stride=1, padding=0, dilation=1, groups=1, bias=True)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:

@@ -9,100 +9,9 @@ import torch
 class Conv(torch.nn.Module):
     """A 3x3 convolution (padding 1), batch norm when `bn`, and ReLU."""
 
-    def __init__(self) -> None:
+    def __init__(self, in_channels: int, out_c: int) -> None:
         super().__init__()
-        self.conv = torch.nn.Conv2d(3, 64, 3, stride=1, padding=1, dilation=1, groups=1, bias=True)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        conv = self.conv(x)  # (batch, 64, 224, 224)
-        relu = torch.relu(conv)
-        return relu
-
-
-class Conv2(torch.nn.Module):
-    """A 3x3 convolution (padding 1), batch norm when `bn`, and ReLU."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = torch.nn.Conv2d(64, 64, 3, stride=1, padding=1, dilation=1, groups=1, bias=True)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        conv = self.conv(x)
-        relu = torch.relu(conv)
-        return relu
-
-
-class Conv3(torch.nn.Module):
-    """A 3x3 convolution (padding 1), batch norm when `bn`, and ReLU."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = torch.nn.Conv2d(64, 128, 3, stride=1, padding=1, dilation=1, groups=1, bias=True)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        conv = self.conv(x)  # (batch, 128, 112, 112)
-        relu = torch.relu(conv)
-        return relu
-
-
-class Conv4(torch.nn.Module):
-    """A 3x3 convolution (padding 1), batch norm when `bn`, and ReLU."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = torch.nn.Conv2d(128, 128, 3, stride=1, padding=1, dilation=1, groups=1, bias=True)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        conv = self.conv(x)
-        relu = torch.relu(conv)
-        return relu
-
-
-class Conv5(torch.nn.Module):
-    """A 3x3 convolution (padding 1), batch norm when `bn`, and ReLU."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = torch.nn.Conv2d(128, 256, 3, stride=1, padding=1, dilation=1, groups=1, bias=True)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        conv = self.conv(x)  # (batch, 256, 56, 56)
-        relu = torch.relu(conv)
-        return relu
-
-
-class Conv6(torch.nn.Module):
-    """A 3x3 convolution (padding 1), batch norm when `bn`, and ReLU."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = torch.nn.Conv2d(256, 256, 3, stride=1, padding=1, dilation=1, groups=1, bias=True)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        conv = self.conv(x)
-        relu = torch.relu(conv)
-        return relu
-
-
-class Conv7(torch.nn.Module):
-    """A 3x3 convolution (padding 1), batch norm when `bn`, and ReLU."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = torch.nn.Conv2d(256, 512, 3, stride=1, padding=1, dilation=1, groups=1, bias=True)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        conv = self.conv(x)  # (batch, 512, 28, 28)
-        relu = torch.relu(conv)
-        return relu
-
-
-class Conv8(torch.nn.Module):
-    """A 3x3 convolution (padding 1), batch norm when `bn`, and ReLU."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = torch.nn.Conv2d(512, 512, 3, stride=1, padding=1, dilation=1, groups=1, bias=True)
+        self.conv = torch.nn.Conv2d(in_channels, out_c, 3, stride=1, padding=1, dilation=1, groups=1, bias=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         conv = self.conv(x)
@@ -113,75 +22,15 @@ class Conv8(torch.nn.Module):
 class Stage(torch.nn.Module):
     """`convs` 3x3 convolutions of `out_c` channels, then a 2x2 max pool that halves the size."""
 
-    def __init__(self) -> None:
+    def __init__(self, in_channels: int, out_c: int, num_convs: int) -> None:
         super().__init__()
-        self.convs = torch.nn.ModuleList([Conv(), Conv2()])
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        convs = x
-        for layer in self.convs:
-            convs = layer(convs)  # (batch, 64, 224, 224)
-        pool = torch.nn.functional.max_pool2d(convs, 2, 2, 0, ceil_mode=False)  # (batch, 64, 112, 112)
-        return pool
-
-
-class Stage2(torch.nn.Module):
-    """`convs` 3x3 convolutions of `out_c` channels, then a 2x2 max pool that halves the size."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.convs = torch.nn.ModuleList([Conv3(), Conv4()])
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        convs = x
-        for layer in self.convs:
-            convs = layer(convs)  # (batch, 128, 112, 112)
-        pool = torch.nn.functional.max_pool2d(convs, 2, 2, 0, ceil_mode=False)  # (batch, 128, 56, 56)
-        return pool
-
-
-class Stage3(torch.nn.Module):
-    """`convs` 3x3 convolutions of `out_c` channels, then a 2x2 max pool that halves the size."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.convs = torch.nn.ModuleList([Conv5(), Conv6(), Conv6()])
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        convs = x
-        for layer in self.convs:
-            convs = layer(convs)  # (batch, 256, 56, 56)
-        pool = torch.nn.functional.max_pool2d(convs, 2, 2, 0, ceil_mode=False)  # (batch, 256, 28, 28)
-        return pool
-
-
-class Stage4(torch.nn.Module):
-    """`convs` 3x3 convolutions of `out_c` channels, then a 2x2 max pool that halves the size."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.convs = torch.nn.ModuleList([Conv7(), Conv8(), Conv8()])
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        convs = x
-        for layer in self.convs:
-            convs = layer(convs)  # (batch, 512, 28, 28)
-        pool = torch.nn.functional.max_pool2d(convs, 2, 2, 0, ceil_mode=False)  # (batch, 512, 14, 14)
-        return pool
-
-
-class Stage5(torch.nn.Module):
-    """`convs` 3x3 convolutions of `out_c` channels, then a 2x2 max pool that halves the size."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.convs = torch.nn.ModuleList([Conv8() for _ in range(3)])
+        self.convs = torch.nn.ModuleList([Conv(in_channels if i == 0 else out_c, out_c) for i in range(num_convs)])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         convs = x
         for layer in self.convs:
             convs = layer(convs)
-        pool = torch.nn.functional.max_pool2d(convs, 2, 2, 0, ceil_mode=False)  # (batch, 512, 7, 7)
+        pool = torch.nn.functional.max_pool2d(convs, 2, 2, 0, ceil_mode=False)
         return pool
 
 
@@ -195,11 +44,11 @@ class Vgg16(torch.nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.stage1 = Stage()
-        self.stage2 = Stage2()
-        self.stage3 = Stage3()
-        self.stage4 = Stage4()
-        self.stage5 = Stage5()
+        self.stage1 = Stage(3, 64, 2)
+        self.stage2 = Stage(64, 128, 2)
+        self.stage3 = Stage(128, 256, 3)
+        self.stage4 = Stage(256, 512, 3)
+        self.stage5 = Stage(512, 512, 3)
         self.fc1 = torch.nn.Linear(25088, 4096, bias=True)
         self.drop1 = torch.nn.Dropout(p=0.5)
         self.fc2 = torch.nn.Linear(4096, 4096, bias=True)
