@@ -259,3 +259,25 @@ def test_block_at_other_widths_and_strides_is_one_class(tmp_path: Path) -> None:
     x = torch.randn(2, 4, 64)
     assert torch.allclose(emitted(x), built(x), atol=1e-6, rtol=0)
     assert "skip: bool = False" in source and "if self.skip is not None:" in source
+
+
+def test_cache_methods_are_written_once_and_loop() -> None:
+    """The derived cache methods: a block method takes only what it reads and returns only what it
+    computes (no ``None`` for the layer output cross_kv does not make), the same code under two names is
+    one method, a signature whose graph is another's calls it, and independent calls of the copies of a
+    repeat (each layer's cross-attention keys from one memory) are a loop."""
+    source = emit_python("specs/transformer.yaml", with_past=True)
+    classes = {c.name: c for c in ast.parse(source).body if isinstance(c, ast.ClassDef)}
+
+    def methods(cls: str) -> dict[str, str]:
+        return {f.name: ast.get_source_segment(source, f) or "" for f in classes[cls].body
+                if isinstance(f, ast.FunctionDef)}
+
+    layer, top = methods("DecoderLayer"), methods("Transformer")
+    assert "decode_cross_kv" not in layer and "def cross_kv(self, memory: torch.Tensor)" in layer["cross_kv"]
+    assert not re.search(r"return None\b|, None$", source, re.MULTILINE)
+    assert top["decode_with_past"].rstrip().endswith(
+        "return self.with_past(tgt, src_pad, tgt_pad, position_ids, *past_key_values)")
+    assert "for layer in self.decoder:\n            present += layer.cross_kv(memory)" in top["decode_cross_kv"]
+    assert "return self.decode_cross_kv(" in top["cross_kv"]
+    assert "decoder_0" not in source

@@ -230,8 +230,10 @@ class _Region:
 class _Folder:
     """Folds one flat fx graph into calls of block modules, innermost calls first."""
 
-    def __init__(self, graph: fx.Graph, g: nx.MultiDiGraph, values: Mapping[TensorRef, fx.Node]) -> None:
+    def __init__(self, graph: fx.Graph, g: nx.MultiDiGraph, values: Mapping[TensorRef, fx.Node],
+                 lean: bool = False) -> None:
         self.graph = graph
+        self.lean = lean
         self.calls: dict[str, BlockCall] = g.graph.get("calls", {})
         self.values = values
         self.order: dict[fx.Node, tuple[int, int]] = {n: (i, 0) for i, n in enumerate(graph.nodes)}
@@ -286,6 +288,10 @@ class _Folder:
         call = self.calls.get(path)
         inputs = self._inputs(members, inside, call)
         outputs = self._outputs(members, inside, call)
+        if self.lean:  # only what the call reads and makes (a signature may not use every input or output)
+            read = {v for node in members for v in node.all_input_nodes} | set(outputs)
+            inputs = [(name, value) for name, value in inputs if value in read]
+            outputs = [value for value in outputs if value is not None]
         sub = fx.Graph()
         env: dict[fx.Node, fx.Node] = {}
         taken: set[str] = set()
@@ -431,11 +437,15 @@ class Folded:
     calls: dict[str, BlockCall]
 
 
-def fold(graph: fx.Graph, g: nx.MultiDiGraph, values: Mapping[TensorRef, fx.Node]) -> Folded:
+def fold(graph: fx.Graph, g: nx.MultiDiGraph, values: Mapping[TensorRef, fx.Node], lean: bool = False) -> Folded:
     """Fold the flat fx graph of checked graph `g` into block calls, innermost first: `graph` is
     rewritten to call a module at each outermost block call's path (a repeat's path where its
-    copies run as a loop), and each call's own graph is returned."""
-    folder = _Folder(graph, g, values)
+    copies run as a loop), and each call's own graph is returned.
+
+    A call takes the block's inputs in declared order and returns its outputs in declared order;
+    `lean` leaves out the inputs it does not read and the outputs it does not compute (a derived
+    signature's part of a block), as generated code does."""
+    folder = _Folder(graph, g, values, lean)
     folder.run()
     return Folded(folder.blocks, folder.repeats, folder.looped, folder.calls)
 

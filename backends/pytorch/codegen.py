@@ -59,7 +59,7 @@ def emit_python(source: SpecSource | nx.MultiDiGraph, signature: str | None = No
     lowered = lower(graphs, tree)
     first = next(iter(lowered.values()))
     spec_name = first.source.graph["name"]
-    methods = [Entry("forward" if i == 0 else str(sig), em, fold(em.fx, em.source, em.values))
+    methods = [Entry("forward" if i == 0 else str(sig), em, fold(em.fx, em.source, em.values, lean=True))
                for i, (sig, em) in enumerate(lowered.items())]
     writer = _Writer(tree, methods, first.source)
     cls = name or class_name(spec_name)
@@ -205,10 +205,13 @@ class _Writer:
         return lines
 
     def _calls(self, entry: Entry) -> list[tuple[Entry, Occurrence]]:
-        """The other signatures whose whole graph `entry`'s graph computes (largest first, disjoint)."""
+        """The other signatures whose whole graph `entry`'s graph computes (largest first, disjoint); one
+        that computes the same graph as an earlier one calls it."""
         found: list[tuple[Entry, Occurrence]] = []
         taken: frozenset[fx.Node] = frozenset()
-        for other in sorted((e for e in self.entries if e.size < entry.size), key=lambda e: -e.size):
+        order = self.entries.index
+        smaller = [e for e in self.entries if e.size < entry.size or (e.size == entry.size and order(e) < order(entry))]
+        for other in sorted(smaller, key=lambda e: -e.size):  # of two alike, the later calls the earlier
             occurrence = find_occurrence(other.em.fx, entry.em.fx, self._same_code(other, entry), taken)
             if occurrence is not None:
                 found.append((other, occurrence))

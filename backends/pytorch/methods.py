@@ -83,6 +83,9 @@ class _Zip:
         results: per copy, its results read by the method (by index; 0 is the chained one).
         kept: the indexes of the results that the method returns, copy after copy.
         arity: how many results a copy returns (1: one tensor, not a tuple).
+        chained: each copy reads the last one's first result; else the copies all read the same
+            values and the method returns all they return (the key/value projection of each layer
+            of a decoder from one memory: ``for layer in self.decoder: present += layer.cross_kv(memory)``).
     """
 
     target: str
@@ -91,6 +94,7 @@ class _Zip:
     results: tuple[dict[int, fx.Node], ...]
     kept: tuple[int, ...]
     arity: int
+    chained: bool = True
 
 
 class MethodWriter:
@@ -160,6 +164,8 @@ class MethodWriter:
         width = len(copies[0].args)
         if width == 0 or any(len(c.args) != width for c in copies):
             return None
+        if count > 1 and all(c.args == copies[0].args for c in copies):
+            return self._fan(repeat, copies)
         own = []
         for j in range(1, width):
             values = [c.args[j] for c in copies]
@@ -190,6 +196,27 @@ class MethodWriter:
         if any(r is None or set(r.users) != {self.output} for r in run) or not _is_run(self.results, run):
             return None
         return _Zip(repeat, tuple(copies), tuple(own), tuple(results), kept, arity)
+
+    def _fan(self, repeat: str, copies: list[fx.Node]) -> _Zip | None:
+        """Copies that all read the same values, each returning all its results to the method's
+        results, one copy after the other: a loop that collects them (see `_Zip.chained`)."""
+        arity = self._arity(f"{self.prefix}{repeat}.0")
+        results: list[dict[int, fx.Node]] = []
+        for copy in copies:
+            if self._arity(f"{self.prefix}{copy.target}") != arity:
+                return None
+            got = {0: copy} if arity == 1 else {}
+            for user in copy.users if arity > 1 else ():
+                if user.target is not operator.getitem or not isinstance(user.args[1], int):
+                    return None
+                got[user.args[1]] = user
+            if sorted(got) != list(range(arity)):
+                return None
+            results.append(got)
+        run = [got[k] for got in results for k in range(arity)]
+        if any(set(r.users) != {self.output} for r in run) or not _is_run(self.results, run):
+            return None
+        return _Zip(repeat, tuple(copies), (), tuple(results), tuple(range(arity)), arity, chained=False)
 
     def _arity(self, path: str) -> int:
         graph = self.entry.folded.blocks.get(path)
@@ -330,6 +357,8 @@ class MethodWriter:
                 skip = len(z.copies) * len(z.kept) - 1
             else:
                 parts.append(self.arg(value))
+        if len(parts) == 1 and parts[0].startswith("*"):  # only the collected results
+            return [f"        return tuple({parts[0][1:]})"]
         text = ", ".join(parts)
         return [f"        return ({text})" if len(text) > 100 else f"        return {text}"]
 
@@ -377,6 +406,8 @@ class MethodWriter:
 
     def _zip_loop(self, z: _Zip) -> list[str]:
         """``for layer, past_key, past_value in zip(self.h, pasts[::2], pasts[1::2]):`` (see `_Zip`)."""
+        if not z.chained:
+            return self._fan_loop(z)
         full = f"{self.prefix}{z.target}"
         var = self.name_as(z.target.replace(".", "_"))
         lines = [f"        {var} = {self.arg(z.copies[0].args[0])}"]
@@ -423,6 +454,21 @@ class MethodWriter:
         for k in z.kept:
             self.text[z.results[0][k]] = collected  # the run's first result stands for the list
         return lines
+
+    def _fan_loop(self, z: _Zip) -> list[str]:
+        """``for layer in self.decoder: present += layer.cross_kv(memory)`` (see `_Zip.chained`)."""
+        method = self.writer.method(f"{self.prefix}{z.target}.0", self.entry.name)
+        call = "layer" if method == "forward" else f"layer.{method}"
+        args = ", ".join(self.arg(a) for a in z.copies[0].args)
+        outs = list(self.g.graph["outputs"])
+        returned = [outs[self.results.index(r)] for got in z.results for r in got.values()] if not self.prefix else []
+        collected = self.name_as(_common_stem(returned) or f"{z.target.replace('.', '_')}_results")
+        add = f"{collected}.append({call}({args}))" if z.arity == 1 else f"{collected} += {call}({args})"
+        for got in z.results:
+            for value in got.values():
+                self.text[value] = collected  # the run's first result stands for the list
+        return [f"        {collected}: list[torch.Tensor] = []", f"        for layer in {module_ref(z.target)}:",
+                f"            {add}"]
 
     # --- expressions ---------------------------------------------------------------------
 
