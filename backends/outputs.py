@@ -198,6 +198,10 @@ _held = 0
 """How deep the current code is in sections that a signal must not cut (creating and registering a file)."""
 _pending: int | None = None
 """A signal that arrived during such a section, handled when it ends."""
+_ending: int | None = None
+"""The signal that is ending the process, once handled. Its SystemExit can be swallowed by library
+code it lands in (a bare ``except`` in an extension module's import), so nothing is renamed into
+place after it (`_still_running`)."""
 
 
 @contextlib.contextmanager
@@ -306,10 +310,12 @@ def atomic_output(path: str | Path, suffixes: Sequence[str] = (), inputs: Iterab
         with temporary_folder() as folder, _write_errors(target):
             tmp = folder / safe_file_name(target.path.name, "out")
             yield tmp
+            _still_running()
             _copy_through(tmp, target)
         return
     with temporary_beside(target.path) as tmp, _write_errors(target):
         yield tmp
+        _still_running()
         os.replace(tmp, target.path)
 
 
@@ -332,12 +338,19 @@ def remove_temporaries() -> None:
 
 
 def _on_signal(signum: int, frame: FrameType | None) -> None:
-    global _pending
+    global _pending, _ending
     if _held:
         _pending = signum
         return
+    _ending = signum
     remove_temporaries()
     raise SystemExit(128 + signum)
+
+
+def _still_running() -> None:
+    """Raise the SystemExit of a signal handled already, if code it landed in swallowed it."""
+    if _ending is not None:
+        raise SystemExit(128 + _ending)
 
 
 def install_signal_cleanup(signals: Iterable[int] = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)) -> None:

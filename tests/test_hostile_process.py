@@ -7,6 +7,7 @@ end the process with exit 128 + signal, and no temporary file left behind.
 
 from __future__ import annotations
 
+import contextlib
 import resource
 import signal
 import subprocess
@@ -88,3 +89,18 @@ def test_signal_during_build_weights_leaves_no_temporary_file(tmp_path: Path) ->
     result = _interrupt([*NNSPEC, "build", str(spec), "--weights", str(out / "w.safetensors")], out, signal.SIGTERM)
     assert result.returncode == 128 + signal.SIGTERM, result.stderr
     assert list(out.iterdir()) == []
+
+
+def test_a_swallowed_signal_exit_still_stops_the_rename(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A signal can land in library code that swallows its SystemExit (a bare ``except`` in an extension
+    module's import, met while weights are made during the write): the rename still never happens."""
+    from nnspec.backends import outputs
+
+    monkeypatch.setattr(outputs, "_ending", None)
+    target = tmp_path / "model.onnx"
+    with pytest.raises(SystemExit) as exc, outputs.atomic_output(target, (".onnx",)) as tmp:
+        tmp.write_bytes(b"half a model")
+        with contextlib.suppress(SystemExit):  # as that library code does
+            outputs._on_signal(signal.SIGTERM, None)
+    assert exc.value.code == 128 + signal.SIGTERM
+    assert list(tmp_path.iterdir()) == []
