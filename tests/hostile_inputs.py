@@ -156,7 +156,7 @@ def values_case(rng: random.Random) -> HostileCase:
     option = rng.choice(["--set", "--dim", "--limit"])
     key = {"--set": rng.choice(["width", "nope", "", "width "]), "--dim": rng.choice(["batch", "b", ""]),
            "--limit": rng.choice(["max_nodes", "max_depth", "max_int_bits", "max_weight_bytes", "max_tensor_bytes",
-                                  "max_file_bytes", "max_items", "max_expr_chars", "nope"])}[option]
+                                  "max_file_bytes", "max_items", "max_expr_chars", "max_layout_seconds", "nope"])}[option]
     value = rng.choice(_HOSTILE_TEXT)
     if rng.random() < 0.3:
         value = "".join(rng.choice(_HOSTILE_TEXT) for _ in range(rng.randint(2, 4)))
