@@ -281,3 +281,21 @@ def test_cache_methods_are_written_once_and_loop() -> None:
     assert "for layer in self.decoder:\n            present += layer.cross_kv(memory)" in top["decode_cross_kv"]
     assert "return self.decode_cross_kv(" in top["cross_kv"]
     assert "decoder_0" not in source
+
+
+def test_build_with_past_writes_the_cache_methods(tmp_path: Path) -> None:
+    """`nnspec build --emit-python F --with-past` is emit_python(..., with_past=True); alone it is a usage error."""
+    from click.testing import CliRunner
+
+    from nnspec.backends.cli import cli
+
+    small = ["--set", "layers=2", "--set", "d_model=32", "--set", "heads=2", "--set", "vocab=50"]
+    plain, cached = tmp_path / "plain.py", tmp_path / "cached.py"
+    for out, flags in ((plain, []), (cached, ["--with-past"])):
+        run = CliRunner().invoke(cli, ["build", "specs/gpt.yaml", "--emit-python", str(out), *small, *flags])
+        assert run.exit_code == 0, run.output
+    assert "def with_past(" in cached.read_text() and "def with_past(" not in plain.read_text()
+    overrides = {"layers": 2, "d_model": 32, "heads": 2, "vocab": 50}
+    assert cached.read_text() == emit_python("specs/gpt.yaml", overrides=overrides, with_past=True)
+    run = CliRunner().invoke(cli, ["build", "specs/gpt.yaml", "--with-past", *small])
+    assert run.exit_code == 2 and "--emit-python" in run.output

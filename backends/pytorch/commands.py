@@ -32,7 +32,10 @@ WEIGHT_SUFFIXES = (".safetensors", *TORCH_SUFFIXES)
 @click.command("build")
 @click.argument("spec", type=click.Path(dir_okay=False))
 @click.option("--emit-python", "emit_python_to", type=click.Path(dir_okay=False), metavar="FILE",
-              help="Write a standalone PyTorch module (one class, importing only torch) to FILE.")
+              help="Write standalone PyTorch source (a class per block and one for the model, importing only torch) "
+                   "to FILE.")
+@click.option("--with-past", is_flag=True,
+              help="With --emit-python, also write the derived key/value-cache methods (with_past, cross_kv).")
 @click.option("--weights", "weights_to", type=click.Path(dir_okay=False), metavar="FILE.safetensors",
               help="Save the module's initial weights (the spec's init:, else PyTorch's defaults) to FILE: "
                    "safetensors, or a torch.save state_dict for FILE.pt, .pth or .bin.")
@@ -41,14 +44,16 @@ WEIGHT_SUFFIXES = (".safetensors", *TORCH_SUFFIXES)
 @limit_option
 @signature_option
 @json_output
-def build(spec: str, emit_python_to: str | None, weights_to: str | None, seed: int | None, sets: tuple[str, ...],
-          limits: tuple[str, ...], signature: str | None, as_json: bool = False) -> None:
+def build(spec: str, emit_python_to: str | None, with_past: bool, weights_to: str | None, seed: int | None,
+          sets: tuple[str, ...], limits: tuple[str, ...], signature: str | None, as_json: bool = False) -> None:
     """Build SPEC as a PyTorch module (torch.fx) and print its size.
 
     With --emit-python, write it as standalone source whose state_dict keys and outputs are the
     built module's; with --weights, save its initial weights as safetensors (a torch.save
     state_dict for .pt, .pth and .bin). Files are written atomically: a failure leaves no partial file.
     """
+    if with_past and emit_python_to is None:
+        fail("--with-past adds methods to the --emit-python file; give --emit-python FILE too", 2)
     if emit_python_to is not None:
         check_output(emit_python_to, (".py",), [spec, weights_to], "--emit-python")  # before anything is built
     if weights_to is not None:
@@ -63,7 +68,7 @@ def build(spec: str, emit_python_to: str | None, weights_to: str | None, seed: i
             torch.manual_seed(seed)
         with progress.initialising(4 * param_count(graph), progress.enabled(as_json) and weights_to is not None):
             model = to_torch(loaded, signature, device=None if weights_to else "meta")
-        source = emit_python(loaded, signature) if emit_python_to is not None else None
+        source = emit_python(loaded, signature, with_past=with_past) if emit_python_to is not None else None
     except LoweringError as exc:
         fail(str(exc))
     if emit_python_to is not None and weights_to is not None and Path(emit_python_to) == Path(weights_to):
