@@ -174,3 +174,70 @@ def test_layouts_fall_back_in_turn_and_the_next_drawing_starts_where_the_last_en
     assert len(budget.notes) == 1
     assert "for the full layout (15 s) and the cheaper dot layout (" in budget.notes[0]
     assert "so the diagram has the force-directed layout" in budget.notes[0]
+
+
+# ---------------------------------------------------------------- export memory
+
+_PEAK = """
+import resource, sys
+from nnspec.backends.cli import main
+sys.argv = ["nnspec", *sys.argv[1:]]
+try:
+    main()
+except SystemExit as exc:
+    assert not exc.code, exc.code
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+"""
+
+
+def _export_peak(spec: Path, *extra: str) -> int:
+    """Peak resident bytes of ``nnspec export`` of `spec` with external data, in a fresh process."""
+    import subprocess
+    import sys
+
+    out = spec.with_suffix(".onnx")
+    proc = subprocess.run([sys.executable, "-c", _PEAK, "export", str(spec), "-o", str(out), "--external-data", *extra],
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr
+    return int(proc.stdout.split()[-1])
+
+
+def test_export_holds_one_weight_at_a_time_not_all(tmp_path: Path) -> None:
+    layers, width = 8, 3000  # 8 weights of 36 MB: 288 MB in all
+    lines = ["name: wide", f"inputs: {{x: {{shape: [batch, {width}]}}}}", "nodes:"]
+    for i in range(layers):
+        lines.append(f"  l{i}: {{op: linear, in: {f'l{i - 1}' if i else 'x'}, out_features: {width}, bias: false}}")
+    wide = tmp_path / "wide.yaml"
+    wide.write_text("\n".join([*lines, f"outputs: {{y: l{layers - 1}}}"]) + "\n")
+    small = tmp_path / "small.yaml"
+    small.write_text("\n".join([*lines[:4], "outputs: {y: l0}"]).replace(str(width), "30") + "\n")
+    largest, total = width * width * 4, layers * width * width * 4
+    baseline = _export_peak(small)  # the interpreter, onnx, numpy and the command
+    peak = _export_peak(wide)
+    assert (tmp_path / "wide.onnx.data").stat().st_size >= total
+    # a weight is made, laid out (transposed: a second copy) and written, then dropped
+    assert peak - baseline < 3 * largest, f"{(peak - baseline) / 2**20:.0f} MiB over the baseline, total {total / 2**20:.0f}"
+
+
+# ---------------------------------------------------------------- the README's limits
+
+
+def test_readme_states_every_limit_with_its_default_and_ceiling() -> None:
+    import dataclasses
+    import re
+
+    from nnspec.builder.limits import CEILINGS, DEFAULT_LIMITS, Limits
+
+    def number(text: str) -> int | None:  # "1,048,576", "16 MiB"; None for a share of the memory
+        m = re.fullmatch(r"([\d,]+)(?: ([KMG])iB)?", text.strip())
+        return None if m is None else int(m[1].replace(",", "")) * 2 ** (10 * " KMG".index(m[2] or " "))
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    rows = {m[1]: (m[2], m[3]) for m in re.finditer(r"^\| `(max_\w+)` [^|]*\| ([^|]+) \| ([^|]+) \|$", readme, re.M)}
+    assert set(rows) == {f.name for f in dataclasses.fields(Limits)}
+    for name, (default, ceiling) in rows.items():
+        for written, value in ((default, getattr(DEFAULT_LIMITS, name)), (ceiling, CEILINGS[name])):
+            if number(written) is not None:  # 2 GiB stands for 2**31 - 1
+                assert abs(number(written) - value) <= 1, (name, written, value)
+            else:
+                assert "memory" in written, (name, written)

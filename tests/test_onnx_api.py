@@ -28,6 +28,7 @@ from nnspec.backends.onnx import (
 )
 from nnspec.backends.onnx.export import light_model, lower_graph, prepare
 from nnspec.backends.onnx.lowering import Options
+from nnspec.backends.onnx.weights import WeightDtypeWarning
 from nnspec.backends.onnx.writer import write_prepared
 from nnspec.builder import compile_graph, load_spec
 
@@ -78,7 +79,8 @@ def test_unexpected_weight_of_a_node_is_an_error_but_other_nodes_are_ignored() -
 
 
 def test_float64_weights_are_stored_as_float32() -> None:
-    model = to_onnx(spec(**MLP), {k: v.astype(np.float64) for k, v in mlp_state().items()})
+    with pytest.warns(WeightDtypeWarning, match="the weights are float64; they are cast to the model's float32"):
+        model = to_onnx(spec(**MLP), {k: v.astype(np.float64) for k, v in mlp_state().items()})
     assert {t.data_type for t in model.graph.initializer if t.name.startswith("fc.")} == {onnx.TensorProto.FLOAT}
 
 

@@ -175,3 +175,51 @@ def test_cli_says_when_it_casts_fp16_weights(tmp_path: Path) -> None:
     result = _invoke("export", "specs/gpt.yaml", "--weights", str(half), "-o", str(tmp_path / "m.onnx"), *sets)
     assert result.exit_code == 0, result.output
     assert "note: the weights are float16; they are cast to the model's float32 (export with --dtype float16" in result.stderr
+
+
+def test_weights_from_a_pytorch_state_dict_export_run_and_check(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    module, _ = _small("gpt")
+    state = module.state_dict()
+    torch.save(state, tmp_path / "w.pt")
+    save_file({k: v.contiguous() for k, v in state.items() if not k.startswith("lm_head")}, str(tmp_path / "w.safetensors"))
+    sets = [a for k, v in SMALL_SPECS["gpt"].items() for a in ("--set", f"{k}={v}")]
+    inits = []
+    for weights in ("w.pt", "w.safetensors"):
+        out = tmp_path / f"{weights}.onnx"
+        result = _invoke("export", "specs/gpt.yaml", "--weights", str(tmp_path / weights), "-o", str(out), *sets)
+        assert result.exit_code == 0, result.output
+        inits.append({t.name: onnx.numpy_helper.to_array(t) for t in onnx.load(str(out)).graph.initializer})
+    assert inits[0].keys() == inits[1].keys() and all(np.array_equal(inits[0][k], inits[1][k]) for k in inits[0])
+    result = _invoke("run", "specs/gpt.yaml", "--weights", str(tmp_path / "w.pt"), "--random", "--dim", "batch=1", *sets)
+    assert result.exit_code == 0, result.output
+    result = _invoke("check", "specs/gpt.yaml", "--weights", str(tmp_path / "w.pt"), "--json", "--seed", "7", *sets)
+    assert result.exit_code == 0, result.output
+    assert all(r["diff"] <= 1e-4 * r["scale"] for r in json.loads(result.stdout)["outputs"].values())
+
+
+def test_check_says_when_it_casts_fp16_weights_and_uses_them(tmp_path: Path) -> None:
+    module, _ = _small("gpt")
+    torch.save({k: v.half() for k, v in module.state_dict().items()}, tmp_path / "half.pt")
+    with pytest.warns(WeightDtypeWarning, match="the weights are float16; they are cast to the model's float32"):
+        to_onnx(_spec("gpt"), tmp_path / "half.pt")
+    sets = [a for k, v in SMALL_SPECS["gpt"].items() for a in ("--set", f"{k}={v}")]
+    result = _invoke("check", "specs/gpt.yaml", "--weights", str(tmp_path / "half.pt"), *sets)
+    assert result.exit_code == 0, result.output
+    assert "note: the weights are float16; they are cast to the model's float32 (export with --dtype float16" in result.stderr
+    absent = _invoke("check", "specs/gpt.yaml", "--weights", str(tmp_path / "absent.pt"), *sets)
+    assert absent.exit_code == 1 and "absent.pt" in absent.stderr and "Traceback" not in absent.output
+
+
+def test_a_pickle_that_is_not_a_state_dict_is_one_error_and_no_file(tmp_path: Path) -> None:
+    module, _ = _small("lenet5")
+    torch.save(module, tmp_path / "module.pt")
+    out = tmp_path / "m.onnx"
+    for command in (["export", "specs/lenet5.yaml", "-o", str(out)], ["check", "specs/lenet5.yaml"],
+                    ["run", "specs/lenet5.yaml", "--random"]):
+        result = _invoke(*command, "--weights", str(tmp_path / "module.pt"))
+        assert result.exit_code == 1, (command, result.output)
+        assert "module.pt: not a PyTorch state_dict nnspec will load (only tensors are unpickled" in result.stderr
+        assert "Unsupported global" in result.stderr and "Traceback" not in result.output
+    assert not out.exists()

@@ -84,8 +84,9 @@ def _check_onnx_dims(model: onnx.ModelProto, sizes: Mapping[str, int]) -> None:
 dim_option = click.option("--dim", "dims", multiple=True, metavar="NAME=SIZE",
                           help="Size of a symbolic dim for random inputs (repeatable), e.g. --dim batch=2; default 2.")
 weights_option = click.option("--weights", type=click.Path(dir_okay=False), default=None, metavar="FILE",
-                              help="Weights as a safetensors file keyed like the PyTorch state_dict "
-                                   "(default: initialised as PyTorch would, from --seed).")
+                              help="Weights keyed like the PyTorch state_dict: a safetensors file, or a .pt/.bin "
+                                   "state_dict (read with torch.load(weights_only=True)) (default: initialised "
+                                   "as PyTorch would, from --seed).")
 seed_option = click.option("--seed", type=int, default=0, show_default=True, help="Seed for weights and random inputs.")
 
 
@@ -118,8 +119,10 @@ def _notes() -> Iterator[None]:
         warnings.simplefilter("always", FallbackWarning)
         yield
     for w in caught:  # a cast is said, as a note (--dtype float16 keeps half precision)
-        if issubclass(w.category, WeightDtypeWarning):
-            click.echo("note: " + str(w.message).replace("dtype='float16'", "--dtype float16"), err=True)
+        if isinstance(w.message, WeightDtypeWarning):
+            cast = WeightDtypeWarning(w.message.given, w.message.model)  # said as the model's, in either backend
+            keep = "export with --dtype float16 for a half-precision model" if cast.half else None
+            click.echo(f"note: {cast.note(keep)}", err=True)
         elif issubclass(w.category, FallbackWarning):
             click.echo(f"note: {w.message}", err=True)
         else:
@@ -133,7 +136,7 @@ def _native_options(fn: Any) -> Any:
 
 
 def _prepare(graph: nx.MultiDiGraph, weights: str | None, opset: int | None, seed: int, native_gelu: bool,
-             native_attention: bool, fused_attention: bool = False) -> tuple[Any, dict[str, np.ndarray]]:
+             native_attention: bool, fused_attention: bool = False) -> tuple[Any, Mapping[str, np.ndarray]]:
     from .export import prepare
     from .opsets import OpsetError
     from .table import LoweringError
@@ -173,12 +176,13 @@ def export(spec: str, output: str, weights: str | None, opset: int | None, exter
     """
     check_output(output, (".onnx",), [spec, weights], "--output")  # before anything is built
     _, graph = load_graph(spec, sets, signature, limits)  # a bad spec is refused before onnx is imported
+    from .weights import weight_bytes
     from .writer import needs_external, write_prepared
 
     show = progress.enabled(as_json)
     with progress.initialising(4 * param_count(graph), show and weights is None):
         lowered, arrays = _prepare(graph, weights, opset, seed, native_gelu, native_attention, fused_attention)
-    total = sum(a.nbytes for a in arrays.values())
+    total = weight_bytes(arrays)  # from the shapes: initial weights are made one by one as they are written
     target = Path(output)
     if quantize is not None or dtype != "float32":
         _export_variant(lowered, arrays, target, quantize, dtype, [spec, weights])
@@ -196,7 +200,7 @@ def export(spec: str, output: str, weights: str | None, opset: int | None, exter
         else:
             with progress.writing(tmp, total, "writing model", show):
                 write_prepared(lowered, arrays, tmp, False)
-    size = sum(a.nbytes for a in arrays.values())
+    size = total
     extra = f" + {location}" if external else ""
     emit({"wrote": [str(target), *([str(target.with_name(location))] if external else [])],
           "nodes": len(lowered.nodes), "weights": len(arrays), "weight_bytes": size, "opset": lowered.options.opset})
@@ -204,7 +208,7 @@ def export(spec: str, output: str, weights: str | None, opset: int | None, exter
                f"opset {lowered.options.opset}", err=True)
 
 
-def _export_variant(lowered: Any, arrays: dict[str, np.ndarray], target: Path, quantize: str | None, dtype: str,
+def _export_variant(lowered: Any, arrays: Mapping[str, np.ndarray], target: Path, quantize: str | None, dtype: str,
                     sources: list[str | None]) -> None:
     """Write the int8 or float16 variant that onnxruntime's tools make of the exported model (inline)."""
     from .deploy import DeployError, deploy
@@ -407,8 +411,12 @@ def run(model: str, inputs: tuple[str, ...], use_random: bool, dims: tuple[str, 
         click.echo(f"saved {len(outputs)} output(s) to {output_dir}/", err=True)
 
 
-def compare(graph: nx.MultiDiGraph, sizes: Mapping[str, int], seed: int = 0, **options: Any) -> dict[str, dict[str, float]]:
+def compare(graph: nx.MultiDiGraph, sizes: Mapping[str, int], seed: int = 0, weights: str | Path | None = None,
+            **options: Any) -> dict[str, dict[str, float]]:
     """Build both backends on the same weights, run both on random inputs; per output: max |diff|, scale.
+
+    Args:
+        weights: a weights file for both (see `load_weights`); default: PyTorch's initialisation from `seed`.
 
     Returns:
         Output name to ``{"diff": max |onnx - torch|, "scale": max(1, max |torch|)}``.
@@ -416,13 +424,15 @@ def compare(graph: nx.MultiDiGraph, sizes: Mapping[str, int], seed: int = 0, **o
     import numpy as np
     import torch
 
-    from nnspec.backends.pytorch import to_torch
+    from nnspec.backends.pytorch import load_weights, to_torch
 
     from .export import to_onnx
     from .runtime import random_inputs, run_onnx
 
     torch.manual_seed(seed)
     module = to_torch(graph).eval()
+    if weights is not None:  # a signature reads part of the model's weights: the rest of the file is no error
+        load_weights(module, weights, strict=graph.graph.get("signature") is None)
     model = to_onnx(graph, module.state_dict(), **options)  # quantize / dtype: the deployable variant
     feed = random_inputs(model, sizes, seed)
     got = run_onnx(model, feed)
@@ -444,6 +454,7 @@ def compare(graph: nx.MultiDiGraph, sizes: Mapping[str, int], seed: int = 0, **o
 @click.option("--tolerance", type=float, default=None,
               help="Largest allowed max |onnx - torch| / max(1, max |torch|) (default: 1e-4 for float32, "
                    "2e-2 for --dtype float16, 0.15 for --quantize int8).")
+@weights_option
 @seed_option
 @click.option("--opset", type=int, default=None, help="The opset to export at (default: as export).")
 @fused_option
@@ -452,9 +463,9 @@ def compare(graph: nx.MultiDiGraph, sizes: Mapping[str, int], seed: int = 0, **o
 @signature_option
 @limit_option
 @json_output
-def check(spec: str, dims: tuple[str, ...], tolerance: float | None, seed: int, opset: int | None,
-          fused_attention: bool, quantize: str | None, dtype: str, sets: tuple[str, ...], signature: str | None,
-          limits: tuple[str, ...], as_json: bool) -> None:
+def check(spec: str, dims: tuple[str, ...], tolerance: float | None, weights: str | None, seed: int,
+          opset: int | None, fused_attention: bool, quantize: str | None, dtype: str, sets: tuple[str, ...],
+          signature: str | None, limits: tuple[str, ...], as_json: bool) -> None:
     """Build SPEC with both backends (same weights), run both on random inputs, compare.
 
     Prints the max abs difference per output; exits 1 if one is above the tolerance.
@@ -468,11 +479,15 @@ def check(spec: str, dims: tuple[str, ...], tolerance: float | None, seed: int, 
     variant = quantize or dtype
     if tolerance is None:
         tolerance = TOLERANCES[variant]
+    from nnspec.backends.pytorch import WeightsError
+
     try:
         with _notes():
-            result = compare(graph, sizes, seed, opset=opset, quantize=quantize, dtype=dtype,
+            result = compare(graph, sizes, seed, weights, opset=opset, quantize=quantize, dtype=dtype,
                              fused_attention=fused_attention)
-    except (OpsetError, DeployError) as exc:
+    except (OpsetError, DeployError, WeightsError) as exc:
+        fail(str(exc))
+    except FileNotFoundError as exc:
         fail(str(exc))
     bad = [name for name, r in result.items() if not r["diff"] <= tolerance * r["scale"]]
     if as_json:

@@ -462,8 +462,9 @@ def minimum_opset(spec_or_graph: GraphSource, signature: str | None = None, *, n
 
 def prepare(spec_or_graph: GraphSource, state_dict: StateDict | None = None, opset: int | None = None,
             signature: str | None = None, *, seed: int = 0, native_gelu: bool = False,
-            native_attention: bool = False, fused_attention: bool = False) -> tuple[Lowered, dict[str, np.ndarray]]:
-    """`to_onnx` up to the point of building the proto: the lowered graph and its weight arrays."""
+            native_attention: bool = False, fused_attention: bool = False) -> tuple[Lowered, Mapping[str, np.ndarray]]:
+    """`to_onnx` up to the point of building the proto: the lowered graph and its weight arrays (initial
+    weights are made as they are read: see `InitialWeights`)."""
     g = _graph(spec_or_graph, signature)
     flags = {"native_gelu": native_gelu, "native_attention": native_attention}
     if opset is None:  # the floor, or the first opset that has every op the model emits

@@ -1,28 +1,32 @@
-"""Weights for the exported model: taken from a state_dict (numpy arrays, torch tensors or a
-safetensors file keyed like the PyTorch module's state_dict), or initialised in numpy the way
-PyTorch initialises the same layers (kaiming-uniform bounds, N(0, 1) embeddings, ...).
+"""Weights for the exported model: taken from a state_dict (numpy arrays, torch tensors, or a
+safetensors file or ``torch.save`` state_dict keyed like the PyTorch module's state_dict), or
+initialised in numpy the way PyTorch initialises the same layers (kaiming-uniform bounds,
+N(0, 1) embeddings, ...).
 
-Torch is never imported here: a torch tensor is recognised by its type's module and
-converted through its own methods.
+Torch is imported here only to read a ``torch.save`` file: a torch tensor is recognised by its
+type's module and converted through its own methods.
 """
 
 from __future__ import annotations
 
+import math
 import warnings
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal, NamedTuple, TypeAlias
 
 import numpy as np
 
+from nnspec.backends.weightfiles import WeightDtypeWarning
 from nnspec.builder import Node
 from nnspec.builder.errors import did_you_mean
 from nnspec.builder.initialisers import Distribution, distribution
 
 from .dtypes import np_dtype
 
-__all__ = ["Init", "WeightDtypeWarning", "WeightError", "WeightUse", "initialise", "load_state_dict", "resolve_weights"]
+__all__ = ["Init", "InitialWeights", "WeightDtypeWarning", "WeightError", "WeightUse", "initialise", "load_state_dict",
+           "resolve_weights", "weight_bytes", "weight_layout"]
 
 StateDict: TypeAlias = Mapping[str, Any] | str | Path
 
@@ -125,9 +129,9 @@ def _draw(dist: Distribution, shape: tuple[int, ...], rng: np.random.Generator) 
     if dist.kind == "constant":
         return np.full(shape, dist.a, dtype=np.float32)
     if dist.kind == "uniform":
-        return rng.uniform(dist.a, dist.b, shape).astype(np.float32)
+        return _in_chunks(lambda n: rng.uniform(dist.a, dist.b, n), shape)
     if dist.kind == "normal":
-        return rng.normal(dist.a, dist.b, shape).astype(np.float32)
+        return _in_chunks(lambda n: rng.normal(dist.a, dist.b, n), shape)
     if dist.kind == "trunc_normal":  # redraw what falls outside [low, high]; clip after many tries
         out = rng.normal(dist.a, dist.b, shape)
         for _ in range(100):
@@ -149,6 +153,19 @@ def _draw(dist: Distribution, shape: tuple[int, ...], rng: np.random.Generator) 
     return (dist.a * q).reshape(shape).astype(np.float32)
 
 
+_CHUNK = 2**20
+
+
+def _in_chunks(draw: Callable[[int], np.ndarray], shape: tuple[int, ...]) -> np.ndarray:
+    """float32 numbers drawn (in float64) `_CHUNK` at a time: the same numbers as one draw of the whole
+    shape, without its float64 copy, twice the weight's size, held at once."""
+    out = np.empty(shape, dtype=np.float32)
+    flat = out.reshape(-1)
+    for start in range(0, flat.size, _CHUNK):
+        flat[start:start + _CHUNK] = draw(min(_CHUNK, flat.size - start))
+    return out
+
+
 def _to_numpy(value: Any, key: str) -> np.ndarray:
     if isinstance(value, np.ndarray):
         return value
@@ -165,14 +182,17 @@ def _to_numpy(value: Any, key: str) -> np.ndarray:
 
 
 def load_state_dict(source: StateDict) -> Mapping[str, Any]:
-    """A mapping of name to tensor: `source` itself, or the tensors of a safetensors file."""
+    """A mapping of name to tensor: `source` itself, or the tensors of a safetensors file or of a
+    ``torch.save`` state_dict (read through ``torch.load(weights_only=True)`` only)."""
     if isinstance(source, str | Path):
         path = Path(source)
         from safetensors.numpy import load_file
 
-        from nnspec.backends.weightfiles import WeightsFileError, check_safetensors
+        from nnspec.backends.weightfiles import WeightsFileError, check_safetensors, read_torch_weights, weights_format
 
         try:
+            if weights_format(path) == "torch":
+                return read_torch_weights(path)
             check_safetensors(path)  # a device, a truncated file, an F8 dtype: named, before safetensors reads it
         except WeightsFileError as exc:
             raise WeightError(str(exc)) from None
@@ -184,9 +204,55 @@ def load_state_dict(source: StateDict) -> Mapping[str, Any]:
     return source
 
 
+class InitialWeights(Mapping[str, np.ndarray]):
+    """The initial weights of a graph, each made (`initialise`, laid out) when it is read and not kept.
+
+    An export writes one weight at a time, so it holds one model's weights never all at once; reading
+    a weight again makes it again, the same bytes (each is seeded by its name). `layout` gives a
+    weight's shape and dtype without making it.
+    """
+
+    def __init__(self, uses: Mapping[str, WeightUse], nodes: Mapping[str, Node], seed: int = 0) -> None:
+        self.uses, self.nodes, self.seed = uses, nodes, seed
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        use = self.uses[name]
+        return _laid_out(initialise(use, self.seed, self.nodes.get(use.node)), use)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.uses)
+
+    def __len__(self) -> int:
+        return len(self.uses)
+
+    def layout(self, name: str) -> tuple[tuple[int, ...], np.dtype[Any]]:
+        """The shape and dtype `self[name]` has."""
+        use = self.uses[name]
+        shape = use.shape if use.perm is None else tuple(use.shape[i] for i in use.perm)
+        return shape, np.dtype(np_dtype(use.dtype))
+
+
+def weight_layout(arrays: Mapping[str, np.ndarray], name: str) -> tuple[tuple[int, ...], np.dtype[Any]]:
+    """The shape and dtype of `arrays[name]`, without making it where `arrays` makes weights when read."""
+    if isinstance(arrays, InitialWeights):
+        return arrays.layout(name)
+    arr = arrays[name]
+    return tuple(arr.shape), arr.dtype
+
+
+def weight_bytes(arrays: Mapping[str, np.ndarray]) -> int:
+    """The bytes of all of `arrays`, without making them (see `weight_layout`)."""
+    total = 0
+    for name in arrays:
+        shape, dtype = weight_layout(arrays, name)
+        total += math.prod(shape) * dtype.itemsize
+    return total
+
+
 def resolve_weights(uses: Mapping[str, WeightUse], state_dict: StateDict | None, nodes: Mapping[str, Node],
-                    seed: int = 0) -> dict[str, np.ndarray]:
-    """One array per weight the graph reads, in the order of `uses`.
+                    seed: int = 0) -> Mapping[str, np.ndarray]:
+    """One array per weight the graph reads, in the order of `uses`: without a `state_dict`, the initial
+    weights, each made when it is read (`InitialWeights`).
 
     Keys of `state_dict` that belong to no node of this graph are ignored (a signature uses
     part of the model's weights), and so are the second names of tied weights (PyTorch lists
@@ -197,11 +263,11 @@ def resolve_weights(uses: Mapping[str, WeightUse], state_dict: StateDict | None,
         WeightError: a weight is missing, has the wrong shape, or a node has an unknown key.
     """
     if state_dict is None:
-        return {name: _laid_out(initialise(use, seed, nodes.get(use.node)), use) for name, use in uses.items()}
+        return InitialWeights(uses, nodes, seed)
     sd = load_state_dict(state_dict)
     problems: list[str] = []
     out: dict[str, np.ndarray] = {}
-    narrow: set[str] = set()  # half-precision dtypes cast up: said, never silent
+    cast: set[str] = set()  # floating-point dtypes cast to the model's: said, never silent
     for name, use in uses.items():
         key = use.alias if name not in sd and use.alias is not None and use.alias in sd else name
         if key not in sd:
@@ -216,8 +282,8 @@ def resolve_weights(uses: Mapping[str, WeightUse], state_dict: StateDict | None,
         if want.kind == "f" and arr.dtype.kind in "biu":  # a cast would hide a wrong file, not fix it
             problems.append(f"weight '{name}' is {arr.dtype} in the file, node '{use.node}' needs {want}")
             continue
-        if arr.dtype != want and arr.dtype.kind == "f" and arr.itemsize < want.itemsize:
-            narrow.add(str(arr.dtype))
+        if arr.dtype != want and want.kind == "f":
+            cast.add(str(arr.dtype))
         out[name] = _laid_out(arr.astype(want, copy=False), use)
     known = set(uses) | {use.alias for use in uses.values() if use.alias}
     for key in sd:
@@ -233,15 +299,11 @@ def resolve_weights(uses: Mapping[str, WeightUse], state_dict: StateDict | None,
             problems.append(f"unexpected weight '{key}': node '{owner}' has no weight '{leaf}'{hint}")
     if problems:
         raise WeightError("the state_dict does not fit the graph:\n  " + "\n  ".join(problems))
-    if narrow:
-        warnings.warn(f"the weights are {'/'.join(sorted(narrow))}; they are cast to the model's "
-                      f"{'/'.join(sorted({u.dtype for u in uses.values()}))} (export with dtype='float16' for a "
-                      "half-precision model)", WeightDtypeWarning, stacklevel=3)
+    if cast:
+        note = WeightDtypeWarning(cast, {u.dtype for u in uses.values() if np_dtype(u.dtype).kind == "f"})
+        keep = "export with dtype='float16' for a half-precision model" if note.half else None
+        warnings.warn(WeightDtypeWarning(note.given, note.model, keep=keep), stacklevel=3)
     return out
-
-
-class WeightDtypeWarning(UserWarning):
-    """Weights of a narrower floating-point dtype than the model's were cast to the model's."""
 
 
 def _laid_out(arr: np.ndarray, use: WeightUse) -> np.ndarray:

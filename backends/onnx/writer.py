@@ -6,7 +6,9 @@ initializers, and writes each initializer's wire encoding by hand around it (a T
 is its small header, fields 1, 2 and 8, then field 9, ``raw_data``, the array's bytes). The
 pieces are written in field-number order, so the file is byte-for-byte what
 ``to_onnx(...).SerializeToString()`` gives, at the cost of one write of the weights: the
-same work safetensors does.
+same work safetensors does. The file's layout is planned from each weight's shape and dtype
+alone, and a weight is made only when its bytes are written (`InitialWeights`), so an export
+holds the model without its weights and one weight at a time, never all of them.
 
 Protobuf cannot serialise more than 2 GiB; above that (or when asked) the weights go to a
 ``<model>.onnx.data`` file beside the model (ONNX external data, page-aligned).
@@ -15,16 +17,17 @@ Protobuf cannot serialise more than 2 GiB; above that (or when asked) the weight
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO, NamedTuple
 
 import numpy as np
 import onnx
 from google.protobuf.message import Message
 
-from .export import GraphSource, Lowered, initializers, light_model, little_endian, prepare, tensor_type
-from .weights import StateDict
+from .export import GraphSource, Lowered, light_model, little_endian, prepare
+from .weights import StateDict, weight_bytes, weight_layout
 
 __all__ = ["PROTOBUF_LIMIT", "export_onnx", "needs_external", "save_onnx", "write_prepared"]
 
@@ -87,6 +90,31 @@ class _RawDataError(ValueError):
     """A tensor's raw_data does not hold the bytes its dims and data_type say."""
 
 
+class _Tensor(NamedTuple):
+    """An initializer to write: its layout, known before its data, and how to make its data."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: np.dtype[Any]
+    make: Callable[[], np.ndarray]
+
+    @staticmethod
+    def of(name: str, arr: np.ndarray) -> _Tensor:
+        return _Tensor(name, tuple(arr.shape), arr.dtype, lambda: arr)
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * self.dtype.itemsize
+
+    def data(self) -> memoryview:
+        """The tensor's bytes, little-endian and C-ordered, made now."""
+        arr = little_endian(self.make())
+        if arr.shape != self.shape or arr.dtype != self.dtype.newbyteorder("<"):  # pragma: no cover - a bug
+            raise AssertionError(f"initializer '{self.name}' is {arr.dtype}{list(arr.shape)}, planned as "
+                                 f"{self.dtype}{list(self.shape)}")
+        return arr.reshape(-1).data.cast("B")
+
+
 class _Plan:
     """The initializers of one model as (encoded entry head, data, its bytes), data written after its head.
 
@@ -95,15 +123,14 @@ class _Plan:
     """
 
     def __init__(self) -> None:
-        self.entries: list[tuple[bytes, memoryview | onnx.TensorProto | None, int]] = []
+        self.entries: list[tuple[bytes, memoryview | onnx.TensorProto | _Tensor | None, int]] = []
         self.size = 0
 
-    def inline(self, name: str, arr: np.ndarray) -> None:
-        arr = little_endian(arr)
-        head = onnx.TensorProto(name=name, dims=arr.shape, data_type=tensor_type(arr)).SerializeToString()
-        data = arr.reshape(-1).data.cast("B")
-        tensor = head + _key(_TENSOR_RAW_DATA) + _varint(data.nbytes)
-        self._add(_key(_GRAPH_INITIALIZER) + _varint(len(tensor) + data.nbytes) + tensor, data, data.nbytes)
+    def inline(self, t: _Tensor) -> None:
+        """A tensor whose data is made when it is written."""
+        head = onnx.TensorProto(name=t.name, dims=t.shape, data_type=_tensor_type(t.dtype)).SerializeToString()
+        tensor = head + _key(_TENSOR_RAW_DATA) + _varint(t.nbytes)
+        self._add(_key(_GRAPH_INITIALIZER) + _varint(len(tensor) + t.nbytes) + tensor, t, t.nbytes)
 
     def proto(self, t: onnx.TensorProto) -> None:
         """A tensor of a model as it is; its raw_data is copied out when written (see `write`)."""
@@ -124,15 +151,15 @@ class _Plan:
         if after:  # fields numbered above raw_data (doc_string, data_location, ...)
             self._add(after, None, 0)
 
-    def external(self, name: str, arr: np.ndarray, location: str, offset: int) -> None:
-        t = onnx.TensorProto(name=name, dims=arr.shape, data_type=tensor_type(arr),
-                             data_location=onnx.TensorProto.EXTERNAL)
-        for k, v in (("location", location), ("offset", str(offset)), ("length", str(arr.nbytes))):
-            t.external_data.add(key=k, value=v)
-        body = t.SerializeToString()
+    def external(self, t: _Tensor, location: str, offset: int) -> None:
+        proto = onnx.TensorProto(name=t.name, dims=t.shape, data_type=_tensor_type(t.dtype),
+                                 data_location=onnx.TensorProto.EXTERNAL)
+        for k, v in (("location", location), ("offset", str(offset)), ("length", str(t.nbytes))):
+            proto.external_data.add(key=k, value=v)
+        body = proto.SerializeToString()
         self._add(_key(_GRAPH_INITIALIZER) + _varint(len(body)) + body, None, 0)
 
-    def _add(self, head: bytes, data: memoryview | onnx.TensorProto | None, nbytes: int) -> None:
+    def _add(self, head: bytes, data: memoryview | onnx.TensorProto | _Tensor | None, nbytes: int) -> None:
         self.entries.append((head, data, nbytes))
         self.size += len(head) + nbytes
 
@@ -146,13 +173,16 @@ class _Plan:
                     raise _RawDataError(f"initializer '{data.name}': raw_data holds {len(raw)} bytes, "
                                         f"its dims need {nbytes}")
                 f.write(raw)
+            elif isinstance(data, _Tensor):
+                f.write(data.data())  # made now, dropped after
             elif data is not None:
                 f.write(data)
 
 
-def _write(model: onnx.ModelProto, tensors: Iterable[tuple[str, np.ndarray]], path: Path, external: bool,
+def _write(model: onnx.ModelProto, tensors: Sequence[_Tensor], path: Path, external: bool,
            location: str | None = None, data_path: Path | None = None) -> list[Path]:
-    """Write `model` (without initializers) and `tensors` as its initializers, in wire order.
+    """Write `model` (without initializers) and `tensors` as its initializers, in wire order, making
+    each tensor's data only as it is written.
 
     With `external`, tensors of 1 KiB and more go to `data_path` (default: beside the model,
     named `location`, default ``<model file name>.data``), recorded in the model as `location`.
@@ -160,22 +190,26 @@ def _write(model: onnx.ModelProto, tensors: Iterable[tuple[str, np.ndarray]], pa
     location = location or path.name + ".data"
     data_path = data_path or path.with_name(location)
     plan, blobs, offset = _Plan(), [], 0
-    for name, arr in tensors:
-        if external and arr.nbytes >= EXTERNAL_THRESHOLD:
+    for t in tensors:
+        if external and t.nbytes >= EXTERNAL_THRESHOLD:
             offset += -offset % ALIGN  # page-aligned, so onnxruntime can map tensors directly
-            plan.external(name, arr, location, offset)
-            blobs.append((offset, little_endian(arr)))
-            offset += arr.nbytes
+            plan.external(t, location, offset)
+            blobs.append((offset, t))
+            offset += t.nbytes
         else:
-            plan.inline(name, arr)
+            plan.inline(t)
     _write_model(path, model, plan)
     if not external:
         return [path]
     with open(data_path, "wb") as f:
-        for at, arr in blobs:
+        for at, t in blobs:
             f.write(b"\0" * (at - f.tell()))
-            f.write(arr.reshape(-1).data)
+            f.write(t.data())
     return [path, data_path]
+
+
+def _tensor_type(dtype: np.dtype[Any]) -> int:
+    return onnx.helper.np_dtype_to_tensor_dtype(dtype)
 
 
 def _write_model(path: Path, model: onnx.ModelProto, plan: _Plan) -> None:
@@ -208,15 +242,18 @@ def export_onnx(spec_or_graph: GraphSource, path: str | Path, state_dict: StateD
 
 def needs_external(lowered: Lowered, arrays: Mapping[str, np.ndarray]) -> bool:
     """Whether the model would exceed protobuf's 2 GiB limit with its weights inside."""
-    return sum(a.nbytes + 64 for a in arrays.values()) + len(lowered.nodes) * 64 > PROTOBUF_LIMIT
+    return weight_bytes(arrays) + 64 * len(arrays) + len(lowered.nodes) * 64 > PROTOBUF_LIMIT
 
 
 def write_prepared(lowered: Lowered, arrays: Mapping[str, np.ndarray], path: Path, external_data: bool | None = None,
                    location: str | None = None, data_path: Path | None = None) -> list[Path]:
-    """Write what `prepare` returned; see `_write` for `location` and `data_path`."""
+    """Write what `prepare` returned, each weight read from `arrays` as it is written (initial weights are
+    made then: see `InitialWeights`); see `_write` for `location` and `data_path`."""
     if external_data is None:
         external_data = needs_external(lowered, arrays)
-    return _write(light_model(lowered), initializers(lowered, arrays), path, external_data, location, data_path)
+    tensors = [_Tensor(name, *weight_layout(arrays, name), partial(arrays.__getitem__, name)) for name in lowered.weights]
+    tensors += [_Tensor.of(name, arr) for name, arr in lowered.consts.items()]  # as `initializers` orders them
+    return _write(light_model(lowered), tensors, path, external_data, location, data_path)
 
 
 def save_onnx(model: onnx.ModelProto, path: str | Path, external_data: bool | None = None,
@@ -238,7 +275,7 @@ def save_onnx(model: onnx.ModelProto, path: str | Path, external_data: bool | No
     light = _without_initializers(model)
     if not external_data and _save_inline(model, light, path, external_data is None):
         return [path]
-    tensors = [(t.name, onnx.numpy_helper.to_array(t)) for t in model.graph.initializer]
+    tensors = [_Tensor.of(t.name, onnx.numpy_helper.to_array(t)) for t in model.graph.initializer]
     return _write(light, tensors, path, True, location)
 
 
