@@ -28,11 +28,12 @@ from torch import fx
 
 from .blocks import block_of, class_name, fold
 from .emitter import SINUSOID_SOURCE, Ctor, ModuleTree, init_calls, skips_default_init
-from .generalize import BlockClass, Instance, generalize, torch_signature
+from .generalize import BlockClass, Instance, generalize
 from .layout import docstring, matching, render, split_top
 from .methods import Entry, MethodWriter, module_ref
 from .module import SpecSource, _graphs, lower
 from .subgraph import Occurrence, find_occurrence
+from .tokens import torch_signature
 
 __all__ = ["class_name", "emit_python"]
 

@@ -20,28 +20,20 @@ every call, so that each call's constructor arguments rebuild that call's class 
 
 from __future__ import annotations
 
-import ast
 import difflib
-import functools
-import inspect
-import io
 import itertools
-import tokenize
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-
 from .layout import WIDTH, split_comment
 from .methods import TAKEN
+from .tokens import Line, callee_at, literal_value, parse_line, repeat_count, stands_alone
 
 __all__ = ["BlockClass", "Instance", "Param", "generalize"]
 
 _ABSENT: Any = type("_Absent", (), {"__repr__": lambda self: "<absent>"})()
 """A slot's value in a call whose class lacks the slot's line."""
-_OPENERS = ("(", "[", ",", "=", ":", "{", "return", "else", "if", "in", "**", "*", "+", "-", "/", "//")
-"""Tokens after which ``-`` is a sign (``-0.5`` is one literal)."""
 _MULTIPLIERS = range(2, 17)
 _OFFSETS = (1, 2)
 
@@ -123,102 +115,18 @@ def _literal(value: Any) -> str:
     return repr(value)
 
 
-# --- lines as tokens ---------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class _Tok:
-    kind: str  # "lit", "name" or "op"
-    text: str
-    start: int
-    end: int
-
-
-@dataclass(frozen=True)
-class _Line:
-    """One logical line: its code as tokens (literals marked), its shape comment, and its anchor
-    (what it assigns, else its code without literals), by which lines of two calls are aligned."""
-
-    text: str
-    code: str
-    comment: str
-    toks: tuple[_Tok, ...]
-    anchor: tuple[str, ...]
-
-    @property
-    def indent(self) -> int:
-        return len(self.text) - len(self.text.lstrip())
-
-    def key(self) -> tuple[str, ...]:
-        return tuple("#" if t.kind == "lit" else t.text for t in self.toks)
-
-    def assigned(self) -> tuple[str, ...]:
-        """The names a local assignment binds (``a, b = ...``), or ``("self.N",)`` for an attribute."""
-        return self.anchor[2:] if self.anchor[1] == "=" else ()
-
-
-@functools.cache
-def _parse(text: str) -> _Line:
-    code, comment = split_comment(text)
-    indent = str(len(text) - len(text.lstrip()))
-    if "\n" in text:  # a docstring: compared whole
-        return _Line(text, code, "", (_Tok("op", text, 0, len(text)),), (indent, text))
-    toks: list[_Tok] = []
-    try:
-        raw = [t for t in tokenize.generate_tokens(io.StringIO(code).readline)
-               if t.type in (tokenize.NAME, tokenize.NUMBER, tokenize.STRING, tokenize.OP)]
-    except (tokenize.TokenError, SyntaxError):
-        return _Line(text, code, comment, (_Tok("op", code, 0, len(code)),), (indent, code))
-    only_string = len(raw) == 1 and raw[0].type == tokenize.STRING
-    skip = False
-    for i, t in enumerate(raw):
-        if skip:
-            skip = False
-            continue
-        start, end = t.start[1], t.end[1]
-        prev = toks[-1].text if toks else ""
-        if t.type == tokenize.OP and t.string == "-" and i + 1 < len(raw) and raw[i + 1].type == tokenize.NUMBER \
-                and (not toks or prev in _OPENERS):
-            toks.append(_Tok("lit", code[start:raw[i + 1].end[1]], start, raw[i + 1].end[1]))
-            skip = True
-        elif t.type == tokenize.NUMBER or (t.type == tokenize.NAME and t.string in ("True", "False", "None")) \
-                or (t.type == tokenize.STRING and not only_string) or t.string == "...":
-            toks.append(_Tok("lit", t.string, start, end))
-        else:
-            toks.append(_Tok("name" if t.type == tokenize.NAME else "op", t.string, start, end))
-    return _Line(text, code, comment, tuple(toks), (indent, *_anchor(toks)))
-
-
-def _anchor(toks: list[_Tok]) -> tuple[str, ...]:
-    depth = 0
-    for i, t in enumerate(toks):
-        if t.text in ("(", "[", "{"):
-            depth += 1
-        elif t.text in (")", "]", "}"):
-            depth -= 1
-        elif t.text == "=" and depth == 0:
-            lhs = toks[:i]
-            if len(lhs) == 3 and lhs[0].text == "self" and lhs[1].text == ".":
-                return ("=", f"self.{lhs[2].text}")
-            if lhs and all(x.kind == "name" or x.text == "," for x in lhs):
-                return ("=", *(x.text for x in lhs if x.kind == "name"))
-            return ("stmt", *(x.text for x in lhs))
-    if toks and toks[0].text == "return":
-        return ("return",)
-    return ("code", *("#" if t.kind == "lit" else t.text for t in toks))
-
-
 # --- merging -----------------------------------------------------------------------------
 
 @dataclass
 class _Row:
     """One line of the merged class: the calls' lines aligned to it (absent in some calls: optional)."""
 
-    at: list[_Line | None]
+    at: list[Line | None]
 
     def present(self) -> tuple[bool, ...]:
         return tuple(line is not None for line in self.at)
 
-    def first(self) -> _Line:
+    def first(self) -> Line:
         return next(line for line in self.at if line is not None)
 
 
@@ -263,7 +171,7 @@ class _Merge:
 
     def _align(self) -> bool:
         n = len(self.instances)
-        parsed = [[_parse(t) for t in inst.lines] for inst in self.instances]
+        parsed = [[parse_line(t) for t in inst.lines] for inst in self.instances]
         self.rows = [_Row([line] + [None] * (n - 1)) for line in parsed[0]]
         for k in range(1, n):
             anchors = [row.first().anchor for row in self.rows]
@@ -357,7 +265,7 @@ class _Merge:
             present = list(self.rows[i].present())
             if made.startswith("self."):
                 name = made[len("self."):]
-                if j == i + 1 and _count(self.rows[i].first()) is not None:
+                if j == i + 1 and repeat_count(self.rows[i].first()) is not None:
                     empty.add(name)
                     self.counts.add(i)
                     self.conditions[i] = ""
@@ -395,11 +303,11 @@ class _Merge:
                 in_method = len(line.toks) > 1 and line.toks[1].text != "__init__"
             names = _argument_names(line, self.signatures)
             owner = next(iter(line.assigned()), "").removeprefix("self.")
-            count = _count(line) if r in self.counts else None
+            count = repeat_count(line) if r in self.counts else None
             for t, tok in enumerate(line.toks):
                 if tok.kind == "lit":
                     absent = 0 if t == count else _ABSENT
-                    values = [absent if x is None else _value(x.toks[t].text) for x in row.at]
+                    values = [absent if x is None else literal_value(x.toks[t].text) for x in row.at]
                     slots.append(_Slot(r, t, values, names.get(t, "value"), owner, in_method))
         known = self._known()
         def definite(slot: _Slot) -> bool:  # a value in every call
@@ -521,7 +429,7 @@ class _Merge:
             r += 1
         return out
 
-    def _header(self, line: _Line) -> str:
+    def _header(self, line: Line) -> str:
         args = "".join(f", {p.name}: {p.annotation()}" for p in self.params)
         return line.text.replace("(self)", f"(self{args})", 1)
 
@@ -546,7 +454,7 @@ class _Merge:
             tok = line.toks[t]
             expr = self.exprs.get((r, t), self.renamed.get((r, t)))
             if expr is not None:
-                expr = expr[1:-1] if expr.startswith("(") and _bare(line.toks, t) else expr
+                expr = expr[1:-1] if expr.startswith("(") and stands_alone(line.toks, t) else expr
                 code = code[:tok.start] + expr + code[tok.end:]
         return code + self._comment(r)
 
@@ -568,37 +476,12 @@ class _Merge:
             if len(set(column)) == 1:
                 out.append(column[0])
                 continue
-            values = [_value(c) for c in column]
+            values = [literal_value(c) for c in column]
             param = next((p for p in self.params if p.kind != "flag" and [p.values[k] for k in index] == values), None)
             if param is None:
                 return ""
             out.append(param.name)
         return f"  # ({', '.join(out)})"
-
-
-def _count(line: _Line) -> int | None:
-    """The token of the count in ``self.rest = torch.nn.ModuleList([... for _ in range(n)])``, else None."""
-    texts = [t.text for t in line.toks]
-    head = ["self", ".", texts[2] if len(texts) > 2 else "", "=", "torch", ".", "nn", ".", "ModuleList", "(", "["]
-    if texts[:11] != head or texts[-6:-4] != ["range", "("] or texts[-3:] != [")", "]", ")"] \
-            or line.toks[-4].kind != "lit":
-        return None
-    return len(texts) - 4
-
-
-def _bare(toks: Sequence[_Tok], t: int) -> bool:
-    """Whether the literal at `t` stands alone (an argument or a value), so that an expression in its
-    place needs no parentheses."""
-    before = toks[t - 1].text if t else ""
-    after = toks[t + 1].text if t + 1 < len(toks) else ""
-    return before in ("(", ",", "=", "[") and after in (")", ",", "]", "")
-
-
-def _value(text: str) -> Any:
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return text
 
 
 def _relation(values: list[Any], known: list[tuple[str, list[Any]]]) -> tuple[str, list[str]] | None:
@@ -624,7 +507,7 @@ def _relation(values: list[Any], known: list[tuple[str, list[Any]]]) -> tuple[st
     return None
 
 
-def _argument_names(line: _Line, signatures: Callable[[str], list[str] | None]) -> dict[int, str]:
+def _argument_names(line: Line, signatures: Callable[[str], list[str] | None]) -> dict[int, str]:
     """For each literal of `line`, the name of the call argument it is (``stride=2``: stride; the
     second positional argument of ``torch.nn.Conv2d``: out_channels)."""
     names: dict[int, str] = {}
@@ -632,7 +515,7 @@ def _argument_names(line: _Line, signatures: Callable[[str], list[str] | None]) 
     toks = line.toks
     for t, tok in enumerate(toks):
         if tok.text in ("(", "[", "{"):
-            callee = _callee(toks, t) if tok.text == "(" else None
+            callee = callee_at(toks, t) if tok.text == "(" else None
             stack.append([callee, 0, None])
         elif tok.text in (")", "]", "}"):
             if stack:
@@ -658,37 +541,6 @@ def _argument_names(line: _Line, signatures: Callable[[str], list[str] | None]) 
     return names
 
 
-def _callee(toks: Sequence[_Tok], t: int) -> str | None:
-    """The dotted name called by the ``(`` at `t` (``torch.nn.Conv2d``), or None (a tuple)."""
-    parts: list[str] = []
-    k = t - 1
-    while k >= 0 and toks[k].kind == "name":
-        parts.append(toks[k].text)
-        if k >= 1 and toks[k - 1].text == ".":
-            k -= 2
-        else:
-            break
-    if not parts or parts[-1] in ("if", "else", "in", "return", "and", "or", "not"):
-        return None
-    return ".".join(reversed(parts))
-
-
-@functools.cache
-def torch_signature(callee: str) -> list[str] | None:
-    """The positional argument names of a torch callable (``torch.nn.Conv2d``), where Python knows them."""
-    obj: Any = torch if callee.startswith("torch.") else None
-    for part in callee.split(".")[1:]:
-        obj = getattr(obj, part, None)
-    if obj is None:
-        return None
-    try:
-        sig = inspect.signature(obj)
-    except (TypeError, ValueError):
-        return None
-    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    return [p.name for p in sig.parameters.values() if p.kind in kinds and p.name != "self"]
-
-
 def generalize(instances: Sequence[Instance], signatures: Callable[[str], list[str] | None]) -> list[BlockClass]:
     """The fewest classes (as `_Merge` finds them) that serve the calls of one block: one where they
     all merge, else one per set of calls that do, in the order of their first calls.
@@ -700,7 +552,7 @@ def generalize(instances: Sequence[Instance], signatures: Callable[[str], list[s
     """
     by_shape: dict[tuple[tuple[str, ...], ...], list[Instance]] = {}
     for inst in instances:
-        by_shape.setdefault(tuple(_parse(line).key() for line in inst.lines), []).append(inst)
+        by_shape.setdefault(tuple(parse_line(line).key() for line in inst.lines), []).append(inst)
     merged: list[list[Instance]] = []
     for same in by_shape.values():  # calls of one shape always merge; then shapes where they can
         for group in merged:
