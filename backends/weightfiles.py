@@ -11,6 +11,10 @@ bytes (`weights_format`) and read only through ``torch.load(weights_only=True)``
 (`read_torch_weights`), the reader ``import-weights`` uses: no arbitrary object is unpickled.
 Weights of another floating-point dtype than the model's are cast with a `WeightDtypeWarning`
 never silently; the CLI prints it as a note.
+
+`SafetensorsFile` is a checked file as a mapping that reads one tensor when it is asked for
+(a seek and one read into its array): an export holds one weight of the file at a time, never the
+whole file. A ``torch.save`` file is a pickle and is read whole.
 """
 
 from __future__ import annotations
@@ -18,17 +22,20 @@ from __future__ import annotations
 import json
 import math
 import stat
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from nnspec.builder.text import printable
 
 from .outputs import InputFileError
 
-__all__ = ["DTYPE_BYTES", "FLOAT_DTYPES", "TORCH_SUFFIXES", "TensorInfo", "WeightDtypeWarning", "WeightsFileError",
-           "check_safetensors", "read_torch_weights", "weights_format"]
+if TYPE_CHECKING:
+    import numpy as np
+
+__all__ = ["DTYPE_BYTES", "FLOAT_DTYPES", "TORCH_SUFFIXES", "SafetensorsFile", "TensorInfo", "WeightDtypeWarning",
+           "WeightsFileError", "check_safetensors", "numpy_dtype", "read_torch_weights", "weights_format"]
 
 DTYPE_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2, "I32": 4, "U32": 4, "F32": 4,
                "I64": 8, "U64": 8, "F64": 8}
@@ -73,10 +80,21 @@ class WeightDtypeWarning(UserWarning):
 
 @dataclass(frozen=True)
 class TensorInfo:
-    """One tensor of a safetensors file, as its header describes it."""
+    """One tensor of a safetensors file, as its header describes it.
+
+    Attributes:
+        dtype: its safetensors dtype (``F32``, ``BF16``, ...).
+        shape: its shape.
+        offset: where its bytes start in the file (after the header).
+    """
 
     dtype: str
     shape: tuple[int, ...]
+    offset: int
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * DTYPE_BYTES[self.dtype]
 
 
 def _q(path: str | Path) -> str:
@@ -96,7 +114,7 @@ def _file_size(path: Path) -> int:
 
 
 def _header(path: Path, size: int) -> tuple[dict[str, object], int]:
-    """The JSON header and the number of bytes after it."""
+    """The JSON header and the number of bytes after it (its data)."""
     bad = f"{_q(path)} is not a readable safetensors file"
     if size < 8:
         raise WeightsFileError(f"{bad} (it has {size} bytes)")
@@ -114,7 +132,7 @@ def _header(path: Path, size: int) -> tuple[dict[str, object], int]:
     return header, size - 8 - length
 
 
-def _tensor(path: Path, key: str, entry: object, data_bytes: int) -> TensorInfo:
+def _tensor(path: Path, key: str, entry: object, data_start: int, data_bytes: int) -> TensorInfo:
     where = f"{_q(path)}: tensor '{printable(key)}'"
     if not isinstance(entry, dict):
         raise WeightsFileError(f"{where} has no dtype, shape and offsets")
@@ -132,7 +150,7 @@ def _tensor(path: Path, key: str, entry: object, data_bytes: int) -> TensorInfo:
     if offsets[1] - offsets[0] != need:
         raise WeightsFileError(f"{where}: {dtype} {shape} needs {need:,} bytes, the file gives it "
                                f"{offsets[1] - offsets[0]:,}")
-    return TensorInfo(str(dtype), tuple(shape))
+    return TensorInfo(str(dtype), tuple(shape), data_start + offsets[0])
 
 
 def check_safetensors(path: str | Path) -> dict[str, TensorInfo]:
@@ -145,7 +163,71 @@ def check_safetensors(path: str | Path) -> dict[str, TensorInfo]:
     file = Path(path)
     size = _file_size(file)
     header, data_bytes = _header(file, size)
-    return {key: _tensor(file, key, entry, data_bytes) for key, entry in header.items() if key != "__metadata__"}
+    start = size - data_bytes
+    return {key: _tensor(file, key, entry, start, data_bytes) for key, entry in header.items() if key != "__metadata__"}
+
+
+_NUMPY_DTYPES = {"BOOL": "?", "U8": "u1", "I8": "i1", "I16": "<i2", "U16": "<u2", "F16": "<f2", "I32": "<i4",
+                 "U32": "<u4", "F32": "<f4", "I64": "<i8", "U64": "<u8", "F64": "<f8"}
+
+
+def numpy_dtype(dtype: str) -> np.dtype[Any]:
+    """The numpy dtype of a safetensors dtype (little-endian, as the file stores it; BF16 is ml_dtypes')."""
+    import numpy as np
+
+    if dtype == "BF16":
+        import ml_dtypes  # numpy has no bfloat16; onnx depends on ml_dtypes for it
+
+        return np.dtype(ml_dtypes.bfloat16)
+    return np.dtype(_NUMPY_DTYPES[dtype])
+
+
+class SafetensorsFile(Mapping[str, "np.ndarray"]):
+    """The tensors of a safetensors file, each read from the file when it is asked for and not kept.
+
+    The header is read and checked once (`check_safetensors`), so the keys, shapes and dtypes
+    (`info`) are known without reading any data. A tensor is then one seek and one read straight
+    into its numpy array: no memory map, whose pages would stay resident until the whole file had
+    been read, and no copy. Reading a tensor again reads it again.
+
+    Raises:
+        WeightsFileError: on construction, a file `check_safetensors` refuses; on reading a
+            tensor, a file that was cut short or cannot be read any more.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.tensors = check_safetensors(self.path)
+
+    def info(self, key: str) -> TensorInfo:
+        """The dtype, shape and place of tensor `key`, from the header."""
+        return self.tensors[key]
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        import numpy as np
+
+        info = self.tensors[key]
+        raw = np.empty(info.nbytes, dtype=np.uint8)  # bytes, viewed as the dtype after (a bfloat16 has no buffer format)
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(info.offset)
+                got = f.readinto(raw.data)
+        except OSError as exc:
+            raise WeightsFileError(f"cannot read tensor '{printable(key)}' of weights file {_q(self.path)}: "
+                                   f"{exc.strerror or exc}") from None
+        if got != info.nbytes:
+            raise WeightsFileError(f"weights file {_q(self.path)} ended inside tensor '{printable(key)}' "
+                                   f"({got:,} of its {info.nbytes:,} bytes): it changed after it was checked")
+        return raw.view(numpy_dtype(info.dtype)).reshape(info.shape)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.tensors)
+
+    def __len__(self) -> int:
+        return len(self.tensors)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.tensors
 
 
 def weights_format(path: str | Path) -> Literal["safetensors", "torch"]:

@@ -202,21 +202,139 @@ def _export_peak(spec: Path, *extra: str) -> int:
     return int(proc.stdout.split()[-1])
 
 
-def test_export_holds_one_weight_at_a_time_not_all(tmp_path: Path) -> None:
-    layers, width = 8, 3000  # 8 weights of 36 MB: 288 MB in all
-    lines = ["name: wide", f"inputs: {{x: {{shape: [batch, {width}]}}}}", "nodes:"]
+def _linear_chain(path: Path, layers: int, width: int) -> Path:
+    """A spec of `layers` bias-free linear layers of `width` features, one after the other."""
+    lines = [f"name: {path.stem}", f"inputs: {{x: {{shape: [batch, {width}]}}}}", "nodes:"]
     for i in range(layers):
         lines.append(f"  l{i}: {{op: linear, in: {f'l{i - 1}' if i else 'x'}, out_features: {width}, bias: false}}")
-    wide = tmp_path / "wide.yaml"
-    wide.write_text("\n".join([*lines, f"outputs: {{y: l{layers - 1}}}"]) + "\n")
-    small = tmp_path / "small.yaml"
-    small.write_text("\n".join([*lines[:4], "outputs: {y: l0}"]).replace(str(width), "30") + "\n")
+    path.write_text("\n".join([*lines, f"outputs: {{y: l{layers - 1}}}"]) + "\n")
+    return path
+
+
+def _write_weights(path: Path, layers: int, width: int) -> Path:
+    """Random float32 weights for `_linear_chain` as a safetensors file, written one tensor at a time
+    (so the test process never holds them all either)."""
+    import json
+
+    import numpy as np
+
+    nbytes = width * width * 4
+    header = {f"l{i}.weight": {"dtype": "F32", "shape": [width, width], "data_offsets": [i * nbytes, (i + 1) * nbytes]}
+              for i in range(layers)}
+    head = json.dumps(header).encode()
+    head += b" " * (-len(head) % 8)  # safetensors pads its header to 8 bytes
+    rng = np.random.default_rng(0)
+    with open(path, "wb") as f:
+        f.write(len(head).to_bytes(8, "little") + head)
+        for _ in range(layers):
+            f.write(rng.random((width, width), dtype=np.float32).tobytes())
+    return path
+
+
+def test_export_holds_one_weight_at_a_time_not_all(tmp_path: Path) -> None:
+    layers, width = 8, 3000  # 8 weights of 36 MB: 288 MB in all
+    wide = _linear_chain(tmp_path / "wide.yaml", layers, width)
+    small = _linear_chain(tmp_path / "small.yaml", 1, 30)
     largest, total = width * width * 4, layers * width * width * 4
     baseline = _export_peak(small)  # the interpreter, onnx, numpy and the command
     peak = _export_peak(wide)
     assert (tmp_path / "wide.onnx.data").stat().st_size >= total
     # a weight is made, laid out (transposed: a second copy) and written, then dropped
     assert peak - baseline < 3 * largest, f"{(peak - baseline) / 2**20:.0f} MiB over the baseline, total {total / 2**20:.0f}"
+
+
+def test_export_reads_a_weights_file_one_tensor_at_a_time(tmp_path: Path) -> None:
+    layers, width = 8, 3000  # a file of 8 weights of 36 MB: 288 MB in all
+    wide = _linear_chain(tmp_path / "wide.yaml", layers, width)
+    small = _linear_chain(tmp_path / "small.yaml", 1, 30)
+    wide_weights = _write_weights(tmp_path / "wide.safetensors", layers, width)
+    small_weights = _write_weights(tmp_path / "small.safetensors", 1, 30)
+    largest, total = width * width * 4, layers * width * width * 4
+    baseline = _export_peak(small, "--weights", str(small_weights))  # the same command, reading a file too
+    peak = _export_peak(wide, "--weights", str(wide_weights))
+    assert (tmp_path / "wide.onnx.data").stat().st_size >= total
+    # a tensor is read, laid out (transposed: a second copy) and written, then dropped; reading the
+    # whole file first, or keeping what was read, holds the total
+    assert peak - baseline < 3 * largest, f"{(peak - baseline) / 2**20:.0f} MiB over the baseline, total {total / 2**20:.0f}"
+
+
+def test_a_weights_file_is_checked_from_its_header_and_each_tensor_read_once_when_written(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import numpy as np
+    import onnx
+    from safetensors.numpy import load_file
+
+    from nnspec.backends.onnx import export_onnx, to_onnx
+    from nnspec.backends.onnx.weights import WeightError
+    from nnspec.backends.weightfiles import SafetensorsFile
+
+    spec = _linear_chain(tmp_path / "chain.yaml", 3, 16)
+    weights = _write_weights(tmp_path / "chain.safetensors", 3, 16)
+    reads: list[str] = []
+    read = SafetensorsFile.__getitem__
+
+    def counted(self: SafetensorsFile, key: str) -> np.ndarray:
+        reads.append(key)
+        return read(self, key)
+
+    monkeypatch.setattr(SafetensorsFile, "__getitem__", counted)
+    with pytest.raises(WeightError, match=r"weight 'l0.weight' is \[16, 16\], node 'l0' needs \[32, 32\]"):
+        export_onnx(_linear_chain(tmp_path / "wider.yaml", 3, 32), tmp_path / "wider.onnx", weights)
+    assert reads == []  # the shapes and dtypes come from the header
+    export_onnx(spec, tmp_path / "chain.onnx", weights, external_data=True)
+    assert sorted(reads) == ["l0.weight", "l1.weight", "l2.weight"]
+    streamed = onnx.load(str(tmp_path / "chain.onnx"))
+    held = to_onnx(spec, load_file(str(weights)))  # the file's tensors all in memory, as safetensors reads them
+    assert [t.name for t in streamed.graph.initializer] == [t.name for t in held.graph.initializer]
+    for got, want in zip(streamed.graph.initializer, held.graph.initializer, strict=True):
+        np.testing.assert_array_equal(onnx.numpy_helper.to_array(got), onnx.numpy_helper.to_array(want))
+
+
+def test_a_weights_file_reads_as_safetensors_reads_it(tmp_path: Path) -> None:
+    import ml_dtypes
+    import numpy as np
+    from safetensors.numpy import load_file, save_file
+
+    from nnspec.backends.weightfiles import SafetensorsFile
+
+    rng = np.random.default_rng(1)
+    tensors = {"f32": rng.random((3, 5), dtype=np.float32), "f16": rng.random((7,)).astype(np.float16),
+               "bf16": rng.random((2, 3)).astype(ml_dtypes.bfloat16), "f64": rng.random((2, 2, 2)),
+               "i64": rng.integers(-9, 9, (4,)), "i8": rng.integers(-9, 9, (3,), dtype=np.int8),
+               "bool": rng.random((5,)) > 0.5, "u8": rng.integers(0, 255, (6,), dtype=np.uint8),
+               "empty": np.zeros((0, 4), np.float32), "scalar": np.array(2.5, np.float32)}
+    path = tmp_path / "all.safetensors"
+    save_file(tensors, str(path))
+    lazy, whole = SafetensorsFile(path), load_file(str(path))
+    assert sorted(lazy) == sorted(whole) and len(lazy) == len(tensors)
+    for key, want in whole.items():
+        got = lazy[key]
+        assert (got.dtype, got.shape, got.tobytes()) == (want.dtype, want.shape, want.tobytes()), key
+        assert (lazy.info(key).shape, got.nbytes) == (want.shape, lazy.info(key).nbytes), key
+
+
+def test_a_weights_file_cut_short_during_an_export_is_one_error_and_no_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from test_hostile_files import listing
+
+    from nnspec.backends.weightfiles import SafetensorsFile
+
+    spec = _linear_chain(tmp_path / "chain.yaml", 3, 16)
+    weights = _write_weights(tmp_path / "chain.safetensors", 3, 16)
+    checked = SafetensorsFile.__init__
+
+    def then_cut(self: SafetensorsFile, path: str | Path) -> None:  # another process truncates it after the check
+        checked(self, path)
+        with open(path, "r+b") as f:
+            f.truncate(self.info("l2.weight").offset + 10)
+
+    monkeypatch.setattr(SafetensorsFile, "__init__", then_cut)
+    before = listing(tmp_path)
+    code, _, err = nnspec(["export", str(spec), "--weights", str(weights), "-o", str(tmp_path / "chain.onnx"),
+                           "--external-data"], monkeypatch, capsys)
+    assert_user_error(code, err, "chain.safetensors", "ended inside tensor 'l2.weight' (10 of its 1,024 bytes)")
+    assert err.count("error") == 1, err
+    assert listing(tmp_path) == before
 
 
 # ---------------------------------------------------------------- the README's limits

@@ -5,6 +5,11 @@ N(0, 1) embeddings, ...).
 
 Torch is imported here only to read a ``torch.save`` file: a torch tensor is recognised by its
 type's module and converted through its own methods.
+
+Weights are taken when the writer asks for them, one at a time (`InitialWeights`,
+`StateDictWeights`): a safetensors file is checked against the graph from its header alone and
+each tensor read from it as it is written, so an export never holds the whole file. A
+``torch.save`` file is a pickle, loaded whole by ``torch.load``.
 """
 
 from __future__ import annotations
@@ -18,15 +23,15 @@ from typing import Any, Literal, NamedTuple, TypeAlias
 
 import numpy as np
 
-from nnspec.backends.weightfiles import WeightDtypeWarning
+from nnspec.backends.weightfiles import SafetensorsFile, WeightDtypeWarning, numpy_dtype
 from nnspec.builder import Node
 from nnspec.builder.errors import did_you_mean
 from nnspec.builder.initialisers import Distribution, distribution
 
 from .dtypes import np_dtype
 
-__all__ = ["Init", "InitialWeights", "WeightDtypeWarning", "WeightError", "WeightUse", "initialise", "load_state_dict",
-           "resolve_weights", "weight_bytes", "weight_layout"]
+__all__ = ["Init", "InitialWeights", "LazyWeights", "StateDictWeights", "WeightDtypeWarning", "WeightError", "WeightUse",
+           "initialise", "load_state_dict", "resolve_weights", "weight_bytes", "weight_layout"]
 
 StateDict: TypeAlias = Mapping[str, Any] | str | Path
 
@@ -182,48 +187,43 @@ def _to_numpy(value: Any, key: str) -> np.ndarray:
 
 
 def load_state_dict(source: StateDict) -> Mapping[str, Any]:
-    """A mapping of name to tensor: `source` itself, or the tensors of a safetensors file or of a
-    ``torch.save`` state_dict (read through ``torch.load(weights_only=True)`` only)."""
-    if isinstance(source, str | Path):
-        path = Path(source)
-        from safetensors.numpy import load_file
+    """A mapping of name to tensor: `source` itself, the tensors of a safetensors file (checked, each
+    read when asked for: `SafetensorsFile`), or those of a ``torch.save`` state_dict (read whole,
+    through ``torch.load(weights_only=True)`` only)."""
+    if not isinstance(source, str | Path):
+        return source
+    from nnspec.backends.weightfiles import WeightsFileError, read_torch_weights, weights_format
 
-        from nnspec.backends.weightfiles import WeightsFileError, check_safetensors, read_torch_weights, weights_format
-
-        try:
-            if weights_format(path) == "torch":
-                return read_torch_weights(path)
-            check_safetensors(path)  # a device, a truncated file, an F8 dtype: named, before safetensors reads it
-        except WeightsFileError as exc:
-            raise WeightError(str(exc)) from None
-
-        try:
-            return load_file(str(path))
-        except Exception as exc:  # safetensors raises its own error types
-            raise WeightError(f"cannot read weights from '{path}': {exc}") from exc
-    return source
+    try:
+        if weights_format(source) == "torch":
+            return read_torch_weights(source)
+        return SafetensorsFile(source)  # a device, a truncated file, an F8 dtype: named here, from the header
+    except WeightsFileError as exc:
+        raise WeightError(str(exc)) from None
 
 
-class InitialWeights(Mapping[str, np.ndarray]):
-    """The initial weights of a graph, each made (`initialise`, laid out) when it is read and not kept.
+class LazyWeights(Mapping[str, np.ndarray]):
+    """The weights a graph reads, in the order of `uses`, each made when it is read and not kept.
 
-    An export writes one weight at a time, so it holds one model's weights never all at once; reading
-    a weight again makes it again, the same bytes (each is seeded by its name). `layout` gives a
-    weight's shape and dtype without making it.
+    An export writes one weight at a time, so it holds one weight, never all of them; reading a
+    weight again makes it again. `layout` gives a weight's shape and dtype (as the initializer
+    holds it) without making it, for the writer's plan.
     """
 
-    def __init__(self, uses: Mapping[str, WeightUse], nodes: Mapping[str, Node], seed: int = 0) -> None:
-        self.uses, self.nodes, self.seed = uses, nodes, seed
+    def __init__(self, uses: Mapping[str, WeightUse]) -> None:
+        self.uses = uses
 
-    def __getitem__(self, name: str) -> np.ndarray:
-        use = self.uses[name]
-        return _laid_out(initialise(use, self.seed, self.nodes.get(use.node)), use)
+    def __getitem__(self, name: str) -> np.ndarray:  # pragma: no cover - every subclass says
+        raise NotImplementedError
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.uses)
 
     def __len__(self) -> int:
         return len(self.uses)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.uses
 
     def layout(self, name: str) -> tuple[tuple[int, ...], np.dtype[Any]]:
         """The shape and dtype `self[name]` has."""
@@ -232,9 +232,50 @@ class InitialWeights(Mapping[str, np.ndarray]):
         return shape, np.dtype(np_dtype(use.dtype))
 
 
+class InitialWeights(LazyWeights):
+    """The initial weights of a graph, each made (`initialise`, laid out) when it is read: the same
+    bytes every time, as each is seeded by its name."""
+
+    def __init__(self, uses: Mapping[str, WeightUse], nodes: Mapping[str, Node], seed: int = 0) -> None:
+        super().__init__(uses)
+        self.nodes, self.seed = nodes, seed
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        use = self.uses[name]
+        return _laid_out(initialise(use, self.seed, self.nodes.get(use.node)), use)
+
+
+class StateDictWeights(LazyWeights):
+    """The weights of a state_dict that `resolve_weights` checked against the graph, each taken when
+    it is read (from its file, for a `SafetensorsFile`), cast to the model's dtype and laid out.
+
+    Attributes:
+        source: the state_dict.
+        source_keys: the key of `source` that holds each weight (a tied weight's stand-in may hold it).
+    """
+
+    def __init__(self, uses: Mapping[str, WeightUse], source: Mapping[str, Any], source_keys: Mapping[str, str]) -> None:
+        super().__init__(uses)
+        self.source, self.source_keys = source, source_keys
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        use, key = self.uses[name], self.source_keys[name]
+        arr = _to_numpy(self.source[key], key)
+        return _laid_out(arr.astype(np_dtype(use.dtype), copy=False), use)
+
+
+def _source_layout(sd: Mapping[str, Any], key: str) -> tuple[tuple[int, ...], np.dtype[Any]]:
+    """The shape and dtype of `sd[key]`, from the header alone for a safetensors file."""
+    if isinstance(sd, SafetensorsFile):
+        info = sd.info(key)
+        return info.shape, numpy_dtype(info.dtype)
+    arr = _to_numpy(sd[key], key)
+    return tuple(arr.shape), arr.dtype
+
+
 def weight_layout(arrays: Mapping[str, np.ndarray], name: str) -> tuple[tuple[int, ...], np.dtype[Any]]:
     """The shape and dtype of `arrays[name]`, without making it where `arrays` makes weights when read."""
-    if isinstance(arrays, InitialWeights):
+    if isinstance(arrays, LazyWeights):
         return arrays.layout(name)
     arr = arrays[name]
     return tuple(arr.shape), arr.dtype
@@ -251,8 +292,9 @@ def weight_bytes(arrays: Mapping[str, np.ndarray]) -> int:
 
 def resolve_weights(uses: Mapping[str, WeightUse], state_dict: StateDict | None, nodes: Mapping[str, Node],
                     seed: int = 0) -> Mapping[str, np.ndarray]:
-    """One array per weight the graph reads, in the order of `uses`: without a `state_dict`, the initial
-    weights, each made when it is read (`InitialWeights`).
+    """One array per weight the graph reads, in the order of `uses`, each made when it is read: the
+    initial weights without a `state_dict` (`InitialWeights`), else the state_dict's, checked here
+    from their shapes and dtypes (a safetensors file's header) and taken when read (`StateDictWeights`).
 
     Keys of `state_dict` that belong to no node of this graph are ignored (a signature uses
     part of the model's weights), and so are the second names of tied weights (PyTorch lists
@@ -266,7 +308,7 @@ def resolve_weights(uses: Mapping[str, WeightUse], state_dict: StateDict | None,
         return InitialWeights(uses, nodes, seed)
     sd = load_state_dict(state_dict)
     problems: list[str] = []
-    out: dict[str, np.ndarray] = {}
+    keys: dict[str, str] = {}
     cast: set[str] = set()  # floating-point dtypes cast to the model's: said, never silent
     for name, use in uses.items():
         key = use.alias if name not in sd and use.alias is not None and use.alias in sd else name
@@ -274,17 +316,17 @@ def resolve_weights(uses: Mapping[str, WeightUse], state_dict: StateDict | None,
             hint = "".join(f" ({h})" for h in did_you_mean(name, sd))
             problems.append(f"missing weight '{name}' {list(use.shape)} for node '{use.node}'{hint}")
             continue
-        arr = _to_numpy(sd[key], key)
-        if tuple(arr.shape) != use.shape:
-            problems.append(f"weight '{name}' is {list(arr.shape)}, node '{use.node}' needs {list(use.shape)}")
+        shape, dtype = _source_layout(sd, key)
+        if shape != use.shape:
+            problems.append(f"weight '{name}' is {list(shape)}, node '{use.node}' needs {list(use.shape)}")
             continue
         want = np.dtype(np_dtype(use.dtype))
-        if want.kind == "f" and arr.dtype.kind in "biu":  # a cast would hide a wrong file, not fix it
-            problems.append(f"weight '{name}' is {arr.dtype} in the file, node '{use.node}' needs {want}")
+        if want.kind == "f" and dtype.kind in "biu":  # a cast would hide a wrong file, not fix it
+            problems.append(f"weight '{name}' is {dtype} in the file, node '{use.node}' needs {want}")
             continue
-        if arr.dtype != want and want.kind == "f":
-            cast.add(str(arr.dtype))
-        out[name] = _laid_out(arr.astype(want, copy=False), use)
+        if dtype != want and want.kind == "f":
+            cast.add(str(dtype))
+        keys[name] = key
     known = set(uses) | {use.alias for use in uses.values() if use.alias}
     for key in sd:
         owner, _, leaf = key.rpartition(".")
@@ -303,7 +345,7 @@ def resolve_weights(uses: Mapping[str, WeightUse], state_dict: StateDict | None,
         note = WeightDtypeWarning(cast, {u.dtype for u in uses.values() if np_dtype(u.dtype).kind == "f"})
         keep = "export with dtype='float16' for a half-precision model" if note.half else None
         warnings.warn(WeightDtypeWarning(note.given, note.model, keep=keep), stacklevel=3)
-    return out
+    return StateDictWeights(uses, sd, keys)
 
 
 def _laid_out(arr: np.ndarray, use: WeightUse) -> np.ndarray:
