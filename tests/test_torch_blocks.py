@@ -2,11 +2,14 @@
 own forward; repeats are an nn.ModuleList run in a loop. State_dict keys stay the node ids.
 Per-block hooks, activation checkpointing and torch.compile work, and so do FSDP2 per block
 and DDP across two gloo processes on CPU (one optimiser step equals one process on the whole
-batch), and the README's torchrun recipe."""
+batch; GPT's with_past, whose blocks run a method of theirs, equals one process's), and the
+README's torchrun recipe."""
 
 from __future__ import annotations
 
+import copy
 import os
+import pickle
 import socket
 import subprocess
 import sys
@@ -20,7 +23,7 @@ import torch.multiprocessing as mp
 import yaml
 from op_cases import SMALL_SPECS
 
-from nnspec.backends.pytorch import to_torch
+from nnspec.backends.pytorch import SpecModule, register_fsdp_methods, to_torch
 from nnspec.backends.pytorch.blocks import BlockModule, Repeat
 from nnspec.backends.pytorch.inputs import example_inputs
 from nnspec.builder import SpecError, compile_graph, load_spec
@@ -81,6 +84,82 @@ def test_a_forward_hook_on_one_block_sees_its_output() -> None:
     _block(model, "h.1").register_forward_hook(lambda m, args, out: seen.append(tuple(out.shape)))
     model(torch.randint(0, 40, (2, 5)))
     assert seen == [(2, 5, 16)]
+
+
+# --- signatures run through the blocks --------------------------------------------------------
+
+PAST = {"batch": 2, "seq": 3, "past_sequence_length": 4}
+
+
+def test_signature_methods_call_the_blocks_and_their_hooks_fire() -> None:
+    """GPT's with_past and padded call methods of the blocks (``h[i].with_past``, a loop of
+    ``h[i].padded``) instead of the layers inside them: a pre-hook on a block fires for them, and
+    tells which method runs; outputs do not depend on the hook."""
+    model = to_torch("specs/gpt.yaml", overrides=GPT).eval()
+    seen: list[tuple[str | None, tuple[int, ...]]] = []
+    block = _block(model, "h.0")
+    block.register_forward_pre_hook(lambda m, args: seen.append((m.running, tuple(args[0].shape))))
+    for sig in ("with_past", "padded", "padded_with_past"):
+        code = model.signature(sig).code
+        assert "ln_1" not in code and "attn" not in code, sig  # no layer of a block is called from outside it
+        seen.clear()
+        getattr(model, sig)(*example_inputs(model.signature(sig), PAST))
+        assert seen == [(sig, (2, 3, 16))], sig
+    assert set(block.methods) == {"with_past", "padded", "padded_with_past"}
+    assert [loop.name for loop in model.get_submodule("h").loops] == ["padded"]  # with_past: each copy its past
+    seen.clear()
+    model(torch.randint(0, 40, (2, 5)))
+    assert seen == [(None, (2, 5, 16))]
+
+
+def test_a_signature_whose_block_body_is_forwards_runs_forward() -> None:
+    """The Transformer's encode and decode run the layers' forward (the same graph); the cache
+    signatures of decode reuse the main graph's methods instead of compiling their own."""
+    model = to_torch("specs/transformer.yaml", overrides=SMALL_SPECS["transformer"]).eval()
+    assert "self.encoder(" in model.signature("encode").code
+    assert set(_block(model, "encoder.0").methods) == set()
+    assert set(_block(model, "decoder.0").methods) == {"with_past", "cross_kv"}
+    assert ".with_past(" in model.signature("decode_with_past").code
+    calls: list[str | None] = []
+    _block(model, "encoder.1").register_forward_pre_hook(lambda m, args: calls.append(m.running))
+    model.encode(*example_inputs(model.signature("encode"), {"batch": 2, "src_len": 5}))
+    assert calls == [None]
+
+
+def test_checkpointing_applies_in_signature_methods() -> None:
+    """With checkpointing on, a block's layers run again in backward when a signature (with_past)
+    called it, and the gradients equal those without."""
+    x = None
+    grads, runs = [], []
+    for on in (False, True):
+        torch.manual_seed(0)
+        model = to_torch("specs/gpt.yaml", overrides=GPT, checkpoint=on)
+        x = x or example_inputs(model.signature("with_past"), PAST)
+        count = [0]
+        model.get_submodule("h.1.ln_1").register_forward_hook(lambda *_, count=count: count.__setitem__(0, count[0] + 1))
+        torch.manual_seed(1)  # train mode: dropout must draw the same masks when recomputed
+        sum(o.float().pow(2).mean() for o in model.with_past(*x)).backward()
+        grads.append({k: p.grad for k, p in model.named_parameters() if p.grad is not None})
+        runs.append(count[0])
+    assert runs == [1, 2]
+    assert grads[0].keys() == grads[1].keys() and grads[0]
+    for k in grads[0]:
+        torch.testing.assert_close(grads[1][k], grads[0][k], atol=1e-6, rtol=1e-5, msg=k)
+
+
+@pytest.mark.parametrize("how", ["deepcopy", "pickle"])
+def test_copies_keep_block_methods_over_their_own_weights(how: str) -> None:
+    model = to_torch("specs/gpt.yaml", overrides=GPT).eval()
+    clone = copy.deepcopy(model) if how == "deepcopy" else pickle.loads(pickle.dumps(model))
+    x = example_inputs(model.signature("with_past"), PAST)
+    want = model.with_past(*x)
+    assert set(_block(clone, "h.2").methods) == set(_block(model, "h.2").methods)
+    for a, b in zip(clone.with_past(*x), want, strict=True):
+        torch.testing.assert_close(a, b, atol=0, rtol=0)
+    with torch.no_grad():
+        clone.get_parameter("h.1.c_fc.weight").add_(1.0)
+    assert not torch.equal(clone.with_past(*x)[0], want[0])  # the clone's methods read the clone's weights
+    torch.testing.assert_close(model.with_past(*x)[0], want[0], atol=0, rtol=0)
 
 
 def test_copies_that_differ_stay_modules_and_the_parent_calls_each() -> None:
@@ -230,6 +309,10 @@ def _batch(name: str, model: torch.nn.Module) -> tuple[torch.Tensor, ...]:
     return example_inputs(model, DIMS, seed=5)
 
 
+def _past(model: SpecModule) -> tuple[torch.Tensor, ...]:
+    return example_inputs(model.signature("with_past"), {**DIMS, "past_sequence_length": 3}, seed=6)
+
+
 def _step(model: torch.nn.Module, x: tuple[torch.Tensor, ...]) -> None:
     opt = torch.optim.SGD(model.parameters(), lr=0.5)
     _loss(model, x).backward()
@@ -254,7 +337,11 @@ def _worker(rank: int, port: int, out: str) -> None:
                         if isinstance(block, BlockModule):
                             fully_shard(block, mesh=mesh)
                     fully_shard(model, mesh=mesh)
+                    register_fsdp_methods(model)  # the root's signatures; the blocks' methods need nothing
                     _step(model, x)
+                    if "with_past" in model.signatures:  # each block gathers its weights for with_past too
+                        with torch.no_grad():  # (after the step: FSDP2 keeps the root unsharded after a no_grad call)
+                            torch.save(model.with_past(*_past(model)), f"{out}/{name}-with_past-{rank}.pt")
                     state = {k: v.full_tensor() for k, v in model.state_dict().items()}
                 else:
                     wrapped = DistributedDataParallel(model)
@@ -279,6 +366,13 @@ def test_fsdp2_per_block_and_ddp_match_one_process(tmp_path: Path) -> None:
         single = to_torch(f"specs/{name}.yaml", overrides=overrides)
         initial = {k: v.clone() for k, v in single.state_dict().items()}
         _step(single, _batch(name, single))
+        if "with_past" in single.signatures:
+            with torch.no_grad():
+                past = single.with_past(*_past(single))
+            for r in range(2):
+                got = torch.load(tmp_path / f"{name}-with_past-{r}.pt")
+                for a, b in zip(got, past, strict=True):
+                    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4, msg=f"{name} with_past rank {r}")
         for how in ("fsdp2", "ddp"):
             ranks = [torch.load(tmp_path / f"{name}-{how}-{r}.pt") for r in range(2)]
             assert list(ranks[0]) == list(single.state_dict()), (name, how)

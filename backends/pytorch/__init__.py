@@ -22,17 +22,18 @@ if TYPE_CHECKING:
     from .decoding import generate
     from .emitter import LoweringError
     from .lowering import TABLE
-    from .module import SpecModule, to_torch
+    from .module import SpecModule, register_fsdp_methods, to_torch
     from .weights import WeightsError, load_weights, save_weights
 
 __all__ = [
-    "TABLE", "LoweringError", "SpecModule", "WeightsError", "emit_python", "generate", "load_weights", "save_weights",
-    "to_torch",
+    "TABLE", "LoweringError", "SpecModule", "WeightsError", "emit_python", "generate", "load_weights",
+    "register_fsdp_methods", "save_weights", "to_torch",
 ]
 
 _HOME = {
     "TABLE": ".lowering", "LoweringError": ".emitter", "SpecModule": ".module", "WeightsError": ".weights",
-    "emit_python": ".codegen", "generate": ".decoding", "load_weights": ".weights", "save_weights": ".weights",
+    "emit_python": ".codegen", "generate": ".decoding", "load_weights": ".weights",
+    "register_fsdp_methods": ".module", "save_weights": ".weights",
     "to_torch": ".module",
 }
 

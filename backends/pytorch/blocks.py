@@ -5,6 +5,8 @@ repeat into a `Repeat` (an ``nn.ModuleList`` whose ``forward`` chains its copies
 The module tree keeps its paths, so the state_dict keys do not change (``h.3.attn.in_proj_weight``);
 only the plain containers at block paths become modules that run their block. FSDP2's
 ``fully_shard``, activation checkpointing, forward hooks and ``torch.compile`` then apply per block.
+A signature's part of a block is a method of the block (`BlockModule.add_method`, made by
+`signatures.nest_signature`) that runs through ``__call__`` as ``forward`` does.
 
 A call's forward takes the block's inputs in declared order, then any other value it reads from
 outside (a tied weight, a graph input); it returns its outputs in declared order (one tensor, or a
@@ -20,19 +22,21 @@ import linecache
 import operator
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import networkx as nx
 import torch
 import torch.utils.checkpoint
 from torch import fx, nn
+from torch.fx.graph_module import _forward_from_src
 
 from nnspec.builder import TensorRef
 from nnspec.builder.resolve import BlockCall, Frame
 
 from .emitter import RESERVED_NAMES
 
-__all__ = ["BlockModule", "Folded", "Repeat", "block_of", "class_name", "fold", "nest", "repeat", "set_checkpoint"]
+__all__ = ["BlockModule", "Folded", "Loop", "Repeat", "arg_names", "block_of", "class_name", "container", "fold", "install",
+           "nest", "repeat", "set_checkpoint"]
 
 SCOPE = "nnspec_scope"
 """fx node meta key: the block frames around the spec node whose lowering made the fx node."""
@@ -47,7 +51,12 @@ def class_name(name: str) -> str:
 # --- the modules -------------------------------------------------------------------------
 
 class BlockModule(fx.GraphModule):
-    """One call of a spec block: the block's layers as children, its body as ``forward``.
+    """One call of a spec block: the block's layers as children, its body as ``forward``, and one
+    method per other body that the spec's signatures run (``with_past``, ``padded``; see `add_method`).
+
+    A method runs through ``nn.Module.__call__`` like ``forward``: the block's hooks (FSDP2's
+    gathering of the block's parameters among them) and its activation checkpointing apply to
+    every method; a hook tells them apart by its arguments, or by `running`.
 
     Attributes:
         checkpoint_activations: recompute this block's activations in backward instead of keeping
@@ -57,7 +66,7 @@ class BlockModule(fx.GraphModule):
 
     # torch.jit.script compiles properties unless told not to
     __jit_unused_properties__ = [*getattr(fx.GraphModule, "__jit_unused_properties__", []),  # noqa: RUF012
-                                 "checkpoint_activations"]
+                                 "checkpoint_activations", "methods", "running"]
 
     def __init__(self, root: nn.Module, graph: fx.Graph, class_name: str = "Block") -> None:
         super().__init__(root, graph, class_name)
@@ -65,6 +74,8 @@ class BlockModule(fx.GraphModule):
         # child of the block's container, in its order, so signatures and state_dict see the same modules
         self._modules.clear()
         self._modules.update(root._modules)
+        self.__dict__.setdefault("_nnspec_methods", {})  # name -> graph
+        self.__dict__.setdefault("_nnspec_code", {})  # name -> its compiled code
 
     def recompile(self) -> Any:
         code = super().recompile()
@@ -85,20 +96,84 @@ class BlockModule(fx.GraphModule):
         generated = cls.__dict__.get("_nnspec_generated", cls.forward)
         cls.forward = _checkpointed(generated) if on else generated  # type: ignore[method-assign]
 
+    # --- the methods of signatures ------------------------------------------------------
+
+    @property
+    def methods(self) -> dict[str, fx.Graph]:
+        """The block's methods besides ``forward``, by name: the graph each runs."""
+        return dict(self.__dict__["_nnspec_methods"])
+
+    @property
+    def running(self) -> str | None:
+        """The method other than ``forward`` being run (``"with_past"``), else None: for a hook that
+        tells them apart."""
+        return self.__dict__.get("_nnspec_running")
+
+    def add_method(self, name: str, graph: fx.Graph, generated: Callable[..., Any] | None = None) -> None:
+        """Give this block a method `name` that runs `graph` (over the block's children, targets
+        relative to it, like ``forward``'s) through ``__call__``, so hooks and checkpointing apply.
+
+        Args:
+            generated: the code of `graph`, compiled already for a graph equal to it (`method_code`).
+        """
+        if name in self.__dict__["_nnspec_methods"] or hasattr(self, name):
+            raise ValueError(f"block module {type(self).__name__} already has an attribute '{name}'")
+        if generated is None:
+            code = graph.python_code(root_module="self")
+            generated = _forward_from_src(code.src, code.globals)
+            generated.__name__ = generated.__qualname__ = name
+        self.__dict__["_nnspec_methods"][name] = graph
+        self.__dict__["_nnspec_code"][name] = generated
+        setattr(type(self), name, _block_method(name, generated))  # GraphModule gives each instance its own class
+
+    def method_code(self, name: str) -> Callable[..., Any]:
+        """The compiled code of method `name` (it takes the block as ``self``)."""
+        return cast(Callable[..., Any], self.__dict__["_nnspec_code"][name])
+
+    def run_method(self, name: str, *args: Any) -> Any:
+        """Run method `name` on `args` as ``forward`` would run (hooks, checkpointing)."""
+        generated = self.method_code(name)
+        body = _checkpointed(generated) if self.checkpoint_activations else generated
+        state = self.__dict__
+        own = state.pop("forward", None)  # an instance-level forward someone installed: kept aside
+        state["forward"], state["_nnspec_running"] = body.__get__(self), name
+        try:
+            return self(*args)
+        finally:
+            del state["forward"], state["_nnspec_running"]
+            if own is not None:
+                state["forward"] = own
+
+    # --- copy and pickle -------------------------------------------------------------
+
     def _deepcopy_init(self) -> Callable[..., None]:
         def init(res: BlockModule, fake: nn.Module, graph: fx.Graph) -> None:
             BlockModule.__init__(res, fake, graph, type(self).__name__)
             res.checkpoint_activations = self.checkpoint_activations
+            for name, method in fake.__dict__.get("_nnspec_methods", {}).items():
+                res.add_method(name, method, fake.__dict__.get("_nnspec_code", {}).get(name))
 
         return init
 
     def __reduce__(self) -> tuple[Any, ...]:
         # GraphModule pickles its code and re-traces it when loaded, freezing `self.training` reads
-        # (attention dropout) into constants; the graph travels node by node instead
+        # (attention dropout) into constants; the graphs travel node by node instead
         root = nn.Module()
         root._modules.update(self._modules)
+        methods = {name: graph_state(graph) for name, graph in self.__dict__["_nnspec_methods"].items()}
         return (_restore_block, (root, graph_state(self.graph), type(self).__name__, dict(self.meta), self.training,
-                                 self.checkpoint_activations))
+                                 self.checkpoint_activations, methods))
+
+
+def _block_method(name: str, generated: Callable[..., Any]) -> Callable[..., Any]:
+    """The method `name` of a block class: runs the generated code through the module's ``__call__``."""
+    def method(self: BlockModule, *args: Any) -> Any:
+        return self.run_method(name, *args)
+
+    method.__name__ = method.__qualname__ = name
+    method.__doc__ = f"Run this block's part of signature '{name}' (through ``__call__``: hooks and checkpointing apply)."
+    method.__wrapped__ = generated  # type: ignore[attr-defined]  # inspect.signature shows the arguments
+    return method
 
 
 def _checkpointed(generated: Callable[..., Any]) -> Callable[..., Any]:
@@ -113,10 +188,12 @@ def _checkpointed(generated: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _restore_block(root: nn.Module, graph: GraphState, name: str, meta: dict[str, Any], training: bool,
-                   checkpoint: bool) -> BlockModule:
+                   checkpoint: bool, methods: Mapping[str, GraphState] | None = None) -> BlockModule:
     module = BlockModule(root, graph_from_state(graph), name)
     module.meta.update(meta)
     module.checkpoint_activations = checkpoint
+    for method, state in (methods or {}).items():
+        module.add_method(method, graph_from_state(state))
     return module.train(training)
 
 
@@ -124,43 +201,76 @@ class Repeat(nn.ModuleList):
     """The copies of a repeated block call (``h.0``, ``h.1``, ...): ``forward`` runs them in order,
     each on the last one's first output and the same other inputs, and returns the last one's outputs.
 
-    ``forward`` names its arguments after the block's inputs (see `repeat`).
+    ``forward`` names its arguments after the block's inputs (see `repeat`); a signature whose
+    copies run a method of theirs chains them the same way in a method of its own (`Loop`).
     """
+
+    __jit_ignored_attributes__ = ["loops"]  # noqa: RUF012  # TorchScript compiles forward only
 
     arg_names: tuple[str, ...] = ("x",)
     multi_output: bool = False
+    loops: tuple[Loop, ...] = ()
+
+    def add_loop(self, loop: Loop) -> None:
+        """Give this repeat the method `loop` (its class changes; nothing else does)."""
+        self.__class__ = _repeat_class(self.arg_names, self.multi_output, (*self.loops, loop))
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (repeat, (list(self), self.arg_names, self.multi_output, self.training))
+        return (repeat, (list(self), self.arg_names, self.multi_output, self.training, self.loops))
+
+
+@dataclass(frozen=True)
+class Loop:
+    """A method of a `Repeat` that chains its copies like ``forward``, each running its method `runs`.
+
+    Attributes:
+        name: the repeat's method.
+        arg_names: its arguments (the first is chained from copy to copy).
+        multi_output: whether each copy returns a tuple (the next one reads its first item).
+        runs: the copies' method (``forward``: the copies are called).
+    """
+
+    name: str
+    arg_names: tuple[str, ...]
+    multi_output: bool
+    runs: str
 
 
 def repeat(copies: Iterable[nn.Module], arg_names: tuple[str, ...], multi_output: bool,
-           training: bool = True) -> Repeat:
+           training: bool = True, loops: tuple[Loop, ...] = ()) -> Repeat:
     """A `Repeat` of `copies` whose forward takes `arg_names` (the first is chained from copy to copy)."""
-    module = _repeat_class(tuple(arg_names), multi_output)(copies)
+    module = _repeat_class(tuple(arg_names), multi_output, loops)(copies)
     return module.train(training)
 
 
 @functools.cache
-def _repeat_class(arg_names: tuple[str, ...], multi_output: bool) -> type[Repeat]:
+def _repeat_class(arg_names: tuple[str, ...], multi_output: bool, loops: tuple[Loop, ...] = ()) -> type[Repeat]:
     """A `Repeat` subclass whose forward has these arguments (TorchScript needs them written out)."""
-    head, *rest = arg_names
-    args = ", ".join(arg_names)
+    methods = {"forward": _loop_method(Loop("forward", arg_names, multi_output, "forward"))}
+    methods.update((loop.name, _loop_method(loop)) for loop in loops)
+    return type("Repeat", (Repeat,), {**methods, "arg_names": arg_names, "multi_output": multi_output,
+                                      "loops": loops, "__module__": __name__})
+
+
+def _loop_method(loop: Loop) -> Callable[..., Any]:
+    """The source of `loop` compiled: a for loop over the copies."""
+    head, *rest = loop.arg_names
+    args = ", ".join(loop.arg_names)
     tail = "".join(f", {a}" for a in rest)
-    if multi_output:  # each copy returns a tuple; the next one reads its first item
-        body = (f"    out = self[0]({args})\n    for layer in self[1:]:\n        out = layer(out[0]{tail})\n"
-                "    return out\n")
+    call = "layer" if loop.runs == "forward" else f"layer.{loop.runs}"
+    if loop.multi_output:  # each copy returns a tuple; the next one reads its first item
+        first = "self[0]" if loop.runs == "forward" else f"self[0].{loop.runs}"
+        body = f"    out = {first}({args})\n    for layer in self[1:]:\n        out = {call}(out[0]{tail})\n    return out\n"
     else:
-        body = f"    for layer in self:\n        {head} = layer({args})\n    return {head}\n"
-    src = f"def forward(self, {args}):\n{body}"
-    filename = f"<nnspec Repeat {args}{' tuples' if multi_output else ''}>"
+        body = f"    for layer in self:\n        {head} = {call}({args})\n    return {head}\n"
+    src = f"def {loop.name}(self, {args}):\n{body}"
+    filename = f"<nnspec Repeat.{loop.name} {args}{' tuples' if loop.multi_output else ''} {loop.runs}>"
     linecache.cache[filename] = (len(src), None, src.splitlines(True), filename)  # for inspect and TorchScript
     namespace: dict[str, Any] = {}
     exec(compile(src, filename, "exec"), namespace)  # the names are identifiers from the spec
-    forward = namespace["forward"]
-    forward.__qualname__ = "Repeat.forward"
-    return type("Repeat", (Repeat,), {"forward": forward, "arg_names": arg_names, "multi_output": multi_output,
-                                      "__module__": __name__})
+    method: Callable[..., Any] = namespace[loop.name]
+    method.__qualname__ = f"Repeat.{loop.name}"
+    return method
 
 
 def set_checkpoint(root: nn.Module, blocks: bool | Iterable[str]) -> None:
@@ -464,13 +574,14 @@ def nest(graph: fx.Graph, g: nx.MultiDiGraph, values: Mapping[TensorRef, fx.Node
     for path in sorted(dict.fromkeys([*folded.blocks, *folded.repeats]), key=lambda p: -p.count(".")):
         if path in folded.blocks:
             block = block_of(folded, path)
-            made = BlockModule(_container(root, path), folded.blocks[path], class_name(block))
+            made = BlockModule(container(root, path), folded.blocks[path], class_name(block))
             made.meta["block"] = block
             type(made).__doc__ = docs.get(block) or f"Block '{block}'."
-            _install(root, path, made)
+            install(root, path, made)
         else:
-            copies = [m for m in _container(root, path)._modules.values() if m is not None]
-            _install(root, path, repeat(copies, _arg_names(copies[0]), folded.repeats[path]))
+            copies = [m for m in container(root, path)._modules.values() if m is not None]
+            forward = copies[0].graph if isinstance(copies[0], BlockModule) else fx.Graph()
+            install(root, path, repeat(copies, arg_names(forward), folded.repeats[path]))
     return graph  # well formed by construction; the tests lint every block's graph
 
 
@@ -480,10 +591,11 @@ def block_of(folded: Folded, path: str) -> str:
     return call.block if call is not None else path.rpartition(".")[2]
 
 
-def _arg_names(block: nn.Module) -> tuple[str, ...]:
-    """A block call's forward arguments, as names a `Repeat` can take (not ``self``, ``layer`` or ``out``)."""
+def arg_names(graph: fx.Graph) -> tuple[str, ...]:
+    """A block call's arguments (the placeholders of its `graph`), as names a `Repeat`'s loop can take
+    (not ``self``, ``layer`` or ``out``)."""
     names: list[str] = []
-    for node in block.graph.nodes if isinstance(block, BlockModule) else ():
+    for node in graph.nodes:
         if node.op == "placeholder":
             name = str(node.target)
             while name in ("self", "layer", "out", *names):
@@ -492,7 +604,7 @@ def _arg_names(block: nn.Module) -> tuple[str, ...]:
     return tuple(names) or ("x",)
 
 
-def _container(root: nn.Module, path: str) -> nn.Module:
+def container(root: nn.Module, path: str) -> nn.Module:
     """The module now at `path` (a plain container made while lowering), or a new empty one."""
     module = root
     for part in path.split("."):
@@ -503,7 +615,7 @@ def _container(root: nn.Module, path: str) -> nn.Module:
     return module
 
 
-def _install(root: nn.Module, path: str, module: nn.Module) -> None:
+def install(root: nn.Module, path: str, module: nn.Module) -> None:
     """Put `module` at `path` in place of what was there (same position among its siblings)."""
     *prefix, leaf = path.split(".")
     parent = root

@@ -12,9 +12,10 @@ activation checkpointing (``checkpoint=True``), hooks and ``torch.compile`` work
 
 Signatures share the weights of the main graph: the module built for the main graph
 exposes each as a method (``model.decode_step(token, h, c)``, also ``model.signature(name)``),
-generated from its own fx graph over the same submodules (flat: it calls the layers inside the
-blocks directly). ``to_torch(spec, signature=name)`` builds that entry point alone, with the
-subset of the state_dict it needs.
+generated from its own fx graph over the same submodules, folded into calls of the blocks like
+``forward`` (``self.h[0].with_past(...)``: `signatures.nest_signature`), so that hooks, FSDP2 and
+checkpointing apply per block there too. ``to_torch(spec, signature=name)`` builds that entry point
+alone, with the subset of the state_dict it needs.
 """
 
 from __future__ import annotations
@@ -36,8 +37,9 @@ from nnspec.builder.tensor import fmt_dim
 from .blocks import GraphState, graph_from_state, graph_state, nest, set_checkpoint
 from .emitter import Emitter, LoweringError, ModuleTree
 from .lowering import TABLE
+from .signatures import nest_signature
 
-__all__ = ["SpecModule", "SpecSource", "lower", "spec_info", "to_torch"]
+__all__ = ["SpecModule", "SpecSource", "lower", "register_fsdp_methods", "spec_info", "to_torch"]
 
 SpecSource = Spec | str | Path | Mapping[str, Any]
 
@@ -72,6 +74,9 @@ def to_torch(source: SpecSource | nx.MultiDiGraph, signature: str | None = None,
     _check_weights(tree)
     (_, first), *rest = lowered.items()
     nest(first.fx, first.source, first.values, tree.root)  # blocks become modules with their own forward
+    for name, em in rest:  # and each signature's part of a block one of its methods
+        assert name is not None
+        nest_signature(em.fx, em.source, em.values, tree.root, name)
     if checkpoint is None:
         checkpoint = first.source.graph.get("checkpoint_blocks", [])
     elif not isinstance(checkpoint, bool):
@@ -269,12 +274,32 @@ class SpecModule(fx.GraphModule):
         return (_restore, (root, graph_state(self.graph), type(self).__name__, dict(self.meta), sigs, self.training))
 
 
+def register_fsdp_methods(model: SpecModule) -> list[str]:
+    """Tell FSDP2 that the signature methods of a sharded `model` are forward methods, so that the
+    root's parameters (embeddings, final norm, LM head) are gathered when one runs.
+
+    Call it after ``fully_shard(model)``; a module not sharded is left alone. The blocks need
+    nothing: their methods (``model.h[0].with_past``) run through ``__call__``, so the hooks that
+    ``fully_shard`` put on each block apply to them as to ``forward``.
+
+    Returns:
+        The method names registered (those of `model.signatures` that are attributes of it).
+    """
+    from torch.distributed.fsdp import register_fsdp_forward_method
+
+    names = [name for name in model.signatures if getattr(getattr(type(model), name, None), "signature", None) == name]
+    for name in names:
+        register_fsdp_forward_method(model, name)
+    return names
+
+
 def _signature_method(name: str) -> Callable[..., Any]:
     def method(self: SpecModule, *args: Any, **kwargs: Any) -> Any:
         return self.signature(name)(*args, **kwargs)
 
     method.__name__ = method.__qualname__ = name
     method.__doc__ = f"Run signature '{name}' over this module's weights."
+    method.signature = name  # type: ignore[attr-defined]  # for register_fsdp_methods
     return method
 
 

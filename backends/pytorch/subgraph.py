@@ -14,7 +14,7 @@ from typing import Any
 
 from torch import fx
 
-__all__ = ["Occurrence", "find_occurrence"]
+__all__ = ["Occurrence", "find_occurrence", "same_graph"]
 
 SameTarget = Callable[[fx.Node, fx.Node], bool]
 """Whether two call_module nodes (of the smaller and the larger graph) run the same code."""
@@ -106,3 +106,20 @@ def find_occurrence(small: fx.Graph, big: fx.Graph, same_target: SameTarget,
         if outside and (node not in results or any(order[u] < order[last] for u in outside)):
             return None
     return Occurrence(args, results, inside, last)
+
+
+def same_graph(a: fx.Graph, b: fx.Graph) -> bool:
+    """Whether two graphs compute the same thing the same way: node for node, the same ops on the same
+    targets and constants, reading the same earlier nodes (the names of nodes may differ)."""
+    if len(a.nodes) != len(b.nodes):
+        return False
+    matcher = _Matcher(lambda x, y: x.target == y.target)
+    for x, y in zip(a.nodes, b.nodes):
+        if x.op != y.op or (x.op != "placeholder" and x.target != y.target):
+            return False
+        if x.op == "placeholder":
+            matcher.pairs[x] = y
+        elif not (matcher.value(x.args, y.args) and matcher.value(x.kwargs, y.kwargs)):
+            return False
+        matcher.pairs[x] = y
+    return True
