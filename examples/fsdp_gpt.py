@@ -5,7 +5,9 @@
 
 Each block call of the spec is a module of its own (``model.h[3]`` is a ``Block``), so the
 standard recipe applies unchanged: ``fully_shard`` on every block, then on the root; each block
-gathers its weights just before its forward and frees them after. ``to_torch(...,
+gathers its weights just before its forward and frees them after. The signatures (``with_past``,
+``padded``) call methods of the blocks that run through the block's ``__call__`` like ``forward``;
+``register_fsdp_methods`` tells FSDP2 that they are forward methods of the root. ``to_torch(...,
 checkpoint=True)`` recomputes each block's activations in backward instead of keeping them.
 Every rank trains on its own slice of random token batches; rank 0 prints the loss.
 """
@@ -24,7 +26,7 @@ from torch.distributed.fsdp import fully_shard
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from nnspec.backends.pytorch import to_torch
+from nnspec.backends.pytorch import register_fsdp_methods, to_torch
 from nnspec.backends.pytorch.blocks import BlockModule
 
 SMALL = {"vocab": 64, "n_ctx": 32, "d_model": 32, "layers": 2, "heads": 2, "dropout": 0.0}
@@ -55,6 +57,7 @@ def main() -> None:
         if isinstance(block, BlockModule):
             fully_shard(block, mesh=mesh)  # one all-gather per block, just before its forward
     fully_shard(model, mesh=mesh)  # the embeddings, the final norm and the (tied) LM head
+    register_fsdp_methods(model)  # model.with_past, model.padded gather the root's weights too
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     wte = model.get_submodule("wte")
     assert isinstance(wte, torch.nn.Embedding)
