@@ -34,6 +34,7 @@ from nnspec.builder import TensorRef
 from nnspec.builder.resolve import BlockCall, Frame
 
 from .emitter import RESERVED_NAMES
+from .graphstate import GraphState, graph_from_state, graph_state
 
 __all__ = ["BlockModule", "Folded", "Loop", "Repeat", "arg_names", "block_of", "class_name", "container", "fold", "install",
            "nest", "repeat", "set_checkpoint"]
@@ -286,43 +287,6 @@ def _mark(module: nn.Module, names: set[str] | None, on: bool) -> None:
             child.checkpoint_activations = True  # its inner blocks are recomputed with it
         else:
             _mark(child, names, on)
-
-
-# --- pickling fx graphs --------------------------------------------------------------
-
-@dataclass(frozen=True)
-class _Value:
-    """A reference to an earlier fx node, by name, in a pickled graph (not a tuple, so that fx's
-    map_aggregate does not walk into it)."""
-
-    name: str
-
-
-GraphState = list[tuple[str, str, Any, Any, Any, Any, Any]]
-
-
-def graph_state(graph: fx.Graph) -> GraphState:
-    """An fx graph as picklable rows: (op, name, target, args, kwargs, type, meta)."""
-    def ref(n: fx.Node) -> Any:
-        return _Value(n.name)
-
-    return [(n.op, n.name, n.target, fx.node.map_arg(n.args, ref), fx.node.map_arg(n.kwargs, ref), n.type,
-             {k: v for k, v in n.meta.items() if k == "nnspec"}) for n in graph.nodes]
-
-
-def graph_from_state(state: GraphState) -> fx.Graph:
-    """The fx graph that `graph_state` wrote, node for node."""
-    graph = fx.Graph()
-    made: dict[str, fx.Node] = {}
-
-    def value(arg: Any) -> Any:
-        return fx.node.map_aggregate(arg, lambda a: made[a.name] if isinstance(a, _Value) else a)
-
-    for op, name, target, args, kwargs, type_expr, meta in state:
-        node = graph.create_node(op, target, value(args), value(kwargs), name, type_expr)
-        node.meta.update(meta)
-        made[name] = node
-    return graph
 
 
 # --- folding the flat graph ------------------------------------------------------------

@@ -34,8 +34,9 @@ from nnspec.builder.kv_cache import derived_graphs
 from nnspec.builder.ops.layers import Embedding, PositionEmbedding, SinusoidalPosition
 from nnspec.builder.tensor import fmt_dim
 
-from .blocks import GraphState, graph_from_state, graph_state, nest, set_checkpoint
+from .blocks import nest, set_checkpoint
 from .emitter import Emitter, LoweringError, ModuleTree
+from .graphstate import GraphState, graph_from_state, graph_state
 from .lowering import TABLE
 from .signatures import nest_signature
 
