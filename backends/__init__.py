@@ -9,11 +9,11 @@ from __future__ import annotations
 from ._lazy import lazy_exports
 
 __all__ = [
-    "emit_python", "export_onnx", "generate", "generate_onnx", "load_weights", "run_onnx", "save_weights",
-    "to_graphviz", "to_onnx", "to_torch",
+    "HOMES", "emit_python", "export_onnx", "generate", "generate_onnx", "load_weights", "render", "run_onnx",
+    "save_weights", "to_graphviz", "to_mermaid", "to_onnx", "to_torch",
 ]
 
-_LAZY = {
+HOMES = {
     "to_torch": "nnspec.backends.pytorch",
     "generate": "nnspec.backends.pytorch",
     "emit_python": "nnspec.backends.pytorch",
@@ -24,7 +24,9 @@ _LAZY = {
     "run_onnx": "nnspec.backends.onnx",
     "generate_onnx": "nnspec.backends.onnx",
     "to_graphviz": "nnspec.backends.graphviz",
+    "to_mermaid": "nnspec.backends.graphviz",
+    "render": "nnspec.backends.graphviz",
 }
+"""Each public back-end name -> the module that defines it, imported on first use (`nnspec` too)."""
 
-
-__getattr__ = lazy_exports(__name__, _LAZY)
+__getattr__ = lazy_exports(__name__, HOMES)

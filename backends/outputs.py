@@ -34,7 +34,7 @@ from nnspec.builder.text import printable
 
 __all__ = [
     "STDOUT", "InputFileError", "OutputError", "OutputTarget", "atomic_output", "file_in", "install_signal_cleanup",
-    "resolve_output",
+    "regular_file_size", "resolve_output",
     "remove_temporaries", "safe_file_name", "temporary_beside", "temporary_folder", "write_text_atomic",
 ]
 
@@ -64,6 +64,20 @@ class OutputError(Exception):
 class InputFileError(ValueError):
     """A file given to a command (a model, an array, weights) that cannot be used: the user's fault,
     exit 1. Backends subclass it; the command line reports any of them as an error, not a bug."""
+
+
+def regular_file_size(path: Path, what: str, error: type[InputFileError] = InputFileError) -> int:
+    """The size of `path`, a regular file that exists and can be read (a pipe or a device is never
+    opened), else `error` naming the file as `what` (``weights file``)."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise error(f"{what} {_quoted(path)} does not exist") from None
+    except OSError as exc:
+        raise error(f"cannot read {what} {_quoted(path)}: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise error(f"{what} {_quoted(path)} is not a regular file")
+    return st.st_size
 
 
 @dataclass(frozen=True)

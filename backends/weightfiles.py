@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import math
-import stat
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from nnspec.builder.text import printable
 
-from .outputs import InputFileError
+from .outputs import InputFileError, regular_file_size
 
 if TYPE_CHECKING:
     import numpy as np
@@ -101,18 +100,6 @@ def _q(path: str | Path) -> str:
     return f"'{printable(str(path))}'"
 
 
-def _file_size(path: Path) -> int:
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        raise WeightsFileError(f"weights file {_q(path)} does not exist") from None
-    except OSError as exc:
-        raise WeightsFileError(f"cannot read weights file {_q(path)}: {exc.strerror or exc}") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise WeightsFileError(f"weights file {_q(path)} is not a regular file")
-    return st.st_size
-
-
 def _header(path: Path, size: int) -> tuple[dict[str, object], int]:
     """The JSON header and the number of bytes after it (its data)."""
     bad = f"{_q(path)} is not a readable safetensors file"
@@ -161,7 +148,7 @@ def check_safetensors(path: str | Path) -> dict[str, TensorInfo]:
             dtype nnspec does not read.
     """
     file = Path(path)
-    size = _file_size(file)
+    size = regular_file_size(file, "weights file", WeightsFileError)
     header, data_bytes = _header(file, size)
     start = size - data_bytes
     return {key: _tensor(file, key, entry, start, data_bytes) for key, entry in header.items() if key != "__metadata__"}
@@ -238,7 +225,7 @@ def weights_format(path: str | Path) -> Literal["safetensors", "torch"]:
         WeightsFileError: a missing file, or a device or folder.
     """
     file = Path(path)
-    _file_size(file)  # a regular file: a pipe or a device is never opened to be sniffed
+    regular_file_size(file, "weights file", WeightsFileError)  # a pipe or a device is never opened to be sniffed
     with open(file, "rb") as f:
         head = f.read(2)
     return "torch" if head.startswith(b"PK") or head[:1] == b"\x80" else "safetensors"

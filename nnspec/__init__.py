@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from importlib import metadata
 
+from nnspec.backends import HOMES
 from nnspec.backends._lazy import lazy_exports
 from nnspec.builder import (
     Diagnostic,
@@ -50,22 +51,7 @@ try:
 except metadata.PackageNotFoundError:  # a source tree that was never installed
     __version__ = "0+unknown"
 
-_LAZY = {
-    "to_torch": "nnspec.backends.pytorch",
-    "generate": "nnspec.backends.pytorch",
-    "emit_python": "nnspec.backends.pytorch",
-    "save_weights": "nnspec.backends.pytorch",
-    "load_weights": "nnspec.backends.pytorch",
-    "to_onnx": "nnspec.backends.onnx",
-    "export_onnx": "nnspec.backends.onnx",
-    "run_onnx": "nnspec.backends.onnx",
-    "generate_onnx": "nnspec.backends.onnx",
-    "to_graphviz": "nnspec.backends.graphviz",
-    "to_mermaid": "nnspec.backends.graphviz",
-    "render": "nnspec.backends.graphviz",
-}
-
-__getattr__ = lazy_exports(__name__, _LAZY)
+__getattr__ = lazy_exports(__name__, HOMES)
 
 
 def __dir__() -> list[str]:

@@ -16,7 +16,6 @@ Outputs are saved under names made safe (`nnspec.backends.outputs.file_in`): an 
 from __future__ import annotations
 
 import math
-import stat
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.lib.format as npy_format
 
-from nnspec.backends.outputs import InputFileError, OutputError, atomic_output, file_in
+from nnspec.backends.outputs import InputFileError, OutputError, atomic_output, file_in, regular_file_size
 from nnspec.builder.text import printable
 
 if TYPE_CHECKING:
@@ -55,19 +54,6 @@ def _short(exc: BaseException, limit: int = 400) -> str:
     return printable(text if len(text) <= limit else text[:limit] + " ...")
 
 
-def _regular_file(path: Path, what: str) -> int:
-    """The size of `path`, which must be a regular file."""
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        raise FileError(f"{what} {_q(path)} does not exist") from None
-    except OSError as exc:
-        raise FileError(f"cannot read {what} {_q(path)}: {exc.strerror or exc}") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise FileError(f"{what} {_q(path)} is not a regular file")
-    return st.st_size
-
-
 def tensor_bytes(shape: Sequence[int], itemsize: int) -> int:
     """Bytes of an array of `shape` (exact, with no overflow)."""
     return math.prod(int(d) for d in shape) * itemsize
@@ -82,7 +68,7 @@ def read_npy(path: str | Path, max_bytes: int, name: str = "") -> np.ndarray:
     """
     file = Path(path)
     label = f"input '{printable(name)}': " if name else ""
-    size = _regular_file(file, f"{label}array file")
+    size = regular_file_size(file, f"{label}array file", FileError)
     try:
         with open(file, "rb") as f:
             if f.read(len(_NPY_MAGIC)) != _NPY_MAGIC:
@@ -120,7 +106,7 @@ def load_model_file(path: str | Path) -> onnx.ModelProto:
     from google.protobuf.message import DecodeError
 
     file = Path(path)
-    size = _regular_file(file, "model file")
+    size = regular_file_size(file, "model file", FileError)
     if size == 0:
         raise FileError(f"model file {_q(file)} is empty")
     try:
